@@ -1,0 +1,1 @@
+"""Small environments the lecture's experiments use (continuous bandit, multi-goal)."""
