@@ -1,1 +1,72 @@
-"""sbx-lecture: the algorithms of a lecture on advanced policy optimization, as Stable-Baselines3 plugins."""
+"""sbx-lecture: the algorithms of a lecture on advanced policy optimization, as Stable-Baselines3 plugins.
+
+The algorithm classes are imported on first access, so ``import sbx_lecture`` (and ``sbx-lecture list``) stays
+light; ``from sbx_lecture import PPO`` gives the very class object of Stable-Baselines3.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sbx_lecture.hookspecs import hookimpl
+from sbx_lecture.plugins import get_plugin_manager
+from sbx_lecture.registry import AlgorithmSpec
+
+if TYPE_CHECKING:
+    from sb3_contrib import TRPO
+    from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+__version__ = "0.1.0"
+
+#: Public class name → its ``"module:Class"``, resolved lazily by :func:`__getattr__`.
+_PUBLIC_CLASSES = {
+    "PPO": "stable_baselines3:PPO",
+    "A2C": "stable_baselines3:A2C",
+    "DDPG": "stable_baselines3:DDPG",
+    "TD3": "stable_baselines3:TD3",
+    "SAC": "stable_baselines3:SAC",
+    "DQN": "stable_baselines3:DQN",
+    "TRPO": "sb3_contrib:TRPO",
+}
+
+
+def get_algorithm(name: str) -> type[BaseAlgorithm]:
+    """The algorithm class registered under ``name`` (``"tnpg"``, ``"ppo"``, a plugin's name, ...).
+
+    :raises UnknownAlgorithmError: for an unknown name, suggesting the closest registered ones
+    """
+    return get_plugin_manager().registry.get(name)
+
+
+def list_algorithms() -> list[AlgorithmSpec]:
+    """Every registered algorithm, sorted by name, without importing any of them."""
+    return list(get_plugin_manager().registry)
+
+
+def __getattr__(name: str) -> Any:
+    target = _PUBLIC_CLASSES.get(name)
+    if target is None:
+        raise AttributeError(f"module 'sbx_lecture' has no attribute {name!r}")
+    import importlib
+
+    module_name, class_name = target.split(":")
+    value = getattr(importlib.import_module(module_name), class_name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "A2C",
+    "DDPG",
+    "DQN",
+    "PPO",
+    "SAC",
+    "TD3",
+    "TRPO",
+    "AlgorithmSpec",
+    "__version__",
+    "get_algorithm",
+    "hookimpl",
+    "list_algorithms",
+]

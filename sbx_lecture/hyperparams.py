@@ -1,0 +1,101 @@
+"""Typed hyperparameters from ``key=value`` text, as the RL Zoo writes them, without ``eval``.
+
+Accepted values: Python literals (numbers, strings, booleans, ``None``, lists, tuples, dicts), ``lin_0.001`` (a
+linear schedule from 0.001 to 0), ``dict(net_arch=[64, 64], activation_fn=nn.Tanh)`` with keyword arguments, and
+the names of ``torch.nn`` activation functions and ``torch.optim`` optimizers (``nn.ReLU``, ``th.optim.Adam``).
+Anything else is refused with a message that says what is allowed.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+#: Attribute paths a value may name, mapped to (module, attribute); resolved only when used.
+_ALLOWED_NAMES: dict[str, tuple[str, str]] = {}
+for _prefix in ("nn", "th.nn", "torch.nn"):
+    for _activation in ("ReLU", "Tanh", "ELU", "LeakyReLU", "SELU", "GELU", "SiLU", "Sigmoid", "Softplus", "Identity"):
+        _ALLOWED_NAMES[f"{_prefix}.{_activation}"] = ("torch.nn", _activation)
+for _prefix in ("optim", "th.optim", "torch.optim"):
+    for _optimizer in ("Adam", "AdamW", "RMSprop", "SGD"):
+        _ALLOWED_NAMES[f"{_prefix}.{_optimizer}"] = ("torch.optim", _optimizer)
+_ALLOWED_CALLS = {"dict": dict, "list": list, "tuple": tuple}
+
+
+class HyperparameterError(ValueError):
+    """A ``key=value`` pair that cannot be parsed or is not accepted."""
+
+
+def linear_schedule(initial_value: float) -> Callable[[float], float]:
+    """``progress_remaining`` (1 → 0) ↦ ``progress_remaining * initial_value``, the zoo's ``lin_X``."""
+    start = float(initial_value)
+
+    def schedule(progress_remaining: float) -> float:
+        return progress_remaining * start
+
+    schedule.__qualname__ = f"linear_schedule({start})"
+    return schedule
+
+
+def parse_value(text: str) -> Any:
+    """One hyperparameter value from its text (see the module docstring for what is accepted)."""
+    text = text.strip()
+    if text.startswith("lin_"):
+        try:
+            return linear_schedule(float(text[4:]))
+        except ValueError:
+            raise HyperparameterError(f"bad linear schedule {text!r}: expected lin_<number>, e.g. lin_0.001") from None
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        return text  # a bare word such as auto or MlpPolicy
+    if isinstance(tree.body, ast.Name) and tree.body.id not in ("True", "False", "None"):
+        return text
+    return _evaluate(tree.body, text)
+
+
+def _evaluate(node: ast.AST, text: str) -> Any:
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        operand = _evaluate(node.operand, text)
+        if isinstance(operand, (int, float)):
+            return -operand if isinstance(node.op, ast.USub) else operand
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items = [_evaluate(element, text) for element in node.elts]
+        return items if isinstance(node, ast.List) else tuple(items)
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {_evaluate(k, text): _evaluate(v, text) for k, v in zip(node.keys, node.values, strict=True)}  # type: ignore[arg-type]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _ALLOWED_CALLS:
+        args = [_evaluate(arg, text) for arg in node.args]
+        kwargs = {kw.arg: _evaluate(kw.value, text) for kw in node.keywords if kw.arg is not None}
+        if len(kwargs) != len(node.keywords):
+            raise HyperparameterError(f"cannot parse {text!r}: ** unpacking is not allowed")
+        return _ALLOWED_CALLS[node.func.id](*args, **kwargs)
+    if isinstance(node, (ast.Attribute, ast.Name)):
+        dotted = ast.unparse(node)
+        if dotted in _ALLOWED_NAMES:
+            module, attribute = _ALLOWED_NAMES[dotted]
+            return getattr(importlib.import_module(module), attribute)
+        if dotted in ("True", "False", "None"):
+            return {"True": True, "False": False, "None": None}[dotted]
+        raise HyperparameterError(
+            f"cannot parse {text!r}: {dotted!r} is not an allowed name (use nn.ReLU/nn.Tanh/... or th.optim.Adam/...)"
+        )
+    raise HyperparameterError(
+        f"cannot parse {text!r}: use a number, string, bool, list, dict(...), lin_<number> or an nn activation"
+    )
+
+
+def parse_assignments(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["n_steps=128", "learning_rate=lin_1e-3"]`` → ``{"n_steps": 128, "learning_rate": <schedule>}``."""
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        key = key.strip()
+        if not separator or not key.isidentifier():
+            raise HyperparameterError(f"bad hyperparameter {pair!r}: expected key=value, e.g. -p n_steps=256")
+        parsed[key] = parse_value(value)
+    return parsed
