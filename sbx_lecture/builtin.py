@@ -20,10 +20,22 @@ class BuiltinAlgorithm(NamedTuple):
     target: str
     description: str
     zoo_hyperparams: str | None = None
+    zoo_sampler: str | None = None
+
+
+def _lecture(name: str, target: str, description: str) -> BuiltinAlgorithm:
+    zoo_file = f"sbx_lecture.zoo_configs:{name}.yml"
+    return BuiltinAlgorithm(name, target, description, zoo_file, f"sbx_lecture.zoo_samplers:sample_{name}_params")
 
 
 #: The lecture's additions; their rl-zoo files ship in the wheel as ``sbx_lecture.zoo_configs``.
-LECTURE_ALGORITHMS: tuple[BuiltinAlgorithm, ...] = ()
+LECTURE_ALGORITHMS: tuple[BuiltinAlgorithm, ...] = (
+    _lecture("npg", "sbx_lecture.npg:NPG", "natural policy gradient: θ ← θ + α F⁻¹∇J"),
+    _lecture("tnpg", "sbx_lecture.npg:TNPG", "truncated natural gradient: fixed CG iterations, step from the KL bound"),
+    _lecture("ppo_kl", "sbx_lecture.ppo_kl:KLPPO", "PPO with an adaptive (or fixed) KL penalty"),
+    _lecture("dpg", "sbx_lecture.dpg:DPG", "deterministic policy gradient, compatible or MLP critic (Silver et al.)"),
+    _lecture("sql", "sbx_lecture.sql:SQL", "soft Q-learning with energy-based policies (Haarnoja et al. 2017)"),
+)
 
 #: Stable-Baselines3's algorithms, reused as they are (the RL Zoo's own hyperparameters stay in force).
 SB3_ALGORITHMS: tuple[BuiltinAlgorithm, ...] = (
@@ -69,4 +81,10 @@ def builtin_algorithms() -> list[BuiltinAlgorithm]:
 def register_algorithms(register: RegisterFunction) -> None:
     """Register the built-in algorithms."""
     for row in builtin_algorithms():
-        register(row.name, row.target, description=row.description, zoo_hyperparams=row.zoo_hyperparams)
+        register(
+            row.name,
+            row.target,
+            description=row.description,
+            zoo_hyperparams=row.zoo_hyperparams,
+            zoo_sampler=row.zoo_sampler,
+        )

@@ -52,7 +52,7 @@ class AlgorithmSpec:
     :param version: that distribution's version
     :param description: one-line description
     :param zoo_hyperparams: rl-zoo yml of the algorithm (path or ``"package:relative/path"``)
-    :param zoo_sampler: Optuna hyperparameter sampler for the zoo's ``--optimize``
+    :param zoo_sampler: Optuna hyperparameter sampler for the zoo's ``--optimize`` (or its ``"module:function"``)
     :param extra: keyword arguments of later contract versions, kept as given
     """
 
@@ -63,7 +63,7 @@ class AlgorithmSpec:
     version: str | None = None
     description: str = ""
     zoo_hyperparams: str | None = None
-    zoo_sampler: Callable[..., dict[str, Any]] | None = None
+    zoo_sampler: Callable[..., dict[str, Any]] | str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     _loaded: type | None = field(default=None, repr=False, compare=False)
 
@@ -93,6 +93,12 @@ class AlgorithmSpec:
             _check_algorithm_class(cls, self)
             self._loaded = cls
         return self._loaded
+
+    def load_zoo_sampler(self) -> Callable[..., dict[str, Any]] | None:
+        """The Optuna sampler, importing it first when it was given as ``"module:function"``."""
+        if isinstance(self.zoo_sampler, str):
+            return _import_target(self.zoo_sampler)  # type: ignore[return-value]
+        return self.zoo_sampler
 
     def resolve_zoo_hyperparams(self) -> str | None:
         """Filesystem path of :attr:`zoo_hyperparams` (``"package:relative/path"`` resolved inside the package)."""
