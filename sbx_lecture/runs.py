@@ -105,7 +105,11 @@ def check_model_file(path: str | os.PathLike[str]) -> None:
     if broken is not None:
         raise ModelFileError(f"model file {path} is corrupted (member {broken!r} fails its checksum); {hint}")
     if "data" not in names:
-        raise ModelFileError(f"{path} is a zip archive but not a Stable-Baselines3 model (no 'data' member)")
+        # A truncated model can still look like a zip: the torch archives nested inside it carry their own index.
+        raise ModelFileError(
+            f"model file {path} is truncated or corrupted, or is not a Stable-Baselines3 model (no 'data' member); "
+            f"{hint}"
+        )
 
 
 def load_model(
@@ -145,6 +149,8 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> tuple[Path, int] | Non
 class AtomicCheckpointCallback(BaseCallback):
     """Every ``save_freq`` environment steps (and at the end), save a checkpoint that resumes training exactly.
 
+    Checkpoints are written at the end of a rollout, once ``save_freq`` steps have passed since the last one.
+
     Each checkpoint is ``checkpoints/model_<steps>_steps.zip``, written atomically; off-policy algorithms also get
     ``checkpoints/replay_buffer.pkl`` (the latest only, it can be large) and normalised environments
     ``checkpoints/vecnormalize.pkl``. Older model checkpoints beyond ``keep`` are removed.
@@ -169,9 +175,12 @@ class AtomicCheckpointCallback(BaseCallback):
         self._last_saved = self.model.num_timesteps
 
     def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        # At a rollout's end every transition is stored (SB3 calls on_step before storing the last one).
         if self.model.num_timesteps - self._last_saved >= self.save_freq:
             self.save_checkpoint()
-        return True
 
     def _on_training_end(self) -> None:
         if self.model.num_timesteps != self._last_saved:

@@ -8,3 +8,53 @@ import torch as th
 os.environ.setdefault("MPLBACKEND", "Agg")
 matplotlib.use("Agg")
 th.set_num_threads(1)
+
+
+import importlib  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from sbx_lecture.plugins import reset_plugin_manager  # noqa: E402
+
+
+def write_distribution(
+    site: Path, name: str, version: str, entry_points: dict[str, str], modules: dict[str, str]
+) -> Path:
+    """Write an installed-looking distribution into ``site``: ``<name>-<version>.dist-info`` with METADATA and
+    ``entry_points.txt`` in the ``sbx_lecture`` group, plus the plugin modules' source files."""
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = "\n".join(f"{key} = {value}" for key, value in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[sbx_lecture]\n{lines}\n")
+    for module, source in modules.items():
+        (site / f"{module}.py").write_text(textwrap.dedent(source))
+    return info
+
+
+@pytest.fixture
+def plugin_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Path]]:
+    """A temporary site folder on ``sys.path`` where tests install fake plugin distributions.
+
+    The plugin manager is reset before and after, so each test sees exactly the plugins it installed.
+    """
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    before = set(sys.modules)
+    reset_plugin_manager()
+
+    def install(name: str, version: str, entry_points: dict[str, str], modules: dict[str, str]) -> Path:
+        info = write_distribution(site, name, version, entry_points, modules)
+        importlib.invalidate_caches()
+        return info
+
+    yield install
+    for module in set(sys.modules) - before:
+        if getattr(sys.modules[module], "__file__", "") and str(site) in str(sys.modules[module].__file__):
+            del sys.modules[module]
+    reset_plugin_manager()
