@@ -46,7 +46,8 @@ def test_list_json_shows_plugins_and_distribution(capsys: pytest.CaptureFixture[
 
 
 def test_list_reports_failed_plugins(plugin_site, capsys: pytest.CaptureFixture[str]) -> None:
-    plugin_site("broken-dist", "0.3", {"broken": "broken_dist_module"}, {"broken_dist_module": "raise ImportError('x')"})
+    broken = {"broken_dist_module": "raise ImportError('x')"}
+    plugin_site("broken-dist", "0.3", {"broken": "broken_dist_module"}, broken)
     with pytest.warns(UserWarning):
         assert main(["list"]) == 0
     out = capsys.readouterr().out
@@ -109,7 +110,7 @@ def test_default_run_folder_and_bad_out(workdir: Path, capsys: pytest.CaptureFix
     [
         (["train", "tnpo", "Pendulum-v1"], "unknown algorithm 'tnpo'; did you mean"),
         (["train", "ppo", "Pendulm-v1"], "unknown environment 'Pendulm-v1'"),
-        (["train", "ppo", "CartPole-v1", "-p", "n_stepz=64"], "does not take hyperparameter 'n_stepz'; did you mean 'n_steps'"),
+        (["train", "ppo", "CartPole-v1", "-p", "n_stepz=64"], "hyperparameter 'n_stepz'; did you mean 'n_steps'"),
         (["train", "ppo", "CartPole-v1", "-p", "n_steps=__import__('os')"], "cannot parse"),
         (["train", "dqn", "Pendulum-v1"], "does not support the action space Box"),
         (["train", "td3", "CartPole-v1"], "does not support the action space Discrete"),
