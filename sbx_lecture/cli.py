@@ -129,18 +129,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sbx-lecture`` console script; returns the exit status."""
     from sbx_lecture.training import USER_ERRORS
 
-    args = _build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
+        if arguments[:1] in (["zoo"], ["bench"]):  # pass-through commands parse (and explain) their own options
+            return _delegate(f"sbx_lecture.{arguments[0]}", arguments[1:])
+        args = _build_parser().parse_args(arguments)
         if args.command == "list":
             return _list(args.json)
         if args.command == "train":
             return _train(args)
         if args.command == "eval":
             return _eval(args)
-        if args.command == "zoo":
-            return _delegate("sbx_lecture.zoo", args.zoo_args)
-        if args.command == "bench":
-            return _delegate("sbx_lecture.bench", args.bench_args)
     except USER_ERRORS as exc:
         if os.environ.get("SBX_LECTURE_DEBUG"):
             raise

@@ -1,0 +1,224 @@
+"""Optuna hyperparameter samplers of the lecture's algorithms, for the RL Zoo's ``--optimize``.
+
+Each ``sample_<algo>_params(trial, n_actions, n_envs, additional_args) -> dict`` has the signature of the zoo's
+``HYPERPARAMS_SAMPLER`` entries (``rl_zoo3/hyperparams_opt.py``) and is registered through the plugin hook
+(``zoo_sampler="sbx_lecture.zoo_samplers:sample_npg_params"``). As in the zoo, a sampler first suggests raw values
+(``one_minus_gamma``, ``batch_size_pow``, ``net_arch`` as a size name, ...) and then converts them; the conversion is
+its ``convert`` attribute, which :mod:`sbx_lecture.zoo` uses as the zoo's ``HYPERPARAMS_CONVERTER`` to rebuild the
+hyperparameters of a stored trial (``--trial-id``) from ``trial.params``.
+
+The search spaces follow the zoo's for the nearest SB3 algorithm (TRPO for NPG/TNPG, PPO for KL-PPO, TD3 for DPG,
+SAC for soft Q-learning) plus each algorithm's own knobs: the natural step size α of NPG, the KL bound δ of TNPG,
+the initial penalty β and the KL target of KL-PPO, the critic type of DPG, the temperature α of soft Q-learning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+#: ``(trial, n_actions, n_envs, additional_args) -> raw values``; the raw values' keys are the trial's param names.
+SuggestFunction = Callable[[Any, int, int, dict[str, Any]], dict[str, Any]]
+ConvertFunction = Callable[[dict[str, Any]], dict[str, Any]]
+
+ACTIVATIONS = ("tanh", "relu")
+ON_POLICY_NETS: dict[str, list[int]] = {"tiny": [64], "small": [64, 64], "medium": [256, 256]}
+OFF_POLICY_NETS: dict[str, list[int]] = {"small": [64, 64], "medium": [256, 256], "big": [400, 300]}
+
+
+class ZooSampler:
+    """A zoo sampler made of a ``suggest`` step (Optuna calls) and a ``convert`` step (raw values → hyperparameters).
+
+    Calling it runs both, then turns the zoo keys ``noise_type``/``noise_std`` of the converted values into an
+    ``action_noise`` object for ``n_actions`` dimensions (the zoo does that itself for a stored trial).
+
+    :param suggest: suggests the raw values on the trial and returns them
+    :param convert: maps raw values (a trial's ``params``) to the algorithm's hyperparameters
+    """
+
+    def __init__(self, suggest: SuggestFunction, convert: ConvertFunction) -> None:
+        self.suggest = suggest
+        self.convert = convert
+        self.__doc__ = suggest.__doc__
+
+    def __call__(self, trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+        raw = self.suggest(trial, n_actions, n_envs, additional_args)
+        return with_action_noise(self.convert(raw), n_actions)
+
+
+def with_action_noise(hyperparams: dict[str, Any], n_actions: int) -> dict[str, Any]:
+    """Replace the zoo keys ``noise_type``/``noise_std`` by an SB3 ``action_noise`` with ``n_actions`` dimensions."""
+    noise_type = hyperparams.pop("noise_type", None)
+    noise_std = float(hyperparams.pop("noise_std", 0.1))
+    if noise_type is None:
+        return hyperparams
+    from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+
+    mean, sigma = np.zeros(n_actions), noise_std * np.ones(n_actions)
+    if noise_type == "normal":
+        hyperparams["action_noise"] = NormalActionNoise(mean=mean, sigma=sigma)
+    elif noise_type == "ornstein-uhlenbeck":
+        hyperparams["action_noise"] = OrnsteinUhlenbeckActionNoise(mean=mean, sigma=sigma)
+    else:
+        raise ValueError(f"unknown noise_type {noise_type!r}: use 'normal' or 'ornstein-uhlenbeck'")
+    return hyperparams
+
+
+def _activation(name: str) -> Any:
+    from torch import nn
+
+    return {"tanh": nn.Tanh, "relu": nn.ReLU}[name]
+
+
+def _convert_common(raw: dict[str, Any]) -> dict[str, Any]:
+    """``one_minus_gamma`` → ``gamma``, ``one_minus_gae_lambda`` → ``gae_lambda``, ``<name>_pow`` → ``2**value``."""
+    hyperparams = dict(raw)
+    for name in ("gamma", "gae_lambda"):
+        if f"one_minus_{name}" in hyperparams:
+            hyperparams[name] = 1.0 - hyperparams.pop(f"one_minus_{name}")
+    for name in ("batch_size", "n_steps"):
+        if f"{name}_pow" in hyperparams:
+            hyperparams[name] = 2 ** hyperparams.pop(f"{name}_pow")
+    return hyperparams
+
+
+def _suggest_on_policy(trial: Any) -> dict[str, Any]:
+    """The rollout, discount and network choices shared by NPG, TNPG and KL-PPO."""
+    raw = {
+        "n_steps_pow": trial.suggest_int("n_steps_pow", 5, 12),
+        "batch_size_pow": trial.suggest_int("batch_size_pow", 3, 10),
+        "one_minus_gamma": trial.suggest_float("one_minus_gamma", 1e-4, 0.03, log=True),
+        "one_minus_gae_lambda": trial.suggest_float("one_minus_gae_lambda", 1e-4, 0.1, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 3e-3, log=True),
+        "net_arch": trial.suggest_categorical("net_arch", list(ON_POLICY_NETS)),
+        "activation_fn": trial.suggest_categorical("activation_fn", list(ACTIVATIONS)),
+    }
+    trial.set_user_attr("gamma", 1.0 - raw["one_minus_gamma"])
+    trial.set_user_attr("n_steps", 2 ** raw["n_steps_pow"])
+    trial.set_user_attr("batch_size", 2 ** raw["batch_size_pow"])
+    return raw
+
+
+def convert_on_policy_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """Raw values of an on-policy trial → hyperparameters (``net_arch`` with separate ``pi`` and ``vf`` layers)."""
+    hyperparams = _convert_common(raw)
+    layers = ON_POLICY_NETS[hyperparams.pop("net_arch")]
+    activation_fn = _activation(hyperparams.pop("activation_fn"))
+    net_arch = {"pi": list(layers), "vf": list(layers)}
+    hyperparams["policy_kwargs"] = {"net_arch": net_arch, "activation_fn": activation_fn}
+    return hyperparams
+
+
+def suggest_npg_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """NPG: θ ← θ + α F⁻¹∇J; α (``step_size``) and the conjugate-gradient solve of F⁻¹∇J, plus the critic."""
+    raw = _suggest_on_policy(trial)
+    raw["step_size"] = trial.suggest_float("step_size", 1e-3, 1.0, log=True)
+    raw["cg_max_steps"] = trial.suggest_int("cg_max_steps", 10, 100, log=True)
+    raw["cg_damping"] = trial.suggest_float("cg_damping", 1e-3, 0.5, log=True)
+    raw["n_critic_updates"] = trial.suggest_int("n_critic_updates", 5, 30)
+    return raw
+
+
+def suggest_tnpg_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """TNPG: a few CG iterations, step length from the KL bound δ (``target_kl``), plus the critic."""
+    raw = _suggest_on_policy(trial)
+    raw["target_kl"] = trial.suggest_float("target_kl", 1e-3, 0.1, log=True)
+    raw["cg_max_steps"] = trial.suggest_int("cg_max_steps", 3, 30)
+    raw["cg_damping"] = trial.suggest_float("cg_damping", 1e-3, 0.5, log=True)
+    raw["n_critic_updates"] = trial.suggest_int("n_critic_updates", 5, 30)
+    return raw
+
+
+def suggest_ppo_kl_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """KL-penalty PPO: the initial penalty β (``kl_coef``), the KL target d_targ, adaptive or fixed β, epochs."""
+    raw = _suggest_on_policy(trial)
+    raw["n_epochs"] = trial.suggest_categorical("n_epochs", [1, 5, 10, 20])
+    raw["ent_coef"] = trial.suggest_float("ent_coef", 1e-8, 0.1, log=True)
+    raw["max_grad_norm"] = trial.suggest_float("max_grad_norm", 0.3, 2.0)
+    raw["kl_coef"] = trial.suggest_float("kl_coef", 0.1, 10.0, log=True)
+    raw["target_kl"] = trial.suggest_float("target_kl", 1e-3, 0.05, log=True)
+    raw["adaptive_kl"] = trial.suggest_categorical("adaptive_kl", [True, False])
+    return raw
+
+
+def suggest_dpg_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """DPG: actor and critic step sizes, compatible or MLP critic (natural step only with the compatible one),
+    online updates or a replay buffer, SARSA or Q-learning target, Gaussian or Ornstein-Uhlenbeck exploration."""
+    raw: dict[str, Any] = {
+        "one_minus_gamma": trial.suggest_float("one_minus_gamma", 1e-4, 0.03, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 1e-2, log=True),
+        "critic_learning_rate": trial.suggest_float("critic_learning_rate", 1e-5, 1e-2, log=True),
+        "critic": trial.suggest_categorical("critic", ["compatible", "mlp"]),
+        "on_policy": trial.suggest_categorical("on_policy", [False, True]),
+        "buffer_size": trial.suggest_categorical("buffer_size", [None, 10_000, 100_000, 1_000_000]),
+        "batch_size_pow": trial.suggest_int("batch_size_pow", 5, 9),
+        "train_freq": trial.suggest_int("train_freq", 1, 10),
+        "tau": trial.suggest_float("tau", 1e-3, 0.08, log=True),
+        "target_networks": trial.suggest_categorical("target_networks", [False, True]),
+        "noise_type": trial.suggest_categorical("noise_type", ["normal", "ornstein-uhlenbeck"]),
+        "noise_std": trial.suggest_float("noise_std", 0.05, 0.5),
+        "net_arch": trial.suggest_categorical("net_arch", list(OFF_POLICY_NETS)),
+    }
+    if raw["critic"] == "compatible":
+        raw["natural"] = trial.suggest_categorical("natural", [False, True])
+    trial.set_user_attr("gamma", 1.0 - raw["one_minus_gamma"])
+    trial.set_user_attr("batch_size", 2 ** raw["batch_size_pow"])
+    return raw
+
+
+def convert_dpg_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """Raw values of a DPG trial → hyperparameters (``noise_type``/``noise_std`` stay zoo keys)."""
+    hyperparams = _convert_common(raw)
+    hyperparams["policy_kwargs"] = {"net_arch": list(OFF_POLICY_NETS[hyperparams.pop("net_arch")])}
+    # Online (no buffer): one pass over each rollout; with replay: one gradient step per collected step.
+    hyperparams["gradient_steps"] = 1 if hyperparams.get("buffer_size") is None else hyperparams["train_freq"]
+    return hyperparams
+
+
+def suggest_sql_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """Soft Q-learning: the temperature α (``ent_coef``), the particles of the soft value (and, for continuous
+    actions, of SVGD), replay and target-network settings."""
+    raw: dict[str, Any] = {
+        "one_minus_gamma": trial.suggest_float("one_minus_gamma", 1e-4, 0.03, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 3e-3, log=True),
+        "batch_size_pow": trial.suggest_int("batch_size_pow", 5, 9),
+        "buffer_size": trial.suggest_categorical("buffer_size", [10_000, 100_000, 1_000_000]),
+        "learning_starts": trial.suggest_categorical("learning_starts", [0, 100, 1_000, 10_000]),
+        "train_freq": trial.suggest_int("train_freq", 1, 10),
+        "tau": trial.suggest_float("tau", 1e-3, 1.0, log=True),
+        "ent_coef": trial.suggest_float("ent_coef", 1e-3, 1.0, log=True),
+        "twin_critics": trial.suggest_categorical("twin_critics", [False, True]),
+        "net_arch": trial.suggest_categorical("net_arch", list(OFF_POLICY_NETS)),
+    }
+    if n_actions > 0:  # continuous actions: particles for the soft value and for amortized SVGD
+        raw["value_n_particles"] = trial.suggest_categorical("value_n_particles", [8, 16, 32])
+        raw["svgd_n_particles"] = trial.suggest_categorical("svgd_n_particles", [8, 16, 32])
+    trial.set_user_attr("gamma", 1.0 - raw["one_minus_gamma"])
+    trial.set_user_attr("batch_size", 2 ** raw["batch_size_pow"])
+    return raw
+
+
+def convert_sql_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """Raw values of a soft Q-learning trial → hyperparameters (one gradient step per collected step)."""
+    hyperparams = _convert_common(raw)
+    hyperparams["policy_kwargs"] = {"net_arch": list(OFF_POLICY_NETS[hyperparams.pop("net_arch")])}
+    hyperparams["gradient_steps"] = hyperparams["train_freq"]
+    return hyperparams
+
+
+sample_npg_params = ZooSampler(suggest_npg_params, convert_on_policy_params)
+sample_tnpg_params = ZooSampler(suggest_tnpg_params, convert_on_policy_params)
+sample_ppo_kl_params = ZooSampler(suggest_ppo_kl_params, convert_on_policy_params)
+sample_dpg_params = ZooSampler(suggest_dpg_params, convert_dpg_params)
+sample_sql_params = ZooSampler(suggest_sql_params, convert_sql_params)
+
+#: Registry name → sampler, for plugin authors and tests.
+SAMPLERS: dict[str, ZooSampler] = {
+    "npg": sample_npg_params,
+    "tnpg": sample_tnpg_params,
+    "ppo_kl": sample_ppo_kl_params,
+    "dpg": sample_dpg_params,
+    "sql": sample_sql_params,
+}

@@ -1,0 +1,385 @@
+"""The RL Zoo bridge: every registered algorithm in rl_zoo3's train, enjoy and --optimize, with our zoo files.
+
+The lecture's algorithms run in this process (rl_zoo3 is imported once); the third-party plugin runs in
+subprocesses of ``sbx-lecture zoo``, found through a temporary distribution on ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+
+from sbx_lecture.builtin import LECTURE_ALGORITHMS
+from sbx_lecture.hookspecs import hookimpl
+from sbx_lecture.plugins import PluginManager, get_plugin_manager
+from sbx_lecture.zoo import (
+    ZOO_SCRIPTS,
+    LazyAlgorithms,
+    load_zoo_file,
+    main,
+    plan_train,
+    refused_hyperparameters,
+    register_with_zoo,
+    registered_hyperparams,
+)
+
+LECTURE = [row.name for row in LECTURE_ALGORITHMS]
+ZOO_CONFIGS = Path(__file__).resolve().parent.parent / "zoo_configs"
+
+#: A small environment per algorithm and the overrides that make one zoo run take a second or two.
+TINY_RUNS: dict[str, tuple[str, list[str]]] = {
+    "npg": ("CartPole-v1", ["n_envs:1", "n_steps:64", "batch_size:64", "n_critic_updates:1", "cg_max_steps:5"]),
+    "tnpg": ("CartPole-v1", ["n_envs:1", "n_steps:64", "batch_size:64", "n_critic_updates:1", "cg_max_steps:5"]),
+    "ppo_kl": ("CartPole-v1", ["n_envs:1", "n_steps:64", "batch_size:64", "n_epochs:1"]),
+    "dpg": ("Pendulum-v1", ["n_envs:1", "learning_starts:32", "batch_size:32"]),
+    "sql": ("CartPole-v1", ["n_envs:1", "learning_starts:32", "batch_size:32", "buffer_size:1000"]),
+    "ppo": ("CartPole-v1", ["n_envs:1", "n_steps:64", "batch_size:64", "n_epochs:1"]),
+}
+TINY_TIMESTEPS = "128"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _train(algo: str, log_folder: Path, *extra: str) -> list[str]:
+    env_id, overrides = TINY_RUNS[algo]
+    return ["train", "--algo", algo, "--env", env_id, "-n", TINY_TIMESTEPS, "-f", str(log_folder), "--seed", "0",
+            "--eval-freq", "-1", *extra, "-params", *overrides]
+
+
+def _saved_config(run: Path) -> Any:
+    """The hyperparameters the zoo saved with a run (an OrderedDict, in PyYAML's python tag)."""
+    return yaml.load((run / run.name.rsplit("_", 1)[0] / "config.yml").read_text(), Loader=yaml.UnsafeLoader)
+
+
+def _error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.startswith("sbx-lecture zoo: error: "), err
+    return err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Registration with the zoo
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_help_lists_the_scripts_and_every_algorithm(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for script in ("train", "enjoy", "record_video", "plot_train", "plot_from_file", "all_plots"):
+        assert script in ZOO_SCRIPTS
+        assert f"  {script} " in out
+    for name in [*LECTURE, "ppo", "trpo"]:
+        assert name in out
+
+
+def test_sbx_lecture_zoo_help_reaches_the_bridge(capsys: pytest.CaptureFixture[str]) -> None:
+    from sbx_lecture.cli import main as cli_main
+
+    assert cli_main(["zoo", "--help"]) == 0
+    assert "record_video" in capsys.readouterr().out
+    assert cli_main(["zoo", "train", "--help"]) == 0
+    assert "--conf-file" in capsys.readouterr().out
+
+
+def test_unknown_script_is_refused_with_suggestions(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["trian", "--algo", "ppo"]) == 2
+    assert "did you mean 'train'" in _error(capsys)
+    assert main(["plot-train"]) == 2
+    assert "'plot_train'" in _error(capsys)
+
+
+def test_register_with_zoo_fills_the_tables_once_for_all_modules() -> None:
+    import rl_zoo3
+    import rl_zoo3.hyperparams_opt as zoo_optimization
+    import rl_zoo3.utils
+    from stable_baselines3 import PPO
+
+    table = register_with_zoo()
+    import rl_zoo3.enjoy
+    import rl_zoo3.exp_manager
+    import rl_zoo3.train
+
+    assert register_with_zoo() is table  # idempotent
+    assert isinstance(table, LazyAlgorithms)
+    for module in (rl_zoo3, rl_zoo3.utils, rl_zoo3.train, rl_zoo3.enjoy, rl_zoo3.exp_manager):
+        assert module.ALGOS is table
+    assert set(get_plugin_manager().registry.names()) <= set(table)
+    assert table["ppo"] is PPO
+    for name in LECTURE:
+        assert name in zoo_optimization.HYPERPARAMS_SAMPLER
+        assert name in zoo_optimization.HYPERPARAMS_CONVERTER
+    # SB3's algorithms keep the zoo's own samplers.
+    assert zoo_optimization.HYPERPARAMS_SAMPLER["ppo"] is zoo_optimization.sample_ppo_params
+
+
+class _ProbePlugin:
+    """Registers an algorithm whose module does not exist: only a lookup may try to import it."""
+
+    @hookimpl
+    def register_algorithms(self, register: Any) -> None:
+        register("lazyprobe", "sbx_lecture_no_such_module:Algorithm", description="never imported by listing")
+
+
+def test_algorithms_are_imported_on_lookup_only_and_a_resync_drops_them() -> None:
+    from sbx_lecture.registry import InvalidAlgorithmError
+
+    manager = PluginManager(load_entry_points=False)
+    assert manager.add_plugin(_ProbePlugin(), "probe")
+    table = register_with_zoo(manager)
+    try:
+        assert "lazyprobe" in list(table)
+        assert not table.is_loaded("lazyprobe")
+        with pytest.raises(InvalidAlgorithmError, match="sbx_lecture_no_such_module"):
+            table["lazyprobe"]
+    finally:
+        register_with_zoo()
+    assert "lazyprobe" not in table
+    assert "ppo" in table
+
+
+def test_unknown_algorithm_is_refused_with_suggestions(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--algo", "tnpo", "--env", "CartPole-v1"]) == 2
+    assert "'tnpg'" in _error(capsys)
+    assert main(["enjoy", "--algo", "ppo_lk", "--env", "CartPole-v1"]) == 2
+    assert "'ppo_kl'" in _error(capsys)
+    plan = plan_train(["--algo", "PPO-KL", "--env", "CartPole-v1"], register_with_zoo())
+    assert plan.algo == "ppo_kl" and plan.argv[:2] == ["--algo", "ppo_kl"]
+    assert plan.config is not None and plan.config.endswith("ppo_kl.yml")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The lecture's zoo files and samplers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algo", LECTURE)
+def test_zoo_file_keys_are_accepted_by_the_constructor(algo: str) -> None:
+    spec = get_plugin_manager().registry.spec(algo)
+    path = registered_hyperparams(spec)
+    assert path is not None, f"{algo} registers no zoo file"
+    assert path.parent.name == "zoo_configs" and path.name == f"{algo}.yml"
+    config = load_zoo_file(path)
+    assert config, f"{path} has no section"
+    algorithm = spec.load()
+    for section, hyperparams in config.items():
+        assert refused_hyperparameters(algorithm, hyperparams) == {}, f"section {section!r} of {path}"
+        assert "n_timesteps" in hyperparams, f"section {section!r} of {path} sets no n_timesteps"
+        policy = hyperparams.get("policy", "MlpPolicy")
+        assert policy in algorithm.policy_aliases or "." in policy, f"unknown policy {policy!r} in {section!r}"
+
+
+def test_every_zoo_file_belongs_to_a_registered_algorithm() -> None:
+    registry = get_plugin_manager().registry
+    files = sorted(ZOO_CONFIGS.glob("*.yml"))
+    assert files
+    for path in files:
+        assert path.stem in registry, f"{path.name} names no registered algorithm"
+        registered = registered_hyperparams(registry.spec(path.stem))
+        assert registered is not None and registered.resolve() == path.resolve()
+        yaml.safe_load(path.read_text())
+
+
+@pytest.mark.parametrize("n_actions", [0, 2], ids=["discrete", "continuous"])
+@pytest.mark.parametrize("algo", LECTURE)
+def test_sampler_proposes_accepted_hyperparameters_and_converts_stored_trials(algo: str, n_actions: int) -> None:
+    import rl_zoo3.hyperparams_opt as zoo_optimization
+
+    register_with_zoo()
+    algorithm = get_plugin_manager().registry.get(algo)
+    sampler, converter = zoo_optimization.HYPERPARAMS_SAMPLER[algo], zoo_optimization.HYPERPARAMS_CONVERTER[algo]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(8):
+        trial = study.ask()
+        hyperparams = sampler(trial, n_actions, 1, {"using_her_replay_buffer": False, "her_kwargs": {}})
+        assert refused_hyperparameters(algorithm, hyperparams) == {}
+        stored = converter(dict(trial.params))  # what the zoo rebuilds for --trial-id
+        assert refused_hyperparameters(algorithm, stored) == {}
+        expected = set(hyperparams) - {"action_noise"}
+        assert set(stored) - {"noise_type", "noise_std"} == expected
+        assert ("action_noise" in hyperparams) == ("noise_type" in stored)
+        study.tell(trial, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Train, enjoy, optimize
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algo", [*LECTURE, "ppo"])
+def test_zoo_train_writes_a_run_that_enjoy_loads(algo: str, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env_id = TINY_RUNS[algo][0]
+    logs = workdir / "logs"
+    assert main(_train(algo, logs)) == 0
+    out = capsys.readouterr().out
+    run = logs / algo / f"{env_id}_1"
+    assert (run / f"{env_id}.zip").is_file()
+    assert (run / "0.monitor.csv").is_file()
+    assert (run / env_id / "config.yml").is_file()
+    if algo in LECTURE:  # our zoo file, not the zoo's
+        assert f"zoo_configs/{algo}.yml" in out.replace(os.sep, "/")
+    else:
+        assert "rl_zoo3/hyperparams/ppo.yml" in out.replace(os.sep, "/")
+
+    enjoy = ["enjoy", "--algo", algo, "--env", env_id, "-f", str(logs), "--no-render", "-n", "20", "--seed", "0"]
+    assert main(enjoy) == 0
+    assert f"Loading {run / env_id}.zip" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("algo", LECTURE)
+def test_zoo_optimize_runs_a_trial_into_the_default_journal(algo: str, workdir: Path) -> None:
+    env_id, _ = TINY_RUNS[algo]
+    arguments = _train(algo, workdir / "logs", "-optimize", "--n-trials", "1", "--n-startup-trials", "1",
+                       "--n-evaluations", "1", "--eval-episodes", "1", "--sampler", "random", "--pruner", "none",
+                       "--no-optim-plots")
+    assert main(arguments) == 0
+    journal = workdir / "logs" / algo / f"{env_id}_optuna.log"
+    assert journal.is_file()
+    from sbx_lecture.zoo import open_study_storage
+
+    study = optuna.load_study(study_name=f"{algo}_{env_id}", storage=open_study_storage(str(journal)))
+    assert [trial.state for trial in study.trials] in (
+        [optuna.trial.TrialState.COMPLETE],
+        [optuna.trial.TrialState.PRUNED],
+    )
+    # The zoo's report (written by the bridge when pandas is missing) lists the trial with its parameters.
+    (report,) = (workdir / "logs" / algo).glob(f"report_{env_id}_*.csv")
+    header, row = report.read_text().splitlines()[:2]
+    assert "params_learning_rate" in header.split(",") and row.startswith("0,")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# User configuration files
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _write_conf(path: Path, **hyperparams: Any) -> Path:
+    section = {"policy": "MlpPolicy", "n_timesteps": 128, "n_envs": 1, **hyperparams}
+    path.write_text(yaml.safe_dump({"CartPole-v1": section}))
+    return path
+
+
+def test_user_conf_file_for_a_lecture_algorithm(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conf = _write_conf(workdir / "mine.yml", n_steps=32, batch_size=32, n_epochs=1, kl_coef=0.5, adaptive_kl=False)
+    arguments = ["train", "--algo", "ppo_kl", "--env", "CartPole-v1", "-f", "logs", "--seed", "0", "-conf", str(conf)]
+    assert main(arguments) == 0
+    assert f"Loading hyperparameters from: {conf}" in capsys.readouterr().out
+    assert dict(_saved_config(workdir / "logs/ppo_kl/CartPole-v1_1"))["kl_coef"] == 0.5
+
+
+def test_unknown_key_in_user_conf_is_a_clear_error(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conf = _write_conf(workdir / "typo.yml", n_stepz=32)
+    assert main(["train", "--algo", "ppo_kl", "--env", "CartPole-v1", "-conf", str(conf)]) == 2
+    err = _error(capsys)
+    assert "'n_stepz' is not an argument of KLPPO (did you mean 'n_steps'?)" in err
+    assert "section 'CartPole-v1' of" in err and "typo.yml" in err
+    assert not (workdir / "logs").exists()
+
+
+def test_bad_overrides_and_missing_sections_are_clear_errors(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conf = _write_conf(workdir / "mine.yml")
+    assert main(["train", "--algo", "ppo_kl", "--env", "Pendulum-v1", "-conf", str(conf)]) == 2
+    assert "Hyperparameters not found for ppo_kl-Pendulum-v1" in _error(capsys)
+    assert main(["train", "--algo", "ppo_kl", "-conf", str(conf), "-params", "klcoef:0.1"]) == 2
+    assert "'klcoef' is not an argument of KLPPO (did you mean 'kl_coef'" in _error(capsys)
+    assert main(["train", "--algo", "ppo_kl", "-conf", str(conf), "-params", "seed:3"]) == 2
+    assert "'seed' is set by the zoo's command line" in _error(capsys)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A third-party plugin, in subprocesses
+# ---------------------------------------------------------------------------------------------------------------
+
+FAKE_PLUGIN = '''
+"""A third-party sbx-lecture plugin: SB3's PPO under another name, with its own zoo file and sampler."""
+from sbx_lecture import hookimpl
+
+
+def sample_myppo_params(trial, n_actions, n_envs, additional_args):
+    return convert_myppo_params({"learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)})
+
+
+def convert_myppo_params(params):
+    return dict(params)
+
+
+@hookimpl
+def register_algorithms(register):
+    register("myppo", "stable_baselines3:PPO", description="PPO from a plugin",
+             zoo_hyperparams="fake_plugin_module:myppo.yml", zoo_sampler=sample_myppo_params,
+             zoo_converter=convert_myppo_params)
+'''
+
+FAKE_PLUGIN_ZOO_FILE = """
+CartPole-v1:
+  policy: MlpPolicy
+  n_timesteps: 128
+  n_envs: 1
+  n_steps: 32
+  batch_size: 32
+  n_epochs: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("site")
+    info = root / "fake_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[sbx_lecture]\nfake = fake_plugin_module\n")
+    package = root / "fake_plugin_module"
+    package.mkdir()
+    (package / "__init__.py").write_text(textwrap.dedent(FAKE_PLUGIN))
+    (package / "myppo.yml").write_text(FAKE_PLUGIN_ZOO_FILE)
+    return root
+
+
+def _sbx_lecture(arguments: list[str], cwd: Path, plugin_path: Path) -> subprocess.CompletedProcess[str]:
+    environment = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1")
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(plugin_path), os.environ.get("PYTHONPATH")]))
+    command = [sys.executable, "-c", "import sys; from sbx_lecture.cli import main; sys.exit(main())", *arguments]
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, check=False)
+
+
+def test_third_party_plugin_trains_with_its_own_zoo_file(plugin_path: Path, tmp_path: Path) -> None:
+    result = _sbx_lecture(["zoo", "train", "--algo", "myppo", "--env", "CartPole-v1", "-f", "logs", "--seed", "0",
+                           "--num-threads", "1"], tmp_path, plugin_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fake_plugin_module/myppo.yml" in result.stdout.replace(os.sep, "/")
+    run = tmp_path / "logs" / "myppo" / "CartPole-v1_1"
+    assert (run / "CartPole-v1.zip").is_file()
+    assert dict(_saved_config(run))["n_steps"] == 32
+
+
+def test_two_optimize_workers_fill_one_journal_study(plugin_path: Path, tmp_path: Path) -> None:
+    requested = 3
+    result = _sbx_lecture(["zoo", "train", "--algo", "myppo", "--env", "CartPole-v1", "-f", "logs", "-optimize",
+                           "--workers", "2", "--max-total-trials", str(requested), "--n-evaluations", "1",
+                           "--eval-episodes", "1", "--sampler", "random", "--pruner", "none", "--no-optim-plots",
+                           "--num-threads", "1", "--seed", "0"], tmp_path, plugin_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "worker 1/2" in result.stdout and "worker 2/2" in result.stdout
+    from sbx_lecture.zoo import open_study_storage
+
+    storage = open_study_storage(str(tmp_path / "logs" / "myppo" / "CartPole-v1_optuna.log"))
+    study = optuna.load_study(study_name="myppo_CartPole-v1", storage=storage)
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    finished = [trial for trial in study.trials if trial.state in done]
+    # Each worker checks the budget before it starts a trial, so a worker may start one while the other finishes.
+    assert requested <= len(finished) <= requested + 1
+    assert len(finished) == len(study.trials)
+    # Seeds 0 and 1: the two random samplers do not propose the same learning rates.
+    assert len({trial.params["learning_rate"] for trial in finished}) == len(finished)
