@@ -44,6 +44,8 @@ DEFAULT_TIMESTEPS = 100_000
 #: rl-zoo keys that ``train`` understands itself; they are not constructor arguments.
 ZOO_KEYS = ("policy", "n_timesteps", "n_envs", "normalize", "noise_type", "noise_std")
 #: rl-zoo keys that only the zoo itself applies.
+#: Keys whose values are names, kept as text rather than parsed (``noise_type: ornstein-uhlenbeck``).
+TEXT_KEYS = ("policy", "noise_type")
 ZOO_ONLY_KEYS = ("frame_stack", "env_wrapper", "callback", "vec_env_wrapper", "normalize_kwargs", "monitor_kwargs")
 
 
@@ -183,7 +185,7 @@ def prepare_hyperparams(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
     zoo: dict[str, Any] = {}
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
-        if isinstance(value, str):
+        if isinstance(value, str) and key not in TEXT_KEYS:
             value = parse_value(value)
         if key in ZOO_KEYS:
             zoo[key] = value

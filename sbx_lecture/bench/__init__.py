@@ -1,1 +1,180 @@
+"""``sbx-lecture bench``: benchmark suites, run in parallel and resumably, with tables and plots.
 
+::
+
+    sbx-lecture bench --list                                  # the suites and what they hold
+    sbx-lecture bench classic --jobs 2 --seeds 3              # train, evaluate, write the report
+    sbx-lecture bench classic --timesteps-scale 0.1 --algos ppo,trpo --envs CartPole-v1   # a quick look
+    sbx-lecture bench speed                                   # steps/s: ours against the SB3 sibling
+    sbx-lecture bench my_suite.yml                            # a suite from a file (see suites.load_suite_file)
+    sbx-lecture bench classic --report-only                   # tables and plots from the finished runs only
+
+Runs live in ``<out>/runs/...`` (shared by every suite that holds the same run); a suite's report, tables and plots
+in ``<out>/<suite>/`` (``<out>/<suite>-x<scale>/`` for a scaled budget). Running the same command again skips the
+finished runs and continues interrupted ones from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from sbx_lecture.bench.suites import SUITES, Job, Selection, Suite, SuiteError, expand, get_suite
+
+DEFAULT_SUITE = "classic"
+DEFAULT_OUT = Path("bench_results")
+__all__ = ["main", "report_folder", "run_suite"]
+
+
+def _names(text: str | None) -> frozenset[str] | None:
+    if text is None:
+        return None
+    return frozenset(part.strip() for part in text.split(",") if part.strip())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sbx-lecture bench", description="Benchmark suites: learning curves, final returns, speed.",
+    )
+    parser.add_argument("suite", nargs="?", default=DEFAULT_SUITE,
+                        help=f"one of {', '.join(SUITES)}, or a .yml/.json suite file (default {DEFAULT_SUITE})")
+    parser.add_argument("--jobs", "-j", type=int, default=1, help="runs in parallel, one process each (default 1)")
+    parser.add_argument("--seeds", type=int, help="seeds per run (default: the suite's)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument("--timesteps-scale", type=float, default=1.0, metavar="F",
+                        help="multiply every budget by F (e.g. 0.1 for a quick look; reported separately)")
+    parser.add_argument("--algos", help="comma-separated algorithms to keep (a speed row is kept if either is)")
+    parser.add_argument("--envs", help="comma-separated environment ids to keep")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker process (default 1)")
+    parser.add_argument("--list", action="store_true", help="list the suites and exit")
+    parser.add_argument("--dry-run", action="store_true", help="show the jobs and whether they are finished; run none")
+    parser.add_argument("--report-only", action="store_true", help="write tables and plots from finished runs only")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--plain", action="store_true", help="plain progress lines instead of live bars")
+    return parser
+
+
+def report_folder(out: Path, suite: Suite, selection: Selection) -> Path:
+    """Where the suite's report goes: ``<out>/<suite>``, or ``<out>/<suite>-x<scale>`` for a scaled budget."""
+    if selection.timesteps_scale == 1.0:
+        return out / suite.name
+    return out / f"{suite.name}-x{selection.timesteps_scale:g}"
+
+
+def _list_suites() -> None:
+    for suite in SUITES.values():
+        count = len(suite.entries) or len(suite.speed_entries)
+        unit = "runs per seed" if suite.entries else "speed pairs"
+        print(f"{suite.name:<8} {count:>3} {unit:<14} {suite.description}")
+
+
+def _dry_run(jobs: list[Job], out: Path) -> None:
+    from sbx_lecture.bench.harness import job_folder, job_steps, stored_result
+
+    total = 0
+    for job in jobs:
+        state = "finished" if stored_result(job, out) is not None else "to run"
+        print(f"{state:<9} {job.label:<48} {job_steps(job):>10} steps  {job_folder(job, out)}")
+        total += job_steps(job) if state == "to run" else 0
+    print(f"{len(jobs)} jobs, {total:,} environment steps still to run")
+
+
+def _check_filters(suite: Suite, selection: Selection) -> None:
+    algos = {e.algo for e in suite.entries} | {a for s in suite.speed_entries for a in (s.ours, s.sibling)}
+    envs = {e.env_id for e in suite.entries} | {s.env_id for s in suite.speed_entries}
+    for wanted, known, what in ((selection.algos, algos, "algorithm"), (selection.envs, envs, "environment")):
+        unknown = sorted((wanted or set()) - known)
+        if unknown:
+            raise SuiteError(
+                f"suite {suite.name!r} has no {what} {', '.join(unknown)}; it has {', '.join(sorted(known))}"
+            )
+
+
+def run_suite(suite: Suite, selection: Selection, out: Path, n_jobs: int = 1, threads: int = 1,
+              run: bool = True, plots: bool = True, live: bool | None = None) -> tuple[list[dict[str, Any]], Path]:
+    """Run the selected jobs of ``suite`` (unless ``run`` is false) and write its report.
+
+    The report covers every job of the suite at this scale and seed count that has a result, so a suite run in
+    filtered parts (``--algos``, ``--envs``) still gets one report.
+
+    :return: the results of the selected jobs, and the report's path
+    """
+    from sbx_lecture.bench.harness import job_folder, run_jobs, stored_result
+    from sbx_lecture.bench.settings import zoo_budget
+
+    jobs = expand(suite, selection, zoo_budget)
+    results = run_jobs(jobs, out, n_jobs, threads, live=live) if run else []
+    fresh = {job_folder(job, out): result for job, result in zip(jobs, results, strict=False)}
+    reported = []
+    for job in expand(suite, Selection(selection.seeds, selection.timesteps_scale), zoo_budget):
+        folder = job_folder(job, out)
+        result = fresh[folder] if folder in fresh else stored_result(job, out)
+        if result is not None:
+            reported.append(result)
+    return results, write_report(suite, selection, reported, out, plots)
+
+
+def write_report(suite: Suite, selection: Selection, results: list[dict[str, Any]], out: Path,
+                 plots: bool = True) -> Path:
+    """Tables, plots, ``report.md`` and ``summary.md`` (the compact table for the README) of ``results`` in the
+    suite's report folder; returns the report's path."""
+    from sbx_lecture.bench.files import write_text
+    from sbx_lecture.bench.report import compact_summary, markdown_report, write_tables
+
+    folder = report_folder(out, suite, selection)
+    write_tables(results, folder)
+    summary = compact_summary(results)
+    if summary:
+        write_text(folder / "summary.md", summary)
+    images: list[Path] = []
+    if plots:
+        from sbx_lecture.bench.plots import learning_curves, speed_chart
+
+        images = learning_curves(results, folder, suite.name)
+        chart = speed_chart(results, folder, suite.name)
+        if chart is not None:
+            images.append(chart)
+    description = suite.description
+    if selection.timesteps_scale != 1.0:
+        description += f" (budgets scaled by {selection.timesteps_scale:g})"
+    text = markdown_report(suite.name, description, results, images, folder)
+    path = folder / "report.md"
+    write_text(path, text)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``sbx-lecture bench``; returns the exit status (1 when a job failed or was interrupted)."""
+    args = _parser().parse_args(argv)
+    if args.list:
+        _list_suites()
+        return 0
+    try:
+        if args.jobs < 1 or args.threads < 1:
+            raise SuiteError("--jobs and --threads must be at least 1")
+        if args.timesteps_scale <= 0:
+            raise SuiteError("--timesteps-scale must be positive")
+        suite = get_suite(args.suite)
+        selection = Selection(args.seeds, args.timesteps_scale, _names(args.algos), _names(args.envs))
+        _check_filters(suite, selection)
+        if args.dry_run:
+            from sbx_lecture.bench.settings import zoo_budget
+
+            _dry_run(expand(suite, selection, zoo_budget), args.out)
+            return 0
+        results, report = run_suite(suite, selection, args.out, args.jobs, args.threads, run=not args.report_only,
+                                    plots=not args.no_plots, live=False if args.plain else None)
+    except SuiteError as exc:
+        print(f"sbx-lecture bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sbx-lecture bench: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(f"report: {report}")
+    unfinished = [r for r in results if r.get("status") not in ("done", "skipped")]
+    if unfinished:
+        print(f"{len(unfinished)} of {len(results)} jobs did not finish (see the report)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,154 @@
+"""Steps per second of a lecture algorithm against its SB3 sibling at identical settings, in the same process.
+
+Both algorithms get our algorithm's zoo entry for the environment; arguments the sibling's constructor does not
+take (the KL coefficient, the number of conjugate-gradient steps, ...) and those a suite marks as meaning something
+else to the sibling (``not_shared``) are dropped for it and listed in the result.
+The two are timed in alternating order ``repeats`` times (so that load on a shared machine hits both alike) and
+the ratio of the medians is reported. The raw environment step rate with random actions, through the same
+vectorised wrapper stack, is measured too: no algorithm can be faster.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from sbx_lecture.bench.evaluation import ProgressReport
+from sbx_lecture.bench.files import write_json
+from sbx_lecture.bench.runner import read_result
+from sbx_lecture.bench.settings import RunSettings, run_settings
+from sbx_lecture.bench.suites import SpeedJob
+
+#: Off-policy algorithms start learning after at most this fraction of the timed steps (else only the env is timed).
+LEARNING_STARTS_FRACTION = 0.1
+
+
+def sibling_arguments(kwargs: dict[str, Any], sibling: type, policy: str = "MlpPolicy"
+                      ) -> tuple[dict[str, Any], list[str]]:
+    """``kwargs`` without what ``sibling`` does not take, and the names of the dropped keys.
+
+    Keys of ``policy_kwargs`` that the sibling's ``policy`` class does not take are dropped too (named
+    ``policy_kwargs.<key>``).
+    """
+    from sbx_lecture.training import constructor_arguments
+
+    accepted = constructor_arguments(sibling)
+    kept = dict(kwargs) if accepted is None else {key: value for key, value in kwargs.items() if key in accepted}
+    dropped = sorted(set(kwargs) - set(kept))
+    policy_class = getattr(sibling, "policy_aliases", {}).get(policy)
+    if isinstance(kept.get("policy_kwargs"), dict) and policy_class is not None:
+        policy_accepts = constructor_arguments(policy_class)
+        if policy_accepts is not None:
+            options = kept["policy_kwargs"]
+            kept["policy_kwargs"] = {key: value for key, value in options.items() if key in policy_accepts}
+            dropped += sorted(f"policy_kwargs.{key}" for key in set(options) - set(kept["policy_kwargs"]))
+    return kept, dropped
+
+
+def _timed_settings(settings: RunSettings, timesteps: int, cls: type) -> dict[str, Any]:
+    """Our settings, with learning starting early enough that the timed steps include learning."""
+    from sbx_lecture.training import constructor_arguments
+
+    kwargs = dict(settings.kwargs)
+    accepted = constructor_arguments(cls)
+    if accepted is not None and "learning_starts" not in accepted:
+        return kwargs
+    starts = int(kwargs.get("learning_starts", 100))
+    kwargs["learning_starts"] = min(starts, int(timesteps * LEARNING_STARTS_FRACTION))
+    return kwargs
+
+
+def time_learning(algo: str, cls: type, settings: RunSettings, kwargs: dict[str, Any], env_id: str,
+                  timesteps: int, seed: int) -> float:
+    """Steps per second of one ``learn(timesteps)`` call (construction and environment creation not timed)."""
+    from sbx_lecture.training import build_model, make_environment
+
+    env = make_environment(env_id, settings.n_envs, seed, normalize=settings.normalize, gamma=settings.gamma)
+    model = build_model(algo, cls, env, settings.zoo, kwargs, seed, device="cpu")  # type: ignore[arg-type]
+    start = time.perf_counter()
+    model.learn(timesteps)
+    seconds = time.perf_counter() - start
+    env.close()
+    return timesteps / seconds
+
+
+def environment_rate(env_id: str, n_envs: int, timesteps: int, seed: int = 0) -> float:
+    """Steps per second of the vectorised environment alone, with uniformly random actions."""
+    import numpy as np
+
+    from sbx_lecture.training import make_environment
+
+    env = make_environment(env_id, n_envs, seed)
+    env.action_space.seed(seed)
+    env.reset()
+    steps = 0
+    start = time.perf_counter()
+    while steps < timesteps:
+        env.step(np.array([env.action_space.sample() for _ in range(n_envs)]))
+        steps += n_envs
+    seconds = time.perf_counter() - start
+    env.close()
+    return steps / seconds
+
+
+def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = None) -> dict[str, Any]:
+    """Measure ``job`` (or return its stored result) and write ``result.json`` into ``folder``."""
+    finished = read_result(folder)
+    if finished is not None:
+        return {**finished, "status": "skipped"}
+    summary = {"kind": "speed", "ours": job.ours, "sibling": job.sibling, "env": job.env_id,
+               "timesteps": job.timesteps, "repeats": job.repeats, "folder": str(folder)}
+    try:
+        result = {**summary, **_measure(job, report), "status": "done"}
+    except KeyboardInterrupt:
+        return {**summary, "status": "interrupted"}
+    except Exception as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        return {**summary, "status": "failed", "error": f"{type(exc).__name__}: {message}"}
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "result.json", result)
+    return result
+
+
+def _measure(job: SpeedJob, report: ProgressReport | None) -> dict[str, Any]:
+    from sbx_lecture.training import resolve_algorithm
+
+    ours_spec, ours_cls = resolve_algorithm(job.ours)
+    sibling_spec, sibling_cls = resolve_algorithm(job.sibling)
+    settings = run_settings(ours_spec.name, job.env_id, job.hyperparams)
+    ours_kwargs = _timed_settings(settings, job.timesteps, ours_cls)
+    shared = {key: value for key, value in ours_kwargs.items() if key not in job.not_shared}
+    sibling_kwargs, dropped = sibling_arguments(shared, sibling_cls, str(settings.zoo.get("policy", "MlpPolicy")))
+    dropped = sorted(set(dropped) | (set(job.not_shared) & set(ours_kwargs)))
+    sibling_settings = RunSettings(settings.raw, {k: v for k, v in settings.zoo.items() if k != "policy"},
+                                   sibling_kwargs, settings.source)
+    contestants = [
+        (ours_spec.name, ours_cls, settings, ours_kwargs),
+        (sibling_spec.name, sibling_cls, sibling_settings, sibling_kwargs),
+    ]
+    rates: dict[str, list[float]] = {ours_spec.name: [], sibling_spec.name: []}
+    done = 0
+    for repeat in range(job.repeats):
+        order = contestants if repeat % 2 == 0 else contestants[::-1]
+        for name, cls, these_settings, kwargs in order:
+            rates[name].append(time_learning(name, cls, these_settings, kwargs, job.env_id, job.timesteps, repeat))
+            done += job.timesteps
+            if report is not None:
+                report(done)
+    env_rate = environment_rate(job.env_id, settings.n_envs, max(job.timesteps, 10_000))
+    ours_rate = statistics.median(rates[ours_spec.name])
+    sibling_rate = statistics.median(rates[sibling_spec.name])
+    return {
+        "ours_steps_per_second": ours_rate,
+        "sibling_steps_per_second": sibling_rate,
+        "ratio": ours_rate / sibling_rate,
+        "env_steps_per_second": env_rate,
+        "ours_samples": rates[ours_spec.name],
+        "sibling_samples": rates[sibling_spec.name],
+        "n_envs": settings.n_envs,
+        "settings_source": settings.source,
+        "dropped_for_sibling": dropped,
+        "hyperparams": {key: repr(value) for key, value in settings.raw.items()},
+    }

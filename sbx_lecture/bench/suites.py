@@ -1,0 +1,399 @@
+"""Benchmark suites as data: which algorithm runs on which environment, for how many steps, with which overrides.
+
+A learning suite is a list of :class:`Entry` rows; each row becomes one :class:`RunJob` per seed. A speed suite is
+a list of :class:`SpeedEntry` rows, each timing one of our algorithms against its SB3 sibling in the same process.
+Hyperparameters are not written here: they come from the algorithm's rl-zoo file (see :mod:`.settings`); an entry
+only overrides what a comparison needs. Suites can also be read from a YAML or JSON file (:func:`load_suite_file`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Family of each algorithm: the learning-curve plots put one family's algorithms side by side.
+FAMILIES: dict[str, str] = {
+    "npg": "natural gradient",
+    "tnpg": "natural gradient",
+    "trpo": "natural gradient",
+    "ppo_kl": "proximal",
+    "ppo": "proximal",
+    "a2c": "actor-critic",
+    "dpg": "deterministic",
+    "ddpg": "deterministic",
+    "td3": "deterministic",
+    "sql": "soft Q",
+    "sac": "soft Q",
+    "dqn": "soft Q",
+}
+
+#: Each lecture algorithm and the SB3 / sb3-contrib algorithms it is measured against.
+SIBLINGS: dict[str, tuple[str, ...]] = {
+    "npg": ("trpo",),
+    "tnpg": ("trpo",),
+    "ppo_kl": ("ppo",),
+    "dpg": ("td3", "ddpg"),
+    "sql": ("sac", "dqn"),
+}
+
+DISCRETE_ENVS = ("CartPole-v1", "Acrobot-v1")
+CONTINUOUS_ENVS = ("Pendulum-v1", "MountainCarContinuous-v0")
+MUJOCO_ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
+NATURAL_GRADIENT = ("npg", "tnpg", "trpo")
+PROXIMAL = ("ppo_kl", "ppo")
+DETERMINISTIC = ("dpg", "ddpg", "td3")
+SOFT_CONTINUOUS = ("sql", "sac")
+SOFT_DISCRETE = ("sql", "dqn")
+
+
+def family_of(algo: str) -> str:
+    """The family ``algo`` is plotted with (its own name for an algorithm outside :data:`FAMILIES`)."""
+    return FAMILIES.get(algo, algo)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One algorithm on one environment in a learning suite.
+
+    :param algo: registry name
+    :param env_id: gymnasium environment id
+    :param timesteps: training budget in environment steps (``None``: the zoo entry's ``n_timesteps``)
+    :param hyperparams: overrides of the zoo entry, zoo-style (``{"n_steps": 256, "learning_rate": "lin_1e-3"}``)
+    """
+
+    algo: str
+    env_id: str
+    timesteps: int | None = None
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SpeedEntry:
+    """One of our algorithms timed against one sibling on one environment, at identical settings.
+
+    :param ours: registry name of the lecture's algorithm (its zoo entry sets the hyperparameters of both)
+    :param sibling: registry name of the SB3 / sb3-contrib algorithm
+    :param env_id: gymnasium environment id
+    :param timesteps: environment steps per timed ``learn`` call
+    :param hyperparams: overrides applied to both
+    :param not_shared: our arguments whose name the sibling takes with another meaning (not passed to it)
+    """
+
+    ours: str
+    sibling: str
+    env_id: str
+    timesteps: int = 20_000
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    not_shared: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named benchmark: learning entries (with seeds) or speed entries.
+
+    :param name: the name given on the command line
+    :param description: one line for ``--list``
+    :param entries: learning-curve rows
+    :param speed_entries: speed rows (a speed suite has only these)
+    :param seeds: default number of seeds (0, 1, ...)
+    :param eval_points: evaluations over the budget of a run (the curve's resolution)
+    :param eval_episodes: deterministic episodes per evaluation during training
+    :param final_eval_episodes: deterministic episodes of the final evaluation
+    :param repeats: interleaved repetitions of each speed measurement
+    """
+
+    name: str
+    description: str
+    entries: tuple[Entry, ...] = ()
+    speed_entries: tuple[SpeedEntry, ...] = ()
+    seeds: int = 3
+    eval_points: int = 20
+    eval_episodes: int = 5
+    final_eval_episodes: int = 10
+    repeats: int = 3
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One training run: an entry with its budget settled and a seed.
+
+    :param algo: registry name
+    :param env_id: environment id
+    :param timesteps: training budget (0: the zoo entry's, settled when the run starts)
+    :param seed: random seed of the run
+    :param hyperparams: overrides of the zoo entry
+    :param eval_freq: environment steps between evaluations (0: ``timesteps / 20``)
+    :param eval_episodes: episodes per evaluation during training
+    :param final_eval_episodes: episodes of the final evaluation
+    """
+
+    algo: str
+    env_id: str
+    timesteps: int
+    seed: int
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    eval_freq: int = 0
+    eval_episodes: int = 5
+    final_eval_episodes: int = 10
+
+    @property
+    def family(self) -> str:
+        """The family this run is plotted with."""
+        return family_of(self.algo)
+
+    @property
+    def folder(self) -> Path:
+        """Relative run folder: ``<algo>/<env>/<budget>[-<overrides hash>]/seed_<k>``.
+
+        Suites that contain the same run share its folder, so it is trained once.
+        """
+        budget = f"t{self.timesteps}" if self.timesteps else "tzoo"
+        if self.hyperparams:
+            budget += "-" + settings_digest(self.hyperparams)
+        return Path(self.algo) / self.env_id / budget / f"seed_{self.seed}"
+
+    @property
+    def label(self) -> str:
+        """Short text for progress lines."""
+        return f"{self.algo} {self.env_id} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class SpeedJob:
+    """One speed measurement: a :class:`SpeedEntry` with its repeat count."""
+
+    ours: str
+    sibling: str
+    env_id: str
+    timesteps: int
+    repeats: int
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    not_shared: tuple[str, ...] = ()
+
+    @property
+    def folder(self) -> Path:
+        """Relative folder of the measurement."""
+        varied = {**self.hyperparams, **({"not_shared": sorted(self.not_shared)} if self.not_shared else {})}
+        suffix = f"-{settings_digest(varied)}" if varied else ""
+        measurement = f"t{self.timesteps}x{self.repeats}{suffix}"
+        return Path("speed") / f"{self.ours}_vs_{self.sibling}" / self.env_id / measurement
+
+    @property
+    def label(self) -> str:
+        """Short text for progress lines."""
+        return f"speed {self.ours}/{self.sibling} {self.env_id}"
+
+
+Job = RunJob | SpeedJob
+
+
+def settings_digest(values: dict[str, Any]) -> str:
+    """Eight hex digits that identify a set of hyperparameter overrides."""
+    text = json.dumps({key: repr(value) for key, value in sorted(values.items())}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _grid(algos: tuple[str, ...], envs: tuple[str, ...], timesteps: int) -> list[Entry]:
+    return [Entry(algo, env_id, timesteps) for env_id in envs for algo in algos]
+
+
+def _classic_entries() -> tuple[Entry, ...]:
+    on_policy = NATURAL_GRADIENT + PROXIMAL
+    entries = [
+        # Budgets follow the RL Zoo's benchmark where it has one, the same for every algorithm of a family.
+        *_grid(on_policy, ("CartPole-v1",), 100_000),
+        *_grid(SOFT_DISCRETE, ("CartPole-v1",), 50_000),
+        *_grid(on_policy, ("Acrobot-v1",), 100_000),
+        *_grid(SOFT_DISCRETE, ("Acrobot-v1",), 100_000),
+        *_grid(on_policy, ("Pendulum-v1",), 100_000),
+        *_grid(DETERMINISTIC + SOFT_CONTINUOUS, ("Pendulum-v1",), 20_000),
+        *_grid(on_policy, ("MountainCarContinuous-v0",), 50_000),
+        *_grid(DETERMINISTIC + SOFT_CONTINUOUS, ("MountainCarContinuous-v0",), 50_000),
+    ]
+    return tuple(entries)
+
+
+def _mujoco_entries() -> tuple[Entry, ...]:
+    algos = NATURAL_GRADIENT + PROXIMAL + DETERMINISTIC + SOFT_CONTINUOUS
+    return tuple(_grid(algos, MUJOCO_ENVS, 1_000_000))
+
+
+def _lecture_entries() -> tuple[Entry, ...]:
+    entries = [
+        *_grid(NATURAL_GRADIENT, ("CartPole-v1", "Pendulum-v1"), 100_000),
+        *_grid(PROXIMAL, ("CartPole-v1", "Pendulum-v1"), 100_000),
+        *_grid(DETERMINISTIC, ("Pendulum-v1",), 20_000),
+        *_grid(DETERMINISTIC, ("MountainCarContinuous-v0",), 50_000),
+        *_grid(SOFT_CONTINUOUS, ("Pendulum-v1",), 20_000),
+        *_grid(SOFT_DISCRETE, ("CartPole-v1",), 50_000),
+    ]
+    return tuple(entries)
+
+
+def _speed_entries() -> tuple[SpeedEntry, ...]:
+    return (
+        SpeedEntry("npg", "trpo", "CartPole-v1", 20_000),
+        SpeedEntry("npg", "trpo", "Pendulum-v1", 20_000),
+        SpeedEntry("tnpg", "trpo", "CartPole-v1", 20_000),
+        SpeedEntry("tnpg", "trpo", "Pendulum-v1", 20_000),
+        # KLPPO's target_kl is the d_targ of its β rule; SB3 PPO's stops the epochs early: not the same setting.
+        SpeedEntry("ppo_kl", "ppo", "CartPole-v1", 20_000, not_shared=("target_kl",)),
+        SpeedEntry("ppo_kl", "ppo", "Pendulum-v1", 20_000, not_shared=("target_kl",)),
+        SpeedEntry("dpg", "td3", "Pendulum-v1", 5_000),
+        SpeedEntry("dpg", "ddpg", "Pendulum-v1", 5_000),
+        SpeedEntry("sql", "sac", "Pendulum-v1", 5_000),
+        SpeedEntry("sql", "dqn", "CartPole-v1", 10_000),
+    )
+
+
+SUITES: dict[str, Suite] = {
+    suite.name: suite
+    for suite in (
+        Suite(
+            "classic",
+            "every lecture algorithm beside its siblings on CartPole, Acrobot, Pendulum, MountainCarContinuous",
+            entries=_classic_entries(),
+        ),
+        Suite(
+            "mujoco",
+            "HalfCheetah-v5, Hopper-v5, Walker2d-v5 at 1e6 steps (long: hours per run for off-policy algorithms)",
+            entries=_mujoco_entries(),
+            eval_episodes=5,
+        ),
+        Suite(
+            "lecture",
+            "the lecture's family comparisons: NPG/TNPG/TRPO, KL-PPO/PPO, DPG/DDPG/TD3, SQL/SAC (and SQL/DQN)",
+            entries=_lecture_entries(),
+        ),
+        Suite(
+            "speed",
+            "steps/s of each lecture algorithm against its SB3 sibling at identical settings, and the raw env rate",
+            speed_entries=_speed_entries(),
+            repeats=3,
+        ),
+        Suite(
+            "smoke",
+            "a two-minute check of the harness: SB3 PPO and A2C on CartPole-v1, 5000 steps",
+            entries=(Entry("ppo", "CartPole-v1", 5_000), Entry("a2c", "CartPole-v1", 5_000)),
+            seeds=2,
+            eval_points=5,
+            eval_episodes=3,
+            final_eval_episodes=5,
+        ),
+    )
+}
+
+
+class SuiteError(ValueError):
+    """An unknown suite name or a malformed suite file."""
+
+
+def load_suite_file(path: Path) -> Suite:
+    """Read a suite from YAML (``.yml``/``.yaml``) or JSON.
+
+    The file holds the :class:`Suite` fields; ``runs`` lists learning entries (``algo``, ``env``, optional
+    ``timesteps`` and ``hyperparams``), ``speed`` lists speed entries (``ours``, ``sibling``, ``env``, optional
+    ``timesteps``, ``hyperparams`` and ``not_shared``)::
+
+        name: tiny
+        seeds: 2
+        runs:
+          - {algo: ppo, env: CartPole-v1, timesteps: 3000, hyperparams: {n_steps: 64}}
+          - {algo: a2c, env: CartPole-v1, timesteps: 3000}
+    """
+    text = path.read_text()
+    if path.suffix in (".yml", ".yaml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise SuiteError(f"suite file {path} must hold a mapping with 'runs' or 'speed'")
+    try:
+        entries = tuple(
+            Entry(row["algo"], row["env"], row.get("timesteps"), dict(row.get("hyperparams") or {}))
+            for row in data.get("runs") or []
+        )
+        speed = tuple(
+            SpeedEntry(row["ours"], row["sibling"], row["env"], int(row.get("timesteps", 20_000)),
+                       dict(row.get("hyperparams") or {}), tuple(row.get("not_shared") or ()))
+            for row in data.get("speed") or []
+        )
+    except (KeyError, TypeError) as exc:
+        raise SuiteError(f"suite file {path}: every run needs 'algo' and 'env', every speed row 'ours', "
+                         f"'sibling' and 'env' ({exc!r})") from None
+    if not entries and not speed:
+        raise SuiteError(f"suite file {path} lists no 'runs' and no 'speed' rows")
+    options = {key: data[key] for key in ("seeds", "eval_points", "eval_episodes", "final_eval_episodes", "repeats")
+               if key in data}
+    return Suite(str(data.get("name", path.stem)), str(data.get("description", f"from {path}")), entries, speed,
+                 **options)
+
+
+def get_suite(name: str) -> Suite:
+    """A built-in suite by name, or a suite file by path."""
+    if name in SUITES:
+        return SUITES[name]
+    path = Path(name)
+    if path.suffix in (".yml", ".yaml", ".json"):
+        if not path.exists():
+            raise SuiteError(f"suite file {path} does not exist")
+        return load_suite_file(path)
+    raise SuiteError(f"unknown suite {name!r}: choose one of {', '.join(SUITES)} or give a .yml/.json suite file")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How the command line narrows and scales a suite.
+
+    :param seeds: number of seeds (``None``: the suite's)
+    :param timesteps_scale: factor on every budget (0.1 for a quick look)
+    :param algos: keep only these algorithms (``None``: all)
+    :param envs: keep only these environments (``None``: all)
+    """
+
+    seeds: int | None = None
+    timesteps_scale: float = 1.0
+    algos: frozenset[str] | None = None
+    envs: frozenset[str] | None = None
+
+    def keeps(self, algos: tuple[str, ...], env_id: str) -> bool:
+        """Whether a row with these algorithms on ``env_id`` passes the filters."""
+        if self.envs is not None and env_id not in self.envs:
+            return False
+        return self.algos is None or any(algo in self.algos for algo in algos)
+
+    def scale(self, timesteps: int) -> int:
+        """The scaled budget (at least 1000 steps, rounded to a hundred)."""
+        if self.timesteps_scale == 1.0:
+            return timesteps
+        return max(1_000, math.ceil(timesteps * self.timesteps_scale / 100.0) * 100)
+
+
+def expand(suite: Suite, selection: Selection, zoo_budget: Any = None) -> list[Job]:
+    """The suite's jobs after filtering and scaling, seed-major so that early results cover every algorithm.
+
+    :param zoo_budget: ``(algo, env_id) -> int`` for entries without a budget (``None``: settled at run time)
+    """
+    jobs: list[Job] = []
+    seeds = selection.seeds if selection.seeds is not None else suite.seeds
+    for seed in range(seeds):
+        for entry in suite.entries:
+            if not selection.keeps((entry.algo,), entry.env_id):
+                continue
+            budget = entry.timesteps or (zoo_budget(entry.algo, entry.env_id) if zoo_budget else 0)
+            budget = selection.scale(budget) if budget else 0
+            eval_freq = max(budget // suite.eval_points, 1) if budget else 0
+            jobs.append(RunJob(entry.algo, entry.env_id, budget, seed, entry.hyperparams, eval_freq,
+                               suite.eval_episodes, suite.final_eval_episodes))
+    for speed in suite.speed_entries:
+        if selection.keeps((speed.ours, speed.sibling), speed.env_id):
+            jobs.append(SpeedJob(speed.ours, speed.sibling, speed.env_id, selection.scale(speed.timesteps),
+                                 suite.repeats, speed.hyperparams, speed.not_shared))
+    return jobs
+

@@ -1,0 +1,248 @@
+"""The benchmark harness: suites as data, settings, published figures, an end-to-end tiny suite, skipping finished
+runs, resuming an interrupted run from its checkpoint, failures.
+
+Training runs use SB3's PPO and A2C on CartPole-v1 with budgets of a few thousand steps, so that these tests do not
+depend on the lecture's algorithms.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sbx_lecture.bench import main, report_folder
+from sbx_lecture.bench.evaluation import read_curve
+from sbx_lecture.bench.harness import job_folder
+from sbx_lecture.bench.published import published_for, same_task
+from sbx_lecture.bench.report import failures
+from sbx_lecture.bench.runner import ERROR_FILE, LOCK_FILE, RESULT_FILE, execute_run
+from sbx_lecture.bench.settings import run_settings
+from sbx_lecture.bench.speed import sibling_arguments
+from sbx_lecture.bench.suites import (
+    SIBLINGS,
+    SUITES,
+    RunJob,
+    Selection,
+    SpeedJob,
+    expand,
+    family_of,
+    get_suite,
+    load_suite_file,
+)
+from sbx_lecture.runs import latest_checkpoint
+
+BUDGET = 3_000
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TINY_SUITE = {
+    "name": "tiny",
+    "description": "two SB3 algorithms on CartPole-v1 and one speed pair",
+    "seeds": 2,
+    "eval_points": 3,
+    "eval_episodes": 2,
+    "final_eval_episodes": 3,
+    "repeats": 1,
+    "runs": [
+        {"algo": "ppo", "env": "CartPole-v1", "timesteps": BUDGET, "hyperparams": {"n_envs": 2, "n_steps": 128,
+                                                                                 "batch_size": 64, "n_epochs": 2}},
+        {"algo": "a2c", "env": "CartPole-v1", "timesteps": BUDGET},
+    ],
+    "speed": [{"ours": "ppo", "sibling": "a2c", "env": "CartPole-v1", "timesteps": 512,
+               "hyperparams": {"n_steps": 64, "batch_size": 64, "n_epochs": 1}}],
+}
+
+
+def write_suite(folder: Path, content: dict) -> Path:
+    path = folder / "tiny.yml"
+    path.write_text(yaml.safe_dump(content))
+    return path
+
+
+def run_jobs_of(suite_file: Path) -> list[RunJob]:
+    return [job for job in expand(load_suite_file(suite_file), Selection()) if isinstance(job, RunJob)]
+
+
+# --- suites, settings and published figures: no training -------------------------------------------------------
+
+
+def test_builtin_suites_hold_every_lecture_algorithm_beside_its_siblings():
+    classic = {(entry.algo, entry.env_id) for entry in SUITES["classic"].entries}
+    for ours, siblings in SIBLINGS.items():
+        for env_id in {env for algo, env in classic if algo == ours}:
+            assert any((sibling, env_id) in classic for sibling in siblings), (ours, env_id)
+    assert {env for _, env in classic} == {"CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCarContinuous-v0"}
+    assert {entry.env_id for entry in SUITES["mujoco"].entries} == {"HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"}
+    assert all(entry.timesteps == 1_000_000 for entry in SUITES["mujoco"].entries)
+    pairs = {(entry.ours, entry.sibling) for entry in SUITES["speed"].speed_entries}
+    assert pairs == {("npg", "trpo"), ("tnpg", "trpo"), ("ppo_kl", "ppo"), ("dpg", "td3"), ("dpg", "ddpg"),
+                     ("sql", "sac"), ("sql", "dqn")}
+    # The algorithms of a family are compared at one budget per environment.
+    for name in ("classic", "lecture", "mujoco"):
+        budgets: dict[tuple[str, str], set[int | None]] = {}
+        for entry in SUITES[name].entries:
+            budgets.setdefault((entry.env_id, family_of(entry.algo)), set()).add(entry.timesteps)
+        assert all(len(found) == 1 for found in budgets.values()), (name, budgets)
+
+
+def test_expand_filters_scales_and_orders_seed_major():
+    suite = SUITES["classic"]
+    jobs = expand(suite, Selection(seeds=2, timesteps_scale=0.1, algos=frozenset({"ppo", "trpo"}),
+                                   envs=frozenset({"CartPole-v1"})))
+    assert [(job.algo, job.seed) for job in jobs] == [("trpo", 0), ("ppo", 0), ("trpo", 1), ("ppo", 1)]
+    assert all(isinstance(job, RunJob) and job.timesteps == 10_000 for job in jobs)
+    assert jobs[0].folder == Path("trpo/CartPole-v1/t10000/seed_0")
+    speed = expand(SUITES["speed"], Selection(algos=frozenset({"ppo_kl"})))
+    assert {job.env_id for job in speed} == {"CartPole-v1", "Pendulum-v1"}
+    assert all(isinstance(job, SpeedJob) and job.sibling == "ppo" for job in speed)
+
+
+def test_overrides_get_their_own_run_folder():
+    plain = RunJob("ppo", "CartPole-v1", 1000, 0)
+    tuned = RunJob("ppo", "CartPole-v1", 1000, 0, {"n_steps": 64})
+    assert plain.folder != tuned.folder
+    assert tuned.folder == RunJob("ppo", "CartPole-v1", 1000, 0, {"n_steps": 64}).folder
+
+
+def test_sibling_settings_come_from_the_rl_zoo_files():
+    settings = run_settings("ppo", "CartPole-v1")
+    assert settings.source == "rl_zoo3/hyperparams/ppo.yml[CartPole-v1]"
+    assert settings.n_envs == 8 and settings.n_timesteps == 100_000
+    assert settings.kwargs["n_epochs"] == 20
+    mujoco = run_settings("ppo", "Hopper-v5", {"n_epochs": 3})
+    assert mujoco.source.startswith("rl_zoo3/hyperparams/ppo.yml[Hopper-v4]")
+    assert mujoco.normalize and mujoco.kwargs["n_epochs"] == 3
+
+
+def test_published_figures_match_algorithm_task_and_budget_only():
+    assert [f.mean for f in published_for("trpo", "Pendulum-v1", 100_000)] == [-174.6]
+    assert published_for("trpo", "Pendulum-v1", 50_000) == []
+    sources = {f.source_key for f in published_for("trpo", "HalfCheetah-v5", 1_000_000)}
+    assert sources == {"rl-zoo", "tianshou", "openai"}
+    assert same_task("HalfCheetah", "HalfCheetah-v5") and not same_task("CartPole-v1", "CartPole-v0")
+
+
+def test_command_line_errors_exit_with_status_2(tmp_path, capsys):
+    assert main(["no-such-suite", "--out", str(tmp_path)]) == 2
+    assert main(["classic", "--algos", "nope", "--out", str(tmp_path)]) == 2
+    assert "has no algorithm nope" in capsys.readouterr().err
+    assert main(["--list"]) == 0
+    assert "classic" in capsys.readouterr().out
+
+
+# --- a tiny suite, end to end -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Run the tiny suite once with two worker processes; return (suite file, output folder, exit status)."""
+    folder = tmp_path_factory.mktemp("bench")
+    suite_file = write_suite(folder, TINY_SUITE)
+    out = folder / "out"
+    status = main([str(suite_file), "--jobs", "2", "--out", str(out), "--plain"])
+    return suite_file, out, status
+
+
+def test_tiny_suite_writes_results_tables_and_plots(tiny_run):
+    suite_file, out, status = tiny_run
+    assert status == 0
+    folder = report_folder(out, get_suite(str(suite_file)), Selection())
+    rows = (folder / "results.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4  # header, 2 algorithms x 2 seeds
+    results = json.loads((folder / "results.json").read_text())
+    runs = [r for r in results if r["kind"] == "run"]
+    assert {(r["algo"], r["seed"]) for r in runs} == {("ppo", 0), ("ppo", 1), ("a2c", 0), ("a2c", 1)}
+    for run in runs:
+        steps = [point[0] for point in run["curve"]]
+        assert steps[0] == 0 and steps[-1] >= BUDGET and steps == sorted(steps)
+        assert len(steps) >= 3
+        assert run["final_episodes"] == 3 and run["steps_per_second"] > 0
+        assert run["curve"][-1][1] == pytest.approx(run["final_mean"])
+    assert "rl_zoo3/hyperparams/ppo.yml[CartPole-v1] + suite overrides" in {r["settings_source"] for r in runs}
+    speed = [r for r in results if r["kind"] == "speed"]
+    assert len(speed) == 1 and speed[0]["status"] == "done"
+    assert speed[0]["ratio"] == pytest.approx(speed[0]["ours_steps_per_second"] / speed[0]["sibling_steps_per_second"])
+    assert "n_epochs" in speed[0]["dropped_for_sibling"]  # A2C takes no epochs: dropped for it, and said so
+    report = (folder / "report.md").read_text()
+    assert "| CartPole-v1 | proximal | ppo | 3,000 | 2 |" in report
+    assert "| ppo | a2c | CartPole-v1 |" in report
+    summary = (folder / "summary.md").read_text().splitlines()
+    assert summary[0] == "| environment | ppo | a2c |" and summary[2].startswith("| CartPole-v1 (3e3) | ")
+    curves = (folder / "curves.csv").read_text().splitlines()
+    assert curves[0] == "algo,env,seed,steps,mean_return,std_return" and len(curves) > 12
+    for name in ("tiny_curves_CartPole-v1.png", "tiny_steps_per_second.png"):
+        assert (folder / name).read_bytes().startswith(PNG_SIGNATURE)
+        assert f"]({name})" in report
+
+
+def test_second_invocation_skips_finished_runs(tiny_run, capsys):
+    suite_file, out, _ = tiny_run
+    results = sorted(out.glob("runs/**/result.json")) + sorted(out.glob("speed/**/result.json"))
+    assert len(results) == 5
+    stamps = {path: path.stat().st_mtime_ns for path in results}
+    capsys.readouterr()
+    assert main([str(suite_file), "--jobs", "2", "--out", str(out), "--plain"]) == 0
+    assert "5 of 5 jobs already finished" in capsys.readouterr().out
+    assert {path: path.stat().st_mtime_ns for path in results} == stamps
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
+    content = {**TINY_SUITE, "name": "resume", "seeds": 1, "speed": [], "runs": TINY_SUITE["runs"][:1]}
+    suite_file = write_suite(tmp_path, content)
+    out = tmp_path / "out"
+    (job,) = run_jobs_of(suite_file)
+    run_dir = job_folder(job, out)
+    interrupted = execute_run(job, run_dir, stop_after=1_500)  # stops for real after 1500 steps, as Ctrl-C would
+    assert interrupted["status"] == "interrupted"
+    assert not (run_dir / RESULT_FILE).exists()
+    found = latest_checkpoint(run_dir)
+    assert found is not None
+    checkpoint_steps = found[1]
+    assert 1_500 <= checkpoint_steps < BUDGET
+    before = [point for point in read_curve(run_dir / "curve.csv") if point[0] <= checkpoint_steps]
+    assert before and before[0][0] == 0
+
+    assert main([str(suite_file), "--jobs", "1", "--out", str(out), "--plain"]) == 0
+    result = json.loads((run_dir / RESULT_FILE).read_text())
+    assert result["resumed_from"] == [checkpoint_steps]
+    assert result["status"] == "done" and result["timesteps"] == BUDGET
+    after = [tuple(point) for point in result["curve"]]
+    assert after[: len(before)] == before  # the points measured before the interruption are kept
+    assert after[-1][0] >= BUDGET
+    assert latest_checkpoint(run_dir) is None  # a finished run drops its checkpoints
+    assert json.loads((run_dir / "run.json").read_text())["segments"] == [checkpoint_steps]
+
+
+def test_a_failing_run_is_reported_and_not_marked_finished(tmp_path):
+    job = RunJob("a2c", "CartPole-v1", 1_000, 0, {"not_a_hyperparameter": 1})
+    run_dir = job_folder(job, tmp_path)
+    run_dir.mkdir(parents=True)
+    (run_dir / LOCK_FILE).write_text("999999999")  # left by a process that died: taken over
+    result = execute_run(job, run_dir)
+    assert result["status"] == "failed" and "not_a_hyperparameter" in result["error"]
+    assert (run_dir / ERROR_FILE).exists() and not (run_dir / RESULT_FILE).exists()
+    assert not (run_dir / LOCK_FILE).exists()
+    assert failures([result]) == [f"- a2c on CartPole-v1 seed 0: failed {result['error']}"]
+
+
+def test_a_run_that_another_process_trains_is_left_alone(tmp_path):
+    job = RunJob("a2c", "CartPole-v1", 1_000, 0)
+    run_dir = job_folder(job, tmp_path)
+    run_dir.mkdir(parents=True)
+    (run_dir / LOCK_FILE).write_text(str(os.getppid()))  # a live process that is not this one
+    assert execute_run(job, run_dir)["status"] == "busy"
+    assert not (run_dir / RESULT_FILE).exists() and (run_dir / LOCK_FILE).exists()
+
+
+def test_the_sibling_gets_only_the_settings_it_takes_with_the_same_meaning():
+    from stable_baselines3 import A2C, TD3
+
+    kwargs = {"learning_rate": 1e-3, "n_epochs": 4, "policy_kwargs": {"net_arch": [64, 64], "critic_type": "mlp"}}
+    kept, dropped = sibling_arguments(kwargs, TD3)
+    assert kept == {"learning_rate": 1e-3, "policy_kwargs": {"net_arch": [64, 64]}}
+    assert dropped == ["n_epochs", "policy_kwargs.critic_type"]
+    assert sibling_arguments({"n_steps": 8}, A2C) == ({"n_steps": 8}, [])
+    ppo_pairs = [entry for entry in SUITES["speed"].speed_entries if entry.sibling == "ppo"]
+    assert ppo_pairs and all("target_kl" in entry.not_shared for entry in ppo_pairs)
