@@ -1,0 +1,386 @@
+"""The training loop shared by the natural policy gradient family (NPG, TNPG).
+
+:class:`NaturalGradientAlgorithm` collects rollouts like any SB3 on-policy algorithm, computes the policy gradient
+g of the surrogate, solves F x = g with the shared core (:mod:`sbx_lecture.common.natural_gradient`), asks the
+subclass how far to step along x (:meth:`NaturalGradientAlgorithm._take_step`), logs the lecture's diagnostics and
+fits the critic by minibatch regression, as sb3-contrib's TRPO does.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, RolloutBufferSamples, Schedule
+from stable_baselines3.common.utils import explained_variance
+from torch.nn import functional as F
+
+from sbx_lecture.common.fisher import (
+    ActionReduction,
+    exact_fisher_matrix,
+    make_fisher_vector_product,
+    policy_parameters_of_distribution,
+)
+from sbx_lecture.common.flat_params import flatten_tensors, get_flat_params, set_flat_params_
+from sbx_lecture.common.kl import policy_kl
+from sbx_lecture.common.natural_gradient import (
+    FisherSolver,
+    NaturalGradientDirection,
+    solve_natural_gradient,
+    solve_natural_gradient_exactly,
+)
+from sbx_lecture.npg.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+
+_MAX_EXACT_FISHER_PARAMETERS = 20_000
+
+
+@dataclass
+class NaturalGradientUpdate:
+    """Everything a step rule needs about the current update.
+
+    :param old_params: θ₀ as one flat vector
+    :param gradient: g = ∇L(θ₀)
+    :param solve: the direction x ≈ F⁻¹ g and its diagnostics
+    :param fisher_vector_product: v ↦ F v (undamped) at θ₀ on the Fisher batch
+    :param damping: λ used in the solve
+    :param surrogate_before: L(θ₀)
+    :param set_params: θ ↦ writes θ into the actor
+    :param surrogate_and_kl: evaluates (L(θ), mean KL(π_old ‖ π_θ)) at the actor's current θ
+    """
+
+    old_params: th.Tensor
+    gradient: th.Tensor
+    solve: NaturalGradientDirection
+    fisher_vector_product: Callable[[th.Tensor], th.Tensor]
+    damping: float
+    surrogate_before: float
+    set_params: Callable[[th.Tensor], None]
+    surrogate_and_kl: Callable[[], tuple[float, float]]
+
+
+@dataclass
+class StepOutcome:
+    """What the step rule did.
+
+    :param step_size: the multiplier β of the direction that was applied (0 if the step was rejected)
+    :param accepted: whether the step was kept
+    :param n_line_search_evaluations: candidate steps evaluated by a line search (0 without one)
+    """
+
+    step_size: float
+    accepted: bool = True
+    n_line_search_evaluations: int = 0
+
+
+def _check_positive_int(name: str, value: int, minimum: int = 1) -> None:
+    if not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_float_or_schedule(name: str, value: float | Schedule, valid: str, predicate: Callable[[float], bool]
+                             ) -> None:
+    if callable(value):
+        return
+    if not predicate(float(value)):
+        raise ValueError(f"{name} must be {valid} (or a schedule), got {value!r}")
+
+
+class NaturalGradientAlgorithm(OnPolicyAlgorithm):
+    """Base class of the natural policy gradient family; subclasses only decide how to step along F⁻¹g.
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: Learning rate of the critic's Adam optimizer; it can be a schedule of the progress
+        remaining (from 1 to 0)
+    :param n_steps: Number of steps to run for each environment per update (rollout size n_steps * n_envs)
+    :param batch_size: Minibatch size of the critic regression
+    :param gamma: Discount factor
+    :param gae_lambda: Factor of the Generalized Advantage Estimator
+    :param cg_max_steps: Maximum number of conjugate-gradient iterations per update
+    :param cg_damping: Damping λ added to the Fisher matrix in the solve (F + λI) x = g
+    :param cg_residual_tol: Relative residual ‖(F + λI)x − g‖/‖g‖ at which conjugate gradient stops
+    :param n_critic_updates: Number of epochs of critic regression per update
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
+    :param sde_sample_freq: Sample a new gSDE noise matrix every n steps (-1: only at the start of the rollout)
+    :param rollout_buffer_class: Rollout buffer class to use. If ``None``, it is selected automatically
+    :param rollout_buffer_kwargs: Keyword arguments passed to the rollout buffer on creation
+    :param normalize_advantage: Whether to normalize the advantages of each rollout
+    :param fisher_sub_sampling_factor: Use every k-th state of the rollout for the Fisher matrix (the gradient
+        always uses the whole rollout); see Schulman's thesis, pp. 40-42
+    :param stats_window_size: Window size of the episode statistics in the logs
+    :param tensorboard_log: The log location for tensorboard (if None, no logging)
+    :param policy_kwargs: Additional arguments passed to the policy on creation
+    :param verbose: Verbosity level: 0 no output, 1 info, 2 debug
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+    supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (
+        spaces.Box,
+        spaces.Discrete,
+        spaces.MultiDiscrete,
+        spaces.MultiBinary,
+    )
+    #: How the KL between action distributions is reduced over action dimensions, for the Fisher matrix and the
+    #: measured KL alike: ``"sum"`` (the KL of the joint action distribution, the lecture's) or ``"mean"``
+    #: (sb3-contrib TRPO's convention).
+    kl_action_reduction: ClassVar[ActionReduction] = "sum"
+    #: Whether the trust-region step length uses the damped quadratic form xᵀ(F + λI)x (sb3-contrib TRPO does)
+    #: rather than the Fisher's xᵀFx.
+    damped_trust_region: ClassVar[bool] = False
+    policy: ActorCriticPolicy
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 1e-3,
+        n_steps: int = 2048,
+        batch_size: int = 128,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        cg_max_steps: int = 10,
+        cg_damping: float = 0.1,
+        cg_residual_tol: float = 1e-10,
+        n_critic_updates: int = 10,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        normalize_advantage: bool = True,
+        fisher_sub_sampling_factor: int = 1,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        _check_positive_int("n_steps", n_steps)
+        _check_positive_int("batch_size", batch_size)
+        _check_positive_int("cg_max_steps", cg_max_steps)
+        _check_positive_int("n_critic_updates", n_critic_updates, minimum=0)
+        _check_positive_int("fisher_sub_sampling_factor", fisher_sub_sampling_factor)
+        if not cg_damping >= 0:
+            raise ValueError(f"cg_damping must be >= 0, got {cg_damping!r}")
+        if not cg_residual_tol >= 0:
+            raise ValueError(f"cg_residual_tol must be >= 0, got {cg_residual_tol!r}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
+        if not 0.0 <= gae_lambda <= 1.0:
+            raise ValueError(f"gae_lambda must be in [0, 1], got {gae_lambda!r}")
+        _check_float_or_schedule("learning_rate", learning_rate, "> 0", lambda value: value > 0)
+        if env is not None:
+            env = maybe_make_env(env, verbose)
+            self._check_action_space(env.action_space)
+
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=0.0,  # the surrogate has no entropy bonus
+            vf_coef=0.0,  # the critic is fitted separately
+            max_grad_norm=0.0,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            _init_setup_model=False,
+            supported_action_spaces=self.supported_action_spaces,
+        )
+        if self.env is not None and normalize_advantage and self.env.num_envs * self.n_steps < 2:
+            raise ValueError(
+                "n_steps * n_envs must be at least 2 to normalize advantages, got "
+                f"n_steps={self.n_steps}, n_envs={self.env.num_envs}: increase n_steps or set normalize_advantage=False"
+            )
+        self.batch_size = batch_size
+        self.cg_max_steps = cg_max_steps
+        self.cg_damping = cg_damping
+        self.cg_residual_tol = cg_residual_tol
+        self.n_critic_updates = n_critic_updates
+        self.normalize_advantage = normalize_advantage
+        self.fisher_sub_sampling_factor = fisher_sub_sampling_factor
+        self.fisher: FisherSolver = "cg"
+        self._actor_parameter_names: list[str] | None = None
+
+    @classmethod
+    def _check_action_space(cls, action_space: spaces.Space) -> None:
+        if not isinstance(action_space, cls.supported_action_spaces):
+            supported = ", ".join(space.__name__ for space in cls.supported_action_spaces)
+            raise ValueError(
+                f"{cls.__name__} does not support the action space {action_space}: it supports {supported}. "
+                "Wrap the environment so that its actions live in one of these (e.g. a Tuple of Discrete as "
+                "MultiDiscrete); no SB3 algorithm (PPO, TRPO, A2C) handles other action spaces either."
+            )
+
+    # --- the pieces of one update -------------------------------------------------------------------------------
+
+    def _mean_kl(self, old_distribution: Distribution, new_distribution: Distribution) -> th.Tensor:
+        """The state average of KL[π_old ‖ π_new], reduced over action dimensions as :attr:`kl_action_reduction`.
+
+        :param old_distribution: π_old on the batch (detached)
+        :param new_distribution: π_θ on the batch
+        :return: scalar tensor
+        """
+        kl = policy_kl(old_distribution, new_distribution)
+        if self.kl_action_reduction == "mean":
+            # SB3's kl_divergence keeps one column per action dimension for Gaussians and Bernoullis.
+            sample = old_distribution.distribution
+            if isinstance(sample, th.distributions.Normal | th.distributions.Bernoulli):
+                kl = kl / sample.mean.shape[-1]
+        return kl.mean()
+
+    def _actor_parameters(self, observations: th.Tensor) -> list[th.nn.Parameter]:
+        if self._actor_parameter_names is None:
+            self._actor_parameter_names = policy_parameters_of_distribution(self.policy, observations)
+        named = dict(self.policy.named_parameters())
+        return [named[name] for name in self._actor_parameter_names]
+
+    def _fisher_batch(self, observations: th.Tensor) -> th.Tensor:
+        return observations[:: self.fisher_sub_sampling_factor]
+
+    def _solve(self, observations: th.Tensor, gradient: th.Tensor) -> tuple[NaturalGradientDirection, Callable]:
+        assert self._actor_parameter_names is not None
+        fisher_observations = self._fisher_batch(observations)
+        fisher_vector_product = make_fisher_vector_product(
+            self.policy, fisher_observations, self._actor_parameter_names, self.kl_action_reduction
+        )
+        if self.fisher == "exact":
+            n_params = sum(named.numel() for named in self._actor_parameters(observations))
+            if n_params > _MAX_EXACT_FISHER_PARAMETERS:
+                raise ValueError(
+                    f"fisher='exact' builds a {n_params} x {n_params} matrix; it is meant for policies with at most "
+                    f"{_MAX_EXACT_FISHER_PARAMETERS} actor parameters. Use fisher='cg' or a smaller net_arch."
+                )
+            fisher = exact_fisher_matrix(
+                self.policy, fisher_observations, self._actor_parameter_names, self.kl_action_reduction
+            )
+            return solve_natural_gradient_exactly(fisher, gradient, self.cg_damping), fisher_vector_product
+        solve = solve_natural_gradient(
+            fisher_vector_product, gradient, self.cg_damping, self.cg_max_steps, self.cg_residual_tol
+        )
+        return solve, fisher_vector_product
+
+    @abstractmethod
+    def _take_step(self, update: NaturalGradientUpdate) -> StepOutcome:
+        """Move the actor's parameters from θ₀ along the direction x; the one thing the family members differ in.
+
+        :param update: the gradient, the direction and helpers to set and evaluate parameters
+        :return: what was done
+        """
+
+    def train(self) -> None:
+        """One natural-gradient step of the actor on the collected rollout, then the critic regression."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        rollout_data = next(self.rollout_buffer.get(batch_size=None))
+        actor_params = self._actor_parameters(rollout_data.observations)
+        policy_stats = self._update_actor(rollout_data, actor_params)
+        value_losses = self._update_critic(actor_params)
+
+        self._n_updates += 1
+        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
+        for key, value in policy_stats.items():
+            self.logger.record(f"train/{key}", value)
+        self.logger.record("train/value_loss", float(np.mean(value_losses)) if value_losses else float("nan"))
+        self.logger.record("train/explained_variance", explained_var)
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+
+    def _update_actor(self, rollout_data: RolloutBufferSamples, actor_params: list[th.nn.Parameter]
+                      ) -> dict[str, float]:
+        observations = rollout_data.observations
+        actions = rollout_data.actions
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+        advantages = rollout_data.advantages
+        if self.normalize_advantage:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+        with th.no_grad():
+            old_distribution = copy.copy(self.policy.get_distribution(observations))
+
+        def surrogate() -> th.Tensor:
+            log_prob = self.policy.get_distribution(observations).log_prob(actions)
+            return (th.exp(log_prob - rollout_data.old_log_prob) * advantages).mean()
+
+        objective = surrogate()
+        gradient = flatten_tensors(th.autograd.grad(objective, actor_params))
+        surrogate_before = objective.item()
+        solve, fisher_vector_product = self._solve(observations, gradient)
+
+        def surrogate_and_kl() -> tuple[float, float]:
+            with th.no_grad():
+                distribution = self.policy.get_distribution(observations)
+                log_prob = distribution.log_prob(actions)
+                objective = (th.exp(log_prob - rollout_data.old_log_prob) * advantages).mean()
+                return float(objective), float(self._mean_kl(old_distribution, distribution))
+
+        old_params = get_flat_params(actor_params)
+        update = NaturalGradientUpdate(
+            old_params=old_params,
+            gradient=gradient,
+            solve=solve,
+            fisher_vector_product=fisher_vector_product,
+            damping=self.cg_damping,
+            surrogate_before=surrogate_before,
+            set_params=lambda flat: set_flat_params_(actor_params, flat),
+            surrogate_and_kl=surrogate_and_kl,
+        )
+        outcome = self._take_step(update)
+        applied_step = get_flat_params(actor_params) - old_params
+        surrogate_after, kl = surrogate_and_kl()
+        return {
+            "policy_objective": surrogate_after,
+            "surrogate_improvement_predicted": float(gradient @ applied_step),
+            "surrogate_improvement_measured": surrogate_after - surrogate_before,
+            "kl_divergence": kl,
+            "step_size": outcome.step_size,
+            "step_accepted": float(outcome.accepted),
+            "line_search_evaluations": float(outcome.n_line_search_evaluations),
+            "cg_residual": solve.relative_residual,
+            "cg_iterations": float(solve.n_iterations),
+        }
+
+    def _update_critic(self, actor_params: list[th.nn.Parameter]) -> list[float]:
+        value_losses = []
+        for _ in range(self.n_critic_updates):
+            for rollout_data in self.rollout_buffer.get(self.batch_size):
+                values_pred = self.policy.predict_values(rollout_data.observations)
+                value_loss = F.mse_loss(rollout_data.returns, values_pred.flatten())
+                value_losses.append(value_loss.item())
+                self.policy.optimizer.zero_grad()
+                value_loss.backward()
+                # Parameters shared with the actor move only by the natural-gradient step.
+                for param in actor_params:
+                    param.grad = None
+                self.policy.optimizer.step()
+        return value_losses
