@@ -17,10 +17,20 @@ if TYPE_CHECKING:
     from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
     from stable_baselines3.common.base_class import BaseAlgorithm
 
+    from sbx_lecture.dpg import DPG
+    from sbx_lecture.npg import NPG, TNPG
+    from sbx_lecture.ppo_kl import KLPPO
+    from sbx_lecture.sql import SQL
+
 __version__ = "0.1.0"
 
 #: Public class name → its ``"module:Class"``, resolved lazily by :func:`__getattr__`.
 _PUBLIC_CLASSES = {
+    "NPG": "sbx_lecture.npg:NPG",
+    "TNPG": "sbx_lecture.npg:TNPG",
+    "KLPPO": "sbx_lecture.ppo_kl:KLPPO",
+    "DPG": "sbx_lecture.dpg:DPG",
+    "SQL": "sbx_lecture.sql:SQL",
     "PPO": "stable_baselines3:PPO",
     "A2C": "stable_baselines3:A2C",
     "DDPG": "stable_baselines3:DDPG",
@@ -59,10 +69,15 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "A2C",
     "DDPG",
+    "DPG",
     "DQN",
+    "KLPPO",
+    "NPG",
     "PPO",
     "SAC",
+    "SQL",
     "TD3",
+    "TNPG",
     "TRPO",
     "AlgorithmSpec",
     "__version__",

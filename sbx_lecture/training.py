@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.vec_env import VecEnv
 
-DEFAULT_ALGORITHM = "trpo"
+DEFAULT_ALGORITHM = "tnpg"
 DEFAULT_ENVIRONMENT = "Pendulum-v1"
 DEFAULT_TIMESTEPS = 100_000
 #: rl-zoo keys that ``train`` understands itself; they are not constructor arguments.
