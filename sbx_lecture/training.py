@@ -132,11 +132,8 @@ def zoo_defaults(spec: AlgorithmSpec, env_id: str) -> dict[str, Any]:
     location = spec.resolve_zoo_hyperparams()
     if location is None or not Path(location).exists():
         return {}
-    try:
-        import yaml
-    except ImportError:
-        warnings.warn("PyYAML is missing: install sbx-lecture[zoo] to train with the tuned zoo hyperparameters")
-        return {}
+    import yaml
+
     with open(location) as handle:
         entries = yaml.safe_load(handle) or {}
     return dict(entries.get(env_id) or entries.get("default") or {})
