@@ -1,0 +1,397 @@
+"""Policies for soft Q-learning: a soft Q-function and, for continuous actions, a state-conditioned sampler.
+
+* Discrete actions: one network outputs Q(s, ·); the policy is the Boltzmann distribution softmax(Q(s, ·)/α).
+* Box actions: a network Q(s, a) on the squashed action box [-1, 1]^d and a sampling network
+  u = f_φ(ξ; s), ξ ~ N(0, I), whose squashed output a = tanh(u) is trained by amortized SVGD to follow
+  exp(Q(s, a)/α).
+
+One policy class builds the right parts for the environment's action space, so ``"MlpPolicy"`` works for both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import get_action_dim
+from stable_baselines3.common.torch_layers import (
+    BaseFeaturesExtractor,
+    CombinedExtractor,
+    FlattenExtractor,
+    NatureCNN,
+    create_mlp,
+)
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+DEFAULT_NET_ARCH = [256, 256]
+
+
+class DiscreteSoftQNetwork(nn.Module):
+    """Q(s, ·) for a discrete action set: ``n_critics`` heads on one features extractor.
+
+    :param features_extractor: network mapping observations to features
+    :param features_dim: size of the features
+    :param n_actions: number of actions
+    :param net_arch: hidden layer sizes of every head
+    :param activation_fn: activation between hidden layers
+    :param n_critics: number of independent heads (2 for twin critics, combined with a minimum)
+    """
+
+    optimizer: th.optim.Optimizer
+
+    def __init__(
+        self,
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int,
+        n_actions: int,
+        net_arch: list[int],
+        activation_fn: type[nn.Module],
+        n_critics: int,
+    ) -> None:
+        super().__init__()
+        self.features_extractor = features_extractor
+        self.heads = nn.ModuleList(
+            nn.Sequential(*create_mlp(features_dim, n_actions, net_arch, activation_fn)) for _ in range(n_critics)
+        )
+
+    def forward(self, features: th.Tensor) -> th.Tensor:
+        """:return: Q-values of every head, shape ``(n_critics, batch, n_actions)``"""
+        return th.stack([head(features) for head in self.heads])
+
+
+class ContinuousSoftQNetwork(nn.Module):
+    """Q(s, a) on the squashed action box, ``n_critics`` heads on one features extractor.
+
+    Actions may carry a particle dimension: the features of each state are computed once and broadcast to all of
+    its particles, so K particles cost a single network call.
+
+    :param features_extractor: network mapping observations to features
+    :param features_dim: size of the features
+    :param action_dim: dimension of the action box
+    :param net_arch: hidden layer sizes of every head
+    :param activation_fn: activation between hidden layers
+    :param n_critics: number of independent heads (2 for twin critics, combined with a minimum)
+    """
+
+    optimizer: th.optim.Optimizer
+
+    def __init__(
+        self,
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int,
+        action_dim: int,
+        net_arch: list[int],
+        activation_fn: type[nn.Module],
+        n_critics: int,
+    ) -> None:
+        super().__init__()
+        self.features_extractor = features_extractor
+        self.heads = nn.ModuleList(
+            nn.Sequential(*create_mlp(features_dim + action_dim, 1, net_arch, activation_fn)) for _ in range(n_critics)
+        )
+
+    def forward(self, features: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """
+        :param features: state features, shape ``(batch, features_dim)``
+        :param actions: squashed actions, shape ``(batch, action_dim)`` or ``(batch, K, action_dim)``
+        :return: Q-values, shape ``(n_critics, batch)`` or ``(n_critics, batch, K)``
+        """
+        if actions.dim() == 3:
+            features = features.unsqueeze(1).expand(-1, actions.shape[1], -1)
+        inputs = th.cat([features, actions], dim=-1)
+        return th.stack([head(inputs).squeeze(-1) for head in self.heads])
+
+
+class SamplingNetwork(nn.Module):
+    """State-conditioned sampler u = f_φ(ξ; s) = ξ + g_φ(s, ξ) with ξ ~ N(0, I); the action is tanh(u).
+
+    The residual form starts close to u = ξ, a broad distribution over the whole action box, so SVGD begins from
+    particles that already see every mode of exp(Q/α) instead of a point mass that could only find one.
+
+    :param features_extractor: network mapping observations to features
+    :param features_dim: size of the features
+    :param action_dim: dimension of the action box (and of the noise ξ)
+    :param net_arch: hidden layer sizes
+    :param activation_fn: activation between hidden layers
+    """
+
+    optimizer: th.optim.Optimizer
+
+    def __init__(
+        self,
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int,
+        action_dim: int,
+        net_arch: list[int],
+        activation_fn: type[nn.Module],
+    ) -> None:
+        super().__init__()
+        self.features_extractor = features_extractor
+        self.action_dim = action_dim
+        self.mlp = nn.Sequential(*create_mlp(features_dim + action_dim, action_dim, net_arch, activation_fn))
+
+    def forward(self, features: th.Tensor, noise: th.Tensor) -> th.Tensor:
+        """
+        :param features: state features, shape ``(batch, features_dim)``
+        :param noise: ξ, shape ``(batch, action_dim)`` or ``(batch, M, action_dim)``
+        :return: pre-squash particles u, same shape as ``noise``
+        """
+        if noise.dim() == 3:
+            features = features.unsqueeze(1).expand(-1, noise.shape[1], -1)
+        return noise + self.mlp(th.cat([features, noise], dim=-1))
+
+
+class SQLPolicy(BasePolicy):
+    """Soft Q-learning policy for discrete or Box action spaces.
+
+    Builds ``q_net`` and ``q_net_target`` (:class:`DiscreteSoftQNetwork` or :class:`ContinuousSoftQNetwork`) and,
+    for Box actions, a :class:`SamplingNetwork` ``sampler``. Each network has its own features extractor and its
+    own optimizer (``q_net.optimizer``, ``sampler.optimizer``).
+
+    :param observation_space: observation space
+    :param action_space: action space (Discrete or Box)
+    :param lr_schedule: learning-rate schedule of both optimizers
+    :param ent_coef: temperature α used when acting (the algorithm keeps it in sync with its own schedule)
+    :param net_arch: hidden layers, a list shared by all networks or ``dict(qf=[...], pi=[...])``
+        (``pi`` is the sampler); default ``[256, 256]``
+    :param activation_fn: activation function
+    :param features_extractor_class: features extractor class
+    :param features_extractor_kwargs: keyword arguments of the features extractor
+    :param normalize_images: whether to divide image observations by 255
+    :param optimizer_class: optimizer class
+    :param optimizer_kwargs: optimizer keyword arguments (excluding the learning rate)
+    :param n_critics: number of Q heads; 2 gives twin critics combined with a minimum
+    """
+
+    q_net: DiscreteSoftQNetwork | ContinuousSoftQNetwork
+    q_net_target: DiscreteSoftQNetwork | ContinuousSoftQNetwork
+    sampler: SamplingNetwork | None
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        ent_coef: float = 1.0,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        n_critics: int = 1,
+    ) -> None:
+        if not isinstance(action_space, (spaces.Discrete, spaces.Box)):
+            raise ValueError(
+                f"SQLPolicy supports Discrete and Box action spaces, got {action_space}. "
+                "Use PPO or A2C for MultiDiscrete/MultiBinary actions."
+            )
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor_class,
+            features_extractor_kwargs,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            squash_output=isinstance(action_space, spaces.Box),
+        )
+        if net_arch is None:
+            net_arch = list(DEFAULT_NET_ARCH)
+        if isinstance(net_arch, dict):
+            self.q_net_arch, self.sampler_net_arch = list(net_arch["qf"]), list(net_arch["pi"])
+        else:
+            self.q_net_arch, self.sampler_net_arch = list(net_arch), list(net_arch)
+        self.net_arch = net_arch
+        self.activation_fn = activation_fn
+        self.n_critics = n_critics
+        self.ent_coef = ent_coef
+        self.is_discrete = isinstance(action_space, spaces.Discrete)
+        self.action_dim = 1 if self.is_discrete else get_action_dim(action_space)
+        self._build(lr_schedule)
+
+    def _make_q_net(self) -> DiscreteSoftQNetwork | ContinuousSoftQNetwork:
+        extractor = self.make_features_extractor()
+        if isinstance(self.action_space, spaces.Discrete):
+            n_actions = int(self.action_space.n)
+            return DiscreteSoftQNetwork(
+                extractor, extractor.features_dim, n_actions, self.q_net_arch, self.activation_fn, self.n_critics
+            )
+        return ContinuousSoftQNetwork(
+            extractor, extractor.features_dim, self.action_dim, self.q_net_arch, self.activation_fn, self.n_critics
+        )
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        self.q_net = self._make_q_net()
+        self.q_net_target = self._make_q_net()
+        self.q_net_target.load_state_dict(self.q_net.state_dict())
+        self.q_net_target.requires_grad_(False)
+        self.q_net_target.train(False)
+        self.q_net.optimizer = self.optimizer_class(  # type: ignore[call-arg]
+            self.q_net.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+        )
+        self.sampler = None
+        if not self.is_discrete:
+            extractor = self.make_features_extractor()
+            self.sampler = SamplingNetwork(
+                extractor, extractor.features_dim, self.action_dim, self.sampler_net_arch, self.activation_fn
+            )
+            self.sampler.optimizer = self.optimizer_class(  # type: ignore[call-arg]
+                self.sampler.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+            )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            dict(
+                net_arch=self.net_arch,
+                activation_fn=self.activation_fn,
+                n_critics=self.n_critics,
+                ent_coef=self.ent_coef,
+                lr_schedule=self._dummy_schedule,
+            )
+        )
+        return data
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Soft Q-values
+    # ----------------------------------------------------------------------------------------------------------
+    def q_values(self, obs: PyTorchObs, actions: th.Tensor | None = None, target: bool = False) -> th.Tensor:
+        """Q-values of every critic head.
+
+        :param obs: preprocessed-or-raw observation batch
+        :param actions: for Box actions, squashed actions ``(batch, d)`` or particles ``(batch, K, d)``
+        :param target: evaluate the target network instead of the online one
+        :return: ``(n_critics, batch, n_actions)`` for discrete actions, ``(n_critics, batch[, K])`` for Box
+        """
+        network = self.q_net_target if target else self.q_net
+        features = self.extract_features(obs, network.features_extractor)
+        if isinstance(network, DiscreteSoftQNetwork):
+            return network(features)
+        assert actions is not None, "Q(s, a) for Box actions needs the actions"
+        return network(features, actions)
+
+    def soft_q(self, obs: PyTorchObs, actions: th.Tensor | None = None, target: bool = False) -> th.Tensor:
+        """The soft Q-function used for acting and targets: the minimum over the critic heads."""
+        return self.q_values(obs, actions, target).min(dim=0).values
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Sampling network
+    # ----------------------------------------------------------------------------------------------------------
+    def sample_particles(self, obs: PyTorchObs, n_particles: int | None = None) -> th.Tensor:
+        """Pre-squash sampler outputs u = f_φ(ξ; s), ξ ~ N(0, I).
+
+        :param obs: observation batch
+        :param n_particles: number of particles per state, or ``None`` for one (no particle dimension)
+        :return: ``(batch, d)`` or ``(batch, n_particles, d)``
+        """
+        assert self.sampler is not None, "only Box action spaces have a sampling network"
+        features = self.extract_features(obs, self.sampler.features_extractor)
+        shape = (
+            (features.shape[0], self.action_dim)
+            if n_particles is None
+            else (features.shape[0], n_particles, self.action_dim)
+        )
+        noise = th.randn(shape, device=features.device)
+        return self.sampler(features, noise)
+
+    def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        return self._predict(obs, deterministic=deterministic)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        """Discrete: a ~ softmax(Q/α), or argmax Q when deterministic.
+        Box: a = tanh(f_φ(ξ; s)) with ξ ~ N(0, I), or ξ = 0 when deterministic."""
+        if self.is_discrete:
+            q_values = self.soft_q(observation)
+            if deterministic:
+                return q_values.argmax(dim=-1)
+            # Gumbel-max trick: argmax(Q/α + Gumbel noise) is a sample of softmax(Q/α).
+            uniform = th.rand_like(q_values).clamp_(min=1e-20)
+            return (q_values / self.ent_coef - th.log(-th.log(uniform))).argmax(dim=-1)
+        assert self.sampler is not None
+        features = self.extract_features(observation, self.sampler.features_extractor)
+        noise = th.zeros(features.shape[0], self.action_dim, device=features.device)
+        if not deterministic:
+            noise.normal_()
+        return th.tanh(self.sampler(features, noise))
+
+    def set_training_mode(self, mode: bool) -> None:
+        self.q_net.train(mode)
+        if self.sampler is not None:
+            self.sampler.train(mode)
+        self.training = mode
+
+
+MlpPolicy = SQLPolicy
+
+
+class CnnPolicy(SQLPolicy):
+    """:class:`SQLPolicy` with the Nature CNN features extractor (image observations); arguments as there."""
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        ent_coef: float = 1.0,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        n_critics: int = 1,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            ent_coef,
+            net_arch,
+            activation_fn,
+            features_extractor_class,
+            features_extractor_kwargs,
+            normalize_images,
+            optimizer_class,
+            optimizer_kwargs,
+            n_critics,
+        )
+
+
+class MultiInputPolicy(SQLPolicy):
+    """:class:`SQLPolicy` for Dict observation spaces (combined extractor); arguments as there."""
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        ent_coef: float = 1.0,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        n_critics: int = 1,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            ent_coef,
+            net_arch,
+            activation_fn,
+            features_extractor_class,
+            features_extractor_kwargs,
+            normalize_images,
+            optimizer_class,
+            optimizer_kwargs,
+            n_critics,
+        )
