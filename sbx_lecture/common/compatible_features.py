@@ -1,0 +1,117 @@
+"""Compatible function approximation for deterministic policies (Silver et al., 2014, theorem 3).
+
+For a deterministic actor μθ: S → R^m with n parameters, write ∇θμθ(s) for the n×m Jacobian transposed. The
+compatible features and the compatible critic are
+
+    φ(s, a) = ∇θμθ(s) (a − μθ(s))                    (n numbers per state-action pair)
+    Q^w(s, a) = φ(s, a)ᵀ w + V^v(s) = (a − μθ(s))ᵀ ∇θμθ(s)ᵀ w + V^v(s)
+
+and the actor step is ∇θμθ(s) ∇θμθ(s)ᵀ w. None of these needs the Jacobian itself:
+
+- ``∇θμθ(s)ᵀ w`` (m numbers) is the directional derivative of the network output along ``w`` in parameter space: a
+  Jacobian-vector product, one forward-mode pass (:func:`parameter_jvp`).
+- ``∇θμθ(s) c`` for any cotangent ``c`` in action space is a vector-Jacobian product, one backward pass. φ(s, a) is
+  the VJP with ``c = a − μθ(s)``; the actor step is the VJP with ``c = ∇θμθ(s)ᵀ w``.
+
+Parameter-space vectors (``w``, the actor step) are dictionaries ``{parameter name: tensor of that shape}`` so that
+they plug straight into :func:`torch.func.functional_call`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch as th
+from torch import nn
+from torch.autograd import forward_ad
+from torch.func import functional_call, vjp, vmap
+
+ParameterVector = Mapping[str, th.Tensor]
+
+
+def parameter_jvp(
+    module: nn.Module,
+    inputs: th.Tensor,
+    direction: ParameterVector,
+    params: ParameterVector | None = None,
+) -> tuple[th.Tensor, th.Tensor]:
+    """Output of ``module`` and its derivative along ``direction`` in parameter space, in one forward-mode pass.
+
+    The parameters enter :func:`torch.func.functional_call` as dual tensors (primal θ, tangent w), so a single
+    forward pass carries both μθ(s) and ∇θμθ(s)ᵀ w; this costs about two plain forward passes.
+
+    :param module: the network μθ, called as ``module(inputs)``
+    :param inputs: a batch of inputs (observations)
+    :param direction: w, one tensor per named parameter of ``module``
+    :param params: parameter values to evaluate at (default: the module's own parameters, so that μθ(s) keeps its
+        autograd graph to θ)
+    :return: ``(μθ(s), ∇θμθ(s)ᵀ w)``, both of shape ``(batch, m)``
+    """
+    if params is None:
+        params = dict(module.named_parameters())
+    with forward_ad.dual_level():
+        duals = {name: forward_ad.make_dual(value, direction[name]) for name, value in params.items()}
+        output = forward_ad.unpack_dual(functional_call(module, duals, (inputs,)))
+        assert output.tangent is not None, "the module's output does not depend on its parameters"
+        return output.primal, output.tangent
+
+
+def compatible_advantage(actions: th.Tensor, mu: th.Tensor, mu_jvp: th.Tensor) -> th.Tensor:
+    """Advantage part of the compatible critic, A^w(s, a) = (a − μθ(s))ᵀ ∇θμθ(s)ᵀ w = φ(s, a)ᵀ w.
+
+    :param actions: the actions a, shape ``(batch, m)``
+    :param mu: μθ(s), shape ``(batch, m)``
+    :param mu_jvp: ∇θμθ(s)ᵀ w from :func:`parameter_jvp`, shape ``(batch, m)``
+    :return: shape ``(batch, 1)``
+    """
+    return ((actions - mu) * mu_jvp).sum(dim=-1, keepdim=True)
+
+
+def compatible_features(module: nn.Module, inputs: th.Tensor, actions: th.Tensor) -> th.Tensor:
+    """The compatible features φ(s, a) = ∇θμθ(s)(a − μθ(s)), flattened, one row per sample.
+
+    One vector-Jacobian product per sample (vectorised with :func:`torch.func.vmap`); the n×m Jacobian is never
+    built. The training loop does not need φ explicitly (its critic gradient is the same VJP summed over the
+    batch); this function is for analysis and tests.
+
+    :param module: the network μθ
+    :param inputs: a batch of inputs, shape ``(batch, ...)``
+    :param actions: a batch of actions, shape ``(batch, m)``
+    :return: shape ``(batch, n)``, parameters in ``module.named_parameters()`` order
+    """
+    params = {name: value.detach() for name, value in module.named_parameters()}
+
+    def features_of_one(single_input: th.Tensor, action: th.Tensor) -> th.Tensor:
+        def output(p: dict[str, th.Tensor]) -> th.Tensor:
+            return functional_call(module, p, (single_input.unsqueeze(0),)).squeeze(0)
+
+        mu, pullback = vjp(output, params)[:2]
+        (gradient,) = pullback(action - mu)
+        return th.cat([gradient[name].reshape(-1) for name in params])
+
+    return vmap(features_of_one)(inputs, actions)
+
+
+def compatible_actor_direction(
+    module: nn.Module, inputs: th.Tensor, direction: ParameterVector
+) -> dict[str, th.Tensor]:
+    """The (vanilla) COPDAC actor step averaged over a batch: E_s[∇θμθ(s) ∇θμθ(s)ᵀ w].
+
+    A JVP (∇θμθ(s)ᵀ w) followed by a VJP with that cotangent; by the compatibility theorem this equals
+    E_s[∇θμθ(s) ∇aQ(s, a)|a=μθ(s)] whenever w fits ∇aQ in the least-squares sense.
+
+    :param module: the network μθ
+    :param inputs: a batch of states
+    :param direction: w, one tensor per named parameter
+    :return: the ascent direction, one tensor per named parameter
+    """
+    params = dict(module.named_parameters())
+    mu, mu_jvp = parameter_jvp(module, inputs, {name: w.detach() for name, w in direction.items()}, params)
+    surrogate = (mu * mu_jvp.detach()).sum(dim=-1).mean()
+    gradients = th.autograd.grad(surrogate, list(params.values()))
+    return dict(zip(params.keys(), gradients, strict=True))
+
+
+def parameter_vector_norm(vector: ParameterVector) -> th.Tensor:
+    """Euclidean norm of a parameter-space vector given as ``{name: tensor}``."""
+    return th.linalg.vector_norm(th.stack([th.linalg.vector_norm(value) for value in vector.values()]))

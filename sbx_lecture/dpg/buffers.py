@@ -1,0 +1,115 @@
+"""A replay buffer that also serves the latest transitions in order and the executed next action a′.
+
+DPG's defaults are online: each update uses the transitions collected since the previous update (the buffer then
+holds only those), and the on-policy (SARSA) target needs the action a′ that the behaviour policy actually took in
+s′. SB3's buffers store transitions row by row (one row per time step, one column per env), so a′ is the action of
+the next row in the same column, provided the episode did not end in between:
+
+- terminated: the target does not bootstrap, a′ is irrelevant;
+- truncated (time limit): the target bootstraps but a′ was never executed (the env was reset); the algorithm then
+  uses the target policy's action μθ(s′), flagged here by ``next_action_known = 0``;
+- the newest row has no successor yet, so SARSA batches lag one step behind the newest transition.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.vec_env import VecNormalize
+
+
+class TransitionBatch(NamedTuple):
+    """A batch of transitions (s, a, r, s′, done) with, for SARSA targets, the executed next action a′.
+
+    ``dones`` is 1 only for terminations (time-limit truncations bootstrap). ``next_actions`` and
+    ``next_action_known`` are ``None`` unless requested.
+    """
+
+    observations: th.Tensor
+    actions: th.Tensor
+    next_observations: th.Tensor
+    dones: th.Tensor
+    rewards: th.Tensor
+    next_actions: th.Tensor | None
+    next_action_known: th.Tensor | None
+
+
+class TransitionBuffer(ReplayBuffer):
+    """SB3 :class:`~stable_baselines3.common.buffers.ReplayBuffer` with in-order access to the newest rows and
+    next actions for SARSA targets. Observation spaces: Box, Discrete, MultiDiscrete, MultiBinary (not Dict)."""
+
+    def _usable_rows(self, with_next_actions: bool) -> int:
+        filled = self.buffer_size if self.full else self.pos
+        return filled - (1 if with_next_actions else 0)
+
+    def latest(
+        self, n_rows: int, with_next_actions: bool = False, env: VecNormalize | None = None
+    ) -> TransitionBatch | None:
+        """The ``n_rows`` newest rows (every env), oldest first; one row older when next actions are requested.
+
+        :param n_rows: number of time steps to return (each holds ``n_envs`` transitions)
+        :param with_next_actions: also return a′ (needs the row after each returned one)
+        :param env: VecNormalize wrapper to normalize observations and rewards, if any
+        :return: the batch, or ``None`` when the buffer holds no usable row yet
+        """
+        rows = min(n_rows, self._usable_rows(with_next_actions))
+        if rows <= 0:
+            return None
+        newest = self.pos - (1 if with_next_actions else 0)
+        time_indices = np.repeat((newest - rows + np.arange(rows)) % self.buffer_size, self.n_envs)
+        env_indices = np.tile(np.arange(self.n_envs), rows)
+        return self._gather(time_indices, env_indices, with_next_actions, env)
+
+    def sample_transitions(
+        self, batch_size: int, with_next_actions: bool = False, env: VecNormalize | None = None
+    ) -> TransitionBatch | None:
+        """``batch_size`` transitions drawn uniformly (with replacement) from the usable rows and envs.
+
+        :param batch_size: number of transitions
+        :param with_next_actions: also return a′ (the newest row is then excluded: its successor is unknown)
+        :param env: VecNormalize wrapper to normalize observations and rewards, if any
+        :return: the batch, or ``None`` when the buffer holds no usable row yet
+        """
+        usable = self._usable_rows(with_next_actions)
+        if usable <= 0:
+            return None
+        oldest = self.pos if self.full else 0
+        time_indices = (oldest + np.random.randint(0, usable, size=batch_size)) % self.buffer_size
+        env_indices = np.random.randint(0, self.n_envs, size=batch_size)
+        return self._gather(time_indices, env_indices, with_next_actions, env)
+
+    def _gather(
+        self,
+        time_indices: np.ndarray,
+        env_indices: np.ndarray,
+        with_next_actions: bool,
+        env: VecNormalize | None,
+    ) -> TransitionBatch:
+        ended = self.dones[time_indices, env_indices]
+        if self.handle_timeout_termination:
+            terminated = ended * (1.0 - self.timeouts[time_indices, env_indices])
+        else:
+            terminated = ended
+        next_actions = next_action_known = None
+        if with_next_actions:
+            following = (time_indices + 1) % self.buffer_size
+            next_actions = self.to_torch(self.actions[following, env_indices, :])
+            # after any episode end, the following row belongs to a new episode
+            next_action_known = self.to_torch((1.0 - ended).reshape(-1, 1))
+        return TransitionBatch(
+            observations=self._observations(self.observations[time_indices, env_indices, :], env),
+            actions=self.to_torch(self.actions[time_indices, env_indices, :]),
+            next_observations=self._observations(self.next_observations[time_indices, env_indices, :], env),
+            dones=self.to_torch(terminated.reshape(-1, 1)),
+            rewards=self.to_torch(self._normalize_reward(self.rewards[time_indices, env_indices].reshape(-1, 1), env)),
+            next_actions=next_actions,
+            next_action_known=next_action_known,
+        )
+
+    def _observations(self, observations: np.ndarray, env: VecNormalize | None) -> th.Tensor:
+        normalized = self._normalize_obs(observations, env)
+        assert isinstance(normalized, np.ndarray)
+        return self.to_torch(normalized)

@@ -1,0 +1,452 @@
+"""DPG: the deterministic policy gradient actor-critic of Silver et al. (2014)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy, ContinuousCritic
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule, TrainFrequencyUnit
+from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
+from stable_baselines3.td3.policies import Actor
+from torch.func import functional_call
+
+from sbx_lecture.common.compatible_features import compatible_advantage, parameter_jvp
+from sbx_lecture.dpg.buffers import TransitionBatch, TransitionBuffer
+from sbx_lecture.dpg.policies import CRITIC_TYPES, CnnPolicy, CompatibleCritic, DPGPolicy, MlpPolicy
+
+SelfDPG = TypeVar("SelfDPG", bound="DPG")
+
+
+class DPG(OffPolicyAlgorithm):
+    """Deterministic Policy Gradient (DPG): a deterministic actor μθ(s) and a critic Q^w(s, a), learned online.
+
+    The objective and its gradient (deterministic policy gradient theorem)::
+
+        J(θ) = ∫ d^π(s) Q^π(s, μθ(s)) ds,        ∇θJ = E_s[∇θμθ(s) ∇aQ^w(s, a)|a=μθ(s)]
+
+    Per transition (s, a, r, s′) with TD error δ = y − Q^w(s, a), the target being
+
+    - ``on_policy=False`` (Q-learning, COPDAC-Q / OPDAC): y = r + γ Q^w(s′, μθ(s′))
+    - ``on_policy=True`` (SARSA): y = r + γ Q^w(s′, a′), a′ the action executed next
+
+    and with no bootstrap on termination (but bootstrapping on time-limit truncation).
+
+    ``critic="compatible"`` (COPDAC): Q^w(s, a) = (a − μθ(s))ᵀ ∇θμθ(s)ᵀ w + V^v(s), i.e. linear in the compatible
+    features φ(s, a) = ∇θμθ(s)(a − μθ(s)). Updates (with SGD they are exactly the paper's; other optimizers follow
+    the same directions)::
+
+        w ← w + α_w δ φ(s, a),   v ← v + α_v δ ∇v V^v(s),
+        θ ← θ + α_θ ∇θμθ(s) ∇θμθ(s)ᵀ w        (natural=False)
+        θ ← θ + α_θ w                           (natural=True: w is the natural gradient)
+
+    ∇θμθ(s)ᵀ w is a Jacobian-vector product and ∇θμθ(s) c a vector-Jacobian product; the Jacobian is never built.
+
+    ``critic="mlp"``: a neural Q(s, a) trained on the squared TD error, actor step ∇θμθ(s) ∇aQ(s, a)|a=μθ(s).
+    Adding ``buffer_size`` (replay) and ``target_networks=True`` turns this into DDPG.
+
+    Paper: D. Silver, G. Lever, N. Heess, T. Degris, D. Wierstra, M. Riedmiller, "Deterministic Policy Gradient
+    Algorithms", ICML 2014. https://proceedings.mlr.press/v32/silver14.html
+
+    :param policy: the policy model (``MlpPolicy``, ``CnnPolicy`` or a :class:`DPGPolicy` subclass)
+    :param env: the environment (a Box action space), or its gymnasium id
+    :param learning_rate: actor step size α_θ, a float or a schedule of the remaining progress (1 → 0)
+    :param critic_learning_rate: critic step size α_w = α_v (float or schedule); ``None``: same as ``learning_rate``
+    :param critic: ``"compatible"`` (the paper's COPDAC critic) or ``"mlp"`` (a neural Q(s, a))
+    :param natural: actor step θ += α_θ w (natural gradient); only with ``critic="compatible"``
+    :param on_policy: SARSA target with the executed next action (True) or Q-learning target with μθ(s′) (False)
+    :param buffer_size: ``None`` (default): online, each update uses the transitions of the latest rollout
+        (``train_freq`` steps × ``n_envs``) in order, each once per gradient step. An int: a replay buffer of that
+        many transitions, sampled uniformly in batches of ``batch_size``
+    :param learning_starts: steps of uniformly random actions before learning starts
+    :param batch_size: minibatch size when sampling the replay buffer (unused online)
+    :param tau: soft update coefficient of the target networks, in (0, 1] (unused without target networks)
+    :param gamma: discount factor, in [0, 1]
+    :param train_freq: update every ``train_freq`` steps, or ``(n, "step")``; ``(n, "episode")`` only with replay
+    :param gradient_steps: gradient steps after each rollout (``-1``: as many as environment steps collected)
+    :param action_noise: the behaviour policy's exploration noise added to μθ(s) (e.g. ``NormalActionNoise``)
+    :param target_networks: bootstrap from slowly tracking copies of actor and critic (off by default)
+    :param stats_window_size: number of episodes averaged for the rollout logs
+    :param tensorboard_log: TensorBoard log folder (None: no logging)
+    :param policy_kwargs: keyword arguments for the policy (``net_arch``, ``optimizer_class``, ...)
+    :param verbose: 0 silent, 1 info, 2 debug
+    :param seed: random seed
+    :param device: torch device (``"auto"``, ``"cpu"``, ``"cuda"``)
+    :param _init_setup_model: whether to build the networks at construction
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+    }
+    supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Box,)
+    policy: DPGPolicy
+    actor: Actor
+    critic: CompatibleCritic | ContinuousCritic
+    replay_buffer: TransitionBuffer | None  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        policy: str | type[DPGPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 1e-3,
+        critic_learning_rate: float | Schedule | None = None,
+        critic: str = "compatible",
+        natural: bool = False,
+        on_policy: bool = False,
+        buffer_size: int | None = None,
+        learning_starts: int = 100,
+        batch_size: int = 256,
+        tau: float = 0.005,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 1,
+        gradient_steps: int = 1,
+        action_noise: ActionNoise | None = None,
+        target_networks: bool = False,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        _check_hyperparameters(
+            learning_rate, critic_learning_rate, critic, natural, buffer_size, batch_size, tau, gamma, gradient_steps
+        )
+        if env is not None:
+            env = _checked_env(env, verbose)
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            buffer_size=buffer_size or 1,  # the actual size is set in _setup_model
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            tau=tau,
+            gamma=gamma,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            action_noise=action_noise,
+            replay_buffer_class=TransitionBuffer,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            sde_support=False,
+            supported_action_spaces=self.supported_action_spaces,
+            support_multi_env=True,
+        )
+        self.online = buffer_size is None
+        self.critic_learning_rate = learning_rate if critic_learning_rate is None else critic_learning_rate
+        self.critic_type = critic
+        self.natural = natural
+        self.on_policy = on_policy
+        self.target_networks = target_networks
+        self.policy_kwargs["critic_type"] = critic
+        self.policy_kwargs["target_networks"] = target_networks
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        self._convert_train_freq()
+        if self.online:
+            if self.train_freq.unit != TrainFrequencyUnit.STEP:  # type: ignore[union-attr]
+                raise ValueError(
+                    "Online DPG (buffer_size=None) needs train_freq in steps, got "
+                    f"{self.train_freq}; pass train_freq=n (steps) or set buffer_size to use a replay buffer"
+                )
+            # exactly the latest rollout, plus one row so that SARSA can see the successor of its oldest row
+            rows = self.train_freq.frequency + (1 if self.on_policy else 0)  # type: ignore[union-attr]
+            self.buffer_size = rows * self.n_envs
+        super()._setup_model()
+        self.critic_lr_schedule = FloatSchedule(self.critic_learning_rate)
+        self.actor = self.policy.actor
+        self.critic = self.policy.critic
+        self._actor_parameters = dict(self.actor.named_parameters())
+        self._value_parameters = [p for name, p in self.critic.named_parameters() if not name.startswith("w.")]
+
+    # ------------------------------------------------------------------ behaviour policy
+    def _sample_action(
+        self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """β(s) = clip(μθ(s) + noise) in the normalised action box; returns (env action, buffer action).
+
+        The same behaviour as SB3's off-policy default, without the generic ``predict`` round trip (observation
+        checks, unscale then rescale) on every environment step.
+        """
+        if self.num_timesteps < learning_starts or not isinstance(self.observation_space, spaces.Box):
+            return super()._sample_action(learning_starts, action_noise, n_envs)
+        assert self._last_obs is not None, "self._last_obs was not set"
+        with th.no_grad():
+            scaled_action = self.actor(th.as_tensor(self._last_obs, device=self.device)).cpu().numpy()
+        if action_noise is not None:
+            scaled_action = np.clip(scaled_action + action_noise(), -1.0, 1.0)
+        return self.policy.unscale_action(scaled_action), scaled_action
+
+    # ------------------------------------------------------------------ training
+    def train(self, gradient_steps: int, batch_size: int = 256) -> None:
+        self.policy.set_training_mode(True)
+        actor_rate, critic_rate = self._update_learning_rates()
+        self.logger.record("train/learning_rate", actor_rate)
+        self.logger.record("train/critic_learning_rate", critic_rate)
+        assert self.replay_buffer is not None
+        assert self.train_freq.unit == TrainFrequencyUnit.STEP or not self.online  # type: ignore[union-attr]
+
+        batch = None
+        if self.online:
+            rows = self.train_freq.frequency  # type: ignore[union-attr]
+            batch = self.replay_buffer.latest(rows, self.on_policy, env=self._vec_normalize_env)
+        stats: dict[str, list[th.Tensor]] = {"td_error": [], "critic_loss": [], "actor_loss": []}
+        for _ in range(gradient_steps):
+            if not self.online:
+                batch = self.replay_buffer.sample_transitions(batch_size, self.on_policy, env=self._vec_normalize_env)
+            if batch is None:  # SARSA before any transition has a successor
+                break
+            self._n_updates += 1
+            if self.critic_type == "compatible":
+                td_error, critic_loss, actor_loss = self._compatible_step(batch)
+            else:
+                td_error, critic_loss, actor_loss = self._mlp_step(batch)
+            if self.target_networks:
+                self._update_targets()
+            stats["td_error"].append(td_error)
+            stats["critic_loss"].append(critic_loss)
+            stats["actor_loss"].append(actor_loss)
+
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        for key, values in stats.items():
+            if values:
+                self.logger.record(f"train/{key}", (values[0] if len(values) == 1 else th.stack(values).mean()).item())
+        if isinstance(self.critic, CompatibleCritic):
+            self.logger.record("train/w_norm", self.critic.w_norm().item())
+
+    def _update_learning_rates(self) -> tuple[float, float]:
+        """Set α_θ and α_w from their schedules at the current progress and return them."""
+        actor_rate = self.lr_schedule(self._current_progress_remaining)
+        critic_rate = self.critic_lr_schedule(self._current_progress_remaining)
+        update_learning_rate(self.actor.optimizer, actor_rate)
+        update_learning_rate(self.critic.optimizer, critic_rate)
+        return actor_rate, critic_rate
+
+    def td_target(self, batch: TransitionBatch) -> th.Tensor:
+        """y = r + γ (1 − terminated) Q(s′, a′), with a′ = μθ(s′) (Q-learning) or the executed next action (SARSA).
+
+        With target networks, μ and Q in the bootstrap term are the target copies. When a′ is unknown because the
+        episode was truncated after s′, μθ(s′) stands in for it.
+
+        :param batch: transitions, with next actions when ``on_policy``
+        :return: targets, shape ``(batch, 1)``
+        """
+        actor = self.policy.actor_target or self.actor
+        critic = self.policy.critic_target or self.critic
+        with th.no_grad():
+            if isinstance(critic, CompatibleCritic):
+                next_q = critic.value(batch.next_observations)
+                if self.on_policy:
+                    # Q^w(s′, μ(s′)) = V(s′): only SARSA needs the advantage term at a′
+                    next_mu, next_mu_jvp = parameter_jvp(actor, batch.next_observations, critic.direction())
+                    next_q = next_q + compatible_advantage(self._next_actions(batch, next_mu), next_mu, next_mu_jvp)
+            else:
+                next_mu = actor(batch.next_observations)
+                next_actions = self._next_actions(batch, next_mu) if self.on_policy else next_mu
+                next_q = critic.q1_forward(batch.next_observations, next_actions)
+            return self._bootstrap(batch, next_q)
+
+    def _bootstrap(self, batch: TransitionBatch, next_q: th.Tensor) -> th.Tensor:
+        """r + γ (1 − terminated) Q(s′, a′)."""
+        return batch.rewards + (1.0 - batch.dones) * self.gamma * next_q
+
+    @staticmethod
+    def _next_actions(batch: TransitionBatch, next_mu: th.Tensor) -> th.Tensor:
+        assert batch.next_actions is not None and batch.next_action_known is not None
+        return th.where(batch.next_action_known.bool(), batch.next_actions, next_mu)
+
+    def _compatible_step(self, batch: TransitionBatch) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """One COPDAC step; the critic and actor directions both use the current θ, w and v (as in the paper).
+
+        Both parameter-space directions are vector-Jacobian products of one forward-mode pass of μθ:
+        the critic's δ φ(s, a) = ∇θμθ(s) (δ (a − μθ(s))) and the actor's ∇θμθ(s) (∇θμθ(s)ᵀ w). Without target
+        networks that pass (and V^v's) runs on s and s′ together, the s′ half feeding the TD target.
+        """
+        critic = self.critic
+        assert isinstance(critic, CompatibleCritic)
+        actor_parameters = list(self._actor_parameters.values())
+        n_samples = batch.actions.shape[0]
+        fused = not self.target_networks
+        states = th.cat([batch.observations, batch.next_observations]) if fused else batch.observations
+        direction = {name: w.detach() for name, w in critic.direction().items()}
+        mu_all, mu_jvp_all = parameter_jvp(self.actor, states, direction, self._actor_parameters)
+        mu_jvp_all = mu_jvp_all.detach()
+        values_all = critic.value(states)
+        mu, mu_jvp, values = mu_all[:n_samples], mu_jvp_all[:n_samples], values_all[:n_samples]
+        if fused:
+            next_q = values_all[n_samples:].detach()  # Q^w(s′, μθ(s′)) = V^v(s′)
+            if self.on_policy:
+                next_mu = mu_all[n_samples:].detach()
+                next_actions = self._next_actions(batch, next_mu)
+                next_q = next_q + compatible_advantage(next_actions, next_mu, mu_jvp_all[n_samples:])
+            target = self._bootstrap(batch, next_q)
+        else:
+            target = self.td_target(batch)
+        with th.no_grad():
+            exploration = batch.actions - mu
+            advantage = compatible_advantage(batch.actions, mu, mu_jvp)
+        # Q^w(s, a) = φ(s, a)ᵀ w + V^v(s); the loss ½δ² below only reaches v, w gets its gradient −δ φ explicitly
+        td_error = target - advantage - values
+        critic_loss = 0.5 * td_error.pow(2).mean()
+        delta = td_error.detach()
+        # one backward pass: ∇v ½δ² for the baseline and the VJP −∇θμ (δ (a − μ)) = −δ φ(s, a) for w
+        gradients = th.autograd.grad(
+            [mu_all, critic_loss],
+            actor_parameters + self._value_parameters,
+            grad_outputs=[_padded(-delta * exploration / n_samples, mu_all), th.ones_like(critic_loss)],
+            retain_graph=not self.natural,
+        )
+        w_gradients = gradients[: len(actor_parameters)]
+        for parameter, gradient in zip(self._value_parameters, gradients[len(actor_parameters) :], strict=True):
+            parameter.grad = gradient
+        if self.natural:  # θ += α_θ w
+            actor_gradients: tuple[th.Tensor, ...] = tuple(-w.detach().clone() for w in critic.w)
+        else:  # θ += α_θ ∇θμ ∇θμᵀ w
+            actor_gradients = th.autograd.grad(
+                mu_all, actor_parameters, grad_outputs=_padded(-mu_jvp / n_samples, mu_all)
+            )
+        for w, gradient in zip(critic.w, w_gradients, strict=True):
+            w.grad = gradient
+        for parameter, gradient in zip(actor_parameters, actor_gradients, strict=True):
+            parameter.grad = gradient
+        critic.optimizer.step()
+        self.actor.optimizer.step()
+        # the actor loss whose gradient is the vanilla step: −E[μθ(s)ᵀ ∇θμθ(s)ᵀ w]
+        actor_loss = -(mu.detach() * mu_jvp).sum(dim=-1).mean()
+        return delta.abs().mean(), critic_loss.detach(), actor_loss
+
+    def _mlp_step(self, batch: TransitionBatch) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """One step with a neural Q: TD regression for the critic and the deterministic policy gradient
+        ∇θμθ(s) ∇aQ(s, a)|a=μθ(s) for the actor, both from the current parameters, in one backward pass.
+
+        Without target networks each network runs once on s and s′ together, the s′ half feeding the TD target.
+        """
+        critic = self.critic
+        assert isinstance(critic, ContinuousCritic)
+        n_samples = batch.actions.shape[0]
+        if self.target_networks:
+            target = self.td_target(batch)
+            mu = self.actor(batch.observations)
+            q_values = critic.q1_forward(batch.observations, batch.actions)
+        else:
+            states = th.cat([batch.observations, batch.next_observations])
+            mu_all = self.actor(states)
+            mu, next_mu = mu_all[:n_samples], mu_all[n_samples:].detach()
+            next_actions = self._next_actions(batch, next_mu) if self.on_policy else next_mu
+            q_all = critic.q1_forward(states, th.cat([batch.actions, next_actions]))
+            q_values = q_all[:n_samples]
+            target = self._bootstrap(batch, q_all[n_samples:].detach())
+        td_error = target - q_values
+        critic_loss = 0.5 * td_error.pow(2).mean()
+        # −Q(s, μθ(s)) with the critic's parameters held fixed: its gradient reaches the actor only
+        frozen_critic = {name: parameter.detach() for name, parameter in critic.named_parameters()}
+        actor_loss = -functional_call(critic, frozen_critic, (batch.observations, mu))[0].mean()
+        critic.optimizer.zero_grad()
+        self.actor.optimizer.zero_grad()
+        (critic_loss + actor_loss).backward()
+        critic.optimizer.step()
+        self.actor.optimizer.step()
+        return td_error.detach().abs().mean(), critic_loss.detach(), actor_loss.detach()
+
+    def _update_targets(self) -> None:
+        assert self.policy.actor_target is not None and self.policy.critic_target is not None
+        polyak_update(self.critic.parameters(), self.policy.critic_target.parameters(), self.tau)
+        polyak_update(self.actor.parameters(), self.policy.actor_target.parameters(), self.tau)
+
+    def learn(
+        self: SelfDPG,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "DPG",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfDPG:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    # ------------------------------------------------------------------ saving
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "actor", "critic", "_actor_parameters", "_value_parameters"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        return ["policy", "actor.optimizer", "critic.optimizer"], []
+
+
+def _padded(cotangent: th.Tensor, like: th.Tensor) -> th.Tensor:
+    """Zero rows appended so that a cotangent for the s half matches an output computed on (s, s′)."""
+    missing = like.shape[0] - cotangent.shape[0]
+    if missing == 0:
+        return cotangent
+    return th.cat([cotangent, cotangent.new_zeros((missing, *cotangent.shape[1:]))])
+
+
+def _checked_env(env: GymEnv | str, verbose: int) -> GymEnv:
+    """Make the env if given by id; reject non-Box action spaces and Dict observations with a hint."""
+    env = maybe_make_env(env, verbose)
+    if isinstance(env.observation_space, spaces.Dict):
+        raise ValueError(
+            "DPG does not support Dict observation spaces yet (its transition buffer stores arrays); wrap the env in "
+            "gymnasium.wrappers.FlattenObservation, or use 'ddpg'/'td3', which have a Dict replay buffer."
+        )
+    action_space = env.action_space
+    if not isinstance(action_space, DPG.supported_action_spaces):
+        raise ValueError(
+            f"DPG supports only continuous Box action spaces, got {action_space}. A deterministic policy gradient "
+            "needs ∇aQ(s, a); for discrete actions use 'sql' (soft Q-learning) or 'dqn'."
+        )
+    return env
+
+
+def _check_hyperparameters(
+    learning_rate: float | Schedule,
+    critic_learning_rate: float | Schedule | None,
+    critic: str,
+    natural: bool,
+    buffer_size: int | None,
+    batch_size: int,
+    tau: float,
+    gamma: float,
+    gradient_steps: int,
+) -> None:
+    """Raise a ValueError naming the argument and its valid range."""
+    for name, value in (("learning_rate", learning_rate), ("critic_learning_rate", critic_learning_rate)):
+        if value is None or callable(value):
+            continue
+        if not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name} must be a number > 0 or a schedule (a callable of the progress), got {value!r}")
+    if critic not in CRITIC_TYPES:
+        raise ValueError(f"critic must be one of {CRITIC_TYPES}, got {critic!r}")
+    if natural and critic != "compatible":
+        raise ValueError("natural=True (θ += α w) needs critic='compatible': w only exists for the compatible critic")
+    if buffer_size is not None and buffer_size < 1:
+        raise ValueError(f"buffer_size must be None (online updates) or an int >= 1, got {buffer_size}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0.0 < tau <= 1.0:
+        raise ValueError(f"tau must be in (0, 1], got {tau}")
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    if gradient_steps < -1:
+        raise ValueError(f"gradient_steps must be >= 0, or -1 (one per collected step), got {gradient_steps}")
+
