@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,22 +305,13 @@ def train(config: TrainConfig) -> TrainResult:
     check_environment(config.env_id)
     run_dir = _choose_run_dir(config, algo)
     if config.resume:
-        model, run, target = _resume(config, cls, run_dir)
+        model, target = _resume(config, cls, run_dir)
     else:
-        raw = {**zoo_defaults(spec, config.env_id), **config.hyperparams}
-        zoo, kwargs = prepare_hyperparams(raw)
-        n_envs = config.n_envs or int(zoo.get("n_envs", 1))
-        target = config.timesteps or int(zoo.get("n_timesteps", DEFAULT_TIMESTEPS))
-        env = make_environment(
-            config.env_id, n_envs, config.seed, run_dir / "monitor", zoo.get("normalize", False),
-            float(kwargs.get("gamma", 0.99)),
-        )
-        model = build_model(algo, cls, env, zoo, kwargs, config.seed, config.device, config.verbose)
-        run = {
-            "algo": algo, "env": config.env_id, "seed": config.seed, "n_envs": n_envs, "timesteps": target,
-            "hyperparams": {key: repr(value) for key, value in raw.items()},
-        }
-        write_run_file(run_dir, run)
+        try:
+            model, target = _start(config, spec, cls, run_dir)
+        except Exception:
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing was trained: leave no half-made run folder
+            raise
     metadata = {"algo": algo, "env": config.env_id, "plugin": spec.origin}
     model.set_logger(configure(str(run_dir), ["csv", "tensorboard"]))
     remaining = target - model.num_timesteps
@@ -344,6 +336,27 @@ def train(config: TrainConfig) -> TrainResult:
     return TrainResult(run_dir, model_path, model.num_timesteps, curve)
 
 
+def _start(
+    config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], run_dir: Path
+) -> tuple[BaseAlgorithm, int]:
+    """Build the environment and a fresh model for a new run; write ``run.json``."""
+    raw = {**zoo_defaults(spec, config.env_id), **config.hyperparams}
+    zoo, kwargs = prepare_hyperparams(raw)
+    n_envs = config.n_envs or int(zoo.get("n_envs", 1))
+    target = config.timesteps or int(zoo.get("n_timesteps", DEFAULT_TIMESTEPS))
+    env = make_environment(
+        config.env_id, n_envs, config.seed, run_dir / "monitor", zoo.get("normalize", False),
+        float(kwargs.get("gamma", 0.99)),
+    )
+    model = build_model(spec.name, cls, env, zoo, kwargs, config.seed, config.device, config.verbose)
+    run = {
+        "algo": spec.name, "env": config.env_id, "seed": config.seed, "n_envs": n_envs, "timesteps": target,
+        "hyperparams": {key: repr(value) for key, value in raw.items()},
+    }
+    write_run_file(run_dir, run)
+    return model, target
+
+
 def _choose_run_dir(config: TrainConfig, algo: str) -> Path:
     root = Path("runs")
     if config.resume:
@@ -364,7 +377,7 @@ def _choose_run_dir(config: TrainConfig, algo: str) -> Path:
     return run_dir
 
 
-def _resume(config: TrainConfig, cls: type[BaseAlgorithm], run_dir: Path) -> tuple[BaseAlgorithm, dict[str, Any], int]:
+def _resume(config: TrainConfig, cls: type[BaseAlgorithm], run_dir: Path) -> tuple[BaseAlgorithm, int]:
     if config.hyperparams:
         raise UsageError("--resume continues the saved run with its own hyperparameters: drop the -p options")
     run = read_run_file(run_dir)
@@ -387,7 +400,7 @@ def _resume(config: TrainConfig, cls: type[BaseAlgorithm], run_dir: Path) -> tup
     if progress.exists():
         progress.rename(run_dir / f"progress-{model.num_timesteps}.csv")
     target = config.timesteps or int(run.get("timesteps", DEFAULT_TIMESTEPS))
-    return model, run, target
+    return model, target
 
 
 @dataclass

@@ -121,6 +121,7 @@ def test_bad_input_gives_one_clear_line(
     workdir: Path, capsys: pytest.CaptureFixture[str], args: list[str], expected: str
 ) -> None:
     assert main([*args, *(["--no-progress", "--timesteps", "10"] if args[0] == "train" else [])]) == 2
+    assert not (workdir / "runs").exists() or not any((workdir / "runs").iterdir()), "a failed start leaves a folder"
     line = _error_line(capsys)
     assert expected in line
     if "tnpo" in args:
