@@ -383,3 +383,16 @@ def test_two_optimize_workers_fill_one_journal_study(plugin_path: Path, tmp_path
     assert len(finished) == len(study.trials)
     # Seeds 0 and 1: the two random samplers do not propose the same learning rates.
     assert len({trial.params["learning_rate"] for trial in finished}) == len(finished)
+
+
+def test_plot_train_draws_the_curve_of_a_lecture_algorithm(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matplotlib.pyplot as plt
+
+    logs = workdir / "logs"
+    assert main(_train("tnpg", logs)) == 0
+    shown: list[int] = []
+    monkeypatch.setattr(plt, "show", lambda *args, **kwargs: shown.append(len(plt.gca().lines)))
+    assert main(["plot_train", "-a", "tnpg", "-e", "CartPole-v1", "-f", str(logs), "-w", "2"]) == 0
+    assert shown and shown[0] >= 1, "plot_train drew no training curve"
