@@ -1,19 +1,20 @@
-"""Reading hyperparameter schedules safely."""
+"""Schedules read at a progress that stays in [0, 1]."""
 
 from __future__ import annotations
 
-from stable_baselines3.common.type_aliases import Schedule
 
+class ClampedProgressMixin:
+    """Keeps ``_current_progress_remaining`` at or above 0, so that every schedule stays in its range.
 
-def scheduled_value(schedule: Schedule, progress_remaining: float) -> float:
-    """``schedule(progress_remaining)`` with the progress clamped to [0, 1].
-
-    SB3 computes the progress as ``1 − steps / total_timesteps``; the last rollout of a run may overshoot the budget
-    (``n_steps · n_envs`` does not divide it), which makes the progress slightly negative. A linear schedule such
-    as the zoo's ``lin_0.01`` would then turn negative: a negative KL bound, step size or temperature.
-
-    :param schedule: maps the remaining progress (1 at the start, 0 at the end) to a value
-    :param progress_remaining: the algorithm's ``_current_progress_remaining``
-    :return: the value at the clamped progress
+    SB3 computes the remaining progress as ``1 − steps / total_timesteps``. The last rollout of a run may overshoot the
+    budget (``n_steps · n_envs`` or ``train_freq`` does not divide it), which makes the progress negative, and a
+    linear schedule such as the zoo's ``lin_1e-3`` then turns negative: the last update would ascend the loss with a
+    negative learning rate, or step with a negative KL bound, step size or temperature. Mix this class in before the
+    SB3 base class: ``class TNPG(ClampedProgressMixin, OnPolicyAlgorithm)``.
     """
-    return float(schedule(min(max(progress_remaining, 0.0), 1.0)))
+
+    _current_progress_remaining: float
+
+    def _update_current_progress_remaining(self, num_timesteps: int, total_timesteps: int) -> None:
+        super()._update_current_progress_remaining(num_timesteps, total_timesteps)  # type: ignore[misc]
+        self._current_progress_remaining = max(0.0, self._current_progress_remaining)

@@ -17,14 +17,14 @@ from stable_baselines3.td3.policies import Actor
 from torch.func import functional_call
 
 from sbx_lecture.common.compatible_features import compatible_advantage, parameter_jvp
-from sbx_lecture.common.schedules import scheduled_value
+from sbx_lecture.common.schedules import ClampedProgressMixin
 from sbx_lecture.dpg.buffers import TransitionBatch, TransitionBuffer
 from sbx_lecture.dpg.policies import CRITIC_TYPES, CnnPolicy, CompatibleCritic, DPGPolicy, MlpPolicy
 
 SelfDPG = TypeVar("SelfDPG", bound="DPG")
 
 
-class DPG(OffPolicyAlgorithm):
+class DPG(ClampedProgressMixin, OffPolicyAlgorithm):
     """Deterministic Policy Gradient (DPG): a deterministic actor μθ(s) and a critic Q^w(s, a), learned online.
 
     The objective and its gradient (deterministic policy gradient theorem)::
@@ -231,8 +231,8 @@ class DPG(OffPolicyAlgorithm):
 
     def _update_learning_rates(self) -> tuple[float, float]:
         """Set α_θ and α_w from their schedules at the current progress and return them."""
-        actor_rate = scheduled_value(self.lr_schedule, self._current_progress_remaining)
-        critic_rate = scheduled_value(self.critic_lr_schedule, self._current_progress_remaining)
+        actor_rate = self.lr_schedule(self._current_progress_remaining)
+        critic_rate = self.critic_lr_schedule(self._current_progress_remaining)
         update_learning_rate(self.actor.optimizer, actor_rate)
         update_learning_rate(self.critic.optimizer, critic_rate)
         return actor_rate, critic_rate

@@ -12,7 +12,6 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule
 
 from sbx_lecture.common.natural_gradient import FisherSolver
-from sbx_lecture.common.schedules import scheduled_value
 from sbx_lecture.npg.natural_gradient_algorithm import (
     NaturalGradientAlgorithm,
     NaturalGradientUpdate,
@@ -143,7 +142,7 @@ class NPG(NaturalGradientAlgorithm):
 
     def _take_step(self, update: NaturalGradientUpdate) -> StepOutcome:
         """θ = θ₀ + α x, α from the schedule."""
-        alpha = scheduled_value(self.step_size_schedule, self._current_progress_remaining)
+        alpha = self.step_size_schedule(self._current_progress_remaining)
         update.set_params(update.old_params + alpha * update.solve.direction)
         return StepOutcome(step_size=alpha)
 

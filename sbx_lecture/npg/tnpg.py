@@ -12,7 +12,6 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule
 
 from sbx_lecture.common.natural_gradient import backtracking_line_search, kl_step_length
-from sbx_lecture.common.schedules import scheduled_value
 from sbx_lecture.npg.natural_gradient_algorithm import (
     NaturalGradientAlgorithm,
     NaturalGradientUpdate,
@@ -147,7 +146,7 @@ class TNPG(NaturalGradientAlgorithm):
 
     def _take_step(self, update: NaturalGradientUpdate) -> StepOutcome:
         """θ = θ₀ + β x with β = sqrt(2δ / xᵀFx), optionally checked (and shrunk) by a line search."""
-        target_kl = scheduled_value(self.target_kl_schedule, self._current_progress_remaining)
+        target_kl = self.target_kl_schedule(self._current_progress_remaining)
         direction = update.solve.direction
         fisher_direction = update.fisher_vector_product(direction)
         if self.damped_trust_region:

@@ -24,7 +24,7 @@ from sbx_lecture.common.kl_penalty import (
     adapt_kl_coef,
     check_kl_penalty_arguments,
 )
-from sbx_lecture.common.schedules import scheduled_value
+from sbx_lecture.common.schedules import ClampedProgressMixin
 from sbx_lecture.ppo_kl.old_policy import OldPolicyDistribution, select_rows
 from sbx_lecture.ppo_kl.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, evaluate_actions_and_distribution
 
@@ -71,7 +71,7 @@ def kl_penalized_policy_loss(
     return -surrogate.mean(), kl_coef * kl.mean()
 
 
-class KLPPO(OnPolicyAlgorithm):
+class KLPPO(ClampedProgressMixin, OnPolicyAlgorithm):
     """Proximal Policy Optimization with an adaptive (or fixed) KL penalty.
 
     Each update maximises, over several epochs of minibatch gradient steps on one rollout,
@@ -269,7 +269,7 @@ class KLPPO(OnPolicyAlgorithm):
             self.target_kl = FloatSchedule(self.target_kl)
 
     def _current_value(self, schedule: Any) -> float | None:
-        return None if schedule is None else scheduled_value(schedule, self._current_progress_remaining)
+        return None if schedule is None else schedule(self._current_progress_remaining)
 
     def train(self) -> None:
         """One KL-penalised update on the collected rollout, then the measurement of d and the β rule."""

@@ -16,7 +16,7 @@ from stable_baselines3.common.utils import FloatSchedule, polyak_update
 
 from sbx_lecture.common.kernels import amortized_svgd_loss
 from sbx_lecture.common.particle_entropy import nearest_neighbour_entropy
-from sbx_lecture.common.schedules import scheduled_value
+from sbx_lecture.common.schedules import ClampedProgressMixin
 from sbx_lecture.common.soft_value import (
     boltzmann_entropy,
     soft_value_discrete,
@@ -33,7 +33,7 @@ def squash_log_jacobian(pre_squash: th.Tensor) -> th.Tensor:
     return (2.0 * (np.log(2.0) - pre_squash - th.nn.functional.softplus(-2.0 * pre_squash))).sum(dim=-1)
 
 
-class SQL(OffPolicyAlgorithm):
+class SQL(ClampedProgressMixin, OffPolicyAlgorithm):
     """Soft Q-learning: Q-learning for the maximum-entropy objective with an energy-based policy.
 
     The lecture's maximum-entropy RL: J(π) = E[Σ_t r_t + α H(π(·|s_t))], solved by the soft Bellman backup
@@ -190,7 +190,7 @@ class SQL(OffPolicyAlgorithm):
         self.sampler = self.policy.sampler
 
     def _current_ent_coef(self) -> float:
-        ent_coef = scheduled_value(self.ent_coef_schedule, self._current_progress_remaining)
+        ent_coef = self.ent_coef_schedule(self._current_progress_remaining)
         if not ent_coef > 0:
             raise ValueError(f"ent_coef must stay > 0 (the temperature α), but its schedule returned {ent_coef}.")
         return ent_coef
