@@ -38,7 +38,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
-from sbx_lecture.common.flat_params import flatten_tensors
+from sbx_lecture.common.flat_params import flatten_gradients, flatten_tensors
 from sbx_lecture.common.kl import policy_kl
 
 ActionReduction = Literal["sum", "mean"]
@@ -212,10 +212,7 @@ class FisherVectorProduct:
         with th.enable_grad():
             transposed = th.autograd.grad(self._outputs, self.params, self._cotangents, create_graph=True,
                                           allow_unused=True)
-        self._transposed = flatten_tensors(
-            [grad if grad is not None else th.zeros_like(param) for grad, param in zip(transposed, self.params,
-                                                                                        strict=True)]
-        )
+        self._transposed = flatten_gradients(transposed, self.params)
         n_states = self.coordinates[0].shape[0]
         self.scale = action_reduction_scale(self._distribution, self.coordinates, action_reduction) / n_states
 
@@ -241,10 +238,7 @@ class FisherVectorProduct:
         """Jᵀ u as a flat parameter vector."""
         grads = th.autograd.grad(self._outputs, self.params, tuple(coordinate_cotangents), retain_graph=True,
                                  allow_unused=True)
-        return flatten_tensors(
-            [grad if grad is not None else th.zeros_like(param) for grad, param in zip(grads, self.params,
-                                                                                        strict=True)]
-        )
+        return flatten_gradients(grads, self.params)
 
     def __call__(self, vector: th.Tensor) -> th.Tensor:
         """F v."""
