@@ -14,15 +14,19 @@ from sb3_contrib.common.utils import flat_grad
 from stable_baselines3.common import policies as sb3_policies
 from stable_baselines3.common.distributions import kl_divergence
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
 
 from sbx_lecture.common.conjugate_gradient import conjugate_gradient
 from sbx_lecture.common.fisher import (
     FisherVectorProduct,
     KLHessianVectorProduct,
     exact_fisher_matrix,
+    linear_chain_actor,
     policy_parameters_of_distribution,
 )
 from sbx_lecture.common.flat_params import flatten_tensors, get_flat_params, set_flat_params_, unflatten_like
+from sbx_lecture.common.linear_chain import LinearChainLinearization, is_linear_chain
 from sbx_lecture.common.natural_gradient import backtracking_line_search, kl_step_length
 
 OBS_DIM, BATCH = 3, 7
@@ -152,8 +156,9 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("linearization", ["auto", "autograd"])
 @pytest.mark.parametrize("kind", list(CASES))
-def test_fisher_vector_product_equals_explicit_fisher(kind):
+def test_fisher_vector_product_equals_explicit_fisher(kind, linearization):
     action_space, use_sde = CASES[kind]
     policy = make_policy(action_space, use_sde)
     obs = th.randn(BATCH, OBS_DIM, dtype=th.float64, generator=th.Generator().manual_seed(1))
@@ -171,7 +176,9 @@ def test_fisher_vector_product_equals_explicit_fisher(kind):
     _, metrics = independent_coordinates_and_metric(policy, kind, params, obs)
     explicit = sum(jacobian[i].T @ metrics[i] @ jacobian[i] for i in range(BATCH)) / BATCH
 
-    fvp = FisherVectorProduct(policy, obs, names)
+    fvp = FisherVectorProduct(policy, obs, names, linearization=linearization)
+    # SB3's MLP actor takes the matrix-product path unless told otherwise.
+    assert fvp.uses_linear_chain == (linearization == "auto")
     vector = th.randn(flat.numel(), dtype=th.float64, generator=th.Generator().manual_seed(2))
     th.testing.assert_close(fvp(vector), explicit @ vector, rtol=1e-5, atol=1e-10)
     th.testing.assert_close(exact_fisher_matrix(policy, obs, names), explicit, rtol=1e-5, atol=1e-10)
@@ -204,3 +211,84 @@ def test_fisher_vector_product_equals_sb3_contrib_hessian_of_kl(kind):
     if kind in ("gaussian", "gsde", "bernoulli"):  # the lecture's sum over action dimensions is d times larger
         summed = FisherVectorProduct(policy, obs, names)(vector)
         th.testing.assert_close(summed, new.distribution.mean.shape[-1] * theirs, rtol=1e-5, atol=1e-10)
+
+
+def test_linear_chain_products_equal_autograd_jvp_and_vjp():
+    """Layers without bias, consecutive and leading activations, ReLU kinks: J v and Jᵀ u against torch.func."""
+    th.manual_seed(0)
+    chain = [nn.Tanh(), nn.Linear(4, 6), nn.ReLU(), nn.ELU(), nn.Linear(6, 5, bias=False), nn.Identity(),
+             nn.SiLU(), nn.Linear(5, 3)]
+    model = nn.Sequential(*chain).double()
+    inputs = th.randn(9, 4, dtype=th.float64)
+    linearization = LinearChainLinearization(chain, inputs)
+    params = linearization.parameters()
+    assert [tuple(p.shape) for p in params] == [(6, 4), (6,), (5, 6), (3, 5), (3,)]
+    names = [name for name, _ in model.named_parameters()]
+    th.testing.assert_close(linearization.output, model(inputs))
+
+    def output_of(*values):
+        return th.func.functional_call(model, dict(zip(names, values, strict=True)), (inputs,))
+
+    directions = [th.randn_like(p) for p in params]
+    _, expected_jvp = th.func.jvp(output_of, tuple(p.detach() for p in params), tuple(directions))
+    th.testing.assert_close(linearization.jacobian_product(directions), expected_jvp)
+    cotangent = th.randn(9, 3, dtype=th.float64)
+    _, vjp_fn = th.func.vjp(output_of, *(p.detach() for p in params))
+    for ours, theirs in zip(linearization.transpose_jacobian_product(cotangent), vjp_fn(cotangent), strict=True):
+        th.testing.assert_close(ours, theirs)
+    assert not is_linear_chain([nn.Tanh()]) and not is_linear_chain([nn.Linear(2, 2), nn.Softmax(dim=-1)])
+    with pytest.raises(ValueError, match="elementwise"):
+        LinearChainLinearization([nn.Linear(2, 2), nn.LayerNorm(2)], th.zeros(1, 2))
+
+
+class _LinearFeatures(BaseFeaturesExtractor):
+    """A features extractor with parameters of its own (part of the actor's θ)."""
+
+    def __init__(self, observation_space: gym.Space) -> None:
+        super().__init__(observation_space, features_dim=4)
+        self.linear = nn.Linear(OBS_DIM, 4)
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return th.tanh(self.linear(observations))
+
+
+def _policy_variant(variant: str) -> ActorCriticPolicy:
+    th.manual_seed(1)
+    observation_space, box = gym.spaces.Box(-1.0, 1.0, (OBS_DIM,)), gym.spaces.Box(-1.0, 1.0, (2,))
+    kwargs: dict = dict(net_arch=[5], log_std_init=-0.3)
+    if variant == "deep_relu":
+        kwargs.update(net_arch=dict(pi=[5, 4], vf=[3]), activation_fn=nn.ReLU)
+    elif variant == "gsde_expln":
+        kwargs.update(use_sde=True, use_expln=True, full_std=False)
+    elif variant in ("gsde_learned_features", "frozen_bias"):
+        kwargs.update(use_sde=variant == "gsde_learned_features")
+    elif variant == "features_with_parameters":
+        kwargs.update(features_extractor_class=_LinearFeatures)
+    policy = ActorCriticPolicy(observation_space, box, lambda _: 1e-3, **kwargs)
+    with th.no_grad():
+        for param in policy.parameters():
+            param.add_(0.3 * th.randn_like(param))
+    if variant == "gsde_learned_features":
+        policy.action_dist.learn_features = True  # type: ignore[attr-defined]
+    if variant == "frozen_bias":
+        policy.action_net.bias.requires_grad_(False)
+    return policy.double()
+
+
+@pytest.mark.parametrize(("variant", "chain_expected"), [
+    ("deep_relu", True), ("gsde_expln", True), ("gsde_learned_features", False), ("frozen_bias", False),
+    ("features_with_parameters", False),
+])
+def test_fisher_product_paths_agree_and_fall_back_where_the_actor_is_not_a_plain_mlp(variant, chain_expected):
+    policy = _policy_variant(variant)
+    obs = th.randn(BATCH, OBS_DIM, dtype=th.float64, generator=th.Generator().manual_seed(5))
+    names = policy_parameters_of_distribution(policy, obs)
+    assert (linear_chain_actor(policy, names) is not None) == chain_expected
+    fvp = FisherVectorProduct(policy, obs, names)
+    assert fvp.uses_linear_chain == chain_expected
+    vector = th.randn(fvp.n_parameters, dtype=th.float64, generator=th.Generator().manual_seed(6))
+    expected = KLHessianVectorProduct(policy, obs, names)(vector)
+    th.testing.assert_close(fvp(vector), expected, rtol=1e-5, atol=1e-10)
+    th.testing.assert_close(FisherVectorProduct(policy, obs, names, linearization="autograd")(vector), expected,
+                            rtol=1e-5, atol=1e-10)
+    th.testing.assert_close(exact_fisher_matrix(policy, obs, names) @ vector, expected, rtol=1e-5, atol=1e-10)

@@ -34,12 +34,14 @@ from stable_baselines3.common.distributions import (
     MultiCategoricalDistribution,
     StateDependentNoiseDistribution,
 )
-from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
+from stable_baselines3.common.torch_layers import MlpExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
-from sbx_lecture.common.flat_params import flatten_gradients, flatten_tensors
+from sbx_lecture.common.flat_params import flatten_tensors, unflatten_like, zeros_for_unused
 from sbx_lecture.common.kl import policy_kl
+from sbx_lecture.common.linear_chain import LinearChainLinearization, is_linear_chain
 
 ActionReduction = Literal["sum", "mean"]
 FisherVectorProductFn = Callable[[th.Tensor], th.Tensor]
@@ -176,20 +178,111 @@ def policy_parameters_of_distribution(policy: ActorCriticPolicy, observations: P
     return [name for (name, _), grad in zip(named, grads, strict=True) if grad is not None]
 
 
+class AutogradLinearization:
+    """u ↦ Jᵀ u and v ↦ J v of some outputs with respect to some parameters, on one retained autograd graph.
+
+    The reverse-mode product u ↦ Jᵀ u is built once with its own graph kept (``create_graph=True``), so that the
+    reverse-mode product of that linear map gives the forward-mode product v ↦ J v (the "double-vjp"
+    construction). Works for any differentiable policy; :class:`~sbx_lecture.common.linear_chain.
+    LinearChainLinearization` is the faster special case for MLP actors.
+
+    :param outputs: the outputs, computed from ``params`` with autograd recording
+    :param params: the parameters
+    """
+
+    def __init__(self, outputs: Sequence[th.Tensor], params: Sequence[th.Tensor]) -> None:
+        self._outputs = tuple(outputs)
+        self.params = list(params)
+        self._cotangents = tuple(th.zeros_like(output, requires_grad=True) for output in self._outputs)
+        transposed: Sequence[th.Tensor | None] = ()
+        if self.params and self._outputs:
+            with th.enable_grad():
+                transposed = th.autograd.grad(self._outputs, self.params, self._cotangents, create_graph=True,
+                                              allow_unused=True)
+        # Parameters the outputs do not depend on (or only linearly with a constant Jacobian) drop out of J v.
+        self._connected = [index for index, grad in enumerate(transposed) if grad is not None and grad.requires_grad]
+        self._transposed = [transposed[index] for index in self._connected]
+
+    def jacobian_product(self, directions: Sequence[th.Tensor]) -> tuple[th.Tensor, ...]:
+        """J v for parameter directions shaped like the parameters."""
+        if not self._connected:
+            return tuple(th.zeros_like(output) for output in self._outputs)
+        products = th.autograd.grad(self._transposed, self._cotangents,
+                                    [directions[index] for index in self._connected], retain_graph=True,
+                                    allow_unused=True)
+        return tuple(
+            product if product is not None else th.zeros_like(output)
+            for product, output in zip(products, self._outputs, strict=True)
+        )
+
+    def transpose_jacobian_product(self, cotangents: Sequence[th.Tensor]) -> list[th.Tensor]:
+        """Jᵀ u, one tensor per parameter."""
+        if not self.params or not self._outputs:
+            return [th.zeros_like(param) for param in self.params]
+        grads = th.autograd.grad(self._outputs, self.params, tuple(cotangents), retain_graph=True, allow_unused=True)
+        return zeros_for_unused(grads, self.params)
+
+
+def _chain_coordinate_sizes(distribution: Distribution, chain_output: th.Tensor) -> list[int]:
+    """How the actor chain's output splits into distribution coordinates (one block per categorical component)."""
+    if isinstance(distribution, MultiCategoricalDistribution):
+        return list(distribution.action_dims)
+    return [chain_output.shape[-1]]
+
+
+def linear_chain_actor(policy: ActorCriticPolicy, parameter_names: Sequence[str]) -> list[nn.Module] | None:
+    """The actor as one Linear/activation chain, when the policy is SB3's MLP actor-critic; None otherwise.
+
+    The chain is ``mlp_extractor.policy_net`` followed by ``action_net``; its output is the Gaussian's mean or the
+    logits. The remaining distribution coordinate (a Gaussian's log σ) may depend on ``log_std`` only, with gSDE's
+    latent features detached as SB3 does by default. Anything else (a features extractor with parameters of θ,
+    overridden forward methods, non-elementwise layers, ``learn_features=True``) returns None, and the Fisher product
+    falls back to :class:`AutogradLinearization` of the whole policy.
+
+    :param policy: the actor-critic policy
+    :param parameter_names: the parameters θ of the product
+    :return: the chain's modules, or None
+    """
+    policy_type, extractor = type(policy), getattr(policy, "mlp_extractor", None)
+    if (
+        not isinstance(policy, ActorCriticPolicy)
+        or policy_type.get_distribution is not ActorCriticPolicy.get_distribution
+        or policy_type._get_action_dist_from_latent is not ActorCriticPolicy._get_action_dist_from_latent
+        or not isinstance(extractor, MlpExtractor)
+        or type(extractor).forward_actor is not MlpExtractor.forward_actor
+        or not isinstance(extractor.policy_net, nn.Sequential)
+        or not has_closed_form_fisher(policy.action_dist)
+        or getattr(policy.action_dist, "learn_features", False)
+    ):
+        return None
+    modules = [*extractor.policy_net, policy.action_net]
+    if not is_linear_chain(modules):
+        return None
+    chain_ids = {id(param) for module in modules for param in module.parameters()}
+    chain_names = {name for name, param in policy.named_parameters() if id(param) in chain_ids}
+    if not chain_names <= set(parameter_names) or not set(parameter_names) - chain_names <= {"log_std"}:
+        return None
+    return modules
+
+
 class FisherVectorProduct:
     """v ↦ F v = Jᵀ M J v for a policy and a batch of states, linearised once at the current parameters.
 
-    The constructor runs the policy forward once and keeps two linear maps built on that single graph:
-    u ↦ Jᵀ u (a reverse-mode product, :meth:`transpose_jacobian_product`) and v ↦ J v (:meth:`jacobian_product`,
-    the forward-mode product obtained as the reverse-mode product of the linear map u ↦ Jᵀ u, the "double-vjp"
-    construction). Every call then costs one product with J, one with M and one with Jᵀ; no KL is ever
-    differentiated twice.
+    The constructor runs the policy forward once and keeps the two linear maps v ↦ J v and u ↦ Jᵀ u of that point;
+    every call then costs one product with J, one with M and one with Jᵀ, and no KL is ever differentiated twice.
+
+    For SB3's MLP actor (:func:`linear_chain_actor`) the mean or logits come from
+    :class:`~sbx_lecture.common.linear_chain.LinearChainLinearization` (plain matrix products on cached
+    activations) and a Gaussian's log σ, which depends on ``log_std`` alone, from :class:`AutogradLinearization`
+    of that small piece: J is block diagonal over the two. Other policies are linearised whole by autograd
+    (``linearization="autograd"`` forces that path, which tests use as a cross-check).
 
     :param policy: the actor-critic policy (its parameters are read, never changed)
     :param observations: the states sᵢ over which the KL is averaged (the Fisher batch)
     :param parameter_names: names of the parameters θ the product is taken over, in the order of the flat vectors
     :param action_reduction: ``"sum"`` for the KL summed over action dimensions (the lecture), ``"mean"`` for
         sb3-contrib TRPO's mean over them
+    :param linearization: ``"auto"`` (the matrix-product path where the policy allows it) or ``"autograd"``
     """
 
     def __init__(
@@ -198,21 +291,37 @@ class FisherVectorProduct:
         observations: PyTorchObs,
         parameter_names: Sequence[str],
         action_reduction: ActionReduction = "sum",
+        linearization: Literal["auto", "autograd"] = "auto",
     ) -> None:
+        if linearization not in ("auto", "autograd"):
+            raise ValueError(f"linearization must be 'auto' or 'autograd', got {linearization!r}")
         named = dict(policy.named_parameters())
         self.parameter_names = list(parameter_names)
         self.params = [named[name] for name in self.parameter_names]
+        chain_modules = linear_chain_actor(policy, self.parameter_names) if linearization == "auto" else None
+        self._chain: LinearChainLinearization | None = None
         with th.enable_grad(), _preserved_state(policy.action_dist):
-            distribution = policy.get_distribution(observations)
+            if chain_modules is None:
+                distribution = policy.get_distribution(observations)
+                outputs = distribution_coordinates(distribution)
+                self._whole = AutogradLinearization(outputs, self.params)
+                coordinates = tuple(output.detach() for output in outputs)
+            else:
+                with th.no_grad():
+                    features = BaseModel.extract_features(policy, observations, policy.pi_features_extractor)
+                    latent = policy.mlp_extractor.forward_actor(features)
+                self._chain = LinearChainLinearization(chain_modules, features)
+                distribution = policy._get_action_dist_from_latent(latent)
+                chain_ids = {id(param) for param in self._chain.parameters()}
+                self._chain_positions = [i for i, param in enumerate(self.params) if id(param) in chain_ids]
+                self._side_positions = [i for i, param in enumerate(self.params) if id(param) not in chain_ids]
+                self._chain_sizes = _chain_coordinate_sizes(distribution, self._chain.output)
+                side_outputs = distribution_coordinates(distribution)[len(self._chain_sizes):]
+                self._side = AutogradLinearization(side_outputs, [self.params[i] for i in self._side_positions])
+                chain_coordinates = self._chain.output.split(self._chain_sizes, dim=-1)
+                coordinates = (*chain_coordinates, *(output.detach() for output in side_outputs))
             self._distribution = copy.copy(distribution)
-            self._outputs = distribution_coordinates(distribution)
-        self.coordinates = tuple(coordinate.detach() for coordinate in self._outputs)
-        # u ↦ Jᵀu with the graph kept, so that its own reverse-mode product gives v ↦ J v.
-        self._cotangents = tuple(th.zeros_like(output, requires_grad=True) for output in self._outputs)
-        with th.enable_grad():
-            transposed = th.autograd.grad(self._outputs, self.params, self._cotangents, create_graph=True,
-                                          allow_unused=True)
-        self._transposed = flatten_gradients(transposed, self.params)
+        self.coordinates = coordinates
         n_states = self.coordinates[0].shape[0]
         self.scale = action_reduction_scale(self._distribution, self.coordinates, action_reduction) / n_states
 
@@ -221,13 +330,19 @@ class FisherVectorProduct:
         """Length P of the flat vectors."""
         return sum(param.numel() for param in self.params)
 
+    @property
+    def uses_linear_chain(self) -> bool:
+        """Whether the mean or logits are linearised by matrix products (True) or by autograd (False)."""
+        return self._chain is not None
+
     def jacobian_product(self, vector: th.Tensor) -> tuple[th.Tensor, ...]:
         """J v: the change of the distribution coordinates along the flat parameter direction v."""
-        products = th.autograd.grad(self._transposed, self._cotangents, vector, retain_graph=True, allow_unused=True)
-        return tuple(
-            product if product is not None else th.zeros_like(coordinate)
-            for product, coordinate in zip(products, self.coordinates, strict=True)
-        )
+        directions = unflatten_like(vector, self.params)
+        if self._chain is None:
+            return self._whole.jacobian_product(directions)
+        chain_tangent = self._chain.jacobian_product([directions[i] for i in self._chain_positions])
+        side_tangents = self._side.jacobian_product([directions[i] for i in self._side_positions])
+        return (*chain_tangent.split(self._chain_sizes, dim=-1), *side_tangents)
 
     def metric_product(self, coordinate_tangents: Sequence[th.Tensor]) -> tuple[th.Tensor, ...]:
         """M u, scaled by 1/N (and by the action reduction)."""
@@ -236,9 +351,20 @@ class FisherVectorProduct:
 
     def transpose_jacobian_product(self, coordinate_cotangents: Sequence[th.Tensor]) -> th.Tensor:
         """Jᵀ u as a flat parameter vector."""
-        grads = th.autograd.grad(self._outputs, self.params, tuple(coordinate_cotangents), retain_graph=True,
-                                 allow_unused=True)
-        return flatten_gradients(grads, self.params)
+        if self._chain is None:
+            return flatten_tensors(self._whole.transpose_jacobian_product(coordinate_cotangents))
+        n_chain = len(self._chain_sizes)
+        chain_cotangent = th.cat(list(coordinate_cotangents[:n_chain]), dim=-1) if n_chain > 1 else \
+            coordinate_cotangents[0]
+        pulled: list[th.Tensor] = [th.empty(0)] * len(self.params)
+        for position, grad in zip(self._chain_positions, self._chain.transpose_jacobian_product(chain_cotangent),
+                                  strict=True):
+            pulled[position] = grad
+        for position, grad in zip(self._side_positions,
+                                  self._side.transpose_jacobian_product(coordinate_cotangents[n_chain:]),
+                                  strict=True):
+            pulled[position] = grad
+        return flatten_tensors(pulled)
 
     def __call__(self, vector: th.Tensor) -> th.Tensor:
         """F v."""

@@ -16,16 +16,14 @@ def flatten_tensors(tensors: Sequence[th.Tensor]) -> th.Tensor:
     return th.cat([tensor.reshape(-1) for tensor in tensors])
 
 
-def flatten_gradients(grads: Sequence[th.Tensor | None], params: Sequence[th.Tensor]) -> th.Tensor:
-    """Concatenate gradients into one flat vector, zeros for parameters autograd reported as unused (``None``).
+def zeros_for_unused(grads: Sequence[th.Tensor | None], params: Sequence[th.Tensor]) -> list[th.Tensor]:
+    """Gradients with zeros for the parameters autograd reported as unused (``None``).
 
     :param grads: the output of ``torch.autograd.grad(..., allow_unused=True)``
     :param params: the parameters the gradients belong to, in the same order
-    :return: flat vector of length Σ numel
+    :return: one tensor per parameter, shaped like it
     """
-    return flatten_tensors(
-        [grad if grad is not None else th.zeros_like(param) for grad, param in zip(grads, params, strict=True)]
-    )
+    return [grad if grad is not None else th.zeros_like(param) for grad, param in zip(grads, params, strict=True)]
 
 
 def unflatten_like(flat: th.Tensor, like: Sequence[th.Tensor]) -> tuple[th.Tensor, ...]:
