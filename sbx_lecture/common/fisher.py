@@ -201,7 +201,7 @@ class AutogradLinearization:
                                               allow_unused=True)
         # Parameters the outputs do not depend on (or only linearly with a constant Jacobian) drop out of J v.
         self._connected = [index for index, grad in enumerate(transposed) if grad is not None and grad.requires_grad]
-        self._transposed = [transposed[index] for index in self._connected]
+        self._transposed = [grad for grad in transposed if grad is not None and grad.requires_grad]
 
     def jacobian_product(self, directions: Sequence[th.Tensor]) -> tuple[th.Tensor, ...]:
         """J v for parameter directions shaped like the parameters."""
