@@ -26,7 +26,7 @@ from sbx_lecture.common.fisher import (
     policy_parameters_of_distribution,
 )
 from sbx_lecture.common.flat_params import flatten_tensors, get_flat_params, set_flat_params_, unflatten_like
-from sbx_lecture.common.linear_chain import LinearChainLinearization, is_linear_chain
+from sbx_lecture.common.linearization import LinearChainLinearization, is_linear_chain
 from sbx_lecture.common.natural_gradient import backtracking_line_search, kl_step_length
 
 OBS_DIM, BATCH = 3, 7

@@ -442,10 +442,12 @@ def test_learns_pendulum() -> None:
         policy_kwargs=dict(net_arch=[64, 64]),
         seed=0,
     )
-    model.learn(4_000)
+    # 4000 steps were too few to be robust: across seeds 0-3 the return there ranged from -843 to -123. At 6000 all
+    # four seeds were between -201 and -140 (a random policy scores about -1200).
+    model.learn(6_000)
     assert model.env is not None
     mean_reward, _ = evaluate_policy(model, model.env, n_eval_episodes=5, deterministic=True)
-    assert isinstance(mean_reward, float) and mean_reward > -600
+    assert isinstance(mean_reward, float) and mean_reward > -400
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])

@@ -13,18 +13,24 @@ and the actor step is ∇θμθ(s) ∇θμθ(s)ᵀ w. None of these needs the Ja
 - ``∇θμθ(s) c`` for any cotangent ``c`` in action space is a vector-Jacobian product, one backward pass. φ(s, a) is
   the VJP with ``c = a − μθ(s)``; the actor step is the VJP with ``c = ∇θμθ(s)ᵀ w``.
 
+:class:`ActorLinearization` gives both products at one batch of states; for SB3's MLP actor they are plain matrix
+products on the cached activations (:class:`~sbx_lecture.common.linearization.LinearChainLinearization`).
+
 Parameter-space vectors (``w``, the actor step) are dictionaries ``{parameter name: tensor of that shape}`` so that
 they plug straight into :func:`torch.func.functional_call`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch as th
+from stable_baselines3.td3.policies import Actor
 from torch import nn
 from torch.autograd import forward_ad
 from torch.func import functional_call, vjp, vmap
+
+from sbx_lecture.common.linearization import AutogradLinearization, LinearChainLinearization, is_linear_chain
 
 ParameterVector = Mapping[str, th.Tensor]
 
@@ -54,6 +60,58 @@ def parameter_jvp(
         output = forward_ad.unpack_dual(functional_call(module, duals, (inputs,)))
         assert output.tangent is not None, "the module's output does not depend on its parameters"
         return output.primal, output.tangent
+
+
+def _actor_chain(actor: nn.Module, params: Mapping[str, th.Tensor]) -> list[nn.Module] | None:
+    """SB3's deterministic actor μθ(s) = mu(features(s)) as a Linear/activation chain over exactly ``params``."""
+    if not isinstance(actor, Actor) or type(actor).forward is not Actor.forward:
+        return None
+    chain = list(actor.mu)
+    if not is_linear_chain(chain):
+        return None
+    chain_params = [param for module in chain if isinstance(module, nn.Linear) for param in module.parameters()]
+    if [id(param) for param in chain_params] != [id(param) for param in params.values()]:
+        return None  # the features extractor has parameters of its own, or some layer is frozen
+    return chain
+
+
+class ActorLinearization:
+    """μθ(s) on a batch of states with its two linear maps v ↦ ∇θμθ(s)ᵀ v and c ↦ ∇θμθ(s) c, fixed once.
+
+    For SB3's TD3-style actor with an MLP head both maps are matrix products on cached activations; any other
+    actor is linearised with autograd on one retained graph.
+
+    :param actor: the deterministic actor
+    :param states: the states s
+    :param params: the actor's parameters θ, ``{name: parameter}`` in the order directions are given
+    """
+
+    def __init__(self, actor: nn.Module, states: th.Tensor, params: Mapping[str, th.Tensor]) -> None:
+        chain = _actor_chain(actor, params)
+        self._chain: LinearChainLinearization | None = None
+        if chain is not None:
+            assert isinstance(actor, Actor)
+            with th.no_grad():
+                features = actor.extract_features(states, actor.features_extractor)
+            self._chain = LinearChainLinearization(chain, features)
+            self.output = self._chain.output
+        else:
+            with th.enable_grad():
+                output = actor(states)
+            self._autograd = AutogradLinearization((output,), list(params.values()))
+            self.output = output.detach()
+
+    def jacobian_product(self, directions: Sequence[th.Tensor]) -> th.Tensor:
+        """∇θμθ(s)ᵀ v for a parameter direction v (one tensor per parameter), shape ``(batch, m)``."""
+        if self._chain is not None:
+            return self._chain.jacobian_product(directions)
+        return self._autograd.jacobian_product(directions)[0]
+
+    def transpose_jacobian_product(self, cotangent: th.Tensor) -> list[th.Tensor]:
+        """∇θμθ(s) c summed over the batch, one tensor per parameter."""
+        if self._chain is not None:
+            return self._chain.transpose_jacobian_product(cotangent)
+        return self._autograd.transpose_jacobian_product((cotangent,))
 
 
 def compatible_advantage(actions: th.Tensor, mu: th.Tensor, mu_jvp: th.Tensor) -> th.Tensor:

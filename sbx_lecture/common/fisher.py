@@ -39,9 +39,9 @@ from stable_baselines3.common.torch_layers import MlpExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
-from sbx_lecture.common.flat_params import flatten_tensors, unflatten_like, zeros_for_unused
+from sbx_lecture.common.flat_params import flatten_tensors, unflatten_like
 from sbx_lecture.common.kl import policy_kl
-from sbx_lecture.common.linear_chain import LinearChainLinearization, is_linear_chain
+from sbx_lecture.common.linearization import AutogradLinearization, LinearChainLinearization, is_linear_chain
 
 ActionReduction = Literal["sum", "mean"]
 FisherVectorProductFn = Callable[[th.Tensor], th.Tensor]
@@ -178,51 +178,6 @@ def policy_parameters_of_distribution(policy: ActorCriticPolicy, observations: P
     return [name for (name, _), grad in zip(named, grads, strict=True) if grad is not None]
 
 
-class AutogradLinearization:
-    """u ↦ Jᵀ u and v ↦ J v of some outputs with respect to some parameters, on one retained autograd graph.
-
-    The reverse-mode product u ↦ Jᵀ u is built once with its own graph kept (``create_graph=True``), so that the
-    reverse-mode product of that linear map gives the forward-mode product v ↦ J v (the "double-vjp"
-    construction). Works for any differentiable policy; :class:`~sbx_lecture.common.linear_chain.
-    LinearChainLinearization` is the faster special case for MLP actors.
-
-    :param outputs: the outputs, computed from ``params`` with autograd recording
-    :param params: the parameters
-    """
-
-    def __init__(self, outputs: Sequence[th.Tensor], params: Sequence[th.Tensor]) -> None:
-        self._outputs = tuple(outputs)
-        self.params = list(params)
-        self._cotangents = tuple(th.zeros_like(output, requires_grad=True) for output in self._outputs)
-        transposed: Sequence[th.Tensor | None] = ()
-        if self.params and self._outputs:
-            with th.enable_grad():
-                transposed = th.autograd.grad(self._outputs, self.params, self._cotangents, create_graph=True,
-                                              allow_unused=True)
-        # Parameters the outputs do not depend on (or only linearly with a constant Jacobian) drop out of J v.
-        self._connected = [index for index, grad in enumerate(transposed) if grad is not None and grad.requires_grad]
-        self._transposed = [grad for grad in transposed if grad is not None and grad.requires_grad]
-
-    def jacobian_product(self, directions: Sequence[th.Tensor]) -> tuple[th.Tensor, ...]:
-        """J v for parameter directions shaped like the parameters."""
-        if not self._connected:
-            return tuple(th.zeros_like(output) for output in self._outputs)
-        products = th.autograd.grad(self._transposed, self._cotangents,
-                                    [directions[index] for index in self._connected], retain_graph=True,
-                                    allow_unused=True)
-        return tuple(
-            product if product is not None else th.zeros_like(output)
-            for product, output in zip(products, self._outputs, strict=True)
-        )
-
-    def transpose_jacobian_product(self, cotangents: Sequence[th.Tensor]) -> list[th.Tensor]:
-        """Jᵀ u, one tensor per parameter."""
-        if not self.params or not self._outputs:
-            return [th.zeros_like(param) for param in self.params]
-        grads = th.autograd.grad(self._outputs, self.params, tuple(cotangents), retain_graph=True, allow_unused=True)
-        return zeros_for_unused(grads, self.params)
-
-
 def _chain_coordinate_sizes(distribution: Distribution, chain_output: th.Tensor) -> list[int]:
     """How the actor chain's output splits into distribution coordinates (one block per categorical component)."""
     if isinstance(distribution, MultiCategoricalDistribution):
@@ -272,7 +227,7 @@ class FisherVectorProduct:
     every call then costs one product with J, one with M and one with Jᵀ, and no KL is ever differentiated twice.
 
     For SB3's MLP actor (:func:`linear_chain_actor`) the mean or logits come from
-    :class:`~sbx_lecture.common.linear_chain.LinearChainLinearization` (plain matrix products on cached
+    :class:`~sbx_lecture.common.linearization.LinearChainLinearization` (plain matrix products on cached
     activations) and a Gaussian's log σ, which depends on ``log_std`` alone, from :class:`AutogradLinearization`
     of that small piece: J is block diagonal over the two. Other policies are linearised whole by autograd
     (``linearization="autograd"`` forces that path, which tests use as a cross-check).

@@ -16,7 +16,7 @@ from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_
 from stable_baselines3.td3.policies import Actor
 from torch.func import functional_call
 
-from sbx_lecture.common.compatible_features import compatible_advantage, parameter_jvp
+from sbx_lecture.common.compatible_features import ActorLinearization, compatible_advantage, parameter_jvp
 from sbx_lecture.common.schedules import ClampedProgressMixin
 from sbx_lecture.dpg.buffers import TransitionBatch, TransitionBuffer
 from sbx_lecture.dpg.policies import CRITIC_TYPES, CnnPolicy, CompatibleCritic, DPGPolicy, MlpPolicy
@@ -273,61 +273,53 @@ class DPG(ClampedProgressMixin, OffPolicyAlgorithm):
     def _compatible_step(self, batch: TransitionBatch) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """One COPDAC step; the critic and actor directions both use the current θ, w and v (as in the paper).
 
-        Both parameter-space directions are vector-Jacobian products of one forward-mode pass of μθ:
-        the critic's δ φ(s, a) = ∇θμθ(s) (δ (a − μθ(s))) and the actor's ∇θμθ(s) (∇θμθ(s)ᵀ w). Without target
-        networks that pass (and V^v's) runs on s and s′ together, the s′ half feeding the TD target.
+        μθ is linearised once at the batch's states (:class:`ActorLinearization`); its forward map gives
+        ∇θμθ(s)ᵀ w and its transpose both parameter-space directions: the critic's δ φ(s, a) = ∇θμθ(s) (δ (a − μθ(s)))
+        and the actor's ∇θμθ(s) (∇θμθ(s)ᵀ w). Without target networks the actor and V^v run on s and s′ together,
+        the s′ half feeding the TD target.
         """
         critic = self.critic
         assert isinstance(critic, CompatibleCritic)
-        actor_parameters = list(self._actor_parameters.values())
         n_samples = batch.actions.shape[0]
         fused = not self.target_networks
         states = th.cat([batch.observations, batch.next_observations]) if fused else batch.observations
-        direction = {name: w.detach() for name, w in critic.direction().items()}
-        mu_all, mu_jvp_all = parameter_jvp(self.actor, states, direction, self._actor_parameters)
-        mu_jvp_all = mu_jvp_all.detach()
+        linearized = ActorLinearization(self.actor, states, self._actor_parameters)
+        mu_all = linearized.output
+        mu_jvp_all = linearized.jacobian_product([w.detach() for w in critic.w])
         values_all = critic.value(states)
         mu, mu_jvp, values = mu_all[:n_samples], mu_jvp_all[:n_samples], values_all[:n_samples]
         if fused:
             next_q = values_all[n_samples:].detach()  # Q^w(s′, μθ(s′)) = V^v(s′)
             if self.on_policy:
-                next_mu = mu_all[n_samples:].detach()
+                next_mu = mu_all[n_samples:]
                 next_actions = self._next_actions(batch, next_mu)
                 next_q = next_q + compatible_advantage(next_actions, next_mu, mu_jvp_all[n_samples:])
             target = self._bootstrap(batch, next_q)
         else:
             target = self.td_target(batch)
-        with th.no_grad():
-            exploration = batch.actions - mu
-            advantage = compatible_advantage(batch.actions, mu, mu_jvp)
+        exploration = batch.actions - mu
+        advantage = compatible_advantage(batch.actions, mu, mu_jvp)
         # Q^w(s, a) = φ(s, a)ᵀ w + V^v(s); the loss ½δ² below only reaches v, w gets its gradient −δ φ explicitly
         td_error = target - advantage - values
         critic_loss = 0.5 * td_error.pow(2).mean()
         delta = td_error.detach()
-        # one backward pass: ∇v ½δ² for the baseline and the VJP −∇θμ (δ (a − μ)) = −δ φ(s, a) for w
-        gradients = th.autograd.grad(
-            [mu_all, critic_loss],
-            actor_parameters + self._value_parameters,
-            grad_outputs=[_padded(-delta * exploration / n_samples, mu_all), th.ones_like(critic_loss)],
-            retain_graph=not self.natural,
-        )
-        w_gradients = gradients[: len(actor_parameters)]
-        for parameter, gradient in zip(self._value_parameters, gradients[len(actor_parameters) :], strict=True):
-            parameter.grad = gradient
+        value_gradients = th.autograd.grad(critic_loss, self._value_parameters)
+        w_gradients = linearized.transpose_jacobian_product(_padded(-delta * exploration / n_samples, mu_all))
         if self.natural:  # θ += α_θ w
-            actor_gradients: tuple[th.Tensor, ...] = tuple(-w.detach().clone() for w in critic.w)
+            actor_gradients = [-w.detach().clone() for w in critic.w]
         else:  # θ += α_θ ∇θμ ∇θμᵀ w
-            actor_gradients = th.autograd.grad(
-                mu_all, actor_parameters, grad_outputs=_padded(-mu_jvp / n_samples, mu_all)
-            )
-        for w, gradient in zip(critic.w, w_gradients, strict=True):
-            w.grad = gradient
-        for parameter, gradient in zip(actor_parameters, actor_gradients, strict=True):
-            parameter.grad = gradient
+            actor_gradients = linearized.transpose_jacobian_product(_padded(-mu_jvp / n_samples, mu_all))
+        for parameters, gradients in (
+            (self._value_parameters, value_gradients),
+            (critic.w, w_gradients),
+            (self._actor_parameters.values(), actor_gradients),
+        ):
+            for parameter, gradient in zip(parameters, gradients, strict=True):
+                parameter.grad = gradient
         critic.optimizer.step()
         self.actor.optimizer.step()
         # the actor loss whose gradient is the vanilla step: −E[μθ(s)ᵀ ∇θμθ(s)ᵀ w]
-        actor_loss = -(mu.detach() * mu_jvp).sum(dim=-1).mean()
+        actor_loss = -(mu * mu_jvp).sum(dim=-1).mean()
         return delta.abs().mean(), critic_loss.detach(), actor_loss
 
     def _mlp_step(self, batch: TransitionBatch) -> tuple[th.Tensor, th.Tensor, th.Tensor]:

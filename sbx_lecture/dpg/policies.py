@@ -26,15 +26,10 @@ from stable_baselines3.td3.policies import Actor
 from torch import nn
 
 from sbx_lecture.common.compatible_features import parameter_vector_norm
+from sbx_lecture.common.optimizers import fast_optimizer_kwargs
 
 CriticType = Literal["compatible", "mlp"]
 CRITIC_TYPES: tuple[str, ...] = ("compatible", "mlp")
-FOREACH_OPTIMIZERS: tuple[type[th.optim.Optimizer], ...] = (
-    th.optim.Adam,
-    th.optim.AdamW,
-    th.optim.SGD,
-    th.optim.RMSprop,
-)
 
 
 class CompatibleCritic(BaseModel):
@@ -106,8 +101,9 @@ class DPGPolicy(BasePolicy):
     :param features_extractor_kwargs: keyword arguments for the features extractor
     :param normalize_images: whether image observations are divided by 255
     :param optimizer_class: optimizer for actor and critic (``th.optim.SGD`` gives the paper's plain updates)
-    :param optimizer_kwargs: extra optimizer keyword arguments, without the learning rate (Adam, AdamW, SGD and
-        RMSprop get ``foreach=True`` unless given: one multi-tensor step instead of one per parameter)
+    :param optimizer_kwargs: extra optimizer keyword arguments, without the learning rate (Adam and AdamW get
+        ``fused=True``, SGD and RMSprop ``foreach=True`` unless either is given; see
+        :func:`sbx_lecture.common.optimizers.fast_optimizer_kwargs`)
     """
 
     actor: Actor
@@ -144,9 +140,7 @@ class DPGPolicy(BasePolicy):
             raise ValueError(f"critic_type must be one of {CRITIC_TYPES}, got {critic_type!r}")
         if net_arch is None:
             net_arch = [64, 64]
-        if optimizer_class in FOREACH_OPTIMIZERS and "foreach" not in self.optimizer_kwargs:
-            # DPG's updates touch many small tensors: one fused multi-tensor step is much cheaper on CPU
-            self.optimizer_kwargs = {**self.optimizer_kwargs, "foreach": True}
+        self.optimizer_kwargs = fast_optimizer_kwargs(optimizer_class, self.optimizer_kwargs)
         self.critic_type = critic_type
         self.target_networks = target_networks
         self.net_arch = net_arch

@@ -26,6 +26,8 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from sbx_lecture.common.optimizers import fast_optimizer_kwargs
+
 DEFAULT_NET_ARCH = [256, 256]
 
 
@@ -162,7 +164,8 @@ class SQLPolicy(BasePolicy):
     :param features_extractor_kwargs: keyword arguments of the features extractor
     :param normalize_images: whether to divide image observations by 255
     :param optimizer_class: optimizer class
-    :param optimizer_kwargs: optimizer keyword arguments (excluding the learning rate)
+    :param optimizer_kwargs: optimizer keyword arguments (excluding the learning rate; Adam and AdamW get
+        ``fused=True``, SGD and RMSprop ``foreach=True`` unless either is given)
     :param n_critics: number of Q heads; 2 gives twin critics combined with a minimum
     """
 
@@ -200,6 +203,7 @@ class SQLPolicy(BasePolicy):
             optimizer_kwargs=optimizer_kwargs,
             squash_output=isinstance(action_space, spaces.Box),
         )
+        self.optimizer_kwargs = fast_optimizer_kwargs(optimizer_class, self.optimizer_kwargs)
         if net_arch is None:
             net_arch = list(DEFAULT_NET_ARCH)
         if isinstance(net_arch, dict):

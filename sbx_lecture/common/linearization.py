@@ -1,4 +1,7 @@
-"""Linearisation of a chain of ``nn.Linear`` layers and elementwise activations at fixed inputs.
+"""Linearisations of a network at fixed inputs: the linear maps v ↦ J v and u ↦ Jᵀ u of its parameters.
+
+:class:`LinearChainLinearization` handles a chain of ``nn.Linear`` layers and elementwise activations with plain
+matrix products; :class:`AutogradLinearization` handles anything differentiable with autograd on a retained graph.
 
 For the chain x₀ → z₁ = x₀W₁ᵀ + b₁ → x₁ = f₁(z₁) → … → output, the Jacobian J of the output with respect to the
 weights and biases is a linear map that one forward pass fixes: it needs only each layer's input xₗ₋₁ and each
@@ -12,7 +15,7 @@ and a cotangent g on the output pulls back to the parameters as
 
 Both are a handful of matrix products on cached tensors, with no autograd graph: this is what makes the
 Fisher-vector product F v = Jᵀ M J v cheap to repeat in every conjugate-gradient iteration
-(:mod:`sbx_lecture.common.fisher`).
+(:mod:`sbx_lecture.common.fisher`), and the compatible critic's products in DPG.
 """
 
 from __future__ import annotations
@@ -23,11 +26,31 @@ from dataclasses import dataclass
 import torch as th
 from torch import nn
 
+from sbx_lecture.common.flat_params import zeros_for_unused
+
 #: Activations that act on each entry separately, so that their Jacobian is the diagonal matrix of slopes f'(z).
 ELEMENTWISE_ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Softplus,
     nn.Softsign, nn.Hardtanh, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.LogSigmoid, nn.Tanhshrink, nn.Identity,
 )
+
+
+# f'(z) from the pre-activation z and the output y = f(z), where a closed form is cheaper than a forward-mode pass.
+_SLOPES = {
+    nn.Tanh: lambda z, y: 1.0 - y * y,
+    nn.ReLU: lambda z, y: (z > 0).to(y.dtype),
+    nn.Sigmoid: lambda z, y: y * (1.0 - y),
+}
+
+
+def _activation_and_slope(module: nn.Module, inputs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    """f(z) and f'(z) of an elementwise activation."""
+    slope_of = _SLOPES.get(type(module))
+    if slope_of is not None:
+        outputs = module(inputs)
+        return outputs, slope_of(inputs, outputs)
+    outputs, slope = th.func.jvp(module, (inputs,), (th.ones_like(inputs),))[:2]
+    return outputs, slope
 
 
 def is_linear_chain(modules: Sequence[nn.Module]) -> bool:
@@ -75,7 +98,7 @@ class LinearChainLinearization:
                     if not self._layers:  # an activation before the first layer only changes the constant inputs
                         value = module(value)
                         continue
-                    value, slope = th.func.jvp(module, (value,), (th.ones_like(value),))[:2]
+                    value, slope = _activation_and_slope(module, value)
                     layer = self._layers[-1]
                     layer.slope = slope if layer.slope is None else layer.slope * slope
         self.output = value
@@ -130,3 +153,48 @@ class LinearChainLinearization:
                 signal = signal @ layer.weight
         pulled.reverse()
         return pulled
+
+
+class AutogradLinearization:
+    """u ↦ Jᵀ u and v ↦ J v of some outputs with respect to some parameters, on one retained autograd graph.
+
+    The reverse-mode product u ↦ Jᵀ u is built once with its own graph kept (``create_graph=True``), so that the
+    reverse-mode product of that linear map gives the forward-mode product v ↦ J v (the "double-vjp"
+    construction). Works for any differentiable network; :class:`LinearChainLinearization` is the faster special
+    case for MLPs.
+
+    :param outputs: the outputs, computed from ``params`` with autograd recording
+    :param params: the parameters
+    """
+
+    def __init__(self, outputs: Sequence[th.Tensor], params: Sequence[th.Tensor]) -> None:
+        self._outputs = tuple(outputs)
+        self.params = list(params)
+        self._cotangents = tuple(th.zeros_like(output, requires_grad=True) for output in self._outputs)
+        transposed: Sequence[th.Tensor | None] = ()
+        if self.params and self._outputs:
+            with th.enable_grad():
+                transposed = th.autograd.grad(self._outputs, self.params, self._cotangents, create_graph=True,
+                                              allow_unused=True)
+        # Parameters the outputs do not depend on (or only linearly with a constant Jacobian) drop out of J v.
+        self._connected = [index for index, grad in enumerate(transposed) if grad is not None and grad.requires_grad]
+        self._transposed = [grad for grad in transposed if grad is not None and grad.requires_grad]
+
+    def jacobian_product(self, directions: Sequence[th.Tensor]) -> tuple[th.Tensor, ...]:
+        """J v for parameter directions shaped like the parameters."""
+        if not self._connected:
+            return tuple(th.zeros_like(output) for output in self._outputs)
+        products = th.autograd.grad(self._transposed, self._cotangents,
+                                    [directions[index] for index in self._connected], retain_graph=True,
+                                    allow_unused=True)
+        return tuple(
+            product if product is not None else th.zeros_like(output)
+            for product, output in zip(products, self._outputs, strict=True)
+        )
+
+    def transpose_jacobian_product(self, cotangents: Sequence[th.Tensor]) -> list[th.Tensor]:
+        """Jᵀ u, one tensor per parameter."""
+        if not self.params or not self._outputs:
+            return [th.zeros_like(param) for param in self.params]
+        grads = th.autograd.grad(self._outputs, self.params, tuple(cotangents), retain_graph=True, allow_unused=True)
+        return zeros_for_unused(grads, self.params)
