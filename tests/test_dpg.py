@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch as th
 from stable_baselines3.common.noise import NormalActionNoise
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 from sbx_lecture.common.compatible_features import (
+    ActorLinearization,
     compatible_actor_direction,
     compatible_advantage,
     compatible_features,
@@ -190,13 +192,26 @@ def test_sarsa_batches_wait_for_the_next_action():
     assert buffer.latest(1, with_next_actions=False) is not None
 
 
+class LinearFeatures(BaseFeaturesExtractor):
+    """A features extractor with parameters: the actor is then no plain MLP, and is linearised by autograd."""
+
+    def __init__(self, observation_space: gym.Space) -> None:
+        super().__init__(observation_space, features_dim=3)
+        self.linear = th.nn.Linear(OBS_DIM, 3)
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return th.tanh(self.linear(observations))
+
+
 @pytest.mark.parametrize(
-    ("natural", "on_policy", "target_networks"),
-    [(False, False, False), (True, False, False), (False, True, False), (False, True, True)],
+    ("natural", "on_policy", "target_networks", "features"),
+    [(False, False, False, "flatten"), (True, False, False, "flatten"), (False, True, False, "flatten"),
+     (False, True, True, "flatten"), (False, False, False, "linear"), (False, True, False, "linear")],
 )
-def test_copdac_update_equals_the_paper_with_sgd(natural, on_policy, target_networks):
+def test_copdac_update_equals_the_paper_with_sgd(natural, on_policy, target_networks, features):
     """θ += α_θ E[∇θμ∇θμᵀw] (or α_θ w), w += α_w E[δ φ(s, a)], v += α_v E[δ ∇v V(s)], all from the old values."""
     alpha_theta, alpha_w = 0.05, 0.2
+    extractor = dict(features_extractor_class=LinearFeatures) if features == "linear" else {}
     model = tiny_model(
         natural=natural,
         on_policy=on_policy,
@@ -204,8 +219,11 @@ def test_copdac_update_equals_the_paper_with_sgd(natural, on_policy, target_netw
         buffer_size=16,
         learning_rate=alpha_theta,
         critic_learning_rate=alpha_w,
-        policy_kwargs=dict(net_arch=[4], optimizer_class=th.optim.SGD),
+        policy_kwargs=dict(net_arch=[4], optimizer_class=th.optim.SGD, **extractor),
     )
+    # SB3's MLP actor is linearised by matrix products, the one with a parametrised extractor by autograd
+    linearized = ActorLinearization(model.actor, th.zeros(1, OBS_DIM), dict(model.actor.named_parameters()))
+    assert linearized.uses_linear_chain == (features == "flatten")
     hand_made_batch(model)
     batch = model.replay_buffer.latest(4, with_next_actions=on_policy)
     actor, critic = model.actor, model.critic

@@ -234,6 +234,9 @@ def _lecture_entries() -> tuple[Entry, ...]:
     return tuple(entries)
 
 
+_PAPER_DPG: dict[str, Any] = {"critic": "compatible", "buffer_size": None, "target_networks": False}
+
+
 def _speed_entries() -> tuple[SpeedEntry, ...]:
     return (
         SpeedEntry("npg", "trpo", "CartPole-v1", 20_000),
@@ -244,6 +247,8 @@ def _speed_entries() -> tuple[SpeedEntry, ...]:
         SpeedEntry("ppo_kl", "ppo", "CartPole-v1", 20_000, not_shared=("target_kl",)),
         SpeedEntry("ppo_kl", "ppo", "Pendulum-v1", 20_000, not_shared=("target_kl",)),
         SpeedEntry("dpg", "td3", "Pendulum-v1", 5_000),
+        # The paper's algorithm (DPG's constructor defaults): compatible critic, online updates, no target networks.
+        SpeedEntry("dpg", "td3", "Pendulum-v1", 5_000, hyperparams=_PAPER_DPG, not_shared=tuple(_PAPER_DPG)),
         SpeedEntry("dpg", "ddpg", "Pendulum-v1", 5_000),
         SpeedEntry("sql", "sac", "Pendulum-v1", 5_000),
         SpeedEntry("sql", "dqn", "CartPole-v1", 10_000),

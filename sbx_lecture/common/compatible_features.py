@@ -101,6 +101,11 @@ class ActorLinearization:
             self._autograd = AutogradLinearization((output,), list(params.values()))
             self.output = output.detach()
 
+    @property
+    def uses_linear_chain(self) -> bool:
+        """Whether the maps are matrix products on cached activations (True) or autograd products (False)."""
+        return self._chain is not None
+
     def jacobian_product(self, directions: Sequence[th.Tensor]) -> th.Tensor:
         """∇θμθ(s)ᵀ v for a parameter direction v (one tensor per parameter), shape ``(batch, m)``."""
         if self._chain is not None:
