@@ -262,23 +262,29 @@ class FisherVectorProduct:
                 self._whole = AutogradLinearization(outputs, self.params)
                 coordinates = tuple(output.detach() for output in outputs)
             else:
-                with th.no_grad():
-                    features = BaseModel.extract_features(policy, observations, policy.pi_features_extractor)
-                    latent = policy.mlp_extractor.forward_actor(features)
-                self._chain = LinearChainLinearization(chain_modules, features)
-                distribution = policy._get_action_dist_from_latent(latent)
-                chain_ids = {id(param) for param in self._chain.parameters()}
-                self._chain_positions = [i for i, param in enumerate(self.params) if id(param) in chain_ids]
-                self._side_positions = [i for i, param in enumerate(self.params) if id(param) not in chain_ids]
-                self._chain_sizes = _chain_coordinate_sizes(distribution, self._chain.output)
-                side_outputs = distribution_coordinates(distribution)[len(self._chain_sizes):]
-                self._side = AutogradLinearization(side_outputs, [self.params[i] for i in self._side_positions])
-                chain_coordinates = self._chain.output.split(self._chain_sizes, dim=-1)
-                coordinates = (*chain_coordinates, *(output.detach() for output in side_outputs))
+                distribution, coordinates = self._linearize_chain(policy, observations, chain_modules)
             self._distribution = copy.copy(distribution)
         self.coordinates = coordinates
         n_states = self.coordinates[0].shape[0]
         self.scale = action_reduction_scale(self._distribution, self.coordinates, action_reduction) / n_states
+
+    def _linearize_chain(
+        self, policy: ActorCriticPolicy, observations: PyTorchObs, chain_modules: Sequence[nn.Module]
+    ) -> tuple[Distribution, tuple[th.Tensor, ...]]:
+        """Linearise the mean/logits chain by matrix products and the remaining coordinates (log σ) by autograd."""
+        with th.no_grad():
+            features = BaseModel.extract_features(policy, observations, policy.pi_features_extractor)
+            latent = policy.mlp_extractor.forward_actor(features)
+        self._chain = LinearChainLinearization(chain_modules, features)
+        distribution = policy._get_action_dist_from_latent(latent)
+        chain_ids = {id(param) for param in self._chain.parameters()}
+        self._chain_positions = [i for i, param in enumerate(self.params) if id(param) in chain_ids]
+        self._side_positions = [i for i, param in enumerate(self.params) if id(param) not in chain_ids]
+        self._chain_sizes = _chain_coordinate_sizes(distribution, self._chain.output)
+        side_outputs = distribution_coordinates(distribution)[len(self._chain_sizes):]
+        self._side = AutogradLinearization(side_outputs, [self.params[i] for i in self._side_positions])
+        chain_coordinates = self._chain.output.split(self._chain_sizes, dim=-1)
+        return distribution, (*chain_coordinates, *(output.detach() for output in side_outputs))
 
     @property
     def n_parameters(self) -> int:
