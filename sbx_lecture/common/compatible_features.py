@@ -23,6 +23,7 @@ they plug straight into :func:`torch.func.functional_call`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import torch as th
 from stable_baselines3.td3.policies import Actor
@@ -62,8 +63,13 @@ def parameter_jvp(
         return output.primal, output.tangent
 
 
-def _actor_chain(actor: nn.Module, params: Mapping[str, th.Tensor]) -> list[nn.Module] | None:
-    """SB3's deterministic actor μθ(s) = mu(features(s)) as a Linear/activation chain over exactly ``params``."""
+def actor_chain(actor: nn.Module, params: Mapping[str, th.Tensor]) -> list[nn.Module] | None:
+    """SB3's deterministic actor μθ(s) = mu(features(s)) as a Linear/activation chain over exactly ``params``.
+
+    :param actor: the deterministic actor
+    :param params: its parameters θ, ``{name: parameter}``
+    :return: the chain's modules, or None when the actor is not such a chain (then autograd linearises it)
+    """
     if not isinstance(actor, Actor) or type(actor).forward is not Actor.forward:
         return None
     chain = list(actor.mu)
@@ -84,10 +90,19 @@ class ActorLinearization:
     :param actor: the deterministic actor
     :param states: the states s
     :param params: the actor's parameters θ, ``{name: parameter}`` in the order directions are given
+    :param chain: :func:`actor_chain` of this actor when the caller has it already (it depends on the actor's
+        structure only, so a training loop finds it once instead of on every step); found here when omitted
     """
 
-    def __init__(self, actor: nn.Module, states: th.Tensor, params: Mapping[str, th.Tensor]) -> None:
-        chain = _actor_chain(actor, params)
+    def __init__(
+        self,
+        actor: nn.Module,
+        states: th.Tensor,
+        params: Mapping[str, th.Tensor],
+        chain: Sequence[nn.Module] | Literal["find"] | None = "find",
+    ) -> None:
+        if isinstance(chain, str):
+            chain = actor_chain(actor, params)
         self._chain: LinearChainLinearization | None = None
         if chain is not None:
             assert isinstance(actor, Actor)

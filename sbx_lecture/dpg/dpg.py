@@ -16,7 +16,12 @@ from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_
 from stable_baselines3.td3.policies import Actor
 from torch.func import functional_call
 
-from sbx_lecture.common.compatible_features import ActorLinearization, compatible_advantage, parameter_jvp
+from sbx_lecture.common.compatible_features import (
+    ActorLinearization,
+    actor_chain,
+    compatible_advantage,
+    parameter_jvp,
+)
 from sbx_lecture.common.schedules import ClampedProgressMixin
 from sbx_lecture.dpg.buffers import TransitionBatch, TransitionBuffer
 from sbx_lecture.dpg.policies import CRITIC_TYPES, CnnPolicy, CompatibleCritic, DPGPolicy, MlpPolicy
@@ -172,6 +177,7 @@ class DPG(ClampedProgressMixin, OffPolicyAlgorithm):
         self.actor = self.policy.actor
         self.critic = self.policy.critic
         self._actor_parameters = dict(self.actor.named_parameters())
+        self._actor_chain = actor_chain(self.actor, self._actor_parameters)  # the actor's structure, found once
         self._value_parameters = [p for name, p in self.critic.named_parameters() if not name.startswith("w.")]
 
     # ------------------------------------------------------------------ behaviour policy
@@ -283,7 +289,7 @@ class DPG(ClampedProgressMixin, OffPolicyAlgorithm):
         n_samples = batch.actions.shape[0]
         fused = not self.target_networks
         states = th.cat([batch.observations, batch.next_observations]) if fused else batch.observations
-        linearized = ActorLinearization(self.actor, states, self._actor_parameters)
+        linearized = ActorLinearization(self.actor, states, self._actor_parameters, chain=self._actor_chain)
         mu_all = linearized.output
         mu_jvp_all = linearized.jacobian_product([w.detach() for w in critic.w])
         values_all = critic.value(states)
@@ -380,7 +386,10 @@ class DPG(ClampedProgressMixin, OffPolicyAlgorithm):
 
     # ------------------------------------------------------------------ saving
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "actor", "critic", "_actor_parameters", "_value_parameters"]
+        return [
+            *super()._excluded_save_params(), "actor", "critic", "_actor_parameters", "_value_parameters",
+            "_actor_chain",
+        ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "actor.optimizer", "critic.optimizer"], []
