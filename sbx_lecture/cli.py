@@ -12,6 +12,7 @@ from typing import Any
 
 PROGRAM = "sbx-lecture"
 USAGE_ERROR_STATUS = 2
+INTERRUPTED_STATUS = 130
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -28,8 +29,10 @@ def _build_parser() -> argparse.ArgumentParser:
     trainer = commands.add_parser("train", help="train an algorithm into a run folder")
     trainer.add_argument("algo", nargs="?", default=training.DEFAULT_ALGORITHM, help="registry name (see `list`)")
     trainer.add_argument("env", nargs="?", default=training.DEFAULT_ENVIRONMENT, help="gymnasium environment id")
-    trainer.add_argument("--timesteps", type=int, help="total environment steps (default: the zoo budget or 1e5)")
-    trainer.add_argument("--seed", type=int, default=0)
+    trainer.add_argument(
+        "--timesteps", type=int, help="total environment steps of the run (default: the zoo budget, else 1e5)"
+    )
+    trainer.add_argument("--seed", type=int, default=0, help="random seed of the run (default: 0)")
     trainer.add_argument("--n-envs", type=int, help="parallel environments (default: the zoo's, or 1)")
     trainer.add_argument(
         "-p", "--param", action="append", default=[], metavar="KEY=VALUE",
@@ -45,10 +48,15 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluator = commands.add_parser("eval", help="evaluate a saved model")
     evaluator.add_argument("model", type=Path, help="model .zip file")
     evaluator.add_argument("env", nargs="?", help="environment id (default: the one it was trained on)")
-    evaluator.add_argument("--episodes", type=int, default=10)
+    evaluator.add_argument("--episodes", type=int, default=10, help="episodes to run (default: 10)")
     evaluator.add_argument("--algo", help="algorithm name, for models not saved by sbx-lecture")
     evaluator.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
-    evaluator.add_argument("--seed", type=int, default=0)
+    evaluator.add_argument("--seed", type=int, default=0, help="seed of the evaluation environment (default: 0)")
+    evaluator.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda")
+    evaluator.add_argument(
+        "--trusted", action="store_true",
+        help="allow unpickling the model file and its statistics: only for files from a source you trust",
+    )
 
     zoo = commands.add_parser("zoo", help="the RL Baselines3 Zoo with every registered algorithm", add_help=False)
     zoo.add_argument("zoo_args", nargs=argparse.REMAINDER)
@@ -90,7 +98,7 @@ def _list(as_json: bool) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from sbx_lecture.hyperparams import parse_assignments
-    from sbx_lecture.training import TrainConfig, train
+    from sbx_lecture.training import TrainConfig, TrainingInterrupted, train
 
     config = TrainConfig(
         algo=args.algo, env_id=args.env, timesteps=args.timesteps, seed=args.seed, n_envs=args.n_envs,
@@ -99,10 +107,10 @@ def _train(args: argparse.Namespace) -> int:
         verbose=args.verbose,
     )
     try:
-        result = train(config)
-    except KeyboardInterrupt:
-        print(f"{PROGRAM}: interrupted; a checkpoint was saved, continue with --resume", file=sys.stderr)
-        return 130
+        result = train(config, notify=lambda line: print(f"{PROGRAM}: note: {line}", file=sys.stderr))
+    except TrainingInterrupted as interrupted:
+        print(f"{PROGRAM}: {interrupted}", file=sys.stderr)
+        return INTERRUPTED_STATUS
     print(f"trained {result.num_timesteps} steps; run folder: {result.run_dir}")
     print(f"model: {result.model_path}")
     if result.learning_curve is not None:
@@ -113,7 +121,12 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from sbx_lecture.training import evaluate
 
-    result = evaluate(args.model, args.env, args.episodes, args.algo, not args.stochastic, args.seed)
+    result = evaluate(
+        args.model, args.env, args.episodes, args.algo, not args.stochastic, args.seed,
+        trusted=args.trusted, device=args.device,
+    )
+    if result.normalization is not None:
+        print(f"normalisation statistics: {result.normalization}")
     print(f"{result.algo} on {result.env_id}: {result.mean:.2f} ± {result.std:.2f} over {result.episodes} episodes")
     return 0
 
@@ -143,8 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as exc:
         if os.environ.get("SBX_LECTURE_DEBUG"):
             raise
-        print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
+        print(f"{PROGRAM}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return USAGE_ERROR_STATUS
+    except KeyboardInterrupt:
+        print(f"{PROGRAM}: interrupted", file=sys.stderr)
+        return INTERRUPTED_STATUS
     _build_parser().print_help()
     return USAGE_ERROR_STATUS
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -36,6 +37,7 @@ def linear_schedule(initial_value: float) -> Callable[[float], float]:
         return progress_remaining * start
 
     schedule.__qualname__ = f"linear_schedule({start})"
+    schedule.zoo_text = f"lin_{start}"  # type: ignore[attr-defined]
     return schedule
 
 
@@ -50,10 +52,25 @@ def parse_value(text: str) -> Any:
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError:
+        if text.isdigit():  # an integer too long to convert
+            raise HyperparameterError(f"cannot parse {_shorten(text)}: an integer of {len(text)} digits") from None
         return text  # a bare word such as auto or MlpPolicy
+    except (ValueError, MemoryError, RecursionError) as exc:  # e.g. integers of more than 4300 digits
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise HyperparameterError(f"cannot parse {_shorten(text)}: {reason}") from None
     if isinstance(tree.body, ast.Name) and tree.body.id not in ("True", "False", "None"):
         return text
-    return _evaluate(tree.body, text)
+    try:
+        return _evaluate(tree.body, text)
+    except (TypeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, HyperparameterError):
+            raise
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise HyperparameterError(f"cannot parse {_shorten(text)}: {reason}") from None
+
+
+def _shorten(text: str) -> str:
+    return repr(text) if len(text) <= 60 else repr(text[:57] + "...")
 
 
 def _evaluate(node: ast.AST, text: str) -> Any:
@@ -99,3 +116,23 @@ def parse_assignments(pairs: Iterable[str]) -> dict[str, Any]:
             raise HyperparameterError(f"bad hyperparameter {pair!r}: expected key=value, e.g. -p n_steps=256")
         parsed[key] = parse_value(value)
     return parsed
+
+
+def to_json_value(value: Any) -> Any:
+    """``value`` as plain JSON, written the way the RL Zoo writes it: ``lin_0.001`` for a linear schedule,
+    ``nn.ReLU`` for a torch class, lists for tuples; anything else as its ``repr``."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, (list, tuple)):
+        return [to_json_value(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): to_json_value(item) for key, item in value.items()}
+    if isinstance(value, type):
+        for dotted, (module, attribute) in _ALLOWED_NAMES.items():
+            if dotted.count(".") == 1 and value.__module__.startswith(module) and value.__name__ == attribute:
+                return dotted
+        return f"{value.__module__}.{value.__qualname__}"
+    zoo_text = getattr(value, "zoo_text", None)
+    return zoo_text if isinstance(zoo_text, str) else repr(value)

@@ -1,15 +1,16 @@
-"""Run folders: atomic saves, checkpoints that resume training (replay buffer included), model loading with clear
-errors, and the learning-curve plot.
+"""Run folders: atomic files with the user's permissions, one writer at a time, the run file, model files with
+clear errors, Monitor logs kept per segment and the learning curve on cumulative steps.
 
 A run folder holds::
 
-    run.json                 algorithm, environment, seed, hyperparameters of the run
+    run.json                 algorithm, environment, seed, budget, typed hyperparameters, segments of the run
     model.zip                the final model (written atomically)
-    checkpoints/             model_<steps>_steps.zip (+ replay_buffer.pkl, vecnormalize.pkl when used)
-    monitor/                 Monitor CSV files, one per environment
-    progress.csv             the SB3 logger's table (earlier segments of a resumed run: progress-<steps>.csv)
+    checkpoints/step_<N>/    checkpoint bundles (see :mod:`sbx_lecture.checkpoints`)
+    monitor/segment_<k>/     Monitor CSV files of the k-th segment (one per environment); never overwritten
+    progress.csv             the SB3 logger's table of the first segment (progress_<k>.csv for the k-th)
     events.out.tfevents.*    TensorBoard events
-    learning_curve.png       episode return against environment steps
+    learning_curve.png       episode return against cumulative environment steps
+    .lock                    held by the one process writing the run
 """
 
 from __future__ import annotations
@@ -17,36 +18,48 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import tempfile
 import zipfile
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from stable_baselines3.common.callbacks import BaseCallback
 
 if TYPE_CHECKING:
-    from stable_baselines3.common.base_class import BaseAlgorithm
-    from stable_baselines3.common.vec_env import VecEnv
+    import matplotlib.axes
 
 METADATA_NAME = "sbx_lecture.json"
 RUN_FILE = "run.json"
 MODEL_FILE = "model.zip"
 CHECKPOINT_DIR = "checkpoints"
-REPLAY_BUFFER_FILE = "replay_buffer.pkl"
-VECNORMALIZE_FILE = "vecnormalize.pkl"
-_CHECKPOINT_PATTERN = re.compile(r"^model_(\d+)_steps\.zip$")
+MONITOR_DIR = "monitor"
+LOCK_FILE = ".lock"
+CURVE_FILE = "learning_curve.png"
+#: Prefix of the temporary files :func:`atomic_write` makes; a crash can leave them, :func:`remove_stale` cleans up.
+TEMPORARY_MARK = ".tmp"
 
 
 class ModelFileError(Exception):
     """A model file that is missing, truncated, corrupted or of an unknown algorithm."""
 
 
+class RunFolderError(Exception):
+    """A run folder that cannot be used: unwritable, not a folder, a damaged run file, or busy with another writer."""
+
+
+def _user_mode() -> int:
+    """Permission bits a new file gets from the user's umask (``0o666 & ~umask``)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None], suffix: str = "") -> None:
     """Call ``write(temporary_path)``, flush it to disk, then rename it over ``path``: readers never see half a file.
+
+    The file gets the permissions the user's umask gives a new file (not the 0600 of a temporary file).
 
     :param path: final location
     :param write: writes the whole file at the path it is given
@@ -54,10 +67,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None], suf
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"{TEMPORARY_MARK}{suffix}", dir=path.parent)
     os.close(handle)
     try:
         write(temporary)
+        os.chmod(temporary, _user_mode())
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temporary, path)
@@ -66,24 +80,153 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None], suf
             os.remove(temporary)
 
 
-def save_model(model: BaseAlgorithm, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> None:
-    """Save ``model`` atomically, with ``metadata`` (algorithm name, env id) stored inside the zip."""
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
 
     def write(temporary: str) -> None:
-        model.save(temporary)
-        if metadata is not None:
-            with zipfile.ZipFile(temporary, "a") as archive:
-                archive.writestr(METADATA_NAME, json.dumps(metadata, indent=2))
+        Path(temporary).write_text(text)
 
-    atomic_write(path, write, suffix=".zip")
+    atomic_write(path, write)
+
+
+def write_json(path: str | os.PathLike[str], content: Any) -> None:
+    """Write ``content`` as indented JSON, atomically."""
+    write_text(path, json.dumps(content, indent=2))
+
+
+def read_json_object(path: Path, what: str, fix: str) -> dict[str, Any]:
+    """Read a JSON file that must hold an object; anything else is a :class:`RunFolderError` naming ``fix``."""
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        raise RunFolderError(f"{what} {path} is not readable JSON ({reason}); {fix}") from None
+    if not isinstance(content, dict):
+        raise RunFolderError(f"{what} {path} holds a JSON {type(content).__name__}, not an object; {fix}")
+    return content
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (no-op where folders cannot be opened)."""
+    with suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def remove_stale(folder: Path) -> None:
+    """Remove what a crashed atomic write left behind in ``folder`` (not recursive)."""
+    for path in folder.glob(f".*{TEMPORARY_MARK}*"):
+        with suppress(OSError):
+            path.unlink()
+
+
+# -- one writer per run folder ---------------------------------------------------------------------------------------
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's lock for the block; a second writer gets a :class:`RunFolderError` at once.
+
+    The lock is an advisory file lock (``filelock``): it is released when the process ends, however it ends.
+    """
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(run_dir / LOCK_FILE, timeout=0, mode=_user_mode())
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunFolderError(
+            f"run folder {run_dir} is being written by another process (it holds {run_dir / LOCK_FILE}); "
+            "wait for it to finish, or use another --out"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def prepare_folder(path: Path) -> bool:
+    """Create ``path`` (and its parents) for writing a run; return whether it was created now.
+
+    :raises RunFolderError: when it cannot be a writable folder
+    """
+    existed = path.exists()
+    if existed and not path.is_dir():
+        raise RunFolderError(f"run folder {path} is a file, not a folder: choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=f".probe{TEMPORARY_MARK}")  # noqa: SIM115
+        probe.close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise RunFolderError(f"cannot write the run folder {path} ({reason}): choose another --out") from None
+    return not existed
+
+
+def is_empty_run_folder(path: Path) -> bool:
+    """Whether ``path`` holds nothing but (perhaps) its lock file."""
+    return all(entry.name == LOCK_FILE for entry in path.iterdir())
+
+
+def clear_folder(path: Path, keep: tuple[str, ...] = (LOCK_FILE,)) -> None:
+    """Remove everything inside ``path`` except the names in ``keep``."""
+    import shutil
+
+    for entry in path.iterdir():
+        if entry.name in keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with suppress(FileNotFoundError):
+                entry.unlink()
+
+
+# -- the run file ----------------------------------------------------------------------------------------------------
+
+
+def write_run_file(run_dir: Path, content: dict[str, Any]) -> None:
+    """Write ``run.json`` atomically."""
+    write_json(run_dir / RUN_FILE, content)
+
+
+def read_run_file(run_dir: Path) -> dict[str, Any]:
+    """Read ``run.json`` (empty if missing); a damaged one is a :class:`RunFolderError`."""
+    path = run_dir / RUN_FILE
+    if not path.exists():
+        return {}
+    content = read_json_object(path, "run file", "restore it, or start a new run with another --out")
+    for key in ("algo", "env"):
+        if key in content and not isinstance(content[key], str):
+            raise RunFolderError(f"run file {path} has a {key!r} that is not text: {content[key]!r}; restore it")
+    return content
+
+
+# -- model files -----------------------------------------------------------------------------------------------------
 
 
 def read_model_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The metadata :func:`save_model` stored in the zip (empty for models saved by plain SB3)."""
+    """The metadata sbx-lecture stored in the model zip (empty for models saved by plain SB3).
+
+    :raises ModelFileError: when that member is not a JSON object with text ``algo``/``env``
+    """
     with zipfile.ZipFile(path) as archive:
         if METADATA_NAME not in archive.namelist():
             return {}
-        return json.loads(archive.read(METADATA_NAME))  # type: ignore[no-any-return]
+        raw = archive.read(METADATA_NAME)
+    try:
+        content = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise ModelFileError(f"model file {path}: its {METADATA_NAME} is not JSON; re-save the model") from None
+    if not isinstance(content, dict):
+        raise ModelFileError(f"model file {path}: its {METADATA_NAME} is not a JSON object; re-save the model")
+    for key in ("algo", "env"):
+        if key in content and not isinstance(content[key], str):
+            raise ModelFileError(f"model file {path}: {METADATA_NAME} has a {key!r} that is not text; pass --algo")
+    return content
 
 
 def check_model_file(path: str | os.PathLike[str]) -> None:
@@ -100,7 +243,7 @@ def check_model_file(path: str | os.PathLike[str]) -> None:
         with zipfile.ZipFile(path) as archive:
             broken = archive.testzip()
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise ModelFileError(f"model file {path} is truncated or corrupted ({exc}); {hint}") from None
     if broken is not None:
         raise ModelFileError(f"model file {path} is corrupted (member {broken!r} fails its checksum); {hint}")
@@ -112,153 +255,66 @@ def check_model_file(path: str | os.PathLike[str]) -> None:
         )
 
 
-def load_model(
-    path: str | os.PathLike[str],
-    algorithm: type[BaseAlgorithm],
-    env: VecEnv | None = None,
-    **kwargs: Any,
-) -> BaseAlgorithm:
-    """``algorithm.load(path, env)`` after :func:`check_model_file`; any failure becomes a :class:`ModelFileError`."""
-    check_model_file(path)
-    try:
-        return algorithm.load(str(path), env=env, **kwargs)
-    except Exception as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        raise ModelFileError(f"cannot load {path} as {algorithm.__name__}: {message}") from exc
+# -- Monitor logs and the learning curve -----------------------------------------------------------------------------
 
 
-def checkpoint_path(run_dir: str | os.PathLike[str], steps: int) -> Path:
-    """Where the checkpoint at ``steps`` environment steps lives."""
-    return Path(run_dir) / CHECKPOINT_DIR / f"model_{steps}_steps.zip"
+def segment_folder(run_dir: Path) -> Path:
+    """A new, never used Monitor folder for the next segment of the run: ``monitor/segment_<k>``."""
+    root = run_dir / MONITOR_DIR
+    taken = [int(p.name.split("_", 1)[1]) for p in root.glob("segment_*") if p.name.split("_", 1)[1].isdigit()]
+    return root / f"segment_{max(taken, default=-1) + 1}"
 
 
-def latest_checkpoint(run_dir: str | os.PathLike[str]) -> tuple[Path, int] | None:
-    """The checkpoint with the most steps in ``run_dir`` (``None`` if there is none)."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    found = [
-        (int(match.group(1)), path)
-        for path in folder.glob("model_*_steps.zip")
-        if (match := _CHECKPOINT_PATTERN.match(path.name))
-    ]
-    if not found:
-        return None
-    steps, path = max(found)
-    return path, steps
-
-
-class AtomicCheckpointCallback(BaseCallback):
-    """Every ``save_freq`` environment steps (and at the end), save a checkpoint that resumes training exactly.
-
-    Checkpoints are written at the end of a rollout, once ``save_freq`` steps have passed since the last one.
-
-    Each checkpoint is ``checkpoints/model_<steps>_steps.zip``, written atomically; off-policy algorithms also get
-    ``checkpoints/replay_buffer.pkl`` (the latest only, it can be large) and normalised environments
-    ``checkpoints/vecnormalize.pkl``. Older model checkpoints beyond ``keep`` are removed.
-
-    :param run_dir: the run folder
-    :param save_freq: environment steps between checkpoints (counted over all parallel environments)
-    :param metadata: stored inside each model zip (see :func:`save_model`)
-    :param keep: how many model checkpoints to keep
-    """
-
-    def __init__(self, run_dir: str | os.PathLike[str], save_freq: int, metadata: dict[str, Any], keep: int = 5):
-        super().__init__()
-        if save_freq < 1:
-            raise ValueError(f"checkpoint frequency must be at least 1 step, got {save_freq}")
-        self.run_dir = Path(run_dir)
-        self.save_freq = save_freq
-        self.metadata = metadata
-        self.keep = keep
-        self._last_saved = 0
-
-    def _on_training_start(self) -> None:
-        self._last_saved = self.model.num_timesteps
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        # At a rollout's end every transition is stored (SB3 calls on_step before storing the last one).
-        if self.model.num_timesteps - self._last_saved >= self.save_freq:
-            self.save_checkpoint()
-
-    def _on_training_end(self) -> None:
-        if self.model.num_timesteps != self._last_saved:
-            self.save_checkpoint()
-
-    def save_checkpoint(self) -> Path:
-        """Write the checkpoint for the current step count now."""
-        steps = self.model.num_timesteps
-        path = checkpoint_path(self.run_dir, steps)
-        save_model(self.model, path, self.metadata)
-        save_training_state(self.model, self.run_dir / CHECKPOINT_DIR)
-        self._last_saved = steps
-        self._prune()
-        return path
-
-    def _prune(self) -> None:
-        checkpoints = sorted(
-            (int(match.group(1)), path)
-            for path in (self.run_dir / CHECKPOINT_DIR).glob("model_*_steps.zip")
-            if (match := _CHECKPOINT_PATTERN.match(path.name))
-        )
-        for _, path in checkpoints[: -self.keep]:
-            with suppress(FileNotFoundError):
-                path.unlink()
-
-
-def save_training_state(model: BaseAlgorithm, folder: Path) -> None:
-    """Atomically save what a model zip lacks for resuming: the replay buffer and VecNormalize statistics."""
-    from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    if isinstance(model, OffPolicyAlgorithm) and model.replay_buffer is not None:
-        atomic_write(folder / REPLAY_BUFFER_FILE, model.save_replay_buffer, suffix=".pkl")
-    normalizer = model.get_vec_normalize_env()
-    if isinstance(normalizer, VecNormalize):
-        atomic_write(folder / VECNORMALIZE_FILE, normalizer.save)
-
-
-def restore_training_state(model: BaseAlgorithm, folder: Path) -> None:
-    """Load the replay buffer saved by :func:`save_training_state`, if there is one."""
-    from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-
-    buffer_path = folder / REPLAY_BUFFER_FILE
-    if isinstance(model, OffPolicyAlgorithm) and buffer_path.exists():
-        model.load_replay_buffer(buffer_path)
-
-
-def write_run_file(run_dir: Path, content: dict[str, Any]) -> None:
-    """Write ``run.json`` atomically."""
-    text = json.dumps(content, indent=2)
-    atomic_write(run_dir / RUN_FILE, lambda temporary: _write_text(temporary, text))
-
-
-def _write_text(path: str, text: str) -> None:
-    Path(path).write_text(text)
-
-
-def read_run_file(run_dir: Path) -> dict[str, Any]:
-    """Read ``run.json`` (empty if missing)."""
-    path = run_dir / RUN_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def read_monitor_episodes(folder: str | os.PathLike[str]) -> list[tuple[float, float, int]]:
-    """(wall time, return, length) of every finished episode in the Monitor CSVs of ``folder``, by time."""
+def read_monitor_file(path: Path) -> list[tuple[float, float, int]]:
+    """(time since the Monitor started, return, length) of each finished episode in one Monitor CSV, in order."""
     episodes: list[tuple[float, float, int]] = []
-    for path in sorted(Path(folder).glob("*monitor.csv")):
-        with open(path, newline="") as handle:
-            lines = [line for line in handle if not line.startswith("#")]
+    with suppress(FileNotFoundError), open(path, newline="") as handle:
+        lines = [line for line in handle if not line.startswith("#")]
         for row in csv.DictReader(lines):
             with suppress(KeyError, ValueError, TypeError):
                 episodes.append((float(row["t"]), float(row["r"]), int(float(row["l"]))))
-    return sorted(episodes)
+    return episodes
 
 
-def plot_learning_curve(run_dir: str | os.PathLike[str], title: str = "") -> Path | None:
-    """Plot episode returns (and their moving average) from the Monitor CSVs into ``learning_curve.png``.
+def count_monitor_episodes(folder: Path, run_dir: Path) -> dict[str, int]:
+    """Finished episodes per Monitor file of ``folder``, keyed by the path relative to ``run_dir``."""
+    return {
+        str(path.relative_to(run_dir)): len(read_monitor_file(path)) for path in sorted(folder.glob("*monitor.csv"))
+    }
 
+
+def curve_points(run_dir: Path, history: list[dict[str, Any]], current: dict[str, Any] | None) -> np.ndarray:
+    """Episodes of the run as rows (cumulative steps, return), segment after segment.
+
+    :param history: earlier segments as ``{"start": steps, "episodes": {file: count}}``; only the first ``count``
+        episodes of each file count (later ones were trained past the checkpoint the run resumed from)
+    :param current: the segment being trained, ``{"start": steps, "folder": relative folder}``; all its episodes
+    """
+    segments = [(entry["start"], entry["episodes"]) for entry in history]
+    if current is not None:
+        folder = run_dir / current["folder"]
+        segments.append((current["start"], {str(p.relative_to(run_dir)): None for p in folder.glob("*monitor.csv")}))
+    rows: list[tuple[float, float]] = []
+    for start, files in segments:
+        episodes: list[tuple[float, float, int]] = []
+        for name, count in files.items():
+            episodes.extend(read_monitor_file(run_dir / name)[:count])
+        episodes.sort()
+        steps = int(start) + np.cumsum([length for _, _, length in episodes])
+        rows.extend((float(step), episode_return) for step, (_, episode_return, _) in zip(steps, episodes, strict=True))
+    return np.array(rows, dtype=float).reshape(-1, 2)
+
+
+def plot_learning_curve(
+    run_dir: Path,
+    points: np.ndarray,
+    title: str = "",
+    evaluations: np.ndarray | None = None,
+) -> Path | None:
+    """Plot episode returns against cumulative steps (with a moving average) into ``learning_curve.png``.
+
+    :param points: rows of (cumulative steps, episode return), from :func:`curve_points`
+    :param evaluations: optional rows of (steps, mean evaluation return)
     :return: the PNG's path, or ``None`` when matplotlib is missing or no episode has finished yet
     """
     try:
@@ -268,24 +324,28 @@ def plot_learning_curve(run_dir: str | os.PathLike[str], title: str = "") -> Pat
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    run_dir = Path(run_dir)
-    episodes = read_monitor_episodes(run_dir / "monitor")
-    if not episodes:
+    if len(points) == 0:
         return None
-    steps = np.cumsum([length for _, _, length in episodes])
-    returns = np.array([episode_return for _, episode_return, _ in episodes])
+    steps, returns = points[:, 0], points[:, 1]
     window = max(1, min(50, len(returns) // 10))
     smoothed = np.array([returns[max(0, i + 1 - window) : i + 1].mean() for i in range(len(returns))])
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure, axis = plt.subplots(figsize=(8, 4))
     axis.plot(steps, returns, alpha=0.3, linewidth=0.8, label="episode return")
-    axis.plot(steps, smoothed, linewidth=2, label=f"moving average ({window} episodes)")
+    if window > 1:
+        axis.plot(steps, smoothed, linewidth=2, label=f"mean of the last {window} episodes")
+    if evaluations is not None and len(evaluations):
+        axis.plot(evaluations[:, 0], evaluations[:, 1], "o-", linewidth=1.5, label="evaluation (deterministic)")
+    _decorate(axis, title)
+    figure.tight_layout()
+    output = run_dir / CURVE_FILE
+    atomic_write(output, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
+    plt.close(figure)
+    return output
+
+
+def _decorate(axis: matplotlib.axes.Axes, title: str) -> None:
     axis.set_xlabel("environment steps")
     axis.set_ylabel("return")
     axis.set_title(title)
     axis.grid(alpha=0.3)
-    axis.legend(loc="lower right")
-    figure.tight_layout()
-    output = run_dir / "learning_curve.png"
-    atomic_write(output, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
-    plt.close(figure)
-    return output
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)

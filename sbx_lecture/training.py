@@ -9,29 +9,53 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
-import shutil
 import warnings
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sbx_lecture.hyperparams import HyperparameterError, parse_value
+from sbx_lecture.checkpoints import (
+    MODEL_MEMBER,
+    NORMALIZATION_MEMBER,
+    REPLAY_BUFFER_MEMBER,
+    RNG_MEMBER,
+    Bundle,
+    CheckpointCallback,
+    CheckpointError,
+    MonitorLog,
+    committed_bundles,
+    interrupts_deferred,
+    newest_valid_bundle,
+    remove_stale_bundles,
+    replay_buffer_rows,
+    restore_rng_states,
+    verify_bundle,
+    write_bundle,
+)
+from sbx_lecture.common.validation import InvalidValueError, check_common_arguments, require_integer, require_number
+from sbx_lecture.hyperparams import HyperparameterError, parse_value, to_json_value
 from sbx_lecture.plugins import get_plugin_manager
-from sbx_lecture.registry import AlgorithmSpec, UnknownAlgorithmError
+from sbx_lecture.registry import AlgorithmSpec, RegistryError
 from sbx_lecture.runs import (
     CHECKPOINT_DIR,
+    LOCK_FILE,
     MODEL_FILE,
-    VECNORMALIZE_FILE,
-    AtomicCheckpointCallback,
     ModelFileError,
+    RunFolderError,
+    atomic_write,
     check_model_file,
-    latest_checkpoint,
-    load_model,
+    clear_folder,
+    curve_points,
+    is_empty_run_folder,
     plot_learning_curve,
+    prepare_folder,
     read_model_metadata,
     read_run_file,
-    restore_training_state,
-    save_model,
+    remove_stale,
+    run_lock,
+    segment_folder,
     write_run_file,
 )
 
@@ -70,12 +94,23 @@ class NothingToResumeError(UsageError):
     """``--resume`` found no run folder or no checkpoint."""
 
 
+class TrainingFailedError(UsageError):
+    """Training stopped with an error; the run folder keeps its last checkpoint (if it had one)."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C stopped ``train``; the message says whether (and where) a checkpoint was saved."""
+
+
 #: Exceptions the command line reports as one line with exit status 2.
 USER_ERRORS: tuple[type[Exception], ...] = (
     UsageError,
-    UnknownAlgorithmError,
+    RegistryError,
     HyperparameterError,
+    InvalidValueError,
     ModelFileError,
+    RunFolderError,
+    CheckpointError,
 )
 
 
@@ -191,7 +226,24 @@ def prepare_hyperparams(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
             warnings.warn(f"hyperparameter {key!r} is applied by the RL Zoo only: use `sbx-lecture zoo train`")
         else:
             kwargs[key] = value
+    check_zoo_keys(zoo)
+    check_common_arguments(kwargs)
     return zoo, kwargs
+
+
+def check_zoo_keys(zoo: dict[str, Any]) -> None:
+    """Refuse zoo keys whose values ``train`` cannot use (one line naming the key and what it must be)."""
+    if "n_envs" in zoo:
+        zoo["n_envs"] = require_integer("n_envs", zoo["n_envs"], 1)
+    if "n_timesteps" in zoo:
+        zoo["n_timesteps"] = require_integer("n_timesteps", zoo["n_timesteps"], 1)
+    if "noise_std" in zoo:
+        zoo["noise_std"] = require_number("noise_std", zoo["noise_std"], 0.0)
+    for key in TEXT_KEYS:
+        if key in zoo and not isinstance(zoo[key], str):
+            raise InvalidValueError(
+                f"{key} must be a name such as {'MlpPolicy' if key == 'policy' else 'normal'}, got {zoo[key]!r}"
+            )
 
 
 def make_environment(
@@ -203,15 +255,19 @@ def make_environment(
     gamma: float = 0.99,
     normalize_stats: Path | None = None,
     training: bool = True,
-    append_monitor: bool = False,
+    trusted: bool = False,
 ) -> VecEnv:
-    """A vectorised ``env_id`` with Monitor files, optionally wrapped in VecNormalize (stats loaded if given).
+    """A vectorised ``env_id`` with Monitor files, optionally wrapped in VecNormalize (statistics loaded if given).
 
-    ``append_monitor`` keeps the Monitor files of an earlier segment of the run and appends to them.
+    :param monitor_dir: a new folder for the Monitor CSVs (``<rank>.monitor.csv``); each segment of a run gets its
+        own (:func:`sbx_lecture.runs.segment_folder`), so no log is ever overwritten
+    :param normalize_stats: statistics to load (our ``.npz``, or a pickled ``.pkl`` read without running code)
+    :param trusted: let SB3 unpickle ``normalize_stats`` as it is
     """
     import gymnasium as gym
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import VecNormalize
+
+    from sbx_lecture import serialization
 
     check_environment(env_id)
     try:
@@ -220,16 +276,18 @@ def make_environment(
             n_envs=n_envs,
             seed=seed,
             monitor_dir=str(monitor_dir) if monitor_dir is not None else None,
-            monitor_kwargs={"override_existing": not append_monitor},
+
         )
     except gym.error.DependencyNotInstalled as exc:
         raise UnknownEnvironmentError(f"environment {env_id!r} needs a missing dependency: {exc}") from None
-    if normalize_stats is not None and normalize_stats.exists():
-        env = VecNormalize.load(str(normalize_stats), env)
+    if normalize_stats is not None:
+        env = serialization.load_normalization(normalize_stats, env, trusted=trusted)
         env.training = training
         if not training:
             env.norm_reward = False
     elif normalize:
+        from stable_baselines3.common.vec_env import VecNormalize
+
         options = normalize if isinstance(normalize, dict) else {}
         env = VecNormalize(env, gamma=gamma, **options)
     return env
@@ -257,8 +315,14 @@ def _is_action_space_error(exc: Exception) -> bool:
 
 
 def build_model(
-    algo: str, cls: type[BaseAlgorithm], env: VecEnv, zoo: dict[str, Any], kwargs: dict[str, Any], seed: int,
-    device: str = "auto", verbose: int = 0,
+    algo: str,
+    cls: type[BaseAlgorithm],
+    env: VecEnv,
+    zoo: dict[str, Any],
+    kwargs: dict[str, Any],
+    seed: int,
+    device: str = "auto",
+    verbose: int = 0,
 ) -> BaseAlgorithm:
     """Construct the algorithm, turning a refused action space or hyperparameter into a :class:`UsageError`."""
     policy = zoo.get("policy") or default_policy(cls, env.observation_space)
@@ -268,7 +332,11 @@ def build_model(
     check_hyperparameters(algo, cls, kwargs)
     try:
         return cls(policy, env, seed=seed, device=device, verbose=verbose, **kwargs)
-    except (AssertionError, ValueError, TypeError, KeyError) as exc:
+    except MemoryError:
+        raise AlgorithmSetupError(
+            f"not enough memory to create {algo!r} with these settings: lower buffer_size (or the network sizes)"
+        ) from None
+    except (AssertionError, ValueError, TypeError, KeyError, ArithmeticError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         if _is_action_space_error(exc):
             raise UnsupportedActionSpaceError(
@@ -283,10 +351,19 @@ def _sanitize(text: str) -> str:
 
 
 def new_run_dir(root: Path, algo: str, env_id: str) -> Path:
-    """``root/<algo>_<env>_<k>`` with the next free ``k``."""
+    """``root/<algo>_<env>_<k>`` with the next free ``k``, created now (two commands never get the same one)."""
     stem = f"{algo}_{_sanitize(env_id)}"
-    taken = [int(p.name.rsplit("_", 1)[1]) for p in root.glob(f"{stem}_*") if p.name.rsplit("_", 1)[1].isdigit()]
-    return root / f"{stem}_{max(taken, default=0) + 1}"
+    prepare_folder(root)
+    while True:
+        taken = [int(p.name.rsplit("_", 1)[1]) for p in root.glob(f"{stem}_*") if p.name.rsplit("_", 1)[1].isdigit()]
+        candidate = root / f"{stem}_{max(taken, default=0) + 1}"
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RunFolderError(f"cannot create a run folder in {root} ({exc.strerror}): pass --out DIR") from None
+        return candidate
 
 
 def latest_run_dir(root: Path, algo: str, env_id: str) -> Path | None:
@@ -296,111 +373,284 @@ def latest_run_dir(root: Path, algo: str, env_id: str) -> Path | None:
     return max(runs)[1] if runs else None
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train (or resume) a run as described by ``config``; see :mod:`sbx_lecture.runs` for the run folder."""
-    from stable_baselines3.common.logger import configure
+def check_train_config(config: TrainConfig) -> None:
+    """Refuse values ``train`` would otherwise reinterpret or crash on (one line each)."""
+    if config.timesteps is not None:
+        require_integer("--timesteps", config.timesteps, 1)
+    require_integer("--seed", config.seed, 0)
+    if config.seed >= 2**32:
+        raise InvalidValueError(f"--seed must be below 2**32, got {config.seed}")
+    if config.n_envs is not None:
+        require_integer("--n-envs", config.n_envs, 1)
+    if config.checkpoint_freq is not None:
+        require_integer("--checkpoint-freq", config.checkpoint_freq, 1)
+    check_device(config.device)
+    if config.resume and config.hyperparams:
+        raise UsageError("--resume continues the saved run with its own hyperparameters: drop the -p options")
 
+
+def check_device(device: str) -> None:
+    """Refuse a torch device name torch does not know (``auto`` is SB3's choice of CUDA when present)."""
+    import torch as th
+
+    if device == "auto":
+        return
+    try:
+        th.device(device)
+    except (RuntimeError, ValueError):
+        raise InvalidValueError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
+
+
+@dataclass
+class _Session:
+    """One segment of a run being trained: its model, budget and where its logs go."""
+
+    run_dir: Path
+    model: BaseAlgorithm
+    target: int
+    monitor: MonitorLog
+    progress: str
+    metadata: dict[str, Any]
+    notices: list[str] = field(default_factory=list)
+
+
+def train(config: TrainConfig, notify: Callable[[str], None] | None = None) -> TrainResult:
+    """Train (or resume) a run as described by ``config``; see :mod:`sbx_lecture.runs` for the run folder.
+
+    The run folder is locked for the whole call. A new run that ends before its first checkpoint (an error, a bad
+    setting, Ctrl-C during start-up) leaves no folder behind; a run with checkpoints keeps every one of them.
+
+    :param notify: called with one line for each thing the user should know (a damaged checkpoint passed over)
+    :raises TrainingInterrupted: on Ctrl-C, saying whether a checkpoint was saved
+    """
+    check_train_config(config)
     spec, cls = resolve_algorithm(config.algo)
-    algo = spec.name
     check_environment(config.env_id)
-    run_dir = _choose_run_dir(config, algo)
+    run_dir, created = _choose_run_dir(config, spec.name)
+    discarded = False
+    try:
+        with run_lock(run_dir):
+            try:
+                return _train_locked(config, spec, cls, run_dir, notify)
+            except BaseException:
+                if not config.resume and not committed_bundles(run_dir):
+                    clear_folder(run_dir)  # a new run that saved nothing leaves nothing
+                    discarded = True
+                raise
+    finally:
+        if discarded:
+            with suppress(OSError):
+                (run_dir / LOCK_FILE).unlink()
+                if created:
+                    run_dir.rmdir()
+
+
+def _train_locked(
+    config: TrainConfig,
+    spec: AlgorithmSpec,
+    cls: type[BaseAlgorithm],
+    run_dir: Path,
+    notify: Callable[[str], None] | None,
+) -> TrainResult:
+    if not config.resume and not is_empty_run_folder(run_dir):  # checked again now that the folder is ours
+        raise UsageError(f"run folder {run_dir} is not empty: pass --resume to continue it, or another --out")
+    remove_stale(run_dir)
+    remove_stale_bundles(run_dir)
+    try:
+        session = _resume(config, spec, cls, run_dir) if config.resume else _start(config, spec, cls, run_dir)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted("interrupted during start-up, before any training: nothing was saved") from None
+    for line in session.notices:
+        (notify or warnings.warn)(line)
+    return _learn(config, session)
+
+
+def _choose_run_dir(config: TrainConfig, algo: str) -> tuple[Path, bool]:
+    """The run folder, and whether this call created it."""
+    root = Path("runs")
     if config.resume:
-        model, target = _resume(config, cls, run_dir)
-    else:
-        try:
-            model, target = _start(config, spec, cls, run_dir)
-        except Exception:
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing was trained: leave no half-made run folder
-            raise
-    metadata = {"algo": algo, "env": config.env_id, "plugin": spec.origin}
-    model.set_logger(configure(str(run_dir), ["csv", "tensorboard"]))
-    remaining = target - model.num_timesteps
-    checkpoints = AtomicCheckpointCallback(
-        run_dir, config.checkpoint_freq or max(target // 10, 1), metadata
-    )
-    if remaining > 0:
-        try:
-            model.learn(
-                remaining, callback=checkpoints, progress_bar=config.progress_bar,
-                reset_num_timesteps=not config.resume,
+        run_dir = config.out or latest_run_dir(root, algo, config.env_id)
+        if run_dir is None or not run_dir.is_dir():
+            raise NothingToResumeError(
+                f"no run folder to resume for {algo} on {config.env_id} (looked for {run_dir or root / (algo + '_*')});"
+                " pass --out RUN_DIR or drop --resume"
             )
-        except KeyboardInterrupt:
-            checkpoints.save_checkpoint()
-            raise
+        return run_dir, False
+    if config.out is None:
+        return new_run_dir(root, algo, config.env_id), True
+    if config.out.is_dir() and not is_empty_run_folder(config.out):
+        raise UsageError(f"run folder {config.out} is not empty: pass --resume to continue it, or another --out")
+    return config.out, prepare_folder(config.out)
+
+
+def _progress_name(run_dir: Path, segment: int) -> str:
+    """``progress.csv`` for the first segment, ``progress_<k>.csv`` after; never the name of an existing file."""
+    name = "progress.csv" if segment == 0 else f"progress_{segment}.csv"
+    while (run_dir / name).exists():
+        segment += 1
+        name = f"progress_{segment}.csv"
+    return name
+
+
+def _logger(run_dir: Path, progress: str) -> Any:
+    """The SB3 logger of a segment: its own progress CSV and TensorBoard events."""
+    from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoardOutputFormat
+
+    return Logger(str(run_dir), [CSVOutputFormat(str(run_dir / progress)), TensorBoardOutputFormat(str(run_dir))])
+
+
+def _start(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], run_dir: Path) -> _Session:
+    """Build the environment and a fresh model for a new run; write ``run.json``."""
+    raw = {**zoo_defaults(spec, config.env_id), **config.hyperparams}
+    zoo, kwargs = prepare_hyperparams(raw)
+    n_envs = config.n_envs or int(zoo.get("n_envs", 1))
+    target = config.timesteps or int(zoo.get("n_timesteps", DEFAULT_TIMESTEPS))
+    monitor = MonitorLog(folder=str(segment_folder(run_dir).relative_to(run_dir)))
+    progress = _progress_name(run_dir, 0)
+    env = make_environment(
+        config.env_id,
+        n_envs,
+        config.seed,
+        run_dir / monitor.folder,
+        zoo.get("normalize", False),
+        float(kwargs.get("gamma", 0.99)),
+    )
+    model = build_model(spec.name, cls, env, zoo, kwargs, config.seed, config.device, config.verbose)
+    run = {
+        "algo": spec.name,
+        "env": config.env_id,
+        "seed": config.seed,
+        "n_envs": n_envs,
+        "timesteps": target,
+        "plugin": spec.origin,
+        "hyperparams": {key: to_json_value(value) for key, value in raw.items()},
+        "segments": [{"start": 0, "monitor": monitor.folder, "progress": progress}],
+    }
+    write_run_file(run_dir, run)
+    metadata = {"algo": spec.name, "env": config.env_id, "plugin": spec.origin}
+    return _Session(run_dir, model, target, monitor, progress, metadata)
+
+
+def _resume(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], run_dir: Path) -> _Session:
+    """Load the newest verified checkpoint bundle of ``run_dir`` into a new segment of the run."""
+    from sbx_lecture import serialization
+
+    run = read_run_file(run_dir)
+    if run.get("algo") not in (None, spec.name) or run.get("env") not in (None, config.env_id):
+        raise UsageError(
+            f"run folder {run_dir} holds {run.get('algo')} on {run.get('env')}, not {spec.name} on {config.env_id}"
+        )
+    try:
+        bundle, notices = newest_valid_bundle(run_dir)
+    except CheckpointError as exc:
+        raise NothingToResumeError(f"{exc}; start a new run instead") from None
+    if notices:
+        notices = [f"{line}: resuming from the older {bundle.path.name}" for line in notices]
+    target = config.timesteps or int(run.get("timesteps", DEFAULT_TIMESTEPS))
+    if target <= bundle.steps:
+        raise UsageError(
+            f"run folder {run_dir} has trained {bundle.steps} of its {target} steps already: "
+            f"pass --timesteps N with N > {bundle.steps} to train further"
+        )
+    segments = list(run.get("segments", []))
+    folder = segment_folder(run_dir)
+    segment = int(folder.name.split("_")[1])
+    monitor = MonitorLog(list(bundle.manifest.get("monitor", [])), bundle.steps, str(folder.relative_to(run_dir)))
+    progress = _progress_name(run_dir, segment)
+    n_envs = int(run.get("n_envs", 1))
+    env = make_environment(
+        config.env_id,
+        n_envs,
+        int(run.get("seed", config.seed)) + 1_000 * segment,
+        run_dir / monitor.folder,
+        normalize_stats=bundle.member(NORMALIZATION_MEMBER),
+    )
+    metadata = {"algo": spec.name, "env": config.env_id, "plugin": spec.origin}
+    model = serialization.load(bundle.path / MODEL_MEMBER, env=env, device=config.device, algo=spec.name)
+    if model.num_timesteps != bundle.steps:
+        raise CheckpointError(
+            f"checkpoint {bundle.path} holds a model of {model.num_timesteps} steps, not {bundle.steps}"
+        )
+    buffer_path = bundle.member(REPLAY_BUFFER_MEMBER)
+    if buffer_path is not None:
+        serialization.load_replay_buffer(model, buffer_path)
+        if replay_buffer_rows(model) != bundle.manifest.get("replay_buffer_rows"):
+            raise CheckpointError(f"checkpoint {bundle.path}: the replay buffer does not match its manifest")
+    restore_rng_states(bundle.path / RNG_MEMBER)
+    segments.append(
+        {"start": bundle.steps, "monitor": monitor.folder, "progress": progress, "resumed_from": bundle.path.name}
+    )
+    write_run_file(run_dir, {**run, "timesteps": target, "segments": segments})
+    return _Session(run_dir, model, target, monitor, progress, metadata, notices)
+
+
+def _learn(config: TrainConfig, session: _Session) -> TrainResult:
+    """Train the session's model to its budget with checkpoints; save the model, plot the learning curve."""
+    from sbx_lecture import serialization
+
+    model, run_dir = session.model, session.run_dir
+    model.set_logger(_logger(run_dir, session.progress))
+    checkpoints = CheckpointCallback(
+        run_dir, config.checkpoint_freq or max(session.target // 10, 1), session.metadata, session.monitor
+    )
+    resumed = session.monitor.start > 0 or bool(session.monitor.history)
+    try:
+        model.learn(
+            session.target - model.num_timesteps,
+            callback=checkpoints,
+            progress_bar=config.progress_bar,
+            reset_num_timesteps=not resumed,
+        )
+    except KeyboardInterrupt:
+        if not resumed and model.num_timesteps == 0:
+            raise TrainingInterrupted("interrupted before the first environment step: nothing was saved") from None
+        raise TrainingInterrupted(_save_after_interrupt(checkpoints, run_dir)) from None
+    except Exception as exc:
+        kept = committed_bundles(run_dir)
+        where = (
+            f"; the run keeps its checkpoint {kept[0].name}: continue with --resume --out {run_dir}"
+            if kept
+            else "; nothing was saved"
+        )
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise TrainingFailedError(
+            f"training of {session.metadata['algo']} stopped at step {model.num_timesteps}: "
+            f"{type(exc).__name__}: {message}{where}"
+        ) from exc
+    finally:
+        model.logger.close()
     model_path = run_dir / MODEL_FILE
-    save_model(model, model_path, metadata)
-    curve = plot_learning_curve(run_dir, f"{algo} on {config.env_id}")
+    atomic_write(model_path, lambda temporary: serialization.save(model, temporary, session.metadata), suffix=".zip")
+    normalizer = model.get_vec_normalize_env()
+    if normalizer is not None and hasattr(normalizer, "obs_rms"):
+        atomic_write(
+            run_dir / NORMALIZATION_MEMBER, lambda temporary: serialization.save_normalization(normalizer, temporary)
+        )  # type: ignore[arg-type]
+    points = curve_points(
+        run_dir, session.monitor.history, {"start": session.monitor.start, "folder": session.monitor.folder}
+    )
+    curve = plot_learning_curve(run_dir, points, f"{session.metadata['algo']} on {session.metadata['env']}")
     final_env = model.get_env()
     if final_env is not None:
         final_env.close()
     return TrainResult(run_dir, model_path, model.num_timesteps, curve)
 
 
-def _start(
-    config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], run_dir: Path
-) -> tuple[BaseAlgorithm, int]:
-    """Build the environment and a fresh model for a new run; write ``run.json``."""
-    raw = {**zoo_defaults(spec, config.env_id), **config.hyperparams}
-    zoo, kwargs = prepare_hyperparams(raw)
-    n_envs = config.n_envs or int(zoo.get("n_envs", 1))
-    target = config.timesteps or int(zoo.get("n_timesteps", DEFAULT_TIMESTEPS))
-    env = make_environment(
-        config.env_id, n_envs, config.seed, run_dir / "monitor", zoo.get("normalize", False),
-        float(kwargs.get("gamma", 0.99)),
-    )
-    model = build_model(spec.name, cls, env, zoo, kwargs, config.seed, config.device, config.verbose)
-    run = {
-        "algo": spec.name, "env": config.env_id, "seed": config.seed, "n_envs": n_envs, "timesteps": target,
-        "hyperparams": {key: repr(value) for key, value in raw.items()},
-    }
-    write_run_file(run_dir, run)
-    return model, target
-
-
-def _choose_run_dir(config: TrainConfig, algo: str) -> Path:
-    root = Path("runs")
-    if config.resume:
-        run_dir = config.out or latest_run_dir(root, algo, config.env_id)
-        if run_dir is None or not run_dir.exists():
-            raise NothingToResumeError(
-                f"no run folder to resume for {algo} on {config.env_id} (looked for {run_dir or root / (algo + '_*')});"
-                " pass --out RUN_DIR or drop --resume"
+def _save_after_interrupt(checkpoints: CheckpointCallback, run_dir: Path) -> str:
+    """Commit a checkpoint after Ctrl-C (a second Ctrl-C waits for it) and say what happened in one line."""
+    with interrupts_deferred():
+        try:
+            bundle = write_bundle(
+                checkpoints.model, run_dir, checkpoints.metadata, checkpoints.monitor, checkpoints.keep
             )
-        return run_dir
-    if config.out is not None:
-        if config.out.exists() and any(config.out.iterdir()):
-            raise UsageError(f"run folder {config.out} is not empty: pass --resume to continue it, or another --out")
-        config.out.mkdir(parents=True, exist_ok=True)
-        return config.out
-    run_dir = new_run_dir(root, algo, config.env_id)
-    run_dir.mkdir(parents=True)
-    return run_dir
-
-
-def _resume(config: TrainConfig, cls: type[BaseAlgorithm], run_dir: Path) -> tuple[BaseAlgorithm, int]:
-    if config.hyperparams:
-        raise UsageError("--resume continues the saved run with its own hyperparameters: drop the -p options")
-    run = read_run_file(run_dir)
-    found = latest_checkpoint(run_dir)
-    if found is None:
-        raise NothingToResumeError(f"run folder {run_dir} has no checkpoint in {CHECKPOINT_DIR}/ to resume from")
-    path, _ = found
-    if run.get("algo") not in (None, config.algo) or run.get("env") not in (None, config.env_id):
-        raise UsageError(
-            f"run folder {run_dir} holds {run.get('algo')} on {run.get('env')}, not {config.algo} on {config.env_id}"
-        )
-    n_envs = int(run.get("n_envs", config.n_envs or 1))
-    env = make_environment(
-        config.env_id, n_envs, config.seed + 1_000, run_dir / "monitor",
-        normalize_stats=run_dir / CHECKPOINT_DIR / VECNORMALIZE_FILE, append_monitor=True,
+        except Exception as exc:
+            kept = committed_bundles(run_dir)
+            older = f"; the older checkpoint {kept[0].name} is intact" if kept else ""
+            return f"interrupted; saving a checkpoint failed ({type(exc).__name__}: {exc}){older}"
+    return (
+        f"interrupted at step {bundle.steps}: checkpoint {bundle.path.name} saved; "
+        f"continue with --resume --out {run_dir}"
     )
-    model = load_model(path, cls, env=env, device=config.device)
-    restore_training_state(model, run_dir / CHECKPOINT_DIR)
-    progress = run_dir / "progress.csv"
-    if progress.exists():
-        progress.rename(run_dir / f"progress-{model.num_timesteps}.csv")
-    target = config.timesteps or int(run.get("timesteps", DEFAULT_TIMESTEPS))
-    return model, target
 
 
 @dataclass
@@ -412,32 +662,91 @@ class EvaluationResult:
     episodes: int
     algo: str
     env_id: str
+    normalization: Path | None = None
+
+
+def find_normalization(model_path: Path, env_id: str) -> Path | None:
+    """The normalisation statistics that belong to ``model_path``, wherever our ``train`` or the RL Zoo put them.
+
+    Looked for in order: beside the model (``vecnormalize.npz``, then the zoo's ``vecnormalize.pkl``), in the zoo's
+    ``<env_id>/`` folder beside it, inside a checkpoint bundle the model belongs to, and in the run folder's newest
+    verified bundle.
+    """
+    folder = model_path.parent
+    candidates = [
+        folder / NORMALIZATION_MEMBER,
+        folder / "vecnormalize.pkl",
+        folder / env_id / "vecnormalize.pkl",
+    ]
+    found = next((path for path in candidates if path.is_file()), None)
+    if found is not None:
+        return found
+    if folder.parent.name == CHECKPOINT_DIR or model_path.name == MODEL_MEMBER:
+        checked = verify_bundle(folder)
+        if isinstance(checked, Bundle):
+            return checked.member(NORMALIZATION_MEMBER)
+    if (folder / CHECKPOINT_DIR).is_dir():
+        with suppress(CheckpointError):
+            return newest_valid_bundle(folder)[0].member(NORMALIZATION_MEMBER)
+    return None
 
 
 def evaluate(
-    model_path: Path, env_id: str | None = None, episodes: int = 10, algo: str | None = None,
-    deterministic: bool = True, seed: int = 0,
+    model_path: Path,
+    env_id: str | None = None,
+    episodes: int = 10,
+    algo: str | None = None,
+    deterministic: bool = True,
+    seed: int = 0,
+    *,
+    trusted: bool = False,
+    device: str = "auto",
 ) -> EvaluationResult:
-    """Load ``model_path`` and run it for ``episodes`` episodes (algorithm and env from the model if not given)."""
+    """Load ``model_path`` safely and run it for ``episodes`` episodes (algorithm and env from the model if not given).
+
+    Normalisation statistics saved with the model (see :func:`find_normalization`) are applied; a model whose
+    weights hold NaN or infinities is refused.
+
+    :param trusted: allow unpickling what the model file (or its statistics) would need
+    """
     from stable_baselines3.common.evaluation import evaluate_policy
 
+    from sbx_lecture import serialization
+
+    require_integer("--episodes", episodes, 1)
+    require_integer("--seed", seed, 0)
+    check_device(device)
     check_model_file(model_path)
     metadata = read_model_metadata(model_path)
-    run = read_run_file(model_path.parent) or read_run_file(model_path.parent.parent)
+    run: dict[str, Any] = {}
+    for folder in (model_path.parent, model_path.parent.parent, model_path.parent.parent.parent):
+        with suppress(RunFolderError):
+            run = run or read_run_file(folder)
     algo = algo or metadata.get("algo") or run.get("algo")
     env_id = env_id or metadata.get("env") or run.get("env")
     if algo is None:
         raise UsageError(f"cannot tell which algorithm saved {model_path}: pass --algo NAME")
     if env_id is None:
         raise UsageError(f"cannot tell which environment {model_path} was trained on: pass the ENV argument")
-    if episodes < 1:
-        raise UsageError(f"--episodes must be at least 1, got {episodes}")
-    _, cls = resolve_algorithm(algo)
-    stats = model_path.parent / VECNORMALIZE_FILE
-    if not stats.exists():
-        stats = model_path.parent / CHECKPOINT_DIR / VECNORMALIZE_FILE
-    env = make_environment(env_id, 1, seed, normalize_stats=stats, training=False)
-    model = load_model(model_path, cls, env=env)
-    mean, std = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=deterministic)
-    env.close()
-    return EvaluationResult(float(mean), float(std), episodes, algo, env_id)  # type: ignore[arg-type]
+    spec, _ = resolve_algorithm(algo)
+    stats = find_normalization(model_path, env_id)
+    env = make_environment(env_id, 1, seed, normalize_stats=stats, training=False, trusted=trusted)
+    try:
+        model = serialization.load(model_path, env=env, trusted=trusted, device=device, algo=spec.name)
+        check_finite_weights(model, model_path)
+        mean, std = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=deterministic)
+    finally:
+        env.close()
+    return EvaluationResult(float(mean), float(std), episodes, spec.name, env_id, stats)  # type: ignore[arg-type]
+
+
+def check_finite_weights(model: BaseAlgorithm, model_path: Path) -> None:
+    """Refuse a model whose parameters hold NaN or infinities (its actions would be meaningless)."""
+    import torch as th
+
+    for name, parameter in model.policy.named_parameters():
+        if not bool(th.isfinite(parameter).all()):
+            raise ModelFileError(
+                f"model file {model_path} has NaN or infinite weights ({name}): it cannot act; "
+                "use an earlier checkpoint from the run folder's checkpoints/"
+            )

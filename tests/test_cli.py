@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from sbx_lecture.cli import main
-from sbx_lecture.runs import latest_checkpoint, read_model_metadata
+from sbx_lecture.checkpoints import newest_valid_bundle
+from sbx_lecture.runs import read_model_metadata
 
 TINY_TRPO = ["-p", "n_steps=128", "-p", "batch_size=64", "-p", "n_critic_updates=2", "-p",
              "policy_kwargs=dict(net_arch=[16])"]
@@ -59,20 +60,23 @@ def test_train_resume_and_eval_end_to_end(workdir: Path, capsys: pytest.CaptureF
     args = ["train", "trpo", "Pendulum-v1", "--timesteps", "256", "--seed", "3", "--out", str(out),
             "--checkpoint-freq", "128", "--no-progress", *TINY_TRPO]
     assert main(args) == 0
-    for name in ["model.zip", "run.json", "progress.csv", "learning_curve.png", "monitor/0.monitor.csv"]:
+    for name in ["model.zip", "run.json", "progress.csv", "learning_curve.png", "monitor/segment_0/0.monitor.csv"]:
         assert (out / name).exists(), name
     assert list(out.glob("events.out.tfevents.*"))
-    assert latest_checkpoint(out)[1] == 256  # type: ignore[index]
+    assert newest_valid_bundle(out)[0].steps == 256
     assert read_model_metadata(out / "model.zip")["algo"] == "trpo"
     assert not list(out.rglob("*.tmp*")), "temporary files of atomic saves must not remain"
 
     assert main(["train", "trpo", "Pendulum-v1", "--timesteps", "512", "--out", str(out), "--resume",
                  "--no-progress"]) == 0
     assert "trained 512 steps" in capsys.readouterr().out
-    assert latest_checkpoint(out)[1] == 512  # type: ignore[index]
-    assert (out / "progress-256.csv").exists()
-    episodes = (out / "monitor" / "0.monitor.csv").read_text().splitlines()
-    assert len(episodes) == 2 + 512 // 200  # header lines + episodes of both segments
+    assert newest_valid_bundle(out)[0].steps == 512
+    assert (out / "progress.csv").exists() and (out / "progress_1.csv").exists()  # one log per segment
+    episodes = [
+        len((out / "monitor" / segment / "0.monitor.csv").read_text().splitlines()) - 2
+        for segment in ("segment_0", "segment_1")
+    ]
+    assert episodes == [1, 1]  # 256 steps each: one 200-step episode per segment
 
     assert main(["eval", str(out / "model.zip"), "--episodes", "2"]) == 0
     evaluation = capsys.readouterr().out
@@ -84,14 +88,15 @@ def test_resume_continues_replay_buffer(workdir: Path) -> None:
     tiny = ["-p", "learning_starts=50", "-p", "buffer_size=1000", "-p", "batch_size=16",
             "-p", "policy_kwargs=dict(net_arch=[16])"]
     assert main(["train", "sac", "Pendulum-v1", "--timesteps", "100", "--out", str(out), "--no-progress", *tiny]) == 0
-    assert (out / "checkpoints" / "replay_buffer.pkl").exists()
-    from stable_baselines3 import SAC
+    assert (newest_valid_bundle(out)[0].path / "replay_buffer.npz").exists()
+    from sbx_lecture import serialization
 
     assert main(["train", "sac", "Pendulum-v1", "--timesteps", "150", "--out", str(out), "--resume",
                  "--no-progress"]) == 0
-    model = SAC.load(out / "model.zip")
-    model.load_replay_buffer(out / "checkpoints" / "replay_buffer.pkl")
-    assert model.num_timesteps == 150
+    bundle = newest_valid_bundle(out)[0]
+    model = serialization.load(out / "model.zip")
+    serialization.load_replay_buffer(model, bundle.path / "replay_buffer.npz")
+    assert model.num_timesteps == 150 == bundle.steps
     assert model.replay_buffer.size() == 150  # the 100 transitions of the first segment were kept
 
 

@@ -5,20 +5,19 @@ A run folder (``<out>/runs/<algo>/<env>/t<budget>/seed_<k>/``) holds::
     run.json        what was asked (algorithm, env, seed, budget, hyperparameters and where they came from)
     monitor/        Monitor CSVs of the training environments
     curve.csv       (steps, mean return, std) of the deterministic evaluations
-    checkpoints/    the latest checkpoints (+ replay buffer, VecNormalize statistics) while the run is unfinished
+    checkpoints/    checkpoint bundles (see :mod:`sbx_lecture.checkpoints`) while the run is unfinished
     result.json     written last, atomically: its presence means the run is finished
-    model.zip       the final model (+ vecnormalize.pkl when normalised)
+    model.zip       the final model (+ vecnormalize.npz when normalised)
     error.txt       the traceback of the last failed attempt
-    .lock           the id of the process training it (two commands never train the same run at once)
+    .lock           file lock held by the process training it (two commands never train the same run at once)
 
-A folder with a checkpoint but no ``result.json`` is continued from that checkpoint; one without a checkpoint is
+A folder with a verified checkpoint bundle but no ``result.json`` is continued from that bundle; one without is
 started again. Finished runs drop their checkpoints (a replay buffer can take hundreds of megabytes).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import time
@@ -30,22 +29,33 @@ from sbx_lecture.bench.evaluation import CURVE_FILE, PeriodicEvaluation, Progres
 from sbx_lecture.bench.files import write_json
 from sbx_lecture.bench.settings import run_settings
 from sbx_lecture.bench.suites import RunJob
+from sbx_lecture.checkpoints import (
+    MODEL_MEMBER,
+    NORMALIZATION_MEMBER,
+    REPLAY_BUFFER_MEMBER,
+    RNG_MEMBER,
+    CheckpointCallback,
+    CheckpointError,
+    MonitorLog,
+    newest_valid_bundle,
+    remove_stale_bundles,
+    restore_rng_states,
+)
 from sbx_lecture.runs import (
     CHECKPOINT_DIR,
+    LOCK_FILE,
     MODEL_FILE,
-    VECNORMALIZE_FILE,
-    AtomicCheckpointCallback,
+    RunFolderError,
     atomic_write,
-    latest_checkpoint,
-    load_model,
+    clear_folder,
     read_run_file,
-    restore_training_state,
-    save_model,
+    remove_stale,
+    run_lock,
+    segment_folder,
     write_run_file,
 )
 
 RESULT_FILE = "result.json"
-LOCK_FILE = ".lock"
 ERROR_FILE = "error.txt"
 #: Checkpoints per run (at most; the final one is removed when the run finishes).
 CHECKPOINTS_PER_RUN = 10
@@ -77,8 +87,19 @@ def execute_run(
     if finished is not None:
         return {**finished, "status": "skipped"}
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not _acquire(run_dir):
+    try:
+        with run_lock(run_dir):
+            return _execute_locked(job, run_dir, report, stop_after)
+    except RunFolderError:
         return {**_summary(job, run_dir, "busy"), "error": f"another process is training it ({LOCK_FILE})"}
+
+
+def _execute_locked(
+    job: RunJob, run_dir: Path, report: ProgressReport | None, stop_after: int | None
+) -> dict[str, Any]:
+    finished = read_result(run_dir)  # another process may have finished it meanwhile
+    if finished is not None:
+        return {**finished, "status": "skipped"}
     previous = signal.getsignal(signal.SIGINT)
     try:
         signal.signal(signal.SIGINT, interrupt_once)
@@ -95,7 +116,6 @@ def execute_run(
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-        (run_dir / LOCK_FILE).unlink(missing_ok=True)
 
 
 def interrupt_once(signum: int, frame: Any) -> None:
@@ -104,33 +124,17 @@ def interrupt_once(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _acquire(run_dir: Path) -> bool:
-    """Take the run folder's lock file (``False`` when a live process holds it; a dead holder's lock is taken over)."""
-    lock = run_dir / LOCK_FILE
-    for _ in range(2):
-        try:
-            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                holder = int(lock.read_text().strip() or "0")
-                if holder <= 0:
-                    raise ValueError("no process id in the lock file")
-                os.kill(holder, 0)
-            except (ValueError, ProcessLookupError, FileNotFoundError):
-                lock.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            except PermissionError:
-                return False
-            return holder == os.getpid()
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(str(os.getpid()))
-        return True
-    return False
-
-
 def _summary(job: RunJob, run_dir: Path, status: str) -> dict[str, Any]:
-    return {"kind": "run", "status": status, "algo": job.algo, "env": job.env_id, "seed": job.seed,
-            "family": job.family, "timesteps": job.timesteps, "folder": str(run_dir)}
+    return {
+        "kind": "run",
+        "status": status,
+        "algo": job.algo,
+        "env": job.env_id,
+        "seed": job.seed,
+        "family": job.family,
+        "timesteps": job.timesteps,
+        "folder": str(run_dir),
+    }
 
 
 def _train_and_evaluate(
@@ -140,35 +144,55 @@ def _train_and_evaluate(
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import VecNormalize
 
+    from sbx_lecture import serialization
     from sbx_lecture.training import build_model, make_environment, resolve_algorithm
 
     started = time.perf_counter()
     spec, cls = resolve_algorithm(job.algo)
     settings = run_settings(spec.name, job.env_id, job.hyperparams)
     target = job.timesteps or settings.n_timesteps
-    found = latest_checkpoint(run_dir)
+    remove_stale(run_dir)
+    remove_stale_bundles(run_dir)
+    try:
+        bundle = newest_valid_bundle(run_dir)[0] if (run_dir / CHECKPOINT_DIR).is_dir() else None
+    except CheckpointError:
+        bundle = None
     run = read_run_file(run_dir)
     segments: list[int] = list(run.get("segments", []))
-    if found is not None and run:
-        checkpoint, resumed_at = found
+    folder = segment_folder(run_dir)
+    if bundle is not None and run:
+        resumed_at = bundle.steps
+        monitor = MonitorLog(list(bundle.manifest.get("monitor", [])), resumed_at, str(folder.relative_to(run_dir)))
         env = make_environment(
-            job.env_id, int(run.get("n_envs", settings.n_envs)), job.seed + len(segments) + 1, run_dir / "monitor",
-            normalize_stats=run_dir / CHECKPOINT_DIR / VECNORMALIZE_FILE, append_monitor=True,
+            job.env_id,
+            int(run.get("n_envs", settings.n_envs)),
+            job.seed + len(segments) + 1,
+            folder,
+            normalize_stats=bundle.member(NORMALIZATION_MEMBER),
         )
-        model = load_model(checkpoint, cls, env=env)
-        restore_training_state(model, run_dir / CHECKPOINT_DIR)
+        model = serialization.load(bundle.path / MODEL_MEMBER, env=env, device="cpu", algo=spec.name)
+        buffer_path = bundle.member(REPLAY_BUFFER_MEMBER)
+        if buffer_path is not None:
+            serialization.load_replay_buffer(model, buffer_path)
+        restore_rng_states(bundle.path / RNG_MEMBER)
         write_curve(run_dir / CURVE_FILE, [p for p in read_curve(run_dir / CURVE_FILE) if p[0] <= resumed_at])
         segments.append(resumed_at)
     else:
-        _clear(run_dir)
+        clear_folder(run_dir)
         segments = []
-        env = make_environment(
-            job.env_id, settings.n_envs, job.seed, run_dir / "monitor", settings.normalize, settings.gamma
-        )
+        folder = segment_folder(run_dir)
+        monitor = MonitorLog(folder=str(folder.relative_to(run_dir)))
+        env = make_environment(job.env_id, settings.n_envs, job.seed, folder, settings.normalize, settings.gamma)
         model = build_model(spec.name, cls, env, settings.zoo, settings.kwargs, job.seed, device="cpu")
         run = {
-            "algo": spec.name, "env": job.env_id, "seed": job.seed, "timesteps": target, "n_envs": settings.n_envs,
-            "family": job.family, "plugin": spec.origin, "settings_source": settings.source,
+            "algo": spec.name,
+            "env": job.env_id,
+            "seed": job.seed,
+            "timesteps": target,
+            "n_envs": settings.n_envs,
+            "family": job.family,
+            "plugin": spec.origin,
+            "settings_source": settings.source,
             "hyperparams": {key: repr(value) for key, value in settings.raw.items()},
         }
     run["segments"] = segments
@@ -179,17 +203,21 @@ def _train_and_evaluate(
     if isinstance(normalizer, VecNormalize):
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False, gamma=settings.gamma)
     eval_freq = job.eval_freq or max(target // 20, 1)
-    evaluation = PeriodicEvaluation(eval_env, eval_freq, job.eval_episodes, run_dir / CURVE_FILE, target, report,
-                                    stop_after)
+    evaluation = PeriodicEvaluation(
+        eval_env, eval_freq, job.eval_episodes, run_dir / CURVE_FILE, target, report, stop_after
+    )
     metadata = {"algo": spec.name, "env": job.env_id, "plugin": spec.origin}
-    checkpoints = AtomicCheckpointCallback(run_dir, max(target // CHECKPOINTS_PER_RUN, 1), metadata, keep=2)
+    checkpoints = CheckpointCallback(run_dir, max(target // CHECKPOINTS_PER_RUN, 1), metadata, monitor, keep=2)
     model.set_logger(configure(str(run_dir), ["csv"]))
     resumed = bool(segments)
     steps_before = model.num_timesteps
     learn_started = time.perf_counter()
     try:
-        model.learn(max(target - model.num_timesteps, 0), callback=CallbackList([checkpoints, evaluation]),
-                    reset_num_timesteps=not resumed)
+        model.learn(
+            max(target - model.num_timesteps, 0),
+            callback=CallbackList([checkpoints, evaluation]),
+            reset_num_timesteps=not resumed,
+        )
     except KeyboardInterrupt:
         checkpoints.save_checkpoint()
         _add_elapsed(run_dir, run, time.perf_counter() - started)
@@ -202,9 +230,12 @@ def _train_and_evaluate(
 
     final_mean, final_std = evaluation.evaluate_now(job.final_eval_episodes)[1:]
     eval_env.close()
-    save_model(model, run_dir / MODEL_FILE, metadata)
+    atomic_write(run_dir / MODEL_FILE, lambda temporary: serialization.save(model, temporary, metadata), suffix=".zip")
     if isinstance(normalizer, VecNormalize):
-        atomic_write(run_dir / VECNORMALIZE_FILE, normalizer.save)
+        atomic_write(
+            run_dir / NORMALIZATION_MEMBER,
+            lambda temporary: serialization.save_normalization(normalizer, temporary),  # type: ignore[arg-type]
+        )
     result = {
         **_summary(job, run_dir, "done"),
         "timesteps": target,
@@ -230,12 +261,3 @@ def _add_elapsed(run_dir: Path, run: dict[str, Any], seconds: float) -> None:
     """Remember the wall time of an interrupted segment, so that the finished run reports the total."""
     run["earlier_seconds"] = float(run.get("earlier_seconds", 0.0)) + seconds
     write_run_file(run_dir, run)
-
-
-def _clear(run_dir: Path) -> None:
-    """Empty a run folder that has nothing to resume from (a run that failed or died before its first checkpoint)."""
-    for path in run_dir.iterdir():
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()

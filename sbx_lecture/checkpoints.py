@@ -1,0 +1,348 @@
+"""Checkpoint bundles: everything a run needs to resume, committed by one rename and verified before use.
+
+A bundle is the folder ``checkpoints/step_<N>/`` of a run (``N`` the environment steps, zero-padded)::
+
+    model.zip            the model (safe to load: see :mod:`sbx_lecture.serialization`)
+    replay_buffer.npz    off-policy algorithms: the replay buffer, as plain arrays
+    vecnormalize.npz     normalised environments: the normalisation statistics, as plain arrays
+    rng.npz              the random states of Python, NumPy and torch
+    manifest.json        written last: steps, algorithm, environment, buffer size, Monitor episode counts, and the
+                         size and SHA-256 of every other file
+
+It is written into a temporary folder, flushed, and renamed into place: a crash at any moment leaves either the
+complete bundle or none. Resuming takes the newest bundle whose manifest verifies (and says so when it had to fall
+back to an older one); temporary folders of interrupted writes are removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+
+from sbx_lecture.runs import CHECKPOINT_DIR, TEMPORARY_MARK, count_monitor_episodes, fsync_folder
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+MANIFEST_FILE = "manifest.json"
+MODEL_MEMBER = "model.zip"
+REPLAY_BUFFER_MEMBER = "replay_buffer.npz"
+NORMALIZATION_MEMBER = "vecnormalize.npz"
+RNG_MEMBER = "rng.npz"
+BUNDLE_FORMAT = 1
+_PREFIX = "step_"
+_TRASH_MARK = ".trash"
+
+
+class CheckpointError(Exception):
+    """No usable checkpoint bundle, or one that does not match the run."""
+
+
+@dataclass
+class Bundle:
+    """A committed checkpoint bundle and its verified manifest."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def steps(self) -> int:
+        """Environment steps of the model it holds."""
+        return int(self.manifest["steps"])
+
+    def member(self, name: str) -> Path | None:
+        """The path of a file of the bundle, or ``None`` when the bundle does not have it."""
+        return self.path / name if name in self.manifest["files"] else None
+
+
+@dataclass
+class MonitorLog:
+    """Which Monitor episodes belong to the run's learning curve.
+
+    :param history: earlier segments, ``{"start": steps, "episodes": {file: count}}``, as the resumed bundle
+        recorded them (episodes a crashed segment logged past that bundle are left out)
+    :param start: environment steps at which the current segment started
+    :param folder: the current segment's Monitor folder, relative to the run folder
+    """
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start: int = 0
+    folder: str = "monitor/segment_0"
+
+    def snapshot(self, run_dir: Path) -> list[dict[str, Any]]:
+        """The history with the current segment's episode counts appended (what a bundle records)."""
+        current = {"start": self.start, "episodes": count_monitor_episodes(run_dir / self.folder, run_dir)}
+        return [*self.history, current]
+
+
+def bundle_name(steps: int) -> str:
+    """``step_000000012800`` for 12 800 steps: names sort by steps."""
+    return f"{_PREFIX}{steps:012d}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _save_rng_states(path: Path) -> None:
+    version, state, gauss = random.getstate()
+    legacy: Any = np.random.get_state(legacy=True)
+    arrays: dict[str, np.ndarray] = {
+        "python_version": np.array(version),
+        "python_state": np.array(state, dtype=np.int64),
+        "python_gauss": np.array(np.nan if gauss is None else gauss),
+        "numpy_keys": np.asarray(legacy[1]),
+        "numpy_position": np.array(legacy[2:4]),
+        "numpy_gauss": np.array(legacy[4]),
+        "torch": th.get_rng_state().numpy(),
+    }
+    if th.cuda.is_available():
+        for index, state_tensor in enumerate(th.cuda.get_rng_state_all()):
+            arrays[f"cuda_{index}"] = state_tensor.numpy()
+    with open(path, "wb") as handle:
+        np.savez(handle, allow_pickle=False, **arrays)
+
+
+def restore_rng_states(path: Path) -> None:
+    """Set Python's, NumPy's and torch's random states to those saved in ``path`` (``rng.npz``)."""
+    with np.load(path, allow_pickle=False) as saved:
+        gauss = float(saved["python_gauss"])
+        random.setstate(
+            (
+                int(saved["python_version"]),
+                tuple(int(x) for x in saved["python_state"]),
+                None if np.isnan(gauss) else gauss,
+            )
+        )
+        position, has_gauss = (int(x) for x in saved["numpy_position"])
+        np.random.set_state(("MT19937", saved["numpy_keys"], position, has_gauss, float(saved["numpy_gauss"])))
+        th.set_rng_state(th.from_numpy(saved["torch"].copy()))
+        cuda_states = sorted(name for name in saved.files if name.startswith("cuda_"))
+        if cuda_states and th.cuda.is_available() and len(cuda_states) == th.cuda.device_count():
+            th.cuda.set_rng_state_all([th.from_numpy(saved[name].copy()) for name in cuda_states])
+
+
+def replay_buffer_rows(model: BaseAlgorithm) -> int | None:
+    """Rows stored in an off-policy model's replay buffer (``None`` for models without one)."""
+    buffer = getattr(model, "replay_buffer", None)
+    return None if buffer is None else int(buffer.size())
+
+
+def write_bundle(
+    model: BaseAlgorithm, run_dir: Path, metadata: dict[str, Any], monitor: MonitorLog, keep: int = 3
+) -> Bundle:
+    """Write the checkpoint bundle of ``model`` at its current step count into ``run_dir/checkpoints``.
+
+    :param metadata: stored in the model zip and the manifest (algorithm, environment, plugin)
+    :param monitor: the run's Monitor log, whose episode counts the manifest records
+    :param keep: committed bundles to keep; older ones are removed after the new one is in place
+    """
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from sbx_lecture import serialization
+
+    folder = run_dir / CHECKPOINT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    steps = int(model.num_timesteps)
+    final = folder / bundle_name(steps)
+    existing = verify_bundle(final) if final.exists() else None
+    if isinstance(existing, Bundle):
+        return existing  # this very step is committed already (a Ctrl-C right after a periodic checkpoint)
+    staging = folder / f".{final.name}{TEMPORARY_MARK}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        serialization.save(model, staging / MODEL_MEMBER, metadata)
+        rows = replay_buffer_rows(model)
+        if rows is not None:
+            serialization.save_replay_buffer(model.replay_buffer, staging / REPLAY_BUFFER_MEMBER)  # type: ignore[attr-defined]
+        normalizer = model.get_vec_normalize_env()
+        if isinstance(normalizer, VecNormalize):
+            serialization.save_normalization(normalizer, staging / NORMALIZATION_MEMBER)
+        _save_rng_states(staging / RNG_MEMBER)
+        files: dict[str, dict[str, Any]] = {}
+        for path in sorted(staging.iterdir()):
+            _fsync_file(path)
+            files[path.name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        manifest: dict[str, Any] = {
+            "format": BUNDLE_FORMAT,
+            "steps": steps,
+            **{key: metadata[key] for key in ("algo", "env") if key in metadata},
+            "replay_buffer_rows": rows,
+            "monitor": monitor.snapshot(run_dir),
+            "created": time.time(),
+            "files": files,
+        }
+        manifest_path = staging / MANIFEST_FILE
+        manifest_path.write_text(json.dumps(manifest, indent=2))
+        _fsync_file(manifest_path)
+        fsync_folder(staging)
+        if final.exists():  # a damaged bundle of the same step: move it out of the way first
+            final.rename(folder / f".{final.name}{_TRASH_MARK}-{uuid.uuid4().hex[:8]}")
+        staging.rename(final)
+        fsync_folder(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    prune_bundles(run_dir, keep)
+    return Bundle(final, manifest)
+
+
+def verify_bundle(path: Path) -> Bundle | str:
+    """The bundle at ``path`` if its manifest and every file check out, else the reason it does not."""
+    manifest_path = path / MANIFEST_FILE
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        return "no manifest"
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "unreadable manifest"
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        return "manifest of an unknown format"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or MODEL_MEMBER not in files or not isinstance(manifest.get("steps"), int):
+        return "incomplete manifest"
+    if path.name != bundle_name(manifest["steps"]):
+        return "manifest of another step"
+    for name, expected in files.items():
+        member = path / name
+        if Path(name).name != name or not member.is_file():
+            return f"missing {name}"
+        if not isinstance(expected, dict) or member.stat().st_size != expected.get("bytes"):
+            return f"{name} has the wrong size"
+        if _sha256(member) != expected.get("sha256"):
+            return f"{name} fails its checksum"
+    return Bundle(path, manifest)
+
+
+def committed_bundles(run_dir: Path) -> list[Path]:
+    """Committed bundle folders of the run, newest first (not yet verified)."""
+    folder = run_dir / CHECKPOINT_DIR
+    found = [path for path in folder.glob(f"{_PREFIX}*") if path.is_dir() and path.name[len(_PREFIX) :].isdigit()]
+    return sorted(found, key=lambda path: int(path.name[len(_PREFIX) :]), reverse=True)
+
+
+def newest_valid_bundle(run_dir: Path) -> tuple[Bundle, list[str]]:
+    """The newest bundle that verifies, and one line for each newer bundle that was passed over.
+
+    :raises CheckpointError: when no bundle verifies
+    """
+    passed_over: list[str] = []
+    for path in committed_bundles(run_dir):
+        checked = verify_bundle(path)
+        if isinstance(checked, Bundle):
+            return checked, passed_over
+        passed_over.append(f"checkpoint {path.name} is damaged ({checked})")
+    detail = f" ({'; '.join(passed_over)})" if passed_over else ""
+    raise CheckpointError(f"run folder {run_dir} has no usable checkpoint in {CHECKPOINT_DIR}/{detail}")
+
+
+def prune_bundles(run_dir: Path, keep: int) -> None:
+    """Remove committed bundles beyond the newest ``keep`` (renamed away first, so none is ever half there)."""
+    folder = run_dir / CHECKPOINT_DIR
+    for path in committed_bundles(run_dir)[keep:]:
+        trash = folder / f".{path.name}{_TRASH_MARK}-{uuid.uuid4().hex[:8]}"
+        with suppress(OSError):
+            path.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+
+def remove_stale_bundles(run_dir: Path) -> None:
+    """Remove what interrupted bundle writes and removals left in ``checkpoints/``."""
+    folder = run_dir / CHECKPOINT_DIR
+    for path in folder.glob(".*"):
+        if TEMPORARY_MARK in path.name or _TRASH_MARK in path.name:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[list[int]]:
+    """Hold back Ctrl-C (SIGINT) for the block, so that a checkpoint being written is finished first.
+
+    Yields the list of signals received meanwhile; the caller decides what to do with them. Outside the main
+    thread nothing is held back.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class CheckpointCallback(BaseCallback):
+    """Every ``save_freq`` environment steps (at the end of a rollout) and at the end, commit a checkpoint bundle.
+
+    A Ctrl-C while a bundle is written is held back until the bundle is committed, then raised.
+
+    :param run_dir: the run folder
+    :param save_freq: environment steps between checkpoints (counted over all parallel environments)
+    :param metadata: algorithm, environment and plugin, stored in each bundle
+    :param monitor: the run's Monitor log
+    :param keep: bundles to keep
+    """
+
+    def __init__(
+        self, run_dir: Path, save_freq: int, metadata: dict[str, Any], monitor: MonitorLog, keep: int = 3
+    ) -> None:
+        super().__init__()
+        if save_freq < 1:
+            raise ValueError(f"checkpoint frequency must be at least 1 step, got {save_freq}")
+        self.run_dir = run_dir
+        self.save_freq = save_freq
+        self.metadata = metadata
+        self.monitor = monitor
+        self.keep = keep
+        self.last_saved: int | None = None
+
+    def _on_training_start(self) -> None:
+        if self.last_saved is None:
+            self.last_saved = self.model.num_timesteps
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        # At a rollout's end every transition is stored (SB3 calls on_step before storing the last one).
+        if self.model.num_timesteps - (self.last_saved or 0) >= self.save_freq:
+            self.save_checkpoint()
+
+    def _on_training_end(self) -> None:
+        if self.model.num_timesteps != self.last_saved:
+            self.save_checkpoint()
+
+    def save_checkpoint(self) -> Bundle:
+        """Commit the bundle for the current step count now (Ctrl-C waits for it, then is raised)."""
+        with interrupts_deferred() as received:
+            bundle = write_bundle(self.model, self.run_dir, self.metadata, self.monitor, self.keep)
+            self.last_saved = bundle.steps
+        if received:
+            raise KeyboardInterrupt
+        return bundle
