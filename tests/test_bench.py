@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,7 +35,8 @@ from sbx_lecture.bench.suites import (
     get_suite,
     load_suite_file,
 )
-from sbx_lecture.runs import latest_checkpoint
+from sbx_lecture.checkpoints import committed_bundles, newest_valid_bundle
+from sbx_lecture.runs import run_lock
 
 BUDGET = 3_000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -197,9 +200,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     interrupted = execute_run(job, run_dir, stop_after=1_500)  # stops for real after 1500 steps, as Ctrl-C would
     assert interrupted["status"] == "interrupted"
     assert not (run_dir / RESULT_FILE).exists()
-    found = latest_checkpoint(run_dir)
-    assert found is not None
-    checkpoint_steps = found[1]
+    checkpoint_steps = newest_valid_bundle(run_dir)[0].steps
     assert 1_500 <= checkpoint_steps < BUDGET
     before = [point for point in read_curve(run_dir / "curve.csv") if point[0] <= checkpoint_steps]
     assert before and before[0][0] == 0
@@ -211,7 +212,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     after = [tuple(point) for point in result["curve"]]
     assert after[: len(before)] == before  # the points measured before the interruption are kept
     assert after[-1][0] >= BUDGET
-    assert latest_checkpoint(run_dir) is None  # a finished run drops its checkpoints
+    assert committed_bundles(run_dir) == []  # a finished run drops its checkpoints
     assert json.loads((run_dir / "run.json").read_text())["segments"] == [checkpoint_steps]
 
 
@@ -219,11 +220,12 @@ def test_a_failing_run_is_reported_and_not_marked_finished(tmp_path):
     job = RunJob("a2c", "CartPole-v1", 1_000, 0, {"not_a_hyperparameter": 1})
     run_dir = job_folder(job, tmp_path)
     run_dir.mkdir(parents=True)
-    (run_dir / LOCK_FILE).write_text("999999999")  # left by a process that died: taken over
+    (run_dir / LOCK_FILE).write_text("999999999")  # left by a process that died: nobody holds it
     result = execute_run(job, run_dir)
     assert result["status"] == "failed" and "not_a_hyperparameter" in result["error"]
     assert (run_dir / ERROR_FILE).exists() and not (run_dir / RESULT_FILE).exists()
-    assert not (run_dir / LOCK_FILE).exists()
+    with run_lock(run_dir):  # released again
+        pass
     assert failures([result]) == [f"- a2c on CartPole-v1 seed 0: failed {result['error']}"]
 
 
@@ -231,9 +233,18 @@ def test_a_run_that_another_process_trains_is_left_alone(tmp_path):
     job = RunJob("a2c", "CartPole-v1", 1_000, 0)
     run_dir = job_folder(job, tmp_path)
     run_dir.mkdir(parents=True)
-    (run_dir / LOCK_FILE).write_text(str(os.getppid()))  # a live process that is not this one
-    assert execute_run(job, run_dir)["status"] == "busy"
-    assert not (run_dir / RESULT_FILE).exists() and (run_dir / LOCK_FILE).exists()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from sbx_lecture.runs import run_lock\n"
+         f"with run_lock(Path({str(run_dir)!r})):\n    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        assert execute_run(job, run_dir)["status"] == "busy"
+        assert not (run_dir / RESULT_FILE).exists() and not (run_dir / "run.json").exists()
+    finally:
+        holder.kill()
+        holder.communicate()
 
 
 def test_the_sibling_gets_only_the_settings_it_takes_with_the_same_meaning():
