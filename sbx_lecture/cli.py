@@ -45,6 +45,10 @@ def _build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     trainer.add_argument("-v", "--verbose", type=int, default=0, help="SB3 verbosity")
 
+    describer = commands.add_parser("hyperparams", help="every constructor argument of an algorithm, with its meaning")
+    describer.add_argument("algo", help="registry name (see `list`)")
+    describer.add_argument("--json", action="store_true", help="machine-readable output")
+
     evaluator = commands.add_parser("eval", help="evaluate a saved model")
     evaluator.add_argument("model", type=Path, help="model .zip file")
     evaluator.add_argument("env", nargs="?", help="environment id (default: the one it was trained on)")
@@ -118,6 +122,26 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hyperparams(algo: str, as_json: bool) -> int:
+    import textwrap
+
+    from sbx_lecture.hyperparams import describe_arguments
+    from sbx_lecture.training import resolve_algorithm
+
+    spec, cls = resolve_algorithm(algo)
+    rows = describe_arguments(cls)
+    if as_json:
+        print(json.dumps([{"name": n, "default": d, "meaning": m} for n, d, m in rows], indent=2))
+        return 0
+    print(f"{spec.name} ({spec.target_path}): constructor arguments, settable with -p NAME=VALUE")
+    width = max(len(name) for name, _, _ in rows)
+    for name, default, meaning in rows:
+        print(f"  {name.ljust(width)}  default {default}")
+        for line in textwrap.wrap(meaning, 100):
+            print(f"  {' ' * width}    {line}")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from sbx_lecture.training import evaluate
 
@@ -153,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "hyperparams":
+            return _hyperparams(args.algo, args.json)
     except USER_ERRORS as exc:
         if os.environ.get("SBX_LECTURE_DEBUG"):
             raise

@@ -136,3 +136,39 @@ def to_json_value(value: Any) -> Any:
         return f"{value.__module__}.{value.__qualname__}"
     zoo_text = getattr(value, "zoo_text", None)
     return zoo_text if isinstance(zoo_text, str) else repr(value)
+
+
+def describe_arguments(cls: type) -> list[tuple[str, str, str]]:
+    """Every constructor argument of ``cls`` as (name, default, meaning), the meaning read from the ``:param:``
+    fields of the reST docstrings of ``cls`` and its bases (the first class that documents a name wins)."""
+    import inspect
+
+    meanings: dict[str, str] = {}
+    for klass in cls.__mro__:
+        for name, text in _param_fields(inspect.getdoc(klass) or "").items():
+            meanings.setdefault(name, text)
+    rows = []
+    for name, parameter in inspect.signature(cls).parameters.items():
+        if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD) or name.startswith("_"):
+            continue
+        default = "(required)" if parameter.default is inspect.Parameter.empty else repr(parameter.default)
+        rows.append((name, default, meanings.get(name, "")))
+    return rows
+
+
+def _param_fields(docstring: str) -> dict[str, str]:
+    """``:param name: text`` fields of a reST docstring, continuation lines joined."""
+    fields: dict[str, str] = {}
+    current: str | None = None
+    for line in docstring.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(":param "):
+            name, _, text = stripped[len(":param ") :].partition(":")
+            current = name.strip().split()[-1] if name.strip() else None
+            if current is not None:
+                fields[current] = text.strip()
+        elif stripped.startswith(":") or not stripped:
+            current = None
+        elif current is not None:
+            fields[current] = f"{fields[current]} {stripped}"
+    return fields

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from sbx_lecture.checkpoints import (
     MODEL_MEMBER,
     NORMALIZATION_MEMBER,
@@ -34,8 +36,9 @@ from sbx_lecture.checkpoints import (
     verify_bundle,
     write_bundle,
 )
-from sbx_lecture.common.validation import InvalidValueError, check_common_arguments, require_integer, require_number
-from sbx_lecture.hyperparams import HyperparameterError, parse_value, to_json_value
+from sbx_lecture.common.validation import InvalidValueError, require_integer
+from sbx_lecture.evaluation import PeriodicEvaluation
+from sbx_lecture.hyperparams import HyperparameterError, to_json_value
 from sbx_lecture.plugins import get_plugin_manager
 from sbx_lecture.registry import AlgorithmSpec, RegistryError
 from sbx_lecture.runs import (
@@ -58,20 +61,15 @@ from sbx_lecture.runs import (
     segment_folder,
     write_run_file,
 )
+from sbx_lecture.zoo_config import DEFAULT_TIMESTEPS, ZooConfigError, zoo_settings
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import VecEnv
 
 DEFAULT_ALGORITHM = "tnpg"
 DEFAULT_ENVIRONMENT = "Pendulum-v1"
-DEFAULT_TIMESTEPS = 100_000
-#: rl-zoo keys that ``train`` understands itself; they are not constructor arguments.
-ZOO_KEYS = ("policy", "n_timesteps", "n_envs", "normalize", "noise_type", "noise_std")
-#: rl-zoo keys that only the zoo itself applies.
-#: Keys whose values are names, kept as text rather than parsed (``noise_type: ornstein-uhlenbeck``).
-TEXT_KEYS = ("policy", "noise_type")
-ZOO_ONLY_KEYS = ("frame_stack", "env_wrapper", "callback", "vec_env_wrapper", "normalize_kwargs", "monitor_kwargs")
 
 
 class UsageError(Exception):
@@ -111,6 +109,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     ModelFileError,
     RunFolderError,
     CheckpointError,
+    ZooConfigError,
 )
 
 
@@ -125,21 +124,47 @@ class TrainConfig:
     n_envs: int | None = None
     hyperparams: dict[str, Any] = field(default_factory=dict)
     out: Path | None = None
-    resume: bool = False
+    resume: bool | str = False
     checkpoint_freq: int | None = None
     progress_bar: bool = True
     device: str = "auto"
     verbose: int = 0
+    conf_file: Path | None = None
+    eval_freq: int | None = None
+    eval_episodes: int = 5
+    final_eval_episodes: int | None = None
+    vec_env: str = "dummy"
+    tensorboard: bool = True
+    keep_checkpoints: int = 3
+
+
+#: ``TrainConfig.resume`` value that resumes when the run folder has a verified checkpoint and starts afresh otherwise.
+RESUME_IF_POSSIBLE = "auto"
+#: Seed offset of the evaluation environment, so that it never replays the training episodes.
+EVAL_SEED_OFFSET = 10_000
+VEC_ENV_CLASSES = ("dummy", "subproc")
 
 
 @dataclass
 class TrainResult:
-    """Where a run was written and how far it got."""
+    """Where a run was written and how far it got.
+
+    :param finished: whether the run reached its budget (a callback may stop it earlier)
+    :param evaluations: (steps, mean return, standard deviation) of the periodic evaluations
+    :param final: (mean return, standard deviation) of the final evaluation, when one was asked for
+    :param learn_seconds: wall time of this segment's ``learn``, evaluations excluded
+    :param steps_trained: environment steps this segment trained
+    """
 
     run_dir: Path
-    model_path: Path
+    model_path: Path | None
     num_timesteps: int
     learning_curve: Path | None
+    finished: bool = True
+    evaluations: list[tuple[int, float, float]] = field(default_factory=list)
+    final: tuple[float, float] | None = None
+    learn_seconds: float = 0.0
+    steps_trained: int = 0
 
 
 def resolve_algorithm(name: str) -> tuple[AlgorithmSpec, type[BaseAlgorithm]]:
@@ -161,18 +186,6 @@ def check_environment(env_id: str) -> None:
         close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownEnvironmentError(f"unknown environment {env_id!r} ({exc}){hint}") from None
-
-
-def zoo_defaults(spec: AlgorithmSpec, env_id: str) -> dict[str, Any]:
-    """The algorithm's registered rl-zoo entry for ``env_id`` (else its ``default`` entry), or ``{}``."""
-    location = spec.resolve_zoo_hyperparams()
-    if location is None or not Path(location).exists():
-        return {}
-    import yaml
-
-    with open(location) as handle:
-        entries = yaml.safe_load(handle) or {}
-    return dict(entries.get(env_id) or entries.get("default") or {})
 
 
 def constructor_arguments(cls: type) -> set[str] | None:
@@ -213,39 +226,6 @@ def default_policy(cls: type[BaseAlgorithm], observation_space: Any) -> str:
     return aliases[0] if aliases else "MlpPolicy"
 
 
-def prepare_hyperparams(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split zoo-style ``raw`` values into (zoo keys, constructor keyword arguments), parsing text values."""
-    zoo: dict[str, Any] = {}
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        if isinstance(value, str) and key not in TEXT_KEYS:
-            value = parse_value(value)
-        if key in ZOO_KEYS:
-            zoo[key] = value
-        elif key in ZOO_ONLY_KEYS:
-            warnings.warn(f"hyperparameter {key!r} is applied by the RL Zoo only: use `sbx-lecture zoo train`")
-        else:
-            kwargs[key] = value
-    check_zoo_keys(zoo)
-    check_common_arguments(kwargs)
-    return zoo, kwargs
-
-
-def check_zoo_keys(zoo: dict[str, Any]) -> None:
-    """Refuse zoo keys whose values ``train`` cannot use (one line naming the key and what it must be)."""
-    if "n_envs" in zoo:
-        zoo["n_envs"] = require_integer("n_envs", zoo["n_envs"], 1)
-    if "n_timesteps" in zoo:
-        zoo["n_timesteps"] = require_integer("n_timesteps", zoo["n_timesteps"], 1)
-    if "noise_std" in zoo:
-        zoo["noise_std"] = require_number("noise_std", zoo["noise_std"], 0.0)
-    for key in TEXT_KEYS:
-        if key in zoo and not isinstance(zoo[key], str):
-            raise InvalidValueError(
-                f"{key} must be a name such as {'MlpPolicy' if key == 'policy' else 'normal'}, got {zoo[key]!r}"
-            )
-
-
 def make_environment(
     env_id: str,
     n_envs: int,
@@ -256,6 +236,7 @@ def make_environment(
     normalize_stats: Path | None = None,
     training: bool = True,
     trusted: bool = False,
+    vec_env: str = "dummy",
 ) -> VecEnv:
     """A vectorised ``env_id`` with Monitor files, optionally wrapped in VecNormalize (statistics loaded if given).
 
@@ -263,20 +244,24 @@ def make_environment(
         own (:func:`sbx_lecture.runs.segment_folder`), so no log is ever overwritten
     :param normalize_stats: statistics to load (our ``.npz``, or a pickled ``.pkl`` read without running code)
     :param trusted: let SB3 unpickle ``normalize_stats`` as it is
+    :param vec_env: ``dummy`` (environments stepped in this process) or ``subproc`` (one process each)
     """
     import gymnasium as gym
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     from sbx_lecture import serialization
 
     check_environment(env_id)
+    if vec_env not in VEC_ENV_CLASSES:
+        raise InvalidValueError(f"--vec-env must be one of {', '.join(VEC_ENV_CLASSES)}, got {vec_env!r}")
     try:
         env = make_vec_env(
             env_id,
             n_envs=n_envs,
             seed=seed,
             monitor_dir=str(monitor_dir) if monitor_dir is not None else None,
-
+            vec_env_cls=SubprocVecEnv if vec_env == "subproc" else DummyVecEnv,
         )
     except gym.error.DependencyNotInstalled as exc:
         raise UnknownEnvironmentError(f"environment {env_id!r} needs a missing dependency: {exc}") from None
@@ -385,7 +370,12 @@ def check_train_config(config: TrainConfig) -> None:
     if config.checkpoint_freq is not None:
         require_integer("--checkpoint-freq", config.checkpoint_freq, 1)
     check_device(config.device)
-    if config.resume and config.hyperparams:
+    require_integer("--eval-episodes", config.eval_episodes, 1)
+    if config.eval_freq is not None:
+        require_integer("--eval-freq", config.eval_freq, 1)
+    if config.vec_env not in VEC_ENV_CLASSES:
+        raise InvalidValueError(f"--vec-env must be one of {', '.join(VEC_ENV_CLASSES)}, got {config.vec_env!r}")
+    if config.resume is True and config.hyperparams:
         raise UsageError("--resume continues the saved run with its own hyperparameters: drop the -p options")
 
 
@@ -414,13 +404,18 @@ class _Session:
     notices: list[str] = field(default_factory=list)
 
 
-def train(config: TrainConfig, notify: Callable[[str], None] | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    notify: Callable[[str], None] | None = None,
+    callbacks: list[BaseCallback] | None = None,
+) -> TrainResult:
     """Train (or resume) a run as described by ``config``; see :mod:`sbx_lecture.runs` for the run folder.
 
     The run folder is locked for the whole call. A new run that ends before its first checkpoint (an error, a bad
     setting, Ctrl-C during start-up) leaves no folder behind; a run with checkpoints keeps every one of them.
 
     :param notify: called with one line for each thing the user should know (a damaged checkpoint passed over)
+    :param callbacks: more SB3 callbacks for ``learn`` (one returning ``False`` ends the segment early)
     :raises TrainingInterrupted: on Ctrl-C, saying whether a checkpoint was saved
     """
     check_train_config(config)
@@ -430,10 +425,11 @@ def train(config: TrainConfig, notify: Callable[[str], None] | None = None) -> T
     discarded = False
     try:
         with run_lock(run_dir):
+            resuming = config.resume is True or (config.resume == RESUME_IF_POSSIBLE and _has_bundle(run_dir))
             try:
-                return _train_locked(config, spec, cls, run_dir, notify)
+                return _train_locked(config, resuming, spec, cls, run_dir, notify, callbacks or [])
             except BaseException:
-                if not config.resume and not committed_bundles(run_dir):
+                if not resuming and not committed_bundles(run_dir):
                     clear_folder(run_dir)  # a new run that saved nothing leaves nothing
                     discarded = True
                 raise
@@ -445,29 +441,45 @@ def train(config: TrainConfig, notify: Callable[[str], None] | None = None) -> T
                     run_dir.rmdir()
 
 
+def _has_bundle(run_dir: Path) -> bool:
+    try:
+        newest_valid_bundle(run_dir)
+    except CheckpointError:
+        return False
+    return True
+
+
 def _train_locked(
     config: TrainConfig,
+    resuming: bool,
     spec: AlgorithmSpec,
     cls: type[BaseAlgorithm],
     run_dir: Path,
     notify: Callable[[str], None] | None,
+    callbacks: list[BaseCallback],
 ) -> TrainResult:
-    if not config.resume and not is_empty_run_folder(run_dir):  # checked again now that the folder is ours
+    if config.resume == RESUME_IF_POSSIBLE and not resuming:
+        clear_folder(run_dir)  # what a run that never committed a checkpoint left
+    elif not resuming and not is_empty_run_folder(run_dir):  # checked again now that the folder is ours
         raise UsageError(f"run folder {run_dir} is not empty: pass --resume to continue it, or another --out")
     remove_stale(run_dir)
     remove_stale_bundles(run_dir)
     try:
-        session = _resume(config, spec, cls, run_dir) if config.resume else _start(config, spec, cls, run_dir)
+        session = _resume(config, spec, cls, run_dir) if resuming else _start(config, spec, cls, run_dir)
     except KeyboardInterrupt:
         raise TrainingInterrupted("interrupted during start-up, before any training: nothing was saved") from None
     for line in session.notices:
         (notify or warnings.warn)(line)
-    return _learn(config, session)
+    return _learn(config, session, callbacks)
 
 
 def _choose_run_dir(config: TrainConfig, algo: str) -> tuple[Path, bool]:
     """The run folder, and whether this call created it."""
     root = Path("runs")
+    if config.resume == RESUME_IF_POSSIBLE:
+        if config.out is None:
+            raise UsageError("resuming if possible needs the run folder: pass --out")
+        return config.out, prepare_folder(config.out)
     if config.resume:
         run_dir = config.out or latest_run_dir(root, algo, config.env_id)
         if run_dir is None or not run_dir.is_dir():
@@ -492,17 +504,20 @@ def _progress_name(run_dir: Path, segment: int) -> str:
     return name
 
 
-def _logger(run_dir: Path, progress: str) -> Any:
-    """The SB3 logger of a segment: its own progress CSV and TensorBoard events."""
-    from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoardOutputFormat
+def _logger(run_dir: Path, progress: str, tensorboard: bool) -> Any:
+    """The SB3 logger of a segment: its own progress CSV and (optionally) TensorBoard events."""
+    from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger, TensorBoardOutputFormat
 
-    return Logger(str(run_dir), [CSVOutputFormat(str(run_dir / progress)), TensorBoardOutputFormat(str(run_dir))])
+    formats: list[KVWriter] = [CSVOutputFormat(str(run_dir / progress))]
+    if tensorboard:
+        formats.append(TensorBoardOutputFormat(str(run_dir)))
+    return Logger(str(run_dir), formats)
 
 
 def _start(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], run_dir: Path) -> _Session:
     """Build the environment and a fresh model for a new run; write ``run.json``."""
-    raw = {**zoo_defaults(spec, config.env_id), **config.hyperparams}
-    zoo, kwargs = prepare_hyperparams(raw)
+    settings = zoo_settings(spec.name, config.env_id, config.hyperparams, config.conf_file)
+    raw, zoo, kwargs = settings.raw, settings.zoo, settings.kwargs
     n_envs = config.n_envs or int(zoo.get("n_envs", 1))
     target = config.timesteps or int(zoo.get("n_timesteps", DEFAULT_TIMESTEPS))
     monitor = MonitorLog(folder=str(segment_folder(run_dir).relative_to(run_dir)))
@@ -514,6 +529,7 @@ def _start(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], r
         run_dir / monitor.folder,
         zoo.get("normalize", False),
         float(kwargs.get("gamma", 0.99)),
+        vec_env=config.vec_env,
     )
     model = build_model(spec.name, cls, env, zoo, kwargs, config.seed, config.device, config.verbose)
     run = {
@@ -521,6 +537,7 @@ def _start(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], r
         "env": config.env_id,
         "seed": config.seed,
         "n_envs": n_envs,
+        "vec_env": config.vec_env,
         "timesteps": target,
         "plugin": spec.origin,
         "hyperparams": {key: to_json_value(value) for key, value in raw.items()},
@@ -564,6 +581,7 @@ def _resume(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], 
         int(run.get("seed", config.seed)) + 1_000 * segment,
         run_dir / monitor.folder,
         normalize_stats=bundle.member(NORMALIZATION_MEMBER),
+        vec_env=str(run.get("vec_env", "dummy")),
     )
     metadata = {"algo": spec.name, "env": config.env_id, "plugin": spec.origin}
     model = serialization.load(bundle.path / MODEL_MEMBER, env=env, device=config.device, algo=spec.name)
@@ -584,20 +602,28 @@ def _resume(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], 
     return _Session(run_dir, model, target, monitor, progress, metadata, notices)
 
 
-def _learn(config: TrainConfig, session: _Session) -> TrainResult:
-    """Train the session's model to its budget with checkpoints; save the model, plot the learning curve."""
-    from sbx_lecture import serialization
+def _learn(config: TrainConfig, session: _Session, callbacks: list[BaseCallback]) -> TrainResult:
+    """Train the session's model to its budget with checkpoints (and evaluations); save the model, plot the curve."""
+    import time
+
+    from stable_baselines3.common.callbacks import CallbackList
 
     model, run_dir = session.model, session.run_dir
-    model.set_logger(_logger(run_dir, session.progress))
+    model.set_logger(_logger(run_dir, session.progress, config.tensorboard))
     checkpoints = CheckpointCallback(
-        run_dir, config.checkpoint_freq or max(session.target // 10, 1), session.metadata, session.monitor
+        run_dir,
+        config.checkpoint_freq or max(session.target // 10, 1),
+        session.metadata,
+        session.monitor,
+        config.keep_checkpoints,
     )
+    evaluation = _evaluation(config, session) if config.eval_freq or config.final_eval_episodes else None
     resumed = session.monitor.start > 0 or bool(session.monitor.history)
+    steps_before, started = model.num_timesteps, time.perf_counter()
     try:
         model.learn(
             session.target - model.num_timesteps,
-            callback=checkpoints,
+            callback=CallbackList([checkpoints, *([evaluation] if evaluation else []), *callbacks]),
             progress_bar=config.progress_bar,
             reset_num_timesteps=not resumed,
         )
@@ -619,21 +645,73 @@ def _learn(config: TrainConfig, session: _Session) -> TrainResult:
         ) from exc
     finally:
         model.logger.close()
-    model_path = run_dir / MODEL_FILE
-    atomic_write(model_path, lambda temporary: serialization.save(model, temporary, session.metadata), suffix=".zip")
-    normalizer = model.get_vec_normalize_env()
-    if normalizer is not None and hasattr(normalizer, "obs_rms"):
-        atomic_write(
-            run_dir / NORMALIZATION_MEMBER, lambda temporary: serialization.save_normalization(normalizer, temporary)
-        )  # type: ignore[arg-type]
+    eval_seconds = evaluation.eval_seconds if evaluation else 0.0
+    learn_seconds = max(time.perf_counter() - started - eval_seconds, 1e-9)
+    finished = model.num_timesteps >= session.target
+    result = TrainResult(
+        run_dir, None, model.num_timesteps, None, finished, [], None, learn_seconds, model.num_timesteps - steps_before
+    )
+    if evaluation is not None:
+        if finished and config.final_eval_episodes:
+            result.final = evaluation.evaluate_now(config.final_eval_episodes)[1:]
+        result.evaluations = evaluation.evaluations.curve()
+        evaluation.eval_env.close()
+    if finished:
+        result.model_path = _save_final_model(model, run_dir, session.metadata)
     points = curve_points(
         run_dir, session.monitor.history, {"start": session.monitor.start, "folder": session.monitor.folder}
     )
-    curve = plot_learning_curve(run_dir, points, f"{session.metadata['algo']} on {session.metadata['env']}")
+    result.learning_curve = plot_learning_curve(
+        run_dir,
+        points,
+        f"{session.metadata['algo']} on {session.metadata['env']}",
+        np.array([(steps, mean) for steps, mean, _ in result.evaluations], dtype=float).reshape(-1, 2),
+    )
     final_env = model.get_env()
     if final_env is not None:
         final_env.close()
-    return TrainResult(run_dir, model_path, model.num_timesteps, curve)
+    return result
+
+
+def _evaluation(config: TrainConfig, session: _Session) -> PeriodicEvaluation:
+    """The periodic evaluation of ``--eval-freq``: its own environment, normalised like the training one."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from sbx_lecture import serialization
+
+    normalizer = session.model.get_vec_normalize_env()
+    seed = int(read_run_file(session.run_dir).get("seed", 0)) + EVAL_SEED_OFFSET
+    eval_env = make_environment(session.metadata["env"], 1, seed)
+    if isinstance(normalizer, VecNormalize):
+        eval_env = VecNormalize(eval_env, training=False, norm_reward=False, gamma=normalizer.gamma)
+
+    def save_best(model: BaseAlgorithm, path: Path) -> None:
+        atomic_write(path, lambda temporary: serialization.save(model, temporary, session.metadata), suffix=".zip")
+
+    return PeriodicEvaluation(
+        eval_env,
+        config.eval_freq or session.target,
+        config.eval_episodes,
+        session.run_dir,
+        save_best,
+        final_at=session.target if config.final_eval_episodes else None,
+    )
+
+
+def _save_final_model(model: BaseAlgorithm, run_dir: Path, metadata: dict[str, Any]) -> Path:
+    """``model.zip`` (and ``vecnormalize.npz`` for a normalised environment) in the run folder, atomically."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from sbx_lecture import serialization
+
+    model_path = run_dir / MODEL_FILE
+    atomic_write(model_path, lambda temporary: serialization.save(model, temporary, metadata), suffix=".zip")
+    normalizer = model.get_vec_normalize_env()
+    if isinstance(normalizer, VecNormalize):
+        atomic_write(
+            run_dir / NORMALIZATION_MEMBER, lambda temporary: serialization.save_normalization(normalizer, temporary)
+        )
+    return model_path
 
 
 def _save_after_interrupt(checkpoints: CheckpointCallback, run_dir: Path) -> str:

@@ -102,7 +102,7 @@ def run_suite(suite: Suite, selection: Selection, out: Path, n_jobs: int = 1, th
     :return: the results of the selected jobs, and the report's path
     """
     from sbx_lecture.bench.harness import job_folder, run_jobs, stored_result
-    from sbx_lecture.bench.settings import zoo_budget
+    from sbx_lecture.zoo_config import zoo_budget
 
     jobs = expand(suite, selection, zoo_budget)
     results = run_jobs(jobs, out, n_jobs, threads, live=live) if run else []
@@ -120,8 +120,8 @@ def write_report(suite: Suite, selection: Selection, results: list[dict[str, Any
                  plots: bool = True) -> Path:
     """Tables, plots, ``report.md`` and ``summary.md`` (the compact table for the README) of ``results`` in the
     suite's report folder; returns the report's path."""
-    from sbx_lecture.bench.files import write_text
     from sbx_lecture.bench.report import compact_summary, markdown_report, write_tables
+    from sbx_lecture.runs import write_text
 
     folder = report_folder(out, suite, selection)
     write_tables(results, folder)
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         selection = Selection(args.seeds, args.timesteps_scale, _names(args.algos), _names(args.envs))
         _check_filters(suite, selection)
         if args.dry_run:
-            from sbx_lecture.bench.settings import zoo_budget
+            from sbx_lecture.zoo_config import zoo_budget
 
             _dry_run(expand(suite, selection, zoo_budget), args.out)
             return 0

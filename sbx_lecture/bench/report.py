@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sbx_lecture.bench.files import write_text
 from sbx_lecture.bench.published import CAVEATS, published_for
+from sbx_lecture.runs import write_text
 
 RUN_COLUMNS = ("algo", "env", "family", "seed", "timesteps", "status", "final_mean", "final_std", "final_episodes",
                "steps_per_second", "wall_seconds", "n_envs", "settings_source", "folder", "error")

@@ -1,15 +1,11 @@
-"""One benchmark run, start to finish or resumed: train with periodic evaluation, checkpoint, write the result.
+"""One benchmark run: ``sbx-lecture train``'s engine with periodic evaluation, then the run's ``result.json``.
 
-A run folder (``<out>/runs/<algo>/<env>/t<budget>/seed_<k>/``) holds::
+A run folder (``<out>/runs/<algo>/<env>/t<budget>/seed_<k>/``) is a :mod:`train <sbx_lecture.training>` run folder
+(``run.json``, Monitor segments, checkpoint bundles, the lock) plus::
 
-    run.json        what was asked (algorithm, env, seed, budget, hyperparameters and where they came from)
-    monitor/        Monitor CSVs of the training environments
-    curve.csv       (steps, mean return, std) of the deterministic evaluations
-    checkpoints/    checkpoint bundles (see :mod:`sbx_lecture.checkpoints`) while the run is unfinished
-    result.json     written last, atomically: its presence means the run is finished
-    model.zip       the final model (+ vecnormalize.npz when normalised)
-    error.txt       the traceback of the last failed attempt
-    .lock           file lock held by the process training it (two commands never train the same run at once)
+    evaluations.npz  the deterministic evaluations, in the RL Zoo's layout (``plot_from_file`` reads it)
+    result.json      written last, atomically: its presence means the run is finished
+    error.txt        the traceback of the last failed attempt
 
 A folder with a verified checkpoint bundle but no ``result.json`` is continued from that bundle; one without is
 started again. Finished runs drop their checkpoints (a replay buffer can take hundreds of megabytes).
@@ -20,47 +16,20 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from sbx_lecture.bench.evaluation import CURVE_FILE, PeriodicEvaluation, ProgressReport, read_curve, write_curve
-from sbx_lecture.bench.files import write_json
-from sbx_lecture.bench.settings import run_settings
+from stable_baselines3.common.callbacks import BaseCallback
+
 from sbx_lecture.bench.suites import RunJob
-from sbx_lecture.checkpoints import (
-    MODEL_MEMBER,
-    NORMALIZATION_MEMBER,
-    REPLAY_BUFFER_MEMBER,
-    RNG_MEMBER,
-    CheckpointCallback,
-    CheckpointError,
-    MonitorLog,
-    newest_valid_bundle,
-    remove_stale_bundles,
-    restore_rng_states,
-)
-from sbx_lecture.runs import (
-    CHECKPOINT_DIR,
-    LOCK_FILE,
-    MODEL_FILE,
-    RunFolderError,
-    atomic_write,
-    clear_folder,
-    read_run_file,
-    remove_stale,
-    run_lock,
-    segment_folder,
-    write_run_file,
-)
+from sbx_lecture.evaluation import ProgressReport
+from sbx_lecture.runs import CHECKPOINT_DIR, LOCK_FILE, RunFolderError, read_run_file, run_lock, write_json
 
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
 #: Checkpoints per run (at most; the final one is removed when the run finishes).
 CHECKPOINTS_PER_RUN = 10
-#: Seed offset of the evaluation environment, so that it never replays the training episodes.
-EVAL_SEED_OFFSET = 10_000
 
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:
@@ -74,42 +43,56 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+class _Progress(BaseCallback):
+    """Tell the harness the step count about once a second; stop at ``stop_after`` steps (tests' interruption)."""
+
+    def __init__(self, report: ProgressReport | None, stop_after: int | None) -> None:
+        super().__init__()
+        self.report = report
+        self.stop_after = stop_after
+        self._last = 0.0
+
+    def _on_step(self) -> bool:
+        import time
+
+        now = time.monotonic()
+        if self.report is not None and now - self._last >= 1.0:
+            self._last = now
+            self.report(self.model.num_timesteps)
+        return self.stop_after is None or self.model.num_timesteps < self.stop_after
+
+
 def execute_run(
     job: RunJob, run_dir: Path, report: ProgressReport | None = None, stop_after: int | None = None
 ) -> dict[str, Any]:
-    """Train ``job`` in ``run_dir`` (resuming from its checkpoint if it has one) and return its result.
+    """Train ``job`` in ``run_dir`` (resuming from its newest checkpoint bundle if it has one) and return its result.
 
     Errors do not propagate: they come back as ``{"status": "failed", "error": ...}`` and their traceback is kept
-    in ``error.txt``. A ``KeyboardInterrupt`` during training saves a checkpoint and returns
-    ``{"status": "interrupted"}``, as does ``stop_after`` (used by the tests to interrupt a run for real).
+    in ``error.txt``. A ``KeyboardInterrupt`` during training commits a checkpoint and returns
+    ``{"status": "interrupted"}``, as does ``stop_after`` (used by the tests to interrupt a run for real). A run
+    another process is training comes back as ``{"status": "busy"}``.
     """
     finished = read_result(run_dir)
     if finished is not None:
         return {**finished, "status": "skipped"}
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with run_lock(run_dir):
-            return _execute_locked(job, run_dir, report, stop_after)
+        with run_lock(run_dir):  # only to see whether another process trains it: train() takes the lock itself
+            pass
     except RunFolderError:
         return {**_summary(job, run_dir, "busy"), "error": f"another process is training it ({LOCK_FILE})"}
-
-
-def _execute_locked(
-    job: RunJob, run_dir: Path, report: ProgressReport | None, stop_after: int | None
-) -> dict[str, Any]:
-    finished = read_result(run_dir)  # another process may have finished it meanwhile
-    if finished is not None:
-        return {**finished, "status": "skipped"}
     previous = signal.getsignal(signal.SIGINT)
     try:
         signal.signal(signal.SIGINT, interrupt_once)
     except ValueError:  # not the main thread: leave the handler alone
         previous = None
     try:
-        return _train_and_evaluate(job, run_dir, report, stop_after)
+        return _train(job, run_dir, report, stop_after)
     except KeyboardInterrupt:
         return _summary(job, run_dir, "interrupted")
     except Exception as exc:
+        if isinstance(exc, RunFolderError) and "another process" in str(exc):
+            return {**_summary(job, run_dir, "busy"), "error": f"another process is training it ({LOCK_FILE})"}
         (run_dir / ERROR_FILE).write_text(traceback.format_exc())
         message = " ".join(str(exc).split()) or type(exc).__name__
         return {**_summary(job, run_dir, "failed"), "error": f"{type(exc).__name__}: {message}"}
@@ -137,127 +120,52 @@ def _summary(job: RunJob, run_dir: Path, status: str) -> dict[str, Any]:
     }
 
 
-def _train_and_evaluate(
-    job: RunJob, run_dir: Path, report: ProgressReport | None, stop_after: int | None
-) -> dict[str, Any]:
-    from stable_baselines3.common.callbacks import CallbackList
-    from stable_baselines3.common.logger import configure
-    from stable_baselines3.common.vec_env import VecNormalize
+def _train(job: RunJob, run_dir: Path, report: ProgressReport | None, stop_after: int | None) -> dict[str, Any]:
+    from sbx_lecture.training import RESUME_IF_POSSIBLE, TrainConfig, TrainingInterrupted, train
+    from sbx_lecture.zoo_config import zoo_budget
 
-    from sbx_lecture import serialization
-    from sbx_lecture.training import build_model, make_environment, resolve_algorithm
-
-    started = time.perf_counter()
-    spec, cls = resolve_algorithm(job.algo)
-    settings = run_settings(spec.name, job.env_id, job.hyperparams)
-    target = job.timesteps or settings.n_timesteps
-    remove_stale(run_dir)
-    remove_stale_bundles(run_dir)
-    try:
-        bundle = newest_valid_bundle(run_dir)[0] if (run_dir / CHECKPOINT_DIR).is_dir() else None
-    except CheckpointError:
-        bundle = None
-    run = read_run_file(run_dir)
-    segments: list[int] = list(run.get("segments", []))
-    folder = segment_folder(run_dir)
-    if bundle is not None and run:
-        resumed_at = bundle.steps
-        monitor = MonitorLog(list(bundle.manifest.get("monitor", [])), resumed_at, str(folder.relative_to(run_dir)))
-        env = make_environment(
-            job.env_id,
-            int(run.get("n_envs", settings.n_envs)),
-            job.seed + len(segments) + 1,
-            folder,
-            normalize_stats=bundle.member(NORMALIZATION_MEMBER),
-        )
-        model = serialization.load(bundle.path / MODEL_MEMBER, env=env, device="cpu", algo=spec.name)
-        buffer_path = bundle.member(REPLAY_BUFFER_MEMBER)
-        if buffer_path is not None:
-            serialization.load_replay_buffer(model, buffer_path)
-        restore_rng_states(bundle.path / RNG_MEMBER)
-        write_curve(run_dir / CURVE_FILE, [p for p in read_curve(run_dir / CURVE_FILE) if p[0] <= resumed_at])
-        segments.append(resumed_at)
-    else:
-        clear_folder(run_dir)
-        segments = []
-        folder = segment_folder(run_dir)
-        monitor = MonitorLog(folder=str(folder.relative_to(run_dir)))
-        env = make_environment(job.env_id, settings.n_envs, job.seed, folder, settings.normalize, settings.gamma)
-        model = build_model(spec.name, cls, env, settings.zoo, settings.kwargs, job.seed, device="cpu")
-        run = {
-            "algo": spec.name,
-            "env": job.env_id,
-            "seed": job.seed,
-            "timesteps": target,
-            "n_envs": settings.n_envs,
-            "family": job.family,
-            "plugin": spec.origin,
-            "settings_source": settings.source,
-            "hyperparams": {key: repr(value) for key, value in settings.raw.items()},
-        }
-    run["segments"] = segments
-    write_run_file(run_dir, run)
-
-    normalizer = model.get_vec_normalize_env()
-    eval_env = make_environment(job.env_id, 1, job.seed + EVAL_SEED_OFFSET)
-    if isinstance(normalizer, VecNormalize):
-        eval_env = VecNormalize(eval_env, training=False, norm_reward=False, gamma=settings.gamma)
-    eval_freq = job.eval_freq or max(target // 20, 1)
-    evaluation = PeriodicEvaluation(
-        eval_env, eval_freq, job.eval_episodes, run_dir / CURVE_FILE, target, report, stop_after
+    target = job.timesteps or zoo_budget(job.algo, job.env_id)
+    config = TrainConfig(
+        algo=job.algo,
+        env_id=job.env_id,
+        timesteps=target,
+        seed=job.seed,
+        hyperparams=dict(job.hyperparams),
+        out=run_dir,
+        resume=RESUME_IF_POSSIBLE,
+        checkpoint_freq=max(target // CHECKPOINTS_PER_RUN, 1),
+        progress_bar=False,
+        device="cpu",
+        eval_freq=job.eval_freq or max(target // 20, 1),
+        eval_episodes=job.eval_episodes,
+        final_eval_episodes=job.final_eval_episodes,
+        tensorboard=False,
+        keep_checkpoints=2,
     )
-    metadata = {"algo": spec.name, "env": job.env_id, "plugin": spec.origin}
-    checkpoints = CheckpointCallback(run_dir, max(target // CHECKPOINTS_PER_RUN, 1), metadata, monitor, keep=2)
-    model.set_logger(configure(str(run_dir), ["csv"]))
-    resumed = bool(segments)
-    steps_before = model.num_timesteps
-    learn_started = time.perf_counter()
     try:
-        model.learn(
-            max(target - model.num_timesteps, 0),
-            callback=CallbackList([checkpoints, evaluation]),
-            reset_num_timesteps=not resumed,
-        )
-    except KeyboardInterrupt:
-        checkpoints.save_checkpoint()
-        _add_elapsed(run_dir, run, time.perf_counter() - started)
-        raise
-    train_seconds = max(time.perf_counter() - learn_started - evaluation.eval_seconds, 1e-9)
-    if model.num_timesteps < target:  # stopped early: the checkpoint written at the end of learn() resumes it
-        eval_env.close()
-        _add_elapsed(run_dir, run, time.perf_counter() - started)
+        trained = train(config, callbacks=[_Progress(report, stop_after)])
+    except TrainingInterrupted:
         return _summary(job, run_dir, "interrupted")
-
-    final_mean, final_std = evaluation.evaluate_now(job.final_eval_episodes)[1:]
-    eval_env.close()
-    atomic_write(run_dir / MODEL_FILE, lambda temporary: serialization.save(model, temporary, metadata), suffix=".zip")
-    if isinstance(normalizer, VecNormalize):
-        atomic_write(
-            run_dir / NORMALIZATION_MEMBER,
-            lambda temporary: serialization.save_normalization(normalizer, temporary),  # type: ignore[arg-type]
-        )
+    run = read_run_file(run_dir)
+    segments = run.get("segments", [])
+    seconds = [float(segment.get("seconds", 0.0)) for segment in segments]
+    if not trained.finished or trained.final is None:  # stopped early: the checkpoint written at its end resumes it
+        return _summary(job, run_dir, "interrupted")
     result = {
         **_summary(job, run_dir, "done"),
         "timesteps": target,
-        "final_mean": final_mean,
-        "final_std": final_std,
+        "final_mean": trained.final[0],
+        "final_std": trained.final[1],
         "final_episodes": job.final_eval_episodes,
-        "steps_per_second": (model.num_timesteps - steps_before) / train_seconds,
-        "wall_seconds": time.perf_counter() - started + float(run.get("earlier_seconds", 0.0)),
-        "resumed_from": segments,
+        "steps_per_second": trained.steps_trained / trained.learn_seconds,
+        "wall_seconds": sum(seconds),
+        "resumed_from": [int(segment["start"]) for segment in segments[1:]],
         "n_envs": run["n_envs"],
-        "settings_source": run["settings_source"],
+        "settings_source": run.get("hyperparams_source", ""),
         "hyperparams": run["hyperparams"],
-        "curve": [list(point) for point in read_curve(run_dir / CURVE_FILE)],
+        "curve": [list(point) for point in trained.evaluations],
     }
     write_json(run_dir / RESULT_FILE, result)
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
-    env.close()
     return result
-
-
-def _add_elapsed(run_dir: Path, run: dict[str, Any], seconds: float) -> None:
-    """Remember the wall time of an interrupted segment, so that the finished run reports the total."""
-    run["earlier_seconds"] = float(run.get("earlier_seconds", 0.0)) + seconds
-    write_run_file(run_dir, run)

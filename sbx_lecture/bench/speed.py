@@ -15,18 +15,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sbx_lecture.bench.evaluation import ProgressReport
-from sbx_lecture.bench.files import write_json
 from sbx_lecture.bench.runner import read_result
-from sbx_lecture.bench.settings import RunSettings, run_settings
 from sbx_lecture.bench.suites import SpeedJob
+from sbx_lecture.evaluation import ProgressReport
+from sbx_lecture.runs import write_json
+from sbx_lecture.zoo_config import ZooSettings, zoo_settings
 
 #: Off-policy algorithms start learning after at most this fraction of the timed steps (else only the env is timed).
 LEARNING_STARTS_FRACTION = 0.1
 
 
-def sibling_arguments(kwargs: dict[str, Any], sibling: type, policy: str = "MlpPolicy"
-                      ) -> tuple[dict[str, Any], list[str]]:
+def sibling_arguments(
+    kwargs: dict[str, Any], sibling: type, policy: str = "MlpPolicy"
+) -> tuple[dict[str, Any], list[str]]:
     """``kwargs`` without what ``sibling`` does not take, and the names of the dropped keys.
 
     Keys of ``policy_kwargs`` that the sibling's ``policy`` class does not take are dropped too (named
@@ -47,7 +48,7 @@ def sibling_arguments(kwargs: dict[str, Any], sibling: type, policy: str = "MlpP
     return kept, dropped
 
 
-def _timed_settings(settings: RunSettings, timesteps: int, cls: type) -> dict[str, Any]:
+def _timed_settings(settings: ZooSettings, timesteps: int, cls: type) -> dict[str, Any]:
     """Our settings, with learning starting early enough that the timed steps include learning."""
     from sbx_lecture.training import constructor_arguments
 
@@ -60,8 +61,9 @@ def _timed_settings(settings: RunSettings, timesteps: int, cls: type) -> dict[st
     return kwargs
 
 
-def time_learning(algo: str, cls: type, settings: RunSettings, kwargs: dict[str, Any], env_id: str,
-                  timesteps: int, seed: int) -> float:
+def time_learning(
+    algo: str, cls: type, settings: ZooSettings, kwargs: dict[str, Any], env_id: str, timesteps: int, seed: int
+) -> float:
     """Steps per second of one ``learn(timesteps)`` call (construction and environment creation not timed)."""
     from sbx_lecture.training import build_model, make_environment
 
@@ -98,8 +100,15 @@ def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = N
     finished = read_result(folder)
     if finished is not None:
         return {**finished, "status": "skipped"}
-    summary = {"kind": "speed", "ours": job.ours, "sibling": job.sibling, "env": job.env_id,
-               "timesteps": job.timesteps, "repeats": job.repeats, "folder": str(folder)}
+    summary = {
+        "kind": "speed",
+        "ours": job.ours,
+        "sibling": job.sibling,
+        "env": job.env_id,
+        "timesteps": job.timesteps,
+        "repeats": job.repeats,
+        "folder": str(folder),
+    }
     try:
         result = {**summary, **_measure(job, report), "status": "done"}
     except KeyboardInterrupt:
@@ -117,13 +126,14 @@ def _measure(job: SpeedJob, report: ProgressReport | None) -> dict[str, Any]:
 
     ours_spec, ours_cls = resolve_algorithm(job.ours)
     sibling_spec, sibling_cls = resolve_algorithm(job.sibling)
-    settings = run_settings(ours_spec.name, job.env_id, job.hyperparams)
+    settings = zoo_settings(ours_spec.name, job.env_id, job.hyperparams)
     ours_kwargs = _timed_settings(settings, job.timesteps, ours_cls)
     shared = {key: value for key, value in ours_kwargs.items() if key not in job.not_shared}
     sibling_kwargs, dropped = sibling_arguments(shared, sibling_cls, str(settings.zoo.get("policy", "MlpPolicy")))
     dropped = sorted(set(dropped) | (set(job.not_shared) & set(ours_kwargs)))
-    sibling_settings = RunSettings(settings.raw, {k: v for k, v in settings.zoo.items() if k != "policy"},
-                                   sibling_kwargs, settings.source)
+    sibling_settings = ZooSettings(
+        settings.raw, {k: v for k, v in settings.zoo.items() if k != "policy"}, sibling_kwargs, settings.source
+    )
     contestants = [
         (ours_spec.name, ours_cls, settings, ours_kwargs),
         (sibling_spec.name, sibling_cls, sibling_settings, sibling_kwargs),

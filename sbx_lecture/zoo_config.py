@@ -1,0 +1,219 @@
+"""The one reader of RL Zoo hyperparameter files, used by ``train``, ``bench`` and the zoo bridge.
+
+- **Which file**: a ``-conf FILE`` the user names; else the yml the algorithm registered (ours ship in
+  ``zoo_configs/``); else the RL Zoo's own ``rl_zoo3/hyperparams/<algo>.yml``; else none (library defaults).
+- **Which section**: the environment's exact id; else the newest version of the same task (the zoo still names the
+  MuJoCo tasks ``-v4``, so ``HalfCheetah-v5`` reads ``HalfCheetah-v4``); then ``atari`` for Atari games; then
+  ``default``.
+- **Which keys**: the zoo keys ``train`` applies itself (``n_envs``, ``n_timesteps``, ``normalize``, ``policy``, action
+  noise) are split from the constructor arguments; text values are parsed once (``lin_0.001`` becomes a schedule,
+  ``dict(net_arch=[64])`` a dict, never by ``eval``); keys only the zoo itself can apply are named in a warning.
+
+Every run records the file and section it used (:attr:`ZooSettings.source`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from sbx_lecture.common.validation import InvalidValueError, check_common_arguments, require_integer, require_number
+from sbx_lecture.hyperparams import parse_value
+
+DEFAULT_TIMESTEPS = 100_000
+#: rl-zoo keys that ``train`` understands itself; they are not constructor arguments.
+ZOO_KEYS = ("policy", "n_timesteps", "n_envs", "normalize", "noise_type", "noise_std")
+#: Keys whose values are names, kept as text rather than parsed (``noise_type: ornstein-uhlenbeck``).
+TEXT_KEYS = ("policy", "noise_type")
+#: rl-zoo keys that only the zoo itself applies.
+ZOO_ONLY_KEYS = ("frame_stack", "env_wrapper", "callback", "vec_env_wrapper", "normalize_kwargs", "monitor_kwargs")
+_VERSION = re.compile(r"^(?P<base>.+)-v(?P<version>\d+)$")
+
+
+class ZooConfigError(ValueError):
+    """A hyperparameter file that cannot be read or used."""
+
+
+@dataclass
+class ZooSettings:
+    """An algorithm's settings on an environment: the zoo entry with overrides, split and parsed.
+
+    :param raw: the entry with the overrides on top, as written (for ``run.json``)
+    :param zoo: keys that ``train`` applies itself (``n_envs``, ``normalize``, ``policy``, action noise, ...)
+    :param kwargs: constructor keyword arguments
+    :param source: which file and section the values came from (``"library defaults"`` without one)
+    """
+
+    raw: dict[str, Any]
+    zoo: dict[str, Any]
+    kwargs: dict[str, Any]
+    source: str
+
+    @property
+    def n_envs(self) -> int:
+        """Parallel training environments."""
+        return int(self.zoo.get("n_envs", 1))
+
+    @property
+    def n_timesteps(self) -> int:
+        """The zoo's budget (the library default without one)."""
+        return int(self.zoo.get("n_timesteps", DEFAULT_TIMESTEPS))
+
+    @property
+    def normalize(self) -> Any:
+        """VecNormalize options (``False``: none)."""
+        return self.zoo.get("normalize", False)
+
+    @property
+    def gamma(self) -> float:
+        """Discount, which VecNormalize's reward scaling needs."""
+        return float(self.kwargs.get("gamma", 0.99))
+
+
+def _is_atari(env_id: str) -> bool:
+    import gymnasium as gym
+
+    entry = gym.envs.registry.get(env_id)
+    return entry is not None and "AtariEnv" in str(entry.entry_point)
+
+
+def select_section(sections: Mapping[str, Any], env_id: str) -> str | None:
+    """The section of a zoo file that applies to ``env_id`` (see the module docstring), or ``None``."""
+    if env_id in sections:
+        return env_id
+    match = _VERSION.match(env_id)
+    if match is not None:
+        versions = [
+            (int(other.group("version")), key)
+            for key in sections
+            if (other := _VERSION.match(str(key))) is not None and other.group("base") == match.group("base")
+        ]
+        if versions:
+            return max(versions)[1]
+    if "atari" in sections and _is_atari(env_id):
+        return "atari"
+    return "default" if "default" in sections else None
+
+
+@cache
+def _rl_zoo_file(algo: str) -> Path | None:
+    spec = importlib.util.find_spec("rl_zoo3")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        path = Path(location) / "hyperparams" / f"{algo}.yml"
+        if path.exists():
+            return path
+    return None
+
+
+def zoo_file(algo: str) -> Path | None:
+    """The hyperparameter file of a registered algorithm: its own registered yml, else the RL Zoo's."""
+    from sbx_lecture.plugins import get_plugin_manager
+
+    spec = get_plugin_manager().registry.spec(algo)
+    own = spec.resolve_zoo_hyperparams()
+    if own is not None and Path(own).exists():
+        return Path(own)
+    return _rl_zoo_file(spec.name)
+
+
+def read_sections(path: Path) -> dict[str, Any]:
+    """The sections of a zoo yml, read safely (no Python tags)."""
+    import yaml
+
+    try:
+        content = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = " ".join(str(exc).split())
+        raise ZooConfigError(f"cannot read the hyperparameter file {path} ({reason}): check its YAML") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict) or not all(isinstance(v, dict) or v is None for v in content.values()):
+        raise ZooConfigError(f"hyperparameter file {path} must map environment ids to sections of key: value pairs")
+    return content
+
+
+def zoo_entry(algo: str, env_id: str, conf_file: Path | None = None) -> tuple[dict[str, Any], str]:
+    """The raw zoo section of ``algo`` on ``env_id`` and a text naming its file and section.
+
+    :param conf_file: read this file instead of the algorithm's (the zoo's ``-conf``); it must have a section
+    """
+    path = conf_file if conf_file is not None else zoo_file(algo)
+    if path is None:
+        return {}, "library defaults"
+    if conf_file is not None and not conf_file.is_file():
+        raise ZooConfigError(f"hyperparameter file {conf_file} does not exist: check the -conf path")
+    sections = read_sections(path)
+    name = select_section(sections, env_id)
+    if name is None:
+        if conf_file is not None:
+            raise ZooConfigError(
+                f"hyperparameter file {conf_file} has no section for {env_id} (nor 'default'): add one"
+            )
+        return {}, "library defaults"
+    return dict(sections[name] or {}), f"{_shown_path(path)}[{name}]"
+
+
+def _shown_path(path: Path) -> str:
+    """``rl_zoo3/hyperparams/ppo.yml`` or ``sbx_lecture/zoo_configs/tnpg.yml``: no machine-specific prefix."""
+    parts = path.resolve().parts
+    for anchor in ("rl_zoo3", "sbx_lecture", "zoo_configs"):
+        if anchor in parts:
+            return "/".join(parts[parts.index(anchor) :])
+    return str(path)
+
+
+def split_hyperparams(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split zoo-style ``raw`` values into (zoo keys, constructor keyword arguments), parsing text values once and
+    checking what can be checked before the algorithm is built."""
+    zoo: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, str) and key not in TEXT_KEYS:
+            value = parse_value(value)
+        if key in ZOO_KEYS:
+            zoo[key] = value
+        elif key in ZOO_ONLY_KEYS:
+            warnings.warn(f"hyperparameter {key!r} is applied by the RL Zoo only: use `sbx-lecture zoo train`")
+        else:
+            kwargs[key] = value
+    _check_zoo_keys(zoo)
+    check_common_arguments(kwargs)
+    return zoo, kwargs
+
+
+def _check_zoo_keys(zoo: dict[str, Any]) -> None:
+    if "n_envs" in zoo:
+        zoo["n_envs"] = require_integer("n_envs", zoo["n_envs"], 1)
+    if "n_timesteps" in zoo:
+        zoo["n_timesteps"] = require_integer("n_timesteps", zoo["n_timesteps"], 1)
+    if "noise_std" in zoo:
+        zoo["noise_std"] = require_number("noise_std", zoo["noise_std"], 0.0)
+    for key in TEXT_KEYS:
+        if key in zoo and not isinstance(zoo[key], str):
+            example = "MlpPolicy" if key == "policy" else "normal"
+            raise InvalidValueError(f"{key} must be a name such as {example}, got {zoo[key]!r}")
+
+
+def zoo_settings(
+    algo: str, env_id: str, overrides: Mapping[str, Any] | None = None, conf_file: Path | None = None
+) -> ZooSettings:
+    """The zoo section of ``algo`` on ``env_id`` with ``overrides`` (``-p`` values, suite entries) on top."""
+    entry, source = zoo_entry(algo, env_id, conf_file)
+    raw = {**entry, **(overrides or {})}
+    if overrides:
+        source += " + overrides"
+    zoo, kwargs = split_hyperparams(raw)
+    return ZooSettings(raw, zoo, kwargs, source)
+
+
+def zoo_budget(algo: str, env_id: str) -> int:
+    """The zoo's ``n_timesteps`` for ``algo`` on ``env_id`` (the library default without one)."""
+    return zoo_settings(algo, env_id).n_timesteps
