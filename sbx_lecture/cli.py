@@ -1,4 +1,4 @@
-"""The ``sbx-lecture`` command: list, train, eval, zoo, bench."""
+"""The ``sbx-lecture`` command: list, train, eval, inspect, zoo, bench."""
 
 from __future__ import annotations
 
@@ -49,6 +49,10 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluator.add_argument("--algo", help="algorithm name, for models not saved by sbx-lecture")
     evaluator.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     evaluator.add_argument("--seed", type=int, default=0)
+
+    inspector = commands.add_parser("inspect", help="what a model file holds and which fields would need trust")
+    inspector.add_argument("model", type=Path, help="model .zip file")
+    inspector.add_argument("--json", action="store_true", help="machine-readable output")
 
     zoo = commands.add_parser("zoo", help="the RL Baselines3 Zoo with every registered algorithm", add_help=False)
     zoo.add_argument("zoo_args", nargs=argparse.REMAINDER)
@@ -118,6 +122,29 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect(path: Path, as_json: bool) -> int:
+    from sbx_lecture.serialization import inspect_model_file
+
+    report = inspect_model_file(path)
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    print(f"{report['path']} (Stable-Baselines3 {report['sb3_version'] or 'unknown'})")
+    for key, value in report["metadata"].items():
+        print(f"  {key}: {value}")
+    print("members:")
+    for member in report["members"]:
+        print(f"  {member['name']:<28} {member['size']:>10} bytes")
+    print("pickled fields:")
+    for name, entry in report["fields"].items():
+        if "value" not in entry:
+            state = "safe" if entry["safe"] else f"NEEDS TRUST: {entry['refused']}"
+            print(f"  {name:<28} {state}")
+    verdict = "loads without unpickling" if report["safe_load"] else f"needs --trusted: {report['reason']}"
+    print(f"safe load: {verdict}")
+    return 0
+
+
 def _delegate(module_name: str, argv: list[str]) -> int:
     import importlib
 
@@ -140,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "inspect":
+            return _inspect(args.model, args.json)
     except USER_ERRORS as exc:
         if os.environ.get("SBX_LECTURE_DEBUG"):
             raise

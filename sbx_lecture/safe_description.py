@@ -92,11 +92,10 @@ def describe_value(value: Any) -> Any:
         and type(value).__module__.startswith("gymnasium.spaces")
     ):
         kind = type(value).__name__
-        parts = (
-            {"spaces": dict(value.spaces) if kind == "Dict" else list(value.spaces)}
-            if kind in ("Dict", "Tuple")
-            else {}
-        )
+        parts: dict[str, Any] = {}
+        if kind in ("Dict", "Tuple"):
+            inner = value.spaces  # type: ignore[attr-defined]
+            parts["spaces"] = dict(inner) if kind == "Dict" else list(inner)
         for key in _SPACE_PARTS[kind]:
             if key not in parts and hasattr(value, key):
                 attribute = getattr(value, key)

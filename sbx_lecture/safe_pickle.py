@@ -34,7 +34,7 @@ _NUMPY_GLOBALS: dict[tuple[str, str], Any] = {}
 for _package in ("numpy.core", "numpy._core"):
     _NUMPY_GLOBALS[(f"{_package}.multiarray", "_reconstruct")] = _multiarray._reconstruct
     _NUMPY_GLOBALS[(f"{_package}.multiarray", "scalar")] = _multiarray.scalar
-    _NUMPY_GLOBALS[(f"{_package}.numeric", "_frombuffer")] = _numeric._frombuffer
+    _NUMPY_GLOBALS[(f"{_package}.numeric", "_frombuffer")] = _numeric._frombuffer  # type: ignore[attr-defined]
 _NUMPY_GLOBALS[("numpy", "ndarray")] = np.ndarray
 _NUMPY_GLOBALS[("numpy", "dtype")] = np.dtype
 _NUMPY_GLOBALS[("_codecs", "encode")] = lambda text, encoding="utf-8": str(text).encode(
@@ -56,7 +56,7 @@ class _StandInMeta(type):
     _target: str
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        node = object.__new__(cls)
+        node: _Node = object.__new__(cls)  # type: ignore[arg-type]
         node._init(args, kwargs, "call")
         return node
 
@@ -64,7 +64,7 @@ class _StandInMeta(type):
 class _Node(metaclass=_StandInMeta):
     """What a pickle built from a global: the global's name, the arguments, the state and items it was given."""
 
-    _target = "?"
+    _target = "(code pickled by value)"
 
     def __new__(cls, *args: Any, **kwargs: Any) -> _Node:  # pickle's NEWOBJ
         node = object.__new__(cls)
@@ -83,6 +83,11 @@ class _Node(metaclass=_StandInMeta):
     def __setitem__(self, key: Any, value: Any) -> None:
         self.entries.append((key, value))
 
+    def __call__(self, *args: Any, **kwargs: Any) -> _Node:  # REDUCE on what a call returned (code by value)
+        result = object.__new__(_Node)
+        result._init(args, kwargs, "call")
+        return result
+
     def append(self, item: Any) -> None:
         self.items.append(item)
 
@@ -97,7 +102,7 @@ class _Node(metaclass=_StandInMeta):
 class _SymbolicUnpickler(pickle.Unpickler):
     def __init__(self, file: io.BytesIO) -> None:
         super().__init__(file)
-        self._stand_ins: dict[str, type[_Node]] = {}
+        self._stand_ins: dict[str, _StandInMeta] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         real = _NUMPY_GLOBALS.get((module, name))
@@ -115,9 +120,15 @@ class _SymbolicUnpickler(pickle.Unpickler):
 def decode(raw: bytes) -> Any:
     """Parse pickle bytes into plain values and inert :class:`_Node` stand-ins; nothing named in them runs.
 
-    :raises pickle.UnpicklingError: (or another parsing error) for bytes that are not a well-formed pickle
+    :raises pickle.UnpicklingError: for bytes that are not a well-formed pickle (also ``EOFError`` when truncated)
+    :raises RefusedContent: for a pickle that the stand-ins cannot follow (it is not plain data)
     """
-    return _SymbolicUnpickler(io.BytesIO(raw)).load()
+    try:
+        return _SymbolicUnpickler(io.BytesIO(raw)).load()
+    except (pickle.UnpicklingError, EOFError):
+        raise
+    except Exception as exc:
+        raise RefusedContent(f"a pickle that is not plain data ({type(exc).__name__}: {exc})") from None
 
 
 def referenced_globals(raw: bytes) -> list[str]:

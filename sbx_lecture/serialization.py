@@ -179,7 +179,7 @@ def _decode_field(path: str, name: str, item: dict[str, Any]) -> Any:
     """A ``:serialized:`` field rebuilt through the symbolic unpickler (raises :class:`RefusedContent`)."""
     try:
         tree = decode(base64.b64decode(str(item[":serialized:"]).encode(), validate=True))
-    except (binascii.Error, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError):
+    except (binascii.Error, pickle.UnpicklingError, EOFError, ValueError):
         raise ModelFileError(
             f"{path}: field {name!r} is corrupted (not a readable pickle); re-save the model"
         ) from None
@@ -286,7 +286,7 @@ def load(
     *,
     trusted: bool = False,
     device: Any = "auto",
-    algo: str | type[BaseAlgorithm] | None = None,
+    algo: str | type | None = None,
     custom_objects: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> BaseAlgorithm:
@@ -311,10 +311,10 @@ def load(
         from sbx_lecture.common.safe_load import SafeLoadMixin
 
         extra = {"trusted": True} if issubclass(cls, SafeLoadMixin) else {}
-        return _wrap(path_text, cls, lambda: cls.load(path, env, device, custom_objects, **extra, **kwargs))
+        return _wrap(path_text, cls, lambda: cls.load(path, env, device, custom_objects, **extra, **kwargs))  # type: ignore[attr-defined]
     from stable_baselines3.common.save_util import load_from_zip_file
 
-    _, params, pytorch_variables = load_from_zip_file(path, load_data=False, device=device)
+    _, params, pytorch_variables = load_from_zip_file(path_text, load_data=False, device=device)
     data = _rebuild_data(path_text, fields, metadata.get(DESCRIPTION_KEY), custom_objects, params)
     policy_class = data.get("policy_class")
     cls = _choose_class(path_text, metadata, algo, policy_class if isinstance(policy_class, type) else None)
