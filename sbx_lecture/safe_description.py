@@ -112,7 +112,7 @@ def _schedule(description: dict[str, Any], path: str) -> Any:
 
     kind = description["kind"]
     if kind == "float":
-        return utils.FloatSchedule(decode_described(description["inner"], path))
+        return utils.FloatSchedule(_decode(description["inner"], path))
     if kind == "constant":
         return utils.ConstantSchedule(float(description["value"]))
     if kind == "linear":
@@ -134,7 +134,7 @@ def _tagged(value: dict[str, Any], path: str) -> Any:
             raise DescriptionError("object array")
         return np.frombuffer(base64.b64decode(value["data"]), dtype=dtype).reshape(value["shape"]).copy()
     if tag == "scalar":
-        return decode_described(value["value"], path)[()]
+        return _decode(value["value"], path)[()]
     if tag == "class":
         return resolve_class(str(value["path"]))
     if tag == "train_freq":
@@ -142,13 +142,13 @@ def _tagged(value: dict[str, Any], path: str) -> Any:
 
         return TrainFreq(int(value["frequency"]), TrainFrequencyUnit(value["unit"]))
     if tag == "deque":
-        return collections.deque([decode_described(v, path) for v in value["items"]], maxlen=value["maxlen"])
+        return collections.deque([_decode(v, path) for v in value["items"]], maxlen=value["maxlen"])
     if tag == "tuple":
-        return tuple(decode_described(v, path) for v in value["items"])
+        return tuple(_decode(v, path) for v in value["items"])
     if tag == "dict":
-        return {decode_described(k, path): decode_described(v, path) for k, v in value["items"]}
+        return {_decode(k, path): _decode(v, path) for k, v in value["items"]}
     if tag == "space":
-        parts = {k: decode_described(v, f"{path}.{k}") for k, v in value.items() if k not in (_TAG, "kind")}
+        parts = {k: _decode(v, f"{path}.{k}") for k, v in value.items() if k not in (_TAG, "kind")}
         return build_space(str(value["kind"]), parts)
     if tag == "schedule":
         return _schedule(value, path)
@@ -161,11 +161,18 @@ def decode_described(value: Any, path: str = "") -> Any:
     :raises DescriptionError: for a malformed description
     :raises RefusedContent: for a class outside the allow-list
     """
+    try:
+        return _decode(value, path)
+    except RecursionError:
+        raise DescriptionError("description nested too deeply") from None
+
+
+def _decode(value: Any, path: str = "") -> Any:
     if isinstance(value, list):
-        return [decode_described(v, path) for v in value]
+        return [_decode(v, path) for v in value]
     if isinstance(value, dict):
         if _TAG not in value:
-            return {k: decode_described(v, f"{path}[{k!r}]") for k, v in value.items()}
+            return {k: _decode(v, f"{path}[{k!r}]") for k, v in value.items()}
         try:
             return _tagged(value, path)
         except RefusedContent:

@@ -246,14 +246,14 @@ def _space_from_node(node: _Node, path: str) -> Any:
         "Dict": ("spaces",),
         "Tuple": ("spaces",),
     }[kind]
-    parts = {key.lstrip("_"): materialize(state[key], f"{path}.{key}") for key in wanted if key in state}
+    parts = {key.lstrip("_"): _materialize(state[key], f"{path}.{key}") for key in wanted if key in state}
     return build_space(kind, parts)
 
 
 def _schedule_from_node(node: _Node, path: str) -> Any:
     from stable_baselines3.common import utils
 
-    state = {k: materialize(v, f"{path}.{k}") for k, v in (node.state or {}).items()}
+    state = {k: _materialize(v, f"{path}.{k}") for k, v in (node.state or {}).items()}
     name = node.target.split(":")[1]
     if name == "FloatSchedule":
         return utils.FloatSchedule(state["value_schedule"])
@@ -267,9 +267,9 @@ def _schedule_from_node(node: _Node, path: str) -> Any:
 
 def _container_from_node(node: _Node, path: str) -> Any:
     name = node.target.split(":")[1]
-    args = [materialize(a, f"{path}[{i}]") for i, a in enumerate(node.args)]
-    items = [materialize(item, f"{path}[]") for item in node.items]
-    entries = [(materialize(k, path), materialize(v, f"{path}[{k!r}]")) for k, v in node.entries]
+    args = [_materialize(a, f"{path}[{i}]") for i, a in enumerate(node.args)]
+    items = [_materialize(item, f"{path}[]") for item in node.items]
+    entries = [(_materialize(k, path), _materialize(v, f"{path}[{k!r}]")) for k, v in node.entries]
     if name == "deque":
         maxlen = args[1] if len(args) > 1 else None
         return collections.deque([*(args[0] if args else []), *items], maxlen=maxlen)
@@ -284,25 +284,44 @@ def _other_from_node(node: _Node, path: str) -> Any:
     if node.target == "stable_baselines3.common.type_aliases:TrainFrequencyUnit":
         from stable_baselines3.common.type_aliases import TrainFrequencyUnit
 
-        return TrainFrequencyUnit(str(materialize(node.args[0], path)))
+        return TrainFrequencyUnit(str(_materialize(node.args[0], path)))
     if node.target == "stable_baselines3.common.type_aliases:TrainFreq":
         from stable_baselines3.common.type_aliases import TrainFreq
 
-        frequency, unit = (materialize(a, path) for a in node.args)
+        frequency, unit = (_materialize(a, path) for a in node.args)
         return TrainFreq(int(frequency), unit)
     if node.target == "stable_baselines3.common.running_mean_std:RunningMeanStd":
         from stable_baselines3.common.running_mean_std import RunningMeanStd
 
         state = node.state or {}
-        mean = np.asarray(materialize(state["mean"], f"{path}.mean"), dtype=np.float64)
+        mean = np.asarray(_materialize(state["mean"], f"{path}.mean"), dtype=np.float64)
         rms = RunningMeanStd(shape=mean.shape)
-        rms.mean, rms.var = mean, np.asarray(materialize(state["var"], f"{path}.var"), dtype=np.float64)
-        rms.count = float(materialize(state["count"], f"{path}.count"))
+        rms.mean, rms.var = mean, np.asarray(_materialize(state["var"], f"{path}.var"), dtype=np.float64)
+        rms.count = float(_materialize(state["count"], f"{path}.count"))
         return rms
     raise RefusedContent(node.target)
 
 
+#: Plain classes of SB3 whose state is only arrays and numbers: rebuilt as ``object.__new__`` plus their state.
+_PLAIN_OBJECTS = {
+    f"stable_baselines3.common.noise:{name}"
+    for name in ("NormalActionNoise", "OrnsteinUhlenbeckActionNoise", "VectorizedActionNoise")
+}
+
+
+def _plain_object_from_node(node: _Node, path: str) -> Any:
+    module_name, _, name = node.target.partition(":")
+    cls = getattr(importlib.import_module(module_name), name)
+    state = _materialize(node.state, f"{path}.__dict__")
+    if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):
+        raise RefusedContent(f"{node.target} with a state that is not a dict")
+    obj = object.__new__(cls)
+    obj.__dict__.update(state)
+    return obj
+
+
 _RECIPES = {
+    **dict.fromkeys(_PLAIN_OBJECTS, _plain_object_from_node),
     **dict.fromkeys(_SPACE_TARGETS, _space_from_node),
     **dict.fromkeys(
         [
@@ -334,6 +353,13 @@ def materialize(value: Any, path: str = "") -> Any:
     :param path: where ``value`` sits, for messages
     :raises RefusedContent: for anything that is not plain data or an allowed class
     """
+    try:
+        return _materialize(value, path)
+    except RecursionError:
+        raise RefusedContent("data nested too deeply") from None
+
+
+def _materialize(value: Any, path: str) -> Any:
     if value is None or isinstance(value, (bool, int, float, complex, str, bytes, np.generic, np.dtype)):
         if isinstance(value, np.generic) and value.dtype == object:
             raise RefusedContent("a numpy object scalar")
@@ -345,11 +371,15 @@ def materialize(value: Any, path: str = "") -> Any:
             raise RefusedContent("a numpy array of Python objects")
         return value
     if isinstance(value, (list, tuple)):
-        items = [materialize(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        items = [_materialize(item, f"{path}[{i}]") for i, item in enumerate(value)]
         return items if isinstance(value, list) else tuple(items)
     if isinstance(value, dict):
-        return {materialize(k, path): materialize(v, f"{path}[{k!r}]") for k, v in value.items()}
+        return {_materialize(k, path): _materialize(v, f"{path}[{k!r}]") for k, v in value.items()}
     if isinstance(value, _StandInMeta):  # a class named by reference
+        module_name, _, name = value._target.partition(":")
+        numpy_type = getattr(np, name, None) if module_name == "numpy" else None
+        if isinstance(numpy_type, type) and issubclass(numpy_type, np.generic):  # a dtype given as np.float32
+            return numpy_type
         return resolve_class(value._target)
     if isinstance(value, _Node):
         recipe = _RECIPES.get(value.target)

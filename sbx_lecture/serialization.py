@@ -11,10 +11,12 @@ What loads safely (``trusted=False``, the default):
   of registered algorithms). Our own saves (:func:`save`) also carry a JSON description of those fields
   (:func:`describe_for_safe_load`), which takes precedence. Weights and optimizer states are read with
   ``torch.load(weights_only=True)``.
-- A schedule that cannot be rebuilt (a function pickled by value, as older SB3 versions and custom code write):
+- A schedule that cannot be rebuilt (a function pickled by value: a lambda, a closure of older SB3 versions):
   ``learning_rate`` / ``lr_schedule`` become constant at the learning rate stored in the saved optimizer state; an
-  sbx-lecture ``lin_X`` schedule is recognised by its name; any other schedule field is replaced by one that raises
-  :class:`UntrustedContentError` when training calls it (prediction never does).
+  sbx-lecture ``lin_X`` schedule is recognised by its name; any other field that holds a function is replaced by a
+  stand-in that raises :class:`UntrustedContentError` when training calls it (prediction never does). Load with
+  ``trusted=True`` to get such functions back.
+- SB3's action noise objects (normal, Ornstein-Uhlenbeck, vectorized) are rebuilt from their arrays.
 - **Normalisation statistics**: the ``.npz`` of :func:`save_normalization`, or a ``VecNormalize.save`` pickle (the
   RL Zoo's ``vecnormalize.pkl``) through the same symbolic unpickler, of which only the statistics and settings are
   kept.
@@ -200,7 +202,8 @@ def _fallback_schedule(path: str, name: str, item: dict[str, Any], params: dict[
     from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule
 
     readable = json.dumps({k: v for k, v in item.items() if k != ":serialized:"})
-    if not _SCHEDULE_NAMES.search(name) or not re.search(r"function|Schedule", readable):
+    kind = str(item.get(":type:", ""))
+    if not re.search(r"function|Schedule", kind) or not (_SCHEDULE_NAMES.search(name) or "function" in kind):
         return None
     match = _OUR_LINEAR.search(readable)
     if match is not None:
@@ -302,6 +305,8 @@ def load(
     :raises UntrustedContentError: a field would need unpickling
     :raises ModelFileError: missing, corrupted or unreadable file, or an unknown algorithm
     """
+    if not Path(path).exists() and Path(f"{path}.zip").is_file():  # SB3 appends .zip to a path without it
+        path = f"{path}.zip"
     path_text = str(path)
     check_model_file(path)
     metadata = _read_zip_json(path, METADATA_NAME)

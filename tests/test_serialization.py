@@ -180,6 +180,16 @@ def test_corrupted_field_is_a_one_line_model_file_error(ppo_zip: Path, tmp_path:
     assert "\n" not in str(exc.value)
 
 
+def test_deeply_nested_field_is_refused(ppo_zip: Path, tmp_path: Path) -> None:
+    path = tmp_path / "nested.zip"
+    path.write_bytes(ppo_zip.read_bytes())
+    depth = 100_000  # lists in lists: EMPTY_LIST × depth, then APPEND × (depth − 1)
+    raw = b"\x80\x04" + b"]" * depth + b"a" * (depth - 1) + b"."
+    _replace_data_field(path, "_last_obs", {":serialized:": base64.b64encode(raw).decode()})
+    with pytest.raises(UntrustedContentError, match="nested too deeply"):
+        load(path, algo="ppo")
+
+
 # ----------------------------------------------------------------------------------------------- plain SB3 zips
 
 
