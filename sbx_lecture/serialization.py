@@ -102,6 +102,8 @@ def _atomic_write(path: str | os.PathLike[str], write: Callable[[str], None], su
     os.close(handle)
     try:
         write(temporary)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(temporary, path)
     finally:
         with suppress(FileNotFoundError):

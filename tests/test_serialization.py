@@ -270,6 +270,22 @@ def test_class_outside_the_allow_list_is_refused(ppo_zip: Path, tmp_path: Path) 
 # ----------------------------------------------------------------------------------------------- our saves
 
 
+def test_tampered_description_is_checked_against_the_allow_list(tmp_path: Path) -> None:
+    path = tmp_path / "model.zip"
+    save(KLPPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32), path, {"algo": "ppo_kl"})
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    metadata = json.loads(members[METADATA_NAME])
+    metadata[DESCRIPTION_KEY]["fields"]["policy_class"] = {"$type": "class", "path": "os:system"}
+    members[METADATA_NAME] = json.dumps(metadata).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    with pytest.raises(UntrustedContentError) as exc:
+        load(path)
+    _assert_refused(exc, "policy_class", "os:system")
+
+
 @pytest.mark.parametrize(
     ("cls", "env_id", "kwargs"),
     [
@@ -349,6 +365,17 @@ def _assert_same_statistics(a: VecNormalize, b: VecNormalize) -> None:
         assert x.count == y.count
     for name in ("training", "norm_obs", "norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon", "norm_obs_keys"):
         assert getattr(a, name) == getattr(b, name)
+
+
+def test_unreadable_normalization_files(tmp_path: Path) -> None:
+    venv = make_vec_env("Pendulum-v1", 1)
+    for name, content in [("garbage.pkl", b"not a pickle at all"), ("missing.npz", None)]:
+        path = tmp_path / name
+        if content is not None:
+            path.write_bytes(content)
+        with pytest.raises(ModelFileError) as exc:
+            load_normalization(path, venv)
+        assert "\n" not in str(exc.value) and str(path) in str(exc.value)
 
 
 def test_normalization_npz_round_trip(tmp_path: Path) -> None:
