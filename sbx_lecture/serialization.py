@@ -271,12 +271,16 @@ def _choose_class(path: str, metadata: dict[str, Any], algo: str | type | None, 
         return registry.get(saved)
     if algo is not None:
         return registry.get(algo)
+    description = metadata.get(DESCRIPTION_KEY)
+    described = description.get("algorithm") if isinstance(description, dict) else None
     candidates: dict[type, str] = {}
-    for spec in registry:
+    for spec in registry:  # only registered classes are considered: a file never names what gets imported
         try:
             cls = spec.load()
         except (RegistryError, ImportError):
             continue
+        if described is not None and class_path(cls) == described:
+            return cls
         if policy_class is not None and policy_class in getattr(cls, "policy_aliases", {}).values():
             candidates.setdefault(cls, spec.name)
     if len(candidates) == 1:
@@ -321,7 +325,15 @@ def load(
         return _wrap(path_text, cls, lambda: cls.load(path, env, device, custom_objects, **extra, **kwargs))  # type: ignore[attr-defined]
     from stable_baselines3.common.save_util import load_from_zip_file
 
-    _, params, pytorch_variables = load_from_zip_file(path_text, load_data=False, device=device)
+    print_info = bool(kwargs.pop("print_system_info", False))
+    if print_info:
+        from stable_baselines3.common.utils import get_system_info
+
+        print("== CURRENT SYSTEM INFO ==")
+        get_system_info()
+    _, params, pytorch_variables = load_from_zip_file(
+        path_text, load_data=False, device=device, print_system_info=print_info
+    )
     data = _rebuild_data(path_text, fields, metadata.get(DESCRIPTION_KEY), custom_objects, params)
     policy_class = data.get("policy_class")
     cls = _choose_class(path_text, metadata, algo, policy_class if isinstance(policy_class, type) else None)
@@ -347,7 +359,6 @@ def _build(
 
     kwargs = dict(kwargs)
     force_reset = kwargs.pop("force_reset", True)
-    kwargs.pop("print_system_info", None)
     policy_kwargs = data.get("policy_kwargs")
     if isinstance(policy_kwargs, dict):
         policy_kwargs.pop("device", None)

@@ -245,6 +245,12 @@ def test_algorithm_inferred_from_the_policy_class_when_unambiguous(tmp_path: Pat
         save(SAC("MlpPolicy", "Pendulum-v1"), path, {"algo": "sac"}) or load(path, algo="dqn")
 
 
+def test_algorithm_of_our_save_without_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "model.zip"
+    save(TD3("MlpPolicy", "Pendulum-v1"), path)  # TD3's policy alone would fit DDPG too
+    assert type(load(path)) is TD3
+
+
 def test_activation_and_optimizer_classes_in_policy_kwargs(tmp_path: Path) -> None:
     import torch as th
 
