@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from sbx_lecture.dpg import DPG
     from sbx_lecture.npg import NPG, TNPG
     from sbx_lecture.ppo_kl import KLPPO
+    from sbx_lecture.serialization import load
     from sbx_lecture.sql import SQL
 
 __version__ = "0.1.0"
@@ -55,6 +56,11 @@ def list_algorithms() -> list[AlgorithmSpec]:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "load":  # safe loading of any registered algorithm's model zip, imported on first use
+        from sbx_lecture.serialization import load
+
+        globals()["load"] = load
+        return load
     target = _PUBLIC_CLASSES.get(name)
     if target is None:
         raise AttributeError(f"module 'sbx_lecture' has no attribute {name!r}")
@@ -84,4 +90,5 @@ __all__ = [
     "get_algorithm",
     "hookimpl",
     "list_algorithms",
+    "load",
 ]

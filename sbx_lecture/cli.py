@@ -1,4 +1,4 @@
-"""The ``sbx-lecture`` command: list, train, eval, zoo, bench."""
+"""The ``sbx-lecture`` command: list, train, eval, inspect, zoo, bench."""
 
 from __future__ import annotations
 
@@ -61,6 +61,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "--trusted", action="store_true",
         help="allow unpickling the model file and its statistics: only for files from a source you trust",
     )
+
+    inspector = commands.add_parser("inspect", help="what a model file holds and which fields would need trust")
+    inspector.add_argument("model", type=Path, help="model .zip file")
+    inspector.add_argument("--json", action="store_true", help="machine-readable output")
 
     zoo = commands.add_parser("zoo", help="the RL Baselines3 Zoo with every registered algorithm", add_help=False)
     zoo.add_argument("zoo_args", nargs=argparse.REMAINDER)
@@ -155,6 +159,29 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect(path: Path, as_json: bool) -> int:
+    from sbx_lecture.serialization import inspect_model_file
+
+    report = inspect_model_file(path)
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    print(f"{report['path']} (Stable-Baselines3 {report['sb3_version'] or 'unknown'})")
+    for key, value in report["metadata"].items():
+        print(f"  {key}: {value}")
+    print("members:")
+    for member in report["members"]:
+        print(f"  {member['name']:<28} {member['size']:>10} bytes")
+    print("pickled fields:")
+    for name, entry in report["fields"].items():
+        if "value" not in entry:
+            state = "safe" if entry["safe"] else f"NEEDS TRUST: {entry['refused']}"
+            print(f"  {name:<28} {state}")
+    verdict = "loads without unpickling" if report["safe_load"] else f"needs --trusted: {report['reason']}"
+    print(f"safe load: {verdict}")
+    return 0
+
+
 def _delegate(module_name: str, argv: list[str]) -> int:
     import importlib
 
@@ -179,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _eval(args)
         if args.command == "hyperparams":
             return _hyperparams(args.algo, args.json)
+        if args.command == "inspect":
+            return _inspect(args.model, args.json)
     except USER_ERRORS as exc:
         if os.environ.get("SBX_LECTURE_DEBUG"):
             raise

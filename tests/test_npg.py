@@ -207,7 +207,7 @@ def test_save_load_round_trip(tmp_path, cls, env_id, kwargs):
     actions, _ = model.predict(obs, deterministic=True)
     assert actions.shape[0] == 5 and model.action_space.contains(actions[0])
     model.save(tmp_path / "model.zip")
-    loaded = cls.load(tmp_path / "model.zip", env=model.get_env())
+    loaded = cls.load(tmp_path / "model.zip", env=model.get_env(), trusted=True)  # lambdas need unpickling
     np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], actions)
     for key, value in model.policy.optimizer.state_dict()["state"].items():
         th.testing.assert_close(loaded.policy.optimizer.state_dict()["state"][key]["exp_avg"], value["exp_avg"])

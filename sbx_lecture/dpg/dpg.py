@@ -22,6 +22,7 @@ from sbx_lecture.common.compatible_features import (
     compatible_advantage,
     parameter_jvp,
 )
+from sbx_lecture.common.safe_load import SafeLoadMixin
 from sbx_lecture.common.schedules import ClampedProgressMixin
 from sbx_lecture.dpg.buffers import TransitionBatch, TransitionBuffer
 from sbx_lecture.dpg.policies import CRITIC_TYPES, CnnPolicy, CompatibleCritic, DPGPolicy, MlpPolicy
@@ -29,7 +30,7 @@ from sbx_lecture.dpg.policies import CRITIC_TYPES, CnnPolicy, CompatibleCritic, 
 SelfDPG = TypeVar("SelfDPG", bound="DPG")
 
 
-class DPG(ClampedProgressMixin, OffPolicyAlgorithm):
+class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
     """Deterministic Policy Gradient (DPG): a deterministic actor μθ(s) and a critic Q^w(s, a), learned online.
 
     The objective and its gradient (deterministic policy gradient theorem)::

@@ -40,6 +40,7 @@ from sbx_lecture.common.natural_gradient import (
     solve_natural_gradient,
     solve_natural_gradient_exactly,
 )
+from sbx_lecture.common.safe_load import SafeLoadMixin
 from sbx_lecture.common.schedules import ClampedProgressMixin
 from sbx_lecture.npg.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
@@ -97,7 +98,7 @@ def _check_float_or_schedule(name: str, value: float | Schedule, valid: str, pre
         raise ValueError(f"{name} must be {valid} (or a schedule), got {value!r}")
 
 
-class NaturalGradientAlgorithm(ClampedProgressMixin, OnPolicyAlgorithm):
+class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
     """Base class of the natural policy gradient family; subclasses only decide how to step along F⁻¹g.
 
     :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)

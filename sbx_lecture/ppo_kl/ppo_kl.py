@@ -24,6 +24,7 @@ from sbx_lecture.common.kl_penalty import (
     adapt_kl_coef,
     check_kl_penalty_arguments,
 )
+from sbx_lecture.common.safe_load import SafeLoadMixin
 from sbx_lecture.common.schedules import ClampedProgressMixin
 from sbx_lecture.ppo_kl.old_policy import OldPolicyDistribution, select_rows
 from sbx_lecture.ppo_kl.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, evaluate_actions_and_distribution
@@ -71,7 +72,7 @@ def kl_penalized_policy_loss(
     return -surrogate.mean(), kl_coef * kl.mean()
 
 
-class KLPPO(ClampedProgressMixin, OnPolicyAlgorithm):
+class KLPPO(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
     """Proximal Policy Optimization with an adaptive (or fixed) KL penalty.
 
     Each update maximises, over several epochs of minibatch gradient steps on one rollout,

@@ -16,6 +16,7 @@ from stable_baselines3.common.utils import FloatSchedule, polyak_update
 
 from sbx_lecture.common.kernels import amortized_svgd_loss
 from sbx_lecture.common.particle_entropy import nearest_neighbour_entropy
+from sbx_lecture.common.safe_load import SafeLoadMixin
 from sbx_lecture.common.schedules import ClampedProgressMixin
 from sbx_lecture.common.soft_value import (
     boltzmann_entropy,
@@ -33,7 +34,7 @@ def squash_log_jacobian(pre_squash: th.Tensor) -> th.Tensor:
     return (2.0 * (np.log(2.0) - pre_squash - th.nn.functional.softplus(-2.0 * pre_squash))).sum(dim=-1)
 
 
-class SQL(ClampedProgressMixin, OffPolicyAlgorithm):
+class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
     """Soft Q-learning: Q-learning for the maximum-entropy objective with an energy-based policy.
 
     The lecture's maximum-entropy RL: J(π) = E[Σ_t r_t + α H(π(·|s_t))], solved by the soft Bellman backup

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from sbx_lecture.common.safe_load import SafeLoadMixin
 from sbx_lecture.common.schedules import ClampedProgressMixin
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.callbacks import BaseCallback
@@ -48,7 +49,7 @@ def check_float_or_schedule(name: str, value: float | Schedule, valid: str, pred
         raise ValueError(f"{name} must be {valid} (or a schedule of the progress remaining), got {value!r}")
 
 
-class REINFORCE(ClampedProgressMixin, OnPolicyAlgorithm):
+class REINFORCE(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
     """REINFORCE: Monte-Carlo policy gradient with an optional learned baseline (Williams, 1992).
 
     The lecture's estimator, from complete episodes sampled with π_θ, with reward-to-go and a baseline b(s):

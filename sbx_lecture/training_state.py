@@ -1,0 +1,239 @@
+"""Normalisation statistics and replay buffers in ``.npz`` files (no pickle), and safe reading of SB3's pickles.
+
+Re-exported by :mod:`sbx_lecture.serialization`; see its docstring for what loads safely.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sbx_lecture.runs import ModelFileError
+from sbx_lecture.safe_pickle import RefusedContent, class_path, decode, materialize
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.buffers import ReplayBuffer
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
+    from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+_SETTINGS = "settings.json"
+_NORMALIZATION_SETTINGS = (
+    "training", "norm_obs", "norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon", "norm_obs_keys",
+)  # fmt: skip
+_VECNORMALIZE_TARGET = "stable_baselines3.common.vec_env.vec_normalize:VecNormalize"
+
+
+def _untrusted(path: Any, field: str, what: str) -> Exception:
+    from sbx_lecture.serialization import UntrustedContentError
+
+    return UntrustedContentError(path, field, what)
+
+
+def _write_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], settings: dict[str, Any]) -> None:
+    from sbx_lecture.serialization import _atomic_write
+
+    members = {**arrays, _SETTINGS: np.array(json.dumps(settings))}
+
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as file:
+            np.savez(file, **members)  # type: ignore[arg-type]
+
+    _atomic_write(path, write)
+
+
+def _read_npz(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays and settings of one of our ``.npz`` files; object arrays (which need pickle) are refused."""
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            for name in archive.files:
+                try:
+                    arrays[name] = archive[name]
+                except ValueError as exc:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+                    raise _untrusted(path, f"array {name!r}", "an array of Python objects") from exc
+        settings = json.loads(str(arrays.pop(_SETTINGS)[()]))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        if isinstance(exc, ModelFileError):
+            raise
+        raise ModelFileError(f"{path} is not a readable sbx-lecture .npz file ({type(exc).__name__})") from None
+    if not isinstance(settings, dict):
+        raise ModelFileError(f"{path}: its settings are not a JSON object")
+    return arrays, settings
+
+
+def _is_pickle(path: str | os.PathLike[str]) -> bool:
+    if not Path(path).is_file():
+        raise ModelFileError(f"{path} does not exist")
+    return not zipfile.is_zipfile(path)
+
+
+# ------------------------------------------------------------------------------------------------ normalisation
+
+
+def save_normalization(normalizer: VecNormalize, path: str | os.PathLike[str]) -> None:
+    """Write the statistics and settings of ``normalizer`` to an ``.npz`` file (atomically, no pickle)."""
+    arrays: dict[str, np.ndarray] = {}
+
+    def add(prefix: str, rms: RunningMeanStd) -> None:
+        arrays[f"{prefix}/mean"], arrays[f"{prefix}/var"] = np.asarray(rms.mean), np.asarray(rms.var)
+        arrays[f"{prefix}/count"] = np.asarray(rms.count, dtype=np.float64)
+
+    if isinstance(normalizer.obs_rms, dict):
+        for key, rms in normalizer.obs_rms.items():
+            add(f"obs_rms/{key}", rms)
+    else:
+        add("obs_rms", normalizer.obs_rms)
+    add("ret_rms", normalizer.ret_rms)
+    settings = {name: getattr(normalizer, name) for name in _NORMALIZATION_SETTINGS}
+    settings["obs_keys"] = sorted(normalizer.obs_rms) if isinstance(normalizer.obs_rms, dict) else None
+    _write_npz(path, arrays, settings)
+
+
+def _set_rms(path: Any, rms: RunningMeanStd, mean: Any, var: Any, count: Any, name: str) -> None:
+    mean, var = np.asarray(mean, dtype=np.float64), np.asarray(var, dtype=np.float64)
+    if mean.shape != rms.mean.shape or var.shape != rms.var.shape:
+        raise ModelFileError(
+            f"{path}: statistics {name!r} have shape {mean.shape}, the environment needs {rms.mean.shape}"
+        )
+    rms.mean, rms.var, rms.count = mean, var, float(count)
+
+
+def _normalizer(path: Any, venv: VecEnv, settings: dict[str, Any], stats: dict[str, tuple[Any, Any, Any]]) -> Any:
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    kwargs = {name: settings[name] for name in _NORMALIZATION_SETTINGS if name in settings}
+    try:
+        normalizer = VecNormalize(venv, **kwargs)
+    except (AssertionError, ValueError, TypeError, KeyError) as exc:
+        raise ModelFileError(f"{path}: its settings do not fit the environment ({exc})") from None
+    for name, (mean, var, count) in stats.items():
+        if name == "ret_rms":
+            _set_rms(path, normalizer.ret_rms, mean, var, count, name)
+        elif isinstance(normalizer.obs_rms, dict):
+            key = name.split("/", 1)[1] if "/" in name else name
+            if key not in normalizer.obs_rms:
+                raise ModelFileError(f"{path}: statistics for observation key {key!r}, which the environment lacks")
+            _set_rms(path, normalizer.obs_rms[key], mean, var, count, name)
+        else:
+            _set_rms(path, normalizer.obs_rms, mean, var, count, name)
+    return normalizer
+
+
+def _stats_from_pickle(path: Any) -> tuple[dict[str, Any], dict[str, tuple[Any, Any, Any]]]:
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
+
+    try:
+        tree = decode(Path(path).read_bytes())
+    except Exception as exc:
+        raise ModelFileError(f"{path} is not a readable pickle ({type(exc).__name__})") from None
+    if getattr(tree, "target", None) != _VECNORMALIZE_TARGET or not isinstance(tree.state, dict):
+        raise _untrusted(path, "its content", f"a {getattr(tree, 'target', type(tree).__name__)}, not a VecNormalize")
+    state = tree.state
+    try:
+        settings = {name: materialize(state[name], name) for name in _NORMALIZATION_SETTINGS if name in state}
+        obs_rms, ret_rms = materialize(state["obs_rms"], "obs_rms"), materialize(state["ret_rms"], "ret_rms")
+    except RefusedContent as exc:
+        raise _untrusted(path, "a VecNormalize field", str(exc)) from None
+    except KeyError as exc:
+        raise ModelFileError(f"{path}: the VecNormalize state lacks {exc}") from None
+    stats: dict[str, tuple[Any, Any, Any]] = {}
+    named = dict(obs_rms) if isinstance(obs_rms, dict) else {"": obs_rms}
+    pairs = [(f"obs_rms/{key}" if key else "obs_rms", rms) for key, rms in named.items()] + [("ret_rms", ret_rms)]
+    for name, rms in pairs:
+        if not isinstance(rms, RunningMeanStd):
+            raise ModelFileError(f"{path}: {name} is not a RunningMeanStd")
+        stats[name] = (rms.mean, rms.var, rms.count)
+    return settings, stats
+
+
+def load_normalization(path: str | os.PathLike[str], venv: VecEnv, *, trusted: bool = False) -> VecNormalize:
+    """A ``VecNormalize`` around ``venv`` with the statistics of ``path``.
+
+    :param path: an ``.npz`` of :func:`save_normalization`, or a ``VecNormalize.save`` pickle (``vecnormalize.pkl``),
+        read by the symbolic unpickler, keeping only the statistics and settings
+    :param venv: the environment to normalise
+    :param trusted: read a pickle with SB3's ``VecNormalize.load`` (unpickles)
+    :raises UntrustedContentError: the pickle holds something other than plain statistics
+    """
+    if _is_pickle(path):
+        if trusted:
+            from stable_baselines3.common.vec_env import VecNormalize
+
+            return VecNormalize.load(str(path), venv)
+        settings, stats = _stats_from_pickle(path)
+        return _normalizer(path, venv, settings, stats)  # type: ignore[no-any-return]
+    arrays, settings = _read_npz(path)
+    stats = {}
+    for name in arrays:
+        if name.endswith("/mean"):
+            prefix = name[: -len("/mean")]
+            try:
+                stats[prefix] = (arrays[name], arrays[f"{prefix}/var"], arrays[f"{prefix}/count"])
+            except KeyError as exc:
+                raise ModelFileError(f"{path}: statistics {prefix!r} lack {exc}") from None
+    return _normalizer(path, venv, settings, stats)  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------------------------------------------ replay buffer
+
+
+def save_replay_buffer(buffer: ReplayBuffer, path: str | os.PathLike[str]) -> None:
+    """Write every array and scalar attribute of a ``ReplayBuffer`` / ``DictReplayBuffer`` to ``.npz`` (no pickle).
+
+    :raises ValueError: for a ``HerReplayBuffer`` (it holds an environment; save it with SB3 instead)
+    """
+    from stable_baselines3.her.her_replay_buffer import HerReplayBuffer
+
+    if isinstance(buffer, HerReplayBuffer):
+        raise ValueError("HerReplayBuffer cannot be saved as .npz; use model.save_replay_buffer (a pickle) instead")
+    arrays: dict[str, np.ndarray] = {}
+    scalars: dict[str, Any] = {}
+    for name, value in vars(buffer).items():
+        if isinstance(value, np.ndarray) and not value.dtype.hasobject:
+            arrays[f"array/{name}"] = value
+        elif isinstance(value, dict) and value and all(isinstance(v, np.ndarray) for v in value.values()):
+            arrays.update({f"dict/{name}/{key}": array for key, array in value.items()})
+        elif isinstance(value, (bool, int, float, str)) or value is None:
+            scalars[name] = value
+    _write_npz(path, arrays, {"class": class_path(type(buffer)), "attributes": scalars})
+
+
+def load_replay_buffer(
+    model: BaseAlgorithm, path: str | os.PathLike[str], *, trusted: bool = False, truncate_last_traj: bool = True
+) -> None:
+    """Put the replay buffer of ``path`` into the off-policy ``model``, on the model's device.
+
+    The ``.npz`` of :func:`save_replay_buffer` fills the model's own buffer (same class required). A pickle is
+    loaded only with ``trusted=True``, by SB3's ``model.load_replay_buffer`` (``truncate_last_traj`` applies to
+    ``HerReplayBuffer`` there).
+
+    :raises UntrustedContentError: a pickle without ``trusted=True``, or an ``.npz`` holding object arrays
+    """
+    if _is_pickle(path):
+        if not trusted:
+            raise _untrusted(path, "the replay buffer", "a pickled ReplayBuffer")
+        model.load_replay_buffer(path, truncate_last_traj=truncate_last_traj)  # type: ignore[attr-defined]
+        return
+    buffer = getattr(model, "replay_buffer", None)
+    if buffer is None:
+        raise ModelFileError(f"cannot load {path}: {type(model).__name__} has no replay buffer")
+    arrays, settings = _read_npz(path)
+    if settings.get("class") != class_path(type(buffer)):
+        raise ModelFileError(f"{path} holds a {settings.get('class')}, the model uses {class_path(type(buffer))}")
+    for name, value in dict(settings.get("attributes", {})).items():
+        if name in vars(buffer) and isinstance(value, (bool, int, float, str)):
+            setattr(buffer, name, value)
+    for key, array in arrays.items():
+        kind, _, rest = key.partition("/")
+        if kind == "array":
+            setattr(buffer, rest, array)
+        elif kind == "dict":
+            name, _, entry = rest.partition("/")
+            getattr(buffer, name)[entry] = array
+    buffer.device = model.device
