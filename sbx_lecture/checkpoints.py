@@ -279,6 +279,13 @@ def remove_stale_bundles(run_dir: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def interrupt_once(signum: int, frame: Any) -> None:
+    """SIGINT handler: raise ``KeyboardInterrupt`` once; later Ctrl-C are ignored, so the checkpoint that the first
+    one asks for is written in full."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 @contextmanager
 def interrupts_deferred() -> Iterator[list[int]]:
     """Hold back Ctrl-C (SIGINT) for the block, so that a checkpoint being written is finished first.

@@ -540,6 +540,7 @@ def _start(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], r
         "vec_env": config.vec_env,
         "timesteps": target,
         "plugin": spec.origin,
+        "hyperparams_source": settings.source,
         "hyperparams": {key: to_json_value(value) for key, value in raw.items()},
         "segments": [{"start": 0, "monitor": monitor.folder, "progress": progress}],
     }
@@ -630,7 +631,9 @@ def _learn(config: TrainConfig, session: _Session, callbacks: list[BaseCallback]
     except KeyboardInterrupt:
         if not resumed and model.num_timesteps == 0:
             raise TrainingInterrupted("interrupted before the first environment step: nothing was saved") from None
-        raise TrainingInterrupted(_save_after_interrupt(checkpoints, run_dir)) from None
+        message = _save_after_interrupt(checkpoints, run_dir)
+        _record_segment(run_dir, model.num_timesteps, time.perf_counter() - started)
+        raise TrainingInterrupted(message) from None
     except Exception as exc:
         kept = committed_bundles(run_dir)
         where = (
@@ -647,6 +650,7 @@ def _learn(config: TrainConfig, session: _Session, callbacks: list[BaseCallback]
         model.logger.close()
     eval_seconds = evaluation.eval_seconds if evaluation else 0.0
     learn_seconds = max(time.perf_counter() - started - eval_seconds, 1e-9)
+    _record_segment(run_dir, model.num_timesteps, time.perf_counter() - started)
     finished = model.num_timesteps >= session.target
     result = TrainResult(
         run_dir, None, model.num_timesteps, None, finished, [], None, learn_seconds, model.num_timesteps - steps_before
@@ -671,6 +675,14 @@ def _learn(config: TrainConfig, session: _Session, callbacks: list[BaseCallback]
     if final_env is not None:
         final_env.close()
     return result
+
+
+def _record_segment(run_dir: Path, steps: int, seconds: float) -> None:
+    """Note in ``run.json`` where the current segment ended and how long it took."""
+    run = read_run_file(run_dir)
+    if run.get("segments"):
+        run["segments"][-1].update({"end": steps, "seconds": round(seconds, 3)})
+        write_run_file(run_dir, run)
 
 
 def _evaluation(config: TrainConfig, session: _Session) -> PeriodicEvaluation:

@@ -17,12 +17,10 @@ import pytest
 import yaml
 
 from sbx_lecture.bench import main, report_folder
-from sbx_lecture.bench.evaluation import read_curve
 from sbx_lecture.bench.harness import job_folder
 from sbx_lecture.bench.published import published_for, same_task
 from sbx_lecture.bench.report import failures
 from sbx_lecture.bench.runner import ERROR_FILE, LOCK_FILE, RESULT_FILE, execute_run
-from sbx_lecture.bench.settings import run_settings
 from sbx_lecture.bench.speed import sibling_arguments
 from sbx_lecture.bench.suites import (
     SIBLINGS,
@@ -36,7 +34,9 @@ from sbx_lecture.bench.suites import (
     load_suite_file,
 )
 from sbx_lecture.checkpoints import committed_bundles, newest_valid_bundle
+from sbx_lecture.evaluation import Evaluations
 from sbx_lecture.runs import run_lock
+from sbx_lecture.zoo_config import zoo_settings
 
 BUDGET = 3_000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -110,11 +110,11 @@ def test_overrides_get_their_own_run_folder():
 
 
 def test_sibling_settings_come_from_the_rl_zoo_files():
-    settings = run_settings("ppo", "CartPole-v1")
+    settings = zoo_settings("ppo", "CartPole-v1")
     assert settings.source == "rl_zoo3/hyperparams/ppo.yml[CartPole-v1]"
     assert settings.n_envs == 8 and settings.n_timesteps == 100_000
     assert settings.kwargs["n_epochs"] == 20
-    mujoco = run_settings("ppo", "Hopper-v5", {"n_epochs": 3})
+    mujoco = zoo_settings("ppo", "Hopper-v5", {"n_epochs": 3})
     assert mujoco.source.startswith("rl_zoo3/hyperparams/ppo.yml[Hopper-v4]")
     assert mujoco.normalize and mujoco.kwargs["n_epochs"] == 3
 
@@ -163,7 +163,7 @@ def test_tiny_suite_writes_results_tables_and_plots(tiny_run):
         assert len(steps) >= 3
         assert run["final_episodes"] == 3 and run["steps_per_second"] > 0
         assert run["curve"][-1][1] == pytest.approx(run["final_mean"])
-    assert "rl_zoo3/hyperparams/ppo.yml[CartPole-v1] + suite overrides" in {r["settings_source"] for r in runs}
+    assert "rl_zoo3/hyperparams/ppo.yml[CartPole-v1] + overrides" in {r["settings_source"] for r in runs}
     speed = [r for r in results if r["kind"] == "speed"]
     assert len(speed) == 1 and speed[0]["status"] == "done"
     assert speed[0]["ratio"] == pytest.approx(speed[0]["ours_steps_per_second"] / speed[0]["sibling_steps_per_second"])
@@ -202,7 +202,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     assert not (run_dir / RESULT_FILE).exists()
     checkpoint_steps = newest_valid_bundle(run_dir)[0].steps
     assert 1_500 <= checkpoint_steps < BUDGET
-    before = [point for point in read_curve(run_dir / "curve.csv") if point[0] <= checkpoint_steps]
+    before = [point for point in Evaluations.load(run_dir / "evaluations.npz").curve() if point[0] <= checkpoint_steps]
     assert before and before[0][0] == 0
 
     assert main([str(suite_file), "--jobs", "1", "--out", str(out), "--plain"]) == 0
@@ -213,7 +213,8 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     assert after[: len(before)] == before  # the points measured before the interruption are kept
     assert after[-1][0] >= BUDGET
     assert committed_bundles(run_dir) == []  # a finished run drops its checkpoints
-    assert json.loads((run_dir / "run.json").read_text())["segments"] == [checkpoint_steps]
+    segments = json.loads((run_dir / "run.json").read_text())["segments"]
+    assert [segment["start"] for segment in segments] == [0, checkpoint_steps]
 
 
 def test_a_failing_run_is_reported_and_not_marked_finished(tmp_path):

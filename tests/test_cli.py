@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sbx_lecture.cli import main
 from sbx_lecture.checkpoints import newest_valid_bundle
+from sbx_lecture.cli import main
 from sbx_lecture.runs import read_model_metadata
 
 TINY_TRPO = ["-p", "n_steps=128", "-p", "batch_size=64", "-p", "n_critic_updates=2", "-p",
@@ -58,7 +58,7 @@ def test_list_reports_failed_plugins(plugin_site, capsys: pytest.CaptureFixture[
 def test_train_resume_and_eval_end_to_end(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = workdir / "run"
     args = ["train", "trpo", "Pendulum-v1", "--timesteps", "256", "--seed", "3", "--out", str(out),
-            "--checkpoint-freq", "128", "--no-progress", *TINY_TRPO]
+            "--checkpoint-freq", "128", "--n-envs", "1", "--no-progress", *TINY_TRPO]
     assert main(args) == 0
     for name in ["model.zip", "run.json", "progress.csv", "learning_curve.png", "monitor/segment_0/0.monitor.csv"]:
         assert (out / name).exists(), name

@@ -20,9 +20,17 @@ from sbx_lecture.checkpoints import committed_bundles, newest_valid_bundle
 from sbx_lecture.cli import main
 from sbx_lecture.runs import curve_points
 
-TINY_SAC = ["-p", "learning_starts=20", "-p", "buffer_size=2000", "-p", "batch_size=16",
-            "-p", "policy_kwargs=dict(net_arch=[8])"]
-TINY_A2C = ["-p", "n_steps=8", "-p", "policy_kwargs=dict(net_arch=[8])"]
+TINY_SAC = [
+    "-p",
+    "learning_starts=20",
+    "-p",
+    "buffer_size=2000",
+    "-p",
+    "batch_size=16",
+    "-p",
+    "policy_kwargs=dict(net_arch=[8])",
+]
+TINY_A2C = ["-p", "n_envs=1", "-p", "n_steps=8", "-p", "policy_kwargs=dict(net_arch=[8])"]
 
 
 @pytest.fixture
@@ -43,8 +51,13 @@ def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
 def _python(script: str, cwd: Path, **kwargs: object) -> subprocess.Popen[str]:
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script)], cwd=cwd, env=environment, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs,  # type: ignore[call-overload]
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=cwd,
+        env=environment,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,  # type: ignore[call-overload]
     )
 
 
@@ -59,6 +72,12 @@ WRITE_POINTS = [
     ("sbx_lecture.checkpoints", "fsync_folder"),
     ("sbx_lecture.checkpoints", "prune_bundles"),
 ]
+
+_CLI_SCRIPT = """
+import sys
+from sbx_lecture.cli import main
+sys.exit(main({arguments!r}))
+"""
 
 _KILLED_TRAINING = """
 import importlib, os, sys
@@ -80,20 +99,33 @@ sys.exit(main({arguments!r}))
 
 @pytest.mark.parametrize(("module", "name"), WRITE_POINTS, ids=[name for _, name in WRITE_POINTS])
 def test_a_kill_at_any_write_point_resumes_a_consistent_bundle(workdir: Path, module: str, name: str) -> None:
-    arguments = ["train", "sac", "Pendulum-v1", "--timesteps", "90", "--checkpoint-freq", "30", "--out", "run",
-                 "--no-progress", "-p", "normalize=True", *TINY_SAC]
-    # fsync_folder is called twice per bundle (staging folder, then the commit): die at before the second bundle is committed.
+    arguments = [
+        "train",
+        "sac",
+        "Pendulum-v1",
+        "--timesteps",
+        "90",
+        "--checkpoint-freq",
+        "30",
+        "--out",
+        "run",
+        "--no-progress",
+        "-p",
+        "normalize=True",
+        *TINY_SAC,
+    ]
+    # fsync_folder runs twice per bundle (staging folder, then the commit): die before the second commit.
     die_at_call = 3 if name == "fsync_folder" else 2
-    process = _python(_KILLED_TRAINING.format(module=module, name=name, die_at_call=die_at_call,
-                                              arguments=arguments), workdir)
+    process = _python(
+        _KILLED_TRAINING.format(module=module, name=name, die_at_call=die_at_call, arguments=arguments), workdir
+    )
     process.communicate(timeout=300)
     assert process.returncode == 9
     bundle, passed_over = newest_valid_bundle(workdir / "run")
     assert passed_over == []
     assert bundle.steps == (60 if name == "prune_bundles" else 30)
 
-    assert main(["train", "sac", "Pendulum-v1", "--timesteps", "120", "--out", "run", "--resume",
-                 "--no-progress"]) == 0
+    assert main(["train", "sac", "Pendulum-v1", "--timesteps", "120", "--out", "run", "--resume", "--no-progress"]) == 0
     from sbx_lecture import serialization
 
     final, _ = newest_valid_bundle(workdir / "run")
@@ -107,8 +139,24 @@ def test_a_kill_at_any_write_point_resumes_a_consistent_bundle(workdir: Path, mo
 def test_a_damaged_newest_bundle_falls_back_to_the_previous_one(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["train", "a2c", "CartPole-v1", "--timesteps", "64", "--checkpoint-freq", "16", "--out", "run",
-                 "--no-progress", *TINY_A2C]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "a2c",
+                "CartPole-v1",
+                "--timesteps",
+                "64",
+                "--checkpoint-freq",
+                "16",
+                "--out",
+                "run",
+                "--no-progress",
+                *TINY_A2C,
+            ]
+        )
+        == 0
+    )
     newest, older = committed_bundles(workdir / "run")[:2]
     model = newest / "model.zip"
     model.write_bytes(model.read_bytes()[:-100])  # truncated, as by a full disk
@@ -122,8 +170,24 @@ def test_a_damaged_newest_bundle_falls_back_to_the_previous_one(
 
 
 def test_no_usable_bundle_is_one_line(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "a2c", "CartPole-v1", "--timesteps", "32", "--checkpoint-freq", "16", "--out", "run",
-                 "--no-progress", *TINY_A2C]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "a2c",
+                "CartPole-v1",
+                "--timesteps",
+                "32",
+                "--checkpoint-freq",
+                "16",
+                "--out",
+                "run",
+                "--no-progress",
+                *TINY_A2C,
+            ]
+        )
+        == 0
+    )
     for bundle in committed_bundles(workdir / "run"):
         (bundle / "manifest.json").write_text("{not json")
     capsys.readouterr()
@@ -151,8 +215,9 @@ def test_a_second_writer_is_refused_while_the_first_trains(workdir: Path, capsys
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         for extra in ([], ["--resume"]):
-            assert main(["train", "a2c", "CartPole-v1", "--timesteps", "16", "--out", "run", "--no-progress",
-                         *extra]) == 2
+            assert (
+                main(["train", "a2c", "CartPole-v1", "--timesteps", "16", "--out", "run", "--no-progress", *extra]) == 2
+            )
             assert "being written by another process" in _error_line(capsys)
         assert (workdir / "run").is_dir(), "the first writer's folder is left alone"
     finally:
@@ -161,12 +226,8 @@ def test_a_second_writer_is_refused_while_the_first_trains(workdir: Path, capsys
 
 
 def test_two_trainings_started_together_have_one_winner(workdir: Path) -> None:
-    script = f"""
-        import sys
-        from sbx_lecture.cli import main
-        sys.exit(main({["train", "a2c", "CartPole-v1", "--timesteps", "400", "--out", "run", "--no-progress",
-                         *TINY_A2C]!r}))
-        """
+    arguments = ["train", "a2c", "CartPole-v1", "--timesteps", "400", "--out", "run", "--no-progress", *TINY_A2C]
+    script = _CLI_SCRIPT.format(arguments=arguments)
     processes = [_python(script, workdir) for _ in range(2)]
     outcomes = [(process.wait(timeout=300), process.communicate()[1]) for process in processes]
     assert sorted(code for code, _ in outcomes) == [0, 2], outcomes
@@ -182,7 +243,18 @@ def test_two_trainings_started_together_have_one_winner(workdir: Path) -> None:
 
 def test_resuming_twice_keeps_every_log_segment(workdir: Path) -> None:
     common = ["train", "ppo", "CartPole-v1", "--out", "run", "--no-progress"]
-    tiny_ppo = ["-p", "n_steps=64", "-p", "batch_size=32", "-p", "n_epochs=1", "-p", "policy_kwargs=dict(net_arch=[8])"]
+    tiny_ppo = [
+        "-p",
+        "n_envs=1",
+        "-p",
+        "n_steps=64",
+        "-p",
+        "batch_size=32",
+        "-p",
+        "n_epochs=1",
+        "-p",
+        "policy_kwargs=dict(net_arch=[8])",
+    ]
     assert main([*common, "--timesteps", "192", *tiny_ppo]) == 0
     assert main([*common, "--timesteps", "384", "--resume"]) == 0
     assert main([*common, "--timesteps", "576", "--resume"]) == 0
@@ -234,12 +306,20 @@ def test_ctrl_c_during_start_up_saves_nothing_and_leaves_nothing(
 
 @pytest.mark.parametrize("interrupts", [1, 2])
 def test_ctrl_c_while_training_commits_a_checkpoint(workdir: Path, interrupts: int) -> None:
-    script = f"""
-        import sys
-        from sbx_lecture.cli import main
-        sys.exit(main({["train", "sac", "Pendulum-v1", "--timesteps", "100000", "--checkpoint-freq", "40",
-                         "--out", "run", "--no-progress", *TINY_SAC]!r}))
-        """
+    arguments = [
+        "train",
+        "sac",
+        "Pendulum-v1",
+        "--timesteps",
+        "100000",
+        "--checkpoint-freq",
+        "40",
+        "--out",
+        "run",
+        "--no-progress",
+        *TINY_SAC,
+    ]
+    script = _CLI_SCRIPT.format(arguments=arguments)
     process = _python(script, workdir)
     deadline = time.monotonic() + 240
     while not committed_bundles(workdir / "run") and time.monotonic() < deadline:
@@ -317,8 +397,22 @@ def test_an_error_inside_learn_is_one_line(
         raise RuntimeError("the update broke\non two lines")
 
     monkeypatch.setattr(A2C, "train", broken)
-    assert main(["train", "a2c", "CartPole-v1", "--timesteps", "64", "--checkpoint-freq", "1000", "--no-progress",
-                 *TINY_A2C]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "a2c",
+                "CartPole-v1",
+                "--timesteps",
+                "64",
+                "--checkpoint-freq",
+                "1000",
+                "--no-progress",
+                *TINY_A2C,
+            ]
+        )
+        == 2
+    )
     line = _error_line(capsys)
     assert "training of a2c stopped at step 8: RuntimeError: the update broke on two lines" in line
     assert "nothing was saved" in line
@@ -338,8 +432,24 @@ def test_an_error_after_checkpoints_keeps_them(
         original(self)
 
     monkeypatch.setattr(A2C, "train", broken_later)
-    assert main(["train", "a2c", "CartPole-v1", "--timesteps", "64", "--checkpoint-freq", "16", "--out", "run",
-                 "--no-progress", *TINY_A2C]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "a2c",
+                "CartPole-v1",
+                "--timesteps",
+                "64",
+                "--checkpoint-freq",
+                "16",
+                "--out",
+                "run",
+                "--no-progress",
+                *TINY_A2C,
+            ]
+        )
+        == 2
+    )
     line = _error_line(capsys)
     assert "keeps its checkpoint step_000000000032" in line and "--resume --out run" in line
     assert newest_valid_bundle(workdir / "run")[0].steps == 32
@@ -394,8 +504,9 @@ def test_resume_of_a_finished_run_asks_for_more_steps(workdir: Path, capsys: pyt
 def test_files_get_the_users_umask(workdir: Path) -> None:
     previous = os.umask(0o027)
     try:
-        assert main(["train", "a2c", "CartPole-v1", "--timesteps", "200", "--out", "run", "--no-progress",
-                     *TINY_A2C]) == 0
+        assert (
+            main(["train", "a2c", "CartPole-v1", "--timesteps", "200", "--out", "run", "--no-progress", *TINY_A2C]) == 0
+        )
     finally:
         os.umask(previous)
     for name in ("model.zip", "run.json", "learning_curve.png"):

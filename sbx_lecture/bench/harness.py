@@ -19,9 +19,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any, Protocol
 
-from sbx_lecture.bench.runner import execute_run, interrupt_once, read_result
+from sbx_lecture.bench.runner import execute_run, read_result
 from sbx_lecture.bench.speed import execute_speed
 from sbx_lecture.bench.suites import Job, RunJob, SpeedJob
+from sbx_lecture.checkpoints import interrupt_once
 
 RUNS_DIR = "runs"
 _progress_queue: Any = None

@@ -23,6 +23,7 @@ from typing import Any
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sbx_lecture.bench.suites import RunJob
+from sbx_lecture.checkpoints import interrupt_once
 from sbx_lecture.evaluation import ProgressReport
 from sbx_lecture.runs import CHECKPOINT_DIR, LOCK_FILE, RunFolderError, read_run_file, run_lock, write_json
 
@@ -99,12 +100,6 @@ def execute_run(
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-
-
-def interrupt_once(signum: int, frame: Any) -> None:
-    """SIGINT handler: raise ``KeyboardInterrupt`` once; later signals are ignored so the checkpoint gets written."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
 
 
 def _summary(job: RunJob, run_dir: Path, status: str) -> dict[str, Any]:
