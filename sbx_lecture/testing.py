@@ -379,7 +379,8 @@ class ProbeFeaturesExtractor(BaseFeaturesExtractor):
 
 
 def _predict(model: BaseAlgorithm, obs: Any, deterministic: bool) -> tuple[np.ndarray, Any]:
-    episode_start = np.ones(len(obs), dtype=bool)
+    n_observations = len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
+    episode_start = np.ones(n_observations, dtype=bool)
     return model.predict(obs, state=None, episode_start=episode_start, deterministic=deterministic)
 
 

@@ -52,7 +52,7 @@ class EpisodeBatch:
     """Several episodes stacked along the time axis; ``starts[i]:ends[i]`` is episode ``i``.
 
     :param observations: ``(N, *obs_shape)`` observations of all steps (a dict of tensors for ``Dict`` spaces)
-    :param actions: ``(N, *action_shape)`` actions (``(N,)`` integers for ``Discrete``)
+    :param actions: ``(N, action_dim)`` flat actions (``(N,)`` integers for ``Discrete``)
     :param rewards: ``(N,)`` rewards
     :param behaviour_log_probs: ``(N,)`` log-probabilities of the actions under the policy that sampled them
     :param episode_ids: ``(N,)`` index of the episode of each step
@@ -104,8 +104,8 @@ class EpisodeBatch:
         actions_tensor = th.as_tensor(actions, device=device)
         if isinstance(action_space, spaces.Discrete):
             actions_tensor = actions_tensor.long().flatten()
-        else:
-            actions_tensor = actions_tensor.float()
+        else:  # one flat row per step, as SB3's rollout buffer stores them (Box actions may be matrices)
+            actions_tensor = actions_tensor.float().reshape(len(actions), -1)
         finals = [
             (i, e.final_observation) for i, e in enumerate(episodes) if e.truncated and e.final_observation is not None
         ]
