@@ -345,7 +345,7 @@ def _observations(env: VecEnv, n: int = 8) -> Any:
     """``n`` observations from a short random rollout of ``env`` (in distribution, unlike space.sample()); a dict
     of arrays for Dict observation spaces."""
     env.action_space.seed(0)
-    observations = [env.reset()]
+    observations: list[Any] = [env.reset()]
     for _ in range(n - 1):
         obs, _, _, _ = env.step(np.array([env.action_space.sample() for _ in range(env.num_envs)]))
         observations.append(obs)
@@ -668,14 +668,14 @@ class _Checker:
     def _check_predictions(self, check: str, model: BaseAlgorithm, env: VecEnv, what: str) -> None:
         """Batched and single predictions have the action space's shape and lie in it."""
         action_space = env.action_space
+        expected = (4, *(action_space.shape or ()))
         obs = _observations(env, 4)
         for deterministic in (True, False):
             actions, _ = _predict(model, obs, deterministic=deterministic)
-            if np.shape(actions) != (4, *action_space.shape):
+            if np.shape(actions) != expected:
                 self.fail(
                     check,
-                    f"predict() on 4 {what} returned actions of shape {np.shape(actions)}, expected "
-                    f"{(4, *action_space.shape)}",
+                    f"predict() on 4 {what} returned actions of shape {np.shape(actions)}, expected {expected}",
                     "reshape actions to (n_envs, *action_space.shape) wherever they leave the network",
                 )
                 return
