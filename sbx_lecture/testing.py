@@ -742,8 +742,11 @@ class _Checker:
         probe = self.model if self.model is not None else _build(self.cls, env, self.hyperparams, self.seed)
         policy_class = type(probe.policy)
         parameters = inspect.signature(policy_class).parameters
-        if "features_extractor_class" not in parameters or isinstance(env.observation_space, spaces.Dict):
+        if "features_extractor_class" not in parameters:
             self.skipped.append(f"policy_save_load: {policy_class.__name__} takes no features_extractor_class")
+            return
+        if isinstance(env.observation_space, spaces.Dict):
+            self.skipped.append(f"policy_save_load: the probe extractor needs Box observations, not {self.env_id}'s")
             return
         policy_kwargs = dict((self.hyperparams or {}).get("policy_kwargs") or {})
         policy_kwargs.update(
