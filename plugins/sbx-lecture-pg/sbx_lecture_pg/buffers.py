@@ -120,9 +120,7 @@ class EpisodeBatch:
             starts=starts,
             ends=ends,
             truncated=np.array([episode.truncated for episode in episodes], dtype=bool),
-            final_observations=(
-                _as_tensor(_joined(np.stack, [obs for _, obs in finals]), device) if finals else None
-            ),
+            final_observations=_as_tensor(_joined(np.stack, [obs for _, obs in finals]), device) if finals else None,
             final_episode_ids=np.array([i for i, _ in finals], dtype=np.int64),
         )
 
