@@ -5,7 +5,10 @@ on: ``learn`` (returns the model, runs the budget), ``predict`` (shapes, bounds,
 recurrent state carried), ``save``/``load`` (every parameter, optimizer state and hyperparameter round-trips and
 predictions are identical), ``set_env`` (accepts a matching environment, refuses a mismatched one),
 ``evaluate_policy``, reproducibility under a seed, and the ``supported_action_spaces`` declaration (every declared
-kind of space works, an undeclared kind is refused with an error that names the action space). It raises one
+kind of space works, an undeclared kind is refused with an error that names the action space). Three checks cover
+what SB3 users meet beyond the defaults: Dict observations when the class has a ``MultiInput`` policy alias,
+multi-dimensional Box actions (shape ``(2, 2)``) when it supports Box, and ``policy.save`` / ``Policy.load`` with a
+custom features extractor and optimizer settings (the constructor parameters must round-trip). It raises one
 :class:`ConformanceError` listing every failed check with what to fix::
 
     from sbx_lecture.testing import check_algorithm
@@ -35,7 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
+import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -75,7 +81,22 @@ KNOWN_UPSTREAM_ISSUES: dict[tuple[str, type[spaces.Space]], str] = {
     ),
 }
 #: The names of the checks, in the order they run.
-CHECKS = ("learn", "seeding", "predict", "save_load", "evaluate_policy", "set_env", "action_spaces")
+CHECKS = (
+    "learn",
+    "seeding",
+    "predict",
+    "save_load",
+    "evaluate_policy",
+    "set_env",
+    "action_spaces",
+    "dict_observations",
+    "box_actions",
+    "policy_save_load",
+)
+#: The checks that build their own models (on other environments) instead of using the one ``learn`` trained.
+_STANDALONE_CHECKS = ("action_spaces", "dict_observations", "box_actions", "policy_save_load")
+#: The Box action shape of the ``box_actions`` check.
+MULTI_DIMENSIONAL_BOX_SHAPE = (2, 2)
 
 
 class ConformanceError(AssertionError):
@@ -119,7 +140,7 @@ class ConformanceReport:
 # --- probe environments ----------------------------------------------------------------------------------------
 
 
-class ProbeEnv(gym.Env[np.ndarray, Any]):
+class ProbeEnv(gym.Env[Any, Any]):
     """A tiny environment with any kind of action space: 3-d observations, 16-step episodes (truncated).
 
     The reward prefers actions close to a target that depends on the observation, so that every algorithm has
@@ -129,15 +150,23 @@ class ProbeEnv(gym.Env[np.ndarray, Any]):
     :param obs_dim: size of the observation vector
     :param episode_length: steps before the episode is truncated
     :param render_mode: accepted for ``make_vec_env``; ``render()`` returns a blank image
+    :param box_shape: shape of the Box action space (``kind="box"``)
+    :param dict_observations: observe a Dict ``{"state": the observation vector, "extra": 2 more numbers}``
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"]}
 
     def __init__(
-        self, kind: str = "box", obs_dim: int = 3, episode_length: int = 16, render_mode: str | None = None
+        self,
+        kind: str = "box",
+        obs_dim: int = 3,
+        episode_length: int = 16,
+        render_mode: str | None = None,
+        box_shape: tuple[int, ...] = (2,),
+        dict_observations: bool = False,
     ) -> None:
         makers: dict[str, Callable[[], spaces.Space]] = {
-            "box": lambda: spaces.Box(-1.0, 1.0, (2,), dtype=np.float32),
+            "box": lambda: spaces.Box(-1.0, 1.0, tuple(box_shape), dtype=np.float32),
             "discrete": lambda: spaces.Discrete(3),
             "multi_discrete": lambda: spaces.MultiDiscrete([3, 2]),
             "multi_binary": lambda: spaces.MultiBinary(3),
@@ -146,22 +175,29 @@ class ProbeEnv(gym.Env[np.ndarray, Any]):
             raise ValueError(f"kind must be one of {sorted(makers)}, got {kind!r}")
         self.kind = kind
         self.action_space = makers[kind]()
-        self.observation_space = spaces.Box(-1.0, 1.0, (obs_dim,), dtype=np.float32)
+        self._state_space = spaces.Box(-1.0, 1.0, (obs_dim,), dtype=np.float32)
+        self.dict_observations = dict_observations
+        self.observation_space: spaces.Space = self._state_space
+        if dict_observations:
+            extra = spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
+            self.observation_space = spaces.Dict({"state": self._state_space, "extra": extra})
         self.episode_length = episode_length
         self.render_mode = render_mode
         self._t = 0
         self._obs = np.zeros(obs_dim, dtype=np.float32)
 
-    def _observe(self) -> np.ndarray:
-        self._obs = self.np_random.uniform(-1.0, 1.0, self.observation_space.shape).astype(np.float32)
+    def _observe(self) -> Any:
+        self._obs = self.np_random.uniform(-1.0, 1.0, self._state_space.shape).astype(np.float32)
+        if self.dict_observations:
+            return {"state": self._obs, "extra": self.np_random.uniform(-1.0, 1.0, (2,)).astype(np.float32)}
         return self._obs
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         super().reset(seed=seed)
         self._t = 0
         return self._observe(), {}
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
         flat = np.asarray(action, dtype=np.float64).ravel()
         target = float(self._obs[0])
         reward = -float(np.mean((flat - target) ** 2))
@@ -305,18 +341,46 @@ def suitable_env_id(cls: type[BaseAlgorithm]) -> str:
     )
 
 
-def _observations(env: VecEnv, n: int = 8) -> np.ndarray:
-    """``n`` observations from a short random rollout of ``env`` (in distribution, unlike space.sample())."""
+def _observations(env: VecEnv, n: int = 8) -> Any:
+    """``n`` observations from a short random rollout of ``env`` (in distribution, unlike space.sample()); a dict
+    of arrays for Dict observation spaces."""
     env.action_space.seed(0)
-    observations = [env.reset()]
+    observations: list[Any] = [env.reset()]
     for _ in range(n - 1):
         obs, _, _, _ = env.step(np.array([env.action_space.sample() for _ in range(env.num_envs)]))
         observations.append(obs)
+    if isinstance(observations[0], dict):
+        return {key: np.concatenate([obs[key] for obs in observations])[:n] for key in observations[0]}
     return np.concatenate(observations)[:n]  # type: ignore[arg-type]
 
 
-def _predict(model: BaseAlgorithm, obs: np.ndarray, deterministic: bool) -> tuple[np.ndarray, Any]:
-    episode_start = np.ones(len(obs), dtype=bool)
+def _first(observations: Any) -> Any:
+    """The first observation of a batch (key by key for dicts)."""
+    if isinstance(observations, dict):
+        return {key: value[0] for key, value in observations.items()}
+    return observations[0]
+
+
+class ProbeFeaturesExtractor(BaseFeaturesExtractor):
+    """A custom features extractor for the ``policy_save_load`` check: flatten, one linear layer, ReLU.
+
+    :param observation_space: a Box observation space (images included)
+    :param features_dim: number of features
+    """
+
+    def __init__(self, observation_space: spaces.Space, features_dim: int = 7) -> None:
+        super().__init__(observation_space, features_dim)
+        self.net = th.nn.Sequential(
+            th.nn.Flatten(), th.nn.Linear(get_flattened_obs_dim(observation_space), features_dim), th.nn.ReLU()
+        )
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return self.net(observations)  # type: ignore[no-any-return]
+
+
+def _predict(model: BaseAlgorithm, obs: Any, deterministic: bool) -> tuple[np.ndarray, Any]:
+    n_observations = len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
+    episode_start = np.ones(n_observations, dtype=bool)
     return model.predict(obs, state=None, episode_start=episode_start, deterministic=deterministic)
 
 
@@ -595,6 +659,151 @@ class _Checker:
                 )
         return declared is not None
 
+    def _supported(self) -> tuple[type[spaces.Space], ...]:
+        declared = _declared_spaces(self.cls)
+        if declared is not None and _is_valid_declaration(declared):
+            return tuple(declared)
+        return _probe_action_spaces(self.cls)
+
+    def _check_predictions(self, check: str, model: BaseAlgorithm, env: VecEnv, what: str) -> None:
+        """Batched and single predictions have the action space's shape and lie in it."""
+        action_space = env.action_space
+        expected = (4, *(action_space.shape or ()))
+        obs = _observations(env, 4)
+        for deterministic in (True, False):
+            actions, _ = _predict(model, obs, deterministic=deterministic)
+            if np.shape(actions) != expected:
+                self.fail(
+                    check,
+                    f"predict() on 4 {what} returned actions of shape {np.shape(actions)}, expected {expected}",
+                    "reshape actions to (n_envs, *action_space.shape) wherever they leave the network",
+                )
+                return
+            if not all(action_space.contains(np.asarray(action, dtype=action_space.dtype)) for action in actions):
+                self.fail(check, f"predict() on {what} returned actions outside {action_space}", "")
+                return
+        single, _ = model.predict(_first(obs), deterministic=True)
+        if np.shape(single) != action_space.shape:
+            self.fail(
+                check,
+                f"predict() on one unbatched {what[:-1]} returned shape {np.shape(single)}, expected "
+                f"{action_space.shape}",
+                "accept unbatched observations as SB3's predict does",
+            )
+
+    def dict_observations(self) -> None:
+        """A class with a MultiInput policy alias learns and predicts on Dict observations."""
+        aliases = [alias for alias in getattr(self.cls, "policy_aliases", {}) if alias.startswith("MultiInput")]
+        if not aliases:
+            self.skipped.append("dict_observations: no MultiInput policy alias")
+            return
+        supported = self._supported()
+        kinds = [kind for kind in PROBE_ENV_IDS if kind in self.probe_spaces and _covers(supported, kind)]
+        if not kinds:
+            self.skipped.append("dict_observations: no probe environment for the supported action spaces")
+            return
+        env = _make_env(PROBE_ENV_IDS[kinds[0]], self.seed, dict_observations=True)
+        try:
+            model = _build(self.cls, env, {**(self.hyperparams or {}), "policy": aliases[0]}, self.seed)
+            model.learn(total_timesteps=self.timesteps)
+        except Exception as exc:
+            self.fail(
+                "dict_observations",
+                f"the {aliases[0]} alias promises Dict observations, but learning on {env.observation_space} fails: "
+                f"{_describe(exc)}",
+                "treat observations as a dict of tensors wherever they are stored, sliced or concatenated (SB3's "
+                "DictReplayBuffer / DictRolloutBuffer show how), or drop the MultiInput alias",
+            )
+            return
+        self._check_predictions("dict_observations", model, env, "Dict observations")
+
+    def box_actions(self) -> None:
+        """A class that supports Box learns and predicts with a multi-dimensional Box action space."""
+        if spaces.Box not in self.probe_spaces or not _covers(self._supported(), spaces.Box):
+            self.skipped.append("box_actions: Box action spaces are not supported")
+            return
+        env = _make_env(PROBE_ENV_IDS[spaces.Box], self.seed, box_shape=MULTI_DIMENSIONAL_BOX_SHAPE)
+        try:
+            model = _build(self.cls, env, self.hyperparams, self.seed)
+            model.learn(total_timesteps=self.timesteps)
+        except Exception as exc:
+            self.fail(
+                "box_actions",
+                f"learning with the action space {env.action_space} fails: {_describe(exc)}",
+                "networks output flat actions of size prod(shape): reshape them to (n_envs, *action_space.shape) "
+                "before unscaling or stepping the environment",
+            )
+            return
+        self._check_predictions("box_actions", model, env, "observations")
+
+    def policy_save_load(self) -> None:
+        """``policy.save`` then ``PolicyClass.load`` keep a custom features extractor and the optimizer settings."""
+        env = _make_env(self.env_id, self.seed)
+        probe = self.model if self.model is not None else _build(self.cls, env, self.hyperparams, self.seed)
+        policy_class = type(probe.policy)
+        parameters = inspect.signature(policy_class).parameters
+        if "features_extractor_class" not in parameters:
+            self.skipped.append(f"policy_save_load: {policy_class.__name__} takes no features_extractor_class")
+            return
+        if isinstance(env.observation_space, spaces.Dict):
+            self.skipped.append(f"policy_save_load: the probe extractor needs Box observations, not {self.env_id}'s")
+            return
+        policy_kwargs = dict((self.hyperparams or {}).get("policy_kwargs") or {})
+        policy_kwargs.update(
+            features_extractor_class=ProbeFeaturesExtractor, features_extractor_kwargs={"features_dim": 7}
+        )
+        if "optimizer_class" in parameters and "optimizer_kwargs" in parameters:
+            policy_kwargs.update(optimizer_class=th.optim.AdamW, optimizer_kwargs={"weight_decay": 0.0123})
+        model = _build(self.cls, env, {**(self.hyperparams or {}), "policy_kwargs": policy_kwargs}, self.seed)
+        policy = model.policy
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "policy.pth"
+            policy.save(str(path))
+            try:
+                loaded = policy_class.load(str(path), device="cpu")
+            except Exception as exc:
+                self.fail(
+                    "policy_save_load",
+                    f"{policy_class.__name__}.load of a policy with a custom features extractor fails: "
+                    f"{_describe(exc)}",
+                    "return features_extractor_class/kwargs and optimizer_class/kwargs from "
+                    "_get_constructor_parameters()",
+                )
+                return
+        fix = "return every constructor argument (features_extractor_class/kwargs, optimizer_class/kwargs, ...) from "
+        fix += "_get_constructor_parameters()"
+
+        def extractors(module: th.nn.Module) -> int:
+            return sum(isinstance(sub, ProbeFeaturesExtractor) for sub in module.modules())
+
+        if extractors(loaded) != extractors(policy):
+            self.fail(
+                "policy_save_load",
+                f"the loaded policy has {extractors(loaded)} ProbeFeaturesExtractor modules, the saved one "
+                f"{extractors(policy)}: the custom features extractor was replaced",
+                fix,
+            )
+        if getattr(policy, "optimizer_class", None) is th.optim.AdamW:
+            kwargs = getattr(loaded, "optimizer_kwargs", None) or {}
+            if getattr(loaded, "optimizer_class", None) is not th.optim.AdamW or kwargs.get("weight_decay") != 0.0123:
+                self.fail(
+                    "policy_save_load",
+                    f"optimizer settings are lost: the loaded policy has {getattr(loaded, 'optimizer_class', None)} "
+                    f"with {kwargs}, the saved one AdamW with weight_decay=0.0123",
+                    fix,
+                )
+        problems: list[str] = []
+        _diff(policy.state_dict(), loaded.state_dict(), "", problems)
+        if problems:
+            self.fail("policy_save_load", f"the policy's tensors do not round-trip: {'; '.join(problems[:3])}", fix)
+            return
+        obs = _observations(env, 4)
+        episode_start = np.ones(4, dtype=bool)
+        a, _ = policy.predict(obs, state=None, episode_start=episode_start, deterministic=True)
+        b, _ = loaded.predict(obs, state=None, episode_start=episode_start, deterministic=True)
+        if not np.array_equal(a, b):
+            self.fail("policy_save_load", "the loaded policy predicts different actions from the saved one", fix)
+
 
 def _same(a: Any, b: Any) -> bool:
     """Equality that treats NaN as equal to NaN and compares arrays element-wise."""
@@ -659,7 +868,7 @@ def check_algorithm(
         raise ValueError(f"probe_spaces {unknown_kinds}: choose from {', '.join(map(_kind_name, PROBE_ENV_IDS))}")
     checker = _Checker(cls, env_id, hyperparams, timesteps, seed, kinds)
     report = ConformanceReport(name, env_id, (), declared=False)
-    needs_model = [check for check in selected if check not in ("learn", "action_spaces")]
+    needs_model = [check for check in selected if check not in ("learn", *_STANDALONE_CHECKS)]
     ran = 0
     if "learn" in selected or needs_model:
         ran += 1
@@ -689,7 +898,18 @@ def check_algorithm(
             checker.fail("action_spaces", f"raised {_describe(exc)}", "")
         if len(checker.failures) == count:
             report.passed.append("action_spaces")
-        report.skipped.extend(checker.skipped)
+    for check in _STANDALONE_CHECKS[1:]:
+        if check not in selected:
+            continue
+        ran += 1
+        count, skipped = len(checker.failures), len(checker.skipped)
+        try:
+            getattr(checker, check)()
+        except Exception as exc:
+            checker.fail(check, f"raised {_describe(exc)}", "")
+        if len(checker.failures) == count and len(checker.skipped) == skipped:
+            report.passed.append(check)
+    report.skipped.extend(checker.skipped)
     with contextlib.suppress(TypeError):
         report.action_spaces = supported_action_spaces(cls)
     if checker.failures:

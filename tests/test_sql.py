@@ -380,7 +380,7 @@ def test_unsupported_action_space_is_a_clear_error() -> None:
         (dict(reward_scale=-1.0), "reward_scale"),
         (dict(value_n_particles=0), "value_n_particles"),
         (dict(svgd_n_particles=1), "svgd_n_particles"),
-        (dict(tau=0.0), "tau"),
+        (dict(tau=-0.5), "tau"),
         (dict(gamma=1.5), "gamma"),
         (dict(target_update_interval=0), "target_update_interval"),
         (dict(max_grad_norm=0.0), "max_grad_norm"),

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 from gymnasium import spaces
+from sb3_contrib import ARS
 from stable_baselines3 import DQN, PPO, SAC
+from stable_baselines3.common.policies import ActorCriticPolicy, MultiInputActorCriticPolicy
 
 from sbx_lecture.testing import (
     CHECKS,
@@ -51,6 +54,56 @@ class AcceptsUndeclaredSpaces(PPO):
     """Fault: declares only Discrete but (through PPO's constructor) accepts Box and the rest too."""
 
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Discrete,)
+
+
+class SlicesObservationsAsOneArray(PPO):
+    """Fault: claims Dict observations (MultiInputPolicy) but slices the rollout's observations as one array."""
+
+    def train(self) -> None:
+        for rollout_data in self.rollout_buffer.get(batch_size=None):
+            rollout_data.observations[::2]  # a dict of tensors cannot be sliced like this
+        super().train()
+
+
+class FlattensBoxActions(PPO):
+    """Fault: returns the network's flat actions instead of actions shaped like the action space."""
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = False) -> Any:
+        actions, state = super().predict(observation, state, episode_start, deterministic)
+        return actions.reshape(actions.shape[0], -1) if actions.ndim > 2 else actions, state
+
+
+class ForgetsExtractorPolicy(ActorCriticPolicy):
+    """Fault: the features extractor is left out of the constructor parameters that ``policy.save`` stores."""
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        del data["features_extractor_class"], data["features_extractor_kwargs"]
+        return data
+
+
+class ForgetsOptimizerPolicy(ActorCriticPolicy):
+    """Fault: the optimizer settings are left out of the constructor parameters."""
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        del data["optimizer_class"], data["optimizer_kwargs"]
+        return data
+
+
+class ForgetsExtractor(PPO):
+    policy_aliases: ClassVar[dict[str, type]] = {
+        "MlpPolicy": ForgetsExtractorPolicy,
+        "MultiInputPolicy": MultiInputActorCriticPolicy,
+    }
+
+
+class ForgetsOptimizer(PPO):
+    policy_aliases: ClassVar[dict[str, type]] = {
+        "MlpPolicy": ForgetsOptimizerPolicy,
+        "MultiInputPolicy": MultiInputActorCriticPolicy,
+    }
 
 
 def _failures(cls: type, **kwargs: Any) -> ConformanceError:
@@ -135,3 +188,57 @@ def test_probe_environments_follow_the_gymnasium_api(kind):
     check_env(ProbeEnv(kind), skip_render_check=True)
     with pytest.raises(ValueError, match="kind"):
         ProbeEnv("tuple")
+
+
+def test_catches_dict_observations_it_claims_but_cannot_handle():
+    error = _failures(SlicesObservationsAsOneArray, checks=["dict_observations"])
+    (failure,) = error.failures
+    assert failure.check == "dict_observations"
+    assert "MultiInputPolicy alias promises Dict observations" in failure.problem
+    assert "unhashable" in failure.problem  # the exception, as raised
+    assert "dict of tensors" in failure.fix
+
+
+def test_catches_flat_actions_for_a_matrix_box():
+    error = _failures(FlattensBoxActions, checks=["box_actions"], env_id="Pendulum-v1")
+    (failure,) = error.failures
+    assert failure.check == "box_actions"
+    assert "shape (4, 4), expected (4, 2, 2)" in failure.problem
+
+
+def test_catches_a_policy_that_forgets_its_extractor_on_save():
+    error = _failures(ForgetsExtractor, checks=["policy_save_load"])
+    (failure,) = error.failures
+    assert failure.check == "policy_save_load"
+    assert "custom features extractor fails" in failure.problem and "size mismatch" in failure.problem
+    assert "_get_constructor_parameters" in failure.fix
+
+
+def test_catches_a_policy_that_forgets_its_optimizer_on_save():
+    error = _failures(ForgetsOptimizer, checks=["policy_save_load"])
+    (failure,) = error.failures
+    assert "optimizer settings are lost" in failure.problem
+
+
+def test_new_checks_skip_what_the_class_does_not_claim():
+    report = check_algorithm(DQN, checks=["box_actions", "dict_observations"])
+    assert report.passed == ["dict_observations"]
+    assert report.skipped == ["box_actions: Box action spaces are not supported"]
+    report = check_algorithm(ARS, checks=["dict_observations", "policy_save_load"])
+    assert report.passed == []
+    assert "dict_observations: no MultiInput policy alias" in report.skipped
+    assert any(skip.startswith("policy_save_load: ARSPolicy") for skip in report.skipped)
+
+
+@pytest.mark.parametrize("kind", ["box", "discrete"])
+def test_probe_environments_with_dict_observations_and_matrix_actions(kind):
+    from gymnasium.utils.env_checker import check_env
+
+    env = ProbeEnv(kind, dict_observations=True, box_shape=(2, 2))
+    check_env(env, skip_render_check=True)
+    assert isinstance(env.observation_space, spaces.Dict)
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {"state", "extra"}
+    if kind == "box":
+        assert env.action_space.shape == (2, 2)
+        env.step(np.zeros((2, 2), dtype=np.float32))

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch as th
+from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.td3.policies import Actor
 from torch import nn
 from torch.autograd import forward_ad
@@ -38,7 +39,7 @@ ParameterVector = Mapping[str, th.Tensor]
 
 def parameter_jvp(
     module: nn.Module,
-    inputs: th.Tensor,
+    inputs: PyTorchObs,
     direction: ParameterVector,
     params: ParameterVector | None = None,
 ) -> tuple[th.Tensor, th.Tensor]:
@@ -97,7 +98,7 @@ class ActorLinearization:
     def __init__(
         self,
         actor: nn.Module,
-        states: th.Tensor,
+        states: PyTorchObs,
         params: Mapping[str, th.Tensor],
         chain: Sequence[nn.Module] | Literal["find"] | None = "find",
     ) -> None:

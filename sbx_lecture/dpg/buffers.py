@@ -9,6 +9,10 @@ the next row in the same column, provided the episode did not end in between:
 - truncated (time limit): the target bootstraps but a′ was never executed (the env was reset); the algorithm then
   uses the target policy's action μθ(s′), flagged here by ``next_action_known = 0``;
 - the newest row has no successor yet, so SARSA batches lag one step behind the newest transition.
+
+With ``optimize_memory_usage`` (SB3's memory-saving layout) s′ is the observation of the next row, so the row at
+the write position is not a valid transition once the buffer is full. :class:`DictTransitionBuffer` offers the same
+access for Dict observation spaces.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 import torch as th
-from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
+from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.common.vec_env import VecNormalize
 
 
@@ -25,24 +30,30 @@ class TransitionBatch(NamedTuple):
     """A batch of transitions (s, a, r, s′, done) with, for SARSA targets, the executed next action a′.
 
     ``dones`` is 1 only for terminations (time-limit truncations bootstrap). ``next_actions`` and
-    ``next_action_known`` are ``None`` unless requested.
+    ``next_action_known`` are ``None`` unless requested. ``discounts`` is the per-sample discount of the bootstrap
+    term when the buffer computes it (SB3's n-step buffer), else ``None`` (the algorithm's γ). Observations are
+    tensors, or dicts of tensors for Dict observation spaces.
     """
 
-    observations: th.Tensor
+    observations: PyTorchObs
     actions: th.Tensor
-    next_observations: th.Tensor
+    next_observations: PyTorchObs
     dones: th.Tensor
     rewards: th.Tensor
     next_actions: th.Tensor | None
     next_action_known: th.Tensor | None
+    discounts: th.Tensor | None = None
 
 
 class TransitionBuffer(ReplayBuffer):
     """SB3 :class:`~stable_baselines3.common.buffers.ReplayBuffer` with in-order access to the newest rows and
-    next actions for SARSA targets. Observation spaces: Box, Discrete, MultiDiscrete, MultiBinary (not Dict)."""
+    next actions for SARSA targets. Observation spaces: Box, Discrete, MultiDiscrete, MultiBinary (Dict:
+    :class:`DictTransitionBuffer`)."""
 
     def _usable_rows(self, with_next_actions: bool) -> int:
         filled = self.buffer_size if self.full else self.pos
+        if self.full and self.optimize_memory_usage:
+            filled -= 1  # the row at the write position holds only the newest s′
         return filled - (1 if with_next_actions else 0)
 
     def latest(
@@ -76,7 +87,7 @@ class TransitionBuffer(ReplayBuffer):
         usable = self._usable_rows(with_next_actions)
         if usable <= 0:
             return None
-        oldest = self.pos if self.full else 0
+        oldest = (self.pos + (1 if self.optimize_memory_usage else 0)) if self.full else 0
         time_indices = (oldest + np.random.randint(0, usable, size=batch_size)) % self.buffer_size
         env_indices = np.random.randint(0, self.n_envs, size=batch_size)
         return self._gather(time_indices, env_indices, with_next_actions, env)
@@ -99,17 +110,39 @@ class TransitionBuffer(ReplayBuffer):
             next_actions = self.to_torch(self.actions[following, env_indices, :])
             # after any episode end, the following row belongs to a new episode
             next_action_known = self.to_torch((1.0 - ended).reshape(-1, 1))
+        if self.optimize_memory_usage:  # s′ is stored as the observation of the next row
+            next_observations = self._observations(
+                self.observations, (time_indices + 1) % self.buffer_size, env_indices, env
+            )
+        else:
+            next_observations = self._observations(self.next_observations, time_indices, env_indices, env)
         return TransitionBatch(
-            observations=self._observations(self.observations[time_indices, env_indices, :], env),
+            observations=self._observations(self.observations, time_indices, env_indices, env),
             actions=self.to_torch(self.actions[time_indices, env_indices, :]),
-            next_observations=self._observations(self.next_observations[time_indices, env_indices, :], env),
+            next_observations=next_observations,
             dones=self.to_torch(terminated.reshape(-1, 1)),
             rewards=self.to_torch(self._normalize_reward(self.rewards[time_indices, env_indices].reshape(-1, 1), env)),
             next_actions=next_actions,
             next_action_known=next_action_known,
         )
 
-    def _observations(self, observations: np.ndarray, env: VecNormalize | None) -> th.Tensor:
-        normalized = self._normalize_obs(observations, env)
+    def _observations(
+        self,
+        storage: np.ndarray | dict[str, np.ndarray],
+        time_indices: np.ndarray,
+        env_indices: np.ndarray,
+        env: VecNormalize | None,
+    ) -> PyTorchObs:
+        if isinstance(storage, dict):
+            rows = {key: value[time_indices, env_indices] for key, value in storage.items()}
+            normalized_rows = self._normalize_obs(rows, env)
+            assert isinstance(normalized_rows, dict)
+            return {key: self.to_torch(value) for key, value in normalized_rows.items()}
+        normalized = self._normalize_obs(storage[time_indices, env_indices], env)
         assert isinstance(normalized, np.ndarray)
         return self.to_torch(normalized)
+
+
+class DictTransitionBuffer(TransitionBuffer, DictReplayBuffer):
+    """:class:`TransitionBuffer` for Dict observation spaces (storage and ``add`` of SB3's
+    :class:`~stable_baselines3.common.buffers.DictReplayBuffer`)."""

@@ -8,11 +8,12 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy, ContinuousCritic
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule, TrainFrequencyUnit
-from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule, TrainFrequencyUnit
+from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.td3.policies import Actor
 from torch.func import functional_call
 
@@ -24,8 +25,16 @@ from sbx_lecture.common.compatible_features import (
 )
 from sbx_lecture.common.safe_load import SafeLoadMixin
 from sbx_lecture.common.schedules import ClampedProgressMixin
-from sbx_lecture.dpg.buffers import TransitionBatch, TransitionBuffer
-from sbx_lecture.dpg.policies import CRITIC_TYPES, CnnPolicy, CompatibleCritic, DPGPolicy, MlpPolicy
+from sbx_lecture.common.targets import PolyakTarget, check_tau
+from sbx_lecture.dpg.buffers import DictTransitionBuffer, TransitionBatch, TransitionBuffer
+from sbx_lecture.dpg.policies import (
+    CRITIC_TYPES,
+    CnnPolicy,
+    CompatibleCritic,
+    DPGPolicy,
+    MlpPolicy,
+    MultiInputPolicy,
+)
 
 SelfDPG = TypeVar("SelfDPG", bound="DPG")
 
@@ -60,7 +69,8 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
     Paper: D. Silver, G. Lever, N. Heess, T. Degris, D. Wierstra, M. Riedmiller, "Deterministic Policy Gradient
     Algorithms", ICML 2014. https://proceedings.mlr.press/v32/silver14.html
 
-    :param policy: the policy model (``MlpPolicy``, ``CnnPolicy`` or a :class:`DPGPolicy` subclass)
+    :param policy: the policy model (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy`` or a :class:`DPGPolicy`
+        subclass)
     :param env: the environment (a Box action space), or its gymnasium id
     :param learning_rate: actor step size α_θ, a float or a schedule of the remaining progress (1 → 0)
     :param critic_learning_rate: critic step size α_w = α_v (float or schedule); ``None``: same as ``learning_rate``
@@ -72,11 +82,18 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         many transitions, sampled uniformly in batches of ``batch_size``
     :param learning_starts: steps of uniformly random actions before learning starts
     :param batch_size: minibatch size when sampling the replay buffer (unused online)
-    :param tau: soft update coefficient of the target networks, in (0, 1] (unused without target networks)
+    :param tau: soft update coefficient of the target networks, in [0, 1] (1: hard copy, 0: frozen; unused without
+        target networks)
     :param gamma: discount factor, in [0, 1]
     :param train_freq: update every ``train_freq`` steps, or ``(n, "step")``; ``(n, "episode")`` only with replay
     :param gradient_steps: gradient steps after each rollout (``-1``: as many as environment steps collected)
     :param action_noise: the behaviour policy's exploration noise added to μθ(s) (e.g. ``NormalActionNoise``)
+    :param replay_buffer_class: ``None`` (default): DPG's own transition buffer (online or replay, SARSA targets).
+        Any SB3 replay buffer class (e.g. ``HerReplayBuffer``), sampled through its ``sample()``; it needs an int
+        ``buffer_size`` and ``on_policy=False`` (SB3's buffers do not return the executed next action)
+    :param replay_buffer_kwargs: keyword arguments for the replay buffer on creation
+    :param optimize_memory_usage: SB3's memory-efficient buffer layout (s′ stored as the next row's s); needs
+        ``replay_buffer_kwargs=dict(handle_timeout_termination=False)``, and is not available for Dict observations
     :param target_networks: bootstrap from slowly tracking copies of actor and critic (off by default)
     :param stats_window_size: number of episodes averaged for the rollout logs
     :param tensorboard_log: TensorBoard log folder (None: no logging)
@@ -90,12 +107,13 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": MlpPolicy,
         "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
     }
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Box,)
     policy: DPGPolicy
     actor: Actor
     critic: CompatibleCritic | ContinuousCritic
-    replay_buffer: TransitionBuffer | None  # type: ignore[assignment]
+    replay_buffer: ReplayBuffer | None
 
     def __init__(
         self,
@@ -114,6 +132,9 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         train_freq: int | tuple[int, str] = 1,
         gradient_steps: int = 1,
         action_noise: ActionNoise | None = None,
+        replay_buffer_class: type[ReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
         target_networks: bool = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -126,6 +147,7 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         _check_hyperparameters(
             learning_rate, critic_learning_rate, critic, natural, buffer_size, batch_size, tau, gamma, gradient_steps
         )
+        _check_replay_buffer(replay_buffer_class, buffer_size, on_policy)
         if env is not None:
             env = _checked_env(env, verbose)
         super().__init__(
@@ -140,7 +162,9 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
             train_freq=train_freq,
             gradient_steps=gradient_steps,
             action_noise=action_noise,
-            replay_buffer_class=TransitionBuffer,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
             policy_kwargs=policy_kwargs,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
@@ -172,7 +196,12 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
                 )
             # exactly the latest rollout, plus one row so that SARSA can see the successor of its oldest row
             rows = self.train_freq.frequency + (1 if self.on_policy else 0)  # type: ignore[union-attr]
+            # with the memory-saving layout the row at the write position only holds the newest s′
+            rows += 1 if self.optimize_memory_usage else 0
             self.buffer_size = rows * self.n_envs
+        if self.replay_buffer_class is None:
+            dict_observations = isinstance(self.observation_space, spaces.Dict)
+            self.replay_buffer_class = DictTransitionBuffer if dict_observations else TransitionBuffer
         super()._setup_model()
         self.critic_lr_schedule = FloatSchedule(self.critic_learning_rate)
         self.actor = self.policy.actor
@@ -180,6 +209,12 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         self._actor_parameters = dict(self.actor.named_parameters())
         self._actor_chain = actor_chain(self.actor, self._actor_parameters)  # the actor's structure, found once
         self._value_parameters = [p for name, p in self.critic.named_parameters() if not name.startswith("w.")]
+        self._target_updates: list[PolyakTarget] = []
+        if self.policy.actor_target is not None and self.policy.critic_target is not None:
+            self._target_updates = [
+                PolyakTarget(self.critic, self.policy.critic_target),
+                PolyakTarget(self.actor, self.policy.actor_target),
+            ]
 
     # ------------------------------------------------------------------ behaviour policy
     def _sample_action(
@@ -195,6 +230,7 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         assert self._last_obs is not None, "self._last_obs was not set"
         with th.no_grad():
             scaled_action = self.actor(th.as_tensor(self._last_obs, device=self.device)).cpu().numpy()
+        scaled_action = scaled_action.reshape((-1, *self.action_space.shape))  # type: ignore[misc]
         if action_noise is not None:
             scaled_action = np.clip(scaled_action + action_noise(), -1.0, 1.0)
         return self.policy.unscale_action(scaled_action), scaled_action
@@ -211,11 +247,12 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         batch = None
         if self.online:
             rows = self.train_freq.frequency  # type: ignore[union-attr]
+            assert isinstance(self.replay_buffer, TransitionBuffer), "online updates need DPG's transition buffer"
             batch = self.replay_buffer.latest(rows, self.on_policy, env=self._vec_normalize_env)
         stats: dict[str, list[th.Tensor]] = {"td_error": [], "critic_loss": [], "actor_loss": []}
         for _ in range(gradient_steps):
             if not self.online:
-                batch = self.replay_buffer.sample_transitions(batch_size, self.on_policy, env=self._vec_normalize_env)
+                batch = self._sample_batch(batch_size)
             if batch is None:  # SARSA before any transition has a successor
                 break
             self._n_updates += 1
@@ -235,6 +272,23 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
                 self.logger.record(f"train/{key}", (values[0] if len(values) == 1 else th.stack(values).mean()).item())
         if isinstance(self.critic, CompatibleCritic):
             self.logger.record("train/w_norm", self.critic.w_norm().item())
+
+    def _sample_batch(self, batch_size: int) -> TransitionBatch | None:
+        """A replay batch: from DPG's transition buffer, or through ``sample()`` of any other SB3 buffer."""
+        assert self.replay_buffer is not None
+        if isinstance(self.replay_buffer, TransitionBuffer):
+            return self.replay_buffer.sample_transitions(batch_size, self.on_policy, env=self._vec_normalize_env)
+        samples = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+        return TransitionBatch(
+            observations=samples.observations,
+            actions=samples.actions,
+            next_observations=samples.next_observations,
+            dones=samples.dones,
+            rewards=samples.rewards,
+            next_actions=None,
+            next_action_known=None,
+            discounts=samples.discounts,
+        )
 
     def _update_learning_rates(self) -> tuple[float, float]:
         """Set α_θ and α_w from their schedules at the current progress and return them."""
@@ -265,12 +319,13 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
             else:
                 next_mu = actor(batch.next_observations)
                 next_actions = self._next_actions(batch, next_mu) if self.on_policy else next_mu
-                next_q = critic.q1_forward(batch.next_observations, next_actions)
+                next_q = critic.q1_forward(batch.next_observations, next_actions)  # type: ignore[arg-type]
             return self._bootstrap(batch, next_q)
 
     def _bootstrap(self, batch: TransitionBatch, next_q: th.Tensor) -> th.Tensor:
-        """r + γ (1 − terminated) Q(s′, a′)."""
-        return batch.rewards + (1.0 - batch.dones) * self.gamma * next_q
+        """r + γ (1 − terminated) Q(s′, a′); γ is the buffer's per-sample discount when it gives one (n-step)."""
+        discount = self.gamma if batch.discounts is None else batch.discounts
+        return batch.rewards + (1.0 - batch.dones) * discount * next_q
 
     @staticmethod
     def _next_actions(batch: TransitionBatch, next_mu: th.Tensor) -> th.Tensor:
@@ -289,7 +344,7 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         assert isinstance(critic, CompatibleCritic)
         n_samples = batch.actions.shape[0]
         fused = not self.target_networks
-        states = th.cat([batch.observations, batch.next_observations]) if fused else batch.observations
+        states = _concatenated(batch.observations, batch.next_observations) if fused else batch.observations
         linearized = ActorLinearization(self.actor, states, self._actor_parameters, chain=self._actor_chain)
         mu_all = linearized.output
         mu_jvp_all = linearized.jacobian_product([w.detach() for w in critic.w])
@@ -341,13 +396,13 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         if self.target_networks:
             target = self.td_target(batch)
             mu = self.actor(batch.observations)
-            q_values = critic.q1_forward(batch.observations, batch.actions)
+            q_values = critic.q1_forward(batch.observations, batch.actions)  # type: ignore[arg-type]
         else:
-            states = th.cat([batch.observations, batch.next_observations])
+            states = _concatenated(batch.observations, batch.next_observations)
             mu_all = self.actor(states)
             mu, next_mu = mu_all[:n_samples], mu_all[n_samples:].detach()
             next_actions = self._next_actions(batch, next_mu) if self.on_policy else next_mu
-            q_all = critic.q1_forward(states, th.cat([batch.actions, next_actions]))
+            q_all = critic.q1_forward(states, th.cat([batch.actions, next_actions]))  # type: ignore[arg-type]
             q_values = q_all[:n_samples]
             target = self._bootstrap(batch, q_all[n_samples:].detach())
         td_error = target - q_values
@@ -363,9 +418,8 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         return td_error.detach().abs().mean(), critic_loss.detach(), actor_loss.detach()
 
     def _update_targets(self) -> None:
-        assert self.policy.actor_target is not None and self.policy.critic_target is not None
-        polyak_update(self.critic.parameters(), self.policy.critic_target.parameters(), self.tau)
-        polyak_update(self.actor.parameters(), self.policy.actor_target.parameters(), self.tau)
+        for target in self._target_updates:
+            target.update(self.tau)
 
     def learn(
         self: SelfDPG,
@@ -389,11 +443,20 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
     def _excluded_save_params(self) -> list[str]:
         return [
             *super()._excluded_save_params(), "actor", "critic", "_actor_parameters", "_value_parameters",
-            "_actor_chain",
+            "_actor_chain", "_target_updates",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "actor.optimizer", "critic.optimizer"], []
+
+
+def _concatenated(first: PyTorchObs, second: PyTorchObs) -> PyTorchObs:
+    """Two observation batches as one (key by key for Dict observations)."""
+    if isinstance(first, dict):
+        assert isinstance(second, dict)
+        return {key: th.cat([value, second[key]]) for key, value in first.items()}
+    assert isinstance(second, th.Tensor)
+    return th.cat([first, second])
 
 
 def _padded(cotangent: th.Tensor, like: th.Tensor) -> th.Tensor:
@@ -405,13 +468,8 @@ def _padded(cotangent: th.Tensor, like: th.Tensor) -> th.Tensor:
 
 
 def _checked_env(env: GymEnv | str, verbose: int) -> GymEnv:
-    """Make the env if given by id; reject non-Box action spaces and Dict observations with a hint."""
+    """Make the env if given by id; reject non-Box action spaces with a hint."""
     env = maybe_make_env(env, verbose)
-    if isinstance(env.observation_space, spaces.Dict):
-        raise ValueError(
-            "DPG does not support Dict observation spaces yet (its transition buffer stores arrays); wrap the env in "
-            "gymnasium.wrappers.FlattenObservation, or use 'ddpg'/'td3', which have a Dict replay buffer."
-        )
     action_space = env.action_space
     if not isinstance(action_space, DPG.supported_action_spaces):
         raise ValueError(
@@ -419,6 +477,24 @@ def _checked_env(env: GymEnv | str, verbose: int) -> GymEnv:
             "needs ∇aQ(s, a); for discrete actions use 'sql' (soft Q-learning) or 'dqn'."
         )
     return env
+
+
+def _check_replay_buffer(
+    replay_buffer_class: type[ReplayBuffer] | None, buffer_size: int | None, on_policy: bool
+) -> None:
+    """An SB3 replay buffer other than DPG's own is sampled uniformly and has no next actions: say what it needs."""
+    if replay_buffer_class is None or issubclass(replay_buffer_class, TransitionBuffer):
+        return
+    if buffer_size is None:
+        raise ValueError(
+            f"replay_buffer_class={replay_buffer_class.__name__} is a replay buffer: pass buffer_size=<int> "
+            "(buffer_size=None means online updates from DPG's own transition buffer)"
+        )
+    if on_policy:
+        raise ValueError(
+            f"on_policy=True (SARSA) needs the executed next action, which {replay_buffer_class.__name__} does not "
+            "store; use on_policy=False or leave replay_buffer_class=None"
+        )
 
 
 def _check_hyperparameters(
@@ -446,8 +522,7 @@ def _check_hyperparameters(
         raise ValueError(f"buffer_size must be None (online updates) or an int >= 1, got {buffer_size}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not 0.0 < tau <= 1.0:
-        raise ValueError(f"tau must be in (0, 1], got {tau}")
+    check_tau(tau)
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma must be in [0, 1], got {gamma}")
     if gradient_steps < -1:

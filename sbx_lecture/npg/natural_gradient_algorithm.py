@@ -22,7 +22,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, RolloutBufferSamples, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, RolloutBufferSamples, Schedule
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
@@ -259,16 +259,24 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgo
                 kl = kl / sample.mean.shape[-1]
         return kl.mean()
 
-    def _actor_parameters(self, observations: th.Tensor) -> list[th.nn.Parameter]:
+    def _actor_parameters(self, observations: PyTorchObs) -> list[th.nn.Parameter]:
         if self._actor_parameter_names is None:
             self._actor_parameter_names = policy_parameters_of_distribution(self.policy, observations)
         named = dict(self.policy.named_parameters())
         return [named[name] for name in self._actor_parameter_names]
 
-    def _fisher_batch(self, observations: th.Tensor) -> th.Tensor:
-        return observations[:: self.fisher_sub_sampling_factor]
+    def _fisher_batch(self, observations: PyTorchObs) -> PyTorchObs:
+        """Every ``fisher_sub_sampling_factor``-th state of the rollout, key by key for Dict observations.
 
-    def _solve(self, observations: th.Tensor, gradient: th.Tensor) -> tuple[NaturalGradientDirection, Callable]:
+        :param observations: the rollout's observations (a tensor, or a dict of tensors for Dict spaces)
+        :return: the Fisher batch, of the same structure
+        """
+        step = self.fisher_sub_sampling_factor
+        if isinstance(observations, dict):
+            return {key: value[::step] for key, value in observations.items()}
+        return observations[::step]
+
+    def _solve(self, observations: PyTorchObs, gradient: th.Tensor) -> tuple[NaturalGradientDirection, Callable]:
         assert self._actor_parameter_names is not None
         fisher_observations = self._fisher_batch(observations)
         fisher_vector_product = make_fisher_vector_product(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
@@ -220,6 +221,8 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
                 "n_steps * n_envs must be at least 2 when normalize_advantage=True (a single advantage cannot be "
                 f"normalized); got n_steps={self.n_steps}, n_envs={self.env.num_envs}"
             )
+        if self.env is not None:
+            _warn_truncated_minibatch(batch_size, self.n_steps, self.env.num_envs)
         self.batch_size = batch_size
         self.n_epochs = n_epochs
         self.clip_range = clip_range
@@ -424,4 +427,23 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
             tb_log_name=tb_log_name,
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
+        )
+
+
+def _warn_truncated_minibatch(batch_size: int, n_steps: int, n_envs: int) -> None:
+    """Warn, as SB3's PPO does, when the rollout does not split into whole minibatches of ``batch_size``.
+
+    :param batch_size: minibatch size
+    :param n_steps: steps per environment per rollout
+    :param n_envs: number of environments
+    """
+    rollout_size = n_steps * n_envs
+    remainder = rollout_size % batch_size
+    if batch_size < rollout_size and remainder > 0:
+        warnings.warn(
+            f"batch_size={batch_size} does not divide the rollout of n_steps * n_envs = {n_steps} * {n_envs} = "
+            f"{rollout_size} transitions: each epoch ends with a truncated mini-batch of size {remainder} after "
+            f"{rollout_size // batch_size} full ones; choose a batch_size that divides n_steps * n_envs",
+            UserWarning,
+            stacklevel=3,
         )

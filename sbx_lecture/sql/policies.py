@@ -257,6 +257,10 @@ class SQLPolicy(BasePolicy):
                 n_critics=self.n_critics,
                 ent_coef=self.ent_coef,
                 lr_schedule=self._dummy_schedule,
+                features_extractor_class=self.features_extractor_class,
+                features_extractor_kwargs=self.features_extractor_kwargs,
+                optimizer_class=self.optimizer_class,
+                optimizer_kwargs=self.optimizer_kwargs,
             )
         )
         return data

@@ -12,7 +12,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, Schedule
-from stable_baselines3.common.utils import FloatSchedule, polyak_update
+from stable_baselines3.common.utils import FloatSchedule
 
 from sbx_lecture.common.kernels import amortized_svgd_loss
 from sbx_lecture.common.particle_entropy import nearest_neighbour_entropy
@@ -24,6 +24,7 @@ from sbx_lecture.common.soft_value import (
     soft_value_importance_sampled,
     uniform_box_log_density,
 )
+from sbx_lecture.common.targets import PolyakTarget, check_tau
 from sbx_lecture.sql.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SQLPolicy
 
 SelfSQL = TypeVar("SelfSQL", bound="SQL")
@@ -62,7 +63,7 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
     :param buffer_size: size of the replay buffer
     :param learning_starts: how many steps of uniformly random actions to collect before learning starts
     :param batch_size: minibatch size of each gradient step
-    :param tau: Polyak coefficient of the target-network update (1 for a hard copy), in (0, 1]
+    :param tau: Polyak coefficient of the target-network update (1 for a hard copy, 0 for a frozen target), in [0, 1]
     :param gamma: discount factor, in [0, 1]
     :param train_freq: update the model every ``train_freq`` steps, or a tuple such as ``(5, "step")`` or
         ``(1, "episode")``
@@ -189,6 +190,7 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         self.q_net = self.policy.q_net
         self.q_net_target = self.policy.q_net_target
         self.sampler = self.policy.sampler
+        self._q_net_target_update = PolyakTarget(self.q_net, self.q_net_target)
 
     def _current_ent_coef(self) -> float:
         ent_coef = self.ent_coef_schedule(self._current_progress_remaining)
@@ -220,7 +222,7 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
                 stats.setdefault(key, []).append(value)
             self._n_updates += 1
             if self._n_updates % self.target_update_interval == 0:
-                polyak_update(self.q_net.parameters(), self.q_net_target.parameters(), self.tau)
+                self._q_net_target_update.update(self.tau)
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/ent_coef", ent_coef)
@@ -324,7 +326,7 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "q_net", "q_net_target", "sampler"]
+        return [*super()._excluded_save_params(), "q_net", "q_net_target", "sampler", "_q_net_target_update"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "q_net.optimizer"]
@@ -359,8 +361,7 @@ def _check_hyperparameters(
         raise ValueError(
             f"svgd_n_particles must be an integer ≥ 2 (SVGD needs particle pairs), got {svgd_n_particles}."
         )
-    if not 0 < tau <= 1:
-        raise ValueError(f"tau must be in (0, 1], got {tau}.")
+    check_tau(tau)
     if not 0 <= gamma <= 1:
         raise ValueError(f"gamma must be in [0, 1], got {gamma}.")
     if int(target_update_interval) != target_update_interval or target_update_interval < 1:

@@ -14,6 +14,10 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.type_aliases import PyTorchObs
+
+#: Observations as stored: an array, or a dict of arrays for ``Dict`` observation spaces.
+NumpyObs = np.ndarray | dict[str, np.ndarray]
 
 #: An episode longer than this is taken as an environment that never ends (no ``TimeLimit`` wrapper).
 MAX_EPISODE_STEPS = 1_000_000
@@ -23,7 +27,8 @@ MAX_EPISODE_STEPS = 1_000_000
 class Episode:
     """One complete episode, as sampled by the behaviour policy.
 
-    :param observations: ``(T, *obs_shape)`` observations s_0 ... s_{T-1}
+    :param observations: ``(T, *obs_shape)`` observations s_0 ... s_{T-1} (a dict of such arrays for ``Dict``
+        observation spaces)
     :param actions: ``(T, *action_shape)`` actions as sampled (before clipping to the bounds)
     :param rewards: ``(T,)`` rewards r_0 ... r_{T-1}
     :param log_probs: ``(T,)`` log β(a_t | s_t) under the policy that sampled the episode
@@ -31,12 +36,12 @@ class Episode:
     :param final_observation: the observation after the last step (``None`` if the environment did not give it)
     """
 
-    observations: np.ndarray
+    observations: NumpyObs
     actions: np.ndarray
     rewards: np.ndarray
     log_probs: np.ndarray
     truncated: bool
-    final_observation: np.ndarray | None
+    final_observation: NumpyObs | None
 
     def __len__(self) -> int:
         return len(self.rewards)
@@ -46,8 +51,8 @@ class Episode:
 class EpisodeBatch:
     """Several episodes stacked along the time axis; ``starts[i]:ends[i]`` is episode ``i``.
 
-    :param observations: ``(N, *obs_shape)`` observations of all steps
-    :param actions: ``(N, *action_shape)`` actions (``(N,)`` integers for ``Discrete``)
+    :param observations: ``(N, *obs_shape)`` observations of all steps (a dict of tensors for ``Dict`` spaces)
+    :param actions: ``(N, action_dim)`` flat actions (``(N,)`` integers for ``Discrete``)
     :param rewards: ``(N,)`` rewards
     :param behaviour_log_probs: ``(N,)`` log-probabilities of the actions under the policy that sampled them
     :param episode_ids: ``(N,)`` index of the episode of each step
@@ -59,7 +64,7 @@ class EpisodeBatch:
     :param final_episode_ids: ``(E_truncated,)`` the episodes of ``final_observations``
     """
 
-    observations: th.Tensor
+    observations: PyTorchObs
     actions: th.Tensor
     rewards: np.ndarray
     behaviour_log_probs: th.Tensor
@@ -67,7 +72,7 @@ class EpisodeBatch:
     starts: np.ndarray
     ends: np.ndarray
     truncated: np.ndarray
-    final_observations: th.Tensor | None
+    final_observations: PyTorchObs | None
     final_episode_ids: np.ndarray
 
     @property
@@ -99,13 +104,13 @@ class EpisodeBatch:
         actions_tensor = th.as_tensor(actions, device=device)
         if isinstance(action_space, spaces.Discrete):
             actions_tensor = actions_tensor.long().flatten()
-        else:
-            actions_tensor = actions_tensor.float()
+        else:  # one flat row per step, as SB3's rollout buffer stores them (Box actions may be matrices)
+            actions_tensor = actions_tensor.float().reshape(len(actions), -1)
         finals = [
             (i, e.final_observation) for i, e in enumerate(episodes) if e.truncated and e.final_observation is not None
         ]
         return cls(
-            observations=th.as_tensor(np.concatenate([episode.observations for episode in episodes]), device=device),
+            observations=_as_tensor(_joined(np.concatenate, [episode.observations for episode in episodes]), device),
             actions=actions_tensor,
             rewards=np.concatenate([episode.rewards for episode in episodes]).astype(np.float64),
             behaviour_log_probs=th.as_tensor(
@@ -115,9 +120,7 @@ class EpisodeBatch:
             starts=starts,
             ends=ends,
             truncated=np.array([episode.truncated for episode in episodes], dtype=bool),
-            final_observations=(
-                th.as_tensor(np.stack([obs for _, obs in finals]), device=device) if finals else None
-            ),
+            final_observations=_as_tensor(_joined(np.stack, [obs for _, obs in finals]), device) if finals else None,
             final_episode_ids=np.array([i for i, _ in finals], dtype=np.int64),
         )
 
@@ -130,7 +133,7 @@ class EpisodeBatch:
         episode_offsets = np.cumsum([0] + [batch.n_episodes for batch in batches[:-1]])
         finals = [batch.final_observations for batch in batches if batch.final_observations is not None]
         return cls(
-            observations=th.cat([batch.observations for batch in batches]),
+            observations=_joined(th.cat, [batch.observations for batch in batches]),
             actions=th.cat([batch.actions for batch in batches]),
             rewards=np.concatenate([batch.rewards for batch in batches]),
             behaviour_log_probs=th.cat([batch.behaviour_log_probs for batch in batches]),
@@ -138,7 +141,7 @@ class EpisodeBatch:
             starts=np.concatenate([b.starts + o for b, o in zip(batches, offsets, strict=True)]),
             ends=np.concatenate([b.ends + o for b, o in zip(batches, offsets, strict=True)]),
             truncated=np.concatenate([batch.truncated for batch in batches]),
-            final_observations=th.cat(finals) if finals else None,
+            final_observations=_joined(th.cat, finals) if finals else None,
             final_episode_ids=np.concatenate(
                 [b.final_episode_ids + o for b, o in zip(batches, episode_offsets, strict=True)]
             ),
@@ -150,7 +153,7 @@ class EpisodeBuffer:
 
     :param n_episodes: episodes to keep per environment
     :param n_envs: number of environments stepped together
-    :param observation_space: observation space (``Dict`` is not supported)
+    :param observation_space: observation space
     :param action_space: action space
     :param device: where :meth:`batch` puts the tensors
     """
@@ -163,8 +166,6 @@ class EpisodeBuffer:
         action_space: spaces.Space,
         device: th.device | str = "cpu",
     ) -> None:
-        if isinstance(observation_space, spaces.Dict):
-            raise ValueError("EpisodeBuffer does not support Dict observation spaces; flatten them first")
         self.n_episodes = n_episodes
         self.n_envs = n_envs
         self.observation_space = observation_space
@@ -176,7 +177,7 @@ class EpisodeBuffer:
         """Forget every episode, complete or not."""
         self.episodes: list[Episode] = []
         self.completed = np.zeros(self.n_envs, dtype=np.int64)
-        self._partial: list[list[tuple[np.ndarray, np.ndarray, float, float]]] = [[] for _ in range(self.n_envs)]
+        self._partial: list[list[tuple[NumpyObs, np.ndarray, float, float]]] = [[] for _ in range(self.n_envs)]
 
     @property
     def full(self) -> bool:
@@ -185,7 +186,7 @@ class EpisodeBuffer:
 
     def add(
         self,
-        observations: np.ndarray,
+        observations: NumpyObs,
         actions: np.ndarray,
         rewards: np.ndarray,
         log_probs: np.ndarray,
@@ -200,7 +201,7 @@ class EpisodeBuffer:
             if self.completed[idx] >= self.n_episodes:
                 continue  # quota reached: later episodes of this environment are not used
             partial = self._partial[idx]
-            partial.append((np.array(observations[idx]), np.array(actions[idx]), float(rewards[idx]),
+            partial.append((_row(observations, idx), np.array(actions[idx]), float(rewards[idx]),
                             float(log_probs[idx])))
             if len(partial) > MAX_EPISODE_STEPS:
                 raise RuntimeError(
@@ -212,12 +213,12 @@ class EpisodeBuffer:
                 final = info.get("terminal_observation")
                 self.episodes.append(
                     Episode(
-                        observations=np.stack([step[0] for step in partial]),
+                        observations=_joined(np.stack, [step[0] for step in partial]),
                         actions=np.stack([step[1] for step in partial]),
                         rewards=np.array([step[2] for step in partial], dtype=np.float64),
                         log_probs=np.array([step[3] for step in partial], dtype=np.float64),
                         truncated=bool(info.get("TimeLimit.truncated", False)),
-                        final_observation=None if final is None else np.array(final),
+                        final_observation=None if final is None else _row(final, None),
                     )
                 )
                 self._partial[idx] = []
@@ -226,3 +227,29 @@ class EpisodeBuffer:
     def batch(self) -> EpisodeBatch:
         """The complete episodes as one :class:`EpisodeBatch`."""
         return EpisodeBatch.from_episodes(self.episodes, self.action_space, self.device)
+
+
+def _row(observations: NumpyObs, index: int | None) -> NumpyObs:
+    """A copy of one environment's observation (``index``) or of a whole observation (``None``), key by key for dicts.
+
+    :param observations: an observation batch, or one observation
+    :param index: the environment, or ``None`` to copy ``observations`` itself
+    :return: the copy
+    """
+    if isinstance(observations, dict):
+        return {key: np.array(value if index is None else value[index]) for key, value in observations.items()}
+    return np.array(observations if index is None else observations[index])
+
+
+def _joined(join: Any, parts: list[Any]) -> Any:
+    """``join`` (``np.stack``, ``np.concatenate``, ``th.cat``) applied to observations, key by key for dicts."""
+    if isinstance(parts[0], dict):
+        return {key: join([part[key] for part in parts]) for key in parts[0]}
+    return join(parts)
+
+
+def _as_tensor(observations: NumpyObs, device: th.device) -> PyTorchObs:
+    """Observations as tensors on ``device`` (a dict of tensors for dicts)."""
+    if isinstance(observations, dict):
+        return {key: th.as_tensor(value, device=device) for key, value in observations.items()}
+    return th.as_tensor(observations, device=device)

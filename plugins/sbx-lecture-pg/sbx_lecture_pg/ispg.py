@@ -14,7 +14,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule
 
 from sbx_lecture_pg.buffers import EpisodeBatch
-from sbx_lecture_pg.policies import CnnPolicy, MlpPolicy
+from sbx_lecture_pg.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sbx_lecture_pg.reinforce import REINFORCE, ScoreWeights, check_float_or_schedule
 from sbx_lecture_pg.returns import cumulative_log_ratio, reward_to_go
 
@@ -86,7 +86,11 @@ class ISPG(REINFORCE):
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = REINFORCE.supported_action_spaces
 
     def __init__(

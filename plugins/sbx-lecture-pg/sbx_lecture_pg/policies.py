@@ -7,11 +7,14 @@ every policy of the family has the same parameters and checkpoints stay intercha
 
 from __future__ import annotations
 
-from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, MultiInputActorCriticPolicy
 
 #: Multi-layer perceptron actor and baseline (SB3's :class:`~stable_baselines3.common.policies.ActorCriticPolicy`).
 MlpPolicy = ActorCriticPolicy
 #: Convolutional actor and baseline for image observations.
 CnnPolicy = ActorCriticCnnPolicy
 
-__all__ = ["CnnPolicy", "MlpPolicy"]
+#: Actor and baseline for Dict observations (SB3's combined features extractor).
+MultiInputPolicy = MultiInputActorCriticPolicy
+
+__all__ = ["CnnPolicy", "MlpPolicy", "MultiInputPolicy"]

@@ -19,7 +19,7 @@ from stable_baselines3.common.utils import FloatSchedule, explained_variance, ob
 from stable_baselines3.common.vec_env import VecEnv
 
 from sbx_lecture_pg.buffers import EpisodeBatch, EpisodeBuffer
-from sbx_lecture_pg.policies import CnnPolicy, MlpPolicy
+from sbx_lecture_pg.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sbx_lecture_pg.returns import episode_return, reward_to_go
 
 SelfREINFORCE = TypeVar("SelfREINFORCE", bound="REINFORCE")
@@ -99,7 +99,11 @@ class REINFORCE(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (
         spaces.Box,
         spaces.Discrete,
@@ -182,11 +186,6 @@ class REINFORCE(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
             supported = ", ".join(space.__name__ for space in cls.supported_action_spaces)
             raise ValueError(
                 f"{cls.__name__} does not support the action space {action_space}: it supports {supported}"
-            )
-        if isinstance(observation_space, spaces.Dict):
-            raise ValueError(
-                f"{cls.__name__} does not support Dict observation spaces ({observation_space}): flatten them "
-                "with gymnasium.wrappers.FlattenObservation"
             )
 
     def _setup_model(self) -> None:

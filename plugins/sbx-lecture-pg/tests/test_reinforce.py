@@ -164,14 +164,6 @@ def test_unsupported_spaces_are_refused_clearly():
     with pytest.raises(ValueError, match=r"action space.*Box, Discrete, MultiDiscrete, MultiBinary"):
         REINFORCE("MlpPolicy", TupleActions())
 
-    class DictObservations(OneStepBandit):
-        def __init__(self) -> None:
-            super().__init__()
-            self.observation_space = spaces.Dict({"x": spaces.Box(-1, 1, (1,))})
-
-    with pytest.raises(ValueError, match="Dict observation"):
-        REINFORCE("MlpPolicy", DictObservations())
-
 
 def test_conformance():
     report = check_algorithm(REINFORCE)
