@@ -12,6 +12,8 @@ from typing import Any
 
 PROGRAM = "sbx-lecture"
 USAGE_ERROR_STATUS = 2
+#: Exit status of ``list --check`` when a registered target does not resolve (2 stays for usage errors).
+CHECK_FAILED_STATUS = 1
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -24,6 +26,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="registered algorithms and failed plugins")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument(
+        "--check", action="store_true",
+        help=f"import every algorithm class and zoo sampler now and report each failure in one line "
+        f"(exit status {CHECK_FAILED_STATUS} when any fails)",
+    )
 
     trainer = commands.add_parser("train", help="train an algorithm into a run folder")
     trainer.add_argument("algo", nargs="?", default=training.DEFAULT_ALGORITHM, help="registry name (see `list`)")
@@ -57,10 +64,11 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _list(as_json: bool) -> int:
+def _list(as_json: bool, check: bool = False) -> int:
     from sbx_lecture.plugins import get_plugin_manager
 
     manager = get_plugin_manager()
+    problems = manager.registry.check() if check else {}
     algorithms = [
         {
             "name": spec.name,
@@ -68,14 +76,19 @@ def _list(as_json: bool) -> int:
             "plugin": spec.plugin,
             "distribution": f"{spec.distribution}=={spec.version}" if spec.distribution else None,
             "description": spec.description,
+            **({"check": problems.get(spec.name, [])} if check else {}),
         }
         for spec in manager.registry
     ]
     failures = [{"plugin": f.name, "distribution": f.distribution, "version": f.version, "reason": f.reason}
                 for f in manager.failures]
+    status = CHECK_FAILED_STATUS if problems else 0
     if as_json:
-        print(json.dumps({"algorithms": algorithms, "failed_plugins": failures}, indent=2))
-        return 0
+        report: dict[str, Any] = {"algorithms": algorithms, "failed_plugins": failures}
+        if check:
+            report["check"] = {"ok": not problems, "failed": sorted(problems)}
+        print(json.dumps(report, indent=2))
+        return status
     rows = [(a["name"], a["target"], a["plugin"], a["distribution"] or "-", a["description"]) for a in algorithms]
     header = ("name", "class", "plugin", "distribution", "description")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
@@ -85,7 +98,14 @@ def _list(as_json: bool) -> int:
         print("\nfailed plugins (skipped):")
         for failure in manager.failures:
             print(f"  {failure.origin}: {failure.reason}")
-    return 0
+    if check:
+        failed = sum(len(messages) for messages in problems.values())
+        print(f"\ncheck: {len(algorithms) - len(problems)} of {len(algorithms)} algorithms resolve", end="")
+        print(f"; {failed} problem{'s' if failed != 1 else ''}:" if failed else "")
+        for messages in problems.values():
+            for message in messages:
+                print(f"  {message}")
+    return status
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -127,20 +147,23 @@ def _delegate(module_name: str, argv: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sbx-lecture`` console script; returns the exit status."""
+    from sbx_lecture.registry import RegistryError
     from sbx_lecture.training import USER_ERRORS
 
+    # RegistryError covers InvalidAlgorithmError (a lazy target that does not resolve) and PluginLoadError (strict mode)
+    errors: tuple[type[Exception], ...] = (*USER_ERRORS, RegistryError)
     arguments = list(sys.argv[1:] if argv is None else argv)
     try:
         if arguments[:1] in (["zoo"], ["bench"]):  # pass-through commands parse (and explain) their own options
             return _delegate(f"sbx_lecture.{arguments[0]}", arguments[1:])
         args = _build_parser().parse_args(arguments)
         if args.command == "list":
-            return _list(args.json)
+            return _list(args.json, args.check)
         if args.command == "train":
             return _train(args)
         if args.command == "eval":
             return _eval(args)
-    except USER_ERRORS as exc:
+    except errors as exc:
         if os.environ.get("SBX_LECTURE_DEBUG"):
             raise
         print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
