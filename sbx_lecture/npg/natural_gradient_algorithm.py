@@ -9,6 +9,7 @@ fits the critic by minibatch regression, as sb3-contrib's TRPO does.
 from __future__ import annotations
 
 import copy
+import math
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from sbx_lecture.common.fisher import (
     make_fisher_vector_product,
     policy_parameters_of_distribution,
 )
+from sbx_lecture.common.finite import check_finite, raise_for_non_finite_observations
 from sbx_lecture.common.flat_params import flatten_tensors, get_flat_params, set_flat_params_
 from sbx_lecture.common.kl import policy_kl
 from sbx_lecture.common.natural_gradient import (
@@ -241,6 +243,13 @@ class NaturalGradientAlgorithm(ClampedProgressMixin, OnPolicyAlgorithm):
                 "MultiDiscrete); no SB3 algorithm (PPO, TRPO, A2C) handles other action spaces either."
             )
 
+    def collect_rollouts(self, *args: Any, **kwargs: Any) -> bool:
+        try:
+            return super().collect_rollouts(*args, **kwargs)
+        except ValueError as error:  # a torch distribution refusing NaN: say so if the observations caused it
+            raise_for_non_finite_observations(self, error)
+            raise
+
     # --- the pieces of one update -------------------------------------------------------------------------------
 
     def _mean_kl(self, old_distribution: Distribution, new_distribution: Distribution) -> th.Tensor:
@@ -301,6 +310,9 @@ class NaturalGradientAlgorithm(ClampedProgressMixin, OnPolicyAlgorithm):
         """One natural-gradient step of the actor on the collected rollout, then the critic regression."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
+        check_finite("the rollout rewards", self.rollout_buffer.rewards, algorithm=self)
+        check_finite("the advantages and returns", self.rollout_buffer.advantages, self.rollout_buffer.returns,
+                     algorithm=self)
         rollout_data = next(self.rollout_buffer.get(batch_size=None))
         actor_params = self._actor_parameters(rollout_data.observations)
         policy_stats = self._update_actor(rollout_data, actor_params)
@@ -335,8 +347,10 @@ class NaturalGradientAlgorithm(ClampedProgressMixin, OnPolicyAlgorithm):
 
         objective = surrogate()
         gradient = flatten_tensors(th.autograd.grad(objective, actor_params))
+        check_finite("the surrogate objective and its gradient", objective, gradient, algorithm=self)
         surrogate_before = objective.item()
         solve, fisher_vector_product = self._solve(observations, gradient)
+        check_finite("the natural-gradient direction", solve.direction, algorithm=self)
 
         def surrogate_and_kl() -> tuple[float, float]:
             with th.no_grad():
@@ -353,12 +367,15 @@ class NaturalGradientAlgorithm(ClampedProgressMixin, OnPolicyAlgorithm):
             fisher_vector_product=fisher_vector_product,
             damping=self.cg_damping,
             surrogate_before=surrogate_before,
-            set_params=lambda flat: set_flat_params_(actor_params, flat),
+            set_params=lambda flat: set_flat_params_(actor_params, self._checked_step(flat, old_params)),
             surrogate_and_kl=surrogate_and_kl,
         )
         outcome = self._take_step(update)
         applied_step = get_flat_params(actor_params) - old_params
         surrogate_after, kl = surrogate_and_kl()
+        if not (math.isfinite(surrogate_after) and math.isfinite(kl)):
+            set_flat_params_(actor_params, old_params)
+            check_finite("the surrogate and the KL after the step", surrogate_after, kl, algorithm=self)
         return {
             "policy_objective": surrogate_after,
             "surrogate_improvement_predicted": float(gradient @ applied_step),
@@ -371,6 +388,11 @@ class NaturalGradientAlgorithm(ClampedProgressMixin, OnPolicyAlgorithm):
             "cg_iterations": float(solve.n_iterations),
         }
 
+    def _checked_step(self, new_params: th.Tensor, old_params: th.Tensor) -> th.Tensor:
+        """``new_params``, after checking that the step to them is finite."""
+        check_finite("the parameter step", new_params - old_params, new_params, algorithm=self)
+        return new_params
+
     def _update_critic(self, actor_params: list[th.nn.Parameter]) -> list[float]:
         value_losses = []
         for _ in range(self.n_critic_updates):
@@ -378,6 +400,7 @@ class NaturalGradientAlgorithm(ClampedProgressMixin, OnPolicyAlgorithm):
                 values_pred = self.policy.predict_values(rollout_data.observations)
                 value_loss = F.mse_loss(rollout_data.returns, values_pred.flatten())
                 value_losses.append(value_loss.item())
+                check_finite("the critic loss", value_losses[-1], algorithm=self)
                 self.policy.optimizer.zero_grad()
                 value_loss.backward()
                 # Parameters shared with the actor move only by the natural-gradient step.
