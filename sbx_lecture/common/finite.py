@@ -13,7 +13,7 @@ Each call costs one host synchronisation at most, whatever the number of tensors
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -112,7 +112,12 @@ def all_finite(*values: Value) -> bool:
 
 
 def check_finite(
-    quantity: str, *values: Value, algorithm: object, step: int | None = None, hint: str | None = None
+    quantity: str,
+    *values: Value,
+    algorithm: object,
+    step: int | None = None,
+    hint: str | None = None,
+    causes: Mapping[str, Sequence[Value]] | None = None,
 ) -> None:
     """Raise :class:`NonFiniteError` if any of ``values`` holds NaN or infinity.
 
@@ -121,9 +126,35 @@ def check_finite(
     :param algorithm: the model (its class name and ``num_timesteps`` go into the message) or a name
     :param step: the step to report (default: ``algorithm.num_timesteps``)
     :param hint: what the user can do (default: from the quantity: rewards, observations, or the update's settings)
+    :param causes: inputs the values were computed from, looked at only on failure (no cost otherwise): the first
+        of them that is not finite is reported instead, e.g. ``{"the sampled rewards": [batch.rewards]}``
     """
-    if not all_finite(*values):
-        raise non_finite_error(quantity, *values, algorithm=algorithm, step=step, hint=hint)
+    if all_finite(*values):
+        return
+    for cause, cause_values in (causes or {}).items():
+        if not all_finite(*cause_values):
+            raise non_finite_error(cause, *cause_values, algorithm=algorithm, step=step)
+    raise non_finite_error(quantity, *values, algorithm=algorithm, step=step, hint=hint)
+
+
+def _tensors(value: Any) -> list[Value]:
+    if isinstance(value, Mapping):
+        return [item for part in value.values() for item in _tensors(part)]
+    return [] if value is None else [value]
+
+
+def batch_causes(batch: Any) -> dict[str, list[Value]]:
+    """The rewards and observations of a replay or rollout batch, as :func:`check_finite`'s ``causes``.
+
+    :param batch: anything with ``rewards``, ``observations`` and optionally ``next_observations`` (dicts allowed)
+    """
+    return {
+        "the sampled rewards": _tensors(getattr(batch, "rewards", None)),
+        "the sampled observations": [
+            *_tensors(getattr(batch, "observations", None)),
+            *_tensors(getattr(batch, "next_observations", None)),
+        ],
+    }
 
 
 def _model_modules(model: Any) -> list[tuple[str, th.nn.Module]]:
@@ -141,7 +172,9 @@ def _model_modules(model: Any) -> list[tuple[str, th.nn.Module]]:
     return modules
 
 
-def assert_finite_parameters(model: Any, hint: str = "retrain it, or use a checkpoint saved before it diverged") -> None:
+def assert_finite_parameters(
+    model: Any, hint: str = "retrain it, or use a checkpoint saved before it diverged"
+) -> None:
     """Raise :class:`NonFiniteError` naming the first parameter or buffer of ``model`` that holds NaN or infinity.
 
     :param model: an SB3 algorithm (every module it saves is checked, optimizers excepted) or a torch module
@@ -160,8 +193,10 @@ def assert_finite_parameters(model: Any, hint: str = "retrain it, or use a check
         if not all_finite(tensor):
             kinds, n_bad, n_total = _describe([tensor])
             algorithm = type(model).__name__
+            what = "module" if isinstance(model, th.nn.Module) else "model"
             raise NonFiniteError(
-                f"the {algorithm} model has non-finite weights: {kinds} in {name} ({n_bad} of {n_total} values); {hint}",
+                f"the {algorithm} {what} has non-finite weights: {kinds} in {name} ({n_bad} of {n_total} values); "
+                f"{hint}",
                 algorithm,
                 name,
             )
@@ -177,8 +212,8 @@ def raise_for_non_finite_observations(model: Any, error: BaseException) -> None:
     :param error: the exception being handled
     """
     observation = getattr(model, "_last_obs", None)
-    values = list(observation.values()) if isinstance(observation, dict) else [observation]
-    values = [np.asarray(value) for value in values if value is not None]
-    numeric = [value for value in values if np.issubdtype(value.dtype, np.inexact)]
+    parts = list(observation.values()) if isinstance(observation, dict) else [observation]
+    arrays = [np.asarray(part) for part in parts if part is not None]
+    numeric: list[Value] = [array for array in arrays if np.issubdtype(array.dtype, np.inexact)]
     if numeric and not all_finite(*numeric):
         raise non_finite_error("the observations", *numeric, algorithm=model) from error

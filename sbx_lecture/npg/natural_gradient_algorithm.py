@@ -27,13 +27,13 @@ from stable_baselines3.common.type_aliases import GymEnv, RolloutBufferSamples, 
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
+from sbx_lecture.common.finite import check_finite, raise_for_non_finite_observations
 from sbx_lecture.common.fisher import (
     ActionReduction,
     exact_fisher_matrix,
     make_fisher_vector_product,
     policy_parameters_of_distribution,
 )
-from sbx_lecture.common.finite import check_finite, raise_for_non_finite_observations
 from sbx_lecture.common.flat_params import flatten_tensors, get_flat_params, set_flat_params_
 from sbx_lecture.common.kl import policy_kl
 from sbx_lecture.common.natural_gradient import (
