@@ -147,11 +147,13 @@ def _delegate(module_name: str, argv: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sbx-lecture`` console script; returns the exit status."""
+    from sbx_lecture.common.finite import NonFiniteError
     from sbx_lecture.registry import RegistryError
     from sbx_lecture.training import USER_ERRORS
 
-    # RegistryError covers InvalidAlgorithmError (a lazy target that does not resolve) and PluginLoadError (strict mode)
-    errors: tuple[type[Exception], ...] = (*USER_ERRORS, RegistryError)
+    # RegistryError covers InvalidAlgorithmError (a lazy target that does not resolve) and PluginLoadError (strict
+    # mode); NonFiniteError is training that met NaN or infinity
+    errors: tuple[type[Exception], ...] = (*USER_ERRORS, RegistryError, NonFiniteError)
     arguments = list(sys.argv[1:] if argv is None else argv)
     try:
         if arguments[:1] in (["zoo"], ["bench"]):  # pass-through commands parse (and explain) their own options

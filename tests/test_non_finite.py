@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -14,6 +15,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from sbx_lecture.cli import main
 from sbx_lecture.common.finite import (
     NonFiniteError,
     all_finite,
@@ -183,3 +185,27 @@ def test_assert_finite_parameters_names_the_first_bad_tensor() -> None:
         NonFiniteError, match=r"^the Linear module has non-finite weights: inf in bias \(1 of 1 values\); x$"
     ):
         assert_finite_parameters(model.policy.value_net, hint="x")
+
+
+def test_train_command_reports_one_line_with_exit_status_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env_id = "SbxLectureTest/NaNRewardCartPole-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=lambda: NonFiniteAfter(gym.make("CartPole-v1"), reward=math.nan, after=30))
+    monkeypatch.chdir(tmp_path)
+    tiny = [
+        "-p",
+        "n_steps=64",
+        "-p",
+        "batch_size=32",
+        "-p",
+        "n_critic_updates=1",
+        "-p",
+        "policy_kwargs=dict(net_arch=[8])",
+    ]
+    status = main(["train", "npg", env_id, "--timesteps", "256", "--out", "run", "--no-progress", *tiny])
+    assert status == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith("sbx-lecture: error: NPG found NaN in the rollout rewards at step 64 ")
