@@ -161,10 +161,13 @@ def test_causes_are_looked_at_only_on_failure_and_the_first_bad_one_is_named() -
     causes = batch_causes(Batch())
     assert len(causes["the sampled observations"]) == 2
     check_finite("the loss", th.tensor(0.5), algorithm="X", causes=causes)  # finite: causes are not looked at
-    with pytest.raises(NonFiniteError, match=r"NaN in the sampled rewards .*\(1 of 2 values\); .*environment's reward"):
+    with pytest.raises(NonFiniteError, match=r"inf in the sampled observations .*\(1 of 7 values\); .*observations"):
         check_finite("the loss", th.tensor(math.nan), algorithm="X", causes=causes)
+    Batch.observations = {"a": th.ones(2, 3), "b": th.ones(2, 1)}
+    with pytest.raises(NonFiniteError, match=r"NaN in the sampled rewards .*\(1 of 2 values\); .*environment's reward"):
+        check_finite("the loss", th.tensor(math.nan), algorithm="X", causes=batch_causes(Batch()))
     Batch.rewards = th.zeros(2, 1)
-    with pytest.raises(NonFiniteError, match=r"inf in the sampled observations .*\(1 of 7 values\)"):
+    with pytest.raises(NonFiniteError, match=r"^X found NaN in the loss \(1 of 1 values\); training stopped: lower"):
         check_finite("the loss", th.tensor(math.nan), algorithm="X", causes=batch_causes(Batch()))
     assert not all_finite(th.ones(2), np.array([math.nan]))
     assert all_finite()
@@ -209,3 +212,18 @@ def test_train_command_reports_one_line_with_exit_status_2(
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert err.startswith("sbx-lecture: error: NPG found NaN in the rollout rewards at step 64 ")
+
+
+def test_all_finite_handles_dtypes_and_shapes() -> None:
+    assert all_finite(th.tensor(1.0), th.ones(3, 2), th.arange(4), np.arange(3), 2, 0.5)
+    for bad in (
+        th.tensor(math.nan),
+        th.tensor([1.0, -math.inf]),
+        th.tensor([1.0, math.nan], dtype=th.bfloat16),
+        th.tensor([1 + 1j, complex(math.nan, 0)]),
+        np.array([[0.0], [math.inf]], dtype=np.float32),
+        math.nan,
+    ):
+        assert not all_finite(th.ones(2), bad), bad
+    with pytest.raises(NonFiniteError, match=r"NaN in q \(1 of 2 values\)"):
+        check_finite("q", th.tensor([1.0, math.nan], dtype=th.bfloat16), algorithm="X")
