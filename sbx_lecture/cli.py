@@ -6,7 +6,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +146,29 @@ def _delegate(module_name: str, argv: list[str]) -> int:
     return int(module.main(argv) or 0)
 
 
+def _one_line_plugin_warnings(original: Callable[..., str]) -> Callable[..., str]:
+    """A ``warnings.formatwarning`` that prints a skipped plugin as its one-line message (not file, line and code)."""
+    from sbx_lecture.plugins import PluginWarning
+
+    def formatwarning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+        if issubclass(category, PluginWarning):
+            return f"{message}\n"
+        return original(message, category, *args, **kwargs)
+
+    return formatwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sbx-lecture`` console script; returns the exit status."""
+    original_format = warnings.formatwarning
+    warnings.formatwarning = _one_line_plugin_warnings(original_format)
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = original_format
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from sbx_lecture.common.finite import NonFiniteError
     from sbx_lecture.registry import RegistryError
     from sbx_lecture.training import USER_ERRORS

@@ -4,11 +4,15 @@ lazy targets that are not algorithms or whose module raises; ``list --check``; o
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import stable_baselines3
 
+import sbx_lecture
 from sbx_lecture.cli import CHECK_FAILED_STATUS, main
 from sbx_lecture.plugins import PluginLoadError, PluginManager, PluginWarning
 from sbx_lecture.registry import InvalidAlgorithmError
@@ -63,9 +67,11 @@ LAZY_BROKEN = ["badsampler", "exitingmodule", "missingattr", "notalgo", "raising
 
 
 @pytest.fixture
-def broken_site(plugin_site) -> None:
+def broken_site(plugin_site, monkeypatch: pytest.MonkeyPatch) -> None:
     plugin_site("good-plugin", "1.0", {"good": "good_module"}, {"good_module": GOOD})
     plugin_site("broken-plugins", "0.0.1", BROKEN_ENTRY_POINTS, BROKEN_MODULES)
+    # only these: whatever else is installed in the environment stays out of the counts
+    monkeypatch.setenv("SBX_LECTURE_LOAD_PLUGINS", ",".join(["good", *BROKEN_ENTRY_POINTS]))
 
 
 def _single_error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -144,8 +150,11 @@ def test_list_check_reports_each_failure_in_one_line(broken_site, capsys: pytest
     assert len(checks["notalgo"]) == 1 and "BaseAlgorithm" in checks["notalgo"][0]
 
 
-def test_list_check_passes_when_everything_resolves(plugin_site, capsys: pytest.CaptureFixture[str]) -> None:
+def test_list_check_passes_when_everything_resolves(
+    plugin_site, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     plugin_site("good-plugin", "1.0", {"good": "good_module"}, {"good_module": GOOD})
+    monkeypatch.setenv("SBX_LECTURE_LOAD_PLUGINS", "good")
     assert main(["list", "--check"]) == 0
     out = capsys.readouterr().out
     assert "check: " in out and "problem" not in out
@@ -174,6 +183,7 @@ def test_strict_mode_is_one_line_with_exit_status_2(
     plugin_site, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], entry_point: str
 ) -> None:
     plugin_site("broken-plugins", "0.0.1", {entry_point: BROKEN_ENTRY_POINTS[entry_point]}, BROKEN_MODULES)
+    monkeypatch.setenv("SBX_LECTURE_LOAD_PLUGINS", entry_point)
     monkeypatch.setenv("SBX_LECTURE_STRICT", "1")
     with pytest.raises(PluginLoadError):
         PluginManager()
@@ -191,3 +201,25 @@ def test_disable_variable_skips_a_plugin_before_importing_it(plugin_site, monkey
     monkeypatch.setenv("SBX_LECTURE_DISABLE_PLUGINS", "hangs")
     manager = PluginManager()
     assert not manager.failures and "hangs" not in manager.plugins
+
+
+def test_console_process_survives_and_reports_in_one_line(plugin_site) -> None:
+    """In a real process: a plugin's sys.exit(3) does not end the command, and each report is one line."""
+    info = plugin_site("broken-plugins", "0.0.1", {"exitimport": "exit_at_import_module"}, BROKEN_MODULES)
+    repo = Path(sbx_lecture.__file__).resolve().parent.parent
+    path = os.pathsep.join([str(info.parent), str(repo)])
+    env = {**os.environ, "PYTHONPATH": path, "SBX_LECTURE_LOAD_PLUGINS": "exitimport"}
+    command = [sys.executable, "-m", "sbx_lecture.cli", "list"]
+    listing = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert listing.returncode == 0, listing.stderr
+    assert "tnpg" in listing.stdout and "exitimport (broken-plugins==0.0.1): SystemExit(3)" in listing.stdout
+    assert listing.stderr.splitlines() == [
+        "sbx-lecture: plugin exitimport (broken-plugins==0.0.1) failed while importing it and was skipped: "
+        "SystemExit(3): it called sys.exit()"
+    ]
+    strict = subprocess.run(
+        command, capture_output=True, text=True, env={**env, "SBX_LECTURE_STRICT": "1"}, check=False
+    )
+    assert strict.returncode == 2 and "Traceback" not in strict.stderr
+    [line] = strict.stderr.splitlines()
+    assert line.startswith("sbx-lecture: error: plugin exitimport (broken-plugins==0.0.1) failed while importing it")
