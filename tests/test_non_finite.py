@@ -227,3 +227,13 @@ def test_all_finite_handles_dtypes_and_shapes() -> None:
         assert not all_finite(th.ones(2), bad), bad
     with pytest.raises(NonFiniteError, match=r"NaN in q \(1 of 2 values\)"):
         check_finite("q", th.tensor([1.0, math.nan], dtype=th.bfloat16), algorithm="X")
+
+
+@pytest.mark.parametrize("name", ["npg", "klppo"])
+def test_nan_observation_at_the_end_of_a_rollout_is_named(name: str) -> None:
+    """The rollout's last observation only feeds the bootstrap value: the NaN advantages are traced back to it."""
+    make, env_id = ALGORITHMS[name]
+    model = make(DummyVecEnv([lambda: NonFiniteAfter(gym.make(env_id), observation=math.nan, after=63)]))
+    with pytest.raises(NonFiniteError, match=r"found NaN in the observations at step 64 "):
+        model.learn(128)
+    _assert_parameters_finite(model)

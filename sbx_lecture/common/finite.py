@@ -178,6 +178,12 @@ def batch_causes(batch: Any) -> dict[str, list[Value]]:
     }
 
 
+def rollout_causes(model: Any) -> dict[str, list[Value]]:
+    """The observations of an on-policy model's rollout buffer and its last observation, as ``causes``."""
+    observations = [*_tensors(getattr(model.rollout_buffer, "observations", None)), *_tensors(model._last_obs)]
+    return {"the observations": [np.asarray(value) for value in observations]}
+
+
 def _model_modules(model: Any) -> list[tuple[str, th.nn.Module]]:
     names: list[str] = []
     if hasattr(model, "_get_torch_save_params"):

@@ -27,7 +27,7 @@ from stable_baselines3.common.type_aliases import GymEnv, RolloutBufferSamples, 
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
-from sbx_lecture.common.finite import check_finite, raise_for_non_finite_observations
+from sbx_lecture.common.finite import check_finite, raise_for_non_finite_observations, rollout_causes
 from sbx_lecture.common.fisher import (
     ActionReduction,
     exact_fisher_matrix,
@@ -312,7 +312,7 @@ class NaturalGradientAlgorithm(ClampedProgressMixin, OnPolicyAlgorithm):
         self._update_learning_rate(self.policy.optimizer)
         check_finite("the rollout rewards", self.rollout_buffer.rewards, algorithm=self)
         check_finite("the advantages and returns", self.rollout_buffer.advantages, self.rollout_buffer.returns,
-                     algorithm=self)
+                     algorithm=self, causes=rollout_causes(self))
         rollout_data = next(self.rollout_buffer.get(batch_size=None))
         actor_params = self._actor_parameters(rollout_data.observations)
         policy_stats = self._update_actor(rollout_data, actor_params)
