@@ -161,11 +161,14 @@ def write_bundle(
     :param metadata: stored in the model zip and the manifest (algorithm, environment, plugin)
     :param monitor: the run's Monitor log, whose episode counts the manifest records
     :param keep: committed bundles to keep; older ones are removed after the new one is in place
+    :raises NonFiniteError: when the model's weights hold NaN or infinity (nothing is written)
     """
     from stable_baselines3.common.vec_env import VecNormalize
 
     from sbx_lecture import serialization
+    from sbx_lecture.common.finite import assert_finite_parameters
 
+    assert_finite_parameters(model, hint="no checkpoint was written, so the last one holds finite weights")
     folder = run_dir / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     steps = int(model.num_timesteps)

@@ -6,13 +6,16 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 PROGRAM = "sbx-lecture"
 USAGE_ERROR_STATUS = 2
 INTERRUPTED_STATUS = 130
+#: Exit status of ``list --check`` when a registered target does not resolve (2 stays for usage errors).
+CHECK_FAILED_STATUS = 1
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -25,6 +28,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="registered algorithms and failed plugins")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument(
+        "--check", action="store_true",
+        help=f"import every algorithm class and zoo sampler now and report each failure in one line "
+        f"(exit status {CHECK_FAILED_STATUS} when any fails)",
+    )
 
     trainer = commands.add_parser("train", help="train an algorithm into a run folder")
     trainer.add_argument("algo", nargs="?", default=training.DEFAULT_ALGORITHM, help="registry name (see `list`)")
@@ -73,10 +81,11 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _list(as_json: bool) -> int:
+def _list(as_json: bool, check: bool = False) -> int:
     from sbx_lecture.plugins import get_plugin_manager
 
     manager = get_plugin_manager()
+    problems = manager.registry.check() if check else {}
     algorithms = [
         {
             "name": spec.name,
@@ -84,14 +93,19 @@ def _list(as_json: bool) -> int:
             "plugin": spec.plugin,
             "distribution": f"{spec.distribution}=={spec.version}" if spec.distribution else None,
             "description": spec.description,
+            **({"check": problems.get(spec.name, [])} if check else {}),
         }
         for spec in manager.registry
     ]
     failures = [{"plugin": f.name, "distribution": f.distribution, "version": f.version, "reason": f.reason}
                 for f in manager.failures]
+    status = CHECK_FAILED_STATUS if problems else 0
     if as_json:
-        print(json.dumps({"algorithms": algorithms, "failed_plugins": failures}, indent=2))
-        return 0
+        report: dict[str, Any] = {"algorithms": algorithms, "failed_plugins": failures}
+        if check:
+            report["check"] = {"ok": not problems, "failed": sorted(problems)}
+        print(json.dumps(report, indent=2))
+        return status
     rows = [(a["name"], a["target"], a["plugin"], a["distribution"] or "-", a["description"]) for a in algorithms]
     header = ("name", "class", "plugin", "distribution", "description")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
@@ -101,7 +115,14 @@ def _list(as_json: bool) -> int:
         print("\nfailed plugins (skipped):")
         for failure in manager.failures:
             print(f"  {failure.origin}: {failure.reason}")
-    return 0
+    if check:
+        failed = sum(len(messages) for messages in problems.values())
+        print(f"\ncheck: {len(algorithms) - len(problems)} of {len(algorithms)} algorithms resolve", end="")
+        print(f"; {failed} problem{'s' if failed != 1 else ''}:" if failed else "")
+        for messages in problems.values():
+            for message in messages:
+                print(f"  {message}")
+    return status
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -195,8 +216,29 @@ def _delegate(module_name: str, argv: list[str]) -> int:
     return int(module.main(argv) or 0)
 
 
+def _one_line_plugin_warnings(original: Callable[..., str]) -> Callable[..., str]:
+    """A ``warnings.formatwarning`` that prints a skipped plugin as its one-line message (not file, line and code)."""
+    from sbx_lecture.plugins import PluginWarning
+
+    def formatwarning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+        if issubclass(category, PluginWarning):
+            return f"{message}\n"
+        return original(message, category, *args, **kwargs)
+
+    return formatwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sbx-lecture`` console script; returns the exit status."""
+    original_format = warnings.formatwarning
+    warnings.formatwarning = _one_line_plugin_warnings(original_format)
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = original_format
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from sbx_lecture.training import USER_ERRORS
 
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -205,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _delegate(f"sbx_lecture.{arguments[0]}", arguments[1:])
         args = _build_parser().parse_args(arguments)
         if args.command == "list":
-            return _list(args.json)
+            return _list(args.json, args.check)
         if args.command == "train":
             return _train(args)
         if args.command == "eval":

@@ -8,6 +8,15 @@ Environment variables:
 
 Plugins are named by their entry-point name (a distribution name is accepted too in the two lists). The built-in
 plugin is always loaded.
+
+Isolation: anything a plugin raises while it is imported or while its ``register_algorithms`` hook runs is reported
+and the plugin skipped, ``SystemExit`` (a ``sys.exit()`` in the plugin), ``KeyboardInterrupt`` and
+``GeneratorExit`` included, so a plugin cannot end the command. A Ctrl-C pressed while a plugin is being imported
+therefore counts as that plugin's failure: the plugin is skipped and the command goes on. A plugin that *hangs* at
+import (waits on the network, a lock, input) cannot be skipped from inside the process: interrupt it and block it
+with ``SBX_LECTURE_DISABLE_PLUGINS=<name>`` (its entry-point or distribution name, as ``sbx-lecture list`` shows).
+Lazy ``"module:Class"`` targets are imported on first use; ``sbx-lecture list --check`` imports every one of them
+and reports each failure in one line.
 """
 
 from __future__ import annotations
@@ -23,7 +32,13 @@ from typing import Any
 import pluggy
 
 from sbx_lecture.hookspecs import ENTRY_POINT_GROUP, PROJECT_NAME, AlgorithmHookSpecs
-from sbx_lecture.registry import AlgorithmRegistry, AlgorithmSpec, validate_registration
+from sbx_lecture.registry import (
+    AlgorithmRegistry,
+    AlgorithmSpec,
+    RegistryError,
+    describe_exception,
+    validate_registration,
+)
 
 LOAD_PLUGINS_VARIABLE = "SBX_LECTURE_LOAD_PLUGINS"
 DISABLE_PLUGINS_VARIABLE = "SBX_LECTURE_DISABLE_PLUGINS"
@@ -31,8 +46,9 @@ STRICT_VARIABLE = "SBX_LECTURE_STRICT"
 BUILTIN_PLUGIN_NAME = "builtin"
 
 
-class PluginLoadError(Exception):
-    """A plugin failed while ``SBX_LECTURE_STRICT`` is set."""
+class PluginLoadError(RegistryError):
+    """A plugin failed while ``SBX_LECTURE_STRICT`` is set (a :class:`RegistryError`: the command line reports it
+    in one line with exit status 2)."""
 
 
 class PluginWarning(UserWarning):
@@ -75,11 +91,6 @@ def _is_strict() -> bool:
     return os.environ.get(STRICT_VARIABLE, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 class PluginManager:
     """Collects algorithms from the built-in plugin and every entry point of the group ``sbx_lecture``.
 
@@ -112,7 +123,7 @@ class PluginManager:
                 if name in self.plugins:
                     raise ValueError(f"a plugin named {name!r} is loaded already")
                 self.pluggy.register(plugin, name=name)
-            except Exception as exc:
+            except BaseException as exc:  # a plugin must not end the command
                 self._fail(info, exc)
                 return False
             try:
@@ -122,7 +133,7 @@ class PluginManager:
                     raise ValueError(f"plugin {name!r} registers {duplicate!r} more than once")
                 for spec, override in staged:
                     self.registry.check_can_add(spec, override)
-            except Exception as exc:
+            except BaseException as exc:  # sys.exit() or KeyboardInterrupt in a hook included
                 self.pluggy.unregister(name=name)
                 self._fail(info, exc)
                 return False
@@ -177,16 +188,17 @@ class PluginManager:
                 continue
             try:
                 plugin = entry_point.load()
-            except Exception as exc:
+            except BaseException as exc:  # sys.exit() or KeyboardInterrupt at import included
                 self._fail(PluginInfo(entry_point.name, distribution, version), exc, while_doing="importing it")
                 continue
             self.add_plugin(plugin, entry_point.name, distribution, version)
 
     def _fail(self, info: PluginInfo, exc: BaseException, while_doing: str = "registering its algorithms") -> None:
-        failure = PluginFailure(info.name, info.distribution, info.version, _one_line(exc))
+        failure = PluginFailure(info.name, info.distribution, info.version, describe_exception(exc))
         if _is_strict():
             raise PluginLoadError(
-                f"plugin {failure.origin} failed while {while_doing}: {failure.reason} ({STRICT_VARIABLE} is set)"
+                f"plugin {failure.origin} failed while {while_doing}: {failure.reason} ({STRICT_VARIABLE} is set; "
+                f"fix or update the plugin, or skip it with {DISABLE_PLUGINS_VARIABLE}={info.name})"
             ) from exc
         self.failures.append(failure)
         warnings.warn(

@@ -87,9 +87,13 @@ class AlgorithmSpec:
         return self._loaded is not None
 
     def load(self) -> type[BaseAlgorithm]:
-        """Import the target on first use (then cached) and check that it is a ``BaseAlgorithm`` subclass."""
+        """Import the target on first use (then cached) and check that it is a ``BaseAlgorithm`` subclass.
+
+        Whatever goes wrong (the module is missing or raises while imported, ``sys.exit()`` included, the attribute is
+        missing, it is not a ``BaseAlgorithm``) raises :class:`InvalidAlgorithmError` with a one-line message.
+        """
         if self._loaded is None:
-            cls = _import_target(self.target) if isinstance(self.target, str) else self.target
+            cls = _import_target(self.target, self) if isinstance(self.target, str) else self.target
             _check_algorithm_class(cls, self)
             self._loaded = cls
         return self._loaded
@@ -97,8 +101,29 @@ class AlgorithmSpec:
     def load_zoo_sampler(self) -> Callable[..., dict[str, Any]] | None:
         """The Optuna sampler, importing it first when it was given as ``"module:function"``."""
         if isinstance(self.zoo_sampler, str):
-            return _import_target(self.zoo_sampler)  # type: ignore[return-value]
+            return _import_target(self.zoo_sampler, self, "zoo sampler")  # type: ignore[return-value]
         return self.zoo_sampler
+
+    def check(self) -> list[str]:
+        """Resolve every lazy target of this registration now; one one-line message per failure (empty: all fine)."""
+        problems = []
+        for resolve in (self.load, self.load_zoo_sampler):
+            try:
+                resolve()
+            except InvalidAlgorithmError as exc:
+                problems.append(str(exc))
+        return problems
+
+    @property
+    def fix_hint(self) -> str:
+        """How a user gets rid of a broken registration."""
+        if self.distribution and self.plugin != "builtin":
+            return (
+                f"fix or update {self.distribution}, or skip the plugin with SBX_LECTURE_DISABLE_PLUGINS={self.plugin}"
+            )
+        if self.plugin == "builtin":
+            return "reinstall sbx-lecture"
+        return f"fix the code that registered it (plugin {self.plugin!r})"
 
     def resolve_zoo_hyperparams(self) -> str | None:
         """Filesystem path of :attr:`zoo_hyperparams` (``"package:relative/path"`` resolved inside the package)."""
@@ -117,27 +142,54 @@ def resolve_resource(location: str) -> str:
     return str(files(package).joinpath(relative))
 
 
-def _import_target(target: str) -> type:
+def describe_exception(exc: BaseException) -> str:
+    """One line for any exception, ``SystemExit`` and ``KeyboardInterrupt`` raised by plugin code included."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r}): it called sys.exit()"
+    if isinstance(exc, KeyboardInterrupt):
+        return (
+            "KeyboardInterrupt: raised by it, or Ctrl-C while it loaded (a plugin that hangs: skip it with "
+            "SBX_LECTURE_DISABLE_PLUGINS)"
+        )
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _import_target(target: str, spec: AlgorithmSpec, what: str = "target") -> Any:
     module_name, _, attribute_path = target.partition(":")
+
+    def failure(reason: str) -> InvalidAlgorithmError:
+        return InvalidAlgorithmError(
+            f"algorithm {spec.name!r} from plugin {spec.origin} cannot be loaded: {what} {target!r}: {reason}; "
+            f"{spec.fix_hint}"
+        )
+
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise InvalidAlgorithmError(f"cannot import module {module_name!r} of target {target!r}: {exc}") from exc
+        raise failure(f"cannot import module {module_name!r}: {describe_exception(exc)}") from exc
+    except BaseException as exc:  # SystemExit or KeyboardInterrupt raised by the plugin's module included
+        raise failure(f"module {module_name!r} raised while imported: {describe_exception(exc)}") from exc
     for attribute in attribute_path.split("."):
         try:
             obj = getattr(obj, attribute)
         except AttributeError:
-            raise InvalidAlgorithmError(f"module {module_name!r} has no attribute {attribute_path!r}") from None
-    return obj  # type: ignore[no-any-return]
+            raise failure(f"module {module_name!r} has no attribute {attribute_path!r}") from None
+        except Exception as exc:
+            raise failure(f"looking up {attribute_path!r} raised {describe_exception(exc)}") from exc
+    return obj
 
 
 def _check_algorithm_class(cls: object, spec: AlgorithmSpec) -> None:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
     if not (inspect.isclass(cls) and issubclass(cls, BaseAlgorithm)):
+        shown = " ".join(repr(cls).split())[:120]
         raise InvalidAlgorithmError(
             f"algorithm {spec.name!r} from plugin {spec.origin} points to {spec.target_path}, which is "
-            f"{cls!r}, not a subclass of stable_baselines3's BaseAlgorithm"
+            f"{shown}, not a subclass of stable_baselines3's BaseAlgorithm; {spec.fix_hint}"
         )
 
 
@@ -214,6 +266,10 @@ class AlgorithmRegistry:
     def get(self, name: str) -> type[BaseAlgorithm]:
         """The algorithm class registered under ``name``, imported on first use."""
         return self.spec(name).load()
+
+    def check(self) -> dict[str, list[str]]:
+        """Import every lazy target (algorithm classes, zoo samplers) now: name → one-line problems, failures only."""
+        return {spec.name: problems for spec in self if (problems := spec.check())}
 
 
 def unknown_name_message(kind: str, name: str, known: list[str]) -> str:

@@ -917,6 +917,36 @@ def check_algorithm(
     return report
 
 
+class NonFiniteAfter(gym.Wrapper):
+    """Corrupts an environment after ``after`` steps: its reward, or every observation entry, becomes ``value``.
+
+    For tests that an algorithm stops with :class:`sbx_lecture.common.finite.NonFiniteError` instead of training
+    into NaN parameters: ``NonFiniteAfter(gym.make("CartPole-v1"), reward=math.nan, after=50)``.
+
+    :param env: the environment to corrupt
+    :param reward: the reward returned from step ``after + 1`` on (``None``: rewards stay)
+    :param observation: the value of every observation entry from step ``after + 1`` on (``None``: they stay)
+    :param after: the number of environment steps (over all episodes) that stay intact
+    """
+
+    def __init__(self, env: gym.Env, reward: float | None = None, observation: float | None = None, after: int = 0):
+        super().__init__(env)
+        self.corrupt_reward = reward
+        self.corrupt_observation = observation
+        self.after = after
+        self.steps = 0
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        if self.steps > self.after:
+            if self.corrupt_reward is not None:
+                reward = self.corrupt_reward
+            if self.corrupt_observation is not None:
+                observation = np.full_like(observation, self.corrupt_observation)
+        return observation, reward, terminated, truncated, info
+
+
 __all__ = [
     "CHECKS",
     "KNOWN_UPSTREAM_ISSUES",
@@ -926,6 +956,7 @@ __all__ = [
     "CheckFailure",
     "ConformanceError",
     "ConformanceReport",
+    "NonFiniteAfter",
     "ProbeEnv",
     "check_algorithm",
     "suitable_env_id",

@@ -36,6 +36,7 @@ from sbx_lecture.checkpoints import (
     verify_bundle,
     write_bundle,
 )
+from sbx_lecture.common.finite import NonFiniteError, assert_finite_parameters
 from sbx_lecture.common.validation import InvalidValueError, require_integer
 from sbx_lecture.evaluation import PeriodicEvaluation
 from sbx_lecture.hyperparams import HyperparameterError, to_json_value
@@ -110,6 +111,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     RunFolderError,
     CheckpointError,
     ZooConfigError,
+    NonFiniteError,
 )
 
 
@@ -823,20 +825,10 @@ def evaluate(
     env = make_environment(env_id, 1, seed, normalize_stats=stats, training=False, trusted=trusted)
     try:
         model = serialization.load(model_path, env=env, trusted=trusted, device=device, algo=spec.name)
-        check_finite_weights(model, model_path)
+        assert_finite_parameters(
+            model, hint=f"{model_path} cannot act; use an earlier checkpoint from its run folder's checkpoints/"
+        )
         mean, std = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=deterministic)
     finally:
         env.close()
     return EvaluationResult(float(mean), float(std), episodes, spec.name, env_id, stats)  # type: ignore[arg-type]
-
-
-def check_finite_weights(model: BaseAlgorithm, model_path: Path) -> None:
-    """Refuse a model whose parameters hold NaN or infinities (its actions would be meaningless)."""
-    import torch as th
-
-    for name, parameter in model.policy.named_parameters():
-        if not bool(th.isfinite(parameter).all()):
-            raise ModelFileError(
-                f"model file {model_path} has NaN or infinite weights ({name}): it cannot act; "
-                "use an earlier checkpoint from the run folder's checkpoints/"
-            )

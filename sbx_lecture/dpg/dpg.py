@@ -23,6 +23,7 @@ from sbx_lecture.common.compatible_features import (
     compatible_advantage,
     parameter_jvp,
 )
+from sbx_lecture.common.finite import batch_causes, check_finite
 from sbx_lecture.common.safe_load import SafeLoadMixin
 from sbx_lecture.common.schedules import ClampedProgressMixin
 from sbx_lecture.common.targets import PolyakTarget, check_tau
@@ -365,6 +366,7 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         td_error = target - advantage - values
         critic_loss = 0.5 * td_error.pow(2).mean()
         delta = td_error.detach()
+        check_finite("the TD error", delta, algorithm=self, causes=batch_causes(batch))
         value_gradients = th.autograd.grad(critic_loss, self._value_parameters)
         w_gradients = linearized.transpose_jacobian_product(_padded(-delta * exploration / n_samples, mu_all))
         if self.natural:  # θ += α_θ w
@@ -410,6 +412,7 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         # −Q(s, μθ(s)) with the critic's parameters held fixed: its gradient reaches the actor only
         frozen_critic = {name: parameter.detach() for name, parameter in critic.named_parameters()}
         actor_loss = -functional_call(critic, frozen_critic, (batch.observations, mu))[0].mean()
+        check_finite("the critic and actor losses", critic_loss, actor_loss, algorithm=self, causes=batch_causes(batch))
         critic.optimizer.zero_grad()
         self.actor.optimizer.zero_grad()
         (critic_loss + actor_loss).backward()

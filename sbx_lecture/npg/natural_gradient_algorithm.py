@@ -9,6 +9,7 @@ fits the critic by minibatch regression, as sb3-contrib's TRPO does.
 from __future__ import annotations
 
 import copy
+import math
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, RolloutBuf
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
+from sbx_lecture.common.finite import check_finite, raise_for_non_finite_observations, rollout_causes
 from sbx_lecture.common.fisher import (
     ActionReduction,
     exact_fisher_matrix,
@@ -242,6 +244,13 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgo
                 "MultiDiscrete); no SB3 algorithm (PPO, TRPO, A2C) handles other action spaces either."
             )
 
+    def collect_rollouts(self, *args: Any, **kwargs: Any) -> bool:
+        try:
+            return super().collect_rollouts(*args, **kwargs)
+        except ValueError as error:  # a torch distribution refusing NaN: say so if the observations caused it
+            raise_for_non_finite_observations(self, error)
+            raise
+
     # --- the pieces of one update -------------------------------------------------------------------------------
 
     def _mean_kl(self, old_distribution: Distribution, new_distribution: Distribution) -> th.Tensor:
@@ -310,6 +319,9 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgo
         """One natural-gradient step of the actor on the collected rollout, then the critic regression."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
+        check_finite("the rollout rewards", self.rollout_buffer.rewards, algorithm=self)
+        check_finite("the advantages and returns", self.rollout_buffer.advantages, self.rollout_buffer.returns,
+                     algorithm=self, causes=rollout_causes(self))
         rollout_data = next(self.rollout_buffer.get(batch_size=None))
         actor_params = self._actor_parameters(rollout_data.observations)
         policy_stats = self._update_actor(rollout_data, actor_params)
@@ -344,8 +356,10 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgo
 
         objective = surrogate()
         gradient = flatten_tensors(th.autograd.grad(objective, actor_params))
+        check_finite("the surrogate objective and its gradient", objective, gradient, algorithm=self)
         surrogate_before = objective.item()
         solve, fisher_vector_product = self._solve(observations, gradient)
+        check_finite("the natural-gradient direction", solve.direction, algorithm=self)
 
         def surrogate_and_kl() -> tuple[float, float]:
             with th.no_grad():
@@ -362,12 +376,15 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgo
             fisher_vector_product=fisher_vector_product,
             damping=self.cg_damping,
             surrogate_before=surrogate_before,
-            set_params=lambda flat: set_flat_params_(actor_params, flat),
+            set_params=lambda flat: set_flat_params_(actor_params, self._checked_step(flat, old_params)),
             surrogate_and_kl=surrogate_and_kl,
         )
         outcome = self._take_step(update)
         applied_step = get_flat_params(actor_params) - old_params
         surrogate_after, kl = surrogate_and_kl()
+        if not (math.isfinite(surrogate_after) and math.isfinite(kl)):
+            set_flat_params_(actor_params, old_params)
+            check_finite("the surrogate and the KL after the step", surrogate_after, kl, algorithm=self)
         return {
             "policy_objective": surrogate_after,
             "surrogate_improvement_predicted": float(gradient @ applied_step),
@@ -380,6 +397,11 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgo
             "cg_iterations": float(solve.n_iterations),
         }
 
+    def _checked_step(self, new_params: th.Tensor, old_params: th.Tensor) -> th.Tensor:
+        """``new_params``, after checking that the step to them is finite."""
+        check_finite("the parameter step", new_params - old_params, new_params, algorithm=self)
+        return new_params
+
     def _update_critic(self, actor_params: list[th.nn.Parameter]) -> list[float]:
         value_losses = []
         for _ in range(self.n_critic_updates):
@@ -387,6 +409,7 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgo
                 values_pred = self.policy.predict_values(rollout_data.observations)
                 value_loss = F.mse_loss(rollout_data.returns, values_pred.flatten())
                 value_losses.append(value_loss.item())
+                check_finite("the critic loss", value_losses[-1], algorithm=self)
                 self.policy.optimizer.zero_grad()
                 value_loss.backward()
                 # Parameters shared with the actor move only by the natural-gradient step.

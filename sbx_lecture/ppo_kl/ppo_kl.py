@@ -18,6 +18,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 from torch.nn import functional as F
 
+from sbx_lecture.common.finite import check_finite, raise_for_non_finite_observations, rollout_causes
 from sbx_lecture.common.kl import kl_estimate_from_log_ratio, policy_kl
 from sbx_lecture.common.kl_penalty import (
     DEFAULT_KL_COEF_FACTOR,
@@ -272,6 +273,13 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
         if self.target_kl is not None:
             self.target_kl = FloatSchedule(self.target_kl)
 
+    def collect_rollouts(self, *args: Any, **kwargs: Any) -> bool:
+        try:
+            return super().collect_rollouts(*args, **kwargs)
+        except ValueError as error:  # a torch distribution refusing NaN: say so if the observations caused it
+            raise_for_non_finite_observations(self, error)
+            raise
+
     def _current_value(self, schedule: Any) -> float | None:
         return None if schedule is None else schedule(self._current_progress_remaining)
 
@@ -280,6 +288,9 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
         clip_range = self._current_value(self.clip_range)
         clip_range_vf = self._current_value(self.clip_range_vf)
         kl_coef = self.kl_coef
+        check_finite("the rollout rewards", self.rollout_buffer.rewards, algorithm=self)
+        check_finite("the advantages and returns", self.rollout_buffer.advantages, self.rollout_buffer.returns,
+                     algorithm=self, causes=rollout_causes(self))
 
         # Every rollout state at once; the minibatches below are rows of these tensors.
         rollout = next(self.rollout_buffer.get(batch_size=None))
@@ -308,7 +319,8 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
                     loss = loss + self.ent_coef * terms.entropy
                 self.policy.optimizer.zero_grad()
                 loss.backward()
-                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                check_finite("the loss and its gradient", loss, grad_norm, algorithm=self)
                 self.policy.optimizer.step()
 
                 surrogate_losses.append(terms.surrogate.detach())
@@ -321,6 +333,7 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
             self._n_updates += 1
 
         self.last_kl = self._measure_kl(rollout, old_policy, n_states)
+        check_finite("the KL between the old and the updated policy", self.last_kl, algorithm=self)
         target_kl = self._current_value(self.target_kl)
         if self.adaptive_kl and target_kl is not None:
             self.kl_coef = adapt_kl_coef(

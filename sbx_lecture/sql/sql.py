@@ -14,6 +14,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
+from sbx_lecture.common.finite import batch_causes, check_finite
 from sbx_lecture.common.kernels import amortized_svgd_loss
 from sbx_lecture.common.particle_entropy import nearest_neighbour_entropy
 from sbx_lecture.common.safe_load import SafeLoadMixin
@@ -260,6 +261,7 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         index = replay_data.actions.long().unsqueeze(0).expand(q_all.shape[0], -1, -1)
         q_taken = q_all.gather(-1, index).squeeze(-1)
         td_loss = 0.5 * (q_taken - target).pow(2).mean(dim=-1).sum()
+        check_finite("the soft Q loss", td_loss, algorithm=self, causes=batch_causes(replay_data))
         self._step(self.q_net.optimizer, td_loss, self.q_net.parameters())
         stats = {"td_loss": td_loss.detach(), "soft_value": next_soft_value.mean()}
         if diagnostics:
@@ -284,6 +286,7 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
             target = self._soft_bellman_target(replay_data, next_soft_value)
         q_taken = self.policy.q_values(replay_data.observations, replay_data.actions)  # (n_critics, batch)
         td_loss = 0.5 * (q_taken - target).pow(2).mean(dim=-1).sum()
+        check_finite("the soft Q loss", td_loss, algorithm=self, causes=batch_causes(replay_data))
         self._step(self.q_net.optimizer, td_loss, self.q_net.parameters())
 
         # Amortized SVGD: push the sampler's particles along the Stein direction of exp(Q/α) in pre-squash space.
@@ -294,6 +297,7 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
             return self.policy.soft_q(observations, th.tanh(pre_squash)) / ent_coef + squash_log_jacobian(pre_squash)
 
         sampler_loss, direction, bandwidth = amortized_svgd_loss(particles, log_density)
+        check_finite("the SVGD sampler loss", sampler_loss, algorithm=self)
         self._step(self.sampler.optimizer, sampler_loss, self.sampler.parameters())
 
         stats = {

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from sbx_lecture.common.finite import batch_causes, check_finite, raise_for_non_finite_observations
 from sbx_lecture.common.safe_load import SafeLoadMixin
 from sbx_lecture.common.schedules import ClampedProgressMixin
 from stable_baselines3.common.base_class import maybe_make_env
@@ -237,7 +238,11 @@ class REINFORCE(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
                 self.policy.reset_noise(env.num_envs)
             with th.no_grad():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                actions, _, log_probs = self.policy(obs_tensor)
+                try:
+                    actions, _, log_probs = self.policy(obs_tensor)
+                except ValueError as error:  # a torch distribution refusing NaN: say so if the observations did it
+                    raise_for_non_finite_observations(self, error)
+                    raise
             actions = actions.cpu().numpy()
             clipped_actions = actions
             if isinstance(self.action_space, spaces.Box):
@@ -352,6 +357,7 @@ class REINFORCE(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
         parameters = list(self.policy.parameters())
         max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
         grad_norm = th.nn.utils.clip_grad_norm_(parameters, max_norm)
+        check_finite("the loss and its gradient", loss, grad_norm, algorithm=self, causes=batch_causes(batch))
         self.policy.optimizer.step()
         self._n_updates += 1
         return {

@@ -1,0 +1,246 @@
+"""Stop training at the first NaN or infinity, before it reaches the parameters, with a message that says where.
+
+A NaN reward, an infinite observation or a step that overflows turns every parameter into NaN within one update; the
+algorithm then keeps running, and the failure shows up much later as ``nan ± nan`` or as a torch traceback from a
+distribution that refuses NaN arguments. The algorithms call :func:`check_finite` on the few quantities an update is
+made of (the rollout or replay rewards, the loss, the gradient or natural-gradient direction, the step) right before
+they change a parameter, and :class:`NonFiniteError` reaches the caller of ``model.learn()``.
+
+Each call costs one host synchronisation at most, whatever the number of accelerator tensors it is given: their
+``isfinite(...).all()`` flags are stacked and read once (CPU tensors are read directly, which is cheaper than torch
+operations on small tensors). The counts of the message and the ``causes`` are computed only on failure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch as th
+
+Value = th.Tensor | np.ndarray | float | int
+
+#: What to do about non-finite rewards, observations, or anything the update itself computed.
+REWARD_HINT = "check the environment's rewards (or clip them with a wrapper)"
+OBSERVATION_HINT = "check the environment's observations (SB3's VecCheckNan wrapper finds the step that makes them)"
+UPDATE_HINT = "lower the learning rate or step size, and check the environment's rewards and observations"
+
+
+class NonFiniteError(FloatingPointError):
+    """NaN or infinity in a quantity an algorithm was about to use to change its parameters.
+
+    :param message: the one-line message
+    :param algorithm: name of the algorithm class
+    :param quantity: what held the non-finite values, e.g. ``"the rollout rewards"``
+    :param step: ``num_timesteps`` of the model when it was found (``None`` if unknown)
+    """
+
+    def __init__(self, message: str, algorithm: str = "", quantity: str = "", step: int | None = None) -> None:
+        super().__init__(message)
+        self.algorithm = algorithm
+        self.quantity = quantity
+        self.step = step
+
+
+def _algorithm_name_and_step(algorithm: object, step: int | None) -> tuple[str, int | None]:
+    if isinstance(algorithm, str):
+        return algorithm, step
+    name = type(algorithm).__name__
+    if step is None:
+        found = getattr(algorithm, "num_timesteps", None)
+        step = int(found) if found is not None else None
+    return name, step
+
+
+def _default_hint(quantity: str) -> str:
+    if "reward" in quantity:
+        return REWARD_HINT
+    if "observation" in quantity:
+        return OBSERVATION_HINT
+    return UPDATE_HINT
+
+
+def _as_numpy(value: Value) -> np.ndarray:
+    if isinstance(value, th.Tensor):
+        tensor = value.detach().cpu()
+        return (tensor.float() if tensor.dtype == th.bfloat16 else tensor).numpy()
+    return np.asarray(value)
+
+
+def _describe(values: Iterable[Value]) -> tuple[str, int, int]:
+    """``("NaN and inf", non-finite count, total count)`` of ``values`` (the slow path, on failure only)."""
+    n_nan = n_inf = total = 0
+    for value in values:
+        array = _as_numpy(value)
+        if not np.issubdtype(array.dtype, np.inexact):
+            total += array.size
+            continue
+        n_nan += int(np.isnan(array).sum())
+        n_inf += int(np.isinf(array).sum())
+        total += array.size
+    kinds = " and ".join(kind for kind, count in (("NaN", n_nan), ("inf", n_inf)) if count) or "NaN/inf"
+    return kinds, n_nan + n_inf, total
+
+
+def non_finite_error(
+    quantity: str, *values: Value, algorithm: object, step: int | None = None, hint: str | None = None
+) -> NonFiniteError:
+    """The :class:`NonFiniteError` that :func:`check_finite` raises, for callers that tested finiteness already."""
+    name, step = _algorithm_name_and_step(algorithm, step)
+    kinds, n_bad, n_total = _describe(values)
+    counts = f" ({n_bad} of {n_total} values)" if n_total else ""
+    where = f" at step {step}" if step is not None else ""
+    message = f"{name} found {kinds} in {quantity}{where}{counts}; training stopped: {hint or _default_hint(quantity)}"
+    return NonFiniteError(message, name, quantity, step)
+
+
+def _cpu_tensor_is_finite(tensor: th.Tensor) -> bool:
+    tensor = tensor.detach()
+    if tensor.numel() == 1 and not tensor.is_complex():
+        return math.isfinite(tensor.item())
+    try:
+        return bool(np.isfinite(tensor.numpy()).all())  # far cheaper than torch's per-op overhead on small tensors
+    except TypeError:  # a dtype numpy lacks (bfloat16)
+        return bool(th.isfinite(tensor).all())
+
+
+def all_finite(*values: Value) -> bool:
+    """Whether every value (tensors, arrays, numbers) is free of NaN and infinity.
+
+    Tensors on an accelerator cost one host synchronisation in all (their ``isfinite(...).all()`` flags are stacked
+    and read once); CPU tensors and arrays are read directly.
+    """
+    flags: list[th.Tensor] = []
+    for value in values:
+        if isinstance(value, th.Tensor):
+            if not (value.is_floating_point() or value.is_complex()):
+                continue
+            if value.device.type != "cpu":
+                flags.append(th.isfinite(value).all())
+            elif not _cpu_tensor_is_finite(value):
+                return False
+        elif isinstance(value, np.ndarray):
+            if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
+                return False
+        elif not math.isfinite(value):
+            return False
+    if not flags:
+        return True
+    return bool(flags[0] if len(flags) == 1 else th.stack(flags).all())
+
+
+def check_finite(
+    quantity: str,
+    *values: Value,
+    algorithm: object,
+    step: int | None = None,
+    hint: str | None = None,
+    causes: Mapping[str, Sequence[Value]] | None = None,
+) -> None:
+    """Raise :class:`NonFiniteError` if any of ``values`` holds NaN or infinity.
+
+    :param quantity: what the values are, as it reads in the message: ``"the rollout rewards"``, ``"the actor loss"``
+    :param values: tensors, arrays or numbers
+    :param algorithm: the model (its class name and ``num_timesteps`` go into the message) or a name
+    :param step: the step to report (default: ``algorithm.num_timesteps``)
+    :param hint: what the user can do (default: from the quantity: rewards, observations, or the update's settings)
+    :param causes: inputs the values were computed from, looked at only on failure (no cost otherwise): the first
+        of them that is not finite is reported instead, e.g. ``{"the sampled rewards": [batch.rewards]}``
+    """
+    if all_finite(*values):
+        return
+    for cause, cause_values in (causes or {}).items():
+        if not all_finite(*cause_values):
+            raise non_finite_error(cause, *cause_values, algorithm=algorithm, step=step)
+    raise non_finite_error(quantity, *values, algorithm=algorithm, step=step, hint=hint)
+
+
+def _tensors(value: Any) -> list[Value]:
+    if isinstance(value, Mapping):
+        return [item for part in value.values() for item in _tensors(part)]
+    return [] if value is None else [value]
+
+
+def batch_causes(batch: Any) -> dict[str, list[Value]]:
+    """The rewards and observations of a replay or rollout batch, as :func:`check_finite`'s ``causes``.
+
+    :param batch: anything with ``rewards``, ``observations`` and optionally ``next_observations`` (dicts allowed)
+    """
+    # observations first: a NaN observation often makes NaN actions, states and then rewards, never the reverse
+    return {
+        "the sampled observations": [
+            *_tensors(getattr(batch, "observations", None)),
+            *_tensors(getattr(batch, "next_observations", None)),
+        ],
+        "the sampled rewards": _tensors(getattr(batch, "rewards", None)),
+    }
+
+
+def rollout_causes(model: Any) -> dict[str, list[Value]]:
+    """The observations of an on-policy model's rollout buffer and its last observation, as ``causes``."""
+    observations = [*_tensors(getattr(model.rollout_buffer, "observations", None)), *_tensors(model._last_obs)]
+    return {"the observations": [np.asarray(value) for value in observations]}
+
+
+def _model_modules(model: Any) -> list[tuple[str, th.nn.Module]]:
+    names: list[str] = []
+    if hasattr(model, "_get_torch_save_params"):
+        state_dicts, _ = model._get_torch_save_params()
+        names = [name for name in state_dicts if "optimizer" not in name]
+    modules = []
+    for name in names or ["policy"]:
+        module: Any = model
+        for attribute in name.split("."):
+            module = getattr(module, attribute, None)
+        if isinstance(module, th.nn.Module):
+            modules.append((name, module))
+    return modules
+
+
+def assert_finite_parameters(
+    model: Any, hint: str = "retrain it, or use a checkpoint saved before it diverged"
+) -> None:
+    """Raise :class:`NonFiniteError` naming the first parameter or buffer of ``model`` that holds NaN or infinity.
+
+    :param model: an SB3 algorithm (every module it saves is checked, optimizers excepted) or a torch module
+    :param hint: what the user can do, appended to the message
+    """
+    modules = [("", model)] if isinstance(model, th.nn.Module) else _model_modules(model)
+    tensors = [
+        (f"{prefix}.{name}" if prefix else name, tensor)
+        for prefix, module in modules
+        for name, tensor in module.state_dict().items()
+        if isinstance(tensor, th.Tensor) and tensor.is_floating_point()
+    ]
+    if all_finite(*(tensor for _, tensor in tensors)):
+        return
+    for name, tensor in tensors:
+        if not all_finite(tensor):
+            kinds, n_bad, n_total = _describe([tensor])
+            algorithm = type(model).__name__
+            what = "module" if isinstance(model, th.nn.Module) else "model"
+            raise NonFiniteError(
+                f"the {algorithm} {what} has non-finite weights: {kinds} in {name} ({n_bad} of {n_total} values); "
+                f"{hint}",
+                algorithm,
+                name,
+            )
+
+
+def raise_for_non_finite_observations(model: Any, error: BaseException) -> None:
+    """Raise :class:`NonFiniteError` from ``error`` if the model's last observation holds NaN or infinity.
+
+    Call it where collecting experience failed (a torch distribution refuses NaN parameters with a ``ValueError``):
+    it costs nothing while nothing fails, and turns the torch traceback into the one line about the observations.
+
+    :param model: an SB3 algorithm (``model._last_obs`` is checked)
+    :param error: the exception being handled
+    """
+    observation = getattr(model, "_last_obs", None)
+    parts = list(observation.values()) if isinstance(observation, dict) else [observation]
+    arrays = [np.asarray(part) for part in parts if part is not None]
+    numeric: list[Value] = [array for array in arrays if np.issubdtype(array.dtype, np.inexact)]
+    if numeric and not all_finite(*numeric):
+        raise non_finite_error("the observations", *numeric, algorithm=model) from error
