@@ -747,8 +747,9 @@ def check_storage_driver(storage: str) -> None:
 def open_study_storage(storage: str) -> Any:
     """An Optuna storage from the zoo's ``--storage``.
 
-    A path ending in ``.log`` is a journal file, a ``redis://`` (``rediss://``, ``unix://``) URL a Redis journal, any
-    other string a database URL (SQLAlchemy's; ``postgresql://`` uses psycopg 3).
+    A path ending in ``.log`` is a journal file, a ``redis://`` (``rediss://``, ``unix://``) URL a Redis journal
+    (with an optional ``?prefix=NAME``, see :func:`split_redis_prefix`), any other string a database URL
+    (SQLAlchemy's; ``postgresql://`` uses psycopg 3).
     """
     from optuna.storages import JournalStorage
 
@@ -761,8 +762,24 @@ def open_study_storage(storage: str) -> Any:
     if storage.startswith(REDIS_SCHEMES):
         from optuna.storages.journal import JournalRedisBackend
 
-        return JournalStorage(JournalRedisBackend(storage))
+        url, prefix = split_redis_prefix(storage)
+        return JournalStorage(JournalRedisBackend(url, prefix=prefix))
     return storage
+
+
+def split_redis_prefix(url: str) -> tuple[str, str]:
+    """A Redis URL without its ``prefix`` query parameter, and that prefix (``""`` without one).
+
+    ``redis://host:6379/0?prefix=lecture`` keeps the journal under keys ``lecture:...``, so that several journals can
+    share one Redis database (Optuna's ``JournalRedisBackend(url, prefix=...)``).
+    """
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = "".join(value for key, value in query if key == "prefix")
+    rest = urlencode([(key, value) for key, value in query if key != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
 
 
 @contextlib.contextmanager
@@ -806,11 +823,10 @@ def ensure_study(storage: str, study_name: str) -> tuple[int, bool]:
         try:
             opened = open_study_storage(storage)
             try:
-                study = optuna.load_study(study_name=study_name, storage=opened)
-                return len(study.trials), True
-            except KeyError:
-                optuna.create_study(study_name=study_name, storage=opened, direction="maximize", load_if_exists=True)
+                optuna.create_study(study_name=study_name, storage=opened, direction="maximize")
                 return 0, False
+            except optuna.exceptions.DuplicatedStudyError:
+                return len(optuna.load_study(study_name=study_name, storage=opened).trials), True
         except Exception as error:
             if attempt >= STUDY_CREATION_ATTEMPTS or not _is_creation_race(error):
                 raise
