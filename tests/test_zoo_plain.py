@@ -148,11 +148,8 @@ def test_plain_zoo_trains_with_the_registered_file_and_enjoy_loads(
     assert f"Loading {run / env_id}.zip" in enjoyed.stdout
     if algo == "tnpg":  # record_video too (it needs pygame for CartPole's frames and moviepy's ffmpeg)
         videos = tmp_path / "videos"
-        recorded = fresh.run(
-            ["-m", "rl_zoo3.record_video", "--algo", algo, "--env", env_id, "-f", str(logs), "-n", "20",
-             "-o", str(videos)],  # fmt: skip
-            cwd=tmp_path,
-        )
+        record = ["-m", "rl_zoo3.record_video", "--algo", algo, "--env", env_id, "-f", str(logs), "-n", "20"]
+        recorded = fresh.run([*record, "-o", str(videos)], cwd=tmp_path)
         assert recorded.returncode == 0, recorded.stderr[-3000:]
         assert list(videos.glob("*.mp4"))
 
