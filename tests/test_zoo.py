@@ -327,7 +327,7 @@ def test_unsupported_action_space_is_the_message_of_train(workdir: Path, capsys:
     ("missing", "arguments", "expected"),
     [
         ("wandb", ["--track"], "needs the package 'wandb': pip install wandb"),
-        ("psycopg", ["-optimize", "--storage", "postgresql://me:hush@127.0.0.1/optuna"], "pip install 'sbx-lecture[zoo]"),
+        ("psycopg", ["-optimize", "--storage", "postgresql://me:hush@127.0.0.1/db"], "pip install 'sbx-lecture[zoo]'"),
         ("redis", ["-optimize", "--storage", "redis://:hush@127.0.0.1:6379/0"], "pip install 'sbx-lecture[zoo]'"),
     ],
 )
