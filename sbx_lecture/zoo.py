@@ -96,7 +96,15 @@ ZOO_SCRIPTS: dict[str, ZooScript] = {
     "all_plots": ZooScript("rl_zoo3.plots.all_plots", "all_plots", "evaluation curves of algorithms × environments"),
     "plot_from_file": ZooScript("rl_zoo3.plots.plot_from_file", "plot_from_file", "plots from an all_plots file"),
     "load_from_hub": ZooScript("rl_zoo3.load_from_hub", None, "download a trained agent from the Hugging Face hub"),
-    "push_to_hub": ZooScript("rl_zoo3.push_to_hub", None, "upload a trained agent to the Hugging Face hub"),
+}
+
+#: Zoo scripts that are not offered, with the reason (said in one line when one is asked for).
+UNAVAILABLE_SCRIPTS: dict[str, str] = {
+    "push_to_hub": (
+        "rl_zoo3's push_to_hub is not offered: it imports generate_metadata from huggingface_sb3, which the only "
+        "published sb3-team-hf-integration (3.2) no longer has; upload with huggingface_hub's upload_folder instead"
+    ),
+    "benchmark": "rl_zoo3's benchmark is not offered: it runs a script that rl_zoo3 no longer ships",
 }
 
 
@@ -969,6 +977,80 @@ def _optimization_report_without_pandas() -> Iterator[None]:
         Study.trials_dataframe = original  # type: ignore[method-assign]
 
 
+def one_run_last_evals(results: Any) -> Any:
+    """An ``all_plots`` results file with every single-run entry's ``last_evals`` made a one-element array.
+
+    ``all_plots`` squeezes the runs' axis away, so one run per algorithm stores a scalar, which the zoo's
+    ``plot_from_file`` skips ("Skipping ...") and then fails on (``min()`` of no runs); the one run's score is what
+    the array should hold.
+    """
+    import numpy as np
+
+    for per_environment in results.values() if isinstance(results, dict) else ():
+        for entry in per_environment.values() if isinstance(per_environment, dict) else ():
+            if isinstance(entry, dict) and "last_evals" in entry and np.ndim(entry["last_evals"]) == 0:
+                entry["last_evals"] = np.atleast_1d(entry["last_evals"])
+    return results
+
+
+@contextlib.contextmanager
+def _plots_of_single_runs() -> Iterator[None]:
+    """Within the block, results files read with ``pickle.load`` go through :func:`one_run_last_evals`."""
+    import pickle
+
+    original = pickle.load
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        return one_run_last_evals(original(*args, **kwargs))
+
+    pickle.load = load
+    try:
+        yield
+    finally:
+        pickle.load = original
+
+
+@contextlib.contextmanager
+def _ffmpeg_on_path() -> Iterator[None]:
+    """record_training runs the program ``ffmpeg``: without one on ``PATH``, imageio-ffmpeg's (a dependency of
+    moviepy, which the zoo's video recorder needs) is put there for the block."""
+    import shutil
+    import tempfile
+
+    if shutil.which("ffmpeg") is not None:
+        yield
+        return
+    try:
+        import imageio_ffmpeg
+
+        executable = imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        raise ZooBridgeError(
+            "record_training runs the program ffmpeg, which is not installed: pip install imageio-ffmpeg "
+            "(sbx-lecture[zoo] installs it), or install ffmpeg with the system's package manager"
+        ) from None
+    saved = os.environ.get("PATH", "")
+    with tempfile.TemporaryDirectory(prefix="sbx-lecture-ffmpeg-") as folder:
+        os.symlink(executable, os.path.join(folder, "ffmpeg"))
+        os.environ["PATH"] = os.pathsep.join([folder, saved])
+        try:
+            yield
+        finally:
+            os.environ["PATH"] = saved
+
+
+def absolute_output_folder(arguments: Sequence[str]) -> list[str]:
+    """record_training's arguments with ``-o``/``--output-folder`` made absolute: the zoo lists the videos for
+    ffmpeg relative to the current folder in a file that ffmpeg reads relative to that file's own folder."""
+    result = list(arguments)
+    for index, argument in enumerate(result):
+        if argument in ("-o", "--output-folder") and index + 1 < len(result):
+            result[index + 1] = os.path.abspath(result[index + 1])
+        elif argument.startswith("--output-folder="):
+            result[index] = "--output-folder=" + os.path.abspath(argument.partition("=")[2])
+    return result
+
+
 def _exit_status(code: object) -> int:
     if code is None:
         return 0
@@ -985,6 +1067,10 @@ def run_script(name: str, arguments: Sequence[str]) -> int:
         stack.enter_context(_command_line(f"{PROGRAM} {name}", arguments))
         stack.enter_context(_zoo_subprocesses_through_bridge())
         stack.enter_context(_optimization_report_without_pandas())
+        if name == "plot_from_file":
+            stack.enter_context(_plots_of_single_runs())
+        if name == "record_training":
+            stack.enter_context(_ffmpeg_on_path())
         try:
             if script.function is None:
                 runpy.run_module(script.module, run_name="__main__", alter_sys=False)
@@ -1056,6 +1142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage())
         return 0 if arguments else USAGE_ERROR_STATUS
     name, rest = arguments[0], arguments[1:]
+    if name in UNAVAILABLE_SCRIPTS:
+        print(f"{PROGRAM}: error: {UNAVAILABLE_SCRIPTS[name]}", file=sys.stderr)
+        return USAGE_ERROR_STATUS
     if name not in ZOO_SCRIPTS:
         close = difflib.get_close_matches(name.replace("-", "_"), list(ZOO_SCRIPTS), n=3, cutoff=0.5)
         hint = f"did you mean {_either(close)}?" if close else f"use one of {', '.join(ZOO_SCRIPTS)}"
@@ -1072,6 +1161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rest = plan.argv
         else:
             rest = _check_algo_choice(rest, table)
+            if name == "record_training":
+                rest = absolute_output_folder(rest)
     except (ZooBridgeError, RegistryError) as error:
         if os.environ.get("SBX_LECTURE_DEBUG"):
             raise

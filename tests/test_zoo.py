@@ -469,3 +469,38 @@ def test_plot_train_draws_the_curve_of_a_lecture_algorithm(
     monkeypatch.setattr(plt, "show", lambda *args, **kwargs: shown.append(len(plt.gca().lines)))
     assert main(["plot_train", "-a", "tnpg", "-e", "CartPole-v1", "-f", str(logs), "-w", "2"]) == 0
     assert shown and shown[0] >= 1, "plot_train drew no training curve"
+
+
+def test_plot_from_file_and_record_training_on_one_run_per_algorithm(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logs = workdir / "logs"
+    for algo in ("tnpg", "ppo_kl"):
+        arguments = _train(algo, logs)
+        evaluated = [*arguments[: arguments.index("--eval-freq")], "--eval-freq", "64", "--eval-episodes", "2",
+                     *arguments[arguments.index("--eval-freq") + 2 :]]  # fmt: skip
+        assert main(evaluated) == 0
+    output = workdir / "cartpole"
+    assert main(["all_plots", "-a", "tnpg", "ppo_kl", "-e", "CartPole-v1", "-f", str(logs), "-o", str(output),
+                 "--no-display"]) == 0  # fmt: skip
+    # One run per algorithm: the zoo's plot_from_file alone skips both and fails on min() of no runs.
+    assert main(["plot_from_file", "-i", f"{output}.pkl", "-o", f"{output}.png", "--format", "png"]) == 0
+    assert (workdir / "cartpole.png").stat().st_size > 0
+    assert "Skipping" not in capsys.readouterr().out
+
+    # record_training with no ffmpeg on PATH: the bridge lends imageio-ffmpeg's; a relative -o works too.
+    import shutil
+
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: None if name == "ffmpeg" else which(name))
+    recorded = ["record_training", "--algo", "tnpg", "--env", "CartPole-v1", "-f", str(logs), "-n", "20"]
+    recorded += ["-o", "videos"]
+    assert main(recorded) == 0
+    assert (workdir / "videos" / "training.mp4").stat().st_size > 0
+
+
+def test_push_to_hub_is_not_offered_and_says_why(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "push_to_hub" not in ZOO_SCRIPTS
+    assert main(["push_to_hub", "--algo", "tnpg"]) == 2
+    assert "generate_metadata" in _one_line_error(capsys)
+
