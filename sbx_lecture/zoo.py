@@ -14,8 +14,13 @@ sbx-lecture registry, built-in and third-party algorithms alike, before any zoo 
 - checks that every hyperparameter of the chosen section is accepted by the algorithm's constructor, and says which
   one is not (with the closest accepted names) before anything is trained;
 - with ``--optimize``, defaults to the zoo's journal-file storage ``<log-folder>/<algo>/<env>_optuna.log`` and the
-  study ``<algo>_<env>``, so that runs (and worker processes) add to one study; ``--workers K`` starts K worker
-  processes on that study (or on any ``--storage`` URL shared by several machines).
+  study ``<algo>_<env>_n<budget>``, so that runs (and worker processes) with one budget add to one study; creates
+  the study before any trial and says in one line whether it joins an existing one; ``--workers K`` starts K worker
+  processes on that study (or on any ``--storage`` URL shared by several machines: a database, a Redis journal).
+
+:func:`register_with_zoo` also wraps rl_zoo3's ``ExperimentManager`` (registered zoo files, one-line errors, Redis
+storages, studies created once), for the bridge and for the plain zoo alike: with sbx-lecture installed, the start-up
+hook ``_sbx_lecture_zoo_hook`` calls :func:`autoregister` when ``rl_zoo3`` is first imported.
 """
 
 from __future__ import annotations
@@ -490,12 +495,15 @@ def refused_hyperparameters(algorithm: type[BaseAlgorithm], hyperparams: Mapping
     for key in hyperparams:
         if key in ZOO_COMMAND_LINE_KEYS:
             refused[key] = "is set by the zoo's command line, not by the hyperparameter file"
-        elif key == "noise_type" and hyperparams[key] is not None and accepted is not None and (
-            "action_noise" not in accepted
+        elif (
+            key == "noise_type"
+            and hyperparams[key] is not None
+            and accepted is not None
+            and ("action_noise" not in accepted)
         ):
             refused[key] = f"becomes action_noise, which {algorithm.__name__} does not take"
-        elif isinstance(hyperparams[key], str) and hyperparams[key].startswith("lin_") and (
-            key not in ZOO_SCHEDULE_KEYS
+        elif (
+            isinstance(hyperparams[key], str) and hyperparams[key].startswith("lin_") and (key not in ZOO_SCHEDULE_KEYS)
         ):
             refused[key] = f"is a lin_ schedule, which the zoo builds only for {', '.join(sorted(ZOO_SCHEDULE_KEYS))}"
         elif key in ZOO_ONLY_KEYS or accepted is None or key in accepted:
@@ -1124,7 +1132,8 @@ scripts:
 
 train, in addition to the zoo:
   without -conf, an algorithm that registers a zoo file (the lecture's: zoo_configs/<algo>.yml) uses it
-  -optimize stores the study in <log-folder>/<algo>/<env>_optuna.log as <algo>_<env> unless --storage/--study-name
+  -optimize stores the study in <log-folder>/<algo>/<env>_optuna.log as <algo>_<env>_n<budget>
+            unless --storage (a .log file, a database or redis:// URL) / --study-name
   {WORKERS_FLAG} K     start K worker processes that fill the one study (with -optimize)
 
 algorithms: {names}
