@@ -273,13 +273,20 @@ def autoregister() -> None:
     """Called by the start-up hook (``_sbx_lecture_zoo_hook``) when a plain zoo script first imports ``rl_zoo3``.
 
     It registers every algorithm (:func:`register_with_zoo`) and makes the bridge's errors (:class:`ZooBridgeError`)
-    one line on stderr instead of a traceback. A plugin that cannot be loaded leaves the zoo with its own algorithms
-    and says so in one line.
+    one line on stderr instead of a traceback. A registration that fails (a broken plugin) leaves the zoo with its
+    own algorithms and says so in one line (``SBX_LECTURE_DEBUG=1``: the traceback).
     """
     try:
         register_with_zoo()
-    except (ZooBridgeError, RegistryError) as error:
-        print(f"sbx-lecture: the RL Zoo sees only its own algorithms: {error}", file=sys.stderr)
+    except Exception as error:  # a broken plugin must not break the zoo itself
+        if os.environ.get("SBX_LECTURE_DEBUG"):
+            raise
+        reason = " ".join(str(error).split()) or type(error).__name__
+        print(
+            f"sbx-lecture: the RL Zoo sees only its own algorithms ({reason}); "
+            f"{AUTOREGISTER_VARIABLE}=0 stops this registration",
+            file=sys.stderr,
+        )
         return
     previous = sys.excepthook
     if getattr(previous, "_sbx_lecture_zoo", False):
