@@ -160,6 +160,9 @@ class LazyAlgorithms(MutableMapping[str, "type[BaseAlgorithm]"]):
         entry = self._entries[name]
         return entry.is_loaded if isinstance(entry, AlgorithmSpec) else True
 
+    def __contains__(self, name: object) -> bool:  # without importing the algorithm, as Mapping's would
+        return name in self._entries
+
     def __getitem__(self, name: str) -> type[BaseAlgorithm]:
         entry = self._entries[name]
         return entry.load() if isinstance(entry, AlgorithmSpec) else entry
@@ -1192,4 +1195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this copy's: the start-up hook imports sbx_lecture.zoo when rl_zoo3 is
+    # imported, and its classes (LazyAlgorithms) must be the ones this run checks against.
+    from sbx_lecture.zoo import main as imported_main
+
+    sys.exit(imported_main())
