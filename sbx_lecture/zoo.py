@@ -38,6 +38,7 @@ import runpy
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -777,6 +778,7 @@ def open_study_storage(storage: str) -> Any:
     (with an optional ``?prefix=NAME``, see :func:`split_redis_prefix`), any other string a database URL
     (SQLAlchemy's; ``postgresql://`` uses psycopg 3).
     """
+    import optuna
     from optuna.storages import JournalStorage
 
     if storage.endswith(".log") and "://" not in storage:
@@ -789,7 +791,9 @@ def open_study_storage(storage: str) -> Any:
         from optuna.storages.journal import JournalRedisBackend
 
         url, prefix = split_redis_prefix(storage)
-        return JournalStorage(JournalRedisBackend(url, prefix=prefix))
+        with warnings.catch_warnings():  # "JournalRedisBackend is experimental", at every start of every worker
+            warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+            return JournalStorage(JournalRedisBackend(url, prefix=prefix))
     return storage
 
 
