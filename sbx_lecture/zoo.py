@@ -277,7 +277,8 @@ def autoregister() -> None:
     """Called by the start-up hook (``_sbx_lecture_zoo_hook``) when a plain zoo script first imports ``rl_zoo3``.
 
     It registers every algorithm (:func:`register_with_zoo`) and makes the bridge's errors (:class:`ZooBridgeError`)
-    one line on stderr instead of a traceback. A registration that fails (a broken plugin) leaves the zoo with its
+    and the zoo's own "missing package" errors (an ``ImportError`` that names the ``pip install``) one line on
+    stderr instead of a traceback. A registration that fails (a broken plugin) leaves the zoo with its
     own algorithms and says so in one line (``SBX_LECTURE_DEBUG=1``: the traceback).
     """
     try:
@@ -297,8 +298,11 @@ def autoregister() -> None:
         return
 
     def excepthook(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
-        if isinstance(error, ZooBridgeError) and not os.environ.get("SBX_LECTURE_DEBUG"):
-            print(f"{Path(sys.argv[0]).name or 'rl_zoo3'}: error: {error}", file=sys.stderr)
+        # the bridge's errors, and the zoo's "install this package" ones (--track without wandb, ...)
+        one_line = isinstance(error, ZooBridgeError) or (isinstance(error, ImportError) and "pip install" in str(error))
+        if one_line and not os.environ.get("SBX_LECTURE_DEBUG"):
+            message = " ".join(str(error).split())
+            print(f"{Path(sys.argv[0]).name or 'rl_zoo3'}: error: {message}", file=sys.stderr)
         else:
             previous(kind, error, traceback)
 

@@ -206,3 +206,19 @@ def test_plain_zoo_refuses_an_action_space_in_one_line(fresh: FreshEnvironment, 
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("train.py: error: algorithm 'dpg' does not support the action space Discrete(2)")
+
+
+def test_plain_zoo_says_the_missing_package_of_track_in_one_line(fresh: FreshEnvironment, tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import runpy, sys
+        sys.modules["wandb"] = None  # as if wandb were not installed
+        sys.argv = ["train.py", "--algo", "tnpg", "--env", "CartPole-v1", "-n", "200", "--track"]
+        runpy.run_module("rl_zoo3.train", run_name="__main__", alter_sys=True)
+        """
+    )
+    result = fresh.run(["-c", script], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("train.py: error: ") and "pip install wandb" in line
