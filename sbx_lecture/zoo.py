@@ -14,8 +14,13 @@ sbx-lecture registry, built-in and third-party algorithms alike, before any zoo 
 - checks that every hyperparameter of the chosen section is accepted by the algorithm's constructor, and says which
   one is not (with the closest accepted names) before anything is trained;
 - with ``--optimize``, defaults to the zoo's journal-file storage ``<log-folder>/<algo>/<env>_optuna.log`` and the
-  study ``<algo>_<env>``, so that runs (and worker processes) add to one study; ``--workers K`` starts K worker
-  processes on that study (or on any ``--storage`` URL shared by several machines).
+  study ``<algo>_<env>_n<budget>``, so that runs (and worker processes) with one budget add to one study; creates
+  the study before any trial and says in one line whether it joins an existing one; ``--workers K`` starts K worker
+  processes on that study (or on any ``--storage`` URL shared by several machines: a database, a Redis journal).
+
+:func:`register_with_zoo` also wraps rl_zoo3's ``ExperimentManager`` (registered zoo files, one-line errors, Redis
+storages, studies created once), for the bridge and for the plain zoo alike: with sbx-lecture installed, the start-up
+hook ``_sbx_lecture_zoo_hook`` calls :func:`autoregister` when ``rl_zoo3`` is first imported.
 """
 
 from __future__ import annotations
@@ -27,9 +32,13 @@ import importlib
 import importlib.util
 import inspect
 import os
+import random
+import re
 import runpy
 import subprocess
 import sys
+import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +102,15 @@ ZOO_SCRIPTS: dict[str, ZooScript] = {
     "all_plots": ZooScript("rl_zoo3.plots.all_plots", "all_plots", "evaluation curves of algorithms × environments"),
     "plot_from_file": ZooScript("rl_zoo3.plots.plot_from_file", "plot_from_file", "plots from an all_plots file"),
     "load_from_hub": ZooScript("rl_zoo3.load_from_hub", None, "download a trained agent from the Hugging Face hub"),
-    "push_to_hub": ZooScript("rl_zoo3.push_to_hub", None, "upload a trained agent to the Hugging Face hub"),
+}
+
+#: Zoo scripts that are not offered, with the reason (said in one line when one is asked for).
+UNAVAILABLE_SCRIPTS: dict[str, str] = {
+    "push_to_hub": (
+        "rl_zoo3's push_to_hub is not offered: it imports generate_metadata from huggingface_sb3, which the only "
+        "published sb3-team-hf-integration (3.2) no longer has; upload with huggingface_hub's upload_folder instead"
+    ),
+    "benchmark": "rl_zoo3's benchmark is not offered: it runs a script that rl_zoo3 no longer ships",
 }
 
 
@@ -143,6 +160,9 @@ class LazyAlgorithms(MutableMapping[str, "type[BaseAlgorithm]"]):
         """Whether looking ``name`` up would not import anything any more."""
         entry = self._entries[name]
         return entry.is_loaded if isinstance(entry, AlgorithmSpec) else True
+
+    def __contains__(self, name: object) -> bool:  # without importing the algorithm, as Mapping's would
+        return name in self._entries
 
     def __getitem__(self, name: str) -> type[BaseAlgorithm]:
         entry = self._entries[name]
@@ -245,7 +265,158 @@ def register_with_zoo(manager: PluginManager | None = None) -> LazyAlgorithms:
             zoo_optimization.HYPERPARAMS_SAMPLER[spec.name] = LazySampler(spec)
         if spec.zoo_sampler is not None or spec.extra.get("zoo_converter") is not None:
             zoo_optimization.HYPERPARAMS_CONVERTER[spec.name] = LazyConverter(spec)  # type: ignore[assignment]
+    _patch_experiment_manager()
     return table
+
+
+#: Value of ``SBX_LECTURE_ZOO_AUTOREGISTER`` that switches the plain zoo's automatic registration off.
+AUTOREGISTER_VARIABLE = "SBX_LECTURE_ZOO_AUTOREGISTER"
+
+
+def autoregister() -> None:
+    """Called by the start-up hook (``_sbx_lecture_zoo_hook``) when a plain zoo script first imports ``rl_zoo3``.
+
+    It registers every algorithm (:func:`register_with_zoo`) and makes the bridge's errors (:class:`ZooBridgeError`)
+    and the zoo's own "missing package" errors (an ``ImportError`` that names the ``pip install``) one line on
+    stderr instead of a traceback. A registration that fails (a broken plugin) leaves the zoo with its
+    own algorithms and says so in one line (``SBX_LECTURE_DEBUG=1``: the traceback).
+    """
+    try:
+        register_with_zoo()
+    except Exception as error:  # a broken plugin must not break the zoo itself
+        if os.environ.get("SBX_LECTURE_DEBUG"):
+            raise
+        reason = " ".join(str(error).split()) or type(error).__name__
+        print(
+            f"sbx-lecture: the RL Zoo sees only its own algorithms ({reason}); "
+            f"{AUTOREGISTER_VARIABLE}=0 stops this registration",
+            file=sys.stderr,
+        )
+        return
+    previous = sys.excepthook
+    if getattr(previous, "_sbx_lecture_zoo", False):
+        return
+
+    def excepthook(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
+        # the bridge's errors, and the zoo's "install this package" ones (--track without wandb, ...)
+        one_line = isinstance(error, ZooBridgeError) or (isinstance(error, ImportError) and "pip install" in str(error))
+        if one_line and not os.environ.get("SBX_LECTURE_DEBUG"):
+            message = " ".join(str(error).split())
+            print(f"{Path(sys.argv[0]).name or 'rl_zoo3'}: error: {message}", file=sys.stderr)
+        else:
+            previous(kind, error, traceback)
+
+    excepthook._sbx_lecture_zoo = True  # type: ignore[attr-defined]
+    sys.excepthook = excepthook
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The zoo's ExperimentManager: registered zoo files, one-line errors, storages that are not a journal file
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _registered_table() -> LazyAlgorithms | None:
+    import rl_zoo3.utils as zoo_utils
+
+    table = zoo_utils.ALGOS
+    return table if isinstance(table, LazyAlgorithms) else None
+
+
+def _is_action_space_error(error: BaseException) -> bool:
+    return bool(re.search(r"action[ _]space", str(error), flags=re.IGNORECASE))
+
+
+def _refusal(algo: str, env: Any, hyperparams: Mapping[str, Any]) -> ZooBridgeError:
+    """The error for action noise (``noise_type``) on an action space that is not a Box.
+
+    When the algorithm itself refuses the space, the error is the one ``sbx-lecture train`` gives (the algorithm is
+    built without the noise to learn it); else it names the noise settings.
+    """
+    from sbx_lecture.training import UsageError, build_model
+
+    table = _registered_table()
+    noise_keys = ("noise_type", "noise_std", "policy")
+    try:
+        algorithm = table[algo] if table is not None else None
+        if algorithm is not None:
+            kwargs = {key: value for key, value in hyperparams.items() if key not in noise_keys}
+            build_model(algo, algorithm, env, {"policy": hyperparams.get("policy")}, kwargs, seed=0)
+    except UsageError as error:
+        return ZooBridgeError(str(error))
+    return ZooConfigError(
+        f"noise_type {hyperparams['noise_type']!r} is action noise, which needs a Box action space, not "
+        f"{env.action_space}: remove noise_type and noise_std from the hyperparameters (-params noise_type:None)"
+    )
+
+
+def _patch_experiment_manager() -> None:
+    """Wrap four methods of rl_zoo3's ``ExperimentManager``, once (the plain zoo and the bridge both get them).
+
+    - ``__init__``: without ``-conf``, an algorithm that registers a zoo file uses it (the zoo would look for
+      ``rl_zoo3/hyperparams/<algo>.yml``);
+    - ``_preprocess_action_noise`` and ``setup_experiment``: an action space the algorithm (or the zoo's action
+      noise) cannot use is a :class:`ZooBridgeError`, worded as ``sbx-lecture train`` words it;
+    - ``hyperparameters_optimization`` and ``load_trial``: the study is created before any trial (with retries, so
+      that workers started at once on a fresh database do not race on its tables), and ``--storage`` may be a
+      Redis URL as well (see :func:`open_study_storage`).
+    """
+    from gymnasium import spaces
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    if getattr(ExperimentManager, "_sbx_lecture_patched", False):
+        return
+    original_init = ExperimentManager.__init__
+    original_noise = ExperimentManager._preprocess_action_noise
+    original_setup = ExperimentManager.setup_experiment
+    original_optimization = ExperimentManager.hyperparameters_optimization
+    original_load_trial = ExperimentManager.load_trial
+    config_index = list(inspect.signature(original_init).parameters).index("config")
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        config = kwargs.get("config", args[config_index - 1] if len(args) >= config_index else None)
+        table = _registered_table()
+        spec = table.spec(self.algo) if table is not None and not config else None
+        registered = registered_hyperparams(spec) if spec is not None else None
+        if registered is not None:
+            self.config = str(registered)
+
+    def _preprocess_action_noise(
+        self: Any, hyperparams: dict[str, Any], saved_hyperparams: dict[str, Any], env: Any
+    ) -> dict[str, Any]:
+        self._sbx_lecture_action_space = env.action_space
+        if hyperparams.get("noise_type") is not None and not isinstance(env.action_space, spaces.Box):
+            raise _refusal(self.algo, env, hyperparams)
+        return original_noise(self, hyperparams, saved_hyperparams, env)
+
+    def setup_experiment(self: Any) -> Any:
+        try:
+            return original_setup(self)
+        except (AssertionError, ValueError, TypeError, KeyError) as error:
+            space = getattr(self, "_sbx_lecture_action_space", None)
+            if space is None or not _is_action_space_error(error):
+                raise
+            message = " ".join(str(error).split())
+            raise ZooBridgeError(
+                f"algorithm {self.algo!r} does not support the action space {space} of this environment: {message}"
+            ) from error
+
+    def hyperparameters_optimization(self: Any) -> None:
+        if self.storage is not None and self.study_name is not None:
+            ensure_study(self.storage, self.study_name)
+        with _storages_from_urls():
+            original_optimization(self)
+
+    def load_trial(self: Any, storage: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        with _storages_from_urls():
+            return original_load_trial(self, storage, *args, **kwargs)
+
+    ExperimentManager.__init__ = __init__  # type: ignore[method-assign]
+    ExperimentManager._preprocess_action_noise = _preprocess_action_noise  # type: ignore[method-assign]
+    ExperimentManager.setup_experiment = setup_experiment  # type: ignore[method-assign]
+    ExperimentManager.hyperparameters_optimization = hyperparameters_optimization  # type: ignore[method-assign]
+    ExperimentManager.load_trial = load_trial  # type: ignore[method-assign]
+    ExperimentManager._sbx_lecture_patched = True  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -339,12 +510,15 @@ def refused_hyperparameters(algorithm: type[BaseAlgorithm], hyperparams: Mapping
     for key in hyperparams:
         if key in ZOO_COMMAND_LINE_KEYS:
             refused[key] = "is set by the zoo's command line, not by the hyperparameter file"
-        elif key == "noise_type" and hyperparams[key] is not None and accepted is not None and (
-            "action_noise" not in accepted
+        elif (
+            key == "noise_type"
+            and hyperparams[key] is not None
+            and accepted is not None
+            and ("action_noise" not in accepted)
         ):
             refused[key] = f"becomes action_noise, which {algorithm.__name__} does not take"
-        elif isinstance(hyperparams[key], str) and hyperparams[key].startswith("lin_") and (
-            key not in ZOO_SCHEDULE_KEYS
+        elif (
+            isinstance(hyperparams[key], str) and hyperparams[key].startswith("lin_") and (key not in ZOO_SCHEDULE_KEYS)
         ):
             refused[key] = f"is a lin_ schedule, which the zoo builds only for {', '.join(sorted(ZOO_SCHEDULE_KEYS))}"
         elif key in ZOO_ONLY_KEYS or accepted is None or key in accepted:
@@ -404,6 +578,8 @@ def _train_pre_parser() -> argparse.ArgumentParser:
     parser.add_argument("--storage")
     parser.add_argument("--study-name")
     parser.add_argument("--seed", type=int, default=-1)
+    parser.add_argument("-n", "--n-timesteps", type=int, default=0)
+    parser.add_argument("--track", action="store_true")
     return parser
 
 
@@ -486,6 +662,8 @@ def plan_train(argv: Sequence[str], table: LazyAlgorithms) -> TrainPlan:
     if config is not None and config.endswith((".yml", ".yaml")):
         _check_config(table, algo, options.env, config, options.hyperparams)
 
+    if options.track and importlib.util.find_spec("wandb") is None:
+        raise ZooBridgeError("--track logs to Weights & Biases, which needs the package 'wandb': pip install wandb")
     plan = TrainPlan(arguments, algo, options.env, config, workers, seed=options.seed)
     if options.optimize_hyperparameters:
         _plan_optimization(plan, options, table)
@@ -516,21 +694,191 @@ def _plan_optimization(plan: TrainPlan, options: argparse.Namespace, table: Lazy
     if plan.storage is None:
         plan.storage = os.path.join(options.log_folder, plan.algo, f"{_file_safe(plan.env_id)}_optuna.log")
         plan.argv += ["--storage", plan.storage]
+    else:
+        check_storage_driver(plan.storage)
     plan.study_name = options.study_name
     if plan.study_name is None:
-        plan.study_name = f"{plan.algo}_{_file_safe(plan.env_id)}"
+        budget = options.n_timesteps or _file_budget(plan)
+        suffix = f"_n{budget}" if budget else ""
+        plan.study_name = f"{plan.algo}_{_file_safe(plan.env_id)}{suffix}"
         plan.argv += ["--study-name", plan.study_name]
 
 
-def open_study_storage(storage: str) -> Any:
-    """An Optuna storage from the zoo's ``--storage``: a ``*.log`` path is a journal file, else an RDB URL."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+def _file_budget(plan: TrainPlan) -> int | None:
+    """The ``n_timesteps`` of the hyperparameter section in force, or ``None`` when it cannot be read."""
+    path = plan.config or zoo_own_hyperparams(plan.algo)
+    if path is None or not str(path).endswith((".yml", ".yaml")):
+        return None
+    try:
+        _, section = select_section(load_zoo_file(path), plan.env_id, plan.algo, path)
+        return int(float(section["n_timesteps"]))
+    except (ZooConfigError, KeyError, TypeError, ValueError, OSError):
+        return None
 
-    if storage.endswith(".log"):
+
+#: Set in the environment of the processes that ``--workers`` starts (their parent announced the study).
+WORKER_VARIABLE = "SBX_LECTURE_ZOO_WORKER"
+
+
+def announce_study(plan: TrainPlan) -> None:
+    """Create ``plan``'s study unless it exists, and say in one line which it is (and whether it is joined)."""
+    assert plan.storage is not None and plan.study_name is not None
+    where = mask_url(plan.storage)
+    try:
+        trials, existed = ensure_study(plan.storage, plan.study_name)
+    except ZooBridgeError:
+        raise
+    except Exception as error:
+        reason = mask_url(" ".join(str(error).split("\n")[0].split())) or type(error).__name__
+        raise ZooBridgeError(f"cannot open the Optuna storage {where}: {reason}") from None
+    if os.environ.get(WORKER_VARIABLE):
+        return
+    if existed:
+        print(
+            f"{PROGRAM}: joining the existing study {plan.study_name!r} at {where} ({trials} trials so far); "
+            "--study-name NAME starts another"
+        )
+    else:
+        print(f"{PROGRAM}: created the study {plan.study_name!r} at {where}")
+
+
+#: URL schemes of Optuna's Redis journal backend.
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+#: Attempts at creating a study's tables and the study itself before giving up (see :func:`ensure_study`).
+STUDY_CREATION_ATTEMPTS = 8
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***`` (``postgresql://user:***@host/db``)."""
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)[^@/\s]*@", r"\1***@", text)
+
+
+#: The package each storage scheme needs, and the ``pip install`` that brings it.
+STORAGE_DRIVERS = {
+    "postgresql": ("psycopg", "pip install 'sbx-lecture[zoo]' (or: pip install 'psycopg[binary]')"),
+    "postgresql+psycopg": ("psycopg", "pip install 'psycopg[binary]'"),
+    "postgresql+psycopg2": ("psycopg2", "pip install psycopg2-binary"),
+    "mysql": ("MySQLdb", "pip install mysqlclient"),
+    "mysql+pymysql": ("pymysql", "pip install pymysql"),
+    "redis": ("redis", "pip install 'sbx-lecture[zoo]' (or: pip install redis)"),
+    "rediss": ("redis", "pip install 'sbx-lecture[zoo]' (or: pip install redis)"),
+    "unix": ("redis", "pip install 'sbx-lecture[zoo]' (or: pip install redis)"),
+}
+
+
+def check_storage_driver(storage: str) -> None:
+    """Raise :class:`ZooBridgeError` when the driver of the storage URL ``storage`` is not installed."""
+    scheme = storage.partition("://")[0].lower() if "://" in storage else ""
+    driver = STORAGE_DRIVERS.get(scheme)
+    if driver is not None and importlib.util.find_spec(driver[0]) is None:
+        raise ZooBridgeError(f"the storage {mask_url(storage)} needs the package {driver[0]!r}: {driver[1]}")
+
+
+def open_study_storage(storage: str) -> Any:
+    """An Optuna storage from the zoo's ``--storage``.
+
+    A path ending in ``.log`` is a journal file, a ``redis://`` (``rediss://``, ``unix://``) URL a Redis journal
+    (with an optional ``?prefix=NAME``, see :func:`split_redis_prefix`), any other string a database URL
+    (SQLAlchemy's; ``postgresql://`` uses psycopg 3).
+    """
+    import optuna
+    from optuna.storages import JournalStorage
+
+    if storage.endswith(".log") and "://" not in storage:
+        from optuna.storages.journal import JournalFileBackend
+
         Path(storage).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(storage))
+    check_storage_driver(storage)
+    if storage.startswith(REDIS_SCHEMES):
+        from optuna.storages.journal import JournalRedisBackend
+
+        url, prefix = split_redis_prefix(storage)
+        with warnings.catch_warnings():  # "JournalRedisBackend is experimental", at every start of every worker
+            warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+            return JournalStorage(JournalRedisBackend(url, prefix=prefix))
     return storage
+
+
+def split_redis_prefix(url: str) -> tuple[str, str]:
+    """A Redis URL without its ``prefix`` query parameter, and that prefix (``""`` without one).
+
+    ``redis://host:6379/0?prefix=lecture`` keeps the journal under keys ``lecture:...``, so that several journals can
+    share one Redis database (Optuna's ``JournalRedisBackend(url, prefix=...)``).
+    """
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = "".join(value for key, value in query if key == "prefix")
+    rest = urlencode([(key, value) for key, value in query if key != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+@contextlib.contextmanager
+def _storages_from_urls() -> Iterator[None]:
+    """Within the block, ``optuna.create_study``/``load_study`` accept a Redis URL as ``storage`` (the zoo passes
+    ``--storage`` on as it is)."""
+    import optuna
+
+    originals = optuna.create_study, optuna.load_study
+
+    def converting(function: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            storage = kwargs.get("storage")
+            if isinstance(storage, str) and storage.startswith(REDIS_SCHEMES):
+                kwargs["storage"] = open_study_storage(storage)
+            return function(*args, **kwargs)
+
+        return call
+
+    optuna.create_study, optuna.load_study = converting(originals[0]), converting(originals[1])
+    try:
+        yield
+    finally:
+        optuna.create_study, optuna.load_study = originals
+
+
+def ensure_study(storage: str, study_name: str) -> tuple[int, bool]:
+    """Create the study ``study_name`` in ``storage`` (and a database's tables) unless it exists.
+
+    Several processes started at once on a fresh database race to create Optuna's tables; the losers' attempts fail
+    (a unique violation) and are retried after a short random pause, when the tables exist.
+
+    :return: the number of trials the study holds and whether it existed already
+    """
+    import optuna
+
+    check_storage_driver(storage)
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            opened = open_study_storage(storage)
+            try:
+                optuna.create_study(study_name=study_name, storage=opened, direction="maximize")
+                return 0, False
+            except optuna.exceptions.DuplicatedStudyError:
+                return len(optuna.load_study(study_name=study_name, storage=opened).trials), True
+        except Exception as error:
+            if attempt >= STUDY_CREATION_ATTEMPTS or not _is_creation_race(error):
+                raise
+            time.sleep(random.uniform(0.1, 0.5) * attempt)
+
+
+def _is_creation_race(error: Exception) -> bool:
+    """Whether ``error`` is another process creating the same tables, type or study at the same time."""
+    try:
+        from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+    except ModuleNotFoundError:
+        return False
+    if isinstance(error, IntegrityError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, (ProgrammingError, OperationalError)) and (
+        "already exists" in text or "duplicate" in text or "deadlock" in text
+    )
 
 
 def run_workers(plan: TrainPlan) -> int:
@@ -541,20 +889,16 @@ def run_workers(plan: TrainPlan) -> int:
 
     :return: the highest exit status of the workers
     """
-    import optuna
-
     assert plan.storage is not None and plan.study_name is not None
-    optuna.create_study(
-        storage=open_study_storage(plan.storage), study_name=plan.study_name, direction="maximize", load_if_exists=True
-    )
     environment = dict(os.environ)
     package_root = str(Path(__file__).resolve().parent.parent)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))
+    environment[WORKER_VARIABLE] = "1"
     processes = []
     for worker in range(plan.workers):
         seed = ["--seed", str(plan.seed + worker)] if plan.seed >= 0 else []
         command = [sys.executable, "-m", "sbx_lecture.zoo", "train", *plan.argv, *seed]
-        print(f"{PROGRAM}: worker {worker + 1}/{plan.workers} on study {plan.study_name!r} at {plan.storage}")
+        print(f"{PROGRAM}: worker {worker + 1}/{plan.workers} on study {plan.study_name!r} at {mask_url(plan.storage)}")
         processes.append(subprocess.Popen(command, env=environment))
     try:
         return max(process.wait() for process in processes)
@@ -659,6 +1003,80 @@ def _optimization_report_without_pandas() -> Iterator[None]:
         Study.trials_dataframe = original  # type: ignore[method-assign]
 
 
+def one_run_last_evals(results: Any) -> Any:
+    """An ``all_plots`` results file with every single-run entry's ``last_evals`` made a one-element array.
+
+    ``all_plots`` squeezes the runs' axis away, so one run per algorithm stores a scalar, which the zoo's
+    ``plot_from_file`` skips ("Skipping ...") and then fails on (``min()`` of no runs); the one run's score is what
+    the array should hold.
+    """
+    import numpy as np
+
+    for per_environment in results.values() if isinstance(results, dict) else ():
+        for entry in per_environment.values() if isinstance(per_environment, dict) else ():
+            if isinstance(entry, dict) and "last_evals" in entry and np.ndim(entry["last_evals"]) == 0:
+                entry["last_evals"] = np.atleast_1d(entry["last_evals"])
+    return results
+
+
+@contextlib.contextmanager
+def _plots_of_single_runs() -> Iterator[None]:
+    """Within the block, results files read with ``pickle.load`` go through :func:`one_run_last_evals`."""
+    import pickle
+
+    original = pickle.load
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        return one_run_last_evals(original(*args, **kwargs))
+
+    pickle.load = load
+    try:
+        yield
+    finally:
+        pickle.load = original
+
+
+@contextlib.contextmanager
+def _ffmpeg_on_path() -> Iterator[None]:
+    """record_training runs the program ``ffmpeg``: without one on ``PATH``, imageio-ffmpeg's (a dependency of
+    moviepy, which the zoo's video recorder needs) is put there for the block."""
+    import shutil
+    import tempfile
+
+    if shutil.which("ffmpeg") is not None:
+        yield
+        return
+    try:
+        import imageio_ffmpeg
+
+        executable = imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        raise ZooBridgeError(
+            "record_training runs the program ffmpeg, which is not installed: pip install imageio-ffmpeg "
+            "(sbx-lecture[zoo] installs it), or install ffmpeg with the system's package manager"
+        ) from None
+    saved = os.environ.get("PATH", "")
+    with tempfile.TemporaryDirectory(prefix="sbx-lecture-ffmpeg-") as folder:
+        os.symlink(executable, os.path.join(folder, "ffmpeg"))
+        os.environ["PATH"] = os.pathsep.join([folder, saved])
+        try:
+            yield
+        finally:
+            os.environ["PATH"] = saved
+
+
+def absolute_output_folder(arguments: Sequence[str]) -> list[str]:
+    """record_training's arguments with ``-o``/``--output-folder`` made absolute: the zoo lists the videos for
+    ffmpeg relative to the current folder in a file that ffmpeg reads relative to that file's own folder."""
+    result = list(arguments)
+    for index, argument in enumerate(result):
+        if argument in ("-o", "--output-folder") and index + 1 < len(result):
+            result[index + 1] = os.path.abspath(result[index + 1])
+        elif argument.startswith("--output-folder="):
+            result[index] = "--output-folder=" + os.path.abspath(argument.partition("=")[2])
+    return result
+
+
 def _exit_status(code: object) -> int:
     if code is None:
         return 0
@@ -675,6 +1093,10 @@ def run_script(name: str, arguments: Sequence[str]) -> int:
         stack.enter_context(_command_line(f"{PROGRAM} {name}", arguments))
         stack.enter_context(_zoo_subprocesses_through_bridge())
         stack.enter_context(_optimization_report_without_pandas())
+        if name == "plot_from_file":
+            stack.enter_context(_plots_of_single_runs())
+        if name == "record_training":
+            stack.enter_context(_ffmpeg_on_path())
         try:
             if script.function is None:
                 runpy.run_module(script.module, run_name="__main__", alter_sys=False)
@@ -728,7 +1150,8 @@ scripts:
 
 train, in addition to the zoo:
   without -conf, an algorithm that registers a zoo file (the lecture's: zoo_configs/<algo>.yml) uses it
-  -optimize stores the study in <log-folder>/<algo>/<env>_optuna.log as <algo>_<env> unless --storage/--study-name
+  -optimize stores the study in <log-folder>/<algo>/<env>_optuna.log as <algo>_<env>_n<budget>
+            unless --storage (a .log file, a database or redis:// URL) / --study-name
   {WORKERS_FLAG} K     start K worker processes that fill the one study (with -optimize)
 
 algorithms: {names}
@@ -746,6 +1169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage())
         return 0 if arguments else USAGE_ERROR_STATUS
     name, rest = arguments[0], arguments[1:]
+    if name in UNAVAILABLE_SCRIPTS:
+        print(f"{PROGRAM}: error: {UNAVAILABLE_SCRIPTS[name]}", file=sys.stderr)
+        return USAGE_ERROR_STATUS
     if name not in ZOO_SCRIPTS:
         close = difflib.get_close_matches(name.replace("-", "_"), list(ZOO_SCRIPTS), n=3, cutoff=0.5)
         hint = f"did you mean {_either(close)}?" if close else f"use one of {', '.join(ZOO_SCRIPTS)}"
@@ -755,11 +1181,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = register_with_zoo()
         if name == "train":
             plan = plan_train(rest, table)
+            if plan.storage is not None:
+                announce_study(plan)
             if plan.workers > 1:
                 return run_workers(plan)
             rest = plan.argv
         else:
             rest = _check_algo_choice(rest, table)
+            if name == "record_training":
+                rest = absolute_output_folder(rest)
     except (ZooBridgeError, RegistryError) as error:
         if os.environ.get("SBX_LECTURE_DEBUG"):
             raise
@@ -773,4 +1203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this copy's: the start-up hook imports sbx_lecture.zoo when rl_zoo3 is
+    # imported, and its classes (LazyAlgorithms) must be the ones this run checks against.
+    from sbx_lecture.zoo import main as imported_main
+
+    sys.exit(imported_main())

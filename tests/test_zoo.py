@@ -23,6 +23,7 @@ from sbx_lecture.plugins import PluginManager, get_plugin_manager
 from sbx_lecture.zoo import (
     ZOO_SCRIPTS,
     LazyAlgorithms,
+    announce_study,
     load_zoo_file,
     main,
     plan_train,
@@ -249,7 +250,9 @@ def test_zoo_optimize_runs_a_trial_into_the_default_journal(algo: str, workdir: 
     assert journal.is_file()
     from sbx_lecture.zoo import open_study_storage
 
-    study = optuna.load_study(study_name=f"{algo}_{env_id}", storage=open_study_storage(str(journal)))
+    # The default study name carries the budget (-n), so that another budget starts another study.
+    study_name = f"{algo}_{env_id}_n{TINY_TIMESTEPS}"
+    study = optuna.load_study(study_name=study_name, storage=open_study_storage(str(journal)))
     assert [trial.state for trial in study.trials] in (
         [optuna.trial.TrialState.COMPLETE],
         [optuna.trial.TrialState.PRUNED],
@@ -296,6 +299,76 @@ def test_bad_overrides_and_missing_sections_are_clear_errors(workdir: Path, caps
     assert "'klcoef' is not an argument of KLPPO (did you mean 'kl_coef'" in _error(capsys)
     assert main(["train", "--algo", "ppo_kl", "-conf", str(conf), "-params", "seed:3"]) == 2
     assert "'seed' is set by the zoo's command line" in _error(capsys)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One-line errors on the zoo path, optimization studies
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = _error(capsys)
+    assert len(err.strip().splitlines()) == 1, err
+    return err.strip().removeprefix("sbx-lecture zoo: error: ")
+
+
+def test_unsupported_action_space_is_the_message_of_train(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sbx_lecture.cli import main as cli_main
+
+    assert cli_main(["train", "dpg", "CartPole-v1", "--timesteps", "64", "--out", str(workdir / "runs")]) == 2
+    train_message = capsys.readouterr().err.strip().split("error: ", 1)[1]
+    assert main(["train", "--algo", "dpg", "--env", "CartPole-v1", "-n", "64", "-f", str(workdir / "logs")]) == 2
+    message = _one_line_error(capsys)
+    assert message.startswith("algorithm 'dpg' does not support the action space Discrete(2)")
+    assert message == train_message
+
+
+@pytest.mark.parametrize(
+    ("missing", "arguments", "expected"),
+    [
+        ("wandb", ["--track"], "needs the package 'wandb': pip install wandb"),
+        ("psycopg", ["-optimize", "--storage", "postgresql://me:hush@127.0.0.1/db"], "pip install 'sbx-lecture[zoo]'"),
+        ("redis", ["-optimize", "--storage", "redis://:hush@127.0.0.1:6379/0"], "pip install 'sbx-lecture[zoo]'"),
+    ],
+)
+def test_missing_optional_package_is_one_line_with_the_pip_install(
+    missing: str, arguments: list[str], expected: str, workdir: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, missing, None)  # importlib.util.find_spec(missing) is None now
+    assert main(["train", "--algo", "tnpg", "--env", "CartPole-v1", "-n", "64", *arguments]) == 2
+    message = _one_line_error(capsys)
+    assert expected in message and "hush" not in message
+    assert not (workdir / "logs").exists()
+
+
+def test_unreachable_storage_is_one_line_without_the_password(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    storage = "postgresql://me:hush@127.0.0.1:1/optuna"  # nothing listens on port 1
+    assert main(["train", "--algo", "tnpg", "--env", "CartPole-v1", "-n", "64", "-optimize", "--storage", storage]) == 2
+    message = _one_line_error(capsys)
+    assert message.startswith("cannot open the Optuna storage postgresql://me:***@127.0.0.1:1/optuna: ")
+    assert "hush" not in message
+
+
+def test_default_study_name_carries_the_budget_and_joining_is_said(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = register_with_zoo()
+    optimize = ["--algo", "tnpg", "--env", "CartPole-v1", "-f", str(workdir / "logs"), "-optimize"]
+    plan = plan_train([*optimize, "-n", "5000"], table)
+    assert plan.study_name == "tnpg_CartPole-v1_n5000"
+    # Without -n, the budget is the n_timesteps of the section in force (zoo_configs/tnpg.yml: 1e5 on CartPole-v1).
+    assert plan_train(optimize, table).study_name == "tnpg_CartPole-v1_n100000"
+    announce_study(plan)
+    assert capsys.readouterr().out.strip() == (
+        f"sbx-lecture zoo: created the study 'tnpg_CartPole-v1_n5000' at {plan.storage}"
+    )
+    announce_study(plan)
+    joined = capsys.readouterr().out.strip()
+    assert joined.startswith("sbx-lecture zoo: joining the existing study 'tnpg_CartPole-v1_n5000'")
+    assert "(0 trials so far)" in joined and "--study-name" in joined and "\n" not in joined
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -375,7 +448,7 @@ def test_two_optimize_workers_fill_one_journal_study(plugin_path: Path, tmp_path
     from sbx_lecture.zoo import open_study_storage
 
     storage = open_study_storage(str(tmp_path / "logs" / "myppo" / "CartPole-v1_optuna.log"))
-    study = optuna.load_study(study_name="myppo_CartPole-v1", storage=storage)
+    study = optuna.load_study(study_name="myppo_CartPole-v1_n128", storage=storage)  # n_timesteps of myppo.yml
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     finished = [trial for trial in study.trials if trial.state in done]
     # Each worker checks the budget before it starts a trial, so a worker may start one while the other finishes.
@@ -396,3 +469,38 @@ def test_plot_train_draws_the_curve_of_a_lecture_algorithm(
     monkeypatch.setattr(plt, "show", lambda *args, **kwargs: shown.append(len(plt.gca().lines)))
     assert main(["plot_train", "-a", "tnpg", "-e", "CartPole-v1", "-f", str(logs), "-w", "2"]) == 0
     assert shown and shown[0] >= 1, "plot_train drew no training curve"
+
+
+def test_plot_from_file_and_record_training_on_one_run_per_algorithm(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logs = workdir / "logs"
+    for algo in ("tnpg", "ppo_kl"):
+        arguments = _train(algo, logs)
+        evaluated = [*arguments[: arguments.index("--eval-freq")], "--eval-freq", "64", "--eval-episodes", "2",
+                     *arguments[arguments.index("--eval-freq") + 2 :]]  # fmt: skip
+        assert main(evaluated) == 0
+    output = workdir / "cartpole"
+    assert main(["all_plots", "-a", "tnpg", "ppo_kl", "-e", "CartPole-v1", "-f", str(logs), "-o", str(output),
+                 "--no-display"]) == 0  # fmt: skip
+    # One run per algorithm: the zoo's plot_from_file alone skips both and fails on min() of no runs.
+    assert main(["plot_from_file", "-i", f"{output}.pkl", "-o", f"{output}.png", "--format", "png"]) == 0
+    assert (workdir / "cartpole.png").stat().st_size > 0
+    assert "Skipping" not in capsys.readouterr().out
+
+    # record_training with no ffmpeg on PATH: the bridge lends imageio-ffmpeg's; a relative -o works too.
+    import shutil
+
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: None if name == "ffmpeg" else which(name))
+    recorded = ["record_training", "--algo", "tnpg", "--env", "CartPole-v1", "-f", str(logs), "-n", "20"]
+    recorded += ["-o", "videos"]
+    assert main(recorded) == 0
+    assert (workdir / "videos" / "training.mp4").stat().st_size > 0
+
+
+def test_push_to_hub_is_not_offered_and_says_why(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "push_to_hub" not in ZOO_SCRIPTS
+    assert main(["push_to_hub", "--algo", "tnpg"]) == 2
+    assert "generate_metadata" in _one_line_error(capsys)
+
