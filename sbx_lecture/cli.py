@@ -29,7 +29,8 @@ def _build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="registered algorithms and failed plugins")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.add_argument(
-        "--check", action="store_true",
+        "--check",
+        action="store_true",
         help=f"import every algorithm class and zoo sampler now and report each failure in one line "
         f"(exit status {CHECK_FAILED_STATUS} when any fails)",
     )
@@ -43,12 +44,38 @@ def _build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--seed", type=int, default=0, help="random seed of the run (default: 0)")
     trainer.add_argument("--n-envs", type=int, help="parallel environments (default: the zoo's, or 1)")
     trainer.add_argument(
-        "-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="hyperparameter, typed as in the RL Zoo: 256, 3e-4, True, lin_0.001, dict(net_arch=[64, 64])",
     )
     trainer.add_argument("--out", type=Path, help="run folder (default: runs/<algo>_<env>_<k>)")
     trainer.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
-    trainer.add_argument("--checkpoint-freq", type=int, help="environment steps between checkpoints")
+    trainer.add_argument(
+        "--checkpoint-freq", type=int, help="environment steps between checkpoints (default: a tenth of the budget)"
+    )
+    trainer.add_argument(
+        "--eval-freq",
+        type=int,
+        help="evaluate the deterministic policy every N steps on a separate environment; keeps evaluations.npz "
+        "(the RL Zoo's layout) and the best model as best_model.zip",
+    )
+    trainer.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation (default: 5)")
+    trainer.add_argument(
+        "--vec-env",
+        choices=("dummy", "subproc"),
+        default="dummy",
+        help="step the parallel environments in this process (dummy) or one process each (subproc)",
+    )
+    trainer.add_argument(
+        "-conf",
+        "--conf-file",
+        type=Path,
+        metavar="FILE",
+        help="RL Zoo hyperparameter file to read instead of the algorithm's own (its section for ENV, else default)",
+    )
     trainer.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda")
     trainer.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     trainer.add_argument("-v", "--verbose", type=int, default=0, help="SB3 verbosity")
@@ -66,7 +93,8 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluator.add_argument("--seed", type=int, default=0, help="seed of the evaluation environment (default: 0)")
     evaluator.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda")
     evaluator.add_argument(
-        "--trusted", action="store_true",
+        "--trusted",
+        action="store_true",
         help="allow unpickling the model file and its statistics: only for files from a source you trust",
     )
 
@@ -81,24 +109,38 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SPACE_ABBREVIATIONS = {"Discrete": "Disc", "MultiDiscrete": "MDisc", "MultiBinary": "MBin"}
+
+
+def _spaces(names: list[str] | None) -> str:
+    """``Box,Disc,MDisc,MBin,Dict`` for a list of space names; ``?`` when the plugin did not declare them."""
+    if names is None:
+        return "?"
+    return ",".join(_SPACE_ABBREVIATIONS.get(name, name) for name in names)
+
+
 def _list(as_json: bool, check: bool = False) -> int:
     from sbx_lecture.plugins import get_plugin_manager
 
     manager = get_plugin_manager()
     problems = manager.registry.check() if check else {}
-    algorithms = [
+    algorithms: list[dict[str, Any]] = [
         {
             "name": spec.name,
             "target": spec.target_path,
             "plugin": spec.plugin,
             "distribution": f"{spec.distribution}=={spec.version}" if spec.distribution else None,
             "description": spec.description,
+            "action_spaces": list(spec.action_spaces) if spec.action_spaces is not None else None,
+            "observation_spaces": list(spec.observation_spaces) if spec.observation_spaces is not None else None,
             **({"check": problems.get(spec.name, [])} if check else {}),
         }
         for spec in manager.registry
     ]
-    failures = [{"plugin": f.name, "distribution": f.distribution, "version": f.version, "reason": f.reason}
-                for f in manager.failures]
+    failures = [
+        {"plugin": f.name, "distribution": f.distribution, "version": f.version, "reason": f.reason}
+        for f in manager.failures
+    ]
     status = CHECK_FAILED_STATUS if problems else 0
     if as_json:
         report: dict[str, Any] = {"algorithms": algorithms, "failed_plugins": failures}
@@ -106,11 +148,22 @@ def _list(as_json: bool, check: bool = False) -> int:
             report["check"] = {"ok": not problems, "failed": sorted(problems)}
         print(json.dumps(report, indent=2))
         return status
-    rows = [(a["name"], a["target"], a["plugin"], a["distribution"] or "-", a["description"]) for a in algorithms]
-    header = ("name", "class", "plugin", "distribution", "description")
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
+    rows = [
+        (
+            a["name"],
+            a["target"],
+            a["plugin"],
+            a["distribution"] or "-",
+            _spaces(a["action_spaces"]),
+            _spaces(a["observation_spaces"]),
+            a["description"],
+        )
+        for a in algorithms
+    ]
+    header = ("name", "class", "plugin", "distribution", "actions", "observations", "description")
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + str(row[4]))
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)) + f"  {row[-1]}")
     if failures:
         print("\nfailed plugins (skipped):")
         for failure in manager.failures:
@@ -133,9 +186,21 @@ def _train(args: argparse.Namespace) -> int:
     from sbx_lecture.training import TrainConfig, TrainingInterrupted, train
 
     config = TrainConfig(
-        algo=args.algo, env_id=args.env, timesteps=args.timesteps, seed=args.seed, n_envs=args.n_envs,
-        hyperparams=parse_assignments(args.param), out=args.out, resume=args.resume,
-        checkpoint_freq=args.checkpoint_freq, progress_bar=not args.no_progress, device=args.device,
+        algo=args.algo,
+        env_id=args.env,
+        timesteps=args.timesteps,
+        seed=args.seed,
+        n_envs=args.n_envs,
+        hyperparams=parse_assignments(args.param),
+        out=args.out,
+        resume=args.resume,
+        checkpoint_freq=args.checkpoint_freq,
+        eval_freq=args.eval_freq,
+        eval_episodes=args.eval_episodes,
+        vec_env=args.vec_env,
+        conf_file=args.conf_file,
+        progress_bar=not args.no_progress,
+        device=args.device,
         verbose=args.verbose,
     )
     previous = signal.signal(signal.SIGINT, interrupt_once)  # a second Ctrl-C waits for the checkpoint
@@ -177,8 +242,14 @@ def _eval(args: argparse.Namespace) -> int:
     from sbx_lecture.training import evaluate
 
     result = evaluate(
-        args.model, args.env, args.episodes, args.algo, not args.stochastic, args.seed,
-        trusted=args.trusted, device=args.device,
+        args.model,
+        args.env,
+        args.episodes,
+        args.algo,
+        not args.stochastic,
+        args.seed,
+        trusted=args.trusted,
+        device=args.device,
     )
     if result.normalization is not None:
         print(f"normalisation statistics: {result.normalization}")

@@ -15,6 +15,7 @@ and is called once with a ``register`` function, which it calls once per algorit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import pluggy
@@ -34,6 +35,9 @@ class RegisterFunction(Protocol):
     :param description: one line shown by ``sbx-lecture list``
     :param zoo_hyperparams: the algorithm's rl-zoo yml, as a path or ``"package:relative/path.yml"``
     :param zoo_sampler: Optuna sampler ``(trial, n_actions, n_envs, additional_args) -> dict`` for ``--optimize``
+    :param action_spaces: names of the gymnasium action spaces it supports (``("Box", "Discrete")``), shown by
+        ``sbx-lecture list`` without importing the algorithm
+    :param observation_spaces: likewise for observation spaces (``"Dict"`` when it has a ``MultiInputPolicy``)
     :param override: replace an algorithm of the same name registered earlier instead of failing
     :param extra: keyword arguments added by later versions of the contract; unknown ones are kept, not refused
     """
@@ -46,6 +50,8 @@ class RegisterFunction(Protocol):
         description: str = "",
         zoo_hyperparams: str | None = None,
         zoo_sampler: object | None = None,
+        action_spaces: Sequence[str] | None = None,
+        observation_spaces: Sequence[str] | None = None,
         override: bool = False,
         **extra: object,
     ) -> None: ...

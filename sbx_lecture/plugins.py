@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -37,6 +37,7 @@ from sbx_lecture.registry import (
     AlgorithmSpec,
     RegistryError,
     describe_exception,
+    space_names,
     validate_registration,
 )
 
@@ -153,6 +154,8 @@ class PluginManager:
             description: str = "",
             zoo_hyperparams: str | None = None,
             zoo_sampler: Any = None,
+            action_spaces: Sequence[str] | None = None,
+            observation_spaces: Sequence[str] | None = None,
             override: bool = False,
             **extra: Any,
         ) -> None:
@@ -166,6 +169,8 @@ class PluginManager:
                 description=description,
                 zoo_hyperparams=zoo_hyperparams,
                 zoo_sampler=zoo_sampler,
+                action_spaces=space_names(action_spaces, "action_spaces"),
+                observation_spaces=space_names(observation_spaces, "observation_spaces"),
                 extra=extra,
             )
             staged.append((spec, override))

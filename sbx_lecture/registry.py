@@ -6,7 +6,7 @@ import difflib
 import importlib
 import inspect
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,22 @@ class InvalidAlgorithmError(RegistryError):
     """A registration or its target is malformed: bad name, bad ``module:Class``, not a ``BaseAlgorithm``."""
 
 
+#: The gymnasium space classes a registration may name.
+SPACE_NAMES = ("Box", "Discrete", "MultiDiscrete", "MultiBinary", "Dict", "Tuple", "Text", "Graph", "Sequence")
+
+
+def space_names(names: Sequence[str] | None, keyword: str) -> tuple[str, ...] | None:
+    """A registration's ``action_spaces``/``observation_spaces`` as a tuple of known space names (``None`` stays)."""
+    if names is None:
+        return None
+    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+        raise InvalidAlgorithmError(f"{keyword} must be a list of space names such as ('Box', 'Discrete')")
+    unknown = [name for name in names if name not in SPACE_NAMES]
+    if unknown:
+        raise InvalidAlgorithmError(f"{keyword} names unknown spaces {unknown}: use {', '.join(SPACE_NAMES)}")
+    return tuple(names)
+
+
 def normalize_name(name: str) -> str:
     """Registry names are lower case with underscores, as the RL Zoo's ``--algo``: ``"PPO-KL"`` → ``"ppo_kl"``."""
     return name.strip().lower().replace("-", "_")
@@ -53,6 +69,8 @@ class AlgorithmSpec:
     :param description: one-line description
     :param zoo_hyperparams: rl-zoo yml of the algorithm (path or ``"package:relative/path"``)
     :param zoo_sampler: Optuna hyperparameter sampler for the zoo's ``--optimize`` (or its ``"module:function"``)
+    :param action_spaces: gymnasium action-space names it declares (``None``: not declared)
+    :param observation_spaces: gymnasium observation-space names it declares (``None``: not declared)
     :param extra: keyword arguments of later contract versions, kept as given
     """
 
@@ -64,6 +82,8 @@ class AlgorithmSpec:
     description: str = ""
     zoo_hyperparams: str | None = None
     zoo_sampler: Callable[..., dict[str, Any]] | str | None = None
+    action_spaces: tuple[str, ...] | None = None
+    observation_spaces: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     _loaded: type | None = field(default=None, repr=False, compare=False)
 

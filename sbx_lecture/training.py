@@ -519,7 +519,7 @@ def _logger(run_dir: Path, progress: str, tensorboard: bool) -> Any:
 def _start(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], run_dir: Path) -> _Session:
     """Build the environment and a fresh model for a new run; write ``run.json``."""
     settings = zoo_settings(spec.name, config.env_id, config.hyperparams, config.conf_file)
-    raw, zoo, kwargs = settings.raw, settings.zoo, settings.kwargs
+    zoo, kwargs = settings.zoo, settings.kwargs
     n_envs = config.n_envs or int(zoo.get("n_envs", 1))
     target = config.timesteps or int(zoo.get("n_timesteps", DEFAULT_TIMESTEPS))
     monitor = MonitorLog(folder=str(segment_folder(run_dir).relative_to(run_dir)))
@@ -543,7 +543,7 @@ def _start(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], r
         "timesteps": target,
         "plugin": spec.origin,
         "hyperparams_source": settings.source,
-        "hyperparams": {key: to_json_value(value) for key, value in raw.items()},
+        "hyperparams": {key: to_json_value(value) for key, value in {**zoo, **kwargs}.items()},
         "segments": [{"start": 0, "monitor": monitor.folder, "progress": progress}],
     }
     write_run_file(run_dir, run)

@@ -1,0 +1,152 @@
+"""The command line an SB3 / RL Zoo user expects: spaces in ``list``, ``hyperparams``, evaluation during training,
+subprocess environments, a zoo hyperparameter file, ``eval --device``, normalisation statistics found wherever our
+``train`` or the zoo put them, and the ``inspect`` of what a file would need."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from sbx_lecture.cli import main
+from sbx_lecture.plugins import get_plugin_manager
+
+TINY_PPO = ["-p", "n_envs=1", "-p", "n_steps=64", "-p", "batch_size=32", "-p", "n_epochs=1",
+            "-p", "policy_kwargs=dict(net_arch=[8])"]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_list_shows_the_spaces_each_algorithm_supports(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)["algorithms"]}
+    assert rows["dqn"]["action_spaces"] == ["Discrete"]
+    assert rows["sql"]["action_spaces"] == ["Box", "Discrete"]
+    assert "Dict" in rows["dpg"]["observation_spaces"] and "Dict" not in rows["crossq"]["observation_spaces"]
+    assert main(["list"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "actions" in table[0] and "observations" in table[0]
+    assert any(line.startswith("td3 ") and " Box " in line for line in table)
+
+
+def test_declared_spaces_are_the_ones_the_classes_support() -> None:
+    """What ``list`` shows without importing anything is what the classes do (probed by the conformance kit)."""
+    from sbx_lecture.testing import supported_action_spaces
+
+    for spec in get_plugin_manager().registry:
+        if spec.action_spaces is None:
+            continue
+        cls = spec.load()
+        probed = sorted(kind.__name__ for kind in supported_action_spaces(cls))
+        assert sorted(spec.action_spaces) == probed, spec.name
+        multi_input = any(alias.startswith("MultiInput") for alias in getattr(cls, "policy_aliases", {}))
+        assert ("Dict" in (spec.observation_spaces or ())) == multi_input, spec.name
+
+
+def test_hyperparams_lists_every_argument_with_default_and_meaning(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["hyperparams", "tnpg", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["target_kl"]["default"] == "0.01" and "KL bound" in rows["target_kl"]["meaning"]
+    assert rows["cg_max_steps"]["meaning"]
+    assert main(["hyperparams", "sac"]) == 0
+    text = capsys.readouterr().out
+    assert "ent_coef" in text and "default 'auto'" in text
+    assert main(["hyperparams", "nosuch"]) == 2
+
+
+def test_eval_freq_keeps_evaluations_and_the_best_model(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "ppo", "CartPole-v1", "--timesteps", "256", "--eval-freq", "64", "--eval-episodes", "2",
+                 "--out", "run", "--no-progress", *TINY_PPO]) == 0
+    with np.load(workdir / "run" / "evaluations.npz") as saved:
+        assert saved["timesteps"].tolist() == [0, 64, 128, 192, 256]
+        assert saved["results"].shape == (5, 2) and saved["ep_lengths"].shape == (5, 2)
+    assert (workdir / "run" / "best_model.zip").exists()
+    capsys.readouterr()
+    assert main(["eval", "run/best_model.zip", "--episodes", "1"]) == 0
+    assert "ppo on CartPole-v1" in capsys.readouterr().out
+
+
+def test_subprocess_environments_and_a_zoo_file(workdir: Path) -> None:
+    conf = workdir / "mine.yml"
+    conf.write_text(yaml.safe_dump({"CartPole-v1": {"n_envs": 2, "n_steps": 32, "batch_size": 32, "n_epochs": 1,
+                                                     "policy_kwargs": "dict(net_arch=[8])"}}))
+    assert main(["train", "ppo", "CartPole-v1", "--timesteps", "128", "--vec-env", "subproc", "-conf", str(conf),
+                 "--out", "run", "--no-progress"]) == 0
+    run = json.loads((workdir / "run" / "run.json").read_text())
+    assert run["hyperparams_source"].endswith("mine.yml[CartPole-v1]")
+    assert run["vec_env"] == "subproc" and run["n_envs"] == 2
+    assert run["hyperparams"]["policy_kwargs"] == {"net_arch": [8]}, "run.json holds typed values"
+    assert len(list((workdir / "run" / "monitor" / "segment_0").glob("*.monitor.csv"))) == 2
+
+
+def test_a_conf_file_without_the_section_is_one_line(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "other.yml").write_text(yaml.safe_dump({"Pendulum-v1": {"n_steps": 32}}))
+    assert main(["train", "ppo", "CartPole-v1", "-conf", "other.yml", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "has no section for CartPole-v1" in err
+
+
+def test_run_file_records_typed_hyperparameters(workdir: Path) -> None:
+    assert main(["train", "ppo", "CartPole-v1", "--timesteps", "64", "--out", "run", "--no-progress", *TINY_PPO,
+                 "-p", "learning_rate=lin_0.001", "-p", "policy_kwargs=dict(net_arch=[8], activation_fn=nn.ReLU)"]) == 0
+    hyperparams = json.loads((workdir / "run" / "run.json").read_text())["hyperparams"]
+    assert hyperparams["learning_rate"] == "lin_0.001"
+    assert hyperparams["policy_kwargs"] == {"net_arch": [8], "activation_fn": "nn.ReLU"}
+    assert hyperparams["n_steps"] == 64
+
+
+def test_eval_device_and_normalisation_found_beside_the_model(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "ppo", "CartPole-v1", "--timesteps", "128", "--out", "run", "--no-progress", *TINY_PPO,
+                 "-p", "normalize=True"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "run/model.zip", "--episodes", "2", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "normalisation statistics: run/vecnormalize.npz" in out
+
+
+def test_eval_of_a_zoo_run_uses_the_zoos_statistics_as_the_zoo_does(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A zoo run with ``normalize: true`` (model ``<env>.zip`` beside ``<env>/vecnormalize.pkl``) evaluates on the
+    normalised observations, with the same return as SB3's own loading of the same files."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    assert main(["zoo", "train", "--algo", "ppo", "--env", "Acrobot-v1", "-n", "512", "-f", "logs", "--seed", "0",
+                 "--eval-freq", "-1", "-params", "n_envs:1", "n_steps:128", "batch_size:64", "n_epochs:1",
+                 "normalize:True"]) == 0
+    run = workdir / "logs" / "ppo" / "Acrobot-v1_1"
+    model_path, stats = run / "Acrobot-v1.zip", run / "Acrobot-v1" / "vecnormalize.pkl"
+    assert model_path.exists() and stats.exists()
+    capsys.readouterr()
+    assert main(["eval", str(model_path), "Acrobot-v1", "--algo", "ppo", "--episodes", "3", "--seed", "5"]) == 0
+    out = capsys.readouterr().out
+    assert f"normalisation statistics: {stats}" in out
+    ours = float(out.split("Acrobot-v1: ")[1].split(" ±")[0])
+
+    env = VecNormalize.load(str(stats), make_vec_env("Acrobot-v1", n_envs=1, seed=5))  # trusted: our own test file
+    env.training, env.norm_reward = False, False
+    model = PPO.load(model_path, env=env)
+    reference, _ = evaluate_policy(model, env, n_eval_episodes=3, deterministic=True)
+    assert ours == pytest.approx(reference, abs=0.01)
+    shutil.rmtree(workdir / "logs")
+
+
+def test_inspect_names_what_would_need_trust(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "ppo", "CartPole-v1", "--timesteps", "64", "--out", "run", "--no-progress", *TINY_PPO]) == 0
+    capsys.readouterr()
+    assert main(["inspect", "run/model.zip", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["needs_trust"] == [] and report["metadata"]["algo"] == "ppo"
