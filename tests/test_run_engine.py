@@ -511,3 +511,84 @@ def test_files_get_the_users_umask(workdir: Path) -> None:
         os.umask(previous)
     for name in ("model.zip", "run.json", "learning_curve.png"):
         assert (workdir / "run" / name).stat().st_mode & 0o777 == 0o640, name
+
+
+# -- files handed to us: payloads never run, truncated files are one line ---------------------------------------------
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: the stand-in for any code a malicious file would run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return Path.touch, (Path(self.marker),)
+
+
+def _reseal(bundle: Path) -> None:
+    """Recompute the manifest's checksums, as someone handing us a crafted run folder would."""
+    import hashlib
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for name in manifest["files"]:
+        data = (bundle / name).read_bytes()
+        manifest["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_crafted_bundle_never_runs_its_payload(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import base64
+    import pickle
+
+    assert main(["train", "sac", "Pendulum-v1", "--timesteps", "40", "--out", "run", "--no-progress", *TINY_SAC]) == 0
+    (bundle,) = committed_bundles(workdir / "run")[:1]
+    marker = workdir / "marker"
+    with zipfile.ZipFile(bundle / "model.zip") as source:
+        members = {item.filename: source.read(item) for item in source.infolist()}
+    data = json.loads(members["data"])
+    payload = base64.b64encode(pickle.dumps(_Payload(marker))).decode()
+    data["policy_class"] = {":type:": "<class 'abc.ABCMeta'>", ":serialized:": payload}
+    members["data"] = json.dumps(data).encode()
+    members.pop("sbx_lecture.json")  # a plain SB3 zip: nothing but the pickled field to go by
+    with zipfile.ZipFile(bundle / "model.zip", "w") as crafted:
+        for name, content in members.items():
+            crafted.writestr(name, content)
+    _reseal(bundle)
+    capsys.readouterr()
+    assert main(["train", "sac", "Pendulum-v1", "--timesteps", "80", "--out", "run", "--resume", "--no-progress"]) == 2
+    line = _error_line(capsys)
+    assert "policy_class" in line and "trusted=True" in line
+    assert not marker.exists()
+
+
+def test_a_crafted_replay_buffer_in_a_bundle_never_runs(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "sac", "Pendulum-v1", "--timesteps", "40", "--out", "run", "--no-progress", *TINY_SAC]) == 0
+    (bundle,) = committed_bundles(workdir / "run")[:1]
+    marker = workdir / "marker"
+    with open(bundle / "replay_buffer.npz", "wb") as handle:
+        np.savez(handle, **{"array/rewards": np.array([_Payload(marker)], dtype=object)})
+    _reseal(bundle)
+    capsys.readouterr()
+    assert main(["train", "sac", "Pendulum-v1", "--timesteps", "80", "--out", "run", "--resume", "--no-progress"]) == 2
+    _error_line(capsys)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["vecnormalize.pkl", "vecnormalize.npz"])
+def test_truncated_statistics_beside_a_model_are_one_line(
+    workdir: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    assert main(["train", "a2c", "CartPole-v1", "--timesteps", "16", "--out", "run", "--no-progress", *TINY_A2C,
+                 "-p", "normalize=True"]) == 0
+    if name.endswith(".pkl"):
+        from stable_baselines3.common.env_util import make_vec_env
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        VecNormalize(make_vec_env("CartPole-v1")).save(str(workdir / "run" / name))
+        (workdir / "run" / "vecnormalize.npz").unlink()
+    statistics = workdir / "run" / name
+    statistics.write_bytes(statistics.read_bytes()[:40])
+    capsys.readouterr()
+    assert main(["eval", "run/model.zip", "--episodes", "1"]) == 2
+    assert name in _error_line(capsys)
