@@ -648,6 +648,10 @@ def _learn(config: TrainConfig, session: _Session, callbacks: list[BaseCallback]
             f"training of {session.metadata['algo']} stopped at step {model.num_timesteps}: "
             f"{type(exc).__name__}: {message}{where}"
         ) from exc
+    else:
+        # SB3 writes its table every few episodes or rollouts: a short run would leave empty logs without this row
+        model.logger.record("time/total_timesteps", model.num_timesteps)
+        model.logger.dump(step=model.num_timesteps)
     finally:
         model.logger.close()
     eval_seconds = evaluation.eval_seconds if evaluation else 0.0

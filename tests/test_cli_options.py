@@ -150,3 +150,15 @@ def test_inspect_names_what_would_need_trust(workdir: Path, capsys: pytest.Captu
     assert main(["inspect", "run/model.zip", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["needs_trust"] == [] and report["metadata"]["algo"] == "ppo"
+
+
+def test_a_short_off_policy_run_leaves_logs_with_content(workdir: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert main(["train", "sac", "Pendulum-v1", "--timesteps", "60", "--out", "run", "--no-progress",
+                 "-p", "learning_starts=20", "-p", "batch_size=16", "-p", "policy_kwargs=dict(net_arch=[8])"]) == 0
+    assert len((workdir / "run" / "progress.csv").read_text().splitlines()) >= 2
+    (events,) = (workdir / "run").glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    assert "time/total_timesteps" in accumulator.Tags()["scalars"]
