@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from sbx_lecture import zoo_config
 from sbx_lecture.plugins import PluginManager, get_plugin_manager
 from sbx_lecture.registry import AlgorithmSpec, RegistryError, normalize_name, unknown_name_message
 
@@ -118,7 +119,7 @@ class ZooBridgeError(Exception):
     """A zoo command line that cannot work, explained before rl_zoo3 starts."""
 
 
-class ZooConfigError(ZooBridgeError, ValueError):
+class ZooConfigError(ZooBridgeError, zoo_config.ZooConfigError):
     """A zoo hyperparameter file that is missing, has no section for the environment, or names a refused key."""
 
 
@@ -377,7 +378,7 @@ def _patch_experiment_manager() -> None:
         config = kwargs.get("config", args[config_index - 1] if len(args) >= config_index else None)
         table = _registered_table()
         spec = table.spec(self.algo) if table is not None and not config else None
-        registered = registered_hyperparams(spec) if spec is not None else None
+        registered = zoo_config.registered_zoo_file(spec) if spec is not None else None
         if registered is not None:
             self.config = str(registered)
 
@@ -424,66 +425,18 @@ def _patch_experiment_manager() -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def zoo_own_hyperparams(algo: str) -> Path | None:
-    """rl_zoo3's shipped ``hyperparams/<algo>.yml``, or ``None`` when the zoo has none for ``algo``."""
-    import rl_zoo3
-
-    root = Path(rl_zoo3.__file__).parent
-    for folder in (root, root.parent):
-        candidate = folder / "hyperparams" / f"{algo}.yml"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def registered_hyperparams(spec: AlgorithmSpec) -> Path | None:
-    """The zoo file the plugin registered for ``spec``, checked to exist; ``None`` when it registered none."""
-    location = spec.resolve_zoo_hyperparams()
-    if location is None:
-        return None
-    path = Path(location)
-    if not path.is_file():
-        raise ZooConfigError(
-            f"algorithm {spec.name!r} ({spec.origin}) registers the zoo hyperparameter file {spec.zoo_hyperparams!r}, "
-            f"but {path} does not exist"
-        )
-    return path
-
-
-def load_zoo_file(path: str | Path) -> dict[str, Any]:
-    """A zoo yml file as ``{section: {key: value}}`` (sections: environment ids, ``default``, ``atari``)."""
-    import yaml
-
-    with open(path) as stream:
-        content = yaml.safe_load(stream)
-    if not isinstance(content, dict) or not all(isinstance(section, dict) for section in content.values()):
-        raise ZooConfigError(f"{path} is not a zoo hyperparameter file: expected a mapping of environment sections")
-    return content
-
-
-def _is_atari(env_id: str) -> bool:
-    import gymnasium as gym
-
-    entry = gym.envs.registry.get(env_id)
-    return entry is not None and "AtariEnv" in str(entry.entry_point)
-
-
 def select_section(config: Mapping[str, Any], env_id: str, algo: str, source: str | Path) -> tuple[str, dict[str, Any]]:
-    """The section the zoo would use for ``env_id``: its own, ``atari`` for Atari games, else ``default``.
+    """The section rl_zoo3 will use for ``env_id``: its own, ``atari`` for Atari games, else ``default``.
 
     :return: the section's name and a copy of its hyperparameters
+    :raises ZooConfigError: when there is none, with the closest section names
     """
-    if env_id in config:
-        name = env_id
-    elif "atari" in config and _is_atari(env_id):
-        name = "atari"
-    elif "default" in config:
-        name = "default"
-    else:
+    name = zoo_config.select_section(config, env_id, newest_version=False)
+    if name is None:
         close = difflib.get_close_matches(env_id, list(config), n=3, cutoff=0.6)
         hint = f"; did you mean {_either(close)}?" if close else f"; sections: {', '.join(config)}"
         raise ZooConfigError(f"Hyperparameters not found for {algo}-{env_id} in {source}{hint}")
-    return name, dict(config[name])
+    return name, dict(config[name] or {})
 
 
 def accepted_hyperparameters(algorithm: type[BaseAlgorithm]) -> frozenset[str] | None:
@@ -649,11 +602,11 @@ def plan_train(argv: Sequence[str], table: LazyAlgorithms) -> TrainPlan:
     config = options.conf_file
     spec = table.spec(algo)
     if config is None:
-        registered = registered_hyperparams(spec) if spec is not None else None
+        registered = zoo_config.registered_zoo_file(spec) if spec is not None else None
         if registered is not None:
             config = str(registered)
             arguments += ["--conf-file", config]
-        elif zoo_own_hyperparams(algo) is None:
+        elif zoo_config.rl_zoo_file(algo) is None:
             origin = f"plugin {spec.origin}" if spec is not None else "its provider"
             raise ZooConfigError(
                 f"no zoo hyperparameters for {algo!r}: {origin} registers no zoo file and rl_zoo3 ships none; "
@@ -675,7 +628,7 @@ def plan_train(argv: Sequence[str], table: LazyAlgorithms) -> TrainPlan:
 def _check_config(table: LazyAlgorithms, algo: str, env_id: str, config: str, overrides: Sequence[str]) -> None:
     if not Path(config).is_file():
         raise ZooConfigError(f"hyperparameter file {config} does not exist")
-    section_name, section = select_section(load_zoo_file(config), env_id, algo, config)
+    section_name, section = select_section(zoo_config.read_sections(Path(config)), env_id, algo, config)
     check_hyperparameters(table[algo], section, f"section {section_name!r} of {config}")
     override_keys = {item.split(":", 1)[0]: None for item in overrides if ":" in item}
     check_hyperparameters(table[algo], override_keys, "-params/--hyperparams")
@@ -706,11 +659,11 @@ def _plan_optimization(plan: TrainPlan, options: argparse.Namespace, table: Lazy
 
 def _file_budget(plan: TrainPlan) -> int | None:
     """The ``n_timesteps`` of the hyperparameter section in force, or ``None`` when it cannot be read."""
-    path = plan.config or zoo_own_hyperparams(plan.algo)
+    path = plan.config or zoo_config.rl_zoo_file(plan.algo)
     if path is None or not str(path).endswith((".yml", ".yaml")):
         return None
     try:
-        _, section = select_section(load_zoo_file(path), plan.env_id, plan.algo, path)
+        _, section = select_section(zoo_config.read_sections(Path(path)), plan.env_id, plan.algo, path)
         return int(float(section["n_timesteps"]))
     except (ZooConfigError, KeyError, TypeError, ValueError, OSError):
         return None

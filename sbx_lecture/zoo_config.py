@@ -25,6 +25,7 @@ from typing import Any
 
 from sbx_lecture.common.validation import InvalidValueError, check_common_arguments, require_integer, require_number
 from sbx_lecture.hyperparams import parse_value
+from sbx_lecture.registry import AlgorithmSpec
 
 DEFAULT_TIMESTEPS = 100_000
 #: rl-zoo keys that ``train`` understands itself; they are not constructor arguments.
@@ -83,11 +84,15 @@ def _is_atari(env_id: str) -> bool:
     return entry is not None and "AtariEnv" in str(entry.entry_point)
 
 
-def select_section(sections: Mapping[str, Any], env_id: str) -> str | None:
-    """The section of a zoo file that applies to ``env_id`` (see the module docstring), or ``None``."""
+def select_section(sections: Mapping[str, Any], env_id: str, newest_version: bool = True) -> str | None:
+    """The section of a zoo file that applies to ``env_id`` (see the module docstring), or ``None``.
+
+    :param newest_version: fall back to the newest version of the same task (``rl_zoo3`` itself does not: the zoo
+        bridge, which hands the file to rl_zoo3, asks for its exact rule)
+    """
     if env_id in sections:
         return env_id
-    match = _VERSION.match(env_id)
+    match = _VERSION.match(env_id) if newest_version else None
     if match is not None:
         versions = [
             (int(other.group("version")), key)
@@ -102,7 +107,8 @@ def select_section(sections: Mapping[str, Any], env_id: str) -> str | None:
 
 
 @cache
-def _rl_zoo_file(algo: str) -> Path | None:
+def rl_zoo_file(algo: str) -> Path | None:
+    """rl_zoo3's shipped ``hyperparams/<algo>.yml``, or ``None`` when the zoo (or its file for ``algo``) is missing."""
     spec = importlib.util.find_spec("rl_zoo3")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -113,15 +119,29 @@ def _rl_zoo_file(algo: str) -> Path | None:
     return None
 
 
+def registered_zoo_file(spec: AlgorithmSpec) -> Path | None:
+    """The zoo file the plugin registered for ``spec`` (``None`` when it registered none).
+
+    :raises ZooConfigError: when the registered file does not exist (a broken plugin)
+    """
+    location = spec.resolve_zoo_hyperparams()
+    if location is None:
+        return None
+    path = Path(location)
+    if not path.is_file():
+        raise ZooConfigError(
+            f"algorithm {spec.name!r} ({spec.origin}) registers the zoo hyperparameter file {spec.zoo_hyperparams!r}, "
+            f"but {path} does not exist"
+        )
+    return path
+
+
 def zoo_file(algo: str) -> Path | None:
     """The hyperparameter file of a registered algorithm: its own registered yml, else the RL Zoo's."""
     from sbx_lecture.plugins import get_plugin_manager
 
     spec = get_plugin_manager().registry.spec(algo)
-    own = spec.resolve_zoo_hyperparams()
-    if own is not None and Path(own).exists():
-        return Path(own)
-    return _rl_zoo_file(spec.name)
+    return registered_zoo_file(spec) or rl_zoo_file(spec.name)
 
 
 def read_sections(path: Path) -> dict[str, Any]:

@@ -162,3 +162,18 @@ def test_a_short_off_policy_run_leaves_logs_with_content(workdir: Path) -> None:
     accumulator = EventAccumulator(str(events))
     accumulator.Reload()
     assert "time/total_timesteps" in accumulator.Tags()["scalars"]
+
+
+def test_train_bench_and_the_zoo_bridge_read_the_same_section() -> None:
+    """One reader: ``train`` and ``bench`` use the same settings; the bridge takes the section rl_zoo3 itself takes."""
+    from sbx_lecture.zoo import select_section
+    from sbx_lecture.zoo_config import read_sections, zoo_file, zoo_settings
+
+    pairs = [("ppo", "CartPole-v1"), ("tnpg", "Pendulum-v1"), ("sql", "CartPole-v1"), ("td3", "Pendulum-v1")]
+    for algo, env_id in pairs:
+        settings = zoo_settings(algo, env_id)
+        path = zoo_file(algo)
+        assert path is not None and settings.source.endswith(f"{path.name}[{env_id}]")
+        assert select_section(read_sections(path), env_id, algo, path) == (env_id, settings.raw)
+    mujoco = zoo_settings("ppo", "HalfCheetah-v5")  # rl_zoo3 names it -v4: train and bench read that section
+    assert mujoco.source.endswith("ppo.yml[HalfCheetah-v4]") and mujoco.normalize

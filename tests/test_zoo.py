@@ -24,13 +24,12 @@ from sbx_lecture.zoo import (
     ZOO_SCRIPTS,
     LazyAlgorithms,
     announce_study,
-    load_zoo_file,
     main,
     plan_train,
     refused_hyperparameters,
     register_with_zoo,
-    registered_hyperparams,
 )
+from sbx_lecture.zoo_config import read_sections, registered_zoo_file
 
 LECTURE = [row.name for row in LECTURE_ALGORITHMS]
 ZOO_CONFIGS = Path(__file__).resolve().parent.parent / "zoo_configs"
@@ -169,10 +168,10 @@ def test_unknown_algorithm_is_refused_with_suggestions(workdir: Path, capsys: py
 @pytest.mark.parametrize("algo", LECTURE)
 def test_zoo_file_keys_are_accepted_by_the_constructor(algo: str) -> None:
     spec = get_plugin_manager().registry.spec(algo)
-    path = registered_hyperparams(spec)
+    path = registered_zoo_file(spec)
     assert path is not None, f"{algo} registers no zoo file"
     assert path.parent.name == "zoo_configs" and path.name == f"{algo}.yml"
-    config = load_zoo_file(path)
+    config = read_sections(path)
     assert config, f"{path} has no section"
     algorithm = spec.load()
     for section, hyperparams in config.items():
@@ -188,7 +187,7 @@ def test_every_zoo_file_belongs_to_a_registered_algorithm() -> None:
     assert files
     for path in files:
         assert path.stem in registry, f"{path.name} names no registered algorithm"
-        registered = registered_hyperparams(registry.spec(path.stem))
+        registered = registered_zoo_file(registry.spec(path.stem))
         assert registered is not None and registered.resolve() == path.resolve()
         yaml.safe_load(path.read_text())
 
