@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sbx_lecture import zoo_config
 from sbx_lecture.plugins import PluginManager, get_plugin_manager
 from sbx_lecture.registry import AlgorithmSpec, RegistryError, normalize_name, unknown_name_message
+from sbx_lecture.zoo_loading import LOADING_SCRIPTS, pop_trusted
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -1039,10 +1040,18 @@ def _exit_status(code: object) -> int:
     return 1
 
 
-def run_script(name: str, arguments: Sequence[str]) -> int:
-    """Run the zoo script ``name`` in this process with ``sys.argv`` set to ``arguments``; return its status."""
+def run_script(name: str, arguments: Sequence[str], trusted: bool = False) -> int:
+    """Run the zoo script ``name`` in this process with ``sys.argv`` set to ``arguments``; return its status.
+
+    :param trusted: let the scripts that load a run unpickle its files as rl_zoo3 does (see
+        :mod:`sbx_lecture.zoo_loading`)
+    """
+    from sbx_lecture.zoo_loading import LOADING_SCRIPTS, loading_without_unpickling
+
     script = ZOO_SCRIPTS[name]
     with contextlib.ExitStack() as stack:
+        if name in LOADING_SCRIPTS:
+            stack.enter_context(loading_without_unpickling(trusted))
         stack.enter_context(_command_line(f"{PROGRAM} {name}", arguments))
         stack.enter_context(_zoo_subprocesses_through_bridge())
         stack.enter_context(_optimization_report_without_pandas())
@@ -1122,6 +1131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage())
         return 0 if arguments else USAGE_ERROR_STATUS
     name, rest = arguments[0], arguments[1:]
+    trusted = False
+    if name in LOADING_SCRIPTS:
+        rest, trusted = pop_trusted(rest)
     if name in UNAVAILABLE_SCRIPTS:
         print(f"{PROGRAM}: error: {UNAVAILABLE_SCRIPTS[name]}", file=sys.stderr)
         return USAGE_ERROR_STATUS
@@ -1148,10 +1160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         return USAGE_ERROR_STATUS
+    from sbx_lecture.runs import ModelFileError
+
     try:
-        return run_script(name, rest)
-    except ZooBridgeError as error:
-        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
+        return run_script(name, rest, trusted)
+    except (ZooBridgeError, ModelFileError) as error:  # ModelFileError: a run's file that is damaged or needs trust
+        if os.environ.get("SBX_LECTURE_DEBUG"):
+            raise
+        print(f"{PROGRAM}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return USAGE_ERROR_STATUS
 
 

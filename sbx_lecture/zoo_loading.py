@@ -1,0 +1,149 @@
+"""The zoo's ``enjoy`` and ``record_video`` through ``sbx-lecture zoo``, loading a run's files without running code.
+
+rl_zoo3 loads what a run folder holds by unpickling it (the model's pickled fields, ``vecnormalize.pkl``) and by
+YAML's unsafe loader (``config.yml``, ``args.yml``): a run folder from elsewhere could run anything. Through the
+bridge, these scripts load as ``sbx-lecture eval`` does:
+
+- the model with :func:`sbx_lecture.serialization.load` (plain data and ``weights_only`` tensors);
+- normalisation statistics with :func:`sbx_lecture.serialization.load_normalization` (a pickle is read by a parser
+  that builds arrays and plain containers only), naming the file it used;
+- the zoo's YAML files with a loader that builds plain data and the one Python type the zoo writes there
+  (``collections.OrderedDict``), and refuses every other Python tag.
+
+``--trusted`` (or ``SBX_LECTURE_ZOO_TRUSTED=1``, which the bridge sets for the scripts it starts itself) gives the
+zoo's own loading back, for files whose source the user trusts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+TRUSTED_FLAG = "--trusted"
+TRUSTED_VARIABLE = "SBX_LECTURE_ZOO_TRUSTED"
+#: Scripts that load a trained run.
+LOADING_SCRIPTS = ("enjoy", "record_video", "record_training")
+_MODULES = ("rl_zoo3", "rl_zoo3.utils", "rl_zoo3.enjoy", "rl_zoo3.record_video")
+
+
+def pop_trusted(arguments: list[str]) -> tuple[list[str], bool]:
+    """The arguments without ``--trusted``, and whether it (or the environment variable) was given."""
+    trusted = TRUSTED_FLAG in arguments or os.environ.get(TRUSTED_VARIABLE, "") == "1"
+    return [argument for argument in arguments if argument != TRUSTED_FLAG], trusted
+
+
+def _plain_yaml_loader() -> type:
+    """A YAML loader for the zoo's saved files: plain data, and ``!!python/object/apply:collections.OrderedDict``."""
+    import yaml
+
+    from sbx_lecture.serialization import UntrustedContentError
+
+    class ZooFileLoader(yaml.SafeLoader):
+        """Plain YAML plus the ordered dictionaries the zoo writes; any other Python tag is refused."""
+
+    def ordered_dict(loader: yaml.SafeLoader, node: yaml.Node) -> OrderedDict[Any, Any]:
+        (pairs,) = loader.construct_sequence(node, deep=True)  # type: ignore[arg-type]
+        return OrderedDict((key, value) for key, value in pairs)
+
+    def refuse(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+        source = Path(str(getattr(loader, "name", "a YAML file")))
+        raise UntrustedContentError(source, f"its YAML tag {node.tag!r}", "a Python object built by running code")
+
+    ZooFileLoader.add_constructor("tag:yaml.org,2002:python/object/apply:collections.OrderedDict", ordered_dict)
+    ZooFileLoader.add_multi_constructor("tag:yaml.org,2002:python/", refuse)
+    return ZooFileLoader
+
+
+class _SafeAlgorithm:
+    """What ``ALGOS[algo]`` gives the zoo's scripts: a ``load`` that unpickles nothing."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def load(self, path: str | Path, env: Any = None, **kwargs: Any) -> Any:
+        from sbx_lecture.serialization import load
+
+        return load(path, env, algo=self.name, **kwargs)
+
+
+class _SafeAlgorithms(Mapping[str, Any]):
+    """The zoo's algorithm table, with loading through :class:`_SafeAlgorithm`."""
+
+    def __init__(self, table: Mapping[str, Any]) -> None:
+        self.table = table
+
+    def __getitem__(self, name: str) -> _SafeAlgorithm:
+        if name not in self.table:
+            raise KeyError(name)
+        return _SafeAlgorithm(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def _normalization_loader() -> type:
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    class SafeVecNormalize(VecNormalize):
+        """``VecNormalize.load`` as the zoo calls it, reading the statistics without unpickling them."""
+
+        @staticmethod
+        def load(load_path: str, venv: Any) -> VecNormalize:  # type: ignore[override]
+            from sbx_lecture.serialization import load_normalization
+
+            print(f"normalisation statistics: {load_path}", file=sys.stderr)
+            return load_normalization(load_path, venv)
+
+    return SafeVecNormalize
+
+
+@contextlib.contextmanager
+def loading_without_unpickling(trusted: bool) -> Iterator[None]:
+    """While the block runs, the zoo's scripts load models, statistics and YAML files without running code.
+
+    With ``trusted``, nothing is changed except that scripts the bridge starts itself are trusted too.
+    """
+    with contextlib.ExitStack() as stack:
+        previous = os.environ.get(TRUSTED_VARIABLE)
+        stack.callback(_restore_variable, previous)
+        if trusted:
+            os.environ[TRUSTED_VARIABLE] = "1"
+            yield
+            return
+        import yaml
+
+        modules = [importlib.import_module(name) for name in _MODULES]
+        stack.enter_context(_replaced(yaml, "UnsafeLoader", _plain_yaml_loader()))
+        utils = importlib.import_module("rl_zoo3.utils")
+        stack.enter_context(_replaced(utils, "VecNormalize", _normalization_loader()))
+        for module in modules:
+            table = getattr(module, "ALGOS", None)
+            if table is not None:
+                stack.enter_context(_replaced(module, "ALGOS", _SafeAlgorithms(table)))
+        yield
+
+
+def _restore_variable(previous: str | None) -> None:
+    if previous is None:
+        os.environ.pop(TRUSTED_VARIABLE, None)
+    else:
+        os.environ[TRUSTED_VARIABLE] = previous
+
+
+@contextlib.contextmanager
+def _replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
+    original = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
