@@ -239,6 +239,7 @@ def make_environment(
     training: bool = True,
     trusted: bool = False,
     vec_env: str = "dummy",
+    env_kwargs: dict[str, Any] | None = None,
 ) -> VecEnv:
     """A vectorised ``env_id`` with Monitor files, optionally wrapped in VecNormalize (statistics loaded if given).
 
@@ -247,6 +248,7 @@ def make_environment(
     :param normalize_stats: statistics to load (our ``.npz``, or a pickled ``.pkl`` read without running code)
     :param trusted: let SB3 unpickle ``normalize_stats`` as it is
     :param vec_env: ``dummy`` (environments stepped in this process) or ``subproc`` (one process each)
+    :param env_kwargs: keyword arguments of the environment's constructor (the zoo's ``env_kwargs``)
     """
     import gymnasium as gym
     from stable_baselines3.common.env_util import make_vec_env
@@ -264,9 +266,14 @@ def make_environment(
             seed=seed,
             monitor_dir=str(monitor_dir) if monitor_dir is not None else None,
             vec_env_cls=SubprocVecEnv if vec_env == "subproc" else DummyVecEnv,
+            env_kwargs=env_kwargs,
         )
     except gym.error.DependencyNotInstalled as exc:
         raise UnknownEnvironmentError(f"environment {env_id!r} needs a missing dependency: {exc}") from None
+    except TypeError as exc:
+        if not env_kwargs:
+            raise
+        raise InvalidValueError(f"env_kwargs {env_kwargs!r} do not fit {env_id}: {exc}") from None
     if normalize_stats is not None:
         env = serialization.load_normalization(normalize_stats, env, trusted=trusted)
         env.training = training
@@ -532,6 +539,7 @@ def _start(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], r
         zoo.get("normalize", False),
         float(kwargs.get("gamma", 0.99)),
         vec_env=config.vec_env,
+        env_kwargs=zoo.get("env_kwargs"),
     )
     model = build_model(spec.name, cls, env, zoo, kwargs, config.seed, config.device, config.verbose)
     run = {
@@ -585,6 +593,7 @@ def _resume(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], 
         run_dir / monitor.folder,
         normalize_stats=bundle.member(NORMALIZATION_MEMBER),
         vec_env=str(run.get("vec_env", "dummy")),
+        env_kwargs=run.get("hyperparams", {}).get("env_kwargs"),
     )
     metadata = {"algo": spec.name, "env": config.env_id, "plugin": spec.origin}
     model = serialization.load(bundle.path / MODEL_MEMBER, env=env, device=config.device, algo=spec.name)

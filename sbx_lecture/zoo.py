@@ -56,21 +56,7 @@ PROGRAM = "sbx-lecture zoo"
 USAGE_ERROR_STATUS = 2
 
 #: Keys of a zoo hyperparameter section that the zoo consumes itself; they never reach the constructor.
-ZOO_ONLY_KEYS = frozenset(
-    {
-        "n_timesteps",
-        "n_envs",
-        "normalize",
-        "monitor_kwargs",
-        "env_kwargs",
-        "frame_stack",
-        "env_wrapper",
-        "vec_env_wrapper",
-        "callback",
-        "noise_type",
-        "noise_std",
-    }
-)
+ZOO_ONLY_KEYS = zoo_config.SECTION_ONLY_KEYS
 
 #: Constructor arguments the zoo passes from its own command line; a hyperparameter file must not set them.
 ZOO_COMMAND_LINE_KEYS = frozenset({"env", "seed", "verbose", "device", "tensorboard_log"})

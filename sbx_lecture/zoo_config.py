@@ -29,11 +29,13 @@ from sbx_lecture.registry import AlgorithmSpec
 
 DEFAULT_TIMESTEPS = 100_000
 #: rl-zoo keys that ``train`` understands itself; they are not constructor arguments.
-ZOO_KEYS = ("policy", "n_timesteps", "n_envs", "normalize", "noise_type", "noise_std")
+ZOO_KEYS = ("policy", "n_timesteps", "n_envs", "normalize", "noise_type", "noise_std", "env_kwargs")
 #: Keys whose values are names, kept as text rather than parsed (``noise_type: ornstein-uhlenbeck``).
 TEXT_KEYS = ("policy", "noise_type")
 #: rl-zoo keys that only the zoo itself applies.
 ZOO_ONLY_KEYS = ("frame_stack", "env_wrapper", "callback", "vec_env_wrapper", "normalize_kwargs", "monitor_kwargs")
+#: Every key of a zoo section that never reaches the algorithm's constructor.
+SECTION_ONLY_KEYS = frozenset(ZOO_KEYS) | frozenset(ZOO_ONLY_KEYS)
 _VERSION = re.compile(r"^(?P<base>.+)-v(?P<version>\d+)$")
 
 
@@ -214,6 +216,8 @@ def _check_zoo_keys(zoo: dict[str, Any]) -> None:
         zoo["n_envs"] = require_integer("n_envs", zoo["n_envs"], 1)
     if "n_timesteps" in zoo:
         zoo["n_timesteps"] = require_integer("n_timesteps", zoo["n_timesteps"], 1)
+    if "env_kwargs" in zoo and not isinstance(zoo["env_kwargs"], dict):
+        raise InvalidValueError(f"env_kwargs must be a dict of the environment's arguments, got {zoo['env_kwargs']!r}")
     if "noise_std" in zoo:
         zoo["noise_std"] = require_number("noise_std", zoo["noise_std"], 0.0)
     for key in TEXT_KEYS:
