@@ -34,14 +34,13 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sbx_lecture.runs import ModelFileError, check_model_file
+from sbx_lecture.runs import ModelFileError, atomic_write, check_model_file
 from sbx_lecture.safe_description import DescriptionError, decode_described, describe_value
 from sbx_lecture.safe_pickle import RefusedContent, class_path, decode, materialize, referenced_globals
 
@@ -95,21 +94,6 @@ class UnavailableSchedule:
 # ----------------------------------------------------------------------------------------------------- saving
 
 
-def _atomic_write(path: str | os.PathLike[str], write: Callable[[str], None], suffix: str = "") -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temporary)
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
-    finally:
-        with suppress(FileNotFoundError):
-            os.remove(temporary)
-
-
 def _saved_fields(model: BaseAlgorithm) -> dict[str, Any]:
     """The attributes ``model.save`` writes into ``data`` (same exclusions as SB3's ``save``)."""
     excluded = set(model._excluded_save_params())
@@ -158,7 +142,7 @@ def save(model: BaseAlgorithm, path: str | os.PathLike[str], metadata: dict[str,
         with zipfile.ZipFile(temporary, "a") as archive:
             archive.writestr(METADATA_NAME, text)
 
-    _atomic_write(path, write, suffix=".zip")
+    atomic_write(path, write, suffix=".zip")
 
 
 # ----------------------------------------------------------------------------------------------------- reading

@@ -48,7 +48,6 @@ from sbx_lecture.runs import (
     MODEL_FILE,
     ModelFileError,
     RunFolderError,
-    atomic_write,
     check_model_file,
     clear_folder,
     curve_points,
@@ -713,7 +712,7 @@ def _evaluation(config: TrainConfig, session: _Session) -> PeriodicEvaluation:
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False, gamma=normalizer.gamma)
 
     def save_best(model: BaseAlgorithm, path: Path) -> None:
-        atomic_write(path, lambda temporary: serialization.save(model, temporary, session.metadata), suffix=".zip")
+        serialization.save(model, path, session.metadata)
 
     return PeriodicEvaluation(
         eval_env,
@@ -732,12 +731,10 @@ def _save_final_model(model: BaseAlgorithm, run_dir: Path, metadata: dict[str, A
     from sbx_lecture import serialization
 
     model_path = run_dir / MODEL_FILE
-    atomic_write(model_path, lambda temporary: serialization.save(model, temporary, metadata), suffix=".zip")
+    serialization.save(model, model_path, metadata)
     normalizer = model.get_vec_normalize_env()
     if isinstance(normalizer, VecNormalize):
-        atomic_write(
-            run_dir / NORMALIZATION_MEMBER, lambda temporary: serialization.save_normalization(normalizer, temporary)
-        )
+        serialization.save_normalization(normalizer, run_dir / NORMALIZATION_MEMBER)
     return model_path
 
 

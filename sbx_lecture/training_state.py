@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sbx_lecture.runs import ModelFileError
+from sbx_lecture.runs import ModelFileError, atomic_write
 from sbx_lecture.safe_pickle import RefusedContent, class_path, decode, materialize
 
 if TYPE_CHECKING:
@@ -36,15 +36,13 @@ def _untrusted(path: Any, field: str, what: str) -> Exception:
 
 
 def _write_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], settings: dict[str, Any]) -> None:
-    from sbx_lecture.serialization import _atomic_write
-
     members = {**arrays, _SETTINGS: np.array(json.dumps(settings))}
 
     def write(temporary: str) -> None:
         with open(temporary, "wb") as file:
             np.savez(file, **members)  # type: ignore[arg-type]
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _read_npz(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
