@@ -19,6 +19,7 @@ from stable_baselines3.common.utils import FloatSchedule
 
 from sbx_lecture.common.fisher import exact_fisher_matrix, make_fisher_vector_product
 from sbx_lecture.common.flat_params import flatten_tensors
+from sbx_lecture.common.natural_gradient import kl_step_length
 from sbx_lecture.npg import NPG, TNPG
 
 TINY = dict(net_arch=[16])
@@ -120,10 +121,19 @@ def test_npg_kl_grows_as_alpha_squared():
 
 
 class TNPGWithTRPOConventions(TNPG):
-    """Our step measured the way sb3-contrib TRPO measures it: KL[new ‖ old] averaged over action dimensions."""
+    """Our update with sb3-contrib TRPO's conventions, which differ from the lecture's in three places.
 
-    kl_action_reduction = "mean"
-    damped_trust_region = True
+    The Fisher matrix is that of the KL averaged (not summed) over action dimensions, the step length uses the
+    damped quadratic form xᵀ(F + λI)x, and the measured KL is KL[new ‖ old] averaged over action dimensions.
+    """
+
+    def _fisher_vector_product(self, observations):
+        return make_fisher_vector_product(self.policy, self._fisher_batch(observations), self._actor_parameter_names,
+                                          action_reduction="mean")
+
+    def _step_length(self, direction, fisher_vector_product):
+        damped = fisher_vector_product(direction) + self.cg_damping * direction
+        return kl_step_length(direction, damped, self._kl_bound())
 
     def _mean_kl(self, old_distribution: Distribution, new_distribution: Distribution) -> th.Tensor:
         return kl_divergence(new_distribution, old_distribution).mean()

@@ -13,9 +13,8 @@ from stable_baselines3.common.utils import FloatSchedule
 
 from sbx_lecture.common.natural_gradient import FisherSolver
 from sbx_lecture.npg.natural_gradient_algorithm import (
+    FisherProduct,
     NaturalGradientAlgorithm,
-    NaturalGradientUpdate,
-    StepOutcome,
     _check_float_or_schedule,
 )
 
@@ -140,11 +139,9 @@ class NPG(NaturalGradientAlgorithm):
         super()._setup_model()
         self.step_size_schedule = FloatSchedule(self.step_size)
 
-    def _take_step(self, update: NaturalGradientUpdate) -> StepOutcome:
-        """θ = θ₀ + α x, α from the schedule."""
-        alpha = self.step_size_schedule(self._current_progress_remaining)
-        update.set_params(update.old_params + alpha * update.solve.direction)
-        return StepOutcome(step_size=alpha)
+    def _step_length(self, direction: th.Tensor, fisher_vector_product: FisherProduct) -> float:
+        """β = α, the step size of the schedule."""
+        return self.step_size_schedule(self._current_progress_remaining)
 
     def learn(
         self: SelfNPG,
