@@ -45,6 +45,7 @@ from sbx_lecture.common.natural_gradient import (
 )
 from sbx_lecture.common.safe_load import SafeLoadMixin
 from sbx_lecture.common.schedules import ClampedProgressMixin
+from sbx_lecture.common.validation import require_integer, require_number
 from sbx_lecture.npg.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 _MAX_EXACT_FISHER_PARAMETERS = 20_000
@@ -69,20 +70,6 @@ class SurrogateBatch(NamedTuple):
     advantages: th.Tensor
     old_log_prob: th.Tensor
     old_distribution: Distribution
-
-
-def _check_positive_int(name: str, value: int, minimum: int = 1) -> None:
-    if not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_float_or_schedule(
-    name: str, value: float | Schedule, valid: str, predicate: Callable[[float], bool]
-) -> None:
-    if callable(value):
-        return
-    if not predicate(float(value)):
-        raise ValueError(f"{name} must be {valid} (or a schedule), got {value!r}")
 
 
 class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
@@ -160,20 +147,16 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgo
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        _check_positive_int("n_steps", n_steps)
-        _check_positive_int("batch_size", batch_size)
-        _check_positive_int("cg_max_steps", cg_max_steps)
-        _check_positive_int("n_critic_updates", n_critic_updates, minimum=0)
-        _check_positive_int("fisher_sub_sampling_factor", fisher_sub_sampling_factor)
-        if not cg_damping >= 0:
-            raise ValueError(f"cg_damping must be >= 0, got {cg_damping!r}")
-        if not cg_residual_tol >= 0:
-            raise ValueError(f"cg_residual_tol must be >= 0, got {cg_residual_tol!r}")
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
-        if not 0.0 <= gae_lambda <= 1.0:
-            raise ValueError(f"gae_lambda must be in [0, 1], got {gae_lambda!r}")
-        _check_float_or_schedule("learning_rate", learning_rate, "> 0", lambda value: value > 0)
+        require_number("learning_rate", learning_rate, 0.0, low_open=True, schedule=True)
+        n_steps = require_integer("n_steps", n_steps, 1)
+        batch_size = require_integer("batch_size", batch_size, 1)
+        require_number("gamma", gamma, 0.0, 1.0)
+        require_number("gae_lambda", gae_lambda, 0.0, 1.0)
+        cg_max_steps = require_integer("cg_max_steps", cg_max_steps, 1)
+        require_number("cg_damping", cg_damping, 0.0)
+        require_number("cg_residual_tol", cg_residual_tol, 0.0)
+        n_critic_updates = require_integer("n_critic_updates", n_critic_updates, 0)
+        fisher_sub_sampling_factor = require_integer("fisher_sub_sampling_factor", fisher_sub_sampling_factor, 1)
         if env is not None:
             env = maybe_make_env(env, verbose)
             self._check_action_space(env.action_space)

@@ -12,10 +12,10 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule
 
 from sbx_lecture.common.natural_gradient import FisherSolver
+from sbx_lecture.common.validation import require_choice, require_number
 from sbx_lecture.npg.natural_gradient_algorithm import (
     FisherProduct,
     NaturalGradientAlgorithm,
-    _check_float_or_schedule,
 )
 
 SelfNPG = TypeVar("SelfNPG", bound="NPG")
@@ -101,9 +101,8 @@ class NPG(NaturalGradientAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        _check_float_or_schedule("step_size", step_size, "> 0", lambda value: value > 0)
-        if fisher not in ("cg", "exact"):
-            raise ValueError(f"fisher must be 'cg' or 'exact', got {fisher!r}")
+        require_number("step_size", step_size, 0.0, low_open=True, schedule=True)
+        require_choice("fisher", fisher, ("cg", "exact"))
         super().__init__(
             policy,
             env,

@@ -12,11 +12,10 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule
 
 from sbx_lecture.common.natural_gradient import kl_step_length
+from sbx_lecture.common.validation import require_integer, require_number
 from sbx_lecture.npg.natural_gradient_algorithm import (
     FisherProduct,
     NaturalGradientAlgorithm,
-    _check_float_or_schedule,
-    _check_positive_int,
 )
 
 SelfTNPG = TypeVar("SelfTNPG", bound="TNPG")
@@ -103,10 +102,11 @@ class TNPG(NaturalGradientAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        _check_float_or_schedule("target_kl", target_kl, "> 0", lambda value: value > 0)
-        _check_positive_int("line_search_max_iter", line_search_max_iter, minimum=0)
-        if not 0.0 < line_search_shrinking_factor < 1.0:
-            raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got {line_search_shrinking_factor!r}")
+        require_number("target_kl", target_kl, 0.0, low_open=True, schedule=True)
+        line_search_max_iter = require_integer("line_search_max_iter", line_search_max_iter, 0)
+        require_number(
+            "line_search_shrinking_factor", line_search_shrinking_factor, 0.0, 1.0, low_open=True, high_open=True
+        )
         super().__init__(
             policy,
             env,
