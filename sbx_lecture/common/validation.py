@@ -62,6 +62,7 @@ def require_number(
     high_open: bool = False,
     schedule: bool = False,
     optional: bool = False,
+    infinite: bool = False,
 ) -> Any:
     """``value`` as a finite ``float`` in the range ``low``..``high`` (bounds excluded with ``low_open``/``high_open``).
 
@@ -75,6 +76,7 @@ def require_number(
     :param high_open: whether ``high`` itself is refused
     :param schedule: a callable of the progress remaining is allowed too (returned as is: it is checked per use)
     :param optional: ``None`` is allowed too (and returned as is)
+    :param infinite: ``±math.inf`` is allowed where the bounds allow it
     :return: ``value`` as a ``float`` (or the schedule, or ``None``)
     """
     if (optional and value is None) or (schedule and callable(value)):
@@ -82,7 +84,7 @@ def require_number(
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise _fail(name, _rule("a number", schedule=schedule, optional=optional), value)
     number = float(value)
-    if not math.isfinite(number):
+    if math.isnan(number) or (math.isinf(number) and not infinite):
         raise _fail(name, _rule("a finite number", schedule=schedule, optional=optional), value)
     below = low is not None and (number <= low if low_open else number < low)
     above = high is not None and (number >= high if high_open else number > high)
