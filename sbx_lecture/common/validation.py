@@ -112,6 +112,19 @@ def require_choice(name: str, value: Any, choices: Collection[Any]) -> Any:
     return value
 
 
+def require_normalizable_rollout(n_steps: int, n_envs: int) -> None:
+    """Refuse a rollout of a single transition when advantages are normalized: one advantage cannot be.
+
+    :param n_steps: steps per environment per rollout
+    :param n_envs: number of environments
+    """
+    if n_steps * n_envs < 2:
+        raise InvalidValueError(
+            "n_steps * n_envs must be at least 2 when normalize_advantage=True (one advantage cannot be normalized), "
+            f"got n_steps={n_steps}, n_envs={n_envs}"
+        )
+
+
 def require_finite_values(name: str, value: Any) -> None:
     """Refuse NaN and infinities anywhere inside ``value`` (numbers, lists, tuples, dicts)."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -45,7 +45,7 @@ from sbx_lecture.common.natural_gradient import (
 )
 from sbx_lecture.common.safe_load import SafeLoadMixin
 from sbx_lecture.common.schedules import ClampedProgressMixin
-from sbx_lecture.common.validation import require_integer, require_number
+from sbx_lecture.common.validation import require_integer, require_normalizable_rollout, require_number
 from sbx_lecture.npg.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 _MAX_EXACT_FISHER_PARAMETERS = 20_000
@@ -184,11 +184,8 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgo
             _init_setup_model=False,
             supported_action_spaces=self.supported_action_spaces,
         )
-        if self.env is not None and normalize_advantage and self.env.num_envs * self.n_steps < 2:
-            raise ValueError(
-                "n_steps * n_envs must be at least 2 to normalize advantages, got "
-                f"n_steps={self.n_steps}, n_envs={self.env.num_envs}: increase n_steps or set normalize_advantage=False"
-            )
+        if self.env is not None and normalize_advantage:
+            require_normalizable_rollout(self.n_steps, self.env.num_envs)
         self.batch_size = batch_size
         self.cg_max_steps = cg_max_steps
         self.cg_damping = cg_damping

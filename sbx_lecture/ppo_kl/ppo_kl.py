@@ -28,7 +28,12 @@ from sbx_lecture.common.kl_penalty import (
 )
 from sbx_lecture.common.safe_load import SafeLoadMixin
 from sbx_lecture.common.schedules import ClampedProgressMixin
-from sbx_lecture.common.validation import InvalidValueError, require_integer, require_number
+from sbx_lecture.common.validation import (
+    InvalidValueError,
+    require_integer,
+    require_normalizable_rollout,
+    require_number,
+)
 from sbx_lecture.ppo_kl.old_policy import OldPolicyDistribution, select_rows
 from sbx_lecture.ppo_kl.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, evaluate_actions_and_distribution
 
@@ -223,11 +228,8 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
             _init_setup_model=False,
             supported_action_spaces=self.supported_action_spaces,
         )
-        if self.env is not None and normalize_advantage and self.env.num_envs * self.n_steps < 2:
-            raise ValueError(
-                "n_steps * n_envs must be at least 2 when normalize_advantage=True (a single advantage cannot be "
-                f"normalized); got n_steps={self.n_steps}, n_envs={self.env.num_envs}"
-            )
+        if self.env is not None and normalize_advantage:
+            require_normalizable_rollout(self.n_steps, self.env.num_envs)
         if self.env is not None:
             _warn_truncated_minibatch(batch_size, self.n_steps, self.env.num_envs)
         self.batch_size = batch_size
