@@ -247,20 +247,7 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgo
         full_step = step_length * solve.direction
 
         # 4. θ = θ₀ + βx; with a line search, the first of θ₀ + ρⁱβx that improves L and keeps the KL below δ
-        def apply_step(fraction: float) -> None:
-            self._set_actor_params(actor_params, old_params + fraction * full_step, old_params)
-
-        def is_acceptable() -> bool:
-            surrogate, kl = self._surrogate_and_kl(batch)
-            return kl < self._kl_bound() and surrogate > surrogate_before
-
-        if self.line_search_max_iter == 0:
-            apply_step(1.0)
-            search = LineSearchResult(accepted=True, fraction=1.0, n_evaluations=0)
-        else:
-            search = backtracking_line_search(
-                apply_step, is_acceptable, self.line_search_max_iter, self.line_search_shrinking_factor
-            )
+        search = self._line_search(batch, actor_params, old_params, full_step, surrogate_before)
         applied_step = get_flat_params(actor_params) - old_params
         surrogate_after, kl = self._surrogate_and_kl(batch)
         if not (math.isfinite(surrogate_after) and math.isfinite(kl)):
@@ -301,6 +288,41 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgo
         return math.inf
 
     # --- the pieces of one update -------------------------------------------------------------------------------
+
+    def _line_search(
+        self,
+        batch: SurrogateBatch,
+        actor_params: list[th.nn.Parameter],
+        old_params: th.Tensor,
+        full_step: th.Tensor,
+        surrogate_before: float,
+    ) -> LineSearchResult:
+        """θ = θ₀ + βx, or with ``line_search_max_iter`` > 0 the first of θ₀ + ρⁱβx that passes the test.
+
+        The test: the surrogate improved and the mean KL is below :meth:`_kl_bound`. When no fraction passes, θ stays
+        at θ₀.
+
+        :param batch: the rollout
+        :param actor_params: the actor's parameters, moved in place
+        :param old_params: θ₀
+        :param full_step: βx
+        :param surrogate_before: L(θ₀)
+        :return: the fraction of the full step that was kept
+        """
+
+        def apply_step(fraction: float) -> None:
+            self._set_actor_params(actor_params, old_params + fraction * full_step, old_params)
+
+        def is_acceptable() -> bool:
+            surrogate, kl = self._surrogate_and_kl(batch)
+            return kl < self._kl_bound() and surrogate > surrogate_before
+
+        if self.line_search_max_iter == 0:
+            apply_step(1.0)
+            return LineSearchResult(accepted=True, fraction=1.0, n_evaluations=0)
+        return backtracking_line_search(
+            apply_step, is_acceptable, self.line_search_max_iter, self.line_search_shrinking_factor
+        )
 
     def _surrogate_batch(self) -> SurrogateBatch:
         """The whole rollout, its (normalized) advantages and π_old, for the surrogate and the KL."""
