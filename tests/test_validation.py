@@ -11,6 +11,7 @@ from sbx_lecture.common.validation import (
     InvalidValueError,
     require_choice,
     require_integer,
+    require_minibatch_size,
     require_normalizable_rollout,
     require_number,
 )
@@ -37,6 +38,7 @@ from sbx_lecture.common.validation import (
         (lambda: require_integer("n", 0, 1, optional=True), "n must be a positive integer or None, got 0"),
         (lambda: require_integer("n", 1.5), "n must be an integer, got 1.5"),
         (lambda: require_choice("fisher", "lu", ("cg", "exact")), "fisher must be one of 'cg', 'exact', got 'lu'"),
+        (lambda: require_minibatch_size(1, True), "batch_size must be at least 2 when normalize_advantage=True"),
         (lambda: require_normalizable_rollout(1, 1), "n_steps * n_envs must be at least 2 when normalize_advantage"),
     ],
 )
@@ -58,3 +60,4 @@ def test_valid_values_pass_and_come_back_converted():
     assert require_number("rho", math.inf, 1.0, infinite=True) == math.inf
     assert require_choice("fisher", "cg", ("cg", "exact")) == "cg"
     require_normalizable_rollout(2, 1)
+    assert require_minibatch_size(1, False) == 1

@@ -125,6 +125,21 @@ def require_normalizable_rollout(n_steps: int, n_envs: int) -> None:
         )
 
 
+def require_minibatch_size(batch_size: Any, normalize_advantage: bool) -> int:
+    """``batch_size`` as a positive ``int``, at least 2 when advantages are normalized per minibatch.
+
+    :param batch_size: the minibatch size
+    :param normalize_advantage: whether each minibatch's advantages are normalized (one advantage cannot be)
+    :return: ``batch_size`` as an ``int``
+    """
+    size = require_integer("batch_size", batch_size, 1)
+    if normalize_advantage and size < 2:
+        raise _fail(
+            "batch_size", "at least 2 when normalize_advantage=True (advantages are normalized per minibatch)", size
+        )
+    return size
+
+
 def require_finite_values(name: str, value: Any) -> None:
     """Refuse NaN and infinities anywhere inside ``value`` (numbers, lists, tuples, dicts)."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -29,8 +29,8 @@ from sbx_lecture.common.kl_penalty import (
 from sbx_lecture.common.safe_load import SafeLoadMixin
 from sbx_lecture.common.schedules import ClampedProgressMixin
 from sbx_lecture.common.validation import (
-    InvalidValueError,
     require_integer,
+    require_minibatch_size,
     require_normalizable_rollout,
     require_number,
 )
@@ -193,12 +193,7 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
             kl_coef, target_kl, adaptive_kl, kl_tolerance, kl_coef_factor, min_kl_coef, max_kl_coef
         )
         n_epochs = require_integer("n_epochs", n_epochs, 1)
-        batch_size = require_integer("batch_size", batch_size, 1)
-        if normalize_advantage and batch_size < 2:
-            raise InvalidValueError(
-                "batch_size must be at least 2 when normalize_advantage=True (advantages are normalized per "
-                f"minibatch), got {batch_size}"
-            )
+        batch_size = require_minibatch_size(batch_size, normalize_advantage)
         require_number("clip_range", clip_range, 0.0, low_open=True, schedule=True, optional=True)
         require_number("clip_range_vf", clip_range_vf, 0.0, low_open=True, schedule=True, optional=True)
         if env is not None:
