@@ -306,16 +306,18 @@ def test_dict_observations_learn_with_the_multi_input_policy():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(gamma=1.5), "gamma must be in"),
-        (dict(tau=1.5), "tau must be in"),
-        (dict(critic="linear"), "critic must be one of"),
+        (dict(gamma=1.5), r"gamma must be in \[0, 1\], got 1.5"),
+        (dict(tau=1.5), r"tau must be in \[0, 1\], got 1.5"),
+        (dict(critic="linear"), "critic must be one of .*, got 'linear'"),
         (dict(critic="mlp", natural=True), "natural=True .* needs critic='compatible'"),
-        (dict(buffer_size=0), "buffer_size must be None"),
-        (dict(learning_rate=-1.0), "learning_rate must be a number > 0"),
-        (dict(critic_learning_rate=0.0), "critic_learning_rate must be a number > 0"),
-        (dict(critic_learning_rate="lin_0.001"), "critic_learning_rate must be a number > 0 or a schedule"),
-        (dict(batch_size=0), "batch_size must be >= 1"),
-        (dict(gradient_steps=-2), "gradient_steps must be"),
+        (dict(buffer_size=0), "buffer_size must be a positive integer or None, got 0"),
+        (dict(learning_rate=-1.0), "learning_rate must be > 0 or a schedule, got -1.0"),
+        (dict(critic_learning_rate=0.0), "critic_learning_rate must be > 0 or a schedule or None, got 0.0"),
+        (dict(critic_learning_rate="lin_0.001"), (
+            "critic_learning_rate must be a number or a schedule or None, got 'lin_0.001'"
+        )),
+        (dict(batch_size=0), "batch_size must be a positive integer, got 0"),
+        (dict(gradient_steps=-2), "gradient_steps must be an integer of at least -1, got -2"),
         (dict(train_freq=(1, "episode")), "Online DPG .* needs train_freq in steps"),
     ],
 )

@@ -19,6 +19,7 @@ from stable_baselines3.common.utils import FloatSchedule
 
 from sbx_lecture.common.fisher import exact_fisher_matrix, make_fisher_vector_product
 from sbx_lecture.common.flat_params import flatten_tensors
+from sbx_lecture.common.natural_gradient import kl_step_length
 from sbx_lecture.npg import NPG, TNPG
 
 TINY = dict(net_arch=[16])
@@ -120,10 +121,19 @@ def test_npg_kl_grows_as_alpha_squared():
 
 
 class TNPGWithTRPOConventions(TNPG):
-    """Our step measured the way sb3-contrib TRPO measures it: KL[new ‖ old] averaged over action dimensions."""
+    """Our update with sb3-contrib TRPO's conventions, which differ from the lecture's in three places.
 
-    kl_action_reduction = "mean"
-    damped_trust_region = True
+    The Fisher matrix is that of the KL averaged (not summed) over action dimensions, the step length uses the
+    damped quadratic form xᵀ(F + λI)x, and the measured KL is KL[new ‖ old] averaged over action dimensions.
+    """
+
+    def _fisher_vector_product(self, observations):
+        return make_fisher_vector_product(self.policy, self._fisher_batch(observations), self._actor_parameter_names,
+                                          action_reduction="mean")
+
+    def _step_length(self, direction, fisher_vector_product):
+        damped = fisher_vector_product(direction) + self.cg_damping * direction
+        return kl_step_length(direction, damped, self._kl_bound())
 
     def _mean_kl(self, old_distribution: Distribution, new_distribution: Distribution) -> th.Tensor:
         return kl_divergence(new_distribution, old_distribution).mean()
@@ -284,16 +294,16 @@ def test_unsupported_action_space_is_a_clear_error(cls):
 
 
 @pytest.mark.parametrize("cls, kwargs, match", [
-    (NPG, dict(step_size=0.0), "step_size must be > 0"),
-    (NPG, dict(fisher="lu"), "fisher must be 'cg' or 'exact'"),
-    (TNPG, dict(target_kl=-0.01), "target_kl must be > 0"),
-    (TNPG, dict(line_search_shrinking_factor=1.0), r"line_search_shrinking_factor must be in \(0, 1\)"),
-    (TNPG, dict(line_search_max_iter=-1), "line_search_max_iter must be an integer >= 0"),
-    (TNPG, dict(cg_max_steps=0), "cg_max_steps must be an integer >= 1"),
-    (NPG, dict(cg_damping=-0.1), "cg_damping must be >= 0"),
-    (NPG, dict(fisher_sub_sampling_factor=0), "fisher_sub_sampling_factor must be an integer >= 1"),
-    (NPG, dict(gamma=1.5), r"gamma must be in \[0, 1\]"),
-    (TNPG, dict(learning_rate=-1e-3), "learning_rate must be > 0"),
+    (NPG, dict(step_size=0.0), "step_size must be > 0 or a schedule, got 0.0"),
+    (NPG, dict(fisher="lu"), "fisher must be one of 'cg', 'exact', got 'lu'"),
+    (TNPG, dict(target_kl=-0.01), "target_kl must be > 0 or a schedule, got -0.01"),
+    (TNPG, dict(line_search_shrinking_factor=1.0), r"line_search_shrinking_factor must be in \(0, 1\), got 1.0"),
+    (TNPG, dict(line_search_max_iter=-1), "line_search_max_iter must be an integer of at least 0, got -1"),
+    (TNPG, dict(cg_max_steps=0), "cg_max_steps must be a positive integer, got 0"),
+    (NPG, dict(cg_damping=-0.1), "cg_damping must be >= 0, got -0.1"),
+    (NPG, dict(fisher_sub_sampling_factor=0), "fisher_sub_sampling_factor must be a positive integer, got 0"),
+    (NPG, dict(gamma=1.5), r"gamma must be in \[0, 1\], got 1.5"),
+    (TNPG, dict(learning_rate=-1e-3), "learning_rate must be > 0 or a schedule, got -0.001"),
     (TNPG, dict(n_steps=1), "n_steps \\* n_envs must be at least 2"),
 ])
 def test_invalid_hyperparameters_are_clear_errors(cls, kwargs, match):

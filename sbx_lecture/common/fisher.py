@@ -42,6 +42,7 @@ from torch import nn
 from sbx_lecture.common.flat_params import flatten_tensors, unflatten_like
 from sbx_lecture.common.kl import policy_kl
 from sbx_lecture.common.linearization import AutogradLinearization, LinearChainLinearization, is_linear_chain
+from sbx_lecture.common.validation import require_choice
 
 ActionReduction = Literal["sum", "mean"]
 FisherVectorProductFn = Callable[[th.Tensor], th.Tensor]
@@ -248,8 +249,7 @@ class FisherVectorProduct:
         action_reduction: ActionReduction = "sum",
         linearization: Literal["auto", "autograd"] = "auto",
     ) -> None:
-        if linearization not in ("auto", "autograd"):
-            raise ValueError(f"linearization must be 'auto' or 'autograd', got {linearization!r}")
+        require_choice("linearization", linearization, ("auto", "autograd"))
         named = dict(policy.named_parameters())
         self.parameter_names = list(parameter_names)
         self.params = [named[name] for name in self.parameter_names]

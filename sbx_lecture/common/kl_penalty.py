@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from sbx_lecture.common.validation import InvalidValueError, require_number
+
 DEFAULT_KL_TOLERANCE = 1.5
 DEFAULT_KL_COEF_FACTOR = 2.0
 
@@ -55,7 +57,7 @@ def check_kl_penalty_arguments(
     min_kl_coef: float,
     max_kl_coef: float,
 ) -> None:
-    """Raise a ``ValueError`` naming the argument and its valid range when a KL-penalty setting is invalid.
+    """Raise an :class:`~sbx_lecture.common.validation.InvalidValueError` naming an invalid KL-penalty setting.
 
     ``target_kl`` is checked only when it is a number (a schedule is checked when it is evaluated).
 
@@ -67,28 +69,17 @@ def check_kl_penalty_arguments(
     :param min_kl_coef: the lower bound on β
     :param max_kl_coef: the upper bound on β
     """
-    if not (isinstance(kl_coef, (int, float)) and math.isfinite(kl_coef) and kl_coef >= 0):
-        raise ValueError(f"kl_coef (the initial β) must be a finite number >= 0, got {kl_coef!r}")
+    require_number("kl_coef", kl_coef, 0.0)
     if not adaptive_kl:
         return
     if target_kl is None:
-        raise ValueError(
-            "target_kl (d_targ) is required when adaptive_kl=True; pass a value > 0 such as 0.01, "
-            "or set adaptive_kl=False for a fixed β"
+        raise InvalidValueError(
+            "target_kl must be > 0 or a schedule when adaptive_kl=True (or set adaptive_kl=False for a fixed β), "
+            "got None"
         )
-    if isinstance(target_kl, (int, float)) and not target_kl > 0:
-        raise ValueError(f"target_kl (d_targ) must be > 0, got {target_kl!r}")
-    if not tolerance > 1:
-        raise ValueError(f"kl_tolerance must be > 1 (the paper uses 1.5), got {tolerance!r}")
-    if not factor > 1:
-        raise ValueError(f"kl_coef_factor must be > 1 (the paper uses 2), got {factor!r}")
-    if not 0 < min_kl_coef <= max_kl_coef:
-        raise ValueError(
-            f"the β bounds must satisfy 0 < min_kl_coef <= max_kl_coef, got min_kl_coef={min_kl_coef!r}, "
-            f"max_kl_coef={max_kl_coef!r} (a zero lower bound would let β reach 0 and never grow again)"
-        )
-    if not min_kl_coef <= kl_coef <= max_kl_coef:
-        raise ValueError(
-            f"kl_coef (the initial β) must lie in [min_kl_coef, max_kl_coef] = [{min_kl_coef}, {max_kl_coef}], "
-            f"got {kl_coef!r}"
-        )
+    require_number("target_kl", target_kl, 0.0, low_open=True, schedule=True)
+    require_number("kl_tolerance", tolerance, 1.0, low_open=True)
+    require_number("kl_coef_factor", factor, 1.0, low_open=True)
+    require_number("min_kl_coef", min_kl_coef, 0.0, low_open=True)  # at 0, β could never grow again
+    require_number("max_kl_coef", max_kl_coef, min_kl_coef, infinite=True)
+    require_number("kl_coef", kl_coef, min_kl_coef, max_kl_coef, infinite=True)

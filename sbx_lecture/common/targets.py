@@ -12,17 +12,18 @@ import torch as th
 from stable_baselines3.common.utils import get_parameters_by_name, polyak_update
 from torch import nn
 
+from sbx_lecture.common.validation import require_number
+
 #: The name fragment that identifies batch-norm running statistics among a module's buffers.
 RUNNING_STATISTICS = ("running_",)
 
 
 def check_tau(tau: float) -> None:
-    """Raise a ValueError unless the Polyak coefficient τ lies in [0, 1].
+    """Raise an :class:`~sbx_lecture.common.validation.InvalidValueError` unless the Polyak τ lies in [0, 1].
 
     :param tau: the soft update coefficient (1: hard copy, 0: frozen target)
     """
-    if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau must be in [0, 1] (1: hard copy, 0: frozen target), got {tau}")
+    require_number("tau", tau, 0.0, 1.0)
 
 
 class PolyakTarget:

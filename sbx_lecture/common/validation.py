@@ -7,7 +7,8 @@ so the command line can print it as one line and an SB3 user sees a plain ``Valu
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import numbers
+from collections.abc import Collection, Mapping
 from typing import Any
 
 
@@ -20,33 +21,123 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def require_integer(name: str, value: Any, minimum: int | None = None) -> int:
-    """``value`` as an ``int`` (``bool`` and fractional numbers refused), at least ``minimum`` when given."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
-        raise InvalidValueError(f"{name} must be an integer, got {_shown(value)}")
+def _rule(base: str, *, schedule: bool = False, optional: bool = False) -> str:
+    """``base``, followed by the alternatives a value may also take (a schedule, ``None``)."""
+    alternatives = [base, *(["a schedule"] if schedule else []), *(["None"] if optional else [])]
+    return " or ".join(alternatives)
+
+
+def _fail(name: str, rule: str, value: Any) -> InvalidValueError:
+    return InvalidValueError(f"{name} must be {rule}, got {_shown(value)}")
+
+
+def require_integer(name: str, value: Any, minimum: int | None = None, *, optional: bool = False) -> Any:
+    """``value`` as an ``int`` (``bool`` and fractional numbers refused), at least ``minimum`` when given.
+
+    :param name: the argument's name, as the user wrote it
+    :param value: its value
+    :param minimum: the smallest allowed value
+    :param optional: ``None`` is allowed too (and returned as is)
+    :return: ``value`` as an ``int`` (or ``None``)
+    """
+    if optional and value is None:
+        return None
+    integral = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not integral:
+        raise _fail(name, _rule("an integer", optional=optional), value)
     number = int(value)
     if minimum is not None and number < minimum:
         rule = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
-        raise InvalidValueError(f"{name} must be {rule}, got {_shown(value)}")
+        raise _fail(name, _rule(rule, optional=optional), value)
     return number
 
 
 def require_number(
-    name: str, value: Any, low: float | None = None, high: float | None = None, *, low_open: bool = False
-) -> float:
-    """``value`` as a finite ``float`` in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidValueError(f"{name} must be a number, got {_shown(value)}")
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    schedule: bool = False,
+    optional: bool = False,
+    infinite: bool = False,
+) -> Any:
+    """``value`` as a finite ``float`` in the range ``low``..``high`` (bounds excluded with ``low_open``/``high_open``).
+
+    The rule in the message reads ``> 0``, ``>= 0``, ``<= 1`` for one bound and ``in (0, 1]`` for two.
+
+    :param name: the argument's name, as the user wrote it
+    :param value: its value
+    :param low: the lower bound, if any
+    :param high: the upper bound, if any
+    :param low_open: whether ``low`` itself is refused
+    :param high_open: whether ``high`` itself is refused
+    :param schedule: a callable of the progress remaining is allowed too (returned as is: it is checked per use)
+    :param optional: ``None`` is allowed too (and returned as is)
+    :param infinite: ``±math.inf`` is allowed where the bounds allow it
+    :return: ``value`` as a ``float`` (or the schedule, or ``None``)
+    """
+    if (optional and value is None) or (schedule and callable(value)):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _fail(name, _rule("a number", schedule=schedule, optional=optional), value)
     number = float(value)
-    if not math.isfinite(number):
-        raise InvalidValueError(f"{name} must be a finite number, got {_shown(value)}")
+    if math.isnan(number) or (math.isinf(number) and not infinite):
+        raise _fail(name, _rule("a finite number", schedule=schedule, optional=optional), value)
     below = low is not None and (number <= low if low_open else number < low)
-    above = high is not None and number > high
+    above = high is not None and (number >= high if high_open else number > high)
     if below or above:
-        left = "(" if low_open else "["
-        bounds = f"{left}{'-inf' if low is None else low:g}, {'inf' if high is None else high:g}]"
-        raise InvalidValueError(f"{name} must be in {bounds}, got {_shown(value)}")
+        if low is not None and high is not None:
+            rule = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low is not None:
+            rule = f"{'>' if low_open else '>='} {low:g}"
+        else:
+            rule = f"{'<' if high_open else '<='} {high:g}"
+        raise _fail(name, _rule(rule, schedule=schedule, optional=optional), value)
     return number
+
+
+def require_choice(name: str, value: Any, choices: Collection[Any]) -> Any:
+    """``value`` if it is one of ``choices``.
+
+    :param name: the argument's name, as the user wrote it
+    :param value: its value
+    :param choices: the allowed values
+    :return: ``value``
+    """
+    if value not in choices:
+        raise _fail(name, "one of " + ", ".join(repr(choice) for choice in choices), value)
+    return value
+
+
+def require_normalizable_rollout(n_steps: int, n_envs: int) -> None:
+    """Refuse a rollout of a single transition when advantages are normalized: one advantage cannot be.
+
+    :param n_steps: steps per environment per rollout
+    :param n_envs: number of environments
+    """
+    if n_steps * n_envs < 2:
+        raise InvalidValueError(
+            "n_steps * n_envs must be at least 2 when normalize_advantage=True (one advantage cannot be normalized), "
+            f"got n_steps={n_steps}, n_envs={n_envs}"
+        )
+
+
+def require_minibatch_size(batch_size: Any, normalize_advantage: bool) -> int:
+    """``batch_size`` as a positive ``int``, at least 2 when advantages are normalized per minibatch.
+
+    :param batch_size: the minibatch size
+    :param normalize_advantage: whether each minibatch's advantages are normalized (one advantage cannot be)
+    :return: ``batch_size`` as an ``int``
+    """
+    size = require_integer("batch_size", batch_size, 1)
+    if normalize_advantage and size < 2:
+        raise _fail(
+            "batch_size", "at least 2 when normalize_advantage=True (advantages are normalized per minibatch)", size
+        )
+    return size
 
 
 def require_finite_values(name: str, value: Any) -> None:

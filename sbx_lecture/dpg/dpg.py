@@ -27,6 +27,7 @@ from sbx_lecture.common.finite import batch_causes, check_finite
 from sbx_lecture.common.safe_load import SafeLoadMixin
 from sbx_lecture.common.schedules import ClampedProgressMixin
 from sbx_lecture.common.targets import PolyakTarget, check_tau
+from sbx_lecture.common.validation import InvalidValueError, require_choice, require_integer, require_number
 from sbx_lecture.dpg.buffers import DictTransitionBuffer, TransitionBatch, TransitionBuffer
 from sbx_lecture.dpg.policies import (
     CRITIC_TYPES,
@@ -511,23 +512,17 @@ def _check_hyperparameters(
     gamma: float,
     gradient_steps: int,
 ) -> None:
-    """Raise a ValueError naming the argument and its valid range."""
-    for name, value in (("learning_rate", learning_rate), ("critic_learning_rate", critic_learning_rate)):
-        if value is None or callable(value):
-            continue
-        if not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"{name} must be a number > 0 or a schedule (a callable of the progress), got {value!r}")
-    if critic not in CRITIC_TYPES:
-        raise ValueError(f"critic must be one of {CRITIC_TYPES}, got {critic!r}")
+    """Raise an :class:`~sbx_lecture.common.validation.InvalidValueError` naming the argument and its rule."""
+    require_number("learning_rate", learning_rate, 0.0, low_open=True, schedule=True)
+    require_number("critic_learning_rate", critic_learning_rate, 0.0, low_open=True, schedule=True, optional=True)
+    require_choice("critic", critic, CRITIC_TYPES)
     if natural and critic != "compatible":
-        raise ValueError("natural=True (θ += α w) needs critic='compatible': w only exists for the compatible critic")
-    if buffer_size is not None and buffer_size < 1:
-        raise ValueError(f"buffer_size must be None (online updates) or an int >= 1, got {buffer_size}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidValueError(
+            "natural=True (θ += α w) needs critic='compatible': w only exists for the compatible critic"
+        )
+    require_integer("buffer_size", buffer_size, 1, optional=True)  # None: online updates
+    require_integer("batch_size", batch_size, 1)
     check_tau(tau)
-    if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
-    if gradient_steps < -1:
-        raise ValueError(f"gradient_steps must be >= 0, or -1 (one per collected step), got {gradient_steps}")
+    require_number("gamma", gamma, 0.0, 1.0)
+    require_integer("gradient_steps", gradient_steps, -1)  # -1: one per collected step
 

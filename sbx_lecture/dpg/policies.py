@@ -28,6 +28,7 @@ from torch import nn
 
 from sbx_lecture.common.compatible_features import parameter_vector_norm
 from sbx_lecture.common.optimizers import fast_optimizer_kwargs
+from sbx_lecture.common.validation import require_choice
 
 CriticType = Literal["compatible", "mlp"]
 CRITIC_TYPES: tuple[str, ...] = ("compatible", "mlp")
@@ -137,8 +138,7 @@ class DPGPolicy(BasePolicy):
             squash_output=True,
             normalize_images=normalize_images,
         )
-        if critic_type not in CRITIC_TYPES:
-            raise ValueError(f"critic_type must be one of {CRITIC_TYPES}, got {critic_type!r}")
+        require_choice("critic_type", critic_type, CRITIC_TYPES)
         if net_arch is None:
             net_arch = [64, 64]
         self.optimizer_kwargs = fast_optimizer_kwargs(optimizer_class, self.optimizer_kwargs)

@@ -2,8 +2,9 @@
 
 :class:`NaturalGradientAlgorithm` collects rollouts like any SB3 on-policy algorithm, computes the policy gradient
 g of the surrogate, solves F x = g with the shared core (:mod:`sbx_lecture.common.natural_gradient`), asks the
-subclass how far to step along x (:meth:`NaturalGradientAlgorithm._take_step`), logs the lecture's diagnostics and
-fits the critic by minibatch regression, as sb3-contrib's TRPO does.
+subclass how far to step along x (:meth:`NaturalGradientAlgorithm._step_length`), optionally line-searches the
+step, fits the critic by minibatch regression, as sb3-contrib's TRPO does, and logs the lecture's diagnostics.
+:meth:`NaturalGradientAlgorithm.train` reads top to bottom as one update.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import copy
 import math
 from abc import abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch as th
@@ -23,13 +23,12 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, RolloutBufferSamples, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
 from sbx_lecture.common.finite import check_finite, raise_for_non_finite_observations, rollout_causes
 from sbx_lecture.common.fisher import (
-    ActionReduction,
     exact_fisher_matrix,
     make_fisher_vector_product,
     policy_parameters_of_distribution,
@@ -38,66 +37,39 @@ from sbx_lecture.common.flat_params import flatten_tensors, get_flat_params, set
 from sbx_lecture.common.kl import policy_kl
 from sbx_lecture.common.natural_gradient import (
     FisherSolver,
+    LineSearchResult,
     NaturalGradientDirection,
+    backtracking_line_search,
     solve_natural_gradient,
     solve_natural_gradient_exactly,
 )
 from sbx_lecture.common.safe_load import SafeLoadMixin
 from sbx_lecture.common.schedules import ClampedProgressMixin
+from sbx_lecture.common.validation import require_integer, require_normalizable_rollout, require_number
 from sbx_lecture.npg.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 _MAX_EXACT_FISHER_PARAMETERS = 20_000
 
 
-@dataclass
-class NaturalGradientUpdate:
-    """Everything a step rule needs about the current update.
+#: v ↦ F v, the product of the Fisher matrix at θ₀ with a vector.
+FisherProduct = Callable[[th.Tensor], th.Tensor]
 
-    :param old_params: θ₀ as one flat vector
-    :param gradient: g = ∇L(θ₀)
-    :param solve: the direction x ≈ F⁻¹ g and its diagnostics
-    :param fisher_vector_product: v ↦ F v (undamped) at θ₀ on the Fisher batch
-    :param damping: λ used in the solve
-    :param surrogate_before: L(θ₀)
-    :param set_params: θ ↦ writes θ into the actor
-    :param surrogate_and_kl: evaluates (L(θ), mean KL(π_old ‖ π_θ)) at the actor's current θ
+
+class SurrogateBatch(NamedTuple):
+    """The rollout as the surrogate L(θ) = Ê[π_θ(a|s) / π_old(a|s) Â] and the KL to π_old see it.
+
+    :param observations: the states s
+    :param actions: the actions a (long indices for Discrete spaces)
+    :param advantages: Â, normalized per rollout when ``normalize_advantage``
+    :param old_log_prob: log π_old(a|s)
+    :param old_distribution: π_old on the states (detached)
     """
 
-    old_params: th.Tensor
-    gradient: th.Tensor
-    solve: NaturalGradientDirection
-    fisher_vector_product: Callable[[th.Tensor], th.Tensor]
-    damping: float
-    surrogate_before: float
-    set_params: Callable[[th.Tensor], None]
-    surrogate_and_kl: Callable[[], tuple[float, float]]
-
-
-@dataclass
-class StepOutcome:
-    """What the step rule did.
-
-    :param step_size: the multiplier β of the direction that was applied (0 if the step was rejected)
-    :param accepted: whether the step was kept
-    :param n_line_search_evaluations: candidate steps evaluated by a line search (0 without one)
-    """
-
-    step_size: float
-    accepted: bool = True
-    n_line_search_evaluations: int = 0
-
-
-def _check_positive_int(name: str, value: int, minimum: int = 1) -> None:
-    if not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_float_or_schedule(name: str, value: float | Schedule, valid: str, predicate: Callable[[float], bool]
-                             ) -> None:
-    if callable(value):
-        return
-    if not predicate(float(value)):
-        raise ValueError(f"{name} must be {valid} (or a schedule), got {value!r}")
+    observations: PyTorchObs
+    actions: th.Tensor
+    advantages: th.Tensor
+    old_log_prob: th.Tensor
+    old_distribution: Distribution
 
 
 class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
@@ -142,13 +114,10 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgo
         spaces.MultiDiscrete,
         spaces.MultiBinary,
     )
-    #: How the KL between action distributions is reduced over action dimensions, for the Fisher matrix and the
-    #: measured KL alike: ``"sum"`` (the KL of the joint action distribution, the lecture's) or ``"mean"``
-    #: (sb3-contrib TRPO's convention).
-    kl_action_reduction: ClassVar[ActionReduction] = "sum"
-    #: Whether the trust-region step length uses the damped quadratic form xᵀ(F + λI)x (sb3-contrib TRPO does)
-    #: rather than the Fisher's xᵀFx.
-    damped_trust_region: ClassVar[bool] = False
+    #: The line search after the step (TNPG's arguments): 0 takes θ₀ + βx as it is, 1 accepts or rejects it, more
+    #: shrink it by ``line_search_shrinking_factor`` until it passes.
+    line_search_max_iter: int = 0
+    line_search_shrinking_factor: float = 0.8
     policy: ActorCriticPolicy
 
     def __init__(
@@ -178,20 +147,16 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgo
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        _check_positive_int("n_steps", n_steps)
-        _check_positive_int("batch_size", batch_size)
-        _check_positive_int("cg_max_steps", cg_max_steps)
-        _check_positive_int("n_critic_updates", n_critic_updates, minimum=0)
-        _check_positive_int("fisher_sub_sampling_factor", fisher_sub_sampling_factor)
-        if not cg_damping >= 0:
-            raise ValueError(f"cg_damping must be >= 0, got {cg_damping!r}")
-        if not cg_residual_tol >= 0:
-            raise ValueError(f"cg_residual_tol must be >= 0, got {cg_residual_tol!r}")
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
-        if not 0.0 <= gae_lambda <= 1.0:
-            raise ValueError(f"gae_lambda must be in [0, 1], got {gae_lambda!r}")
-        _check_float_or_schedule("learning_rate", learning_rate, "> 0", lambda value: value > 0)
+        require_number("learning_rate", learning_rate, 0.0, low_open=True, schedule=True)
+        n_steps = require_integer("n_steps", n_steps, 1)
+        batch_size = require_integer("batch_size", batch_size, 1)
+        require_number("gamma", gamma, 0.0, 1.0)
+        require_number("gae_lambda", gae_lambda, 0.0, 1.0)
+        cg_max_steps = require_integer("cg_max_steps", cg_max_steps, 1)
+        require_number("cg_damping", cg_damping, 0.0)
+        require_number("cg_residual_tol", cg_residual_tol, 0.0)
+        n_critic_updates = require_integer("n_critic_updates", n_critic_updates, 0)
+        fisher_sub_sampling_factor = require_integer("fisher_sub_sampling_factor", fisher_sub_sampling_factor, 1)
         if env is not None:
             env = maybe_make_env(env, verbose)
             self._check_action_space(env.action_space)
@@ -219,11 +184,8 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgo
             _init_setup_model=False,
             supported_action_spaces=self.supported_action_spaces,
         )
-        if self.env is not None and normalize_advantage and self.env.num_envs * self.n_steps < 2:
-            raise ValueError(
-                "n_steps * n_envs must be at least 2 to normalize advantages, got "
-                f"n_steps={self.n_steps}, n_envs={self.env.num_envs}: increase n_steps or set normalize_advantage=False"
-            )
+        if self.env is not None and normalize_advantage:
+            require_normalizable_rollout(self.n_steps, self.env.num_envs)
         self.batch_size = batch_size
         self.cg_max_steps = cg_max_steps
         self.cg_damping = cg_damping
@@ -251,22 +213,160 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgo
             raise_for_non_finite_observations(self, error)
             raise
 
+    # --- one update, as on the slide --------------------------------------------------------------------------------
+
+    def train(self) -> None:
+        """One update: g, x ≈ F⁻¹g, the step length β, θ = θ₀ + βx (optionally line-searched), the critic, the logs."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        check_finite("the rollout rewards", self.rollout_buffer.rewards, algorithm=self)
+        check_finite(
+            "the advantages and returns",
+            self.rollout_buffer.advantages,
+            self.rollout_buffer.returns,
+            algorithm=self,
+            causes=rollout_causes(self),
+        )
+        batch = self._surrogate_batch()
+        actor_params = self._actor_parameters(batch.observations)
+        old_params = get_flat_params(actor_params)
+
+        # 1. g = ∇L(θ₀), the gradient of the importance-sampled surrogate L(θ) = Ê[π_θ(a|s) / π_old(a|s) Â]
+        objective = self._surrogate(batch)
+        gradient = flatten_tensors(th.autograd.grad(objective, actor_params))
+        check_finite("the surrogate objective and its gradient", objective, gradient, algorithm=self)
+        surrogate_before = objective.item()
+
+        # 2. x ≈ (F + λI)⁻¹ g by conjugate gradient with Fisher-vector products (NPG's fisher="exact": the matrix)
+        fisher_vector_product = self._fisher_vector_product(batch.observations)
+        solve = self._natural_gradient(batch.observations, fisher_vector_product, gradient)
+        check_finite("the natural-gradient direction", solve.direction, algorithm=self)
+
+        # 3. the step length β, the one thing NPG (a fixed α) and TNPG (sqrt(2δ / xᵀFx)) do differently
+        step_length = self._step_length(solve.direction, fisher_vector_product)
+        full_step = step_length * solve.direction
+
+        # 4. θ = θ₀ + βx; with a line search, the first of θ₀ + ρⁱβx that improves L and keeps the KL below δ
+        search = self._line_search(batch, actor_params, old_params, full_step, surrogate_before)
+        applied_step = get_flat_params(actor_params) - old_params
+        surrogate_after, kl = self._surrogate_and_kl(batch)
+        if not (math.isfinite(surrogate_after) and math.isfinite(kl)):
+            set_flat_params_(actor_params, old_params)
+            check_finite("the surrogate and the KL after the step", surrogate_after, kl, algorithm=self)
+
+        # 5. the critic: minibatch regression of V on the returns
+        value_losses = self._fit_critic(actor_params)
+
+        # 6. the lecture's diagnostics
+        self._n_updates += 1
+        self._record_update_logs(
+            {
+                "policy_objective": surrogate_after,
+                "surrogate_improvement_predicted": float(gradient @ applied_step),
+                "surrogate_improvement_measured": surrogate_after - surrogate_before,
+                "kl_divergence": kl,
+                "step_size": step_length * search.fraction,
+                "step_accepted": float(search.accepted),
+                "line_search_evaluations": float(search.n_evaluations),
+                "cg_residual": solve.relative_residual,
+                "cg_iterations": float(solve.n_iterations),
+                "value_loss": float(np.mean(value_losses)) if value_losses else float("nan"),
+            }
+        )
+
+    @abstractmethod
+    def _step_length(self, direction: th.Tensor, fisher_vector_product: FisherProduct) -> float:
+        """The step length β along the natural gradient x; the one thing the family members differ in.
+
+        :param direction: x ≈ F⁻¹g
+        :param fisher_vector_product: v ↦ F v (undamped) at θ₀ on the Fisher batch
+        :return: β
+        """
+
+    def _kl_bound(self) -> float:
+        """The KL bound δ that a line search enforces (NPG has none: its KL is only logged)."""
+        return math.inf
+
     # --- the pieces of one update -------------------------------------------------------------------------------
 
+    def _line_search(
+        self,
+        batch: SurrogateBatch,
+        actor_params: list[th.nn.Parameter],
+        old_params: th.Tensor,
+        full_step: th.Tensor,
+        surrogate_before: float,
+    ) -> LineSearchResult:
+        """θ = θ₀ + βx, or with ``line_search_max_iter`` > 0 the first of θ₀ + ρⁱβx that passes the test.
+
+        The test: the surrogate improved and the mean KL is below :meth:`_kl_bound`. When no fraction passes, θ stays
+        at θ₀.
+
+        :param batch: the rollout
+        :param actor_params: the actor's parameters, moved in place
+        :param old_params: θ₀
+        :param full_step: βx
+        :param surrogate_before: L(θ₀)
+        :return: the fraction of the full step that was kept
+        """
+
+        def apply_step(fraction: float) -> None:
+            self._set_actor_params(actor_params, old_params + fraction * full_step, old_params)
+
+        def is_acceptable() -> bool:
+            surrogate, kl = self._surrogate_and_kl(batch)
+            return kl < self._kl_bound() and surrogate > surrogate_before
+
+        if self.line_search_max_iter == 0:
+            apply_step(1.0)
+            return LineSearchResult(accepted=True, fraction=1.0, n_evaluations=0)
+        return backtracking_line_search(
+            apply_step, is_acceptable, self.line_search_max_iter, self.line_search_shrinking_factor
+        )
+
+    def _surrogate_batch(self) -> SurrogateBatch:
+        """The whole rollout, its (normalized) advantages and π_old, for the surrogate and the KL."""
+        rollout_data = next(self.rollout_buffer.get(batch_size=None))
+        actions = rollout_data.actions
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+        advantages = rollout_data.advantages
+        if self.normalize_advantage:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        with th.no_grad():
+            old_distribution = copy.copy(self.policy.get_distribution(rollout_data.observations))
+        return SurrogateBatch(
+            rollout_data.observations, actions, advantages, rollout_data.old_log_prob, old_distribution
+        )
+
+    def _surrogate(self, batch: SurrogateBatch, distribution: Distribution | None = None) -> th.Tensor:
+        """L(θ) = Ê[π_θ(a|s) / π_old(a|s) Â] at the actor's current θ.
+
+        :param batch: the rollout
+        :param distribution: π_θ on the batch, if already computed
+        :return: scalar tensor
+        """
+        if distribution is None:
+            distribution = self.policy.get_distribution(batch.observations)
+        log_prob = distribution.log_prob(batch.actions)
+        return (th.exp(log_prob - batch.old_log_prob) * batch.advantages).mean()
+
+    def _surrogate_and_kl(self, batch: SurrogateBatch) -> tuple[float, float]:
+        """(L(θ), mean KL[π_old ‖ π_θ]) at the actor's current θ, without gradients."""
+        with th.no_grad():
+            distribution = self.policy.get_distribution(batch.observations)
+            return float(self._surrogate(batch, distribution)), float(
+                self._mean_kl(batch.old_distribution, distribution)
+            )
+
     def _mean_kl(self, old_distribution: Distribution, new_distribution: Distribution) -> th.Tensor:
-        """The state average of KL[π_old ‖ π_new], reduced over action dimensions as :attr:`kl_action_reduction`.
+        """The state average of KL[π_old ‖ π_new] (of the joint action distribution).
 
         :param old_distribution: π_old on the batch (detached)
         :param new_distribution: π_θ on the batch
         :return: scalar tensor
         """
-        kl = policy_kl(old_distribution, new_distribution)
-        if self.kl_action_reduction == "mean":
-            # SB3's kl_divergence keeps one column per action dimension for Gaussians and Bernoullis.
-            sample = old_distribution.distribution
-            if isinstance(sample, th.distributions.Normal | th.distributions.Bernoulli):
-                kl = kl / sample.mean.shape[-1]
-        return kl.mean()
+        return policy_kl(old_distribution, new_distribution).mean()
 
     def _actor_parameters(self, observations: PyTorchObs) -> list[th.nn.Parameter]:
         if self._actor_parameter_names is None:
@@ -285,124 +385,38 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgo
             return {key: value[::step] for key, value in observations.items()}
         return observations[::step]
 
-    def _solve(self, observations: PyTorchObs, gradient: th.Tensor) -> tuple[NaturalGradientDirection, Callable]:
+    def _fisher_vector_product(self, observations: PyTorchObs) -> FisherProduct:
+        """v ↦ F v (undamped) at the actor's current θ, on the Fisher batch of ``observations``."""
         assert self._actor_parameter_names is not None
-        fisher_observations = self._fisher_batch(observations)
-        fisher_vector_product = make_fisher_vector_product(
-            self.policy, fisher_observations, self._actor_parameter_names, self.kl_action_reduction
-        )
-        if self.fisher == "exact":
-            n_params = sum(named.numel() for named in self._actor_parameters(observations))
-            if n_params > _MAX_EXACT_FISHER_PARAMETERS:
-                raise ValueError(
-                    f"fisher='exact' builds a {n_params} x {n_params} matrix; it is meant for policies with at most "
-                    f"{_MAX_EXACT_FISHER_PARAMETERS} actor parameters. Use fisher='cg' or a smaller net_arch."
-                )
-            fisher = exact_fisher_matrix(
-                self.policy, fisher_observations, self._actor_parameter_names, self.kl_action_reduction
+        return make_fisher_vector_product(self.policy, self._fisher_batch(observations), self._actor_parameter_names)
+
+    def _natural_gradient(
+        self, observations: PyTorchObs, fisher_vector_product: FisherProduct, gradient: th.Tensor
+    ) -> NaturalGradientDirection:
+        """x ≈ (F + λI)⁻¹ g: by conjugate gradient, or with the full Fisher matrix when ``fisher == "exact"``."""
+        if self.fisher == "cg":
+            return solve_natural_gradient(
+                fisher_vector_product, gradient, self.cg_damping, self.cg_max_steps, self.cg_residual_tol
             )
-            return solve_natural_gradient_exactly(fisher, gradient, self.cg_damping), fisher_vector_product
-        solve = solve_natural_gradient(
-            fisher_vector_product, gradient, self.cg_damping, self.cg_max_steps, self.cg_residual_tol
-        )
-        return solve, fisher_vector_product
+        assert self._actor_parameter_names is not None
+        n_params = sum(named.numel() for named in self._actor_parameters(observations))
+        if n_params > _MAX_EXACT_FISHER_PARAMETERS:
+            raise ValueError(
+                f"fisher='exact' builds a {n_params} x {n_params} matrix; it is meant for policies with at most "
+                f"{_MAX_EXACT_FISHER_PARAMETERS} actor parameters. Use fisher='cg' or a smaller net_arch."
+            )
+        fisher = exact_fisher_matrix(self.policy, self._fisher_batch(observations), self._actor_parameter_names)
+        return solve_natural_gradient_exactly(fisher, gradient, self.cg_damping)
 
-    @abstractmethod
-    def _take_step(self, update: NaturalGradientUpdate) -> StepOutcome:
-        """Move the actor's parameters from θ₀ along the direction x; the one thing the family members differ in.
-
-        :param update: the gradient, the direction and helpers to set and evaluate parameters
-        :return: what was done
-        """
-
-    def train(self) -> None:
-        """One natural-gradient step of the actor on the collected rollout, then the critic regression."""
-        self.policy.set_training_mode(True)
-        self._update_learning_rate(self.policy.optimizer)
-        check_finite("the rollout rewards", self.rollout_buffer.rewards, algorithm=self)
-        check_finite("the advantages and returns", self.rollout_buffer.advantages, self.rollout_buffer.returns,
-                     algorithm=self, causes=rollout_causes(self))
-        rollout_data = next(self.rollout_buffer.get(batch_size=None))
-        actor_params = self._actor_parameters(rollout_data.observations)
-        policy_stats = self._update_actor(rollout_data, actor_params)
-        value_losses = self._update_critic(actor_params)
-
-        self._n_updates += 1
-        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
-        for key, value in policy_stats.items():
-            self.logger.record(f"train/{key}", value)
-        self.logger.record("train/value_loss", float(np.mean(value_losses)) if value_losses else float("nan"))
-        self.logger.record("train/explained_variance", explained_var)
-        if hasattr(self.policy, "log_std"):
-            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-
-    def _update_actor(self, rollout_data: RolloutBufferSamples, actor_params: list[th.nn.Parameter]
-                      ) -> dict[str, float]:
-        observations = rollout_data.observations
-        actions = rollout_data.actions
-        if isinstance(self.action_space, spaces.Discrete):
-            actions = actions.long().flatten()
-        advantages = rollout_data.advantages
-        if self.normalize_advantage:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
-        with th.no_grad():
-            old_distribution = copy.copy(self.policy.get_distribution(observations))
-
-        def surrogate() -> th.Tensor:
-            log_prob = self.policy.get_distribution(observations).log_prob(actions)
-            return (th.exp(log_prob - rollout_data.old_log_prob) * advantages).mean()
-
-        objective = surrogate()
-        gradient = flatten_tensors(th.autograd.grad(objective, actor_params))
-        check_finite("the surrogate objective and its gradient", objective, gradient, algorithm=self)
-        surrogate_before = objective.item()
-        solve, fisher_vector_product = self._solve(observations, gradient)
-        check_finite("the natural-gradient direction", solve.direction, algorithm=self)
-
-        def surrogate_and_kl() -> tuple[float, float]:
-            with th.no_grad():
-                distribution = self.policy.get_distribution(observations)
-                log_prob = distribution.log_prob(actions)
-                objective = (th.exp(log_prob - rollout_data.old_log_prob) * advantages).mean()
-                return float(objective), float(self._mean_kl(old_distribution, distribution))
-
-        old_params = get_flat_params(actor_params)
-        update = NaturalGradientUpdate(
-            old_params=old_params,
-            gradient=gradient,
-            solve=solve,
-            fisher_vector_product=fisher_vector_product,
-            damping=self.cg_damping,
-            surrogate_before=surrogate_before,
-            set_params=lambda flat: set_flat_params_(actor_params, self._checked_step(flat, old_params)),
-            surrogate_and_kl=surrogate_and_kl,
-        )
-        outcome = self._take_step(update)
-        applied_step = get_flat_params(actor_params) - old_params
-        surrogate_after, kl = surrogate_and_kl()
-        if not (math.isfinite(surrogate_after) and math.isfinite(kl)):
-            set_flat_params_(actor_params, old_params)
-            check_finite("the surrogate and the KL after the step", surrogate_after, kl, algorithm=self)
-        return {
-            "policy_objective": surrogate_after,
-            "surrogate_improvement_predicted": float(gradient @ applied_step),
-            "surrogate_improvement_measured": surrogate_after - surrogate_before,
-            "kl_divergence": kl,
-            "step_size": outcome.step_size,
-            "step_accepted": float(outcome.accepted),
-            "line_search_evaluations": float(outcome.n_line_search_evaluations),
-            "cg_residual": solve.relative_residual,
-            "cg_iterations": float(solve.n_iterations),
-        }
-
-    def _checked_step(self, new_params: th.Tensor, old_params: th.Tensor) -> th.Tensor:
-        """``new_params``, after checking that the step to them is finite."""
+    def _set_actor_params(
+        self, actor_params: list[th.nn.Parameter], new_params: th.Tensor, old_params: th.Tensor
+    ) -> None:
+        """θ ← ``new_params``, after checking that the step from ``old_params`` is finite."""
         check_finite("the parameter step", new_params - old_params, new_params, algorithm=self)
-        return new_params
+        set_flat_params_(actor_params, new_params)
 
-    def _update_critic(self, actor_params: list[th.nn.Parameter]) -> list[float]:
+    def _fit_critic(self, actor_params: list[th.nn.Parameter]) -> list[float]:
+        """``n_critic_updates`` epochs of minibatch regression of V on the returns; the actor's θ stays."""
         value_losses = []
         for _ in range(self.n_critic_updates):
             for rollout_data in self.rollout_buffer.get(self.batch_size):
@@ -417,3 +431,13 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgo
                     param.grad = None
                 self.policy.optimizer.step()
         return value_losses
+
+    def _record_update_logs(self, values: dict[str, float]) -> None:
+        """Logs ``values`` under ``train/``, with the explained variance, the policy's std and the update count."""
+        for key, value in values.items():
+            self.logger.record(f"train/{key}", value)
+        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
+        self.logger.record("train/explained_variance", explained_var)
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")

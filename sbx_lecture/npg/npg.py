@@ -12,11 +12,10 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule
 
 from sbx_lecture.common.natural_gradient import FisherSolver
+from sbx_lecture.common.validation import require_choice, require_number
 from sbx_lecture.npg.natural_gradient_algorithm import (
+    FisherProduct,
     NaturalGradientAlgorithm,
-    NaturalGradientUpdate,
-    StepOutcome,
-    _check_float_or_schedule,
 )
 
 SelfNPG = TypeVar("SelfNPG", bound="NPG")
@@ -102,9 +101,8 @@ class NPG(NaturalGradientAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        _check_float_or_schedule("step_size", step_size, "> 0", lambda value: value > 0)
-        if fisher not in ("cg", "exact"):
-            raise ValueError(f"fisher must be 'cg' or 'exact', got {fisher!r}")
+        require_number("step_size", step_size, 0.0, low_open=True, schedule=True)
+        require_choice("fisher", fisher, ("cg", "exact"))
         super().__init__(
             policy,
             env,
@@ -140,11 +138,9 @@ class NPG(NaturalGradientAlgorithm):
         super()._setup_model()
         self.step_size_schedule = FloatSchedule(self.step_size)
 
-    def _take_step(self, update: NaturalGradientUpdate) -> StepOutcome:
-        """θ = θ₀ + α x, α from the schedule."""
-        alpha = self.step_size_schedule(self._current_progress_remaining)
-        update.set_params(update.old_params + alpha * update.solve.direction)
-        return StepOutcome(step_size=alpha)
+    def _step_length(self, direction: th.Tensor, fisher_vector_product: FisherProduct) -> float:
+        """β = α, the step size of the schedule."""
+        return self.step_size_schedule(self._current_progress_remaining)
 
     def learn(
         self: SelfNPG,

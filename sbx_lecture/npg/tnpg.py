@@ -11,13 +11,11 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
-from sbx_lecture.common.natural_gradient import backtracking_line_search, kl_step_length
+from sbx_lecture.common.natural_gradient import kl_step_length
+from sbx_lecture.common.validation import require_integer, require_number
 from sbx_lecture.npg.natural_gradient_algorithm import (
+    FisherProduct,
     NaturalGradientAlgorithm,
-    NaturalGradientUpdate,
-    StepOutcome,
-    _check_float_or_schedule,
-    _check_positive_int,
 )
 
 SelfTNPG = TypeVar("SelfTNPG", bound="TNPG")
@@ -104,10 +102,11 @@ class TNPG(NaturalGradientAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        _check_float_or_schedule("target_kl", target_kl, "> 0", lambda value: value > 0)
-        _check_positive_int("line_search_max_iter", line_search_max_iter, minimum=0)
-        if not 0.0 < line_search_shrinking_factor < 1.0:
-            raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got {line_search_shrinking_factor!r}")
+        require_number("target_kl", target_kl, 0.0, low_open=True, schedule=True)
+        line_search_max_iter = require_integer("line_search_max_iter", line_search_max_iter, 0)
+        require_number(
+            "line_search_shrinking_factor", line_search_shrinking_factor, 0.0, 1.0, low_open=True, high_open=True
+        )
         super().__init__(
             policy,
             env,
@@ -144,31 +143,13 @@ class TNPG(NaturalGradientAlgorithm):
         super()._setup_model()
         self.target_kl_schedule = FloatSchedule(self.target_kl)
 
-    def _take_step(self, update: NaturalGradientUpdate) -> StepOutcome:
-        """θ = θ₀ + β x with β = sqrt(2δ / xᵀFx), optionally checked (and shrunk) by a line search."""
-        target_kl = self.target_kl_schedule(self._current_progress_remaining)
-        direction = update.solve.direction
-        fisher_direction = update.fisher_vector_product(direction)
-        if self.damped_trust_region:
-            fisher_direction = fisher_direction + update.damping * direction
-        beta = kl_step_length(direction, fisher_direction, target_kl)
-        full_step = beta * direction
-        if self.line_search_max_iter == 0:
-            update.set_params(update.old_params + full_step)
-            return StepOutcome(step_size=beta)
+    def _kl_bound(self) -> float:
+        """δ, from the schedule."""
+        return self.target_kl_schedule(self._current_progress_remaining)
 
-        def acceptable() -> bool:
-            surrogate, kl = update.surrogate_and_kl()
-            return kl < target_kl and surrogate > update.surrogate_before
-
-        result = backtracking_line_search(
-            lambda fraction: update.set_params(update.old_params + fraction * full_step),
-            acceptable,
-            self.line_search_max_iter,
-            self.line_search_shrinking_factor,
-        )
-        return StepOutcome(step_size=beta * result.fraction, accepted=result.accepted,
-                           n_line_search_evaluations=result.n_evaluations)
+    def _step_length(self, direction: th.Tensor, fisher_vector_product: FisherProduct) -> float:
+        """β = sqrt(2δ / xᵀFx): the step whose quadratic model of the KL reaches δ."""
+        return kl_step_length(direction, fisher_vector_product(direction), self._kl_bound())
 
     def learn(
         self: SelfTNPG,

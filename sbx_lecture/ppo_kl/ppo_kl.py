@@ -28,6 +28,12 @@ from sbx_lecture.common.kl_penalty import (
 )
 from sbx_lecture.common.safe_load import SafeLoadMixin
 from sbx_lecture.common.schedules import ClampedProgressMixin
+from sbx_lecture.common.validation import (
+    require_integer,
+    require_minibatch_size,
+    require_normalizable_rollout,
+    require_number,
+)
 from sbx_lecture.ppo_kl.old_policy import OldPolicyDistribution, select_rows
 from sbx_lecture.ppo_kl.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, evaluate_actions_and_distribution
 
@@ -186,10 +192,10 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
         check_kl_penalty_arguments(
             kl_coef, target_kl, adaptive_kl, kl_tolerance, kl_coef_factor, min_kl_coef, max_kl_coef
         )
-        self._check_minibatch_arguments(batch_size, n_epochs, normalize_advantage)
-        for name, value in (("clip_range", clip_range), ("clip_range_vf", clip_range_vf)):
-            if isinstance(value, (int, float)) and not value > 0:
-                raise ValueError(f"{name} must be > 0 (or None to switch the clipping off), got {value!r}")
+        n_epochs = require_integer("n_epochs", n_epochs, 1)
+        batch_size = require_minibatch_size(batch_size, normalize_advantage)
+        require_number("clip_range", clip_range, 0.0, low_open=True, schedule=True, optional=True)
+        require_number("clip_range_vf", clip_range_vf, 0.0, low_open=True, schedule=True, optional=True)
         if env is not None:
             env = maybe_make_env(env, verbose)
             self._check_action_space(env.action_space)
@@ -217,11 +223,8 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
             _init_setup_model=False,
             supported_action_spaces=self.supported_action_spaces,
         )
-        if self.env is not None and normalize_advantage and self.env.num_envs * self.n_steps < 2:
-            raise ValueError(
-                "n_steps * n_envs must be at least 2 when normalize_advantage=True (a single advantage cannot be "
-                f"normalized); got n_steps={self.n_steps}, n_envs={self.env.num_envs}"
-            )
+        if self.env is not None and normalize_advantage:
+            require_normalizable_rollout(self.n_steps, self.env.num_envs)
         if self.env is not None:
             _warn_truncated_minibatch(batch_size, self.n_steps, self.env.num_envs)
         self.batch_size = batch_size
@@ -250,18 +253,6 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
                 f"{cls.__name__} supports {supported} action spaces, got {action_space}. Flatten the action space "
                 "into one of those with a gymnasium wrapper (no SB3 on-policy algorithm, PPO and TRPO included, "
                 "handles Tuple or Dict actions)."
-            )
-
-    @staticmethod
-    def _check_minibatch_arguments(batch_size: int, n_epochs: int, normalize_advantage: bool) -> None:
-        if not n_epochs >= 1:
-            raise ValueError(f"n_epochs must be >= 1, got {n_epochs!r}")
-        smallest = 2 if normalize_advantage else 1
-        if not batch_size >= smallest:
-            raise ValueError(
-                f"batch_size must be >= {smallest}"
-                + (" when normalize_advantage=True (advantages are normalized per minibatch)" if smallest == 2 else "")
-                + f", got {batch_size!r}"
             )
 
     def _setup_model(self) -> None:

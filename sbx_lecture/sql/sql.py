@@ -26,6 +26,7 @@ from sbx_lecture.common.soft_value import (
     uniform_box_log_density,
 )
 from sbx_lecture.common.targets import PolyakTarget, check_tau
+from sbx_lecture.common.validation import InvalidValueError, require_integer, require_number
 from sbx_lecture.sql.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SQLPolicy
 
 SelfSQL = TypeVar("SelfSQL", bound="SQL")
@@ -349,29 +350,17 @@ def _check_hyperparameters(
     target_update_interval: int,
     max_grad_norm: float | None,
 ) -> None:
-    """Raise a ValueError naming the first invalid hyperparameter and its valid range."""
-    if not callable(ent_coef) and not float(ent_coef) > 0:
-        raise ValueError(
-            f"ent_coef (the temperature α) must be > 0, got {ent_coef}. Use a small value such as 0.01 "
-            "for a nearly greedy policy."
-        )
+    """Raise an :class:`~sbx_lecture.common.validation.InvalidValueError` naming the first invalid hyperparameter."""
+    require_number("ent_coef", ent_coef, 0.0, low_open=True, schedule=True)
     if callable(ent_coef) and not ent_coef(1.0) > 0:
-        raise ValueError(f"ent_coef (the temperature α) must be > 0, but its schedule starts at {ent_coef(1.0)}.")
-    if not reward_scale > 0:
-        raise ValueError(f"reward_scale must be > 0, got {reward_scale}.")
-    if int(value_n_particles) != value_n_particles or value_n_particles < 1:
-        raise ValueError(f"value_n_particles must be an integer ≥ 1, got {value_n_particles}.")
-    if int(svgd_n_particles) != svgd_n_particles or svgd_n_particles < 2:
-        raise ValueError(
-            f"svgd_n_particles must be an integer ≥ 2 (SVGD needs particle pairs), got {svgd_n_particles}."
-        )
+        raise InvalidValueError(f"ent_coef must be a schedule that stays > 0, got one that starts at {ent_coef(1.0)}")
+    require_number("reward_scale", reward_scale, 0.0, low_open=True)
+    require_integer("value_n_particles", value_n_particles, 1)
+    require_integer("svgd_n_particles", svgd_n_particles, 2)  # SVGD moves particles by their pairs
     check_tau(tau)
-    if not 0 <= gamma <= 1:
-        raise ValueError(f"gamma must be in [0, 1], got {gamma}.")
-    if int(target_update_interval) != target_update_interval or target_update_interval < 1:
-        raise ValueError(f"target_update_interval must be an integer ≥ 1, got {target_update_interval}.")
-    if max_grad_norm is not None and not max_grad_norm > 0:
-        raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}.")
+    require_number("gamma", gamma, 0.0, 1.0)
+    require_integer("target_update_interval", target_update_interval, 1)
+    require_number("max_grad_norm", max_grad_norm, 0.0, low_open=True, optional=True)
 
 
 def _maybe_make_env_checked(env: GymEnv | str, verbose: int, supported: tuple[type[spaces.Space], ...]) -> GymEnv:

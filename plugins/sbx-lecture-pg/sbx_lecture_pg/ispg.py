@@ -9,13 +9,14 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from sbx_lecture.common.validation import require_integer, require_number
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
 from sbx_lecture_pg.buffers import EpisodeBatch
 from sbx_lecture_pg.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
-from sbx_lecture_pg.reinforce import REINFORCE, ScoreWeights, check_float_or_schedule
+from sbx_lecture_pg.reinforce import REINFORCE, ScoreWeights
 from sbx_lecture_pg.returns import cumulative_log_ratio, reward_to_go
 
 SelfISPG = TypeVar("SelfISPG", bound="ISPG")
@@ -120,10 +121,9 @@ class ISPG(REINFORCE):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        for name, value in (("history_size", history_size), ("gradient_steps", gradient_steps)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        check_float_or_schedule("rho_bar", rho_bar, ">= 1 (math.inf for no truncation)", lambda value: value >= 1)
+        history_size = require_integer("history_size", history_size, 1)
+        gradient_steps = require_integer("gradient_steps", gradient_steps, 1)
+        require_number("rho_bar", rho_bar, 1.0, schedule=True, infinite=True)  # math.inf: no truncation
         super().__init__(
             policy,
             env,

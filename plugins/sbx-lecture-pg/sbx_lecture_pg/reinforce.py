@@ -11,6 +11,7 @@ from gymnasium import spaces
 from sbx_lecture.common.finite import batch_causes, check_finite, raise_for_non_finite_observations
 from sbx_lecture.common.safe_load import SafeLoadMixin
 from sbx_lecture.common.schedules import ClampedProgressMixin
+from sbx_lecture.common.validation import require_integer, require_number
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
@@ -40,14 +41,6 @@ class ScoreWeights:
     baseline_scale: np.ndarray
     baseline_targets: np.ndarray
     stats: dict[str, float] = field(default_factory=dict)
-
-
-def check_float_or_schedule(name: str, value: float | Schedule, valid: str, predicate: Any) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is a schedule or a number satisfying ``predicate``."""
-    if callable(value):
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not predicate(float(value)):
-        raise ValueError(f"{name} must be {valid} (or a schedule of the progress remaining), got {value!r}")
 
 
 class REINFORCE(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
@@ -138,15 +131,12 @@ class REINFORCE(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
-            raise ValueError(f"n_episodes must be an integer >= 1, got {n_episodes!r}")
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
-        check_float_or_schedule("learning_rate", learning_rate, "> 0", lambda value: value > 0)
-        check_float_or_schedule("ent_coef", ent_coef, ">= 0", lambda value: value >= 0)
-        check_float_or_schedule("vf_coef", vf_coef, ">= 0", lambda value: value >= 0)
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0 or None (no clipping), got {max_grad_norm!r}")
+        n_episodes = require_integer("n_episodes", n_episodes, 1)
+        require_number("gamma", gamma, 0.0, 1.0)
+        require_number("learning_rate", learning_rate, 0.0, low_open=True, schedule=True)
+        require_number("ent_coef", ent_coef, 0.0, schedule=True)
+        require_number("vf_coef", vf_coef, 0.0, schedule=True)
+        require_number("max_grad_norm", max_grad_norm, 0.0, low_open=True, optional=True)
         if env is not None:
             env = maybe_make_env(env, verbose)
             self._check_spaces(env.observation_space, env.action_space)
