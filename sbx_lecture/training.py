@@ -652,10 +652,11 @@ def _learn(config: TrainConfig, session: _Session, callbacks: list[BaseCallback]
             else "; nothing was saved"
         )
         message = " ".join(str(exc).split()) or type(exc).__name__
-        raise TrainingFailedError(
-            f"training of {session.metadata['algo']} stopped at step {model.num_timesteps}: "
-            f"{type(exc).__name__}: {message}{where}"
-        ) from exc
+        if not isinstance(exc, NonFiniteError):  # its message names the quantity and the step already
+            message = f" at step {model.num_timesteps}: {type(exc).__name__}: {message}"
+        else:
+            message = f": {message}"
+        raise TrainingFailedError(f"training of {session.metadata['algo']} stopped{message}{where}") from exc
     else:
         # SB3 writes its table every few episodes or rollouts: a short run would leave empty logs without this row
         model.logger.record("time/total_timesteps", model.num_timesteps)

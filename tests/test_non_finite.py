@@ -211,7 +211,8 @@ def test_train_command_reports_one_line_with_exit_status_2(
     assert status == 2
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert err.startswith("sbx-lecture: error: NPG found NaN in the rollout rewards at step 64 ")
+    assert err.startswith("sbx-lecture: error: training of npg stopped: NPG found NaN in the rollout rewards at step")
+    assert "keeps its checkpoint step_000000000064" in err  # saved before the update that met the NaN
 
 
 def test_all_finite_handles_dtypes_and_shapes() -> None:
