@@ -104,7 +104,8 @@ def test_a_figure_suite_runs_through_the_harness_reports_and_skips(tmp_path, cap
     folder = out / job.folder  # type: ignore[union-attr]
     assert json.loads((folder / "result.json").read_text())["kind"] == "figure"
     report = (out / "figs" / "report.md").read_text()
-    assert "## Figures" in report and "fisher_product" in report and IMAGE_FILE in report
+    assert "## Figures" in report and "](fisher_product.png)" in report
+    assert_png(out / "figs" / "fisher_product.png")  # copied beside the suite's other plots
     first = (folder / "result.json").read_text()
     capsys.readouterr()
     assert main([str(suite_file), "--out", str(out), "--plain"]) == 0

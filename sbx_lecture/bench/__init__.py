@@ -139,8 +139,7 @@ def write_report(suite: Suite, selection: Selection, results: list[dict[str, Any
         chart = speed_chart(results, folder, suite.name)
         if chart is not None:
             images.append(chart)
-        images += [Path(r["folder"]) / r["image"] for r in results
-                   if r.get("kind") == "figure" and r.get("status") in ("done", "skipped") and r.get("image")]
+        images += _copy_figures(results, folder)
     description = suite.description
     if selection.timesteps_scale != 1.0:
         description += f" (budgets scaled by {selection.timesteps_scale:g})"
@@ -148,6 +147,24 @@ def write_report(suite: Suite, selection: Selection, results: list[dict[str, Any
     path = folder / "report.md"
     write_text(path, text)
     return path
+
+
+def _copy_figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """Copy each finished figure's PNG into the report folder as ``<name>.png`` (``<name>-<hash>.png`` when the
+    suite holds the figure more than once), beside the suite's other plots."""
+    import shutil
+
+    figures = [r for r in results if r.get("kind") == "figure" and r.get("status") in ("done", "skipped")]
+    names = [r["name"] for r in figures]
+    copies = []
+    for result in figures:
+        source = Path(result["folder"]) / result.get("image", "figure.png")
+        if not source.exists():
+            continue
+        stem = result["name"] if names.count(result["name"]) == 1 else f"{result['name']}-{source.parent.name}"
+        copies.append(folder / f"{stem}.png")
+        shutil.copyfile(source, copies[-1])
+    return copies
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -205,7 +205,7 @@ def markdown_report(suite: str, description: str, results: list[dict[str, Any]],
     figures = [r for r in results if r.get("kind") == "figure" and r.get("status") in FINISHED]
     if figures:
         parts.append("## Figures\n")
-        parts += [f"- `{r['name']}`: {r.get('summary', '')} ({_relative(Path(r['folder']), base)})" for r in figures]
+        parts += [f"- `{r['name']}`: {r.get('summary', '')}" for r in figures]
         parts.append("")
     if images:
         parts.append("## Plots\n")
