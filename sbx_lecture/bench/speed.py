@@ -165,35 +165,31 @@ def _measure(job: SpeedJob, report: ProgressReport | None) -> dict[str, Any]:
         (sibling_spec.name, sibling_cls, sibling_settings, sibling_kwargs),
     ]
     done = 0
-    calls = [0, 0]
 
-    def measure(index: int) -> Callable[[], float]:
-        name, cls, these_settings, kwargs = contestants[index]
+    def measure(name: str, cls: type, these_settings: ZooSettings, kwargs: dict[str, Any]) -> Callable[[], float]:
+        seeds = iter(range(job.repeats))  # repeat k of each contestant uses seed k
 
         def rate() -> float:
             nonlocal done
-            repeat = calls[index]
-            calls[index] += 1
-            steps_per_second = time_learning(name, cls, these_settings, kwargs, job.env_id, job.timesteps, repeat)
+            value = time_learning(name, cls, these_settings, kwargs, job.env_id, job.timesteps, next(seeds))
             done += job.timesteps
             if report is not None:
                 report(done)
-            return steps_per_second
+            return value
 
         return rate
 
-    ours_samples, sibling_samples = interleaved_samples([measure(0), measure(1)], job.repeats)
-    rates = {ours_spec.name: ours_samples, sibling_spec.name: sibling_samples}
+    ours_samples, sibling_samples = interleaved_samples([measure(*entry) for entry in contestants], job.repeats)
     env_rate = environment_rate(job.env_id, settings.n_envs, max(job.timesteps, 10_000))
-    ours_rate = statistics.median(rates[ours_spec.name])
-    sibling_rate = statistics.median(rates[sibling_spec.name])
+    ours_rate = statistics.median(ours_samples)
+    sibling_rate = statistics.median(sibling_samples)
     return {
         "ours_steps_per_second": ours_rate,
         "sibling_steps_per_second": sibling_rate,
         "ratio": ours_rate / sibling_rate,
         "env_steps_per_second": env_rate,
-        "ours_samples": rates[ours_spec.name],
-        "sibling_samples": rates[sibling_spec.name],
+        "ours_samples": ours_samples,
+        "sibling_samples": sibling_samples,
         "n_envs": settings.n_envs,
         "settings_source": settings.source,
         "dropped_for_sibling": dropped,
