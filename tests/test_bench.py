@@ -77,8 +77,10 @@ def test_builtin_suites_hold_every_lecture_algorithm_beside_its_siblings():
         for env_id in {env for algo, env in classic if algo == ours}:
             assert any((sibling, env_id) in classic for sibling in siblings), (ours, env_id)
     assert {env for _, env in classic} == {"CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCarContinuous-v0"}
-    assert {entry.env_id for entry in SUITES["mujoco"].entries} == {"HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"}
-    assert all(entry.timesteps == 1_000_000 for entry in SUITES["mujoco"].entries)
+    mujoco = SUITES["mujoco"].entries
+    assert {entry.env_id for entry in mujoco} == {"HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "InvertedPendulum-v5"}
+    assert all(entry.timesteps == 1_000_000 for entry in mujoco if entry.env_id != "InvertedPendulum-v5")
+    assert {entry.algo for entry in mujoco if entry.env_id == "InvertedPendulum-v5"} == {"dpg", "td3"}
     pairs = {(entry.ours, entry.sibling) for entry in SUITES["speed"].speed_entries}
     assert pairs == {("npg", "trpo"), ("tnpg", "trpo"), ("ppo_kl", "ppo"), ("dpg", "td3"), ("dpg", "ddpg"),
                      ("sql", "sac"), ("sql", "dqn")}

@@ -381,18 +381,17 @@ def test_learns_pendulum() -> None:
 
 
 def test_zoo_entries_use_only_constructor_arguments() -> None:
-    import inspect
+    from sbx_lecture.training import constructor_arguments
+    from sbx_lecture.zoo_config import zoo_settings
 
-    from sbx_lecture.bench.ppo_kl import ZOO_KEYS, setting_from_zoo, zoo_entry
-
-    accepted = set(inspect.signature(KLPPO.__init__).parameters)
-    for env_id in ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCarContinuous-v0", "HalfCheetah-v5"):
-        entry = zoo_entry(env_id)
-        assert set(entry) - set(ZOO_KEYS) <= accepted, env_id
-        setting = setting_from_zoo(env_id, entry)
-        assert isinstance(setting.kwargs.get("policy_kwargs", {}), dict)
-    for env_id in ("Hopper-v5", "Walker2d-v5", "default"):
-        assert set(zoo_entry(env_id)) - set(ZOO_KEYS) <= accepted, env_id
+    accepted = constructor_arguments(KLPPO)
+    assert accepted is not None
+    for env_id in ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCarContinuous-v0", "HalfCheetah-v5",
+                   "Hopper-v5", "Walker2d-v5", "default"):
+        settings = zoo_settings("ppo_kl", env_id)
+        assert settings.source.endswith(f"ppo_kl.yml[{env_id}]"), settings.source
+        assert set(settings.kwargs) <= accepted, env_id
+        assert isinstance(settings.kwargs.get("policy_kwargs", {}), dict)
 
 
 def test_conformance() -> None:

@@ -6,6 +6,7 @@
     sbx-lecture bench classic --jobs 2 --seeds 3              # train, evaluate, write the report
     sbx-lecture bench classic --timesteps-scale 0.1 --algos ppo,trpo --envs CartPole-v1   # a quick look
     sbx-lecture bench speed                                   # steps/s: ours against the SB3 sibling
+    sbx-lecture bench figures --algos dpg                     # a figure that is not a training run (DPG's bandit)
     sbx-lecture bench my_suite.yml                            # a suite from a file (see suites.load_suite_file)
     sbx-lecture bench classic --report-only                   # tables and plots from the finished runs only
 
@@ -65,8 +66,8 @@ def report_folder(out: Path, suite: Suite, selection: Selection) -> Path:
 
 def _list_suites() -> None:
     for suite in SUITES.values():
-        count = len(suite.entries) or len(suite.speed_entries)
-        unit = "runs per seed" if suite.entries else "speed pairs"
+        count = len(suite.entries) or len(suite.speed_entries) or len(suite.figures)
+        unit = "runs per seed" if suite.entries else "speed pairs" if suite.speed_entries else "figures"
         print(f"{suite.name:<8} {count:>3} {unit:<14} {suite.description}")
 
 
@@ -83,7 +84,9 @@ def _dry_run(jobs: list[Job], out: Path) -> None:
 
 def _check_filters(suite: Suite, selection: Selection) -> None:
     algos = {e.algo for e in suite.entries} | {a for s in suite.speed_entries for a in (s.ours, s.sibling)}
+    algos |= {a for figure in suite.figures for a in figure.algos}
     envs = {e.env_id for e in suite.entries} | {s.env_id for s in suite.speed_entries}
+    envs |= {figure.env_id for figure in suite.figures if figure.env_id}
     for wanted, known, what in ((selection.algos, algos, "algorithm"), (selection.envs, envs, "environment")):
         unknown = sorted((wanted or set()) - known)
         if unknown:
@@ -136,6 +139,7 @@ def write_report(suite: Suite, selection: Selection, results: list[dict[str, Any
         chart = speed_chart(results, folder, suite.name)
         if chart is not None:
             images.append(chart)
+        images += _copy_figures(results, folder)
     description = suite.description
     if selection.timesteps_scale != 1.0:
         description += f" (budgets scaled by {selection.timesteps_scale:g})"
@@ -143,6 +147,24 @@ def write_report(suite: Suite, selection: Selection, results: list[dict[str, Any
     path = folder / "report.md"
     write_text(path, text)
     return path
+
+
+def _copy_figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """Copy each finished figure's PNG into the report folder as ``<name>.png`` (``<name>-<hash>.png`` when the
+    suite holds the figure more than once), beside the suite's other plots."""
+    import shutil
+
+    figures = [r for r in results if r.get("kind") == "figure" and r.get("status") in ("done", "skipped")]
+    names = [r["name"] for r in figures]
+    copies = []
+    for result in figures:
+        source = Path(result["folder"]) / result.get("image", "figure.png")
+        if not source.exists():
+            continue
+        stem = result["name"] if names.count(result["name"]) == 1 else f"{result['name']}-{source.parent.name}"
+        copies.append(folder / f"{stem}.png")
+        shutil.copyfile(source, copies[-1])
+    return copies
 
 
 def main(argv: list[str] | None = None) -> int:

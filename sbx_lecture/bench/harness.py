@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from sbx_lecture.bench.runner import execute_run, read_result
 from sbx_lecture.bench.speed import execute_speed
-from sbx_lecture.bench.suites import Job, RunJob, SpeedJob
+from sbx_lecture.bench.suites import FigureJob, Job, RunJob, SpeedJob
 from sbx_lecture.checkpoints import interrupt_once
 
 RUNS_DIR = "runs"
@@ -30,7 +30,8 @@ _stop_event: Any = None
 
 
 def job_folder(job: Job, out: Path) -> Path:
-    """Where ``job`` keeps its files: ``<out>/runs/...`` for training runs, ``<out>/speed/...`` for timings."""
+    """Where ``job`` keeps its files: ``<out>/runs/...`` for training runs, ``<out>/speed/...`` for timings,
+    ``<out>/figures/...`` for figures."""
     if isinstance(job, RunJob):
         return out / RUNS_DIR / job.folder
     return out / job.folder
@@ -40,6 +41,8 @@ def job_steps(job: Job) -> int:
     """Environment steps a job will take (for the progress bars; 0 when the budget is settled at run time)."""
     if isinstance(job, SpeedJob):
         return job.timesteps * job.repeats * 2
+    if isinstance(job, FigureJob):
+        return 0
     return job.timesteps
 
 
@@ -52,6 +55,10 @@ def execute(job: Job, out: Path, report: Any = None) -> dict[str, Any]:
     """Run one job in this process."""
     if isinstance(job, RunJob):
         return execute_run(job, job_folder(job, out), report)
+    if isinstance(job, FigureJob):
+        from sbx_lecture.bench.figures import execute_figure
+
+        return execute_figure(job, job_folder(job, out), report)
     return execute_speed(job, job_folder(job, out), report)
 
 
@@ -81,6 +88,8 @@ def describe(result: dict[str, Any]) -> str:
         return f"FAILED: {result.get('error', 'see error.txt')}"
     if status == "interrupted":
         return "interrupted (checkpoint saved; run the command again to resume)"
+    if result.get("kind") == "figure":
+        return f"{status}: {result.get('summary', '')}"
     if result.get("kind") == "speed":
         return (f"{status}: {result['ours_steps_per_second']:.0f} vs {result['sibling_steps_per_second']:.0f} steps/s, "
                 f"ratio {result['ratio']:.2f}")
@@ -167,7 +176,7 @@ def _init_worker(progress_queue: Any, stop_event: Any, threads: int) -> None:
 def _work(job: Job, out: Path) -> dict[str, Any]:
     key = str(job_folder(job, out))
     if _stop_event is not None and _stop_event.is_set():  # queued before Ctrl-C, which cancels it
-        return {"kind": "run" if isinstance(job, RunJob) else "speed", "status": "interrupted", "label": job.label}
+        return {"kind": job.kind, "status": "interrupted", "label": job.label}
 
     def report(steps: int) -> None:
         _progress_queue.put((key, steps))
@@ -263,7 +272,7 @@ def _wait_for(futures: dict[Future[dict[str, Any]], int], jobs: Sequence[Job],
             try:
                 result = future.result()
             except Exception as exc:  # a worker that died (out of memory, killed)
-                result = {"kind": "run" if isinstance(job, RunJob) else "speed", "status": "failed",
+                result = {"kind": job.kind, "status": "failed",
                           "error": f"worker died: {type(exc).__name__}: {exc}"}
             results[index] = result
             finished.add(key_of[index])

@@ -176,6 +176,7 @@ def failures(results: list[dict[str, Any]]) -> list[str]:
         if result.get("status") in FINISHED:
             continue
         what = (f"{result.get('algo')} on {result.get('env')} seed {result.get('seed')}" if result.get("kind") == "run"
+                else f"figure {result.get('name')}" if result.get("kind") == "figure"
                 else f"speed {result.get('ours')}/{result.get('sibling')} on {result.get('env')}")
         lines.append(f"- {what}: {result.get('status')} {result.get('error', '')}".rstrip())
     return lines
@@ -201,6 +202,11 @@ def markdown_report(suite: str, description: str, results: list[dict[str, Any]],
     if any(result.get("kind") == "speed" for result in results):
         parts += ["## Speed\n", "Median of interleaved repeats in one process, identical settings.\n",
                   speed_table(results)]
+    figures = [r for r in results if r.get("kind") == "figure" and r.get("status") in FINISHED]
+    if figures:
+        parts.append("## Figures\n")
+        parts += [f"- `{r['name']}`: {r.get('summary', '')}" for r in figures]
+        parts.append("")
     if images:
         parts.append("## Plots\n")
         parts += [f"![{image.stem}]({_relative(image, base)})\n" for image in images]

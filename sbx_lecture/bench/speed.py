@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,31 @@ def _timed_settings(settings: ZooSettings, timesteps: int, cls: type) -> dict[st
     starts = int(kwargs.get("learning_starts", 100))
     kwargs["learning_starts"] = min(starts, int(timesteps * LEARNING_STARTS_FRACTION))
     return kwargs
+
+
+def interleaved_samples(measures: Sequence[Callable[[], float]], repeats: int) -> list[list[float]]:
+    """Call each of ``measures`` ``repeats`` times, in alternating order; return the numbers each one returned.
+
+    Every repeat calls all of them, the order reversed on odd repeats, so that a change of load on a shared machine
+    hits every one alike. Report the median of each list.
+    """
+    samples: list[list[float]] = [[] for _ in measures]
+    indices = list(range(len(measures)))
+    for repeat in range(repeats):
+        for index in indices if repeat % 2 == 0 else indices[::-1]:
+            samples[index].append(float(measures[index]()))
+    return samples
+
+
+def timed(function: Callable[[], Any], clock: Callable[[], float] = time.perf_counter) -> Callable[[], float]:
+    """A measure for :func:`interleaved_samples`: the seconds one call of ``function`` takes on ``clock``."""
+
+    def seconds() -> float:
+        start = clock()
+        function()
+        return clock() - start
+
+    return seconds
 
 
 def time_learning(
@@ -138,25 +164,32 @@ def _measure(job: SpeedJob, report: ProgressReport | None) -> dict[str, Any]:
         (ours_spec.name, ours_cls, settings, ours_kwargs),
         (sibling_spec.name, sibling_cls, sibling_settings, sibling_kwargs),
     ]
-    rates: dict[str, list[float]] = {ours_spec.name: [], sibling_spec.name: []}
     done = 0
-    for repeat in range(job.repeats):
-        order = contestants if repeat % 2 == 0 else contestants[::-1]
-        for name, cls, these_settings, kwargs in order:
-            rates[name].append(time_learning(name, cls, these_settings, kwargs, job.env_id, job.timesteps, repeat))
+
+    def measure(name: str, cls: type, these_settings: ZooSettings, kwargs: dict[str, Any]) -> Callable[[], float]:
+        seeds = iter(range(job.repeats))  # repeat k of each contestant uses seed k
+
+        def rate() -> float:
+            nonlocal done
+            value = time_learning(name, cls, these_settings, kwargs, job.env_id, job.timesteps, next(seeds))
             done += job.timesteps
             if report is not None:
                 report(done)
+            return value
+
+        return rate
+
+    ours_samples, sibling_samples = interleaved_samples([measure(*entry) for entry in contestants], job.repeats)
     env_rate = environment_rate(job.env_id, settings.n_envs, max(job.timesteps, 10_000))
-    ours_rate = statistics.median(rates[ours_spec.name])
-    sibling_rate = statistics.median(rates[sibling_spec.name])
+    ours_rate = statistics.median(ours_samples)
+    sibling_rate = statistics.median(sibling_samples)
     return {
         "ours_steps_per_second": ours_rate,
         "sibling_steps_per_second": sibling_rate,
         "ratio": ours_rate / sibling_rate,
         "env_steps_per_second": env_rate,
-        "ours_samples": rates[ours_spec.name],
-        "sibling_samples": rates[sibling_spec.name],
+        "ours_samples": ours_samples,
+        "sibling_samples": sibling_samples,
         "n_envs": settings.n_envs,
         "settings_source": settings.source,
         "dropped_for_sibling": dropped,

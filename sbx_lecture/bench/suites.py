@@ -2,6 +2,7 @@
 
 A learning suite is a list of :class:`Entry` rows; each row becomes one :class:`RunJob` per seed. A speed suite is
 a list of :class:`SpeedEntry` rows, each timing one of our algorithms against its SB3 sibling in the same process.
+A :class:`FigureJob` is a measurement that is not a training run (a figure of :mod:`.figures`).
 Hyperparameters are not written here: they come from the algorithm's rl-zoo file (see :mod:`.settings`); an entry
 only overrides what a comparison needs. Suites can also be read from a YAML or JSON file (:func:`load_suite_file`).
 """
@@ -13,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 #: Family of each algorithm: the learning-curve plots put one family's algorithms side by side.
 FAMILIES: dict[str, str] = {
@@ -99,6 +100,7 @@ class Suite:
     :param description: one line for ``--list``
     :param entries: learning-curve rows
     :param speed_entries: speed rows (a speed suite has only these)
+    :param figures: measurements that are not training runs (:mod:`.figures`)
     :param seeds: default number of seeds (0, 1, ...)
     :param eval_points: evaluations over the budget of a run (the curve's resolution)
     :param eval_episodes: deterministic episodes per evaluation during training
@@ -110,6 +112,7 @@ class Suite:
     description: str
     entries: tuple[Entry, ...] = ()
     speed_entries: tuple[SpeedEntry, ...] = ()
+    figures: tuple[FigureJob, ...] = ()
     seeds: int = 3
     eval_points: int = 20
     eval_episodes: int = 5
@@ -139,6 +142,8 @@ class RunJob:
     eval_freq: int = 0
     eval_episodes: int = 5
     final_eval_episodes: int = 10
+
+    kind: ClassVar[str] = "run"
 
     @property
     def family(self) -> str:
@@ -173,6 +178,7 @@ class SpeedJob:
     repeats: int
     hyperparams: dict[str, Any] = field(default_factory=dict)
     not_shared: tuple[str, ...] = ()
+    kind: ClassVar[str] = "speed"
 
     @property
     def folder(self) -> Path:
@@ -188,7 +194,34 @@ class SpeedJob:
         return f"speed {self.ours}/{self.sibling} {self.env_id}"
 
 
-Job = RunJob | SpeedJob
+@dataclass(frozen=True)
+class FigureJob:
+    """One figure of :mod:`.figures`: a measurement that is not a training run, with its parameters.
+
+    :param name: the figure (a key of :data:`sbx_lecture.bench.figures.FIGURES`)
+    :param params: keyword arguments of the figure's function; ``timesteps`` is scaled by ``--timesteps-scale``
+    :param algos: the algorithms it involves (for ``--algos``)
+    :param env_id: the environment it uses (for ``--envs``)
+    """
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    algos: tuple[str, ...] = ()
+    env_id: str = ""
+    kind: ClassVar[str] = "figure"
+
+    @property
+    def folder(self) -> Path:
+        """Relative folder of the figure: ``figures/<name>/<parameters hash>``."""
+        return Path("figures") / self.name / settings_digest(self.params)
+
+    @property
+    def label(self) -> str:
+        """Short text for progress lines."""
+        return f"figure {self.name}"
+
+
+Job = RunJob | SpeedJob | FigureJob
 
 
 def settings_digest(values: dict[str, Any]) -> str:
@@ -219,7 +252,11 @@ def _classic_entries() -> tuple[Entry, ...]:
 
 def _mujoco_entries() -> tuple[Entry, ...]:
     algos = NATURAL_GRADIENT + PROXIMAL + DETERMINISTIC + SOFT_CONTINUOUS
-    return tuple(_grid(algos, MUJOCO_ENVS, 1_000_000))
+    return (
+        *_grid(algos, MUJOCO_ENVS, 1_000_000),
+        Entry("dpg", "InvertedPendulum-v5", 50_000),
+        Entry("td3", "InvertedPendulum-v5", 50_000, _INVERTED_PENDULUM_TD3),
+    )
 
 
 def _lecture_entries() -> tuple[Entry, ...]:
@@ -235,6 +272,8 @@ def _lecture_entries() -> tuple[Entry, ...]:
 
 
 _PAPER_DPG: dict[str, Any] = {"critic": "compatible", "buffer_size": None, "target_networks": False}
+_ONLINE_DPG: dict[str, Any] = {"buffer_size": None, "target_networks": False}
+_FUSED_ADAM: dict[str, Any] = {"policy_kwargs": {"net_arch": [64, 64], "optimizer_kwargs": {"fused": True}}}
 
 
 def _speed_entries() -> tuple[SpeedEntry, ...]:
@@ -249,9 +288,31 @@ def _speed_entries() -> tuple[SpeedEntry, ...]:
         SpeedEntry("dpg", "td3", "Pendulum-v1", 5_000),
         # The paper's algorithm (DPG's constructor defaults): compatible critic, online updates, no target networks.
         SpeedEntry("dpg", "td3", "Pendulum-v1", 5_000, hyperparams=_PAPER_DPG, not_shared=tuple(_PAPER_DPG)),
+        # DPG's neural critic without replay or target networks (the paper's data flow with an MLP critic).
+        SpeedEntry("dpg", "td3", "Pendulum-v1", 5_000, hyperparams=_ONLINE_DPG, not_shared=tuple(_ONLINE_DPG)),
+        # Both with PyTorch's fused Adam (DPG's default): how much of the gap to TD3 the optimizer alone explains.
+        SpeedEntry("dpg", "td3", "Pendulum-v1", 5_000, hyperparams=_FUSED_ADAM),
         SpeedEntry("dpg", "ddpg", "Pendulum-v1", 5_000),
         SpeedEntry("sql", "sac", "Pendulum-v1", 5_000),
         SpeedEntry("sql", "dqn", "CartPole-v1", 10_000),
+    )
+
+
+# The DPG/TD3 pair on InvertedPendulum-v5: TD3 with DPG's zoo settings there (the zoo has no TD3 entry for it).
+_INVERTED_PENDULUM_TD3: dict[str, Any] = {
+    "buffer_size": 100_000, "batch_size": 64, "learning_starts": 1000, "tau": 0.01, "noise_type": "normal",
+    "noise_std": 0.1, "policy_kwargs": {"net_arch": [64, 64]},
+}
+
+
+def _figures() -> tuple[FigureJob, ...]:
+    return (
+        FigureJob("dpg_bandit", {"dims": [10, 25, 50], "seeds": 3, "timesteps": 5_000}, ("dpg", "a2c"),
+                  "sbx_lecture/ContinuousBandit-v0"),
+        FigureJob("sql_multigoal", {"timesteps": 20_000, "seed": 0, "episodes": 50}, ("sql",),
+                  "sbx_lecture/MultiGoal-v0"),
+        FigureJob("fisher_product", {"env": "HalfCheetah-v5", "batch_size": 2048, "repeats": 100},
+                  ("npg", "tnpg", "trpo"), "HalfCheetah-v5"),
     )
 
 
@@ -265,8 +326,10 @@ SUITES: dict[str, Suite] = {
         ),
         Suite(
             "mujoco",
-            "HalfCheetah-v5, Hopper-v5, Walker2d-v5 at 1e6 steps (long: hours per run for off-policy algorithms)",
+            "HalfCheetah-v5, Hopper-v5, Walker2d-v5 at 1e6 steps (long: hours per run for off-policy algorithms); "
+            "DPG/TD3 on InvertedPendulum-v5; TNPG/TRPO steps/s on HalfCheetah-v5",
             entries=_mujoco_entries(),
+            speed_entries=(SpeedEntry("tnpg", "trpo", "HalfCheetah-v5", 20_480),),
             eval_episodes=5,
         ),
         Suite(
@@ -279,6 +342,12 @@ SUITES: dict[str, Suite] = {
             "steps/s of each lecture algorithm against its SB3 sibling at identical settings, and the raw env rate",
             speed_entries=_speed_entries(),
             repeats=3,
+        ),
+        Suite(
+            "figures",
+            "what is not a training run: DPG/A2C on the continuous bandit, SQL's multi-goal trajectories, the "
+            "Fisher-vector product against TRPO's Hessian-vector product",
+            figures=_figures(),
         ),
         Suite(
             "smoke",
@@ -302,7 +371,8 @@ def load_suite_file(path: Path) -> Suite:
 
     The file holds the :class:`Suite` fields; ``runs`` lists learning entries (``algo``, ``env``, optional
     ``timesteps`` and ``hyperparams``), ``speed`` lists speed entries (``ours``, ``sibling``, ``env``, optional
-    ``timesteps``, ``hyperparams`` and ``not_shared``)::
+    ``timesteps``, ``hyperparams`` and ``not_shared``), ``figures`` lists figures (``name``, optional ``params``,
+    ``algos`` and ``env``)::
 
         name: tiny
         seeds: 2
@@ -318,7 +388,7 @@ def load_suite_file(path: Path) -> Suite:
     else:
         data = json.loads(text)
     if not isinstance(data, dict):
-        raise SuiteError(f"suite file {path} must hold a mapping with 'runs' or 'speed'")
+        raise SuiteError(f"suite file {path} must hold a mapping with 'runs', 'speed' or 'figures'")
     try:
         entries = tuple(
             Entry(row["algo"], row["env"], row.get("timesteps"), dict(row.get("hyperparams") or {}))
@@ -329,15 +399,25 @@ def load_suite_file(path: Path) -> Suite:
                        dict(row.get("hyperparams") or {}), tuple(row.get("not_shared") or ()))
             for row in data.get("speed") or []
         )
+        figures = tuple(
+            FigureJob(str(row["name"]), dict(row.get("params") or {}), tuple(row.get("algos") or ()),
+                      str(row.get("env", "")))
+            for row in data.get("figures") or []
+        )
     except (KeyError, TypeError) as exc:
         raise SuiteError(f"suite file {path}: every run needs 'algo' and 'env', every speed row 'ours', "
-                         f"'sibling' and 'env' ({exc!r})") from None
-    if not entries and not speed:
-        raise SuiteError(f"suite file {path} lists no 'runs' and no 'speed' rows")
+                         f"'sibling' and 'env', every figure 'name' ({exc!r})") from None
+    if not entries and not speed and not figures:
+        raise SuiteError(f"suite file {path} lists no 'runs', 'speed' or 'figures' rows")
+    from sbx_lecture.bench.figures import FIGURES
+
+    unknown = sorted({figure.name for figure in figures} - set(FIGURES))
+    if unknown:
+        raise SuiteError(f"suite file {path}: unknown figure {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
     options = {key: data[key] for key in ("seeds", "eval_points", "eval_episodes", "final_eval_episodes", "repeats")
                if key in data}
     return Suite(str(data.get("name", path.stem)), str(data.get("description", f"from {path}")), entries, speed,
-                 **options)
+                 figures, **options)
 
 
 def get_suite(name: str) -> Suite:
@@ -400,5 +480,11 @@ def expand(suite: Suite, selection: Selection, zoo_budget: Any = None) -> list[J
         if selection.keeps((speed.ours, speed.sibling), speed.env_id):
             jobs.append(SpeedJob(speed.ours, speed.sibling, speed.env_id, selection.scale(speed.timesteps),
                                  suite.repeats, speed.hyperparams, speed.not_shared))
+    for figure in suite.figures:
+        if selection.keeps(figure.algos, figure.env_id):
+            params = dict(figure.params)
+            if "timesteps" in params:
+                params["timesteps"] = selection.scale(int(params["timesteps"]))
+            jobs.append(FigureJob(figure.name, params, figure.algos, figure.env_id))
     return jobs
 

@@ -153,7 +153,8 @@ def require_finite_values(name: str, value: Any) -> None:
 
 
 #: Constructor arguments shared by SB3's algorithms and ours, with the range SB3's semantics allow. Values that are
-#: schedules (callables) are not checked here: the algorithm sees them per update.
+#: schedules (callables) are not checked here: the algorithm sees them per update; nor is ``None``, which some
+#: algorithms take as a setting (DPG's ``buffer_size=None``: online updates) and the others refuse themselves.
 COMMON_RANGES: dict[str, tuple[str, float, float | None]] = {
     "n_steps": ("integer", 1, None),
     "batch_size": ("integer", 1, None),
@@ -173,7 +174,7 @@ def check_common_arguments(arguments: Mapping[str, Any]) -> None:
     for key, value in arguments.items():
         require_finite_values(key, value)
         rule = COMMON_RANGES.get(key)
-        if rule is None or callable(value):
+        if rule is None or value is None or callable(value):
             continue
         kind, low, high = rule
         if kind == "integer":

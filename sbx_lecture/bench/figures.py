@@ -1,0 +1,350 @@
+"""The lecture's measurements that are not training runs, as suite entries (:class:`~.suites.FigureJob`).
+
+- ``dpg_bandit``: the cost of the deterministic action against steps for DPG (COPDAC-B, online) and a stochastic
+  policy gradient (SB3's A2C, its learning rate picked from a small grid by final cost) on the quadratic-cost
+  bandit of Silver et al. (2014), figure 1, for several action dimensions m.
+- ``sql_multigoal``: trajectories sampled from SQL's stochastic policy on the multi-goal environment of
+  Haarnoja et al. (2017), and how many reach each goal (SQL's settings: ``zoo_configs/sql.yml``).
+- ``fisher_product``: CPU time of our Fisher-vector product against sb3-contrib TRPO's Hessian-vector product of
+  the KL, same policy, same batch (TRPO's zoo settings), median of interleaved repeats.
+
+The harness runs them like training runs and speed pairs: each writes ``result.json`` and ``figure.png`` into its
+folder (``<out>/figures/<name>/<settings hash>``), is skipped once finished, and appears in the suite's report.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sbx_lecture.bench.runner import read_result
+from sbx_lecture.bench.speed import interleaved_samples, timed
+from sbx_lecture.bench.suites import FigureJob
+from sbx_lecture.evaluation import ProgressReport
+from sbx_lecture.runs import write_json
+
+IMAGE_FILE = "figure.png"
+MULTIGOAL_ID = "sbx_lecture/MultiGoal-v0"
+
+
+def execute_figure(job: FigureJob, folder: Path, report: ProgressReport | None = None) -> dict[str, Any]:
+    """Produce ``job``'s figure (or return its stored result) and write ``result.json`` into ``folder``."""
+    finished = read_result(folder)
+    if finished is not None:
+        return {**finished, "status": "skipped"}
+    summary = {"kind": "figure", "name": job.name, "params": job.params, "folder": str(folder)}
+    try:
+        measure = FIGURES[job.name]
+        folder.mkdir(parents=True, exist_ok=True)
+        result = {**summary, **measure(folder, **job.params), "image": IMAGE_FILE, "status": "done"}
+    except KeyboardInterrupt:
+        return {**summary, "status": "interrupted"}
+    except Exception as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        return {**summary, "status": "failed", "error": f"{type(exc).__name__}: {message}"}
+    write_json(folder / "result.json", result)
+    return result
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# --- the continuous bandit: DPG against a stochastic policy gradient -----------------------------------------------
+
+BANDIT_NOISE = 0.3
+
+
+def _start_at_zero(module: Any) -> None:
+    """Both policies start from the action 0, so that their curves start at the same cost."""
+    import torch as th
+
+    with th.no_grad():
+        for parameter in module.parameters():
+            parameter.zero_()
+
+
+def bandit_dpg(bandit: Any, seed: int) -> Any:
+    """COPDAC-B as in the paper: a linear actor, the compatible critic with a baseline, plain SGD, fixed Gaussian
+    behaviour noise. The critic step is normalised by the feature scale 1 + mσ²; the actor is the slower time-scale;
+    both decay linearly."""
+    import torch as th
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    from sbx_lecture.dpg import DPG
+
+    m = bandit.action_dim
+    critic_rate = 0.5 / (1.0 + m * BANDIT_NOISE**2)
+    model = DPG(
+        "MlpPolicy",
+        bandit,
+        learning_rate=lambda progress: 3e-5 * progress,
+        critic_learning_rate=lambda progress: critic_rate * progress,
+        learning_starts=0,
+        gamma=0.0,
+        action_noise=NormalActionNoise(np.zeros(m), BANDIT_NOISE * np.ones(m)),
+        policy_kwargs=dict(net_arch=[], optimizer_class=th.optim.SGD),
+        seed=seed,
+    )
+    _start_at_zero(model.actor)
+    return model
+
+
+def bandit_a2c(bandit: Any, seed: int, learning_rate: float) -> Any:
+    """The stochastic policy gradient: a Gaussian policy adapting mean and log-std, with a baseline."""
+    from stable_baselines3 import A2C
+
+    model = A2C(
+        "MlpPolicy",
+        bandit,
+        learning_rate=learning_rate,
+        n_steps=5,
+        gamma=0.0,
+        policy_kwargs=dict(net_arch=dict(pi=[], vf=[])),
+        seed=seed,
+    )
+    _start_at_zero(model.policy.action_net)
+    return model
+
+
+def _a2c_with_rate(learning_rate: float) -> Callable[[Any, int], Any]:
+    return lambda bandit, seed: bandit_a2c(bandit, seed, learning_rate)
+
+
+def bandit_curve(build: Callable[[Any, int], Any], m: int, seeds: int, timesteps: int) -> tuple[list[int], list[float]]:
+    """Median over seeds of the cost of the deterministic action, every ``timesteps / 50`` steps."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from sbx_lecture.envs.continuous_bandit import ContinuousBandit
+
+    class CostRecorder(BaseCallback):
+        def __init__(self, bandit: ContinuousBandit, every: int) -> None:
+            super().__init__()
+            self.bandit, self.every = bandit, every
+            self.steps: list[int] = []
+            self.costs: list[float] = []
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps % self.every == 0 or not self.steps:
+                action, _ = self.model.predict(np.zeros(1, np.float32), deterministic=True)
+                self.steps.append(self.num_timesteps)
+                self.costs.append(self.bandit.cost(action))
+            return True
+
+    curves, steps = [], []
+    for seed in range(seeds):
+        bandit = ContinuousBandit(action_dim=m)
+        recorder = CostRecorder(bandit, max(timesteps // 50, 1))
+        build(bandit, seed).learn(timesteps, callback=recorder)
+        curves.append(recorder.costs)
+        steps = recorder.steps
+    length = min(len(curve) for curve in curves)
+    return steps[:length], np.median(np.array([curve[:length] for curve in curves]), axis=0).tolist()
+
+
+def _first_below(steps: list[int], costs: list[float], threshold: float) -> int | None:
+    return next((step for step, cost in zip(steps, costs, strict=False) if cost < threshold), None)
+
+
+def dpg_bandit(
+    folder: Path,
+    dims: tuple[int, ...] = (10, 25, 50),
+    seeds: int = 3,
+    timesteps: int = 5_000,
+    a2c_learning_rates: tuple[float, ...] = (0.01, 0.03, 0.1),
+) -> dict[str, Any]:
+    """DPG against A2C on the continuous bandit for each action dimension in ``dims``; plot the cost curves.
+
+    :param seeds: seeds 0 .. seeds - 1; the curves are their medians
+    :param timesteps: steps of each run
+    :param a2c_learning_rates: A2C's grid (the best final cost is kept, as the paper's grid search)
+    """
+    rows = []
+    for m in dims:
+        steps, dpg_costs = bandit_curve(bandit_dpg, m, seeds, timesteps)
+        a2c_runs = {rate: bandit_curve(_a2c_with_rate(rate), m, seeds, timesteps) for rate in a2c_learning_rates}
+        best_rate = min(a2c_runs, key=lambda rate: a2c_runs[rate][1][-1])
+        a2c_steps, a2c_costs = a2c_runs[best_rate]
+        rows.append(
+            {
+                "m": m,
+                "initial_cost": dpg_costs[0],
+                "dpg_final_cost": dpg_costs[-1],
+                "a2c_final_cost": a2c_costs[-1],
+                "a2c_learning_rate": best_rate,
+                "ratio_a2c_to_dpg": a2c_costs[-1] / max(dpg_costs[-1], 1e-12),
+                "dpg_steps_to_10_percent": _first_below(steps, dpg_costs, 0.1 * dpg_costs[0]),
+                "a2c_steps_to_10_percent": _first_below(a2c_steps, a2c_costs, 0.1 * a2c_costs[0]),
+                "steps": steps,
+                "dpg_costs": dpg_costs,
+                "a2c_steps": a2c_steps,
+                "a2c_costs": a2c_costs,
+            }
+        )
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.2), squeeze=False)
+    for ax, row in zip(axes[0], rows, strict=True):
+        ax.plot(row["steps"], row["dpg_costs"], "-", label="DPG (COPDAC-B)")
+        ax.plot(row["a2c_steps"], row["a2c_costs"], "--", label=f"stochastic PG (A2C, lr {row['a2c_learning_rate']})")
+        ax.set(yscale="log", title=f"action dimension m = {row['m']}", xlabel="time-steps", ylabel="cost")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(folder / IMAGE_FILE, dpi=100)
+    plt.close(fig)
+    ratios = ", ".join(f"m={row['m']}: {row['ratio_a2c_to_dpg']:.1f}" for row in rows)
+    return {"summary": f"final cost A2C / DPG after {timesteps} steps, median of {seeds} seeds: {ratios}", "rows": rows}
+
+
+# --- soft Q-learning on the multi-goal environment ---------------------------------------------------------------
+
+
+def sql_multigoal(folder: Path, timesteps: int = 20_000, seed: int = 0, episodes: int = 50) -> dict[str, Any]:
+    """Train SQL with its zoo settings on the multi-goal environment; sample ``episodes`` stochastic trajectories.
+
+    A policy that keeps the reward's multimodality reaches several goals; the plot shows the trajectories.
+    """
+    from sbx_lecture.envs.multigoal import MultiGoalEnv
+    from sbx_lecture.training import build_model, make_environment, resolve_algorithm
+    from sbx_lecture.zoo_config import zoo_settings
+
+    _, cls = resolve_algorithm("sql")
+    settings = zoo_settings("sql", MULTIGOAL_ID)
+    train_env = make_environment(
+        MULTIGOAL_ID, settings.n_envs, seed, normalize=settings.normalize, gamma=settings.gamma
+    )
+    model = build_model("sql", cls, train_env, settings.zoo, settings.kwargs, seed, device="cpu")
+    model.learn(timesteps)
+    train_env.close()
+    env = MultiGoalEnv()
+    paths: list[np.ndarray] = []
+    goals: list[int] = []
+    for episode in range(episodes):
+        observation, _ = env.reset(seed=episode)
+        visited, done, info = [observation], False, {"goal": -1}
+        while not done:
+            action, _ = model.predict(observation, deterministic=False)
+            observation, _, terminated, truncated, info = env.step(action)
+            visited.append(observation)
+            done = terminated or truncated
+        paths.append(np.array(visited))
+        goals.append(int(info["goal"]))
+    counts = np.bincount(np.array(goals) + 1, minlength=len(env.goals) + 1).tolist()
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for trajectory in paths:
+        ax.plot(trajectory[:, 0], trajectory[:, 1], color="tab:blue", alpha=0.5, linewidth=1)
+    ax.scatter(env.goals[:, 0], env.goals[:, 1], s=300, color="tab:red", marker="*", zorder=3, label="goals")
+    ax.set(
+        xlim=(-env.bound, env.bound),
+        ylim=(-env.bound, env.bound),
+        aspect="equal",
+        title="SQL on the multi-goal environment: sampled trajectories",
+    )
+    ax.legend(loc="upper right")
+    fig.savefig(folder / IMAGE_FILE, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    goal_list = [tuple(goal) for goal in env.goals.tolist()]
+    return {
+        "summary": f"of {episodes} sampled trajectories after {timesteps} steps, {counts[1:]} reached the goals "
+        f"{goal_list}, {counts[0]} none",
+        "goal_counts": counts[1:],
+        "no_goal": counts[0],
+        "goals": goal_list,
+        "settings_source": settings.source,
+    }
+
+
+# --- the Fisher-vector product against TRPO's Hessian-vector product ---------------------------------------------
+
+
+def _visited_observations(model: Any, n_states: int) -> np.ndarray:
+    """States the untrained policy visits (random samples of an unbounded Box would saturate the network)."""
+    env = model.get_env()
+    observations: list[np.ndarray] = [np.asarray(env.reset())]
+    while len(observations) * env.num_envs < n_states:
+        actions, _ = model.predict(observations[-1])
+        observations.append(np.asarray(env.step(actions)[0]))
+    return np.concatenate(observations)[:n_states]
+
+
+def fisher_product(
+    folder: Path, env: str = "HalfCheetah-v5", batch_size: int = 2048, repeats: int = 100
+) -> dict[str, Any]:
+    """CPU seconds of our Fisher-vector product and of TRPO's Hessian-vector product on the same policy and batch.
+
+    The policy is TRPO's, built with TRPO's zoo settings for ``env``; both products use the mean over the batch.
+    One warm-up call each, then ``repeats`` interleaved calls; the medians and their ratio are reported.
+    """
+    import torch as th
+    from stable_baselines3.common.distributions import kl_divergence
+
+    from sbx_lecture.common.fisher import FisherVectorProduct, policy_parameters_of_distribution
+    from sbx_lecture.common.flat_params import flatten_tensors
+    from sbx_lecture.training import build_model, make_environment, resolve_algorithm
+    from sbx_lecture.zoo_config import zoo_settings
+
+    _, cls = resolve_algorithm("trpo")
+    settings = zoo_settings("trpo", env)
+    vec_env = make_environment(env, settings.n_envs, 0, normalize=settings.normalize, gamma=settings.gamma)
+    model: Any = build_model("trpo", cls, vec_env, settings.zoo, settings.kwargs, 0, device="cpu")
+    policy = model.policy
+    observations = th.as_tensor(_visited_observations(model, batch_size), dtype=th.float32)
+    vec_env.close()
+    names = policy_parameters_of_distribution(policy, observations)
+    product = FisherVectorProduct(policy, observations, names, action_reduction="mean")
+    vector = th.randn(product.n_parameters, generator=th.Generator().manual_seed(0))
+    with th.no_grad():
+        old = copy.copy(policy.get_distribution(observations))
+    params = [dict(policy.named_parameters())[name] for name in names]
+    kl = kl_divergence(policy.get_distribution(observations), old).mean()
+    grad_kl = flatten_tensors(th.autograd.grad(kl, params, create_graph=True))
+
+    def theirs() -> Any:
+        return model.hessian_vector_product(params, grad_kl, vector)
+
+    # One call each as the warm-up, and a check that both compute the same product (TRPO's adds its damping).
+    expected = theirs().detach() - model.cg_damping * vector
+    difference = float((product(vector).detach() - expected).norm() / expected.norm().clamp_min(1e-12))
+    samples = interleaved_samples(
+        [timed(lambda: product(vector), time.process_time), timed(theirs, time.process_time)], repeats
+    )
+    ours_seconds, theirs_seconds = (statistics.median(values) for values in samples)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.boxplot([np.array(values) * 1e3 for values in samples], tick_labels=["Fisher-vector product", "TRPO's HVP"])
+    ax.set(ylabel="CPU ms per product", title=f"{env}, batch {batch_size}, {repeats} interleaved repeats")
+    fig.tight_layout()
+    fig.savefig(folder / IMAGE_FILE, dpi=100)
+    plt.close(fig)
+    ratio = ours_seconds / theirs_seconds
+    return {
+        "summary": f"{env} batch {batch_size}: Fisher-vector product {ours_seconds * 1e3:.2f} ms, TRPO's "
+        f"Hessian-vector product {theirs_seconds * 1e3:.2f} ms CPU, ratio {ratio:.2f}",
+        "ours_seconds": ours_seconds,
+        "trpo_seconds": theirs_seconds,
+        "ratio": ratio,
+        "ours_samples": samples[0],
+        "trpo_samples": samples[1],
+        "n_parameters": product.n_parameters,
+        "relative_difference": difference,
+        "settings_source": settings.source,
+    }
+
+
+#: Every figure by name: ``function(folder, **params) -> measurements`` (the function writes ``figure.png``).
+FIGURES: dict[str, Callable[..., dict[str, Any]]] = {
+    "dpg_bandit": dpg_bandit,
+    "sql_multigoal": sql_multigoal,
+    "fisher_product": fisher_product,
+}
