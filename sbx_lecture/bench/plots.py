@@ -47,8 +47,18 @@ def _slug(text: str) -> str:
 
 def algorithm_color(algo: str) -> str:
     """The same colour for an algorithm in every plot."""
-    palette = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
-               "tab:olive", "tab:cyan")
+    palette = (
+        "tab:blue",
+        "tab:orange",
+        "tab:green",
+        "tab:red",
+        "tab:purple",
+        "tab:brown",
+        "tab:pink",
+        "tab:gray",
+        "tab:olive",
+        "tab:cyan",
+    )
     order = list(FAMILIES)
     index = order.index(algo) if algo in order else len(order) + sum(map(ord, algo))
     return palette[index % len(palette)]
@@ -74,15 +84,21 @@ def learning_curves(groups: list[Group], folder: Path, prefix: str = "", reps: i
         columns = min(2, len(families))
         rows = -(-len(families) // columns)
         figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)
-        for axis in axes.flat[len(families):]:
+        for axis in axes.flat[len(families) :]:
             axis.set_visible(False)
         for axis, (family, members) in zip(axes.flat, sorted(families.items()), strict=False):
             for group in sorted(members, key=lambda g: (g.algo, g.timesteps)):
                 steps, iqm, low, high = curve_iqm(group.curves, bounds, reps)
                 color = algorithm_color(group.algo)
                 seeds = f"{len(group.curves)} seed{'s' if len(group.curves) > 1 else ''}"
-                axis.plot(steps, iqm, linewidth=2, color=color, linestyle="-" if group.algo in SIBLINGS else "--",
-                          label=f"{group.algo} ({seeds})")
+                axis.plot(
+                    steps,
+                    iqm,
+                    linewidth=2,
+                    color=color,
+                    linestyle="-" if group.algo in SIBLINGS else "--",
+                    label=f"{group.algo} ({seeds})",
+                )
                 axis.fill_between(steps, low, high, alpha=0.2, color=color)
             axis.set_title(f"{env_id}: {family}")
             axis.set_xlabel("environment steps")
@@ -99,8 +115,9 @@ def _colors(algos: list[str]) -> dict[str, str]:
     return {algo: algorithm_color(algo) for algo in algos}
 
 
-def profile_chart(matrices: dict[str, ScoreMatrix], folder: Path, prefix: str = "",
-                  reps: int = DEFAULT_REPS) -> Path | None:
+def profile_chart(
+    matrices: dict[str, ScoreMatrix], folder: Path, prefix: str = "", reps: int = DEFAULT_REPS
+) -> Path | None:
     """Performance profiles (rliable): per family, the fraction of runs whose normalised score exceeds τ, with
     95 % intervals. The file is ``<prefix>_performance_profiles.png``."""
     if not matrices:
@@ -114,19 +131,29 @@ def profile_chart(matrices: dict[str, ScoreMatrix], folder: Path, prefix: str = 
     columns = min(2, len(families))
     rows = -(-len(families) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)
-    for axis in axes.flat[len(families):]:
+    for axis in axes.flat[len(families) :]:
         axis.set_visible(False)
     for axis, (family, algos) in zip(axes.flat, sorted(families.items()), strict=False):
         chosen = {algo: matrices[algo] for algo in sorted(algos)}
         profiles, intervals = performance_profiles(chosen, PROFILE_TAUS, reps)
         plot_utils.plot_performance_profiles(
-            profiles, PROFILE_TAUS, performance_profile_cis=intervals, colors=_colors(list(chosen)), ax=axis,
-            xlabel="normalised score τ", ylabel="fraction of runs above τ", labelsize="medium",
+            profiles,
+            PROFILE_TAUS,
+            performance_profile_cis=intervals,
+            colors=_colors(list(chosen)),
+            ax=axis,
+            xlabel="normalised score τ",
+            ylabel="fraction of runs above τ",
+            labelsize="medium",
             ticklabelsize="small",
         )
         axis.set_title(family)
-        axis.legend(handles=axis.get_lines(), labels=[f"{algo} ({', '.join(m.envs)})" for algo, m in chosen.items()],
-                    fontsize="x-small", loc="best")
+        axis.legend(
+            handles=axis.get_lines(),
+            labels=[f"{algo} ({', '.join(m.envs)})" for algo, m in chosen.items()],
+            fontsize="x-small",
+            loc="best",
+        )
     figure.tight_layout()
     path = _save(figure, folder / f"{_slug(prefix) + '_' if prefix else ''}performance_profiles.png")
     plt.close(figure)
@@ -143,11 +170,18 @@ def interval_chart(table: Any, folder: Path, prefix: str = "") -> Path | None:
     plt = _pyplot()
     algos = list(table["algo"])
     points = {row.algo: np.array([row.iqm, row.median]) for row in table.itertuples()}
-    intervals = {row.algo: np.array([[row.iqm_low, row.median_low], [row.iqm_high, row.median_high]])
-                 for row in table.itertuples()}
+    intervals = {
+        row.algo: np.array([[row.iqm_low, row.median_low], [row.iqm_high, row.median_high]])
+        for row in table.itertuples()
+    }
     figure, _ = plot_utils.plot_interval_estimates(
-        points, intervals, ["IQM", "Median"], algorithms=algos, colors=_colors(algos),
-        xlabel="normalised score (0: random policy, 1: best published)", xlabel_y_coordinate=-0.12,
+        points,
+        intervals,
+        ["IQM", "Median"],
+        algorithms=algos,
+        colors=_colors(algos),
+        xlabel="normalised score (0: random policy, 1: best published)",
+        xlabel_y_coordinate=-0.12,
     )
     path = _save(figure, folder / f"{_slug(prefix) + '_' if prefix else ''}aggregate.png", tight=True)
     plt.close(figure)
@@ -174,8 +208,14 @@ def speed_chart(results: list[dict[str, Any]], folder: Path, prefix: str = "") -
     width = 0.38
     rate_axis.bar(positions - width / 2, [r["ours_steps_per_second"] for r in rows], width, label="ours")
     rate_axis.bar(positions + width / 2, [r["sibling_steps_per_second"] for r in rows], width, label="sibling")
-    rate_axis.scatter(positions, [r["env_steps_per_second"] for r in rows], marker="_", s=400, color="black",
-                      label="environment alone")
+    rate_axis.scatter(
+        positions,
+        [r["env_steps_per_second"] for r in rows],
+        marker="_",
+        s=400,
+        color="black",
+        label="environment alone",
+    )
     rate_axis.set_yscale("log")
     rate_axis.set_xticks(positions, labels, rotation=45, ha="right", fontsize="small")
     rate_axis.set_ylabel("environment steps per second")

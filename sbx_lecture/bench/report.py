@@ -24,7 +24,7 @@ from sbx_lecture.bench.baselines import (
     random_scores,
     references,
 )
-from sbx_lecture.bench.published import CAVEATS, published_for
+from sbx_lecture.bench.published import CAVEATS, PublishedFigure, published_for
 from sbx_lecture.bench.stats import (
     DEFAULT_REPS,
     Group,
@@ -38,10 +38,38 @@ from sbx_lecture.bench.stats import (
 from sbx_lecture.bench.zoo_logs import ZOO_LOGS
 from sbx_lecture.runs import write_text
 
-RUN_COLUMNS = ("algo", "env", "family", "seed", "timesteps", "status", "final_mean", "final_std", "final_episodes",
-               "steps_per_second", "wall_seconds", "n_envs", "settings_source", "folder", "error")
-SPEED_COLUMNS = ("ours", "sibling", "env", "timesteps", "repeats", "status", "ours_steps_per_second",
-                 "sibling_steps_per_second", "ratio", "env_steps_per_second", "n_envs", "dropped_for_sibling", "error")
+RUN_COLUMNS = (
+    "algo",
+    "env",
+    "family",
+    "seed",
+    "timesteps",
+    "status",
+    "final_mean",
+    "final_std",
+    "final_episodes",
+    "steps_per_second",
+    "wall_seconds",
+    "n_envs",
+    "settings_source",
+    "folder",
+    "error",
+)
+SPEED_COLUMNS = (
+    "ours",
+    "sibling",
+    "env",
+    "timesteps",
+    "repeats",
+    "status",
+    "ours_steps_per_second",
+    "sibling_steps_per_second",
+    "ratio",
+    "env_steps_per_second",
+    "n_envs",
+    "dropped_for_sibling",
+    "error",
+)
 FINISHED = ("done", "skipped")
 
 
@@ -86,8 +114,9 @@ class SuiteStatistics:
     reps: int
 
 
-def suite_statistics(results: list[dict[str, Any]], folder: Path, reps: int = DEFAULT_REPS,
-                     random_episodes: int = RANDOM_EPISODES) -> SuiteStatistics:
+def suite_statistics(
+    results: list[dict[str, Any]], folder: Path, reps: int = DEFAULT_REPS, random_episodes: int = RANDOM_EPISODES
+) -> SuiteStatistics:
     """The report's statistics; the random policy's returns are measured once and cached in ``folder``."""
     groups = group_runs(results)
     finished = [group for group in groups if group.finals]
@@ -99,8 +128,16 @@ def suite_statistics(results: list[dict[str, Any]], folder: Path, reps: int = DE
             measured_best[group.env] = (best, group.algo)
     refs = references(random_scores(envs, folder, random_episodes), measured_best) if envs else {}
     matrices = score_matrices(groups, refs)
-    return SuiteStatistics(groups, per_environment(groups, reps), refs, random_episodes, matrices,
-                           aggregate(matrices, reps), improvements(matrices, reps), reps)
+    return SuiteStatistics(
+        groups,
+        per_environment(groups, reps),
+        refs,
+        random_episodes,
+        matrices,
+        aggregate(matrices, reps),
+        improvements(matrices, reps),
+        reps,
+    )
 
 
 def _interval(point: float, low: float, high: float, digits: int = 1) -> str:
@@ -118,20 +155,26 @@ def summary_table(stats: SuiteStatistics) -> tuple[str, set[str]]:
     for row in stats.per_env.itertuples():
         figures = published_for(row.algo, row.env, row.timesteps)
         sources.update(figure.source_key for figure in figures)
-        quoted = "<br>".join(
-            f"{figure.text()} ({figure.source_key}{', ' + figure.env_version_note if figure.env_version_note else ''})"
-            for figure in figures
-        ) or "–"
+        quoted = "<br>".join(_quoted(figure) for figure in figures) or "–"
         seeds = f"{row.seeds}" + (f" (+{row.failed} failed)" if row.failed else "")
         if row.seeds:
-            iqm, median = _interval(row.iqm, row.iqm_low, row.iqm_high), _interval(
-                row.median, row.median_low, row.median_high)
+            iqm, median = (
+                _interval(row.iqm, row.iqm_low, row.iqm_high),
+                _interval(row.median, row.median_low, row.median_high),
+            )
             speed = f"{row.steps_per_second:.0f}"
         else:
             iqm, median, speed = "no finished run", "–", "–"
-        lines.append(f"| {row.env} | {row.family} | {row.algo} | {row.timesteps:,} | {seeds} | {iqm} | {median} "
-                     f"| {speed} | {quoted} |")
+        lines.append(
+            f"| {row.env} | {row.family} | {row.algo} | {row.timesteps:,} | {seeds} | {iqm} | {median} "
+            f"| {speed} | {quoted} |"
+        )
     return "\n".join(lines) + "\n", sources
+
+
+def _quoted(figure: PublishedFigure) -> str:
+    note = f", {figure.env_version_note}" if figure.env_version_note else ""
+    return f"{figure.text()} ({figure.source_key}{note})"
 
 
 def normalisation_table(stats: SuiteStatistics) -> str:
@@ -145,23 +188,31 @@ def normalisation_table(stats: SuiteStatistics) -> str:
 
 def aggregate_table(stats: SuiteStatistics) -> str:
     """The markdown table of the normalised statistics across environments, one row per algorithm."""
-    lines = ["| algorithm | family | environments | seeds per environment | IQM [95% CI] | median [95% CI] |",
-             "| --- | --- | --- | ---: | ---: | ---: |"]
+    lines = [
+        "| algorithm | family | environments | seeds per environment | IQM [95% CI] | median [95% CI] |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
     for row in stats.aggregate.itertuples():
         runs = f"{row.runs}" + (f" ({row.dropped} dropped)" if row.dropped else "")
-        lines.append(f"| {row.algo} | {row.family} | {row.envs} | {runs} | "
-                     f"{_interval(row.iqm, row.iqm_low, row.iqm_high, 2)} | "
-                     f"{_interval(row.median, row.median_low, row.median_high, 2)} |")
+        lines.append(
+            f"| {row.algo} | {row.family} | {row.envs} | {runs} | "
+            f"{_interval(row.iqm, row.iqm_low, row.iqm_high, 2)} | "
+            f"{_interval(row.median, row.median_low, row.median_high, 2)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def improvement_table(stats: SuiteStatistics) -> str:
     """The markdown table of P(lecture algorithm > sibling)."""
-    lines = ["| ours (X) | sibling (Y) | environments | seeds X / Y | P(X > Y) [95% CI] |",
-             "| --- | --- | --- | ---: | ---: |"]
+    lines = [
+        "| ours (X) | sibling (Y) | environments | seeds X / Y | P(X > Y) [95% CI] |",
+        "| --- | --- | --- | ---: | ---: |",
+    ]
     for row in stats.improvements.itertuples():
-        lines.append(f"| {row.algo} | {row.sibling} | {row.envs} | {row.runs} / {row.sibling_runs} | "
-                     f"{_interval(row.probability, row.low, row.high, 2)} |")
+        lines.append(
+            f"| {row.algo} | {row.sibling} | {row.envs} | {row.runs} / {row.sibling_runs} | "
+            f"{_interval(row.probability, row.low, row.high, 2)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -217,8 +268,10 @@ def speed_table(results: list[dict[str, Any]]) -> str:
         if result.get("kind") != "speed":
             continue
         if result.get("status") not in FINISHED:
-            lines.append(f"| {result['ours']} | {result['sibling']} | {result['env']} | – | – | "
-                         f"{result.get('status')}: {result.get('error', '')} | – | – |")
+            lines.append(
+                f"| {result['ours']} | {result['sibling']} | {result['env']} | – | – | "
+                f"{result.get('status')}: {result.get('error', '')} | – | – |"
+            )
             continue
         dropped = ", ".join(result.get("dropped_for_sibling") or []) or "–"
         lines.append(
@@ -235,14 +288,23 @@ def failures(results: list[dict[str, Any]]) -> list[str]:
     for result in results:
         if result.get("status") in FINISHED:
             continue
-        what = (f"{result.get('algo')} on {result.get('env')} seed {result.get('seed')}" if result.get("kind") == "run"
-                else f"speed {result.get('ours')}/{result.get('sibling')} on {result.get('env')}")
+        what = (
+            f"{result.get('algo')} on {result.get('env')} seed {result.get('seed')}"
+            if result.get("kind") == "run"
+            else f"speed {result.get('ours')}/{result.get('sibling')} on {result.get('env')}"
+        )
         lines.append(f"- {what}: {result.get('status')} {result.get('error', '')}".rstrip())
     return lines
 
 
-def markdown_report(suite: str, description: str, results: list[dict[str, Any]], images: list[Path],
-                    base: Path, stats: SuiteStatistics | None = None) -> str:
+def markdown_report(
+    suite: str,
+    description: str,
+    results: list[dict[str, Any]],
+    images: list[Path],
+    base: Path,
+    stats: SuiteStatistics | None = None,
+) -> str:
     """The suite's report: tables, the plots (linked relative to ``base``), caveats and unfinished jobs.
 
     :param stats: the runs' statistics (computed here when not given)
@@ -251,55 +313,76 @@ def markdown_report(suite: str, description: str, results: list[dict[str, Any]],
     if any(result.get("kind") == "run" for result in results):
         stats = stats if stats is not None else suite_statistics(results, base)
         table, sources = summary_table(stats)
-        episodes = sorted({int(r["final_episodes"]) for r in results if r.get("status") in FINISHED
-                           and r.get("kind") == "run" and "final_episodes" in r})
+        episodes = sorted(
+            {
+                int(r["final_episodes"])
+                for r in results
+                if r.get("status") in FINISHED and r.get("kind") == "run" and "final_episodes" in r
+            }
+        )
         count = "/".join(str(e) for e in episodes) or "the suite's"
-        parts += ["## Final return per environment\n",
-                  f"Score of a run: its deterministic evaluation on a separate environment after the full budget "
-                  f"({count} episodes). IQM: the mean of the middle half of the seeds' scores (25 % trimmed from "
-                  "each end); median over seeds; 95 % intervals from rliable's percentile bootstrap over seeds "
-                  f"({stats.reps} replications). Steps/s: median over seeds of training steps per second, "
-                  "evaluation time excluded.\n", table]
+        parts += [
+            "## Final return per environment\n",
+            f"Score of a run: its deterministic evaluation on a separate environment after the full budget "
+            f"({count} episodes). IQM: the mean of the middle half of the seeds' scores (25 % trimmed from "
+            "each end); median over seeds; 95 % intervals from rliable's percentile bootstrap over seeds "
+            f"({stats.reps} replications). Steps/s: median over seeds of training steps per second, "
+            "evaluation time excluded.\n",
+            table,
+        ]
         if sources:
             parts.append("Published figures are the sources' own, measured differently from ours:\n")
             parts += [f"- {key}: {CAVEATS.get(key, key)}" for key in sorted(sources)]
             parts.append("")
         if stats.references:
-            parts += ["## Normalised scores\n",
-                      "Across environments scores are normalised per environment: (score − random) / (best − "
-                      f"random), where *random* is the mean return of a uniformly random policy over "
-                      f"{stats.random_episodes} episodes (measured, cached in `{RANDOM_CACHE_FILE}`) and *best* "
-                      f"the best published return in `{PUBLISHED_SOURCE}` for the task (any algorithm, budget or "
-                      "version of the task; see the caveats above). Where no figure is published, the best final "
-                      "return measured in this suite stands in, as the table says.\n",
-                      normalisation_table(stats)]
+            parts += [
+                "## Normalised scores\n",
+                "Across environments scores are normalised per environment: (score − random) / (best − "
+                f"random), where *random* is the mean return of a uniformly random policy over "
+                f"{stats.random_episodes} episodes (measured, cached in `{RANDOM_CACHE_FILE}`) and *best* "
+                f"the best published return in `{PUBLISHED_SOURCE}` for the task (any algorithm, budget or "
+                "version of the task; see the caveats above). Where no figure is published, the best final "
+                "return measured in this suite stands in, as the table says.\n",
+                normalisation_table(stats),
+            ]
         if len(stats.aggregate):
-            parts += ["## Across environments (normalised)\n",
-                      "IQM over every (seed, environment) score; median over environments of the mean over seeds "
-                      "(rliable's definitions). Intervals resample seeds within each environment (stratified "
-                      "bootstrap). Rows with different environments are not directly comparable; an environment "
-                      "with fewer finished seeds limits the others to its count (the rest dropped).\n",
-                      aggregate_table(stats)]
+            parts += [
+                "## Across environments (normalised)\n",
+                "IQM over every (seed, environment) score; median over environments of the mean over seeds "
+                "(rliable's definitions). Intervals resample seeds within each environment (stratified "
+                "bootstrap). Rows with different environments are not directly comparable; an environment "
+                "with fewer finished seeds limits the others to its count (the rest dropped).\n",
+                aggregate_table(stats),
+            ]
         if len(stats.improvements):
-            parts += ["## Probability of improvement\n",
-                      "P(X > Y): per environment, the probability that a seed of the lecture's algorithm X scores "
-                      "above a seed of its sibling Y (ties count one half), averaged over the environments both "
-                      "ran. Above 0.5 favours X; an interval that contains 0.5 decides nothing.\n",
-                      improvement_table(stats)]
+            parts += [
+                "## Probability of improvement\n",
+                "P(X > Y): per environment, the probability that a seed of the lecture's algorithm X scores "
+                "above a seed of its sibling Y (ties count one half), averaged over the environments both "
+                "ran. Above 0.5 favours X; an interval that contains 0.5 decides nothing.\n",
+                improvement_table(stats),
+            ]
     if any(result.get("kind") == "speed" for result in results):
-        parts += ["## Speed\n", "Median of interleaved repeats in one process, identical settings.\n",
-                  speed_table(results)]
+        parts += [
+            "## Speed\n",
+            "Median of interleaved repeats in one process, identical settings.\n",
+            speed_table(results),
+        ]
     if images:
         parts.append("## Plots\n")
-        parts.append("Evaluation curves: IQM over seeds at each evaluation with its 95 % bootstrap interval, both "
-                     "clipped to the returns the environment can reach (its reward bounds and time limit; for "
-                     "environments without known bounds, the range of the measured returns). Performance "
-                     "profiles: fraction of runs whose normalised score exceeds τ.\n")
+        parts.append(
+            "Evaluation curves: IQM over seeds at each evaluation with its 95 % bootstrap interval, both "
+            "clipped to the returns the environment can reach (its reward bounds and time limit; for "
+            "environments without known bounds, the range of the measured returns). Performance "
+            "profiles: fraction of runs whose normalised score exceeds τ.\n"
+        )
         parts += [f"![{image.stem}]({_relative(image, base)})\n" for image in images]
     if (base / ZOO_LOGS).is_dir():
-        parts += ["## RL Zoo layout\n",
-                  f"`{ZOO_LOGS}/<algo>/<env>_<k>/evaluations.npz` holds every run's evaluations for "
-                  f"`python -m rl_zoo3.cli all_plots -f {ZOO_LOGS} ...` and `plot_from_file`.\n"]
+        parts += [
+            "## RL Zoo layout\n",
+            f"`{ZOO_LOGS}/<algo>/<env>_<k>/evaluations.npz` holds every run's evaluations for "
+            f"`python -m rl_zoo3.cli all_plots -f {ZOO_LOGS} ...` and `plot_from_file`.\n",
+        ]
     unfinished = failures(results)
     if unfinished:
         parts += ["## Unfinished jobs\n", *unfinished, ""]
@@ -326,9 +409,16 @@ def write_tables(results: list[dict[str, Any]], folder: Path, stats: SuiteStatis
         written.append(folder / "results.csv")
         write_text(written[-1], _csv_text(RUN_COLUMNS, runs))
         curve_rows = [
-            {"algo": run["algo"], "env": run["env"], "seed": run["seed"], "steps": steps, "mean_return": mean,
-             "std_return": std}
-            for run in runs for steps, mean, std in run.get("curve", [])
+            {
+                "algo": run["algo"],
+                "env": run["env"],
+                "seed": run["seed"],
+                "steps": steps,
+                "mean_return": mean,
+                "std_return": std,
+            }
+            for run in runs
+            for steps, mean, std in run.get("curve", [])
         ]
         written.append(folder / "curves.csv")
         write_text(written[-1], _csv_text(("algo", "env", "seed", "steps", "mean_return", "std_return"), curve_rows))
@@ -339,9 +429,12 @@ def write_tables(results: list[dict[str, Any]], folder: Path, stats: SuiteStatis
         import pandas as pd
 
         references = pd.DataFrame([vars(ref) for ref in stats.references.values()])
-        for name, frame in (("stats_per_env.csv", stats.per_env), ("normalisation.csv", references),
-                            ("stats_aggregate.csv", stats.aggregate),
-                            ("probability_of_improvement.csv", stats.improvements)):
+        for name, frame in (
+            ("stats_per_env.csv", stats.per_env),
+            ("normalisation.csv", references),
+            ("stats_aggregate.csv", stats.aggregate),
+            ("probability_of_improvement.csv", stats.improvements),
+        ):
             if len(frame):
                 written.append(folder / name)
                 write_text(written[-1], frame.to_csv(index=False, float_format="%.6g"))

@@ -140,21 +140,33 @@ def per_environment(groups: list[Group], reps: int = DEFAULT_REPS, seed: int = B
 
     rows = []
     for group in groups:
-        row: dict[str, Any] = {"env": group.env, "family": group.family, "algo": group.algo,
-                               "timesteps": group.timesteps, "seeds": len(group.finals), "failed": group.failed}
+        row: dict[str, Any] = {
+            "env": group.env,
+            "family": group.family,
+            "algo": group.algo,
+            "timesteps": group.timesteps,
+            "seeds": len(group.finals),
+            "failed": group.failed,
+        }
         if group.finals:
             scores = np.array(group.finals, dtype=float)[:, None]
-            row.update(iqm=float(metrics.aggregate_iqm(scores)), median=float(np.median(scores)),
-                       steps_per_second=float(np.median(group.speeds)))
+            row.update(
+                iqm=float(metrics.aggregate_iqm(scores)),
+                median=float(np.median(scores)),
+                steps_per_second=float(np.median(group.speeds)),
+            )
         rows.append(row)
     for count in sorted({len(group.finals) for group in groups if group.finals}):
         members = [index for index, group in enumerate(groups) if len(group.finals) == count]
         scores = np.stack([np.array(groups[index].finals, dtype=float) for index in members], axis=1)
         bounds = _intervals(scores, column_iqm_and_median, reps, seed)
         for column, index in enumerate(members):
-            rows[index].update(iqm_low=bounds[0, column], iqm_high=bounds[1, column],
-                               median_low=bounds[0, len(members) + column],
-                               median_high=bounds[1, len(members) + column])
+            rows[index].update(
+                iqm_low=bounds[0, column],
+                iqm_high=bounds[1, column],
+                median_low=bounds[0, len(members) + column],
+                median_high=bounds[1, len(members) + column],
+            )
     return pd.DataFrame(rows)
 
 
@@ -215,10 +227,22 @@ def aggregate(matrices: dict[str, ScoreMatrix], reps: int = DEFAULT_REPS, seed: 
     for algo, matrix in matrices.items():
         points = [metrics.aggregate_iqm(matrix.scores), metrics.aggregate_median(matrix.scores)]
         bounds = _intervals(matrix.scores, iqm_and_median, reps, seed)
-        rows.append({"algo": algo, "family": family_of(algo), "envs": ", ".join(matrix.envs),
-                     "n_envs": len(matrix.envs), "runs": matrix.scores.shape[0], "dropped": matrix.dropped,
-                     "iqm": points[0], "iqm_low": bounds[0, 0], "iqm_high": bounds[1, 0],
-                     "median": points[1], "median_low": bounds[0, 1], "median_high": bounds[1, 1]})
+        rows.append(
+            {
+                "algo": algo,
+                "family": family_of(algo),
+                "envs": ", ".join(matrix.envs),
+                "n_envs": len(matrix.envs),
+                "runs": matrix.scores.shape[0],
+                "dropped": matrix.dropped,
+                "iqm": points[0],
+                "iqm_low": bounds[0, 0],
+                "iqm_high": bounds[1, 0],
+                "median": points[1],
+                "median_low": bounds[0, 1],
+                "median_high": bounds[1, 1],
+            }
+        )
     frame = pd.DataFrame(rows)
     return frame.sort_values(["family", "algo"], ignore_index=True) if rows else frame
 
@@ -243,10 +267,18 @@ def improvements(matrices: dict[str, ScoreMatrix], reps: int = DEFAULT_REPS, see
                 continue
             x, y = matrices[ours].restrict(shared).scores, matrices[sibling].restrict(shared).scores
             bounds = _intervals([x, y], improvement_probability, reps, seed)
-            rows.append({"algo": ours, "sibling": sibling, "envs": ", ".join(shared), "runs": x.shape[0],
-                         "sibling_runs": y.shape[0], "probability": float(metrics.probability_of_improvement(x, y)),
-                         "low": bounds[0, 0],
-                         "high": bounds[1, 0]})
+            rows.append(
+                {
+                    "algo": ours,
+                    "sibling": sibling,
+                    "envs": ", ".join(shared),
+                    "runs": x.shape[0],
+                    "sibling_runs": y.shape[0],
+                    "probability": float(metrics.probability_of_improvement(x, y)),
+                    "low": bounds[0, 0],
+                    "high": bounds[1, 0],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -255,7 +287,9 @@ def _fraction_above(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
 
 
 def performance_profiles(
-    matrices: dict[str, ScoreMatrix], taus: np.ndarray = PROFILE_TAUS, reps: int = DEFAULT_REPS,
+    matrices: dict[str, ScoreMatrix],
+    taus: np.ndarray = PROFILE_TAUS,
+    reps: int = DEFAULT_REPS,
     seed: int = BOOTSTRAP_SEED,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Fraction of runs with a normalised score above each τ, per algorithm, with 95 % intervals (rliable)."""
@@ -263,8 +297,11 @@ def performance_profiles(
 
     with seeded_bootstrap(seed):
         return library.create_performance_profile(  # type: ignore[no-any-return]
-            {algo: matrix.scores for algo, matrix in matrices.items()}, taus,
-            custom_profile_func=_fraction_above, reps=reps, confidence_interval_size=CONFIDENCE,
+            {algo: matrix.scores for algo, matrix in matrices.items()},
+            taus,
+            custom_profile_func=_fraction_above,
+            reps=reps,
+            confidence_interval_size=CONFIDENCE,
         )
 
 
@@ -279,7 +316,9 @@ def curve_matrix(curves: list[list[tuple[float, float]]]) -> tuple[np.ndarray, n
 
 
 def curve_iqm(
-    curves: list[list[tuple[float, float]]], bounds: tuple[float, float], reps: int = DEFAULT_REPS,
+    curves: list[list[tuple[float, float]]],
+    bounds: tuple[float, float],
+    reps: int = DEFAULT_REPS,
     seed: int = BOOTSTRAP_SEED,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """IQM over seeds at each evaluation point with its 95 % interval, clipped to ``bounds``.

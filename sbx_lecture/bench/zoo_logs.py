@@ -8,10 +8,11 @@ folders (``runs/<algo>/<env>/t<budget>/seed_<k>/``) nest one level deeper, so th
     python -m rl_zoo3.cli all_plots -a ppo trpo -e CartPole-v1 -f bench_results/classic/zoo_logs -o classic
     python -m rl_zoo3.cli plot_from_file -i classic.pkl -l ppo trpo
 
-Each row of ``results`` (and ``ep_lengths``) holds one evaluation point's mean: the periodic evaluations and the
-final one use different episode counts, which one array of the zoo's layout cannot hold without NaN padding (that
-the zoo's averaging would propagate). ``all_plots`` averages episodes then seeds, so its curves and final returns
-are ours.
+``results`` (and ``ep_lengths``) hold one row per evaluation point and one column per episode of the periodic
+evaluations. The final evaluation runs more episodes than fit in that width; its row holds its mean return in every
+column (NaN padding, as the run folder's file has, would turn the zoo's averages into NaN). ``all_plots`` averages
+each row, then the seeds, so its curves and final returns are ours; at least two columns are written, because it
+squeezes a single one away.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ ZOO_LOGS = "zoo_logs"
 FINISHED = ("done", "skipped")
 
 
+def rectangular(rows: list[list[float]]) -> np.ndarray:
+    """Rows of the most common length kept as they are (at least two columns); any other row as its mean repeated."""
+    lengths = [len(row) for row in rows]
+    width = max(max(set(lengths), key=lengths.count), 2)
+    return np.array([row if len(row) == width else [float(np.mean(row))] * width for row in rows], dtype=float)
+
+
 def _write_npz(path: Path, evaluations: Evaluations) -> None:
     def write(temporary: str) -> None:
         buffer = io.BytesIO()
@@ -37,8 +45,8 @@ def _write_npz(path: Path, evaluations: Evaluations) -> None:
             buffer,
             allow_pickle=False,
             timesteps=np.array(evaluations.timesteps, dtype=np.int64),
-            results=np.array([[np.mean(row)] for row in evaluations.returns], dtype=float).reshape(-1, 1),
-            ep_lengths=np.array([[np.mean(row)] for row in evaluations.lengths], dtype=float).reshape(-1, 1),
+            results=rectangular(evaluations.returns),
+            ep_lengths=rectangular([[float(x) for x in row] for row in evaluations.lengths]),
         )
         Path(temporary).write_bytes(buffer.getvalue())
 
