@@ -19,7 +19,7 @@ from rliable import metrics
 
 from sbx_lecture.bench import baselines
 from sbx_lecture.bench.baselines import RANDOM_CACHE_FILE, RETURN_RANGES, Reference, random_scores, return_range
-from sbx_lecture.bench.plots import learning_curves
+from sbx_lecture.bench.plots import improvement_chart, interval_chart, learning_curves, profile_chart
 from sbx_lecture.bench.report import markdown_report, suite_statistics
 from sbx_lecture.bench.stats import (
     PROFILE_TAUS,
@@ -350,9 +350,19 @@ def test_evaluation_curves_are_iqm_with_bands_clipped_to_the_achievable_range():
     assert np.all(high <= 500.0) and np.all(low >= 0.0) and np.all(low <= iqm) and np.all(iqm <= high)
 
 
-def test_curve_plots_are_written(tmp_path):
+def test_plots_are_written(tmp_path, stats):
     images = learning_curves(group_runs(results_of(score_table())), tmp_path, "fixed", reps=50)
     assert sorted(path.name for path in images) == ["fixed_curves_CartPole-v1.png", "fixed_curves_Pendulum-v1.png"]
+    images += [
+        profile_chart(stats.matrices, tmp_path, "fixed", reps=50),
+        interval_chart(stats.aggregate, tmp_path, "fixed"),
+        improvement_chart(stats.improvements, tmp_path, "fixed"),
+    ]
+    assert [path.name for path in images[2:]] == [
+        "fixed_performance_profiles.png",
+        "fixed_aggregate.png",
+        "fixed_probability_of_improvement.png",
+    ]
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in images)
 
 

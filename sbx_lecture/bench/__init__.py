@@ -142,12 +142,22 @@ def write_report(suite: Suite, selection: Selection, results: list[dict[str, Any
         write_text(folder / "summary.md", summary)
     images: list[Path] = []
     if plots:
-        from sbx_lecture.bench.plots import interval_chart, learning_curves, profile_chart, speed_chart
+        from sbx_lecture.bench.plots import (
+            improvement_chart,
+            interval_chart,
+            learning_curves,
+            profile_chart,
+            speed_chart,
+        )
 
         if stats is not None:
             images = learning_curves(stats.groups, folder, suite.name, stats.reps)
-            images += [chart for chart in (profile_chart(stats.matrices, folder, suite.name, stats.reps),
-                                           interval_chart(stats.aggregate, folder, suite.name)) if chart is not None]
+            charts = (
+                profile_chart(stats.matrices, folder, suite.name, stats.reps),
+                interval_chart(stats.aggregate, folder, suite.name),
+                improvement_chart(stats.improvements, folder, suite.name),
+            )
+            images += [chart for chart in charts if chart is not None]
         chart = speed_chart(results, folder, suite.name)
         if chart is not None:
             images.append(chart)

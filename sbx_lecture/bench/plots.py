@@ -188,6 +188,33 @@ def interval_chart(table: Any, folder: Path, prefix: str = "") -> Path | None:
     return path
 
 
+def improvement_chart(table: Any, folder: Path, prefix: str = "") -> Path | None:
+    """P(lecture algorithm > sibling) with 95 % intervals, one row per pair (rliable's plot). ``table``:
+    :func:`.stats.improvements`'s DataFrame. The file is ``<prefix>_probability_of_improvement.png``."""
+    if table is None or len(table) == 0:
+        return None
+    from rliable import plot_utils
+
+    plt = _pyplot()
+    points = {f"{row.algo},{row.sibling}": np.array([row.probability]) for row in table.itertuples()}
+    intervals = {f"{row.algo},{row.sibling}": np.array([[row.low], [row.high]]) for row in table.itertuples()}
+    figure, axis = plt.subplots(figsize=(5, 0.5 * len(points) + 1.2))
+    plot_utils.plot_probability_of_improvement(
+        points,
+        intervals,
+        ax=axis,
+        colors=[algorithm_color(key.split(",")[0]) for key in points],
+        xticks=[0.0, 0.25, 0.5, 0.75, 1.0],
+        left_ylabel="ours (X)",
+        right_ylabel="sibling (Y)",
+        ticklabelsize="medium",
+        labelsize="medium",
+    )
+    path = _save(figure, folder / f"{_slug(prefix) + '_' if prefix else ''}probability_of_improvement.png", tight=True)
+    plt.close(figure)
+    return path
+
+
 def speed_chart(results: list[dict[str, Any]], folder: Path, prefix: str = "") -> Path | None:
     """Ratio of steps per second (ours / sibling) per pair, and the absolute rates with the environment's ceiling.
 
