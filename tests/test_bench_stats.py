@@ -431,3 +431,16 @@ def test_all_plots_and_plot_from_file_read_the_zoo_layout_export(tmp_path):
         cwd=tmp_path,
     )
     assert figure.read_bytes().startswith(b"\x89PNG")
+
+
+def test_missing_statistics_packages_are_one_line_before_any_training(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from sbx_lecture.bench import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "rliable" else real(name, *a))
+    assert main(["smoke", "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == "sbx-lecture bench: error: the report's statistics need rliable: pip install 'sbx-lecture[bench]'"
+    assert not (tmp_path / "runs").exists()

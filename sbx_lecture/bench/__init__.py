@@ -127,13 +127,15 @@ def write_report(suite: Suite, selection: Selection, results: list[dict[str, Any
     :param reps: bootstrap replications of the intervals (``None``: :data:`.stats.DEFAULT_REPS`)
     """
     from sbx_lecture.bench.report import compact_summary, markdown_report, suite_statistics, write_tables
-    from sbx_lecture.bench.stats import DEFAULT_REPS
+    from sbx_lecture.bench.stats import DEFAULT_REPS, check_packages
     from sbx_lecture.bench.zoo_logs import export_zoo_logs
     from sbx_lecture.runs import write_text
 
     folder = report_folder(out, suite, selection)
     folder.mkdir(parents=True, exist_ok=True)
     runs = [result for result in results if result.get("kind") == "run"]
+    if runs:
+        check_packages()
     stats = suite_statistics(runs, folder, reps or DEFAULT_REPS) if runs else None
     write_tables(results, folder, stats)
     export_zoo_logs(results, folder)
@@ -186,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         suite = get_suite(args.suite)
         selection = Selection(args.seeds, args.timesteps_scale, _names(args.algos), _names(args.envs))
         _check_filters(suite, selection)
+        if suite.entries and not args.dry_run:
+            from sbx_lecture.bench.stats import check_packages
+
+            check_packages()  # before hours of training, not after
         if args.dry_run:
             from sbx_lecture.zoo_config import zoo_budget
 

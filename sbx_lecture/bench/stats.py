@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from sbx_lecture.bench.baselines import Reference
-from sbx_lecture.bench.suites import SIBLINGS
+from sbx_lecture.bench.suites import SIBLINGS, SuiteError
 
 FINISHED = ("done", "skipped")
 #: Bootstrap replications of a report (``--bootstrap-reps``).
@@ -30,6 +30,15 @@ CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 0
 #: Thresholds of the performance profiles, in normalised score.
 PROFILE_TAUS = np.linspace(-0.25, 1.25, 61)
+
+
+def check_packages() -> None:
+    """Raise :class:`.SuiteError` when a package the statistics need (the ``bench`` extra) is not installed."""
+    import importlib.util
+
+    missing = [name for name in ("rliable", "pandas") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SuiteError(f"the report's statistics need {' and '.join(missing)}: pip install 'sbx-lecture[bench]'")
 
 
 @dataclass
