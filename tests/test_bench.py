@@ -172,12 +172,19 @@ def test_tiny_suite_writes_results_tables_and_plots(tiny_run):
     assert "n_epochs" in speed[0]["dropped_for_sibling"]  # A2C takes no epochs: dropped for it, and said so
     report = (folder / "report.md").read_text()
     assert "| CartPole-v1 | proximal | ppo | 3,000 | 2 |" in report
+    assert "| seeds | IQM [95% CI] | median [95% CI] |" in report and "±" not in report
+    assert "| CartPole-v1 | " in report.split("## Normalised scores")[1]  # random policy and published best
+    assert "| ppo | proximal | CartPole-v1 | 2 |" in report.split("## Across environments")[1]
+    assert (folder / "random_policy.json").exists() and (folder / "stats_per_env.csv").exists()
+    assert (folder / "zoo_logs" / "ppo" / "CartPole-v1_2" / "evaluations.npz").exists()
     assert "| ppo | a2c | CartPole-v1 |" in report
     summary = (folder / "summary.md").read_text().splitlines()
     assert summary[0] == "| environment | ppo | a2c |" and summary[2].startswith("| CartPole-v1 (3e3) | ")
+    assert "[" in summary[2]  # IQM [95% CI]
     curves = (folder / "curves.csv").read_text().splitlines()
     assert curves[0] == "algo,env,seed,steps,mean_return,std_return" and len(curves) > 12
-    for name in ("tiny_curves_CartPole-v1.png", "tiny_steps_per_second.png"):
+    for name in ("tiny_curves_CartPole-v1.png", "tiny_steps_per_second.png", "tiny_performance_profiles.png",
+                 "tiny_aggregate.png"):
         assert (folder / name).read_bytes().startswith(PNG_SIGNATURE)
         assert f"]({name})" in report
 

@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="show the jobs and whether they are finished; run none")
     parser.add_argument("--report-only", action="store_true", help="write tables and plots from finished runs only")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--bootstrap-reps", type=int, metavar="N",
+                        help="bootstrap replications of the report's confidence intervals (default 2000)")
     parser.add_argument("--plain", action="store_true", help="plain progress lines instead of live bars")
     return parser
 
@@ -96,7 +98,8 @@ def _check_filters(suite: Suite, selection: Selection) -> None:
 
 
 def run_suite(suite: Suite, selection: Selection, out: Path, n_jobs: int = 1, threads: int = 1,
-              run: bool = True, plots: bool = True, live: bool | None = None) -> tuple[list[dict[str, Any]], Path]:
+              run: bool = True, plots: bool = True, live: bool | None = None,
+              reps: int | None = None) -> tuple[list[dict[str, Any]], Path]:
     """Run the selected jobs of ``suite`` (unless ``run`` is false) and write its report.
 
     The report covers every job of the suite at this scale and seed count that has a result, so a suite run in
@@ -116,26 +119,50 @@ def run_suite(suite: Suite, selection: Selection, out: Path, n_jobs: int = 1, th
         result = fresh[folder] if folder in fresh else stored_result(job, out)
         if result is not None:
             reported.append(result)
-    return results, write_report(suite, selection, reported, out, plots)
+    return results, write_report(suite, selection, reported, out, plots, reps)
 
 
 def write_report(suite: Suite, selection: Selection, results: list[dict[str, Any]], out: Path,
-                 plots: bool = True) -> Path:
-    """Tables, plots, ``report.md`` and ``summary.md`` (the compact table for the README) of ``results`` in the
-    suite's report folder; returns the report's path."""
-    from sbx_lecture.bench.report import compact_summary, markdown_report, write_tables
+                 plots: bool = True, reps: int | None = None) -> Path:
+    """Tables, statistics, plots, ``report.md``, ``summary.md`` (the compact table for the README) and the RL Zoo
+    layout export (``zoo_logs/``) of ``results`` in the suite's report folder; returns the report's path.
+
+    :param reps: bootstrap replications of the intervals (``None``: :data:`.stats.DEFAULT_REPS`)
+    """
+    from sbx_lecture.bench.report import compact_summary, markdown_report, suite_statistics, write_tables
+    from sbx_lecture.bench.stats import DEFAULT_REPS, check_packages
+    from sbx_lecture.bench.zoo_logs import export_zoo_logs
     from sbx_lecture.runs import write_text
 
     folder = report_folder(out, suite, selection)
-    write_tables(results, folder)
-    summary = compact_summary(results)
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = [result for result in results if result.get("kind") == "run"]
+    if runs:
+        check_packages()
+    stats = suite_statistics(runs, folder, reps or DEFAULT_REPS) if runs else None
+    write_tables(results, folder, stats)
+    export_zoo_logs(results, folder)
+    summary = compact_summary(stats) if stats is not None else ""
     if summary:
         write_text(folder / "summary.md", summary)
     images: list[Path] = []
     if plots:
-        from sbx_lecture.bench.plots import learning_curves, speed_chart
+        from sbx_lecture.bench.plots import (
+            improvement_chart,
+            interval_chart,
+            learning_curves,
+            profile_chart,
+            speed_chart,
+        )
 
-        images = learning_curves(results, folder, suite.name)
+        if stats is not None:
+            images = learning_curves(stats.groups, folder, suite.name, stats.reps)
+            charts = (
+                profile_chart(stats.matrices, folder, suite.name, stats.reps),
+                interval_chart(stats.aggregate, folder, suite.name),
+                improvement_chart(stats.improvements, folder, suite.name),
+            )
+            images += [chart for chart in charts if chart is not None]
         chart = speed_chart(results, folder, suite.name)
         if chart is not None:
             images.append(chart)
@@ -143,7 +170,7 @@ def write_report(suite: Suite, selection: Selection, results: list[dict[str, Any
     description = suite.description
     if selection.timesteps_scale != 1.0:
         description += f" (budgets scaled by {selection.timesteps_scale:g})"
-    text = markdown_report(suite.name, description, results, images, folder)
+    text = markdown_report(suite.name, description, results, images, folder, stats)
     path = folder / "report.md"
     write_text(path, text)
     return path
@@ -178,16 +205,23 @@ def main(argv: list[str] | None = None) -> int:
             raise SuiteError("--jobs and --threads must be at least 1")
         if args.timesteps_scale <= 0:
             raise SuiteError("--timesteps-scale must be positive")
+        if args.bootstrap_reps is not None and args.bootstrap_reps < 1:
+            raise SuiteError("--bootstrap-reps must be at least 1")
         suite = get_suite(args.suite)
         selection = Selection(args.seeds, args.timesteps_scale, _names(args.algos), _names(args.envs))
         _check_filters(suite, selection)
+        if suite.entries and not args.dry_run:
+            from sbx_lecture.bench.stats import check_packages
+
+            check_packages()  # before hours of training, not after
         if args.dry_run:
             from sbx_lecture.zoo_config import zoo_budget
 
             _dry_run(expand(suite, selection, zoo_budget), args.out)
             return 0
         results, report = run_suite(suite, selection, args.out, args.jobs, args.threads, run=not args.report_only,
-                                    plots=not args.no_plots, live=False if args.plain else None)
+                                    plots=not args.no_plots, live=False if args.plain else None,
+                                    reps=args.bootstrap_reps)
     except SuiteError as exc:
         print(f"sbx-lecture bench: error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""PNG plots of a suite's results (matplotlib, Agg backend): learning curves per environment and the speed chart."""
+"""PNG plots of a suite's results (matplotlib, Agg backend): evaluation curves per environment (IQM with
+bootstrap intervals), performance profiles and aggregate intervals (rliable), and the speed chart."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ from typing import Any
 
 import numpy as np
 
-from sbx_lecture.bench.suites import FAMILIES, SIBLINGS
+from sbx_lecture.bench.baselines import return_range
+from sbx_lecture.bench.stats import (
+    DEFAULT_REPS,
+    PROFILE_TAUS,
+    Group,
+    ScoreMatrix,
+    curve_iqm,
+    curve_matrix,
+    performance_profiles,
+)
+from sbx_lecture.bench.suites import FAMILIES, SIBLINGS, family_of
 from sbx_lecture.runs import atomic_write
 
 FINISHED = ("done", "skipped")
@@ -24,8 +35,9 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(figure: Any, path: Path) -> Path:
-    atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=110))
+def _save(figure: Any, path: Path, tight: bool = False) -> Path:
+    options = {"bbox_inches": "tight"} if tight else {}
+    atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=110, **options))
     return path
 
 
@@ -33,62 +45,174 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def mean_and_spread(curves: list[list[tuple[float, float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeds' curves on a common grid (the shortest curve's steps, others interpolated): steps, mean, std."""
-    grid = np.array([steps for steps, _ in min(curves, key=len)], dtype=float)
-    values = np.array([
-        np.interp(grid, [s for s, _ in curve], [v for _, v in curve]) for curve in curves
-    ])
-    return grid, values.mean(axis=0), values.std(axis=0)
-
-
 def algorithm_color(algo: str) -> str:
     """The same colour for an algorithm in every plot."""
-    palette = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
-               "tab:olive", "tab:cyan")
+    palette = (
+        "tab:blue",
+        "tab:orange",
+        "tab:green",
+        "tab:red",
+        "tab:purple",
+        "tab:brown",
+        "tab:pink",
+        "tab:gray",
+        "tab:olive",
+        "tab:cyan",
+    )
     order = list(FAMILIES)
     index = order.index(algo) if algo in order else len(order) + sum(map(ord, algo))
     return palette[index % len(palette)]
 
 
-def learning_curves(results: list[dict[str, Any]], folder: Path, prefix: str = "") -> list[Path]:
-    """One PNG per environment, one panel per family: each algorithm's mean curve over seeds, ± std shaded.
+def learning_curves(groups: list[Group], folder: Path, prefix: str = "", reps: int = DEFAULT_REPS) -> list[Path]:
+    """One PNG per environment, one panel per family: each algorithm's IQM over seeds at each evaluation, with the
+    95 % stratified-bootstrap interval shaded.
 
-    The lecture's algorithms are drawn solid, the SB3 / sb3-contrib siblings dashed. Files are named
+    Curve and band are clipped to the returns the environment can reach (:func:`.baselines.return_range`). The
+    lecture's algorithms are drawn solid, the SB3 / sb3-contrib siblings dashed. Files are named
     ``<prefix>_curves_<env>.png`` (``prefix``: the suite, so that several suites' plots can share a folder).
     """
     plt = _pyplot()
-    by_env: dict[str, dict[str, dict[str, list[list[tuple[float, float]]]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(list))
-    )
-    for result in results:
-        if result.get("kind") == "run" and result.get("status") in FINISHED and result.get("curve"):
-            curve = [(float(steps), float(mean)) for steps, mean, _ in result["curve"]]
-            by_env[result["env"]][result.get("family", result["algo"])][result["algo"]].append(curve)
+    by_env: dict[str, dict[str, list[Group]]] = defaultdict(lambda: defaultdict(list))
+    for group in groups:
+        if group.curves:
+            by_env[group.env][group.family].append(group)
     written = []
     for env_id, families in by_env.items():
+        observed = np.concatenate([np.ravel(curve_matrix(g.curves)[1]) for f in families.values() for g in f])
+        bounds = return_range(env_id, observed)
         columns = min(2, len(families))
         rows = -(-len(families) // columns)
         figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)
-        for axis in axes.flat[len(families):]:
+        for axis in axes.flat[len(families) :]:
             axis.set_visible(False)
-        for axis, (family, algorithms) in zip(axes.flat, sorted(families.items()), strict=False):
-            for algo, curves in sorted(algorithms.items()):
-                steps, mean, std = mean_and_spread(curves)
-                color = algorithm_color(algo)
-                seeds = f"{len(curves)} seed{'s' if len(curves) > 1 else ''}"
-                axis.plot(steps, mean, linewidth=2, color=color, linestyle="-" if algo in SIBLINGS else "--",
-                          label=f"{algo} ({seeds})")
-                axis.fill_between(steps, mean - std, mean + std, alpha=0.2, color=color)
+        for axis, (family, members) in zip(axes.flat, sorted(families.items()), strict=False):
+            for group in sorted(members, key=lambda g: (g.algo, g.timesteps)):
+                steps, iqm, low, high = curve_iqm(group.curves, bounds, reps)
+                color = algorithm_color(group.algo)
+                seeds = f"{len(group.curves)} seed{'s' if len(group.curves) > 1 else ''}"
+                axis.plot(
+                    steps,
+                    iqm,
+                    linewidth=2,
+                    color=color,
+                    linestyle="-" if group.algo in SIBLINGS else "--",
+                    label=f"{group.algo} ({seeds})",
+                )
+                axis.fill_between(steps, low, high, alpha=0.2, color=color)
             axis.set_title(f"{env_id}: {family}")
             axis.set_xlabel("environment steps")
-            axis.set_ylabel("deterministic evaluation return")
+            axis.set_ylabel("deterministic evaluation return, IQM")
             axis.grid(alpha=0.3)
             axis.legend(loc="best", fontsize="small")
         figure.tight_layout()
         written.append(_save(figure, folder / f"{_slug(prefix) + '_' if prefix else ''}curves_{_slug(env_id)}.png"))
         plt.close(figure)
     return written
+
+
+def _colors(algos: list[str]) -> dict[str, str]:
+    return {algo: algorithm_color(algo) for algo in algos}
+
+
+def profile_chart(
+    matrices: dict[str, ScoreMatrix], folder: Path, prefix: str = "", reps: int = DEFAULT_REPS
+) -> Path | None:
+    """Performance profiles (rliable): per family, the fraction of runs whose normalised score exceeds τ, with
+    95 % intervals. The file is ``<prefix>_performance_profiles.png``."""
+    if not matrices:
+        return None
+    from rliable import plot_utils
+
+    plt = _pyplot()
+    families: dict[str, list[str]] = defaultdict(list)
+    for algo in matrices:
+        families[family_of(algo)].append(algo)
+    columns = min(2, len(families))
+    rows = -(-len(families) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)
+    for axis in axes.flat[len(families) :]:
+        axis.set_visible(False)
+    for axis, (family, algos) in zip(axes.flat, sorted(families.items()), strict=False):
+        chosen = {algo: matrices[algo] for algo in sorted(algos)}
+        profiles, intervals = performance_profiles(chosen, PROFILE_TAUS, reps)
+        plot_utils.plot_performance_profiles(
+            profiles,
+            PROFILE_TAUS,
+            performance_profile_cis=intervals,
+            colors=_colors(list(chosen)),
+            ax=axis,
+            xlabel="normalised score τ",
+            ylabel="fraction of runs above τ",
+            labelsize="medium",
+            ticklabelsize="small",
+        )
+        axis.set_title(family)
+        axis.legend(
+            handles=axis.get_lines(),
+            labels=[f"{algo} ({', '.join(m.envs)})" for algo, m in chosen.items()],
+            fontsize="x-small",
+            loc="best",
+        )
+    figure.tight_layout()
+    path = _save(figure, folder / f"{_slug(prefix) + '_' if prefix else ''}performance_profiles.png")
+    plt.close(figure)
+    return path
+
+
+def interval_chart(table: Any, folder: Path, prefix: str = "") -> Path | None:
+    """Normalised IQM and median across environments with their 95 % intervals, one row per algorithm (rliable's
+    interval plot). ``table``: :func:`.stats.aggregate`'s DataFrame. The file is ``<prefix>_aggregate.png``."""
+    if table is None or len(table) == 0:
+        return None
+    from rliable import plot_utils
+
+    plt = _pyplot()
+    algos = list(table["algo"])
+    points = {row.algo: np.array([row.iqm, row.median]) for row in table.itertuples()}
+    intervals = {
+        row.algo: np.array([[row.iqm_low, row.median_low], [row.iqm_high, row.median_high]])
+        for row in table.itertuples()
+    }
+    figure, _ = plot_utils.plot_interval_estimates(
+        points,
+        intervals,
+        ["IQM", "Median"],
+        algorithms=algos,
+        colors=_colors(algos),
+        xlabel="normalised score (0: random policy, 1: best published)",
+        xlabel_y_coordinate=-0.12,
+    )
+    path = _save(figure, folder / f"{_slug(prefix) + '_' if prefix else ''}aggregate.png", tight=True)
+    plt.close(figure)
+    return path
+
+
+def improvement_chart(table: Any, folder: Path, prefix: str = "") -> Path | None:
+    """P(lecture algorithm > sibling) with 95 % intervals, one row per pair (rliable's plot). ``table``:
+    :func:`.stats.improvements`'s DataFrame. The file is ``<prefix>_probability_of_improvement.png``."""
+    if table is None or len(table) == 0:
+        return None
+    from rliable import plot_utils
+
+    plt = _pyplot()
+    points = {f"{row.algo},{row.sibling}": np.array([row.probability]) for row in table.itertuples()}
+    intervals = {f"{row.algo},{row.sibling}": np.array([[row.low], [row.high]]) for row in table.itertuples()}
+    figure, axis = plt.subplots(figsize=(5, 0.5 * len(points) + 1.2))
+    plot_utils.plot_probability_of_improvement(
+        points,
+        intervals,
+        ax=axis,
+        colors=[algorithm_color(key.split(",")[0]) for key in points],
+        xticks=[0.0, 0.25, 0.5, 0.75, 1.0],
+        left_ylabel="ours (X)",
+        right_ylabel="sibling (Y)",
+        ticklabelsize="medium",
+        labelsize="medium",
+    )
+    path = _save(figure, folder / f"{_slug(prefix) + '_' if prefix else ''}probability_of_improvement.png", tight=True)
+    plt.close(figure)
+    return path
 
 
 def speed_chart(results: list[dict[str, Any]], folder: Path, prefix: str = "") -> Path | None:
@@ -111,8 +235,14 @@ def speed_chart(results: list[dict[str, Any]], folder: Path, prefix: str = "") -
     width = 0.38
     rate_axis.bar(positions - width / 2, [r["ours_steps_per_second"] for r in rows], width, label="ours")
     rate_axis.bar(positions + width / 2, [r["sibling_steps_per_second"] for r in rows], width, label="sibling")
-    rate_axis.scatter(positions, [r["env_steps_per_second"] for r in rows], marker="_", s=400, color="black",
-                      label="environment alone")
+    rate_axis.scatter(
+        positions,
+        [r["env_steps_per_second"] for r in rows],
+        marker="_",
+        s=400,
+        color="black",
+        label="environment alone",
+    )
     rate_axis.set_yscale("log")
     rate_axis.set_xticks(positions, labels, rotation=45, ha="right", fontsize="small")
     rate_axis.set_ylabel("environment steps per second")

@@ -1,8 +1,10 @@
 """Tables from a suite's results: CSV and JSON for machines, markdown for the report.
 
-The markdown summary gives, per environment and algorithm, the mean ± standard deviation over seeds of the final
-deterministic return, next to the published figures for the same algorithm, task and budget (labelled with their
-source and caveats: they are not ours).
+The report gives, per environment and algorithm, the interquartile mean and the median over seeds of the final
+deterministic return with 95 % stratified-bootstrap intervals (:mod:`.stats`, rliable), next to the published
+figures for the same algorithm, task and budget (labelled with their source and caveats: they are not ours); then
+the same statistics across environments on normalised scores, and the probability that each lecture algorithm
+beats its sibling.
 """
 
 from __future__ import annotations
@@ -10,18 +12,64 @@ from __future__ import annotations
 import csv
 import io
 import json
-import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sbx_lecture.bench.published import CAVEATS, published_for
+from sbx_lecture.bench.baselines import (
+    PUBLISHED_SOURCE,
+    RANDOM_CACHE_FILE,
+    RANDOM_EPISODES,
+    Reference,
+    random_scores,
+    references,
+)
+from sbx_lecture.bench.published import CAVEATS, PublishedFigure, published_for
+from sbx_lecture.bench.stats import (
+    DEFAULT_REPS,
+    Group,
+    ScoreMatrix,
+    aggregate,
+    group_runs,
+    improvements,
+    per_environment,
+    score_matrices,
+)
+from sbx_lecture.bench.zoo_logs import ZOO_LOGS
 from sbx_lecture.runs import write_text
 
-RUN_COLUMNS = ("algo", "env", "family", "seed", "timesteps", "status", "final_mean", "final_std", "final_episodes",
-               "steps_per_second", "wall_seconds", "n_envs", "settings_source", "folder", "error")
-SPEED_COLUMNS = ("ours", "sibling", "env", "timesteps", "repeats", "status", "ours_steps_per_second",
-                 "sibling_steps_per_second", "ratio", "env_steps_per_second", "n_envs", "dropped_for_sibling", "error")
+RUN_COLUMNS = (
+    "algo",
+    "env",
+    "family",
+    "seed",
+    "timesteps",
+    "status",
+    "final_mean",
+    "final_std",
+    "final_episodes",
+    "steps_per_second",
+    "wall_seconds",
+    "n_envs",
+    "settings_source",
+    "folder",
+    "error",
+)
+SPEED_COLUMNS = (
+    "ours",
+    "sibling",
+    "env",
+    "timesteps",
+    "repeats",
+    "status",
+    "ours_steps_per_second",
+    "sibling_steps_per_second",
+    "ratio",
+    "env_steps_per_second",
+    "n_envs",
+    "dropped_for_sibling",
+    "error",
+)
 FINISHED = ("done", "skipped")
 
 
@@ -43,87 +91,150 @@ def _cell(value: Any) -> Any:
 
 
 @dataclass
-class Group:
-    """The seeds of one algorithm on one environment at one budget."""
+class SuiteStatistics:
+    """Everything the report states about the runs (see :func:`suite_statistics`).
 
-    algo: str
-    env: str
-    family: str
-    timesteps: int
-    finals: list[float] = field(default_factory=list)
-    speeds: list[float] = field(default_factory=list)
-    failed: int = 0
+    :param groups: the runs grouped by (environment, algorithm, budget)
+    :param per_env: :func:`.stats.per_environment`'s DataFrame
+    :param references: each environment's normalisation
+    :param random_episodes: episodes of the random policy per environment
+    :param matrices: each algorithm's normalised scores
+    :param aggregate: :func:`.stats.aggregate`'s DataFrame
+    :param improvements: :func:`.stats.improvements`'s DataFrame
+    :param reps: bootstrap replications
+    """
 
-    @property
-    def mean(self) -> float:
-        """Mean over seeds of the final return."""
-        return statistics.fmean(self.finals)
-
-    @property
-    def std(self) -> float:
-        """Population standard deviation over seeds of the final return."""
-        return statistics.pstdev(self.finals) if len(self.finals) > 1 else 0.0
-
-
-def group_runs(results: list[dict[str, Any]]) -> list[Group]:
-    """Finished runs grouped by (env, algorithm, budget), in the order they first appear."""
-    groups: dict[tuple[str, str, int], Group] = {}
-    for result in results:
-        if result.get("kind") != "run":
-            continue
-        key = (result["env"], result["algo"], int(result.get("timesteps") or 0))
-        group = groups.setdefault(key, Group(result["algo"], result["env"], result.get("family", result["algo"]),
-                                             key[2]))
-        if result.get("status") in FINISHED:
-            group.finals.append(float(result["final_mean"]))
-            group.speeds.append(float(result["steps_per_second"]))
-        else:
-            group.failed += 1
-    return sorted(groups.values(), key=lambda g: (g.env, g.family, g.algo))
+    groups: list[Group]
+    per_env: Any
+    references: dict[str, Reference]
+    random_episodes: int
+    matrices: dict[str, ScoreMatrix]
+    aggregate: Any
+    improvements: Any
+    reps: int
 
 
-def summary_table(results: list[dict[str, Any]]) -> tuple[str, set[str]]:
-    """The markdown table of final returns and the published-source keys it quotes."""
+def suite_statistics(
+    results: list[dict[str, Any]], folder: Path, reps: int = DEFAULT_REPS, random_episodes: int = RANDOM_EPISODES
+) -> SuiteStatistics:
+    """The report's statistics; the random policy's returns are measured once and cached in ``folder``."""
+    groups = group_runs(results)
+    finished = [group for group in groups if group.finals]
+    envs = sorted({group.env for group in finished})
+    measured_best: dict[str, tuple[float, str]] = {}
+    for group in finished:
+        best = max(group.finals)
+        if group.env not in measured_best or best > measured_best[group.env][0]:
+            measured_best[group.env] = (best, group.algo)
+    refs = references(random_scores(envs, folder, random_episodes), measured_best) if envs else {}
+    matrices = score_matrices(groups, refs)
+    return SuiteStatistics(
+        groups,
+        per_environment(groups, reps),
+        refs,
+        random_episodes,
+        matrices,
+        aggregate(matrices, reps),
+        improvements(matrices, reps),
+        reps,
+    )
+
+
+def _interval(point: float, low: float, high: float, digits: int = 1) -> str:
+    return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def summary_table(stats: SuiteStatistics) -> tuple[str, set[str]]:
+    """The markdown table of final returns per environment and the published-source keys it quotes."""
     lines = [
-        "| environment | family | algorithm | budget | seeds | final return (mean ± std over seeds) | steps/s "
+        "| environment | family | algorithm | budget | seeds | IQM [95% CI] | median [95% CI] | steps/s "
         "| published, same budget (not ours) |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     sources: set[str] = set()
-    for group in group_runs(results):
-        figures = published_for(group.algo, group.env, group.timesteps)
+    for row in stats.per_env.itertuples():
+        figures = published_for(row.algo, row.env, row.timesteps)
         sources.update(figure.source_key for figure in figures)
-        quoted = "<br>".join(
-            f"{figure.text()} ({figure.source_key}{', ' + figure.env_version_note if figure.env_version_note else ''})"
-            for figure in figures
-        ) or "–"
-        seeds = f"{len(group.finals)}" + (f" (+{group.failed} failed)" if group.failed else "")
-        score = f"{group.mean:.1f} ± {group.std:.1f}" if group.finals else "no finished run"
-        speed = f"{statistics.median(group.speeds):.0f}" if group.speeds else "–"
-        lines.append(f"| {group.env} | {group.family} | {group.algo} | {group.timesteps:,} | {seeds} | {score} "
-                     f"| {speed} | {quoted} |")
+        quoted = "<br>".join(_quoted(figure) for figure in figures) or "–"
+        seeds = f"{row.seeds}" + (f" (+{row.failed} failed)" if row.failed else "")
+        if row.seeds:
+            iqm, median = (
+                _interval(row.iqm, row.iqm_low, row.iqm_high),
+                _interval(row.median, row.median_low, row.median_high),
+            )
+            speed = f"{row.steps_per_second:.0f}"
+        else:
+            iqm, median, speed = "no finished run", "–", "–"
+        lines.append(
+            f"| {row.env} | {row.family} | {row.algo} | {row.timesteps:,} | {seeds} | {iqm} | {median} "
+            f"| {speed} | {quoted} |"
+        )
     return "\n".join(lines) + "\n", sources
+
+
+def _quoted(figure: PublishedFigure) -> str:
+    note = f", {figure.env_version_note}" if figure.env_version_note else ""
+    return f"{figure.text()} ({figure.source_key}{note})"
+
+
+def normalisation_table(stats: SuiteStatistics) -> str:
+    """The markdown table of each environment's normalisation: random policy and best published return."""
+    lines = ["| environment | random policy (0) | best (1) | source of the best |", "| --- | ---: | ---: | --- |"]
+    for env_id, ref in sorted(stats.references.items()):
+        source = ref.best_source if ref.published else f"**no published figure**; {ref.best_source}"
+        lines.append(f"| {env_id} | {ref.random:.1f} | {ref.best:.1f} | {source} |")
+    return "\n".join(lines) + "\n"
+
+
+def aggregate_table(stats: SuiteStatistics) -> str:
+    """The markdown table of the normalised statistics across environments, one row per algorithm."""
+    lines = [
+        "| algorithm | family | environments | seeds per environment | IQM [95% CI] | median [95% CI] |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for row in stats.aggregate.itertuples():
+        runs = f"{row.runs}" + (f" ({row.dropped} dropped)" if row.dropped else "")
+        lines.append(
+            f"| {row.algo} | {row.family} | {row.envs} | {runs} | "
+            f"{_interval(row.iqm, row.iqm_low, row.iqm_high, 2)} | "
+            f"{_interval(row.median, row.median_low, row.median_high, 2)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def improvement_table(stats: SuiteStatistics) -> str:
+    """The markdown table of P(lecture algorithm > sibling)."""
+    lines = [
+        "| ours (X) | sibling (Y) | environments | seeds X / Y | P(X > Y) [95% CI] |",
+        "| --- | --- | --- | ---: | ---: |",
+    ]
+    for row in stats.improvements.itertuples():
+        lines.append(
+            f"| {row.algo} | {row.sibling} | {row.envs} | {row.runs} / {row.sibling_runs} | "
+            f"{_interval(row.probability, row.low, row.high, 2)} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 #: Column order of the compact summary: each lecture algorithm followed by its siblings.
 SUMMARY_ORDER = ("npg", "tnpg", "trpo", "ppo_kl", "ppo", "dpg", "ddpg", "td3", "sql", "sac", "dqn")
 
 
-def compact_summary(results: list[dict[str, Any]]) -> str:
+def compact_summary(stats: SuiteStatistics) -> str:
     """A short markdown table for the README: one row per environment, one column per algorithm, final returns.
 
-    A cell is ``mean ± std`` over seeds; the budget of each environment's runs is given in its row when all of them
-    share it, else in the cell.
+    A cell is the IQM over seeds with its 95 % interval; the budget of each environment's runs is given in its row
+    when all of them share it, else in the cell.
     """
-    groups = [group for group in group_runs(results) if group.finals]
-    if not groups:
+    rows = [row for row in stats.per_env.itertuples() if row.seeds]
+    if not rows:
         return ""
-    present = {group.algo for group in groups}
+    present = {row.algo for row in rows}
     columns = [algo for algo in SUMMARY_ORDER if algo in present] + sorted(present - set(SUMMARY_ORDER))
     lines = ["| environment | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
-    for env_id in dict.fromkeys(group.env for group in groups):
-        cells = {group.algo: group for group in groups if group.env == env_id}
-        budgets = {group.timesteps for group in cells.values()}
+    for env_id in dict.fromkeys(row.env for row in rows):
+        cells = {row.algo: row for row in rows if row.env == env_id}
+        budgets = {row.timesteps for row in cells.values()}
         single = len(budgets) == 1
 
         label = f"{env_id} ({_steps(next(iter(budgets)))})" if single else env_id
@@ -131,11 +242,11 @@ def compact_summary(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _summary_cell(group: Group | None, budget_in_row: bool) -> str:
-    if group is None:
+def _summary_cell(row: Any, budget_in_row: bool) -> str:
+    if row is None:
         return "–"
-    text = f"{group.mean:.0f} ± {group.std:.0f}"
-    return text if budget_in_row else f"{text} ({_steps(group.timesteps)})"
+    text = _interval(row.iqm, row.iqm_low, row.iqm_high, 0)
+    return text if budget_in_row else f"{text} ({_steps(row.timesteps)})"
 
 
 def _steps(timesteps: int) -> str:
@@ -157,8 +268,10 @@ def speed_table(results: list[dict[str, Any]]) -> str:
         if result.get("kind") != "speed":
             continue
         if result.get("status") not in FINISHED:
-            lines.append(f"| {result['ours']} | {result['sibling']} | {result['env']} | – | – | "
-                         f"{result.get('status')}: {result.get('error', '')} | – | – |")
+            lines.append(
+                f"| {result['ours']} | {result['sibling']} | {result['env']} | – | – | "
+                f"{result.get('status')}: {result.get('error', '')} | – | – |"
+            )
             continue
         dropped = ", ".join(result.get("dropped_for_sibling") or []) or "–"
         lines.append(
@@ -175,33 +288,88 @@ def failures(results: list[dict[str, Any]]) -> list[str]:
     for result in results:
         if result.get("status") in FINISHED:
             continue
-        what = (f"{result.get('algo')} on {result.get('env')} seed {result.get('seed')}" if result.get("kind") == "run"
-                else f"figure {result.get('name')}" if result.get("kind") == "figure"
-                else f"speed {result.get('ours')}/{result.get('sibling')} on {result.get('env')}")
+        what = (
+            f"{result.get('algo')} on {result.get('env')} seed {result.get('seed')}"
+            if result.get("kind") == "run"
+            else f"figure {result.get('name')}"
+            if result.get("kind") == "figure"
+            else f"speed {result.get('ours')}/{result.get('sibling')} on {result.get('env')}"
+        )
         lines.append(f"- {what}: {result.get('status')} {result.get('error', '')}".rstrip())
     return lines
 
 
-def markdown_report(suite: str, description: str, results: list[dict[str, Any]], images: list[Path],
-                    base: Path) -> str:
-    """The suite's report: tables, the plots (linked relative to ``base``), caveats and unfinished jobs."""
+def markdown_report(
+    suite: str,
+    description: str,
+    results: list[dict[str, Any]],
+    images: list[Path],
+    base: Path,
+    stats: SuiteStatistics | None = None,
+) -> str:
+    """The suite's report: tables, the plots (linked relative to ``base``), caveats and unfinished jobs.
+
+    :param stats: the runs' statistics (computed here when not given)
+    """
     parts = [f"# Benchmark suite `{suite}`\n", f"{description}\n"]
     if any(result.get("kind") == "run" for result in results):
-        table, sources = summary_table(results)
-        episodes = sorted({int(r["final_episodes"]) for r in results if r.get("status") in FINISHED
-                           and r.get("kind") == "run" and "final_episodes" in r})
+        stats = stats if stats is not None else suite_statistics(results, base)
+        table, sources = summary_table(stats)
+        episodes = sorted(
+            {
+                int(r["final_episodes"])
+                for r in results
+                if r.get("status") in FINISHED and r.get("kind") == "run" and "final_episodes" in r
+            }
+        )
         count = "/".join(str(e) for e in episodes) or "the suite's"
-        parts += ["## Final return\n",
-                  f"Deterministic evaluation on a separate environment after the full budget ({count} episodes per "
-                  "run); mean ± standard deviation over seeds. Steps/s: median over seeds of training steps per "
-                  "second, evaluation time excluded.\n", table]
+        parts += [
+            "## Final return per environment\n",
+            f"Score of a run: its deterministic evaluation on a separate environment after the full budget "
+            f"({count} episodes). IQM: the mean of the middle half of the seeds' scores (25 % trimmed from "
+            "each end); median over seeds; 95 % intervals from rliable's percentile bootstrap over seeds "
+            f"({stats.reps} replications). Steps/s: median over seeds of training steps per second, "
+            "evaluation time excluded.\n",
+            table,
+        ]
         if sources:
             parts.append("Published figures are the sources' own, measured differently from ours:\n")
             parts += [f"- {key}: {CAVEATS.get(key, key)}" for key in sorted(sources)]
             parts.append("")
+        if stats.references:
+            parts += [
+                "## Normalised scores\n",
+                "Across environments scores are normalised per environment: (score − random) / (best − "
+                f"random), where *random* is the mean return of a uniformly random policy over "
+                f"{stats.random_episodes} episodes (measured, cached in `{RANDOM_CACHE_FILE}`) and *best* "
+                f"the best published return in `{PUBLISHED_SOURCE}` for the task (any algorithm, budget or "
+                "version of the task; see the caveats above). Where no figure is published, the best final "
+                "return measured in this suite stands in, as the table says.\n",
+                normalisation_table(stats),
+            ]
+        if len(stats.aggregate):
+            parts += [
+                "## Across environments (normalised)\n",
+                "IQM over every (seed, environment) score; median over environments of the mean over seeds "
+                "(rliable's definitions). Intervals resample seeds within each environment (stratified "
+                "bootstrap). Rows with different environments are not directly comparable; an environment "
+                "with fewer finished seeds limits the others to its count (the rest dropped).\n",
+                aggregate_table(stats),
+            ]
+        if len(stats.improvements):
+            parts += [
+                "## Probability of improvement\n",
+                "P(X > Y): per environment, the probability that a seed of the lecture's algorithm X scores "
+                "above a seed of its sibling Y (ties count one half), averaged over the environments both "
+                "ran. Above 0.5 favours X; an interval that contains 0.5 decides nothing.\n",
+                improvement_table(stats),
+            ]
     if any(result.get("kind") == "speed" for result in results):
-        parts += ["## Speed\n", "Median of interleaved repeats in one process, identical settings.\n",
-                  speed_table(results)]
+        parts += [
+            "## Speed\n",
+            "Median of interleaved repeats in one process, identical settings.\n",
+            speed_table(results),
+        ]
     figures = [r for r in results if r.get("kind") == "figure" and r.get("status") in FINISHED]
     if figures:
         parts.append("## Figures\n")
@@ -209,7 +377,19 @@ def markdown_report(suite: str, description: str, results: list[dict[str, Any]],
         parts.append("")
     if images:
         parts.append("## Plots\n")
+        parts.append(
+            "Evaluation curves: IQM over seeds at each evaluation with its 95 % bootstrap interval, both "
+            "clipped to the returns the environment can reach (its reward bounds and time limit; for "
+            "environments without known bounds, the range of the measured returns). Performance "
+            "profiles: fraction of runs whose normalised score exceeds τ.\n"
+        )
         parts += [f"![{image.stem}]({_relative(image, base)})\n" for image in images]
+    if (base / ZOO_LOGS).is_dir():
+        parts += [
+            "## RL Zoo layout\n",
+            f"`{ZOO_LOGS}/<algo>/<env>_<k>/evaluations.npz` holds every run's evaluations for "
+            f"`python -m rl_zoo3.cli all_plots -f {ZOO_LOGS} ...` and `plot_from_file`.\n",
+        ]
     unfinished = failures(results)
     if unfinished:
         parts += ["## Unfinished jobs\n", *unfinished, ""]
@@ -223,8 +403,10 @@ def _relative(path: Path, base: Path) -> str:
         return str(path)
 
 
-def write_tables(results: list[dict[str, Any]], folder: Path) -> list[Path]:
-    """``results.json`` (everything, curves included), ``results.csv``, ``curves.csv``, ``speed.csv``."""
+def write_tables(results: list[dict[str, Any]], folder: Path, stats: SuiteStatistics | None = None) -> list[Path]:
+    """``results.json`` (everything, curves included), ``results.csv``, ``curves.csv``, ``speed.csv``; with
+    ``stats``, ``stats_per_env.csv``, ``normalisation.csv``, ``stats_aggregate.csv`` and
+    ``probability_of_improvement.csv``."""
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "results.json"]
     write_text(written[0], json.dumps(results, indent=2))
@@ -234,13 +416,33 @@ def write_tables(results: list[dict[str, Any]], folder: Path) -> list[Path]:
         written.append(folder / "results.csv")
         write_text(written[-1], _csv_text(RUN_COLUMNS, runs))
         curve_rows = [
-            {"algo": run["algo"], "env": run["env"], "seed": run["seed"], "steps": steps, "mean_return": mean,
-             "std_return": std}
-            for run in runs for steps, mean, std in run.get("curve", [])
+            {
+                "algo": run["algo"],
+                "env": run["env"],
+                "seed": run["seed"],
+                "steps": steps,
+                "mean_return": mean,
+                "std_return": std,
+            }
+            for run in runs
+            for steps, mean, std in run.get("curve", [])
         ]
         written.append(folder / "curves.csv")
         write_text(written[-1], _csv_text(("algo", "env", "seed", "steps", "mean_return", "std_return"), curve_rows))
     if speeds:
         written.append(folder / "speed.csv")
         write_text(written[-1], _csv_text(SPEED_COLUMNS, speeds))
+    if stats is not None:
+        import pandas as pd
+
+        references = pd.DataFrame([vars(ref) for ref in stats.references.values()])
+        for name, frame in (
+            ("stats_per_env.csv", stats.per_env),
+            ("normalisation.csv", references),
+            ("stats_aggregate.csv", stats.aggregate),
+            ("probability_of_improvement.csv", stats.improvements),
+        ):
+            if len(frame):
+                written.append(folder / name)
+                write_text(written[-1], frame.to_csv(index=False, float_format="%.6g"))
     return written

@@ -323,6 +323,7 @@ SUITES: dict[str, Suite] = {
             "classic",
             "every lecture algorithm beside its siblings on CartPole, Acrobot, Pendulum, MountainCarContinuous",
             entries=_classic_entries(),
+            seeds=10,
         ),
         Suite(
             "mujoco",
@@ -336,6 +337,7 @@ SUITES: dict[str, Suite] = {
             "lecture",
             "the lecture's family comparisons: NPG/TNPG/TRPO, KL-PPO/PPO, DPG/DDPG/TD3, SQL/SAC (and SQL/DQN)",
             entries=_lecture_entries(),
+            seeds=10,
         ),
         Suite(
             "speed",

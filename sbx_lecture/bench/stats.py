@@ -1,0 +1,346 @@
+"""Statistics of a suite's results with rliable (Agarwal et al. 2021, "Deep RL at the Edge of the Statistical
+Precipice"): interquartile mean and median with stratified-bootstrap confidence intervals, performance profiles and
+probabilities of improvement.
+
+The score of a run is its final deterministic evaluation return. Per environment the statistics are over seeds, in
+the environment's own units. Across environments they are over normalised scores (:mod:`.baselines`: 0 a uniformly
+random policy, 1 the best published figure): the IQM over every (seed, environment) score, the median over
+environments of the per-environment mean (rliable's definitions). Every interval is rliable's percentile
+bootstrap that resamples seeds within each environment; the bootstrap draws from a seeded generator, so a report is
+the same each time it is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sbx_lecture.bench.baselines import Reference
+from sbx_lecture.bench.suites import SIBLINGS, SuiteError
+
+FINISHED = ("done", "skipped")
+#: Bootstrap replications of a report (``--bootstrap-reps``).
+DEFAULT_REPS = 2000
+CONFIDENCE = 0.95
+#: Seed of the bootstrap's generator.
+BOOTSTRAP_SEED = 0
+#: Thresholds of the performance profiles, in normalised score.
+PROFILE_TAUS = np.linspace(-0.25, 1.25, 61)
+
+
+def check_packages() -> None:
+    """Raise :class:`.SuiteError` when a package the statistics need (the ``bench`` extra) is not installed."""
+    import importlib.util
+
+    missing = [name for name in ("rliable", "pandas") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SuiteError(f"the report's statistics need {' and '.join(missing)}: pip install 'sbx-lecture[bench]'")
+
+
+@dataclass
+class Group:
+    """The seeds of one algorithm on one environment at one budget."""
+
+    algo: str
+    env: str
+    family: str
+    timesteps: int
+    seeds: list[int] = field(default_factory=list)
+    finals: list[float] = field(default_factory=list)
+    speeds: list[float] = field(default_factory=list)
+    curves: list[list[tuple[float, float]]] = field(default_factory=list)
+    failed: int = 0
+
+
+def group_runs(results: list[dict[str, Any]]) -> list[Group]:
+    """Runs grouped by (env, algorithm, budget), sorted by environment, family and algorithm; failures counted."""
+    groups: dict[tuple[str, str, int], Group] = {}
+    for result in results:
+        if result.get("kind") != "run":
+            continue
+        key = (result["env"], result["algo"], int(result.get("timesteps") or 0))
+        group = groups.setdefault(
+            key, Group(result["algo"], result["env"], result.get("family", result["algo"]), key[2])
+        )
+        if result.get("status") in FINISHED:
+            group.seeds.append(int(result.get("seed", len(group.seeds))))
+            group.finals.append(float(result["final_mean"]))
+            group.speeds.append(float(result.get("steps_per_second") or 0.0))
+            if result.get("curve"):
+                group.curves.append([(float(point[0]), float(point[1])) for point in result["curve"]])
+        else:
+            group.failed += 1
+    return sorted(groups.values(), key=lambda g: (g.env, g.family, g.algo))
+
+
+@contextmanager
+def seeded_bootstrap(seed: int) -> Iterator[None]:
+    """Seed numpy's global generator, which rliable's bootstrap draws from, and restore its state afterwards."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def _intervals(
+    scores: np.ndarray | list[np.ndarray], func: Callable[..., np.ndarray], reps: int, seed: int
+) -> np.ndarray:
+    """rliable's percentile-bootstrap 95 % intervals of ``func`` on ``scores``: lower bounds, then upper (2 × k)."""
+    from rliable import library
+
+    with seeded_bootstrap(seed):
+        _, intervals = library.get_interval_estimates(
+            {"scores": scores}, func, reps=reps, confidence_interval_size=CONFIDENCE
+        )
+    return np.asarray(intervals["scores"]).reshape(2, -1)
+
+
+# The bootstrap evaluates its statistic once per replication, and scipy's trim_mean and mannwhitneyu (behind
+# rliable's aggregate_iqm and probability_of_improvement) cost milliseconds a call. The statistics below are the same
+# numbers (tests/test_bench_stats.py asserts it) from plain numpy, vectorised over columns; the point estimates in
+# the tables come from rliable.metrics itself.
+
+
+def column_iqm(scores: np.ndarray) -> np.ndarray:
+    """The IQM of each column over axis 0: ``rliable.metrics.aggregate_iqm`` of each ``scores[:, j, ...]``.
+
+    The 25 % trimmed mean: ``int(0.25 n)`` values cut from each end of the sorted ``n``.
+    """
+    ordered = np.sort(scores, axis=0)
+    cut = int(0.25 * ordered.shape[0])
+    return np.asarray(ordered[cut : ordered.shape[0] - cut].mean(axis=0))
+
+
+def column_iqm_and_median(scores: np.ndarray) -> np.ndarray:
+    """IQM and median over seeds of each column (``seeds × groups``): all IQMs, then all medians."""
+    return np.concatenate([column_iqm(scores), np.median(scores, axis=0)])
+
+
+def iqm_and_median(scores: np.ndarray) -> np.ndarray:
+    """rliable's aggregate IQM (over every score) and median (over environments of the per-environment mean) of
+    ``runs × environments`` scores."""
+    return np.array([column_iqm(scores.reshape(-1))[()], np.median(scores.mean(axis=0))])
+
+
+def improvement_probability(scores_x: np.ndarray, scores_y: np.ndarray) -> np.ndarray:
+    """``rliable.metrics.probability_of_improvement``: per environment (column) the fraction of (x, y) seed pairs
+    with x > y, ties counting one half, averaged over environments."""
+    above = scores_x[:, None, :] > scores_y[None, :, :]
+    tied = scores_x[:, None, :] == scores_y[None, :, :]
+    return np.array([np.mean(above.mean(axis=(0, 1)) + 0.5 * tied.mean(axis=(0, 1)))])
+
+
+def per_environment(groups: list[Group], reps: int = DEFAULT_REPS, seed: int = BOOTSTRAP_SEED) -> Any:
+    """IQM and median over seeds of the final return, with 95 % intervals, per (environment, algorithm, budget).
+
+    Groups with the same number of seeds share one stratified bootstrap, one group a column: it resamples each
+    column on its own, so every group gets the interval of its own bootstrap.
+
+    :return: a pandas DataFrame, one row per group
+    """
+    import pandas as pd
+    from rliable import metrics
+
+    rows = []
+    for group in groups:
+        row: dict[str, Any] = {
+            "env": group.env,
+            "family": group.family,
+            "algo": group.algo,
+            "timesteps": group.timesteps,
+            "seeds": len(group.finals),
+            "failed": group.failed,
+        }
+        if group.finals:
+            scores = np.array(group.finals, dtype=float)[:, None]
+            row.update(
+                iqm=float(metrics.aggregate_iqm(scores)),
+                median=float(np.median(scores)),
+                steps_per_second=float(np.median(group.speeds)),
+            )
+        rows.append(row)
+    for count in sorted({len(group.finals) for group in groups if group.finals}):
+        members = [index for index, group in enumerate(groups) if len(group.finals) == count]
+        scores = np.stack([np.array(groups[index].finals, dtype=float) for index in members], axis=1)
+        bounds = _intervals(scores, column_iqm_and_median, reps, seed)
+        for column, index in enumerate(members):
+            rows[index].update(
+                iqm_low=bounds[0, column],
+                iqm_high=bounds[1, column],
+                median_low=bounds[0, len(members) + column],
+                median_high=bounds[1, len(members) + column],
+            )
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class ScoreMatrix:
+    """One algorithm's normalised final scores, ``runs × environments`` (rliable's layout).
+
+    :param algo: algorithm
+    :param envs: the environments, in column order
+    :param scores: normalised scores; each column keeps the first ``runs`` seeds of its environment
+    :param dropped: seeds left out so that every environment has as many as the sparsest
+    """
+
+    algo: str
+    envs: list[str]
+    scores: np.ndarray
+    dropped: int = 0
+
+    def restrict(self, envs: list[str]) -> ScoreMatrix:
+        """The columns of ``envs`` only."""
+        return ScoreMatrix(self.algo, envs, self.scores[:, [self.envs.index(env) for env in envs]], self.dropped)
+
+
+def score_matrices(groups: list[Group], refs: dict[str, Reference]) -> dict[str, ScoreMatrix]:
+    """Each algorithm's normalised :class:`ScoreMatrix` over the environments it ran on.
+
+    Where an algorithm ran one environment at several budgets, the largest is used. Environments with fewer
+    finished seeds than others limit every column to their count (seeds in order, the rest dropped).
+    """
+    chosen: dict[str, dict[str, Group]] = {}
+    for group in groups:
+        if not group.finals or group.env not in refs:
+            continue
+        current = chosen.setdefault(group.algo, {}).get(group.env)
+        if current is None or group.timesteps > current.timesteps:
+            chosen[group.algo][group.env] = group
+    matrices = {}
+    for algo, by_env in chosen.items():
+        envs = sorted(by_env)
+        runs = min(len(by_env[env].finals) for env in envs)
+        columns = []
+        for env in envs:
+            order = np.argsort(by_env[env].seeds, kind="stable")[:runs]
+            columns.append(refs[env].normalise(np.array(by_env[env].finals)[order]))
+        dropped = sum(len(by_env[env].finals) for env in envs) - runs * len(envs)
+        matrices[algo] = ScoreMatrix(algo, envs, np.stack(columns, axis=1), dropped)
+    return matrices
+
+
+def aggregate(matrices: dict[str, ScoreMatrix], reps: int = DEFAULT_REPS, seed: int = BOOTSTRAP_SEED) -> Any:
+    """Normalised IQM and median across environments with 95 % intervals, one row per algorithm (a DataFrame)."""
+    import pandas as pd
+    from rliable import metrics
+
+    from sbx_lecture.bench.suites import family_of
+
+    rows = []
+    for algo, matrix in matrices.items():
+        points = [metrics.aggregate_iqm(matrix.scores), metrics.aggregate_median(matrix.scores)]
+        bounds = _intervals(matrix.scores, iqm_and_median, reps, seed)
+        rows.append(
+            {
+                "algo": algo,
+                "family": family_of(algo),
+                "envs": ", ".join(matrix.envs),
+                "n_envs": len(matrix.envs),
+                "runs": matrix.scores.shape[0],
+                "dropped": matrix.dropped,
+                "iqm": points[0],
+                "iqm_low": bounds[0, 0],
+                "iqm_high": bounds[1, 0],
+                "median": points[1],
+                "median_low": bounds[0, 1],
+                "median_high": bounds[1, 1],
+            }
+        )
+    frame = pd.DataFrame(rows)
+    return frame.sort_values(["family", "algo"], ignore_index=True) if rows else frame
+
+
+def improvements(matrices: dict[str, ScoreMatrix], reps: int = DEFAULT_REPS, seed: int = BOOTSTRAP_SEED) -> Any:
+    """P(X > Y) of each lecture algorithm X over each sibling Y, on the environments both ran, with its interval.
+
+    P(X > Y) is rliable's: per environment the probability that a seed of X scores above a seed of Y (ties count
+    one half), averaged over environments; the interval resamples the seeds of X and of Y independently within
+    each environment. A DataFrame, one row per pair.
+    """
+    import pandas as pd
+    from rliable import metrics
+
+    rows = []
+    for ours, siblings in SIBLINGS.items():
+        for sibling in siblings:
+            if ours not in matrices or sibling not in matrices:
+                continue
+            shared = [env for env in matrices[ours].envs if env in matrices[sibling].envs]
+            if not shared:
+                continue
+            x, y = matrices[ours].restrict(shared).scores, matrices[sibling].restrict(shared).scores
+            bounds = _intervals([x, y], improvement_probability, reps, seed)
+            rows.append(
+                {
+                    "algo": ours,
+                    "sibling": sibling,
+                    "envs": ", ".join(shared),
+                    "runs": x.shape[0],
+                    "sibling_runs": y.shape[0],
+                    "probability": float(metrics.probability_of_improvement(x, y)),
+                    "low": bounds[0, 0],
+                    "high": bounds[1, 0],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _fraction_above(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
+    return np.mean(scores.reshape(-1, 1) > np.asarray(taus).reshape(1, -1), axis=0)
+
+
+def performance_profiles(
+    matrices: dict[str, ScoreMatrix],
+    taus: np.ndarray = PROFILE_TAUS,
+    reps: int = DEFAULT_REPS,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Fraction of runs with a normalised score above each τ, per algorithm, with 95 % intervals (rliable)."""
+    from rliable import library
+
+    with seeded_bootstrap(seed):
+        return library.create_performance_profile(  # type: ignore[no-any-return]
+            {algo: matrix.scores for algo, matrix in matrices.items()},
+            taus,
+            custom_profile_func=_fraction_above,
+            reps=reps,
+            confidence_interval_size=CONFIDENCE,
+        )
+
+
+def curve_matrix(curves: list[list[tuple[float, float]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Seeds' evaluation curves on a common grid (the shortest curve's steps, others interpolated).
+
+    :return: the grid and the returns, ``seeds × points``
+    """
+    grid = np.array([steps for steps, _ in min(curves, key=len)], dtype=float)
+    values = np.array([np.interp(grid, [s for s, _ in curve], [v for _, v in curve]) for curve in curves])
+    return grid, values
+
+
+def curve_iqm(
+    curves: list[list[tuple[float, float]]],
+    bounds: tuple[float, float],
+    reps: int = DEFAULT_REPS,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """IQM over seeds at each evaluation point with its 95 % interval, clipped to ``bounds``.
+
+    Each point is a column of the stratified bootstrap (resampled on its own, as in rliable's sample-efficiency
+    curves).
+
+    :param curves: each seed's ``(steps, mean return)`` points
+    :param bounds: the returns an episode can reach (:func:`.baselines.return_range`)
+    :return: steps, IQM, lower and upper bound of the interval
+    """
+    grid, values = curve_matrix(curves)
+    iqm = column_iqm(values)
+    intervals = _intervals(values, column_iqm, reps, seed)
+    low, high = bounds
+    return grid, np.clip(iqm, low, high), np.clip(intervals[0], low, high), np.clip(intervals[1], low, high)

@@ -1,0 +1,78 @@
+"""A suite's evaluations in the RL Zoo's log layout, so that ``rl_zoo3``'s ``all_plots`` and ``plot_from_file`` read
+them.
+
+``all_plots -f FOLDER`` looks for ``FOLDER/<algo>/<dirs whose name holds the env id>/evaluations.npz``; the run
+folders (``runs/<algo>/<env>/t<budget>/seed_<k>/``) nest one level deeper, so they are exported as
+``<report folder>/zoo_logs/<algo>/<env_id>_<k>/evaluations.npz`` with ``k`` = 1, 2, … in seed order::
+
+    python -m rl_zoo3.cli all_plots -a ppo trpo -e CartPole-v1 -f bench_results/classic/zoo_logs -o classic
+    python -m rl_zoo3.cli plot_from_file -i classic.pkl -l ppo trpo
+
+``results`` (and ``ep_lengths``) hold one row per evaluation point and one column per episode of the periodic
+evaluations. The final evaluation runs more episodes than fit in that width; its row holds its mean return in every
+column (NaN padding, as the run folder's file has, would turn the zoo's averages into NaN). ``all_plots`` averages
+each row, then the seeds, so its curves and final returns are ours; at least two columns are written, because it
+squeezes a single one away.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sbx_lecture.evaluation import EVALUATIONS_FILE, Evaluations
+from sbx_lecture.runs import atomic_write
+
+ZOO_LOGS = "zoo_logs"
+FINISHED = ("done", "skipped")
+
+
+def rectangular(rows: list[list[float]]) -> np.ndarray:
+    """Rows of the most common length kept as they are (at least two columns); any other row as its mean repeated."""
+    lengths = [len(row) for row in rows]
+    width = max(max(set(lengths), key=lengths.count), 2)
+    return np.array([row if len(row) == width else [float(np.mean(row))] * width for row in rows], dtype=float)
+
+
+def _write_npz(path: Path, evaluations: Evaluations) -> None:
+    def write(temporary: str) -> None:
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            allow_pickle=False,
+            timesteps=np.array(evaluations.timesteps, dtype=np.int64),
+            results=rectangular(evaluations.returns),
+            ep_lengths=rectangular([[float(x) for x in row] for row in evaluations.lengths]),
+        )
+        Path(temporary).write_bytes(buffer.getvalue())
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, write)
+
+
+def export_zoo_logs(results: list[dict[str, Any]], folder: Path) -> Path | None:
+    """Write the finished runs' evaluations to ``folder/zoo_logs`` in the RL Zoo's layout (replacing an older
+    export); returns that folder, or ``None`` when no finished run has evaluations.
+
+    Runs of one algorithm on one environment at several budgets are numbered on together, the smallest budget
+    first (``all_plots`` merges them; filter the suite to one budget to avoid that).
+    """
+    runs = sorted(
+        (r for r in results if r.get("kind") == "run" and r.get("status") in FINISHED and r.get("folder")),
+        key=lambda r: (r["algo"], r["env"], int(r.get("timesteps") or 0), int(r.get("seed", 0))),
+    )
+    target = folder / ZOO_LOGS
+    shutil.rmtree(target, ignore_errors=True)
+    counts: dict[tuple[str, str], int] = {}
+    for run in runs:
+        evaluations = Evaluations.load(Path(run["folder"]) / EVALUATIONS_FILE)
+        if not evaluations.timesteps:
+            continue
+        key = (run["algo"], run["env"])
+        counts[key] = counts.get(key, 0) + 1
+        _write_npz(target / run["algo"] / f"{run['env']}_{counts[key]}" / EVALUATIONS_FILE, evaluations)
+    return target if counts else None
