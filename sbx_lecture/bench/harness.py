@@ -17,13 +17,15 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import os
+import signal
 import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from sbx_lecture.bench.runner import RESULT_FILE, execute_run, read_result
 from sbx_lecture.bench.speed import execute_speed
@@ -176,6 +178,16 @@ def make_display(total: int, live: bool | None = None) -> Display:
     return RichDisplay(total) if live else LineDisplay(total)
 
 
+class IgnoreInterrupt(WorkerPlugin):
+    """Local workers ignore Ctrl-C, which the terminal sends to them too: the client stops their jobs instead."""
+
+    name = "sbx-lecture-ignore-interrupt"
+
+    def setup(self, worker: Any) -> None:
+        """Run in the worker process's main thread, in every worker (restarted ones too)."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _request_stop() -> None:
     """Run on every worker by Ctrl-C in the client: the jobs there save a checkpoint and stop."""
     global _stop_requested
@@ -243,6 +255,7 @@ def connect(n_workers: int = 1, scheduler: str | None = None) -> Iterator[Client
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
+        client.register_plugin(IgnoreInterrupt())
         yield client
 
 
