@@ -1,6 +1,6 @@
 """The bench engine on Dask: a two-worker local cluster runs a tiny suite while one of its workers is killed, every
-socket of the cluster listens on 127.0.0.1, an existing cluster is used with ``--scheduler``, and two benches on one
-output folder never train a run twice.
+socket of the cluster listens on 127.0.0.1, an existing cluster is used with ``--scheduler``, two benches on one
+output folder never train a run twice, and Ctrl-C has the running runs save a checkpoint.
 
 Training runs use SB3's A2C and PPO on CartPole-v1 with budgets of a few thousand steps.
 """
@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from sbx_lecture.bench import harness, main
 from sbx_lecture.bench.harness import LineDisplay, job_folder
 from sbx_lecture.bench.runner import RESULT_FILE
 from sbx_lecture.bench.suites import RunJob, Selection, expand, load_suite_file
-from sbx_lecture.checkpoints import committed_bundles
+from sbx_lecture.checkpoints import committed_bundles, newest_valid_bundle
 from sbx_lecture.runs import LOCK_FILE
 
 KILL_AT = 1_000
@@ -38,11 +39,22 @@ SUITE = {
     "repeats": 1,
     "runs": [
         {"algo": "a2c", "env": "CartPole-v1", "timesteps": 6_000},
-        {"algo": "ppo", "env": "CartPole-v1", "timesteps": 2_000,
-         "hyperparams": {"n_envs": 2, "n_steps": 128, "batch_size": 64, "n_epochs": 2}},
+        {
+            "algo": "ppo",
+            "env": "CartPole-v1",
+            "timesteps": 2_000,
+            "hyperparams": {"n_envs": 2, "n_steps": 128, "batch_size": 64, "n_epochs": 2},
+        },
     ],
-    "speed": [{"ours": "ppo", "sibling": "a2c", "env": "CartPole-v1", "timesteps": 256,
-               "hyperparams": {"n_steps": 64, "batch_size": 64, "n_epochs": 1}}],
+    "speed": [
+        {
+            "ours": "ppo",
+            "sibling": "a2c",
+            "env": "CartPole-v1",
+            "timesteps": 256,
+            "hyperparams": {"n_steps": 64, "batch_size": 64, "n_epochs": 1},
+        }
+    ],
 }
 
 
@@ -133,14 +145,24 @@ def test_the_local_cluster_listens_on_loopback_only(killed_run):
 def test_scheduler_runs_the_suite_on_an_existing_cluster(tmp_path, capsys):
     from distributed import LocalCluster
 
-    content = {**SUITE, "name": "remote", "speed": [], "runs": [{"algo": "a2c", "env": "CartPole-v1",
-                                                                   "timesteps": 500}]}
+    content = {
+        **SUITE,
+        "name": "remote",
+        "speed": [],
+        "runs": [{"algo": "a2c", "env": "CartPole-v1", "timesteps": 500}],
+    }
     suite_file = write_suite(tmp_path, content)
     out = tmp_path / "out"
-    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
-                      scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster:
-        status = main([str(suite_file), "--scheduler", cluster.scheduler_address, "--out", str(out), "--plain",
-                       "--no-plots"])
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+    ) as cluster:
+        status = main(
+            [str(suite_file), "--scheduler", cluster.scheduler_address, "--out", str(out), "--plain", "--no-plots"]
+        )
         worker_pids = set(cluster.workers)  # still up: the command left the cluster alone
     assert status == 0 and worker_pids
     (job,) = expand(load_suite_file(suite_file), Selection())
@@ -164,15 +186,32 @@ def test_an_unreachable_scheduler_is_one_line_and_status_2(tmp_path, capsys, mon
 
 
 def test_two_benches_on_one_folder_never_train_a_run_twice(tmp_path):
-    content = {**SUITE, "name": "twice", "speed": [], "seeds": 2,
-               "runs": [{"algo": "a2c", "env": "CartPole-v1", "timesteps": 2_000}]}
+    content = {
+        **SUITE,
+        "name": "twice",
+        "speed": [],
+        "seeds": 2,
+        "runs": [{"algo": "a2c", "env": "CartPole-v1", "timesteps": 2_000}],
+    }
     suite_file = write_suite(tmp_path, content)
     out = tmp_path / "out"
-    command = [sys.executable, "-c", "import sys; from sbx_lecture.bench import main; sys.exit(main(sys.argv[1:]))",
-               str(suite_file), "--jobs", "1", "--out", str(out), "--plain", "--no-plots"]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from sbx_lecture.bench import main; sys.exit(main(sys.argv[1:]))",
+        str(suite_file),
+        "--jobs",
+        "1",
+        "--out",
+        str(out),
+        "--plain",
+        "--no-plots",
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    benches = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-               for _ in range(2)]
+    benches = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        for _ in range(2)
+    ]
     outputs = [bench.communicate()[0] for bench in benches]
     jobs = [job for job in expand(load_suite_file(suite_file), Selection()) if isinstance(job, RunJob)]
     assert len(jobs) == 2
@@ -188,3 +227,46 @@ def test_two_benches_on_one_folder_never_train_a_run_twice(tmp_path):
         assert bench.returncode == (1 if "busy: another bench is running it" in text else 0), text
     again = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     assert again.returncode == 0 and "2 of 2 jobs already finished" in again.stdout
+
+
+def test_ctrl_c_has_the_running_runs_save_a_checkpoint(tmp_path):
+    content = {
+        **SUITE,
+        "name": "stop",
+        "speed": [],
+        "runs": [{"algo": "a2c", "env": "CartPole-v1", "timesteps": 100_000}],
+    }
+    suite_file = write_suite(tmp_path, content)
+    out = tmp_path / "out"
+    (job,) = expand(load_suite_file(suite_file), Selection())
+    run_dir = job_folder(job, out)
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from sbx_lecture.bench import main; sys.exit(main(sys.argv[1:]))",
+        str(suite_file),
+        "--jobs",
+        "1",
+        "--out",
+        str(out),
+        "--plain",
+        "--no-plots",
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    # Its own session: Ctrl-C on a terminal reaches the whole process group, the cluster's processes included.
+    bench = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
+    assert bench.stdout is not None
+    first = bench.stdout.readline()
+    assert f"start {job.label}" in first, first
+    while (run_dir / "run.json").exists() is False:  # training has begun: its folder is set up
+        time.sleep(0.2)
+    time.sleep(2.0)
+    os.killpg(bench.pid, signal.SIGINT)
+    rest = bench.communicate()[0]
+    assert bench.returncode == 130, first + rest
+    assert f"{job.label}: interrupted (checkpoint saved" in rest
+    assert not (run_dir / RESULT_FILE).exists()
+    bundle, _ = newest_valid_bundle(run_dir)
+    assert 0 < bundle.steps < 10_000  # saved at the interruption: the first periodic checkpoint is at 10,000 steps

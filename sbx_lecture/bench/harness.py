@@ -194,8 +194,14 @@ def _request_stop() -> None:
     _stop_requested = True
 
 
-def _stopped(job: Job) -> dict[str, Any]:
-    return {"kind": "run" if isinstance(job, RunJob) else "speed", "status": "interrupted", "label": job.label}
+def _stopped(job: Job, status: str = "interrupted") -> dict[str, Any]:
+    """The result of a job that did not get to run (or whose workers kept dying)."""
+    if isinstance(job, RunJob):
+        what: dict[str, Any] = {"kind": "run", "algo": job.algo, "env": job.env_id, "seed": job.seed}
+        what.update(family=job.family, timesteps=job.timesteps)
+    else:
+        what = {"kind": "speed", "ours": job.ours, "sibling": job.sibling, "env": job.env_id}
+    return {**what, "status": status, "label": job.label}
 
 
 def _work(job: Job, out: Path, threads: int, topic: str) -> dict[str, Any]:
@@ -314,17 +320,18 @@ def _run_pending(
     events: collections.deque[Any] = collections.deque()
     client.subscribe_topic(topic, events.append)  # called in the client's event-loop thread
     futures: dict[Future, int] = {}
+    started: set[str] = set()  # the keys of the jobs shown as started
     for index in pending:
         job = jobs[index]
         futures[client.submit(_work, job, out, threads, topic, key=f"{job.label} [{token}]", pure=False)] = index
     try:
-        _wait_for(client, futures, jobs, results, out, events, display)
+        _wait_for(client, futures, jobs, results, out, events, display, started)
     except KeyboardInterrupt:
         display.message("interrupted: the running jobs save a checkpoint; run the same command again to resume")
         try:
             with contextlib.suppress(Exception):
                 client.run(_request_stop)
-            _wait_for(client, futures, jobs, results, out, events, display)
+            _wait_for(client, futures, jobs, results, out, events, display, started)
         except KeyboardInterrupt:
             display.message("stopped waiting: the running jobs lose the steps since their last checkpoint")
         client.cancel(list(futures))
@@ -342,12 +349,12 @@ def _wait_for(
     out: Path,
     events: collections.deque[Any],
     display: Display,
+    started: set[str],
 ) -> None:
     """Feed the display from the workers' events until every future has a result."""
     from distributed import as_completed
 
     keys = {str(job_folder(jobs[index], out)): index for index in futures.values()}
-    started: set[str] = set()
     finished = {str(job_folder(jobs[index], out)) for index in futures.values() if results[index] is not None}
 
     def drain() -> None:
@@ -374,7 +381,7 @@ def _wait_for(
                 result = future.result()
             except Exception as exc:  # the task failed too often (its workers died), or was cancelled
                 message = " ".join(str(exc).split()) or type(exc).__name__
-                result = {**_stopped(job), "status": "failed", "error": f"worker died: {type(exc).__name__}: {message}"}
+                result = {**_stopped(job, "failed"), "error": f"worker died: {type(exc).__name__}: {message}"}
             _keep(job, out, result)
             results[index] = result
             key = str(job_folder(job, out))
