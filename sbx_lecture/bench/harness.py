@@ -25,8 +25,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from distributed.diagnostics.plugin import WorkerPlugin
-
 from sbx_lecture.bench.runner import RESULT_FILE, execute_run, read_result
 from sbx_lecture.bench.speed import execute_speed
 from sbx_lecture.bench.suites import Job, RunJob, SpeedJob, SuiteError
@@ -40,8 +38,8 @@ RUNS_DIR = "runs"
 LOOPBACK = "127.0.0.1"
 #: Seconds to wait for a scheduler given with ``--scheduler``.
 CONNECT_TIMEOUT = 30
-#: Set in a worker process when the client asks its jobs to stop (Ctrl-C).
-_stop_requested = False
+#: The submissions (tokens) whose jobs are to stop (Ctrl-C in their command), in a worker process.
+_stop_requested: set[str] = set()
 
 
 def job_folder(job: Job, out: Path) -> Path:
@@ -178,20 +176,24 @@ def make_display(total: int, live: bool | None = None) -> Display:
     return RichDisplay(total) if live else LineDisplay(total)
 
 
-class IgnoreInterrupt(WorkerPlugin):
-    """Local workers ignore Ctrl-C, which the terminal sends to them too: the client stops their jobs instead."""
+def _ignore_interrupt() -> Any:
+    """A Dask worker plugin: local workers ignore Ctrl-C, which the terminal sends to them too; the command stops
+    their jobs instead (:func:`_request_stop`)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
 
-    name = "sbx-lecture-ignore-interrupt"
+    class IgnoreInterrupt(WorkerPlugin):
+        name = "sbx-lecture-ignore-interrupt"
 
-    def setup(self, worker: Any) -> None:
-        """Run in the worker process's main thread, in every worker (restarted ones too)."""
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        def setup(self, worker: Any) -> None:  # in the worker process's main thread, restarted workers too
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    return IgnoreInterrupt()
 
 
-def _request_stop() -> None:
-    """Run on every worker by Ctrl-C in the client: the jobs there save a checkpoint and stop."""
-    global _stop_requested
-    _stop_requested = True
+def _request_stop(token: str) -> None:
+    """Run on every worker by Ctrl-C in the client: the jobs of its submission ``token`` save a checkpoint and stop
+    (on a shared cluster, other commands' jobs go on)."""
+    _stop_requested.add(token)
 
 
 def _stopped(job: Job, status: str = "interrupted") -> dict[str, Any]:
@@ -204,12 +206,12 @@ def _stopped(job: Job, status: str = "interrupted") -> dict[str, Any]:
     return {**what, "status": status, "label": job.label}
 
 
-def _work(job: Job, out: Path, threads: int, topic: str) -> dict[str, Any]:
+def _work(job: Job, out: Path, threads: int, topic: str, token: str) -> dict[str, Any]:
     """One job, in a worker: its step counts go to ``topic``; a stop request from the client interrupts it."""
     import torch as th
     from distributed import get_worker
 
-    if _stop_requested:  # queued before Ctrl-C
+    if token in _stop_requested:  # queued before Ctrl-C
         return _stopped(job)
     th.set_num_threads(threads)
     worker = get_worker()
@@ -217,7 +219,7 @@ def _work(job: Job, out: Path, threads: int, topic: str) -> dict[str, Any]:
 
     def report(steps: int) -> None:
         worker.log_event(topic, [key, int(steps)])
-        if _stop_requested:
+        if token in _stop_requested:
             raise KeyboardInterrupt  # the runner saves a checkpoint and returns "interrupted"
 
     report(0)
@@ -233,8 +235,10 @@ def connect(n_workers: int = 1, scheduler: str | None = None) -> Iterator[Client
 
     :raises SuiteError: when the scheduler cannot be reached
     """
-    from distributed import Client, LocalCluster
-
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise SuiteError('the bench engine needs Dask: pip install "sbx-lecture[bench]"') from None
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
@@ -261,7 +265,7 @@ def connect(n_workers: int = 1, scheduler: str | None = None) -> Iterator[Client
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
-        client.register_plugin(IgnoreInterrupt())
+        client.register_plugin(_ignore_interrupt())
         yield client
 
 
@@ -323,14 +327,14 @@ def _run_pending(
     started: set[str] = set()  # the keys of the jobs shown as started
     for index in pending:
         job = jobs[index]
-        futures[client.submit(_work, job, out, threads, topic, key=f"{job.label} [{token}]", pure=False)] = index
+        futures[client.submit(_work, job, out, threads, topic, token, key=f"{job.label} [{token}]", pure=False)] = index
     try:
         _wait_for(client, futures, jobs, results, out, events, display, started)
     except KeyboardInterrupt:
         display.message("interrupted: the running jobs save a checkpoint; run the same command again to resume")
         try:
             with contextlib.suppress(Exception):
-                client.run(_request_stop)
+                client.run(_request_stop, token)
             _wait_for(client, futures, jobs, results, out, events, display, started)
         except KeyboardInterrupt:
             display.message("stopped waiting: the running jobs lose the steps since their last checkpoint")
