@@ -270,3 +270,28 @@ def test_ctrl_c_has_the_running_runs_save_a_checkpoint(tmp_path):
     assert not (run_dir / RESULT_FILE).exists()
     bundle, _ = newest_valid_bundle(run_dir)
     assert 0 < bundle.steps < 10_000  # saved at the interruption: the first periodic checkpoint is at 10,000 steps
+
+
+def test_the_run_lock_is_reentrant_in_its_thread_only(tmp_path):
+    """The bench runner holds a run's lock from its check of result.json until it writes it, around train(), which
+    takes the lock again; another thread, like another process, is refused."""
+    import threading
+
+    from sbx_lecture.runs import RunFolderError, run_lock
+
+    outcome: list[str] = []
+
+    def other_thread() -> None:
+        try:
+            with run_lock(tmp_path):
+                outcome.append("acquired")
+        except RunFolderError:
+            outcome.append("refused")
+
+    with run_lock(tmp_path), run_lock(Path(os.path.relpath(tmp_path))):  # the same folder, spelled differently
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+    assert outcome == ["refused"]
+    other_thread()
+    assert outcome == ["refused", "acquired"]
