@@ -1,6 +1,7 @@
 """The bench engine on Dask: a two-worker local cluster runs a tiny suite while one of its workers is killed, every
-socket of the cluster listens on 127.0.0.1, an existing cluster is used with ``--scheduler``, two benches on one
-output folder never train a run twice, and Ctrl-C has the running runs save a checkpoint.
+socket of the cluster listens on 127.0.0.1, an existing cluster is used with ``--scheduler`` (with and without a
+filesystem shared with its workers), two benches on one output folder never train a run twice, and Ctrl-C has the
+running runs save a checkpoint.
 
 Training runs use SB3's A2C and PPO on CartPole-v1 with budgets of a few thousand steps.
 """
@@ -295,3 +296,30 @@ def test_the_run_lock_is_reentrant_in_its_thread_only(tmp_path):
     assert outcome == ["refused"]
     other_thread()
     assert outcome == ["refused", "acquired"]
+
+
+def test_workers_without_our_filesystem_send_results_the_command_writes(tmp_path):
+    from distributed import LocalCluster
+
+    content = {**SUITE, "name": "apart", "speed": [], "runs": [{"algo": "a2c", "env": "CartPole-v1", "timesteps": 500}]}
+    suite_file = write_suite(tmp_path, content)
+    out, elsewhere = tmp_path / "out", tmp_path / "worker-disk"
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        env={harness.WORKER_OUT_ENV: str(elsewhere)},  # the worker's run folders go to its "own disk"
+    ) as cluster:
+        status = main(
+            [str(suite_file), "--scheduler", cluster.scheduler_address, "--out", str(out), "--plain", "--no-plots"]
+        )
+    assert status == 0
+    (job,) = expand(load_suite_file(suite_file), Selection())
+    assert (job_folder(job, elsewhere) / "run.json").exists()  # trained there
+    assert not (job_folder(job, out) / "run.json").exists()  # not here
+    result = json.loads((job_folder(job, out) / RESULT_FILE).read_text())  # written here from what came back
+    assert result == json.loads((job_folder(job, elsewhere) / RESULT_FILE).read_text())
+    assert result["status"] == "done" and result["curve"][-1][0] >= 500
+    assert "| CartPole-v1 | actor-critic | a2c | 500 | 1 |" in (out / "apart" / "report.md").read_text()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 RUNS_DIR = "runs"
 #: Address every process of a local cluster binds to.
 LOOPBACK = "127.0.0.1"
+#: In a worker's environment: the folder it writes its run folders in, instead of the command's ``--out`` (for
+#: workers without the command's filesystem, where that path does not exist or is not writable).
+WORKER_OUT_ENV = "SBX_LECTURE_BENCH_WORKER_OUT"
 #: Seconds to wait for a scheduler given with ``--scheduler``.
 CONNECT_TIMEOUT = 30
 #: The submissions (tokens) whose jobs are to stop (Ctrl-C in their command), in a worker process.
@@ -215,7 +219,8 @@ def _work(job: Job, out: Path, threads: int, topic: str, token: str) -> dict[str
         return _stopped(job)
     th.set_num_threads(threads)
     worker = get_worker()
-    key = str(job_folder(job, out))
+    key = str(job_folder(job, out))  # the command's name for the job
+    here = Path(os.environ.get(WORKER_OUT_ENV) or out)
 
     def report(steps: int) -> None:
         worker.log_event(topic, [key, int(steps)])
@@ -223,7 +228,7 @@ def _work(job: Job, out: Path, threads: int, topic: str, token: str) -> dict[str
             raise KeyboardInterrupt  # the runner saves a checkpoint and returns "interrupted"
 
     report(0)
-    return execute(job, out, report)
+    return execute(job, here, report)
 
 
 @contextlib.contextmanager
