@@ -130,11 +130,13 @@ def remove_stale(folder: Path) -> None:
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold the run folder's lock for the block; a second writer gets a :class:`RunFolderError` at once.
 
-    The lock is an advisory file lock (``filelock``): it is released when the process ends, however it ends.
+    The lock is an advisory file lock (``filelock``): it is released when the process ends, however it ends. It is
+    reentrant in the thread that holds it (the bench runner holds it around ``train``, which takes it too); another
+    thread of the same process is refused like another process.
     """
     from filelock import FileLock, Timeout
 
-    lock = FileLock(run_dir / LOCK_FILE, timeout=0, mode=_user_mode())
+    lock = FileLock(Path(run_dir).resolve() / LOCK_FILE, timeout=0, mode=_user_mode(), is_singleton=True)
     try:
         lock.acquire()
     except Timeout:

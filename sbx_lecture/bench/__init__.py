@@ -4,6 +4,7 @@
 
     sbx-lecture bench --list                                  # the suites and what they hold
     sbx-lecture bench classic --jobs 2 --seeds 3              # train, evaluate, write the report
+    sbx-lecture bench classic --scheduler tcp://node1:8786    # the same on an existing Dask cluster
     sbx-lecture bench classic --timesteps-scale 0.1 --algos ppo,trpo --envs CartPole-v1   # a quick look
     sbx-lecture bench speed                                   # steps/s: ours against the SB3 sibling
     sbx-lecture bench figures --algos dpg                     # a figure that is not a training run (DPG's bandit)
@@ -41,14 +42,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("suite", nargs="?", default=DEFAULT_SUITE,
                         help=f"one of {', '.join(SUITES)}, or a .yml/.json suite file (default {DEFAULT_SUITE})")
-    parser.add_argument("--jobs", "-j", type=int, default=1, help="runs in parallel, one process each (default 1)")
+    parser.add_argument("--jobs", "-j", type=int, default=1,
+                        help="runs in parallel: worker processes of the local Dask cluster (default 1)")
+    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                        help="run on the Dask cluster of this scheduler instead of a local one (--jobs is ignored)")
     parser.add_argument("--seeds", type=int, help="seeds per run (default: the suite's)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument("--timesteps-scale", type=float, default=1.0, metavar="F",
                         help="multiply every budget by F (e.g. 0.1 for a quick look; reported separately)")
     parser.add_argument("--algos", help="comma-separated algorithms to keep (a speed row is kept if either is)")
     parser.add_argument("--envs", help="comma-separated environment ids to keep")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker process (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
     parser.add_argument("--list", action="store_true", help="list the suites and exit")
     parser.add_argument("--dry-run", action="store_true", help="show the jobs and whether they are finished; run none")
     parser.add_argument("--report-only", action="store_true", help="write tables and plots from finished runs only")
@@ -99,7 +103,7 @@ def _check_filters(suite: Suite, selection: Selection) -> None:
 
 def run_suite(suite: Suite, selection: Selection, out: Path, n_jobs: int = 1, threads: int = 1,
               run: bool = True, plots: bool = True, live: bool | None = None,
-              reps: int | None = None) -> tuple[list[dict[str, Any]], Path]:
+              reps: int | None = None, scheduler: str | None = None) -> tuple[list[dict[str, Any]], Path]:
     """Run the selected jobs of ``suite`` (unless ``run`` is false) and write its report.
 
     The report covers every job of the suite at this scale and seed count that has a result, so a suite run in
@@ -111,7 +115,7 @@ def run_suite(suite: Suite, selection: Selection, out: Path, n_jobs: int = 1, th
     from sbx_lecture.zoo_config import zoo_budget
 
     jobs = expand(suite, selection, zoo_budget)
-    results = run_jobs(jobs, out, n_jobs, threads, live=live) if run else []
+    results = run_jobs(jobs, out, n_jobs, threads, live=live, scheduler=scheduler) if run else []
     fresh = {job_folder(job, out): result for job, result in zip(jobs, results, strict=False)}
     reported = []
     for job in expand(suite, Selection(selection.seeds, selection.timesteps_scale), zoo_budget):
@@ -221,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         results, report = run_suite(suite, selection, args.out, args.jobs, args.threads, run=not args.report_only,
                                     plots=not args.no_plots, live=False if args.plain else None,
-                                    reps=args.bootstrap_reps)
+                                    reps=args.bootstrap_reps, scheduler=args.scheduler)
     except SuiteError as exc:
         print(f"sbx-lecture bench: error: {exc}", file=sys.stderr)
         return 2

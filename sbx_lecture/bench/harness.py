@@ -1,32 +1,49 @@
-"""Run a suite's jobs in parallel worker processes, with a progress display; finished jobs are not run again.
+"""Run a suite's jobs on a Dask cluster, with a progress display; finished jobs are not run again.
 
 Every job has its own folder under the output directory (see :mod:`.runner`); a job whose ``result.json`` exists
-is finished and skipped, one with a checkpoint is continued from it. Workers are started with ``spawn`` (no torch
-state is inherited), use one torch thread each unless told otherwise, and report their step counts through a
-queue. Ctrl-C asks the running jobs to save a checkpoint and stop; the same command then resumes them.
+is finished and skipped, one with a checkpoint is continued from it. One job is one Dask task. By default
+:func:`run_jobs` starts a local cluster of single-threaded worker processes that listens on 127.0.0.1 only (no
+dashboard); given a scheduler address it submits the jobs to that cluster instead. A task whose worker dies is run
+again on another worker (Dask's ``distributed.scheduler.allowed-failures`` times): with a shared filesystem it
+continues from the run's newest checkpoint bundle. Workers send their step counts as Dask events; results come back
+to this process, which writes the ``result.json`` a worker without our filesystem could not.
+
+Ctrl-C asks the running jobs to save a checkpoint and stop (a second Ctrl-C stops waiting for them); the same
+command then resumes them. A worker process that is ended instead loses the steps since its last checkpoint.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import multiprocessing
+import logging
 import os
-import queue
 import signal
 import sys
-from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+import time
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sbx_lecture.bench.runner import execute_run, read_result
+from sbx_lecture.bench.runner import RESULT_FILE, execute_run, read_result
 from sbx_lecture.bench.speed import execute_speed
-from sbx_lecture.bench.suites import FigureJob, Job, RunJob, SpeedJob
-from sbx_lecture.checkpoints import interrupt_once
+from sbx_lecture.bench.suites import FigureJob, Job, RunJob, SpeedJob, SuiteError
+from sbx_lecture.runs import write_json
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
 
 RUNS_DIR = "runs"
-_progress_queue: Any = None
-_stop_event: Any = None
+#: Address every process of a local cluster binds to.
+LOOPBACK = "127.0.0.1"
+#: In a worker's environment: the folder it writes its run folders in, instead of the command's ``--out`` (for
+#: workers without the command's filesystem, where that path does not exist or is not writable).
+WORKER_OUT_ENV = "SBX_LECTURE_BENCH_WORKER_OUT"
+#: Seconds to wait for a scheduler given with ``--scheduler``.
+CONNECT_TIMEOUT = 30
+#: The submissions (tokens) whose jobs are to stop (Ctrl-C in their command), in a worker process.
+_stop_requested: set[str] = set()
 
 
 def job_folder(job: Job, out: Path) -> Path:
@@ -90,11 +107,17 @@ def describe(result: dict[str, Any]) -> str:
         return "interrupted (checkpoint saved; run the command again to resume)"
     if result.get("kind") == "figure":
         return f"{status}: {result.get('summary', '')}"
+    if status == "busy":
+        return "busy: another bench is running it; run the command again when it has finished"
     if result.get("kind") == "speed":
-        return (f"{status}: {result['ours_steps_per_second']:.0f} vs {result['sibling_steps_per_second']:.0f} steps/s, "
-                f"ratio {result['ratio']:.2f}")
-    return (f"{status}: return {result['final_mean']:.1f} ± {result['final_std']:.1f}, "
-            f"{result['steps_per_second']:.0f} steps/s, {result['wall_seconds']:.0f} s")
+        return (
+            f"{status}: {result['ours_steps_per_second']:.0f} vs {result['sibling_steps_per_second']:.0f} steps/s, "
+            f"ratio {result['ratio']:.2f}"
+        )
+    return (
+        f"{status}: return {result['final_mean']:.1f} ± {result['final_std']:.1f}, "
+        f"{result['steps_per_second']:.0f} steps/s, {result['wall_seconds']:.0f} s"
+    )
 
 
 class LineDisplay:
@@ -129,7 +152,10 @@ class RichDisplay:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
         )
         self.progress.start()
         self.overall = self.progress.add_task("jobs", total=total)
@@ -163,39 +189,120 @@ def make_display(total: int, live: bool | None = None) -> Display:
     return RichDisplay(total) if live else LineDisplay(total)
 
 
-def _init_worker(progress_queue: Any, stop_event: Any, threads: int) -> None:
-    global _progress_queue, _stop_event
+def _ignore_interrupt() -> Any:
+    """A Dask worker plugin: local workers ignore Ctrl-C, which the terminal sends to them too; the command stops
+    their jobs instead (:func:`_request_stop`)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class IgnoreInterrupt(WorkerPlugin):
+        name = "sbx-lecture-ignore-interrupt"
+
+        def setup(self, worker: Any) -> None:  # in the worker process's main thread, restarted workers too
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    return IgnoreInterrupt()
+
+
+def _request_stop(token: str) -> None:
+    """Run on every worker by Ctrl-C in the client: the jobs of its submission ``token`` save a checkpoint and stop
+    (on a shared cluster, other commands' jobs go on)."""
+    _stop_requested.add(token)
+
+
+def _stopped(job: Job, status: str = "interrupted") -> dict[str, Any]:
+    """The result of a job that did not get to run (or whose workers kept dying)."""
+    if isinstance(job, RunJob):
+        what: dict[str, Any] = {"kind": "run", "algo": job.algo, "env": job.env_id, "seed": job.seed}
+        what.update(family=job.family, timesteps=job.timesteps)
+    elif isinstance(job, SpeedJob):
+        what = {"kind": "speed", "ours": job.ours, "sibling": job.sibling, "env": job.env_id}
+    else:
+        what = {"kind": job.kind, "name": job.name}
+    return {**what, "status": status, "label": job.label}
+
+
+def _work(job: Job, out: Path, threads: int, topic: str, token: str) -> dict[str, Any]:
+    """One job, in a worker: its step counts go to ``topic``; a stop request from the client interrupts it."""
     import torch as th
+    from distributed import get_worker
 
+    if token in _stop_requested:  # queued before Ctrl-C
+        return _stopped(job)
     th.set_num_threads(threads)
-    _progress_queue = progress_queue
-    _stop_event = stop_event
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle workers ignore Ctrl-C; a running job takes it
-
-
-def _work(job: Job, out: Path) -> dict[str, Any]:
-    key = str(job_folder(job, out))
-    if _stop_event is not None and _stop_event.is_set():  # queued before Ctrl-C, which cancels it
-        return {"kind": job.kind, "status": "interrupted", "label": job.label}
+    worker = get_worker()
+    key = str(job_folder(job, out))  # the command's name for the job
+    here = Path(os.environ.get(WORKER_OUT_ENV) or out)
 
     def report(steps: int) -> None:
-        _progress_queue.put((key, steps))
+        worker.log_event(topic, [key, int(steps)])
+        if token in _stop_requested:
+            raise KeyboardInterrupt  # the runner saves a checkpoint and returns "interrupted"
 
     report(0)
-    signal.signal(signal.SIGINT, interrupt_once)  # a running job takes Ctrl-C, saves its state and stops
-    try:
-        return execute(job, out, report)
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return execute(job, here, report)
 
 
-def run_jobs(jobs: Sequence[Job], out: Path, n_jobs: int = 1, threads: int = 1, display: Display | None = None,
-             live: bool | None = None) -> list[dict[str, Any]]:
-    """Run the unfinished ``jobs`` in ``n_jobs`` worker processes; return every job's result, in order.
+@contextlib.contextmanager
+def connect(n_workers: int = 1, scheduler: str | None = None) -> Iterator[Client]:
+    """A Dask client: of the cluster at ``scheduler``, or of a new local cluster of ``n_workers`` processes.
 
-    Finished jobs are read from their ``result.json`` and reported as ``"skipped"``. Without a ``display``, live
-    bars are shown on a terminal (``live=None``), or when ``live`` is true; plain lines otherwise.
+    The local cluster (scheduler, nannies, workers) listens on 127.0.0.1 only and has no dashboard; each worker
+    runs one task at a time. It is closed, with its worker processes, when the block ends.
+
+    :raises SuiteError: when the scheduler cannot be reached
     """
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise SuiteError('the bench engine needs Dask: pip install "sbx-lecture[bench]"') from None
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
+        except (OSError, ValueError, TimeoutError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise SuiteError(
+                f"cannot reach the Dask scheduler at {scheduler} ({reason}): start it with `dask scheduler`, "
+                "or leave out --scheduler for a local cluster"
+            ) from None
+        with client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            host=LOOPBACK,
+            protocol="tcp://",
+            dashboard_address=None,  # no dashboard; the scheduler's HTTP routes (health) on a free loopback port:
+            scheduler_kwargs={"dashboard_address": f"{LOOPBACK}:0"},
+            worker_dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        client.register_plugin(_ignore_interrupt())
+        yield client
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    out: Path,
+    n_jobs: int = 1,
+    threads: int = 1,
+    display: Display | None = None,
+    live: bool | None = None,
+    scheduler: str | None = None,
+    client: Client | None = None,
+) -> list[dict[str, Any]]:
+    """Run the unfinished ``jobs`` on Dask workers; return every job's result, in order.
+
+    Finished jobs are read from their ``result.json`` and reported as ``"skipped"``. The others run on ``client``'s
+    cluster when given, else on the cluster at ``scheduler``, else on a local cluster of ``n_jobs`` worker processes
+    (:func:`connect`); each worker uses ``threads`` torch threads. Without a ``display``, live bars are shown on a
+    terminal (``live=None``), or when ``live`` is true; plain lines otherwise.
+    """
+    out = Path(out).absolute()  # the workers' working folder need not be ours
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     pending: list[int] = []
     for index, job in enumerate(jobs):
@@ -208,72 +315,105 @@ def run_jobs(jobs: Sequence[Job], out: Path, n_jobs: int = 1, threads: int = 1, 
     skipped = len(jobs) - len(pending)
     if skipped:
         display.message(f"{skipped} of {len(jobs)} jobs already finished in {out}: skipped")
-    if pending:
-        try:
-            _run_pending(jobs, pending, results, out, n_jobs, threads, display)
-        finally:
-            display.close()
-    else:
+    try:
+        if pending and client is not None:
+            _run_pending(client, jobs, pending, results, out, threads, display)
+        elif pending:
+            with connect(max(1, min(n_jobs, len(pending))), scheduler) as own:
+                _run_pending(own, jobs, pending, results, out, threads, display)
+    finally:
         display.close()
     return [result for result in results if result is not None]
 
 
-def _run_pending(jobs: Sequence[Job], pending: list[int], results: list[dict[str, Any] | None], out: Path,
-                 n_jobs: int, threads: int, display: Display) -> None:
-    context = multiprocessing.get_context("spawn")
-    progress_queue = context.Queue()
-    stop_event = context.Event()
-    keys = {str(job_folder(jobs[index], out)): index for index in pending}
-    with ProcessPoolExecutor(max_workers=max(1, min(n_jobs, len(pending))), mp_context=context,
-                             initializer=_init_worker, initargs=(progress_queue, stop_event, threads)) as pool:
-        futures: dict[Future[dict[str, Any]], int] = {pool.submit(_work, jobs[i], out): i for i in pending}
+def _run_pending(
+    client: Client,
+    jobs: Sequence[Job],
+    pending: list[int],
+    results: list[dict[str, Any] | None],
+    out: Path,
+    threads: int,
+    display: Display,
+) -> None:
+    token = uuid.uuid4().hex[:8]
+    topic = f"sbx-lecture-bench-{token}"
+    events: collections.deque[Any] = collections.deque()
+    client.subscribe_topic(topic, events.append)  # called in the client's event-loop thread
+    futures: dict[Future, int] = {}
+    started: set[str] = set()  # the keys of the jobs shown as started
+    for index in pending:
+        job = jobs[index]
+        futures[client.submit(_work, job, out, threads, topic, token, key=f"{job.label} [{token}]", pure=False)] = index
+    try:
+        _wait_for(client, futures, jobs, results, out, events, display, started)
+    except KeyboardInterrupt:
+        display.message("interrupted: the running jobs save a checkpoint; run the same command again to resume")
         try:
-            _wait_for(futures, jobs, results, progress_queue, keys, display)
+            with contextlib.suppress(Exception):
+                client.run(_request_stop, token)
+            _wait_for(client, futures, jobs, results, out, events, display, started)
         except KeyboardInterrupt:
-            stop_event.set()
-            display.message("interrupted: the running jobs save a checkpoint; run the same command again to resume")
-            for future in futures:
-                future.cancel()
-            for process in list(getattr(pool, "_processes", {}).values()):
-                with contextlib.suppress(OSError):
-                    os.kill(process.pid, signal.SIGINT)
-            wait([future for future in futures if not future.cancelled()])
-            raise
+            display.message("stopped waiting: the running jobs lose the steps since their last checkpoint")
+        client.cancel(list(futures))
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            client.unsubscribe_topic(topic)
 
 
-def _wait_for(futures: dict[Future[dict[str, Any]], int], jobs: Sequence[Job],
-              results: list[dict[str, Any] | None], progress_queue: Any, keys: dict[str, int],
-              display: Display) -> None:
-    started: set[str] = set()
-    finished: set[str] = set()
-    key_of = {index: key for key, index in keys.items()}
-    remaining = set(futures)
+def _wait_for(
+    client: Client,
+    futures: dict[Future, int],
+    jobs: Sequence[Job],
+    results: list[dict[str, Any] | None],
+    out: Path,
+    events: collections.deque[Any],
+    display: Display,
+    started: set[str],
+) -> None:
+    """Feed the display from the workers' events until every future has a result."""
+    from distributed import as_completed
+
+    keys = {str(job_folder(jobs[index], out)): index for index in futures.values()}
+    finished = {str(job_folder(jobs[index], out)) for index in futures.values() if results[index] is not None}
 
     def drain() -> None:
-        while True:
-            try:
-                key, steps = progress_queue.get_nowait()
-            except queue.Empty:
-                return
+        while events:
+            _, (key, steps) = events.popleft()
+            if key in finished or key not in keys:
+                continue
             if key not in started:
                 started.add(key)
-                if key in finished:
-                    continue
                 job = jobs[keys[key]]
                 display.started(key, job.label, job_steps(job))
             display.advanced(key, steps)
 
-    while remaining:
-        done, remaining = wait(remaining, timeout=0.5, return_when=FIRST_COMPLETED)
+    remaining = as_completed([future for future, index in futures.items() if results[index] is None], loop=client.loop)
+    while not remaining.is_empty():
+        done = remaining.next_batch(block=False)
         drain()
+        if not done:
+            time.sleep(0.2)
         for future in done:
             index = futures[future]
             job = jobs[index]
             try:
                 result = future.result()
-            except Exception as exc:  # a worker that died (out of memory, killed)
-                result = {"kind": job.kind, "status": "failed",
-                          "error": f"worker died: {type(exc).__name__}: {exc}"}
+            except Exception as exc:  # the task failed too often (its workers died), or was cancelled
+                message = " ".join(str(exc).split()) or type(exc).__name__
+                result = {**_stopped(job, "failed"), "error": f"worker died: {type(exc).__name__}: {message}"}
+            _keep(job, out, result)
             results[index] = result
-            finished.add(key_of[index])
-            display.finished(key_of[index], job.label, result)
+            key = str(job_folder(job, out))
+            finished.add(key)
+            display.finished(key, job.label, result)
+
+
+def _keep(job: Job, out: Path, result: dict[str, Any]) -> None:
+    """Write a finished job's ``result.json`` here unless its worker did (a worker without our filesystem)."""
+    if result.get("status") != "done":
+        return
+    path = job_folder(job, out) / RESULT_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, result)

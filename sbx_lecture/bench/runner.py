@@ -77,29 +77,38 @@ def execute_run(
     if finished is not None:
         return {**finished, "status": "skipped"}
     run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with run_lock(run_dir):  # only to see whether another process trains it: train() takes the lock itself
-            pass
-    except RunFolderError:
-        return {**_summary(job, run_dir, "busy"), "error": f"another process is training it ({LOCK_FILE})"}
+    busy = {**_summary(job, run_dir, "busy"), "error": f"another process is training it ({LOCK_FILE})"}
     previous = signal.getsignal(signal.SIGINT)
     try:
         signal.signal(signal.SIGINT, interrupt_once)
     except ValueError:  # not the main thread: leave the handler alone
         previous = None
     try:
-        return _train(job, run_dir, report, stop_after)
+        # Held from the check of result.json until it is written, so that a second bench on the same folder can
+        # neither train the run beside us nor start it again after we finished; train() takes the lock again.
+        with run_lock(run_dir):
+            finished = read_result(run_dir)
+            if finished is not None:  # finished by another process since the first look
+                return {**finished, "status": "skipped"}
+            return _train(job, run_dir, report, stop_after)
     except KeyboardInterrupt:
         return _summary(job, run_dir, "interrupted")
+    except RunFolderError as exc:
+        if "another process" in str(exc):
+            return busy
+        return _failed(job, run_dir, exc)
     except Exception as exc:
-        if isinstance(exc, RunFolderError) and "another process" in str(exc):
-            return {**_summary(job, run_dir, "busy"), "error": f"another process is training it ({LOCK_FILE})"}
-        (run_dir / ERROR_FILE).write_text(traceback.format_exc())
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        return {**_summary(job, run_dir, "failed"), "error": f"{type(exc).__name__}: {message}"}
+        return _failed(job, run_dir, exc)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+
+
+def _failed(job: RunJob, run_dir: Path, exc: Exception) -> dict[str, Any]:
+    """The result of a run that raised ``exc``; its traceback goes to ``error.txt``."""
+    (run_dir / ERROR_FILE).write_text(traceback.format_exc())
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    return {**_summary(job, run_dir, "failed"), "error": f"{type(exc).__name__}: {message}"}
 
 
 def _summary(job: RunJob, run_dir: Path, status: str) -> dict[str, Any]:

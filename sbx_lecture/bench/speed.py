@@ -19,7 +19,7 @@ from typing import Any
 from sbx_lecture.bench.runner import read_result
 from sbx_lecture.bench.suites import SpeedJob
 from sbx_lecture.evaluation import ProgressReport
-from sbx_lecture.runs import write_json
+from sbx_lecture.runs import LOCK_FILE, RunFolderError, run_lock, write_json
 from sbx_lecture.zoo_config import ZooSettings, zoo_settings
 
 #: Off-policy algorithms start learning after at most this fraction of the timed steps (else only the env is timed).
@@ -135,15 +135,21 @@ def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = N
         "repeats": job.repeats,
         "folder": str(folder),
     }
+    folder.mkdir(parents=True, exist_ok=True)
     try:
-        result = {**summary, **_measure(job, report), "status": "done"}
+        with run_lock(folder):  # two benches on one folder: one times the pair, the other reports it busy
+            finished = read_result(folder)
+            if finished is not None:
+                return {**finished, "status": "skipped"}
+            result = {**summary, **_measure(job, report), "status": "done"}
+            write_json(folder / "result.json", result)
     except KeyboardInterrupt:
         return {**summary, "status": "interrupted"}
+    except RunFolderError:
+        return {**summary, "status": "busy", "error": f"another process is timing it ({LOCK_FILE})"}
     except Exception as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         return {**summary, "status": "failed", "error": f"{type(exc).__name__}: {message}"}
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "result.json", result)
     return result
 
 

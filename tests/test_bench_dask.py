@@ -1,0 +1,325 @@
+"""The bench engine on Dask: a two-worker local cluster runs a tiny suite while one of its workers is killed, every
+socket of the cluster listens on 127.0.0.1, an existing cluster is used with ``--scheduler`` (with and without a
+filesystem shared with its workers), two benches on one output folder never train a run twice, and Ctrl-C has the
+running runs save a checkpoint.
+
+Training runs use SB3's A2C and PPO on CartPole-v1 with budgets of a few thousand steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+
+from sbx_lecture.bench import harness, main
+from sbx_lecture.bench.harness import LineDisplay, job_folder
+from sbx_lecture.bench.runner import RESULT_FILE
+from sbx_lecture.bench.suites import RunJob, Selection, expand, load_suite_file
+from sbx_lecture.checkpoints import committed_bundles, newest_valid_bundle
+from sbx_lecture.runs import LOCK_FILE
+
+KILL_AT = 1_000
+SUITE = {
+    "name": "dask",
+    "description": "A2C and PPO on CartPole-v1, and one speed pair",
+    "seeds": 1,
+    "eval_points": 3,
+    "eval_episodes": 2,
+    "final_eval_episodes": 2,
+    "repeats": 1,
+    "runs": [
+        {"algo": "a2c", "env": "CartPole-v1", "timesteps": 6_000},
+        {
+            "algo": "ppo",
+            "env": "CartPole-v1",
+            "timesteps": 2_000,
+            "hyperparams": {"n_envs": 2, "n_steps": 128, "batch_size": 64, "n_epochs": 2},
+        },
+    ],
+    "speed": [
+        {
+            "ours": "ppo",
+            "sibling": "a2c",
+            "env": "CartPole-v1",
+            "timesteps": 256,
+            "hyperparams": {"n_steps": 64, "batch_size": 64, "n_epochs": 1},
+        }
+    ],
+}
+
+
+def write_suite(folder: Path, content: dict[str, Any]) -> Path:
+    path = folder / f"{content['name']}.yml"
+    path.write_text(yaml.safe_dump(content))
+    return path
+
+
+def listening(processes: list[psutil.Process]) -> dict[int, list[str]]:
+    """The addresses each process listens on (IPv4 and IPv6)."""
+    found: dict[int, list[str]] = {}
+    for process in processes:
+        sockets = process.net_connections(kind="inet")
+        found[process.pid] = [conn.laddr.ip for conn in sockets if conn.status == psutil.CONN_LISTEN]
+    return found
+
+
+class KillingDisplay(LineDisplay):
+    """Plain lines; records the sockets of the cluster once, and kills the worker training the A2C run once it
+    has a checkpoint and ``KILL_AT`` steps."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__(total)
+        self.sockets: dict[int, list[str]] = {}
+        self.workers: list[int] = []
+        self.killed: tuple[str, int] | None = None
+
+    def advanced(self, key: str, steps: int) -> None:
+        if not self.sockets:  # the cluster is up: this process (scheduler, nannies) and the worker processes
+            children = psutil.Process().children(recursive=True)
+            self.sockets = listening([psutil.Process(), *children])
+            self.workers = [child.pid for child in children if self.sockets[child.pid]]
+        run_dir = Path(key)
+        if self.killed is None and "a2c" in key and steps >= KILL_AT and committed_bundles(run_dir):
+            for child in psutil.Process().children(recursive=True):  # the worker holding the run's lock
+                if any(Path(file.path) == run_dir / LOCK_FILE for file in child.open_files()):
+                    os.kill(child.pid, signal.SIGKILL)
+                    self.killed = (key, child.pid)
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory):
+    """The suite through ``sbx-lecture bench --jobs 2``, one worker killed mid-run; (display, output, status)."""
+    folder = tmp_path_factory.mktemp("dask")
+    suite_file = write_suite(folder, SUITE)
+    out = folder / "out"
+    displays: list[KillingDisplay] = []
+
+    def make_display(total: int, live: bool | None = None) -> KillingDisplay:
+        displays.append(KillingDisplay(total))
+        return displays[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(harness, "make_display", make_display)
+        status = main([str(suite_file), "--jobs", "2", "--out", str(out), "--plain", "--no-plots"])
+    (display,) = displays
+    return display, out, status
+
+
+def test_a_killed_worker_does_not_stop_the_suite(killed_run):
+    display, out, status = killed_run
+    assert display.killed is not None, "the A2C run finished before it could be killed"
+    killed_key, killed_pid = display.killed
+    assert not psutil.pid_exists(killed_pid) or psutil.Process(killed_pid).status() == psutil.STATUS_ZOMBIE
+    assert status == 0 and display.done == 3
+    results = json.loads((out / "dask" / "results.json").read_text())
+    assert sorted(r.get("algo", "speed") for r in results) == ["a2c", "ppo", "speed"]
+    assert all(r["status"] == "done" for r in results)
+    (killed,) = [r for r in results if r.get("algo") == "a2c"]
+    assert Path(killed["folder"]) == Path(killed_key)
+    # With the shared filesystem of a local cluster, the retried run continued from its checkpoint bundle.
+    assert len(killed["resumed_from"]) == 1 and 0 < killed["resumed_from"][0] < 6_000
+    assert killed["curve"][-1][0] >= 6_000
+    segments = json.loads((Path(killed_key) / "run.json").read_text())["segments"]
+    assert [segment["start"] for segment in segments] == [0, killed["resumed_from"][0]]
+    for job in expand(load_suite_file(out.parent / "dask.yml"), Selection()):
+        assert (job_folder(job, out) / RESULT_FILE).exists()
+
+
+def test_the_local_cluster_listens_on_loopback_only(killed_run):
+    display, _, _ = killed_run
+    assert len(display.workers) == 2  # the two worker processes were up, and listening, when the sockets were read
+    addresses = {address for found in display.sockets.values() for address in found}
+    assert addresses == {"127.0.0.1"}, display.sockets
+
+
+def test_scheduler_runs_the_suite_on_an_existing_cluster(tmp_path, capsys):
+    from distributed import LocalCluster
+
+    content = {
+        **SUITE,
+        "name": "remote",
+        "speed": [],
+        "runs": [{"algo": "a2c", "env": "CartPole-v1", "timesteps": 500}],
+    }
+    suite_file = write_suite(tmp_path, content)
+    out = tmp_path / "out"
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+    ) as cluster:
+        status = main(
+            [str(suite_file), "--scheduler", cluster.scheduler_address, "--out", str(out), "--plain", "--no-plots"]
+        )
+        worker_pids = set(cluster.workers)  # still up: the command left the cluster alone
+    assert status == 0 and worker_pids
+    (job,) = expand(load_suite_file(suite_file), Selection())
+    result = json.loads((job_folder(job, out) / RESULT_FILE).read_text())
+    assert result["status"] == "done" and result["curve"][-1][0] >= 500
+    assert "a2c CartPole-v1 seed 0: done" in capsys.readouterr().out
+
+
+def test_an_unreachable_scheduler_is_one_line_and_status_2(tmp_path, capsys, monkeypatch):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(harness, "CONNECT_TIMEOUT", 2)
+    suite_file = write_suite(tmp_path, {**SUITE, "speed": []})
+    assert main([str(suite_file), "--scheduler", f"tcp://127.0.0.1:{port}", "--out", str(tmp_path / "o")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("sbx-lecture bench: error: cannot reach the Dask scheduler at tcp://127.0.0.1:")
+    assert len(error.splitlines()) == 1 and "dask scheduler" in error
+
+
+def test_two_benches_on_one_folder_never_train_a_run_twice(tmp_path):
+    content = {
+        **SUITE,
+        "name": "twice",
+        "speed": [],
+        "seeds": 2,
+        "runs": [{"algo": "a2c", "env": "CartPole-v1", "timesteps": 2_000}],
+    }
+    suite_file = write_suite(tmp_path, content)
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from sbx_lecture.bench import main; sys.exit(main(sys.argv[1:]))",
+        str(suite_file),
+        "--jobs",
+        "1",
+        "--out",
+        str(out),
+        "--plain",
+        "--no-plots",
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    benches = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        for _ in range(2)
+    ]
+    outputs = [bench.communicate()[0] for bench in benches]
+    jobs = [job for job in expand(load_suite_file(suite_file), Selection()) if isinstance(job, RunJob)]
+    assert len(jobs) == 2
+    for job in jobs:
+        trained = [text for text in outputs if re.search(rf"\] {re.escape(job.label)}: done:", text)]
+        assert len(trained) == 1, outputs  # one bench trained it; the other found it busy or finished
+        result = json.loads((job_folder(job, out) / RESULT_FILE).read_text())
+        assert result["status"] == "done" and result["resumed_from"] == []
+        segments = json.loads((job_folder(job, out) / "run.json").read_text())["segments"]
+        assert [segment["start"] for segment in segments] == [0]
+    for bench, text in zip(benches, outputs, strict=True):
+        # A bench that met a run the other was training says so and exits 1; otherwise it finished everything.
+        assert bench.returncode == (1 if "busy: another bench is running it" in text else 0), text
+    again = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert again.returncode == 0 and "2 of 2 jobs already finished" in again.stdout
+
+
+def test_ctrl_c_has_the_running_runs_save_a_checkpoint(tmp_path):
+    content = {
+        **SUITE,
+        "name": "stop",
+        "speed": [],
+        "runs": [{"algo": "a2c", "env": "CartPole-v1", "timesteps": 100_000}],
+    }
+    suite_file = write_suite(tmp_path, content)
+    out = tmp_path / "out"
+    (job,) = expand(load_suite_file(suite_file), Selection())
+    run_dir = job_folder(job, out)
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from sbx_lecture.bench import main; sys.exit(main(sys.argv[1:]))",
+        str(suite_file),
+        "--jobs",
+        "1",
+        "--out",
+        str(out),
+        "--plain",
+        "--no-plots",
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    # Its own session: Ctrl-C on a terminal reaches the whole process group, the cluster's processes included.
+    bench = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
+    assert bench.stdout is not None
+    first = bench.stdout.readline()
+    assert f"start {job.label}" in first, first
+    while (run_dir / "run.json").exists() is False:  # training has begun: its folder is set up
+        time.sleep(0.2)
+    time.sleep(2.0)
+    os.killpg(bench.pid, signal.SIGINT)
+    rest = bench.communicate()[0]
+    assert bench.returncode == 130, first + rest
+    assert f"{job.label}: interrupted (checkpoint saved" in rest
+    assert not (run_dir / RESULT_FILE).exists()
+    bundle, _ = newest_valid_bundle(run_dir)
+    assert 0 < bundle.steps < 10_000  # saved at the interruption: the first periodic checkpoint is at 10,000 steps
+
+
+def test_the_run_lock_is_reentrant_in_its_thread_only(tmp_path):
+    """The bench runner holds a run's lock from its check of result.json until it writes it, around train(), which
+    takes the lock again; another thread, like another process, is refused."""
+    import threading
+
+    from sbx_lecture.runs import RunFolderError, run_lock
+
+    outcome: list[str] = []
+
+    def other_thread() -> None:
+        try:
+            with run_lock(tmp_path):
+                outcome.append("acquired")
+        except RunFolderError:
+            outcome.append("refused")
+
+    with run_lock(tmp_path), run_lock(Path(os.path.relpath(tmp_path))):  # the same folder, spelled differently
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+    assert outcome == ["refused"]
+    other_thread()
+    assert outcome == ["refused", "acquired"]
+
+
+def test_workers_without_our_filesystem_send_results_the_command_writes(tmp_path):
+    from distributed import LocalCluster
+
+    content = {**SUITE, "name": "apart", "speed": [], "runs": [{"algo": "a2c", "env": "CartPole-v1", "timesteps": 500}]}
+    suite_file = write_suite(tmp_path, content)
+    out, elsewhere = tmp_path / "out", tmp_path / "worker-disk"
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        env={harness.WORKER_OUT_ENV: str(elsewhere)},  # the worker's run folders go to its "own disk"
+    ) as cluster:
+        status = main(
+            [str(suite_file), "--scheduler", cluster.scheduler_address, "--out", str(out), "--plain", "--no-plots"]
+        )
+    assert status == 0
+    (job,) = expand(load_suite_file(suite_file), Selection())
+    assert (job_folder(job, elsewhere) / "run.json").exists()  # trained there
+    assert not (job_folder(job, out) / "run.json").exists()  # not here
+    result = json.loads((job_folder(job, out) / RESULT_FILE).read_text())  # written here from what came back
+    assert result == json.loads((job_folder(job, elsewhere) / RESULT_FILE).read_text())
+    assert result["status"] == "done" and result["curve"][-1][0] >= 500
+    assert "| CartPole-v1 | actor-critic | a2c | 500 | 1 |" in (out / "apart" / "report.md").read_text()
