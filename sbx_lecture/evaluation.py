@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
@@ -60,8 +60,12 @@ class Evaluations:
             for steps, returns in zip(self.timesteps, self.returns, strict=True)
         ]
 
-    def save(self, path: Path) -> None:
-        """Write the RL Zoo's ``evaluations.npz`` (``timesteps``, ``results``, ``ep_lengths``) atomically."""
+    def save(self, path: Path, layout: Callable[[list[list[float]]], np.ndarray] | None = None) -> None:
+        """Write the RL Zoo's ``evaluations.npz`` (``timesteps``, ``results``, ``ep_lengths``) atomically.
+
+        :param layout: turns rows of different lengths into a 2-D array (default: shorter rows padded with NaN)
+        """
+        rows_to_array = layout or _padded_with_nan
 
         def write(temporary: str) -> None:
             buffer = io.BytesIO()
@@ -69,8 +73,8 @@ class Evaluations:
                 buffer,
                 allow_pickle=False,
                 timesteps=np.array(self.timesteps, dtype=np.int64),
-                results=_ragged_to_array(self.returns, float),
-                ep_lengths=_ragged_to_array(self.lengths, float),
+                results=rows_to_array(self.returns),
+                ep_lengths=rows_to_array([[float(x) for x in row] for row in self.lengths]),
             )
             Path(temporary).write_bytes(buffer.getvalue())
 
@@ -89,10 +93,10 @@ class Evaluations:
         return cls(timesteps, returns, lengths)
 
 
-def _ragged_to_array(rows: list[list[Any]], dtype: type) -> np.ndarray:
+def _padded_with_nan(rows: list[list[float]]) -> np.ndarray:
     """Rows of equal length as a 2-D array; shorter rows padded with NaN."""
     width = max((len(row) for row in rows), default=0)
-    array: np.ndarray = np.full((len(rows), width), np.nan, dtype=dtype)
+    array: np.ndarray = np.full((len(rows), width), np.nan, dtype=float)
     for index, row in enumerate(rows):
         array[index, : len(row)] = row
     return array

@@ -17,7 +17,6 @@ squeezes a single one away.
 
 from __future__ import annotations
 
-import io
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from sbx_lecture.evaluation import EVALUATIONS_FILE, Evaluations
-from sbx_lecture.runs import atomic_write
 
 ZOO_LOGS = "zoo_logs"
 FINISHED = ("done", "skipped")
@@ -36,22 +34,6 @@ def rectangular(rows: list[list[float]]) -> np.ndarray:
     lengths = [len(row) for row in rows]
     width = max(max(set(lengths), key=lengths.count), 2)
     return np.array([row if len(row) == width else [float(np.mean(row))] * width for row in rows], dtype=float)
-
-
-def _write_npz(path: Path, evaluations: Evaluations) -> None:
-    def write(temporary: str) -> None:
-        buffer = io.BytesIO()
-        np.savez(
-            buffer,
-            allow_pickle=False,
-            timesteps=np.array(evaluations.timesteps, dtype=np.int64),
-            results=rectangular(evaluations.returns),
-            ep_lengths=rectangular([[float(x) for x in row] for row in evaluations.lengths]),
-        )
-        Path(temporary).write_bytes(buffer.getvalue())
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, write)
 
 
 def export_zoo_logs(results: list[dict[str, Any]], folder: Path) -> Path | None:
@@ -74,5 +56,7 @@ def export_zoo_logs(results: list[dict[str, Any]], folder: Path) -> Path | None:
             continue
         key = (run["algo"], run["env"])
         counts[key] = counts.get(key, 0) + 1
-        _write_npz(target / run["algo"] / f"{run['env']}_{counts[key]}" / EVALUATIONS_FILE, evaluations)
+        path = target / run["algo"] / f"{run['env']}_{counts[key]}" / EVALUATIONS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        evaluations.save(path, rectangular)
     return target if counts else None

@@ -244,3 +244,15 @@ def raise_for_non_finite_observations(model: Any, error: BaseException) -> None:
     numeric: list[Value] = [array for array in arrays if np.issubdtype(array.dtype, np.inexact)]
     if numeric and not all_finite(*numeric):
         raise non_finite_error("the observations", *numeric, algorithm=model) from error
+
+
+class RolloutObservationCheck:
+    """Mixin for on-policy algorithms: when a torch distribution refuses NaN or infinity while the rollout is
+    collected, the error names the observations that caused it (a :class:`NonFiniteError`) instead of the logits."""
+
+    def collect_rollouts(self, *args: Any, **kwargs: Any) -> bool:
+        try:
+            return super().collect_rollouts(*args, **kwargs)  # type: ignore[misc,no-any-return]
+        except ValueError as error:
+            raise_for_non_finite_observations(self, error)
+            raise

@@ -27,7 +27,7 @@ from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
-from sbx_lecture.common.finite import check_finite, raise_for_non_finite_observations, rollout_causes
+from sbx_lecture.common.finite import RolloutObservationCheck, check_finite, rollout_causes
 from sbx_lecture.common.fisher import (
     exact_fisher_matrix,
     make_fisher_vector_product,
@@ -72,7 +72,7 @@ class SurrogateBatch(NamedTuple):
     old_distribution: Distribution
 
 
-class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
+class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPolicyAlgorithm):
     """Base class of the natural policy gradient family; subclasses only decide how to step along F⁻¹g.
 
     :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
@@ -205,13 +205,6 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgo
                 "Wrap the environment so that its actions live in one of these (e.g. a Tuple of Discrete as "
                 "MultiDiscrete); no SB3 algorithm (PPO, TRPO, A2C) handles other action spaces either."
             )
-
-    def collect_rollouts(self, *args: Any, **kwargs: Any) -> bool:
-        try:
-            return super().collect_rollouts(*args, **kwargs)
-        except ValueError as error:  # a torch distribution refusing NaN: say so if the observations caused it
-            raise_for_non_finite_observations(self, error)
-            raise
 
     # --- one update, as on the slide --------------------------------------------------------------------------------
 

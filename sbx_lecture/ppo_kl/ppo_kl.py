@@ -18,7 +18,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 from torch.nn import functional as F
 
-from sbx_lecture.common.finite import check_finite, raise_for_non_finite_observations, rollout_causes
+from sbx_lecture.common.finite import RolloutObservationCheck, check_finite, rollout_causes
 from sbx_lecture.common.kl import kl_estimate_from_log_ratio, policy_kl
 from sbx_lecture.common.kl_penalty import (
     DEFAULT_KL_COEF_FACTOR,
@@ -80,7 +80,7 @@ def kl_penalized_policy_loss(
     return -surrogate.mean(), kl_coef * kl.mean()
 
 
-class KLPPO(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
+class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPolicyAlgorithm):
     """Proximal Policy Optimization with an adaptive (or fixed) KL penalty.
 
     Each update maximises, over several epochs of minibatch gradient steps on one rollout,
@@ -263,13 +263,6 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
         if self.target_kl is not None:
             self.target_kl = FloatSchedule(self.target_kl)
-
-    def collect_rollouts(self, *args: Any, **kwargs: Any) -> bool:
-        try:
-            return super().collect_rollouts(*args, **kwargs)
-        except ValueError as error:  # a torch distribution refusing NaN: say so if the observations caused it
-            raise_for_non_finite_observations(self, error)
-            raise
 
     def _current_value(self, schedule: Any) -> float | None:
         return None if schedule is None else schedule(self._current_progress_remaining)
