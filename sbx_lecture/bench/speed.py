@@ -6,6 +6,10 @@ else to the sibling (``not_shared``) are dropped for it and listed in the result
 The two are timed in alternating order ``repeats`` times (so that load on a shared machine hits both alike) and
 the ratio of the medians is reported. The raw environment step rate with random actions, through the same
 vectorised wrapper stack, is measured too: no algorithm can be faster.
+
+When SBX (``sbx-rl``, SB3's API in JAX with jit-compiled gradient steps; the ``sbx`` extra) is installed, a speed
+entry that names an SBX class is timed against it as well, in the same interleaved rounds and with the same
+arguments as the SB3 sibling; without SBX the result says so in one line (``sbx_note``) and the rest is unchanged.
 """
 
 from __future__ import annotations
@@ -95,10 +99,33 @@ def environment_rate(env_id: str, n_envs: int, timesteps: int, seed: int = 0) ->
     return steps / seconds
 
 
+SBX_NOT_INSTALLED = "SBX not timed: sbx-rl is not installed (pip install 'sbx-lecture[sbx]')"
+
+
+def sbx_algorithm(name: str) -> type | None:
+    """The SBX class ``name`` (``"TD3"``, ``"SAC"``, ...), or ``None`` when SBX is not installed.
+
+    :raises ValueError: SBX is installed but has no class of that name
+    """
+    try:
+        import sbx  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    cls = getattr(sbx, name, None)
+    if not isinstance(cls, type):
+        known = ", ".join(sorted(n for n in dir(sbx) if isinstance(getattr(sbx, n), type)))
+        raise ValueError(f"SBX has no algorithm {name!r}; it has {known}")
+    return cls
+
+
 def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = None) -> dict[str, Any]:
-    """Measure ``job`` (or return its stored result) and write ``result.json`` into ``folder``."""
+    """Measure ``job`` (or return its stored result) and write ``result.json`` into ``folder``.
+
+    A stored result without the SBX sibling is measured again once SBX is installed.
+    """
     finished = read_result(folder)
-    if finished is not None:
+    stale = job.sbx is not None and finished is not None and "sbx_steps_per_second" not in finished
+    if finished is not None and not (stale and sbx_algorithm(job.sbx or "") is not None):
         return {**finished, "status": "skipped"}
     summary = {
         "kind": "speed",
@@ -107,6 +134,7 @@ def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = N
         "env": job.env_id,
         "timesteps": job.timesteps,
         "repeats": job.repeats,
+        "overrides": {key: repr(value) for key, value in job.hyperparams.items()},
         "folder": str(folder),
     }
     try:
@@ -138,10 +166,20 @@ def _measure(job: SpeedJob, report: ProgressReport | None) -> dict[str, Any]:
         (ours_spec.name, ours_cls, settings, ours_kwargs),
         (sibling_spec.name, sibling_cls, sibling_settings, sibling_kwargs),
     ]
-    rates: dict[str, list[float]] = {ours_spec.name: [], sibling_spec.name: []}
+    sbx_part: dict[str, Any] = {}
+    sbx_name = f"sbx.{job.sbx}" if job.sbx else ""
+    sbx_cls = sbx_algorithm(job.sbx) if job.sbx else None
+    if job.sbx and sbx_cls is None:
+        sbx_part["sbx_note"] = SBX_NOT_INSTALLED
+    elif sbx_cls is not None:
+        sbx_kwargs, sbx_dropped = sibling_arguments(shared, sbx_cls, str(settings.zoo.get("policy", "MlpPolicy")))
+        sbx_part["sbx_dropped"] = sorted(set(sbx_dropped) | (set(job.not_shared) & set(ours_kwargs)))
+        contestants.append((sbx_name, sbx_cls, sibling_settings, sbx_kwargs))
+    rates: dict[str, list[float]] = {name: [] for name, *_ in contestants}
     done = 0
     for repeat in range(job.repeats):
-        order = contestants if repeat % 2 == 0 else contestants[::-1]
+        # Rotate the order so that no contestant always runs first (or right after the same one).
+        order = contestants[repeat % len(contestants) :] + contestants[: repeat % len(contestants)]
         for name, cls, these_settings, kwargs in order:
             rates[name].append(time_learning(name, cls, these_settings, kwargs, job.env_id, job.timesteps, repeat))
             done += job.timesteps
@@ -150,6 +188,11 @@ def _measure(job: SpeedJob, report: ProgressReport | None) -> dict[str, Any]:
     env_rate = environment_rate(job.env_id, settings.n_envs, max(job.timesteps, 10_000))
     ours_rate = statistics.median(rates[ours_spec.name])
     sibling_rate = statistics.median(rates[sibling_spec.name])
+    if sbx_cls is not None:
+        sbx_rate = statistics.median(rates[sbx_name])
+        sbx_part.update(
+            sbx=sbx_name, sbx_steps_per_second=sbx_rate, ratio_vs_sbx=ours_rate / sbx_rate, sbx_samples=rates[sbx_name]
+        )
     return {
         "ours_steps_per_second": ours_rate,
         "sibling_steps_per_second": sibling_rate,
@@ -157,6 +200,7 @@ def _measure(job: SpeedJob, report: ProgressReport | None) -> dict[str, Any]:
         "env_steps_per_second": env_rate,
         "ours_samples": rates[ours_spec.name],
         "sibling_samples": rates[sibling_spec.name],
+        **sbx_part,
         "n_envs": settings.n_envs,
         "settings_source": settings.source,
         "dropped_for_sibling": dropped,
