@@ -276,6 +276,7 @@ def test_speed_times_the_sbx_sibling_in_the_same_rounds(tmp_path, monkeypatch):
     assert result["sbx"] == "sbx.A2C" and len(result["sbx_samples"]) == 2
     assert result["ratio_vs_sbx"] == pytest.approx(result["ours_steps_per_second"] / result["sbx_steps_per_second"])
     assert "n_epochs" in result["sbx_dropped"] and "sbx_note" not in result
+    assert set(result["warmup_seconds"]) == {"ppo", "a2c", "sbx.A2C"} and min(result["warmup_seconds"].values()) > 0
     row = next(line for line in speed_table([result]).splitlines() if line.startswith("| ppo | a2c |"))
     assert f"| {result['ratio_vs_sbx']:.2f} |" in row
 

@@ -22,7 +22,8 @@ RUN_COLUMNS = ("algo", "env", "family", "seed", "timesteps", "status", "final_me
                "steps_per_second", "wall_seconds", "n_envs", "settings_source", "folder", "error")
 SPEED_COLUMNS = ("ours", "sibling", "env", "timesteps", "repeats", "status", "ours_steps_per_second",
                  "sibling_steps_per_second", "ratio", "sbx", "sbx_steps_per_second", "ratio_vs_sbx",
-                 "env_steps_per_second", "n_envs", "overrides", "dropped_for_sibling", "sbx_note", "error")
+                 "env_steps_per_second", "warmup_seconds", "n_envs", "overrides", "dropped_for_sibling", "sbx_note",
+                 "error")
 FINISHED = ("done", "skipped")
 
 
@@ -40,6 +41,8 @@ def _cell(value: Any) -> Any:
         return f"{value:.6g}"
     if isinstance(value, list | tuple):
         return " ".join(str(item) for item in value)
+    if isinstance(value, dict):
+        return " ".join(f"{key}={_cell(item)}" for key, item in value.items())
     return "" if value is None else value
 
 

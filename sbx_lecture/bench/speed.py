@@ -4,8 +4,9 @@ Both algorithms get our algorithm's zoo entry for the environment; arguments the
 take (the KL coefficient, the number of conjugate-gradient steps, ...) and those a suite marks as meaning something
 else to the sibling (``not_shared``) are dropped for it and listed in the result.
 The two are timed in alternating order ``repeats`` times (so that load on a shared machine hits both alike) and
-the ratio of the medians is reported. The raw environment step rate with random actions, through the same
-vectorised wrapper stack, is measured too: no algorithm can be faster.
+the ratio of the medians is reported, after one untimed warm-up run of each (its seconds are reported apart). The
+raw environment step rate with random actions, through the same vectorised wrapper stack, is measured too: no
+algorithm can be faster.
 
 When SBX (``sbx-rl``, SB3's API in JAX with jit-compiled gradient steps; the ``sbx`` extra) is installed, a speed
 entry that names an SBX class is timed against it as well, in the same interleaved rounds and with the same
@@ -27,6 +28,8 @@ from sbx_lecture.zoo_config import ZooSettings, zoo_settings
 
 #: Off-policy algorithms start learning after at most this fraction of the timed steps (else only the env is timed).
 LEARNING_STARTS_FRACTION = 0.1
+#: The untimed warm-up run of each contestant is this many times shorter than a timed one (twice the learning start).
+WARMUP_FRACTION = 5
 
 
 def sibling_arguments(
@@ -176,6 +179,13 @@ def _measure(job: SpeedJob, report: ProgressReport | None) -> dict[str, Any]:
         sbx_part["sbx_dropped"] = sorted(set(sbx_dropped) | (set(job.not_shared) & set(ours_kwargs)))
         contestants.append((sbx_name, sbx_cls, sibling_settings, sbx_kwargs))
     rates: dict[str, list[float]] = {name: [] for name, *_ in contestants}
+    # One untimed warm-up per contestant: it pays the costs paid once per process (SBX's jit compilation, lazy
+    # imports, allocator growth), reported apart as ``warmup_seconds``.
+    warmup_steps = max(job.timesteps // WARMUP_FRACTION, 1)
+    warmup_seconds = {
+        name: warmup_steps / time_learning(name, cls, these_settings, kwargs, job.env_id, warmup_steps, job.repeats)
+        for name, cls, these_settings, kwargs in contestants
+    }
     done = 0
     for repeat in range(job.repeats):
         # Rotate the order so that no contestant always runs first (or right after the same one).
@@ -201,6 +211,8 @@ def _measure(job: SpeedJob, report: ProgressReport | None) -> dict[str, Any]:
         "ours_samples": rates[ours_spec.name],
         "sibling_samples": rates[sibling_spec.name],
         **sbx_part,
+        "warmup_steps": warmup_steps,
+        "warmup_seconds": warmup_seconds,
         "n_envs": settings.n_envs,
         "settings_source": settings.source,
         "dropped_for_sibling": dropped,
