@@ -111,7 +111,7 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         learning_rate: float | Schedule = 3e-4,
         buffer_size: int = 1_000_000,
         learning_starts: int = 100,
-        batch_size: int = 256,
+        batch_size: int = 128,
         tau: float = 0.005,
         gamma: float = 0.99,
         train_freq: int | tuple[int, str] = 1,
