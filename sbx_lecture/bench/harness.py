@@ -154,11 +154,17 @@ def make_display(total: int, live: bool | None = None) -> Display:
     return RichDisplay(total) if live else LineDisplay(total)
 
 
+#: XLA's CPU flags for one compute thread, as torch gets with ``--threads 1``.
+SINGLE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
 def _init_worker(progress_queue: Any, stop_event: Any, threads: int) -> None:
     global _progress_queue, _stop_event
     import torch as th
 
     th.set_num_threads(threads)
+    if threads == 1:  # JAX (SBX, the speed suite's optional sibling) reads its thread settings when first imported
+        os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA_FLAGS)
     _progress_queue = progress_queue
     _stop_event = stop_event
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle workers ignore Ctrl-C; a running job takes it
