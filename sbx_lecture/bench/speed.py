@@ -121,6 +121,12 @@ def sbx_algorithm(name: str) -> type | None:
     return cls
 
 
+def _sbx_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("sbx") is not None
+
+
 def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = None) -> dict[str, Any]:
     """Measure ``job`` (or return its stored result) and write ``result.json`` into ``folder``.
 
@@ -128,7 +134,7 @@ def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = N
     """
     finished = read_result(folder)
     stale = job.sbx is not None and finished is not None and "sbx_steps_per_second" not in finished
-    if finished is not None and not (stale and sbx_algorithm(job.sbx or "") is not None):
+    if finished is not None and not (stale and _sbx_installed()):
         return {**finished, "status": "skipped"}
     summary = {
         "kind": "speed",
