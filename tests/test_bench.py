@@ -19,7 +19,7 @@ import yaml
 from sbx_lecture.bench import main, report_folder
 from sbx_lecture.bench.harness import job_folder
 from sbx_lecture.bench.published import published_for, same_task
-from sbx_lecture.bench.report import failures
+from sbx_lecture.bench.report import failures, speed_table
 from sbx_lecture.bench.runner import ERROR_FILE, LOCK_FILE, RESULT_FILE, execute_run
 from sbx_lecture.bench.speed import sibling_arguments
 from sbx_lecture.bench.suites import (
@@ -267,3 +267,44 @@ def test_the_sibling_gets_only_the_settings_it_takes_with_the_same_meaning():
     assert sibling_arguments({"n_steps": 8}, A2C) == ({"n_steps": 8}, [])
     ppo_pairs = [entry for entry in SUITES["speed"].speed_entries if entry.sibling == "ppo"]
     assert ppo_pairs and all("target_kl" in entry.not_shared for entry in ppo_pairs)
+
+
+# --- the SBX sibling of the speed suite ---------------------------------------------------------------------------
+
+SBX_JOB = SpeedJob("ppo", "a2c", "CartPole-v1", 256, 2, {"n_steps": 64, "batch_size": 64, "n_epochs": 1}, (), "A2C")
+
+
+def test_speed_times_the_sbx_sibling_in_the_same_rounds(tmp_path, monkeypatch):
+    from stable_baselines3 import A2C
+
+    import sbx_lecture.bench.speed as speed
+
+    monkeypatch.setattr(speed, "sbx_algorithm", lambda name: A2C)  # a stand-in for sbx.A2C: no JAX needed
+    result = speed.execute_speed(SBX_JOB, tmp_path / "speed")
+    assert result["status"] == "done", result.get("error")
+    assert result["sbx"] == "sbx.A2C" and len(result["sbx_samples"]) == 2
+    assert result["ratio_vs_sbx"] == pytest.approx(result["ours_steps_per_second"] / result["sbx_steps_per_second"])
+    assert "n_epochs" in result["sbx_dropped"] and "sbx_note" not in result
+    assert set(result["warmup_seconds"]) == {"ppo", "a2c", "sbx.A2C"} and min(result["warmup_seconds"].values()) > 0
+    row = next(line for line in speed_table([result]).splitlines() if line.startswith("| ppo | a2c |"))
+    assert f"| {result['ratio_vs_sbx']:.2f} |" in row
+
+
+def test_speed_without_sbx_says_so_in_one_line_and_times_the_rest(tmp_path, monkeypatch):
+    import sbx_lecture.bench.speed as speed
+
+    monkeypatch.setattr(speed, "sbx_algorithm", lambda name: None)
+    result = speed.execute_speed(SBX_JOB, tmp_path / "speed")
+    assert result["status"] == "done", result.get("error")
+    assert result["sbx_note"] == speed.SBX_NOT_INSTALLED and "sbx_steps_per_second" not in result
+    assert len(result["ours_samples"]) == len(result["sibling_samples"]) == 2
+    assert speed.SBX_NOT_INSTALLED in speed_table([result])
+
+
+def test_builtin_speed_suite_names_sbx_siblings_that_exist():
+    names = {entry.sbx for entry in SUITES["speed"].speed_entries if entry.sbx}
+    assert names == {"TD3", "DDPG", "SAC", "DQN"}
+    table = [entry for entry in SUITES["speed"].speed_entries if entry.hyperparams.get("batch_size") == 256]
+    assert {(e.ours, e.hyperparams["policy_kwargs"]) for e in table} == {
+        (ours, f"dict(net_arch=[{w}, {w}])") for ours in ("dpg", "sql") for w in (64, 256)
+    }

@@ -286,6 +286,28 @@ def test_continuous_update_uses_importance_sampled_soft_value(monkeypatch: pytes
         assert key in model.logger.name_to_value
 
 
+def test_entropy_diagnostics_are_computed_once_per_interval_not_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sbx_lecture.sql.sql as sql_module
+
+    calls = []
+
+    def counting(particles: th.Tensor) -> th.Tensor:
+        calls.append(particles.shape)
+        return nearest_neighbour_entropy(particles)
+
+    monkeypatch.setattr(sql_module, "nearest_neighbour_entropy", counting)
+    model = SQL("MlpPolicy", "Pendulum-v1", policy_kwargs=TINY, learning_starts=20, batch_size=8, seed=0)
+    model.learn(20)
+    assert model._n_updates == 0
+    for _ in range(3):  # the first call computes them, the next ones (one gradient step each) do not
+        model.train(gradient_steps=1, batch_size=8)
+    assert len(calls) == 1 and "train/entropy" in model.logger.name_to_value
+    model._n_updates = sql_module.DIAGNOSTICS_INTERVAL - 1
+    model.train(gradient_steps=1, batch_size=8)  # crosses the interval
+    model.train(gradient_steps=1, batch_size=8)
+    assert len(calls) == 2
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Policies, save/load, predict, options
 # ----------------------------------------------------------------------------------------------------------------

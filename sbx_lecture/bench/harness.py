@@ -189,6 +189,10 @@ def make_display(total: int, live: bool | None = None) -> Display:
     return RichDisplay(total) if live else LineDisplay(total)
 
 
+#: XLA's CPU flags for one compute thread, as torch gets with ``--threads 1``.
+SINGLE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
 def _ignore_interrupt() -> Any:
     """A Dask worker plugin: local workers ignore Ctrl-C, which the terminal sends to them too; the command stops
     their jobs instead (:func:`_request_stop`)."""
@@ -229,6 +233,8 @@ def _work(job: Job, out: Path, threads: int, topic: str, token: str) -> dict[str
     if token in _stop_requested:  # queued before Ctrl-C
         return _stopped(job)
     th.set_num_threads(threads)
+    if threads == 1:  # JAX (SBX, the speed suite's optional sibling) reads its thread settings when first imported
+        os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA_FLAGS)
     worker = get_worker()
     key = str(job_folder(job, out))  # the command's name for the job
     here = Path(os.environ.get(WORKER_OUT_ENV) or out)

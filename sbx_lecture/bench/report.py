@@ -38,38 +38,12 @@ from sbx_lecture.bench.stats import (
 from sbx_lecture.bench.zoo_logs import ZOO_LOGS
 from sbx_lecture.runs import write_text
 
-RUN_COLUMNS = (
-    "algo",
-    "env",
-    "family",
-    "seed",
-    "timesteps",
-    "status",
-    "final_mean",
-    "final_std",
-    "final_episodes",
-    "steps_per_second",
-    "wall_seconds",
-    "n_envs",
-    "settings_source",
-    "folder",
-    "error",
-)
-SPEED_COLUMNS = (
-    "ours",
-    "sibling",
-    "env",
-    "timesteps",
-    "repeats",
-    "status",
-    "ours_steps_per_second",
-    "sibling_steps_per_second",
-    "ratio",
-    "env_steps_per_second",
-    "n_envs",
-    "dropped_for_sibling",
-    "error",
-)
+RUN_COLUMNS = ("algo", "env", "family", "seed", "timesteps", "status", "final_mean", "final_std", "final_episodes",
+               "steps_per_second", "wall_seconds", "n_envs", "settings_source", "folder", "error")
+SPEED_COLUMNS = ("ours", "sibling", "env", "timesteps", "repeats", "status", "ours_steps_per_second",
+                 "sibling_steps_per_second", "ratio", "sbx", "sbx_steps_per_second", "ratio_vs_sbx",
+                 "env_steps_per_second", "warmup_seconds", "n_envs", "overrides", "dropped_for_sibling", "sbx_note",
+                 "error")
 FINISHED = ("done", "skipped")
 
 
@@ -87,6 +61,8 @@ def _cell(value: Any) -> Any:
         return f"{value:.6g}"
     if isinstance(value, list | tuple):
         return " ".join(str(item) for item in value)
+    if isinstance(value, dict):
+        return " ".join(f"{key}={_cell(item)}" for key, item in value.items())
     return "" if value is None else value
 
 
@@ -260,26 +236,30 @@ def _steps(timesteps: int) -> str:
 def speed_table(results: list[dict[str, Any]]) -> str:
     """The markdown table of the speed measurements."""
     lines = [
-        "| ours | sibling | environment | ours steps/s | sibling steps/s | ratio ours/sibling | env steps/s (ceiling) "
-        "| not passed to the sibling |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| ours | sibling | environment | overrides | ours steps/s | sibling steps/s | ratio ours/sibling "
+        "| SBX steps/s | ratio ours/SBX | env steps/s (ceiling) | not passed to the sibling |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
+    notes = sorted({result["sbx_note"] for result in results if result.get("kind") == "speed" and "sbx_note" in result})
     for result in results:
         if result.get("kind") != "speed":
             continue
+        overrides = ", ".join(f"{k}={v}" for k, v in (result.get("overrides") or {}).items()) or "–"
         if result.get("status") not in FINISHED:
-            lines.append(
-                f"| {result['ours']} | {result['sibling']} | {result['env']} | – | – | "
-                f"{result.get('status')}: {result.get('error', '')} | – | – |"
-            )
+            lines.append(f"| {result['ours']} | {result['sibling']} | {result['env']} | {overrides} | – | – | "
+                         f"{result.get('status')}: {result.get('error', '')} | – | – | – | – |")
             continue
         dropped = ", ".join(result.get("dropped_for_sibling") or []) or "–"
+        sbx_rate, sbx_ratio = "–", "–"
+        if "sbx_steps_per_second" in result:
+            sbx_rate, sbx_ratio = f"{result['sbx_steps_per_second']:.0f}", f"{result['ratio_vs_sbx']:.2f}"
         lines.append(
-            f"| {result['ours']} | {result['sibling']} | {result['env']} | {result['ours_steps_per_second']:.0f} "
-            f"| {result['sibling_steps_per_second']:.0f} | {result['ratio']:.2f} | "
-            f"{result['env_steps_per_second']:.0f} | {dropped} |"
+            f"| {result['ours']} | {result['sibling']} | {result['env']} | {overrides} "
+            f"| {result['ours_steps_per_second']:.0f} | {result['sibling_steps_per_second']:.0f} "
+            f"| {result['ratio']:.2f} "
+            f"| {sbx_rate} | {sbx_ratio} | {result['env_steps_per_second']:.0f} | {dropped} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + "".join(f"\n{note}.\n" for note in notes)
 
 
 def failures(results: list[dict[str, Any]]) -> list[str]:

@@ -4,8 +4,13 @@ Both algorithms get our algorithm's zoo entry for the environment; arguments the
 take (the KL coefficient, the number of conjugate-gradient steps, ...) and those a suite marks as meaning something
 else to the sibling (``not_shared``) are dropped for it and listed in the result.
 The two are timed in alternating order ``repeats`` times (so that load on a shared machine hits both alike) and
-the ratio of the medians is reported. The raw environment step rate with random actions, through the same
-vectorised wrapper stack, is measured too: no algorithm can be faster.
+the ratio of the medians is reported, after one untimed warm-up run of each (its seconds are reported apart). The
+raw environment step rate with random actions, through the same vectorised wrapper stack, is measured too: no
+algorithm can be faster.
+
+When SBX (``sbx-rl``, SB3's API in JAX with jit-compiled gradient steps; the ``sbx`` extra) is installed, a speed
+entry that names an SBX class is timed against it as well, in the same interleaved rounds and with the same
+arguments as the SB3 sibling; without SBX the result says so in one line (``sbx_note``) and the rest is unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from sbx_lecture.zoo_config import ZooSettings, zoo_settings
 
 #: Off-policy algorithms start learning after at most this fraction of the timed steps (else only the env is timed).
 LEARNING_STARTS_FRACTION = 0.1
+#: The untimed warm-up run of each contestant is this many times shorter than a timed one (twice the learning start).
+WARMUP_FRACTION = 5
 
 
 def sibling_arguments(
@@ -121,10 +128,39 @@ def environment_rate(env_id: str, n_envs: int, timesteps: int, seed: int = 0) ->
     return steps / seconds
 
 
+SBX_NOT_INSTALLED = "SBX not timed: sbx-rl is not installed (pip install 'sbx-lecture[sbx]')"
+
+
+def sbx_algorithm(name: str) -> type | None:
+    """The SBX class ``name`` (``"TD3"``, ``"SAC"``, ...), or ``None`` when SBX is not installed.
+
+    :raises ValueError: SBX is installed but has no class of that name
+    """
+    try:
+        import sbx  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    cls = getattr(sbx, name, None)
+    if not isinstance(cls, type):
+        known = ", ".join(sorted(n for n in dir(sbx) if isinstance(getattr(sbx, n), type)))
+        raise ValueError(f"SBX has no algorithm {name!r}; it has {known}")
+    return cls
+
+
+def _sbx_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("sbx") is not None
+
+
 def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = None) -> dict[str, Any]:
-    """Measure ``job`` (or return its stored result) and write ``result.json`` into ``folder``."""
+    """Measure ``job`` (or return its stored result) and write ``result.json`` into ``folder``.
+
+    A stored result without the SBX sibling is measured again once SBX is installed.
+    """
     finished = read_result(folder)
-    if finished is not None:
+    stale = job.sbx is not None and finished is not None and "sbx_steps_per_second" not in finished
+    if finished is not None and not (stale and _sbx_installed()):
         return {**finished, "status": "skipped"}
     summary = {
         "kind": "speed",
@@ -133,6 +169,7 @@ def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = N
         "env": job.env_id,
         "timesteps": job.timesteps,
         "repeats": job.repeats,
+        "overrides": {key: repr(value) for key, value in job.hyperparams.items()},
         "folder": str(folder),
     }
     folder.mkdir(parents=True, exist_ok=True)
@@ -170,6 +207,22 @@ def _measure(job: SpeedJob, report: ProgressReport | None) -> dict[str, Any]:
         (ours_spec.name, ours_cls, settings, ours_kwargs),
         (sibling_spec.name, sibling_cls, sibling_settings, sibling_kwargs),
     ]
+    sbx_part: dict[str, Any] = {}
+    sbx_name = f"sbx.{job.sbx}" if job.sbx else ""
+    sbx_cls = sbx_algorithm(job.sbx) if job.sbx else None
+    if job.sbx and sbx_cls is None:
+        sbx_part["sbx_note"] = SBX_NOT_INSTALLED
+    elif sbx_cls is not None:
+        sbx_kwargs, sbx_dropped = sibling_arguments(shared, sbx_cls, str(settings.zoo.get("policy", "MlpPolicy")))
+        sbx_part["sbx_dropped"] = sorted(set(sbx_dropped) | (set(job.not_shared) & set(ours_kwargs)))
+        contestants.append((sbx_name, sbx_cls, sibling_settings, sbx_kwargs))
+    # One untimed warm-up per contestant: it pays the costs paid once per process (SBX's jit compilation, lazy
+    # imports, allocator growth), reported apart as ``warmup_seconds``.
+    warmup_steps = max(job.timesteps // WARMUP_FRACTION, 1)
+    warmup_seconds = {
+        name: warmup_steps / time_learning(name, cls, these_settings, kwargs, job.env_id, warmup_steps, job.repeats)
+        for name, cls, these_settings, kwargs in contestants
+    }
     done = 0
 
     def measure(name: str, cls: type, these_settings: ZooSettings, kwargs: dict[str, Any]) -> Callable[[], float]:
@@ -185,17 +238,26 @@ def _measure(job: SpeedJob, report: ProgressReport | None) -> dict[str, Any]:
 
         return rate
 
-    ours_samples, sibling_samples = interleaved_samples([measure(*entry) for entry in contestants], job.repeats)
+    samples = interleaved_samples([measure(*entry) for entry in contestants], job.repeats)
+    rates = {name: values for (name, *_), values in zip(contestants, samples, strict=True)}
     env_rate = environment_rate(job.env_id, settings.n_envs, max(job.timesteps, 10_000))
-    ours_rate = statistics.median(ours_samples)
-    sibling_rate = statistics.median(sibling_samples)
+    ours_rate = statistics.median(rates[ours_spec.name])
+    sibling_rate = statistics.median(rates[sibling_spec.name])
+    if sbx_cls is not None:
+        sbx_rate = statistics.median(rates[sbx_name])
+        sbx_part.update(
+            sbx=sbx_name, sbx_steps_per_second=sbx_rate, ratio_vs_sbx=ours_rate / sbx_rate, sbx_samples=rates[sbx_name]
+        )
     return {
         "ours_steps_per_second": ours_rate,
         "sibling_steps_per_second": sibling_rate,
         "ratio": ours_rate / sibling_rate,
         "env_steps_per_second": env_rate,
-        "ours_samples": ours_samples,
-        "sibling_samples": sibling_samples,
+        "ours_samples": rates[ours_spec.name],
+        "sibling_samples": rates[sibling_spec.name],
+        **sbx_part,
+        "warmup_steps": warmup_steps,
+        "warmup_seconds": warmup_seconds,
         "n_envs": settings.n_envs,
         "settings_source": settings.source,
         "dropped_for_sibling": dropped,

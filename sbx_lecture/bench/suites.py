@@ -82,6 +82,8 @@ class SpeedEntry:
     :param timesteps: environment steps per timed ``learn`` call
     :param hyperparams: overrides applied to both
     :param not_shared: our arguments whose name the sibling takes with another meaning (not passed to it)
+    :param sbx: class name in SBX (``sbx-rl``, SB3's API in JAX) timed as a second sibling with the same
+        arguments as the SB3 one, when SBX is installed (the ``sbx`` extra); ``None``: no SBX sibling
     """
 
     ours: str
@@ -90,6 +92,7 @@ class SpeedEntry:
     timesteps: int = 20_000
     hyperparams: dict[str, Any] = field(default_factory=dict)
     not_shared: tuple[str, ...] = ()
+    sbx: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,7 @@ class SpeedJob:
     hyperparams: dict[str, Any] = field(default_factory=dict)
     not_shared: tuple[str, ...] = ()
     kind: ClassVar[str] = "speed"
+    sbx: str | None = None
 
     @property
     def folder(self) -> Path:
@@ -276,6 +280,16 @@ _ONLINE_DPG: dict[str, Any] = {"buffer_size": None, "target_networks": False}
 _FUSED_ADAM: dict[str, Any] = {"policy_kwargs": {"net_arch": [64, 64], "optimizer_kwargs": {"fused": True}}}
 
 
+def _table_settings(width: int) -> dict[str, Any]:
+    """Identical off-policy settings for a speed table: batch 256, one gradient step per step, two hidden layers."""
+    return {
+        "batch_size": 256,
+        "train_freq": 1,
+        "gradient_steps": 1,
+        "policy_kwargs": f"dict(net_arch=[{width}, {width}])",
+    }
+
+
 def _speed_entries() -> tuple[SpeedEntry, ...]:
     return (
         SpeedEntry("npg", "trpo", "CartPole-v1", 20_000),
@@ -285,16 +299,22 @@ def _speed_entries() -> tuple[SpeedEntry, ...]:
         # KLPPO's target_kl is the d_targ of its β rule; SB3 PPO's stops the epochs early: not the same setting.
         SpeedEntry("ppo_kl", "ppo", "CartPole-v1", 20_000, not_shared=("target_kl",)),
         SpeedEntry("ppo_kl", "ppo", "Pendulum-v1", 20_000, not_shared=("target_kl",)),
-        SpeedEntry("dpg", "td3", "Pendulum-v1", 5_000),
+        SpeedEntry("dpg", "td3", "Pendulum-v1", 5_000, sbx="TD3"),
         # The paper's algorithm (DPG's constructor defaults): compatible critic, online updates, no target networks.
         SpeedEntry("dpg", "td3", "Pendulum-v1", 5_000, hyperparams=_PAPER_DPG, not_shared=tuple(_PAPER_DPG)),
         # DPG's neural critic without replay or target networks (the paper's data flow with an MLP critic).
         SpeedEntry("dpg", "td3", "Pendulum-v1", 5_000, hyperparams=_ONLINE_DPG, not_shared=tuple(_ONLINE_DPG)),
         # Both with PyTorch's fused Adam (DPG's default): how much of the gap to TD3 the optimizer alone explains.
         SpeedEntry("dpg", "td3", "Pendulum-v1", 5_000, hyperparams=_FUSED_ADAM),
-        SpeedEntry("dpg", "ddpg", "Pendulum-v1", 5_000),
-        SpeedEntry("sql", "sac", "Pendulum-v1", 5_000),
-        SpeedEntry("sql", "dqn", "CartPole-v1", 10_000),
+        SpeedEntry("dpg", "ddpg", "Pendulum-v1", 5_000, sbx="DDPG"),
+        SpeedEntry("sql", "sac", "Pendulum-v1", 5_000, sbx="SAC"),
+        SpeedEntry("sql", "dqn", "CartPole-v1", 10_000, sbx="DQN"),
+        # Issue 17's table: batch 256, one gradient step per environment step, at two network widths.
+        *(
+            SpeedEntry(ours, sibling, "Pendulum-v1", 5_000, hyperparams=_table_settings(width), sbx=sbx)
+            for ours, sibling, sbx in (("dpg", "td3", "TD3"), ("sql", "sac", "SAC"))
+            for width in (64, 256)
+        ),
     )
 
 
@@ -398,7 +418,7 @@ def load_suite_file(path: Path) -> Suite:
         )
         speed = tuple(
             SpeedEntry(row["ours"], row["sibling"], row["env"], int(row.get("timesteps", 20_000)),
-                       dict(row.get("hyperparams") or {}), tuple(row.get("not_shared") or ()))
+                       dict(row.get("hyperparams") or {}), tuple(row.get("not_shared") or ()), row.get("sbx"))
             for row in data.get("speed") or []
         )
         figures = tuple(
@@ -481,7 +501,7 @@ def expand(suite: Suite, selection: Selection, zoo_budget: Any = None) -> list[J
     for speed in suite.speed_entries:
         if selection.keeps((speed.ours, speed.sibling), speed.env_id):
             jobs.append(SpeedJob(speed.ours, speed.sibling, speed.env_id, selection.scale(speed.timesteps),
-                                 suite.repeats, speed.hyperparams, speed.not_shared))
+                                 suite.repeats, speed.hyperparams, speed.not_shared, speed.sbx))
     for figure in suite.figures:
         if selection.keeps(figure.algos, figure.env_id):
             params = dict(figure.params)

@@ -9,7 +9,7 @@ whatever τ is, as SB3's SAC and TD3 do.
 from __future__ import annotations
 
 import torch as th
-from stable_baselines3.common.utils import get_parameters_by_name, polyak_update
+from stable_baselines3.common.utils import get_parameters_by_name
 from torch import nn
 
 from sbx_lecture.common.validation import require_number
@@ -46,7 +46,10 @@ class PolyakTarget:
 
         :param tau: the soft update coefficient in [0, 1]
         """
-        if tau > 0.0:
-            polyak_update(self.parameters, self.target_parameters, tau)
-        if self.statistics:
-            polyak_update(self.statistics, self.target_statistics, 1.0)
+        with th.no_grad():
+            if tau >= 1.0:  # a hard copy, exact (θ′ + 1·(θ − θ′) need not round to θ)
+                th._foreach_copy_(self.target_parameters, self.parameters)
+            elif tau > 0.0:  # one fused call over all tensors: θ′ + τ (θ − θ′)
+                th._foreach_lerp_(self.target_parameters, self.parameters, tau)
+            if self.statistics:
+                th._foreach_copy_(self.target_statistics, self.statistics)

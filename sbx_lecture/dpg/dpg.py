@@ -15,7 +15,6 @@ from stable_baselines3.common.policies import BasePolicy, ContinuousCritic
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule, TrainFrequencyUnit
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.td3.policies import Actor
-from torch.func import functional_call
 
 from sbx_lecture.common.compatible_features import (
     ActorLinearization,
@@ -410,9 +409,16 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
             target = self._bootstrap(batch, q_all[n_samples:].detach())
         td_error = target - q_values
         critic_loss = 0.5 * td_error.pow(2).mean()
-        # −Q(s, μθ(s)) with the critic's parameters held fixed: its gradient reaches the actor only
-        frozen_critic = {name: parameter.detach() for name, parameter in critic.named_parameters()}
-        actor_loss = -functional_call(critic, frozen_critic, (batch.observations, mu))[0].mean()
+        # −Q(s, μθ(s)) with the critic's parameters held fixed: its gradient reaches the actor only. Parameters that
+        # do not require gradients are constants to autograd (cheaper than a functional call on detached copies).
+        trained = [parameter for parameter in critic.parameters() if parameter.requires_grad]
+        for parameter in trained:
+            parameter.requires_grad_(False)
+        try:
+            actor_loss = -critic.q1_forward(batch.observations, mu).mean()  # type: ignore[arg-type]
+        finally:
+            for parameter in trained:
+                parameter.requires_grad_(True)
         check_finite("the critic and actor losses", critic_loss, actor_loss, algorithm=self, causes=batch_causes(batch))
         critic.optimizer.zero_grad()
         self.actor.optimizer.zero_grad()

@@ -28,7 +28,10 @@ from torch import nn
 
 from sbx_lecture.common.optimizers import fast_optimizer_kwargs
 
-DEFAULT_NET_ARCH = [256, 256]
+#: The reference implementation's hidden layers (haarnoja/softqlearning, MuJoCo experiments: layer_size 128). Every
+#: Box-action gradient step runs the networks on (K_V + 2M)·batch particle rows, so at SAC's 256 × 256 the step costs
+#: about four times SAC's; at 128 × 128 with batch 128 about as much as SAC's defaults (docs/algorithms/sql.md).
+DEFAULT_NET_ARCH = [128, 128]
 
 
 class DiscreteSoftQNetwork(nn.Module):
@@ -158,7 +161,7 @@ class SQLPolicy(BasePolicy):
     :param lr_schedule: learning-rate schedule of both optimizers
     :param ent_coef: temperature α used when acting (the algorithm keeps it in sync with its own schedule)
     :param net_arch: hidden layers, a list shared by all networks or ``dict(qf=[...], pi=[...])``
-        (``pi`` is the sampler); default ``[256, 256]``
+        (``pi`` is the sampler); default ``[128, 128]``
     :param activation_fn: activation function
     :param features_extractor_class: features extractor class
     :param features_extractor_kwargs: keyword arguments of the features extractor

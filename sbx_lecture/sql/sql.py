@@ -31,6 +31,10 @@ from sbx_lecture.sql.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SQL
 
 SelfSQL = TypeVar("SelfSQL", bound="SQL")
 
+#: Gradient steps between two computations of the logged entropy diagnostics (``train/entropy``,
+#: ``train/svgd_step_norm``); they do not enter the update.
+DIAGNOSTICS_INTERVAL = 1000
+
 
 def squash_log_jacobian(pre_squash: th.Tensor) -> th.Tensor:
     """Σ_d log(1 − tanh(u_d)²), computed stably as Σ_d 2 (log 2 − u_d − softplus(−2 u_d))."""
@@ -108,7 +112,7 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         learning_rate: float | Schedule = 3e-4,
         buffer_size: int = 1_000_000,
         learning_starts: int = 100,
-        batch_size: int = 256,
+        batch_size: int = 128,
         tau: float = 0.005,
         gamma: float = 0.99,
         train_freq: int | tuple[int, str] = 1,
@@ -212,10 +216,15 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         self.policy.ent_coef = ent_coef
 
         stats: dict[str, list[th.Tensor]] = {}
+        # The entropy diagnostics cost extra passes (a pairwise-distance matrix per state): they are computed on the
+        # last minibatch of a train call, and only in the first call and in calls that cross a multiple of
+        # DIAGNOSTICS_INTERVAL updates (with one gradient step per environment step, every call is a "last step").
+        diagnostics_due = self._n_updates == 0 or (self._n_updates + gradient_steps) // DIAGNOSTICS_INTERVAL > (
+            self._n_updates // DIAGNOSTICS_INTERVAL
+        )
         for step in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            # The entropy diagnostics cost extra calls: they are computed on the last minibatch only.
-            last_step = step == gradient_steps - 1
+            last_step = diagnostics_due and step == gradient_steps - 1
             if self.is_discrete:
                 step_stats = self._discrete_update(replay_data, ent_coef, last_step)
             else:
