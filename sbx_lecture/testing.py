@@ -428,10 +428,7 @@ def _state(model: BaseAlgorithm) -> dict[str, Any]:
 
 def _scalar_attributes(model: BaseAlgorithm) -> dict[str, Any]:
     simple = (bool, int, float, str, type(None), np.integer, np.floating)
-    return {
-        key: value for key, value in vars(model).items()
-        if isinstance(value, simple) and not key.startswith("__")
-    }
+    return {key: value for key, value in vars(model).items() if isinstance(value, simple) and not key.startswith("__")}
 
 
 def _has_stochastic_policy(model: BaseAlgorithm) -> bool:
@@ -500,8 +497,11 @@ class _Checker:
         a, _ = _predict(self.model, self.observations, deterministic=True)
         b, _ = _predict(twin, self.observations, deterministic=True)
         if not np.array_equal(a, b):
-            self.fail("seeding", f"two models trained with seed={self.seed} predict differently",
-                      "make predict depend only on the parameters and the observation")
+            self.fail(
+                "seeding",
+                f"two models trained with seed={self.seed} predict differently",
+                "make predict depend only on the parameters and the observation",
+            )
 
     def predict(self) -> None:
         model, obs = self.model, self.observations
@@ -510,19 +510,32 @@ class _Checker:
         actions, state = _predict(model, obs, deterministic=True)
         expected_shape = (len(obs), *action_space.shape) if action_space.shape else (len(obs),)
         if np.shape(actions) != expected_shape:
-            self.fail("predict", f"predict() on {len(obs)} observations returned actions of shape "
-                      f"{np.shape(actions)}, expected {expected_shape}",
-                      "return one action per observation, shaped like the action space")
+            self.fail(
+                "predict",
+                f"predict() on {len(obs)} observations returned actions of shape "
+                f"{np.shape(actions)}, expected {expected_shape}",
+                "return one action per observation, shaped like the action space",
+            )
             return
-        outside = [i for i, action in enumerate(actions) if not action_space.contains(np.asarray(action,
-                   dtype=action_space.dtype))]
+        outside = [
+            i
+            for i, action in enumerate(actions)
+            if not action_space.contains(np.asarray(action, dtype=action_space.dtype))
+        ]
         if outside:
-            self.fail("predict", f"predicted actions {[actions[i] for i in outside[:2]]} are outside the action "
-                      f"space {action_space}", "clip or unscale actions to the action space's bounds in predict()")
+            self.fail(
+                "predict",
+                f"predicted actions {[actions[i] for i in outside[:2]]} are outside the action space {action_space}",
+                "clip or unscale actions to the action space's bounds in predict()",
+            )
         single, _ = model.predict(obs[0], deterministic=True)
         if np.shape(single) != action_space.shape:
-            self.fail("predict", f"predict() on one unbatched observation returned shape {np.shape(single)}, "
-                      f"expected {action_space.shape}", "accept unbatched observations as SB3's predict does")
+            self.fail(
+                "predict",
+                f"predict() on one unbatched observation returned shape {np.shape(single)}, "
+                f"expected {action_space.shape}",
+                "accept unbatched observations as SB3's predict does",
+            )
         if state is not None:
             # recurrent policies: the returned state must be accepted back
             model.predict(obs, state=state, episode_start=np.zeros(len(obs), dtype=bool), deterministic=True)
@@ -553,8 +566,11 @@ class _Checker:
             model.save(path)
             loaded = self.cls.load(path, env=_make_env(self.env_id, self.seed + 3), device="cpu")
         if type(loaded) is not self.cls:
-            self.fail("save_load", f"{self.cls.__name__}.load returned a {type(loaded).__name__}",
-                      "do not override load(), or return an instance of the class")
+            self.fail(
+                "save_load",
+                f"{self.cls.__name__}.load returned a {type(loaded).__name__}",
+                "do not override load(), or return an instance of the class",
+            )
         problems: list[str] = []
         _diff(_state(model), _state(loaded), "", problems)
         if problems:
@@ -564,8 +580,11 @@ class _Checker:
                 "list every torch module and optimizer in _get_torch_save_params() and build them in _setup_model()",
             )
         before, after = _scalar_attributes(model), _scalar_attributes(loaded)
-        changed = [f"{key} is {after.get(key, '<missing>')!r} after load, was {value!r}"
-                   for key, value in before.items() if key not in after or not _same(value, after[key])]
+        changed = [
+            f"{key} is {after.get(key, '<missing>')!r} after load, was {value!r}"
+            for key, value in before.items()
+            if key not in after or not _same(value, after[key])
+        ]
         if changed:
             self.fail(
                 "save_load",
@@ -575,8 +594,11 @@ class _Checker:
         a, _ = _predict(model, obs, deterministic=True)
         b, _ = _predict(loaded, obs, deterministic=True)
         if not np.array_equal(a, b):
-            self.fail("save_load", "the loaded model predicts different actions from the saved one",
-                      "save every tensor that predict() uses (_get_torch_save_params)")
+            self.fail(
+                "save_load",
+                "the loaded model predicts different actions from the saved one",
+                "save every tensor that predict() uses (_get_torch_save_params)",
+            )
 
     def evaluate_policy(self) -> None:
         from stable_baselines3.common.evaluation import evaluate_policy
@@ -585,8 +607,11 @@ class _Checker:
         env = _make_env(self.env_id, self.seed + 5)
         mean, std = evaluate_policy(self.model, env, n_eval_episodes=2, deterministic=True, warn=False)
         if not (np.isfinite(mean) and np.isfinite(std)):
-            self.fail("evaluate_policy", f"evaluate_policy returned {mean} ± {std}",
-                      "predict() must return valid actions for evaluate_policy's single environment")
+            self.fail(
+                "evaluate_policy",
+                f"evaluate_policy returned {mean} ± {std}",
+                "predict() must return valid actions for evaluate_policy's single environment",
+            )
 
     def set_env(self) -> None:
         model = self.model
@@ -595,16 +620,22 @@ class _Checker:
         model.set_env(_make_env(self.env_id, self.seed + 11))
         model.learn(total_timesteps=min(32, self.timesteps), reset_num_timesteps=False)
         if model.num_timesteps <= steps_before:
-            self.fail("set_env", "learn() after set_env() took no environment step",
-                      "use self.env (set by set_env) in learn()")
+            self.fail(
+                "set_env",
+                "learn() after set_env() took no environment step",
+                "use self.env (set by set_env) in learn()",
+            )
         other = _make_env(PROBE_ENV_IDS[spaces.Box], 0, obs_dim=5)
         try:
             model.set_env(other)
         except ValueError:
             pass
         else:
-            self.fail("set_env", "set_env() accepted an environment with a different observation space",
-                      "do not override set_env(), or call check_for_correct_spaces() in it")
+            self.fail(
+                "set_env",
+                "set_env() accepted an environment with a different observation space",
+                "do not override set_env(), or call check_for_correct_spaces() in it",
+            )
 
     def action_spaces(self) -> bool:
         """Check the declaration; returns whether the class declares its spaces (else they were probed)."""
@@ -847,9 +878,18 @@ def check_algorithm(
 
     name = getattr(cls, "__qualname__", repr(cls))
     if not (inspect.isclass(cls) and issubclass(cls, BaseAlgorithm)):
-        raise ConformanceError(name, env_id or "-", [CheckFailure(
-            "class", f"{cls!r} is not a subclass of stable_baselines3's BaseAlgorithm",
-            "derive the algorithm from BaseAlgorithm, OnPolicyAlgorithm or OffPolicyAlgorithm")], 1)
+        raise ConformanceError(
+            name,
+            env_id or "-",
+            [
+                CheckFailure(
+                    "class",
+                    f"{cls!r} is not a subclass of stable_baselines3's BaseAlgorithm",
+                    "derive the algorithm from BaseAlgorithm, OnPolicyAlgorithm or OffPolicyAlgorithm",
+                )
+            ],
+            1,
+        )
     selected = list(CHECKS) if checks is None else list(checks)
     unknown = [check for check in selected if check not in CHECKS]
     if unknown:
@@ -859,8 +899,12 @@ def check_algorithm(
     try:
         env_id = env_id or suitable_env_id(cls)
     except (TypeError, ValueError) as exc:
-        raise ConformanceError(name, env_id or "-", [CheckFailure(
-            "action_spaces", str(exc), "declare the supported action spaces or pass env_id")], 1) from None
+        raise ConformanceError(
+            name,
+            env_id or "-",
+            [CheckFailure("action_spaces", str(exc), "declare the supported action spaces or pass env_id")],
+            1,
+        ) from None
 
     kinds = tuple(PROBE_ENV_IDS) if probe_spaces is None else tuple(probe_spaces)
     unknown_kinds = [kind for kind in kinds if kind not in PROBE_ENV_IDS]
@@ -876,8 +920,11 @@ def check_algorithm(
             checker.learn()
             report.passed.append("learn")
         except Exception as exc:
-            checker.fail("learn", f"constructing or learning on {env_id} failed: {_describe(exc)}",
-                         "make the class construct and learn with SB3's arguments (policy, env, seed, device, ...)")
+            checker.fail(
+                "learn",
+                f"constructing or learning on {env_id} failed: {_describe(exc)}",
+                "make the class construct and learn with SB3's arguments (policy, env, seed, device, ...)",
+            )
             report.skipped.extend(needs_model)
             needs_model = []
     for check in needs_model:

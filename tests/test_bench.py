@@ -49,12 +49,23 @@ TINY_SUITE = {
     "final_eval_episodes": 3,
     "repeats": 1,
     "runs": [
-        {"algo": "ppo", "env": "CartPole-v1", "timesteps": BUDGET, "hyperparams": {"n_envs": 2, "n_steps": 128,
-                                                                                 "batch_size": 64, "n_epochs": 2}},
+        {
+            "algo": "ppo",
+            "env": "CartPole-v1",
+            "timesteps": BUDGET,
+            "hyperparams": {"n_envs": 2, "n_steps": 128, "batch_size": 64, "n_epochs": 2},
+        },
         {"algo": "a2c", "env": "CartPole-v1", "timesteps": BUDGET},
     ],
-    "speed": [{"ours": "ppo", "sibling": "a2c", "env": "CartPole-v1", "timesteps": 512,
-               "hyperparams": {"n_steps": 64, "batch_size": 64, "n_epochs": 1}}],
+    "speed": [
+        {
+            "ours": "ppo",
+            "sibling": "a2c",
+            "env": "CartPole-v1",
+            "timesteps": 512,
+            "hyperparams": {"n_steps": 64, "batch_size": 64, "n_epochs": 1},
+        }
+    ],
 }
 
 
@@ -82,8 +93,15 @@ def test_builtin_suites_hold_every_lecture_algorithm_beside_its_siblings():
     assert all(entry.timesteps == 1_000_000 for entry in mujoco if entry.env_id != "InvertedPendulum-v5")
     assert {entry.algo for entry in mujoco if entry.env_id == "InvertedPendulum-v5"} == {"dpg", "td3"}
     pairs = {(entry.ours, entry.sibling) for entry in SUITES["speed"].speed_entries}
-    assert pairs == {("npg", "trpo"), ("tnpg", "trpo"), ("ppo_kl", "ppo"), ("dpg", "td3"), ("dpg", "ddpg"),
-                     ("sql", "sac"), ("sql", "dqn")}
+    assert pairs == {
+        ("npg", "trpo"),
+        ("tnpg", "trpo"),
+        ("ppo_kl", "ppo"),
+        ("dpg", "td3"),
+        ("dpg", "ddpg"),
+        ("sql", "sac"),
+        ("sql", "dqn"),
+    }
     # The algorithms of a family are compared at one budget per environment.
     for name in ("classic", "lecture", "mujoco"):
         budgets: dict[tuple[str, str], set[int | None]] = {}
@@ -94,8 +112,10 @@ def test_builtin_suites_hold_every_lecture_algorithm_beside_its_siblings():
 
 def test_expand_filters_scales_and_orders_seed_major():
     suite = SUITES["classic"]
-    jobs = expand(suite, Selection(seeds=2, timesteps_scale=0.1, algos=frozenset({"ppo", "trpo"}),
-                                   envs=frozenset({"CartPole-v1"})))
+    jobs = expand(
+        suite,
+        Selection(seeds=2, timesteps_scale=0.1, algos=frozenset({"ppo", "trpo"}), envs=frozenset({"CartPole-v1"})),
+    )
     assert [(job.algo, job.seed) for job in jobs] == [("trpo", 0), ("ppo", 0), ("trpo", 1), ("ppo", 1)]
     assert all(isinstance(job, RunJob) and job.timesteps == 10_000 for job in jobs)
     assert jobs[0].folder == Path("trpo/CartPole-v1/t10000/seed_0")
@@ -183,8 +203,12 @@ def test_tiny_suite_writes_results_tables_and_plots(tiny_run):
     assert "[" in summary[2]  # IQM [95% CI]
     curves = (folder / "curves.csv").read_text().splitlines()
     assert curves[0] == "algo,env,seed,steps,mean_return,std_return" and len(curves) > 12
-    for name in ("tiny_curves_CartPole-v1.png", "tiny_steps_per_second.png", "tiny_performance_profiles.png",
-                 "tiny_aggregate.png"):
+    for name in (
+        "tiny_curves_CartPole-v1.png",
+        "tiny_steps_per_second.png",
+        "tiny_performance_profiles.png",
+        "tiny_aggregate.png",
+    ):
         assert (folder / name).read_bytes().startswith(PNG_SIGNATURE)
         assert f"]({name})" in report
 
@@ -244,9 +268,15 @@ def test_a_run_that_another_process_trains_is_left_alone(tmp_path):
     run_dir = job_folder(job, tmp_path)
     run_dir.mkdir(parents=True)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from sbx_lecture.runs import run_lock\n"
-         f"with run_lock(Path({str(run_dir)!r})):\n    print('locked', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from sbx_lecture.runs import run_lock\n"
+            f"with run_lock(Path({str(run_dir)!r})):\n    print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"

@@ -14,8 +14,16 @@ from sbx_lecture.checkpoints import newest_valid_bundle
 from sbx_lecture.cli import main
 from sbx_lecture.runs import read_model_metadata
 
-TINY_TRPO = ["-p", "n_steps=128", "-p", "batch_size=64", "-p", "n_critic_updates=2", "-p",
-             "policy_kwargs=dict(net_arch=[16])"]
+TINY_TRPO = [
+    "-p",
+    "n_steps=128",
+    "-p",
+    "batch_size=64",
+    "-p",
+    "n_critic_updates=2",
+    "-p",
+    "policy_kwargs=dict(net_arch=[16])",
+]
 
 
 @pytest.fixture
@@ -57,8 +65,23 @@ def test_list_reports_failed_plugins(plugin_site, capsys: pytest.CaptureFixture[
 
 def test_train_resume_and_eval_end_to_end(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = workdir / "run"
-    args = ["train", "trpo", "Pendulum-v1", "--timesteps", "256", "--seed", "3", "--out", str(out),
-            "--checkpoint-freq", "128", "--n-envs", "1", "--no-progress", *TINY_TRPO]
+    args = [
+        "train",
+        "trpo",
+        "Pendulum-v1",
+        "--timesteps",
+        "256",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        "--checkpoint-freq",
+        "128",
+        "--n-envs",
+        "1",
+        "--no-progress",
+        *TINY_TRPO,
+    ]
     assert main(args) == 0
     for name in ["model.zip", "run.json", "progress.csv", "learning_curve.png", "monitor/segment_0/0.monitor.csv"]:
         assert (out / name).exists(), name
@@ -67,8 +90,10 @@ def test_train_resume_and_eval_end_to_end(workdir: Path, capsys: pytest.CaptureF
     assert read_model_metadata(out / "model.zip")["algo"] == "trpo"
     assert not list(out.rglob("*.tmp*")), "temporary files of atomic saves must not remain"
 
-    assert main(["train", "trpo", "Pendulum-v1", "--timesteps", "512", "--out", str(out), "--resume",
-                 "--no-progress"]) == 0
+    assert (
+        main(["train", "trpo", "Pendulum-v1", "--timesteps", "512", "--out", str(out), "--resume", "--no-progress"])
+        == 0
+    )
     assert "trained 512 steps" in capsys.readouterr().out
     assert newest_valid_bundle(out)[0].steps == 512
     assert (out / "progress.csv").exists() and (out / "progress_1.csv").exists()  # one log per segment
@@ -85,14 +110,23 @@ def test_train_resume_and_eval_end_to_end(workdir: Path, capsys: pytest.CaptureF
 
 def test_resume_continues_replay_buffer(workdir: Path) -> None:
     out = workdir / "sac"
-    tiny = ["-p", "learning_starts=50", "-p", "buffer_size=1000", "-p", "batch_size=16",
-            "-p", "policy_kwargs=dict(net_arch=[16])"]
+    tiny = [
+        "-p",
+        "learning_starts=50",
+        "-p",
+        "buffer_size=1000",
+        "-p",
+        "batch_size=16",
+        "-p",
+        "policy_kwargs=dict(net_arch=[16])",
+    ]
     assert main(["train", "sac", "Pendulum-v1", "--timesteps", "100", "--out", str(out), "--no-progress", *tiny]) == 0
     assert (newest_valid_bundle(out)[0].path / "replay_buffer.npz").exists()
     from sbx_lecture import serialization
 
-    assert main(["train", "sac", "Pendulum-v1", "--timesteps", "150", "--out", str(out), "--resume",
-                 "--no-progress"]) == 0
+    assert (
+        main(["train", "sac", "Pendulum-v1", "--timesteps", "150", "--out", str(out), "--resume", "--no-progress"]) == 0
+    )
     bundle = newest_valid_bundle(out)[0]
     model = serialization.load(out / "model.zip")
     serialization.load_replay_buffer(model, bundle.path / "replay_buffer.npz")
@@ -103,8 +137,10 @@ def test_resume_continues_replay_buffer(workdir: Path) -> None:
 def test_default_run_folder_and_bad_out(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "a2c", "CartPole-v1", "--timesteps", "40", "--no-progress"]) == 0
     assert (workdir / "runs" / "a2c_CartPole-v1_1" / "model.zip").exists()
-    assert main(["train", "a2c", "CartPole-v1", "--timesteps", "40", "--no-progress",
-                 "--out", "runs/a2c_CartPole-v1_1"]) == 2
+    assert (
+        main(["train", "a2c", "CartPole-v1", "--timesteps", "40", "--no-progress", "--out", "runs/a2c_CartPole-v1_1"])
+        == 2
+    )
     assert "not empty" in _error_line(capsys)
     assert main(["train", "a2c", "CartPole-v1", "--resume", "--out", "nowhere", "--no-progress"]) == 2
     assert "no run folder" in _error_line(capsys)

@@ -14,8 +14,18 @@ import yaml
 from sbx_lecture.cli import main
 from sbx_lecture.plugins import get_plugin_manager
 
-TINY_PPO = ["-p", "n_envs=1", "-p", "n_steps=64", "-p", "batch_size=32", "-p", "n_epochs=1",
-            "-p", "policy_kwargs=dict(net_arch=[8])"]
+TINY_PPO = [
+    "-p",
+    "n_envs=1",
+    "-p",
+    "n_steps=64",
+    "-p",
+    "batch_size=32",
+    "-p",
+    "n_epochs=1",
+    "-p",
+    "policy_kwargs=dict(net_arch=[8])",
+]
 
 
 @pytest.fixture
@@ -62,8 +72,26 @@ def test_hyperparams_lists_every_argument_with_default_and_meaning(capsys: pytes
 
 
 def test_eval_freq_keeps_evaluations_and_the_best_model(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "ppo", "CartPole-v1", "--timesteps", "256", "--eval-freq", "64", "--eval-episodes", "2",
-                 "--out", "run", "--no-progress", *TINY_PPO]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "ppo",
+                "CartPole-v1",
+                "--timesteps",
+                "256",
+                "--eval-freq",
+                "64",
+                "--eval-episodes",
+                "2",
+                "--out",
+                "run",
+                "--no-progress",
+                *TINY_PPO,
+            ]
+        )
+        == 0
+    )
     with np.load(workdir / "run" / "evaluations.npz") as saved:
         assert saved["timesteps"].tolist() == [0, 64, 128, 192, 256]
         assert saved["results"].shape == (5, 2) and saved["ep_lengths"].shape == (5, 2)
@@ -75,10 +103,38 @@ def test_eval_freq_keeps_evaluations_and_the_best_model(workdir: Path, capsys: p
 
 def test_subprocess_environments_and_a_zoo_file(workdir: Path) -> None:
     conf = workdir / "mine.yml"
-    conf.write_text(yaml.safe_dump({"CartPole-v1": {"n_envs": 2, "n_steps": 32, "batch_size": 32, "n_epochs": 1,
-                                                     "policy_kwargs": "dict(net_arch=[8])"}}))
-    assert main(["train", "ppo", "CartPole-v1", "--timesteps", "128", "--vec-env", "subproc", "-conf", str(conf),
-                 "--out", "run", "--no-progress"]) == 0
+    conf.write_text(
+        yaml.safe_dump(
+            {
+                "CartPole-v1": {
+                    "n_envs": 2,
+                    "n_steps": 32,
+                    "batch_size": 32,
+                    "n_epochs": 1,
+                    "policy_kwargs": "dict(net_arch=[8])",
+                }
+            }
+        )
+    )
+    assert (
+        main(
+            [
+                "train",
+                "ppo",
+                "CartPole-v1",
+                "--timesteps",
+                "128",
+                "--vec-env",
+                "subproc",
+                "-conf",
+                str(conf),
+                "--out",
+                "run",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     run = json.loads((workdir / "run" / "run.json").read_text())
     assert run["hyperparams_source"].endswith("mine.yml[CartPole-v1]")
     assert run["vec_env"] == "subproc" and run["n_envs"] == 2
@@ -94,8 +150,26 @@ def test_a_conf_file_without_the_section_is_one_line(workdir: Path, capsys: pyte
 
 
 def test_run_file_records_typed_hyperparameters(workdir: Path) -> None:
-    assert main(["train", "ppo", "CartPole-v1", "--timesteps", "64", "--out", "run", "--no-progress", *TINY_PPO,
-                 "-p", "learning_rate=lin_0.001", "-p", "policy_kwargs=dict(net_arch=[8], activation_fn=nn.ReLU)"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "ppo",
+                "CartPole-v1",
+                "--timesteps",
+                "64",
+                "--out",
+                "run",
+                "--no-progress",
+                *TINY_PPO,
+                "-p",
+                "learning_rate=lin_0.001",
+                "-p",
+                "policy_kwargs=dict(net_arch=[8], activation_fn=nn.ReLU)",
+            ]
+        )
+        == 0
+    )
     hyperparams = json.loads((workdir / "run" / "run.json").read_text())["hyperparams"]
     assert hyperparams["learning_rate"] == "lin_0.001"
     assert hyperparams["policy_kwargs"] == {"net_arch": [8], "activation_fn": "nn.ReLU"}
@@ -105,8 +179,24 @@ def test_run_file_records_typed_hyperparameters(workdir: Path) -> None:
 def test_eval_device_and_normalisation_found_beside_the_model(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["train", "ppo", "CartPole-v1", "--timesteps", "128", "--out", "run", "--no-progress", *TINY_PPO,
-                 "-p", "normalize=True"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "ppo",
+                "CartPole-v1",
+                "--timesteps",
+                "128",
+                "--out",
+                "run",
+                "--no-progress",
+                *TINY_PPO,
+                "-p",
+                "normalize=True",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["eval", "run/model.zip", "--episodes", "2", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
@@ -118,9 +208,33 @@ def test_eval_of_a_zoo_run_uses_the_zoos_statistics_as_the_zoo_does(
 ) -> None:
     """A zoo run with ``normalize: true`` (model ``<env>.zip`` beside ``<env>/vecnormalize.pkl``) evaluates on the
     normalised observations: the same episode returns as the zoo's own ``enjoy`` with the same seed."""
-    assert main(["zoo", "train", "--algo", "ppo", "--env", "Acrobot-v1", "-n", "512", "-f", "logs", "--seed", "0",
-                 "--eval-freq", "-1", "-params", "n_envs:1", "n_steps:128", "batch_size:64", "n_epochs:1",
-                 "normalize:True"]) == 0
+    assert (
+        main(
+            [
+                "zoo",
+                "train",
+                "--algo",
+                "ppo",
+                "--env",
+                "Acrobot-v1",
+                "-n",
+                "512",
+                "-f",
+                "logs",
+                "--seed",
+                "0",
+                "--eval-freq",
+                "-1",
+                "-params",
+                "n_envs:1",
+                "n_steps:128",
+                "batch_size:64",
+                "n_epochs:1",
+                "normalize:True",
+            ]
+        )
+        == 0
+    )
     run = workdir / "logs" / "ppo" / "Acrobot-v1_1"
     model_path, stats = run / "Acrobot-v1.zip", run / "Acrobot-v1" / "vecnormalize.pkl"
     assert model_path.exists() and stats.exists()
@@ -131,8 +245,28 @@ def test_eval_of_a_zoo_run_uses_the_zoos_statistics_as_the_zoo_does(
     ours = float(out.split("Acrobot-v1: ")[1].split(" ±")[0])
 
     # the zoo's own enjoy (its own loading: our test's file), deterministic, same seed, episode returns printed
-    assert main(["zoo", "enjoy", "--trusted", "--algo", "ppo", "--env", "Acrobot-v1", "-f", "logs", "--no-render",
-                 "--seed", "5", "--deterministic", "-n", "1500"]) == 0
+    assert (
+        main(
+            [
+                "zoo",
+                "enjoy",
+                "--trusted",
+                "--algo",
+                "ppo",
+                "--env",
+                "Acrobot-v1",
+                "-f",
+                "logs",
+                "--no-render",
+                "--seed",
+                "5",
+                "--deterministic",
+                "-n",
+                "1500",
+            ]
+        )
+        == 0
+    )
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Episode Reward:")]
     zoo_returns = [float(line.split(":")[1]) for line in printed[:3]]
     assert len(zoo_returns) == 3
@@ -150,8 +284,27 @@ def test_inspect_names_what_would_need_trust(workdir: Path, capsys: pytest.Captu
 def test_a_short_off_policy_run_leaves_logs_with_content(workdir: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    assert main(["train", "sac", "Pendulum-v1", "--timesteps", "60", "--out", "run", "--no-progress",
-                 "-p", "learning_starts=20", "-p", "batch_size=16", "-p", "policy_kwargs=dict(net_arch=[8])"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "sac",
+                "Pendulum-v1",
+                "--timesteps",
+                "60",
+                "--out",
+                "run",
+                "--no-progress",
+                "-p",
+                "learning_starts=20",
+                "-p",
+                "batch_size=16",
+                "-p",
+                "policy_kwargs=dict(net_arch=[8])",
+            ]
+        )
+        == 0
+    )
     assert len((workdir / "run" / "progress.csv").read_text().splitlines()) >= 2
     (events,) = (workdir / "run").glob("events.out.tfevents.*")
     accumulator = EventAccumulator(str(events))

@@ -205,8 +205,14 @@ class LinearFeatures(BaseFeaturesExtractor):
 
 @pytest.mark.parametrize(
     ("natural", "on_policy", "target_networks", "features"),
-    [(False, False, False, "flatten"), (True, False, False, "flatten"), (False, True, False, "flatten"),
-     (False, True, True, "flatten"), (False, False, False, "linear"), (False, True, False, "linear")],
+    [
+        (False, False, False, "flatten"),
+        (True, False, False, "flatten"),
+        (False, True, False, "flatten"),
+        (False, True, True, "flatten"),
+        (False, False, False, "linear"),
+        (False, True, False, "linear"),
+    ],
 )
 def test_copdac_update_equals_the_paper_with_sgd(natural, on_policy, target_networks, features):
     """θ += α_θ E[∇θμ∇θμᵀw] (or α_θ w), w += α_w E[δ φ(s, a)], v += α_v E[δ ∇v V(s)], all from the old values."""
@@ -313,9 +319,10 @@ def test_dict_observations_learn_with_the_multi_input_policy():
         (dict(buffer_size=0), "buffer_size must be a positive integer or None, got 0"),
         (dict(learning_rate=-1.0), "learning_rate must be > 0 or a schedule, got -1.0"),
         (dict(critic_learning_rate=0.0), "critic_learning_rate must be > 0 or a schedule or None, got 0.0"),
-        (dict(critic_learning_rate="lin_0.001"), (
-            "critic_learning_rate must be a number or a schedule or None, got 'lin_0.001'"
-        )),
+        (
+            dict(critic_learning_rate="lin_0.001"),
+            ("critic_learning_rate must be a number or a schedule or None, got 'lin_0.001'"),
+        ),
         (dict(batch_size=0), "batch_size must be a positive integer, got 0"),
         (dict(gradient_steps=-2), "gradient_steps must be an integer of at least -1, got -2"),
         (dict(train_freq=(1, "episode")), "Online DPG .* needs train_freq in steps"),

@@ -117,9 +117,11 @@ def make_policy(action_space: gym.Space, use_sde: bool = False) -> ActorCriticPo
 
 def independent_coordinates_and_metric(policy: ActorCriticPolicy, kind: str, params: dict, obs: th.Tensor):
     """(coordinates, per-sample metric matrices) of the lecture's formulas, written out without the library."""
-    latent = th.func.functional_call(policy.mlp_extractor.policy_net, {
-        k.removeprefix("mlp_extractor.policy_net."): v for k, v in params.items() if "policy_net" in k
-    }, (obs,))
+    latent = th.func.functional_call(
+        policy.mlp_extractor.policy_net,
+        {k.removeprefix("mlp_extractor.policy_net."): v for k, v in params.items() if "policy_net" in k},
+        (obs,),
+    )
     out = latent @ params["action_net.weight"].T + params["action_net.bias"]
     if kind in ("gaussian", "gsde"):
         if kind == "gaussian":
@@ -169,8 +171,9 @@ def test_fisher_vector_product_equals_explicit_fisher(kind, linearization):
     flat = flatten_tensors(list(params.values()))
 
     def coords_of(theta: th.Tensor) -> th.Tensor:
-        return independent_coordinates_and_metric(policy, kind, dict(zip(names, unflatten_like(theta, list(
-            params.values())), strict=True)), obs)[0]
+        return independent_coordinates_and_metric(
+            policy, kind, dict(zip(names, unflatten_like(theta, list(params.values())), strict=True)), obs
+        )[0]
 
     jacobian = th.autograd.functional.jacobian(coords_of, flat)  # (N, k, P): per-sample Jacobians
     _, metrics = independent_coordinates_and_metric(policy, kind, params, obs)
@@ -183,8 +186,9 @@ def test_fisher_vector_product_equals_explicit_fisher(kind, linearization):
     th.testing.assert_close(fvp(vector), explicit @ vector, rtol=1e-5, atol=1e-10)
     th.testing.assert_close(exact_fisher_matrix(policy, obs, names), explicit, rtol=1e-5, atol=1e-10)
     # The double-backprop fallback is the same matrix (the Hessian of the KL at θ_old).
-    th.testing.assert_close(KLHessianVectorProduct(policy, obs, names)(vector), explicit @ vector, rtol=1e-5,
-                            atol=1e-10)
+    th.testing.assert_close(
+        KLHessianVectorProduct(policy, obs, names)(vector), explicit @ vector, rtol=1e-5, atol=1e-10
+    )
     # Positive semi-definite by construction.
     assert float(vector @ fvp(vector)) >= 0.0
     # Reading the policy must leave it usable and unchanged.
@@ -216,8 +220,16 @@ def test_fisher_vector_product_equals_sb3_contrib_hessian_of_kl(kind):
 def test_linear_chain_products_equal_autograd_jvp_and_vjp():
     """Layers without bias, consecutive and leading activations, ReLU kinks: J v and Jᵀ u against torch.func."""
     th.manual_seed(0)
-    chain = [nn.Tanh(), nn.Linear(4, 6), nn.ReLU(), nn.ELU(), nn.Linear(6, 5, bias=False), nn.Identity(),
-             nn.SiLU(), nn.Linear(5, 3)]
+    chain = [
+        nn.Tanh(),
+        nn.Linear(4, 6),
+        nn.ReLU(),
+        nn.ELU(),
+        nn.Linear(6, 5, bias=False),
+        nn.Identity(),
+        nn.SiLU(),
+        nn.Linear(5, 3),
+    ]
     model = nn.Sequential(*chain).double()
     inputs = th.randn(9, 4, dtype=th.float64)
     linearization = LinearChainLinearization(chain, inputs)
@@ -275,10 +287,16 @@ def _policy_variant(variant: str) -> ActorCriticPolicy:
     return policy.double()
 
 
-@pytest.mark.parametrize(("variant", "chain_expected"), [
-    ("deep_relu", True), ("gsde_expln", True), ("gsde_learned_features", False), ("frozen_bias", False),
-    ("features_with_parameters", False),
-])
+@pytest.mark.parametrize(
+    ("variant", "chain_expected"),
+    [
+        ("deep_relu", True),
+        ("gsde_expln", True),
+        ("gsde_learned_features", False),
+        ("frozen_bias", False),
+        ("features_with_parameters", False),
+    ],
+)
 def test_fisher_product_paths_agree_and_fall_back_where_the_actor_is_not_a_plain_mlp(variant, chain_expected):
     policy = _policy_variant(variant)
     obs = th.randn(BATCH, OBS_DIM, dtype=th.float64, generator=th.Generator().manual_seed(5))
@@ -289,6 +307,7 @@ def test_fisher_product_paths_agree_and_fall_back_where_the_actor_is_not_a_plain
     vector = th.randn(fvp.n_parameters, dtype=th.float64, generator=th.Generator().manual_seed(6))
     expected = KLHessianVectorProduct(policy, obs, names)(vector)
     th.testing.assert_close(fvp(vector), expected, rtol=1e-5, atol=1e-10)
-    th.testing.assert_close(FisherVectorProduct(policy, obs, names, linearization="autograd")(vector), expected,
-                            rtol=1e-5, atol=1e-10)
+    th.testing.assert_close(
+        FisherVectorProduct(policy, obs, names, linearization="autograd")(vector), expected, rtol=1e-5, atol=1e-10
+    )
     th.testing.assert_close(exact_fisher_matrix(policy, obs, names) @ vector, expected, rtol=1e-5, atol=1e-10)

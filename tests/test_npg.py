@@ -46,9 +46,22 @@ def test_npg_step_is_alpha_times_exact_natural_gradient(sub_sampling):
 
     With Fisher sub-sampling, F comes from every k-th state while g still uses the whole rollout.
     """
-    model = collected(NPG("MlpPolicy", "CartPole-v1", n_steps=128, step_size=0.05, fisher="cg", cg_max_steps=500,
-                          cg_residual_tol=1e-10, cg_damping=0.1, policy_kwargs=dict(net_arch=[8]),
-                          fisher_sub_sampling_factor=sub_sampling, seed=1), 128)
+    model = collected(
+        NPG(
+            "MlpPolicy",
+            "CartPole-v1",
+            n_steps=128,
+            step_size=0.05,
+            fisher="cg",
+            cg_max_steps=500,
+            cg_residual_tol=1e-10,
+            cg_damping=0.1,
+            policy_kwargs=dict(net_arch=[8]),
+            fisher_sub_sampling_factor=sub_sampling,
+            seed=1,
+        ),
+        128,
+    )
     np.random.seed(0)  # the buffer shuffles: same order here and in train(), hence the same sub-sample
     data = next(model.rollout_buffer.get(batch_size=None))
     names = [n for n, _ in model.policy.named_parameters() if "value" not in n]
@@ -71,8 +84,19 @@ def test_npg_step_is_alpha_times_exact_natural_gradient(sub_sampling):
 def test_exact_and_cg_directions_agree():
     def direction(fisher: str):
         th.manual_seed(0)
-        model = collected(NPG("MlpPolicy", "Pendulum-v1", n_steps=128, fisher=fisher, cg_max_steps=1000,
-                              cg_residual_tol=1e-8, policy_kwargs=TINY, seed=3), 128)
+        model = collected(
+            NPG(
+                "MlpPolicy",
+                "Pendulum-v1",
+                n_steps=128,
+                fisher=fisher,
+                cg_max_steps=1000,
+                cg_residual_tol=1e-8,
+                policy_kwargs=TINY,
+                seed=3,
+            ),
+            128,
+        )
         before = flatten_tensors(list(model.policy.parameters())).detach().clone()
         np.random.seed(0)
         model.train()
@@ -85,8 +109,19 @@ def test_exact_and_cg_directions_agree():
 def test_tnpg_step_puts_the_quadratic_kl_model_at_delta(line_search_max_iter):
     """½ Δθᵀ F Δθ = δ after a TNPG step (β = sqrt(2δ / xᵀFx)), F built exactly and independently at θ_old."""
     target_kl = 0.005
-    model = collected(TNPG("MlpPolicy", "Pendulum-v1", n_steps=256, target_kl=target_kl, cg_max_steps=5,
-                           line_search_max_iter=line_search_max_iter, policy_kwargs=TINY, seed=2), 256)
+    model = collected(
+        TNPG(
+            "MlpPolicy",
+            "Pendulum-v1",
+            n_steps=256,
+            target_kl=target_kl,
+            cg_max_steps=5,
+            line_search_max_iter=line_search_max_iter,
+            policy_kwargs=TINY,
+            seed=2,
+        ),
+        256,
+    )
     names = [n for n, _ in model.policy.named_parameters() if "value" not in n]
     params = [dict(model.policy.named_parameters())[n] for n in names]
     data = next(model.rollout_buffer.get(batch_size=None))
@@ -128,8 +163,9 @@ class TNPGWithTRPOConventions(TNPG):
     """
 
     def _fisher_vector_product(self, observations):
-        return make_fisher_vector_product(self.policy, self._fisher_batch(observations), self._actor_parameter_names,
-                                          action_reduction="mean")
+        return make_fisher_vector_product(
+            self.policy, self._fisher_batch(observations), self._actor_parameter_names, action_reduction="mean"
+        )
 
     def _step_length(self, direction, fisher_vector_product):
         damped = fisher_vector_product(direction) + self.cg_damping * direction
@@ -154,9 +190,18 @@ class _Snapshot(BaseCallback):
 
 @pytest.mark.parametrize("env_id", ["Reacher-v5", "CartPole-v1"])
 def test_core_with_trpo_line_search_reproduces_sb3_contrib_trpo(env_id):
-    common = dict(n_steps=256, batch_size=64, cg_max_steps=15, cg_damping=0.1, target_kl=0.01,
-                  line_search_max_iter=10, line_search_shrinking_factor=0.8, n_critic_updates=3,
-                  policy_kwargs=TINY, seed=0)
+    common = dict(
+        n_steps=256,
+        batch_size=64,
+        cg_max_steps=15,
+        cg_damping=0.1,
+        target_kl=0.01,
+        line_search_max_iter=10,
+        line_search_shrinking_factor=0.8,
+        n_critic_updates=3,
+        policy_kwargs=TINY,
+        seed=0,
+    )
     trpo = TRPO("MlpPolicy", env_id, **common)
     snapshot = _Snapshot()
     trpo.learn(256, callback=snapshot)
@@ -167,8 +212,7 @@ def test_core_with_trpo_line_search_reproduces_sb3_contrib_trpo(env_id):
     ours.set_logger(configure(None, [""]))
     np.random.seed(123)
     ours.train()
-    assert ours.logger.name_to_value["train/step_accepted"] == trpo.logger.name_to_value[
-        "train/is_line_search_success"]
+    assert ours.logger.name_to_value["train/step_accepted"] == trpo.logger.name_to_value["train/is_line_search_success"]
     for name, theirs in trpo.policy.state_dict().items():
         their_update = theirs - snapshot.state[name]
         our_update = ours.policy.state_dict()[name] - snapshot.state[name]
@@ -176,7 +220,8 @@ def test_core_with_trpo_line_search_reproduces_sb3_contrib_trpo(env_id):
         assert float((our_update - their_update).abs().max()) <= 1e-3 * float(their_update.abs().max()) + 1e-6, name
         assert float(their_update.abs().max()) > 1e-4, name  # every tensor moved: the comparison is not vacuous
     assert ours.logger.name_to_value["train/kl_divergence"] == pytest.approx(
-        trpo.logger.name_to_value["train/kl_divergence_loss"], rel=1e-3)
+        trpo.logger.name_to_value["train/kl_divergence_loss"], rel=1e-3
+    )
 
 
 # --- learning ----------------------------------------------------------------------------------------------------
@@ -194,8 +239,18 @@ def test_npg_learns_cartpole():
 
 def test_tnpg_learns_pendulum_with_gsde():
     env = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
-    model = TNPG("MlpPolicy", env, n_steps=1024, gamma=0.9, gae_lambda=0.95, n_critic_updates=20, use_sde=True,
-                 sde_sample_freq=4, target_kl=0.03, seed=0)
+    model = TNPG(
+        "MlpPolicy",
+        env,
+        n_steps=1024,
+        gamma=0.9,
+        gae_lambda=0.95,
+        n_critic_updates=20,
+        use_sde=True,
+        sde_sample_freq=4,
+        target_kl=0.03,
+        seed=0,
+    )
     before, _ = evaluate_policy(model, env, n_eval_episodes=10, deterministic=True)
     model.learn(30_000)
     after, _ = evaluate_policy(model, env, n_eval_episodes=10, deterministic=True)
@@ -205,13 +260,24 @@ def test_tnpg_learns_pendulum_with_gsde():
 # --- save/load, predict, schedules, spaces ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls, env_id, kwargs", [
-    (NPG, "CartPole-v1", dict(step_size=lambda progress: 0.05 * progress)),
-    (TNPG, "Pendulum-v1", dict(target_kl=lambda progress: 0.02 * progress, use_sde=True, line_search_max_iter=1)),
-])
+@pytest.mark.parametrize(
+    "cls, env_id, kwargs",
+    [
+        (NPG, "CartPole-v1", dict(step_size=lambda progress: 0.05 * progress)),
+        (TNPG, "Pendulum-v1", dict(target_kl=lambda progress: 0.02 * progress, use_sde=True, line_search_max_iter=1)),
+    ],
+)
 def test_save_load_round_trip(tmp_path, cls, env_id, kwargs):
-    model = cls("MlpPolicy", env_id, n_steps=64, batch_size=32, policy_kwargs=TINY, seed=0,
-                learning_rate=lambda progress: 1e-3 * progress, **kwargs)
+    model = cls(
+        "MlpPolicy",
+        env_id,
+        n_steps=64,
+        batch_size=32,
+        policy_kwargs=TINY,
+        seed=0,
+        learning_rate=lambda progress: 1e-3 * progress,
+        **kwargs,
+    )
     model.learn(128)
     obs = np.stack([model.observation_space.sample() for _ in range(5)])
     actions, _ = model.predict(obs, deterministic=True)
@@ -228,14 +294,22 @@ def test_save_load_round_trip(tmp_path, cls, env_id, kwargs):
 
 
 def test_schedules_are_followed():
-    model = NPG("MlpPolicy", "CartPole-v1", n_steps=64, policy_kwargs=TINY, seed=0,
-                step_size=lambda progress: 0.1 * progress, learning_rate=lambda progress: 1e-3 * progress)
+    model = NPG(
+        "MlpPolicy",
+        "CartPole-v1",
+        n_steps=64,
+        policy_kwargs=TINY,
+        seed=0,
+        step_size=lambda progress: 0.1 * progress,
+        learning_rate=lambda progress: 1e-3 * progress,
+    )
     model.learn(128)
     progress = model._current_progress_remaining
     assert model.logger.name_to_value["train/step_size"] == pytest.approx(0.1 * progress)
     assert model.logger.name_to_value["train/learning_rate"] == pytest.approx(1e-3 * progress)
-    tnpg = TNPG("MlpPolicy", "Pendulum-v1", n_steps=256, policy_kwargs=TINY, seed=0,
-                target_kl=lambda progress: 0.02 * progress)
+    tnpg = TNPG(
+        "MlpPolicy", "Pendulum-v1", n_steps=256, policy_kwargs=TINY, seed=0, target_kl=lambda progress: 0.02 * progress
+    )
     tnpg.learn(512)
     kl = tnpg.logger.name_to_value["train/kl_divergence"]
     assert kl < 1.5 * 0.02 * tnpg._current_progress_remaining + 1e-6
@@ -255,8 +329,9 @@ def test_double_backprop_fallback_gives_the_same_update(monkeypatch):
     import sbx_lecture.common.fisher as fisher_module
 
     def one_step(closed_form: bool):
-        model = collected(NPG("MlpPolicy", "Pendulum-v1", n_steps=128, cg_residual_tol=1e-8, policy_kwargs=TINY,
-                              seed=0), 128)
+        model = collected(
+            NPG("MlpPolicy", "Pendulum-v1", n_steps=128, cg_residual_tol=1e-8, policy_kwargs=TINY, seed=0), 128
+        )
         names = [n for n, _ in model.policy.named_parameters() if "value" not in n]
         kind = type(make_fisher_vector_product(model.policy, th.zeros(4, 3), names)).__name__
         before = flatten_tensors(list(model.policy.parameters())).detach().clone()
@@ -293,27 +368,31 @@ def test_unsupported_action_space_is_a_clear_error(cls):
         cls("MlpPolicy", TupleActionEnv())
 
 
-@pytest.mark.parametrize("cls, kwargs, match", [
-    (NPG, dict(step_size=0.0), "step_size must be > 0 or a schedule, got 0.0"),
-    (NPG, dict(fisher="lu"), "fisher must be one of 'cg', 'exact', got 'lu'"),
-    (TNPG, dict(target_kl=-0.01), "target_kl must be > 0 or a schedule, got -0.01"),
-    (TNPG, dict(line_search_shrinking_factor=1.0), r"line_search_shrinking_factor must be in \(0, 1\), got 1.0"),
-    (TNPG, dict(line_search_max_iter=-1), "line_search_max_iter must be an integer of at least 0, got -1"),
-    (TNPG, dict(cg_max_steps=0), "cg_max_steps must be a positive integer, got 0"),
-    (NPG, dict(cg_damping=-0.1), "cg_damping must be >= 0, got -0.1"),
-    (NPG, dict(fisher_sub_sampling_factor=0), "fisher_sub_sampling_factor must be a positive integer, got 0"),
-    (NPG, dict(gamma=1.5), r"gamma must be in \[0, 1\], got 1.5"),
-    (TNPG, dict(learning_rate=-1e-3), "learning_rate must be > 0 or a schedule, got -0.001"),
-    (TNPG, dict(n_steps=1), "n_steps \\* n_envs must be at least 2"),
-])
+@pytest.mark.parametrize(
+    "cls, kwargs, match",
+    [
+        (NPG, dict(step_size=0.0), "step_size must be > 0 or a schedule, got 0.0"),
+        (NPG, dict(fisher="lu"), "fisher must be one of 'cg', 'exact', got 'lu'"),
+        (TNPG, dict(target_kl=-0.01), "target_kl must be > 0 or a schedule, got -0.01"),
+        (TNPG, dict(line_search_shrinking_factor=1.0), r"line_search_shrinking_factor must be in \(0, 1\), got 1.0"),
+        (TNPG, dict(line_search_max_iter=-1), "line_search_max_iter must be an integer of at least 0, got -1"),
+        (TNPG, dict(cg_max_steps=0), "cg_max_steps must be a positive integer, got 0"),
+        (NPG, dict(cg_damping=-0.1), "cg_damping must be >= 0, got -0.1"),
+        (NPG, dict(fisher_sub_sampling_factor=0), "fisher_sub_sampling_factor must be a positive integer, got 0"),
+        (NPG, dict(gamma=1.5), r"gamma must be in \[0, 1\], got 1.5"),
+        (TNPG, dict(learning_rate=-1e-3), "learning_rate must be > 0 or a schedule, got -0.001"),
+        (TNPG, dict(n_steps=1), "n_steps \\* n_envs must be at least 2"),
+    ],
+)
 def test_invalid_hyperparameters_are_clear_errors(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
         cls("MlpPolicy", "Pendulum-v1" if cls is TNPG else "CartPole-v1", **kwargs)
 
 
 def test_exact_fisher_refuses_large_policies():
-    model = collected(NPG("MlpPolicy", "CartPole-v1", n_steps=64, fisher="exact",
-                          policy_kwargs=dict(net_arch=[256, 256]), seed=0), 64)
+    model = collected(
+        NPG("MlpPolicy", "CartPole-v1", n_steps=64, fisher="exact", policy_kwargs=dict(net_arch=[256, 256]), seed=0), 64
+    )
     with pytest.raises(ValueError, match="fisher='cg'"):
         model.train()
 

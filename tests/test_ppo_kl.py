@@ -386,8 +386,16 @@ def test_zoo_entries_use_only_constructor_arguments() -> None:
 
     accepted = constructor_arguments(KLPPO)
     assert accepted is not None
-    for env_id in ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCarContinuous-v0", "HalfCheetah-v5",
-                   "Hopper-v5", "Walker2d-v5", "default"):
+    for env_id in (
+        "CartPole-v1",
+        "Acrobot-v1",
+        "Pendulum-v1",
+        "MountainCarContinuous-v0",
+        "HalfCheetah-v5",
+        "Hopper-v5",
+        "Walker2d-v5",
+        "default",
+    ):
         settings = zoo_settings("ppo_kl", env_id)
         assert settings.source.endswith(f"ppo_kl.yml[{env_id}]"), settings.source
         assert set(settings.kwargs) <= accepted, env_id

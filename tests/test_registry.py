@@ -89,8 +89,9 @@ def test_name_normalisation_and_validation() -> None:
 
 def test_target_that_is_not_an_algorithm_fails_on_use_naming_the_plugin() -> None:
     registry = AlgorithmRegistry()
-    registry.add(AlgorithmSpec("notalgo", "collections:OrderedDict", plugin="shady", distribution="shady-dist",
-                               version="0.1"))
+    registry.add(
+        AlgorithmSpec("notalgo", "collections:OrderedDict", plugin="shady", distribution="shady-dist", version="0.1")
+    )
     with pytest.raises(InvalidAlgorithmError, match=r"shady \(shady-dist==0.1\).*not a subclass"):
         registry.get("notalgo")
     registry.add(AlgorithmSpec("missing", "no_such_module_xyz:Algo", plugin="shady"))
@@ -100,8 +101,9 @@ def test_target_that_is_not_an_algorithm_fails_on_use_naming_the_plugin() -> Non
 
 def test_conflict_names_both_plugins_and_override_replaces() -> None:
     registry = AlgorithmRegistry()
-    registry.add(AlgorithmSpec("algo", "stable_baselines3:PPO", plugin="first", distribution="first-dist",
-                               version="1.0"))
+    registry.add(
+        AlgorithmSpec("algo", "stable_baselines3:PPO", plugin="first", distribution="first-dist", version="1.0")
+    )
     with pytest.raises(AlgorithmConflictError) as error:
         registry.add(AlgorithmSpec("algo", "stable_baselines3:A2C", plugin="second"))
     assert "first (first-dist==1.0)" in str(error.value) and "second" in str(error.value)
@@ -161,7 +163,8 @@ BROKEN_PLUGINS = {
 def test_broken_plugins_are_skipped_and_the_good_one_loads(plugin_site) -> None:
     plugin_site("good-plugin", "1.0", {"good": "good_plugin_module"}, {"good_plugin_module": GOOD_PLUGIN})
     plugin_site(
-        "broken-plugins", "0.0.1",
+        "broken-plugins",
+        "0.0.1",
         {"importerror": "import_error_module", "raising": "raising_hook_module", "badtarget": "bad_target_module"},
         BROKEN_PLUGINS,
     )

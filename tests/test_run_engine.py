@@ -579,8 +579,24 @@ def test_a_crafted_replay_buffer_in_a_bundle_never_runs(workdir: Path, capsys: p
 def test_truncated_statistics_beside_a_model_are_one_line(
     workdir: Path, capsys: pytest.CaptureFixture[str], name: str
 ) -> None:
-    assert main(["train", "a2c", "CartPole-v1", "--timesteps", "16", "--out", "run", "--no-progress", *TINY_A2C,
-                 "-p", "normalize=True"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "a2c",
+                "CartPole-v1",
+                "--timesteps",
+                "16",
+                "--out",
+                "run",
+                "--no-progress",
+                *TINY_A2C,
+                "-p",
+                "normalize=True",
+            ]
+        )
+        == 0
+    )
     if name.endswith(".pkl"):
         from stable_baselines3.common.env_util import make_vec_env
         from stable_baselines3.common.vec_env import VecNormalize

@@ -413,7 +413,11 @@ def test_trains_and_round_trips_on_the_device(algo: str, device: str, tmp_path: 
     loaded = cls.load(tmp_path / "model.zip", device=device)
     assert all(parameter.device.type == device for parameter in loaded.policy.parameters())
     observations = np.stack([model.observation_space.sample() for _ in range(8)])
-    np.testing.assert_allclose(model.predict(observations, deterministic=True)[0],
-                               loaded.predict(observations, deterministic=True)[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(observations, deterministic=True)[0],
+        loaded.predict(observations, deterministic=True)[0],
+        rtol=1e-5,
+        atol=1e-6,
+    )
     loaded.set_env(model.get_env())
     loaded.learn(64, reset_num_timesteps=False)

@@ -39,8 +39,9 @@ class DropsHyperparameterOnSave(PPO):
 class IgnoresDeterministic(PPO):
     """Fault: predict always samples."""
 
-    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
-                deterministic: bool = False) -> Any:
+    def predict(
+        self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False
+    ) -> Any:
         return super().predict(observation, state, episode_start, deterministic=False)
 
 
@@ -68,8 +69,9 @@ class SlicesObservationsAsOneArray(PPO):
 class FlattensBoxActions(PPO):
     """Fault: returns the network's flat actions instead of actions shaped like the action space."""
 
-    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
-                deterministic: bool = False) -> Any:
+    def predict(
+        self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False
+    ) -> Any:
         actions, state = super().predict(observation, state, episode_start, deterministic)
         return actions.reshape(actions.shape[0], -1) if actions.ndim > 2 else actions, state
 

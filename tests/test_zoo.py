@@ -54,8 +54,24 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _train(algo: str, log_folder: Path, *extra: str) -> list[str]:
     env_id, overrides = TINY_RUNS[algo]
-    return ["train", "--algo", algo, "--env", env_id, "-n", TINY_TIMESTEPS, "-f", str(log_folder), "--seed", "0",
-            "--eval-freq", "-1", *extra, "-params", *overrides]
+    return [
+        "train",
+        "--algo",
+        algo,
+        "--env",
+        env_id,
+        "-n",
+        TINY_TIMESTEPS,
+        "-f",
+        str(log_folder),
+        "--seed",
+        "0",
+        "--eval-freq",
+        "-1",
+        *extra,
+        "-params",
+        *overrides,
+    ]
 
 
 def _saved_config(run: Path) -> Any:
@@ -241,9 +257,24 @@ def test_zoo_train_writes_a_run_that_enjoy_loads(algo: str, workdir: Path, capsy
 @pytest.mark.parametrize("algo", LECTURE)
 def test_zoo_optimize_runs_a_trial_into_the_default_journal(algo: str, workdir: Path) -> None:
     env_id, _ = TINY_RUNS[algo]
-    arguments = _train(algo, workdir / "logs", "-optimize", "--n-trials", "1", "--n-startup-trials", "1",
-                       "--n-evaluations", "1", "--eval-episodes", "1", "--sampler", "random", "--pruner", "none",
-                       "--no-optim-plots")
+    arguments = _train(
+        algo,
+        workdir / "logs",
+        "-optimize",
+        "--n-trials",
+        "1",
+        "--n-startup-trials",
+        "1",
+        "--n-evaluations",
+        "1",
+        "--eval-episodes",
+        "1",
+        "--sampler",
+        "random",
+        "--pruner",
+        "none",
+        "--no-optim-plots",
+    )
     assert main(arguments) == 0
     journal = workdir / "logs" / algo / f"{env_id}_optuna.log"
     assert journal.is_file()
@@ -331,7 +362,11 @@ def test_unsupported_action_space_is_the_message_of_train(workdir: Path, capsys:
     ],
 )
 def test_missing_optional_package_is_one_line_with_the_pip_install(
-    missing: str, arguments: list[str], expected: str, workdir: Path, capsys: pytest.CaptureFixture[str],
+    missing: str,
+    arguments: list[str],
+    expected: str,
+    workdir: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, missing, None)  # importlib.util.find_spec(missing) is None now
@@ -427,8 +462,11 @@ def _sbx_lecture(arguments: list[str], cwd: Path, plugin_path: Path) -> subproce
 
 
 def test_third_party_plugin_trains_with_its_own_zoo_file(plugin_path: Path, tmp_path: Path) -> None:
-    result = _sbx_lecture(["zoo", "train", "--algo", "myppo", "--env", "CartPole-v1", "-f", "logs", "--seed", "0",
-                           "--num-threads", "1"], tmp_path, plugin_path)
+    result = _sbx_lecture(
+        ["zoo", "train", "--algo", "myppo", "--env", "CartPole-v1", "-f", "logs", "--seed", "0", "--num-threads", "1"],
+        tmp_path,
+        plugin_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "fake_plugin_module/myppo.yml" in result.stdout.replace(os.sep, "/")
     run = tmp_path / "logs" / "myppo" / "CartPole-v1_1"
@@ -438,10 +476,38 @@ def test_third_party_plugin_trains_with_its_own_zoo_file(plugin_path: Path, tmp_
 
 def test_two_optimize_workers_fill_one_journal_study(plugin_path: Path, tmp_path: Path) -> None:
     requested = 3
-    result = _sbx_lecture(["zoo", "train", "--algo", "myppo", "--env", "CartPole-v1", "-f", "logs", "-optimize",
-                           "--workers", "2", "--max-total-trials", str(requested), "--n-evaluations", "1",
-                           "--eval-episodes", "1", "--sampler", "random", "--pruner", "none", "--no-optim-plots",
-                           "--num-threads", "1", "--seed", "0"], tmp_path, plugin_path)
+    result = _sbx_lecture(
+        [
+            "zoo",
+            "train",
+            "--algo",
+            "myppo",
+            "--env",
+            "CartPole-v1",
+            "-f",
+            "logs",
+            "-optimize",
+            "--workers",
+            "2",
+            "--max-total-trials",
+            str(requested),
+            "--n-evaluations",
+            "1",
+            "--eval-episodes",
+            "1",
+            "--sampler",
+            "random",
+            "--pruner",
+            "none",
+            "--no-optim-plots",
+            "--num-threads",
+            "1",
+            "--seed",
+            "0",
+        ],
+        tmp_path,
+        plugin_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "worker 1/2" in result.stdout and "worker 2/2" in result.stdout
     from sbx_lecture.zoo import open_study_storage
@@ -457,9 +523,7 @@ def test_two_optimize_workers_fill_one_journal_study(plugin_path: Path, tmp_path
     assert len({trial.params["learning_rate"] for trial in finished}) == len(finished)
 
 
-def test_plot_train_draws_the_curve_of_a_lecture_algorithm(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_plot_train_draws_the_curve_of_a_lecture_algorithm(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import matplotlib.pyplot as plt
 
     logs = workdir / "logs"
@@ -502,4 +566,3 @@ def test_push_to_hub_is_not_offered_and_says_why(capsys: pytest.CaptureFixture[s
     assert "push_to_hub" not in ZOO_SCRIPTS
     assert main(["push_to_hub", "--algo", "tnpg"]) == 2
     assert "generate_metadata" in _one_line_error(capsys)
-

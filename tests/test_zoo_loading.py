@@ -11,8 +11,28 @@ import pytest
 
 from sbx_lecture.cli import main
 
-ZOO_RUN = ["zoo", "train", "--algo", "ppo", "--env", "Acrobot-v1", "-n", "256", "-f", "logs", "--seed", "0",
-           "--eval-freq", "-1", "-params", "n_envs:1", "n_steps:128", "batch_size:64", "n_epochs:1", "normalize:True"]
+ZOO_RUN = [
+    "zoo",
+    "train",
+    "--algo",
+    "ppo",
+    "--env",
+    "Acrobot-v1",
+    "-n",
+    "256",
+    "-f",
+    "logs",
+    "--seed",
+    "0",
+    "--eval-freq",
+    "-1",
+    "-params",
+    "n_envs:1",
+    "n_steps:128",
+    "batch_size:64",
+    "n_epochs:1",
+    "normalize:True",
+]
 ENJOY = ["zoo", "enjoy", "--algo", "ppo", "--env", "Acrobot-v1", "-f", "logs", "--no-render", "-n", "50"]
 
 
@@ -85,8 +105,10 @@ def test_a_model_payload_never_runs(run_copy: Path, capsys: pytest.CaptureFixtur
     with zipfile.ZipFile(model) as source:
         members = {item.filename: source.read(item) for item in source.infolist()}
     data = json.loads(members["data"])
-    data["policy_class"] = {":type:": "<class 'abc.ABCMeta'>",
-                            ":serialized:": base64.b64encode(pickle.dumps(_Payload(marker))).decode()}
+    data["policy_class"] = {
+        ":type:": "<class 'abc.ABCMeta'>",
+        ":serialized:": base64.b64encode(pickle.dumps(_Payload(marker))).decode(),
+    }
     members["data"] = json.dumps(data).encode()
     with zipfile.ZipFile(model, "w") as crafted:
         for name, content in members.items():

@@ -38,18 +38,36 @@ def _names(text: str | None) -> frozenset[str] | None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sbx-lecture bench", description="Benchmark suites: learning curves, final returns, speed.",
+        prog="sbx-lecture bench",
+        description="Benchmark suites: learning curves, final returns, speed.",
     )
-    parser.add_argument("suite", nargs="?", default=DEFAULT_SUITE,
-                        help=f"one of {', '.join(SUITES)}, or a .yml/.json suite file (default {DEFAULT_SUITE})")
-    parser.add_argument("--jobs", "-j", type=int, default=1,
-                        help="runs in parallel: worker processes of the local Dask cluster (default 1)")
-    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT",
-                        help="run on the Dask cluster of this scheduler instead of a local one (--jobs is ignored)")
+    parser.add_argument(
+        "suite",
+        nargs="?",
+        default=DEFAULT_SUITE,
+        help=f"one of {', '.join(SUITES)}, or a .yml/.json suite file (default {DEFAULT_SUITE})",
+    )
+    parser.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=1,
+        help="runs in parallel: worker processes of the local Dask cluster (default 1)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="run on the Dask cluster of this scheduler instead of a local one (--jobs is ignored)",
+    )
     parser.add_argument("--seeds", type=int, help="seeds per run (default: the suite's)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    parser.add_argument("--timesteps-scale", type=float, default=1.0, metavar="F",
-                        help="multiply every budget by F (e.g. 0.1 for a quick look; reported separately)")
+    parser.add_argument(
+        "--timesteps-scale",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="multiply every budget by F (e.g. 0.1 for a quick look; reported separately)",
+    )
     parser.add_argument("--algos", help="comma-separated algorithms to keep (a speed row is kept if either is)")
     parser.add_argument("--envs", help="comma-separated environment ids to keep")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
@@ -57,8 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="show the jobs and whether they are finished; run none")
     parser.add_argument("--report-only", action="store_true", help="write tables and plots from finished runs only")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.add_argument("--bootstrap-reps", type=int, metavar="N",
-                        help="bootstrap replications of the report's confidence intervals (default 2000)")
+    parser.add_argument(
+        "--bootstrap-reps",
+        type=int,
+        metavar="N",
+        help="bootstrap replications of the report's confidence intervals (default 2000)",
+    )
     parser.add_argument("--plain", action="store_true", help="plain progress lines instead of live bars")
     return parser
 
@@ -101,9 +123,18 @@ def _check_filters(suite: Suite, selection: Selection) -> None:
             )
 
 
-def run_suite(suite: Suite, selection: Selection, out: Path, n_jobs: int = 1, threads: int = 1,
-              run: bool = True, plots: bool = True, live: bool | None = None,
-              reps: int | None = None, scheduler: str | None = None) -> tuple[list[dict[str, Any]], Path]:
+def run_suite(
+    suite: Suite,
+    selection: Selection,
+    out: Path,
+    n_jobs: int = 1,
+    threads: int = 1,
+    run: bool = True,
+    plots: bool = True,
+    live: bool | None = None,
+    reps: int | None = None,
+    scheduler: str | None = None,
+) -> tuple[list[dict[str, Any]], Path]:
     """Run the selected jobs of ``suite`` (unless ``run`` is false) and write its report.
 
     The report covers every job of the suite at this scale and seed count that has a result, so a suite run in
@@ -126,8 +157,14 @@ def run_suite(suite: Suite, selection: Selection, out: Path, n_jobs: int = 1, th
     return results, write_report(suite, selection, reported, out, plots, reps)
 
 
-def write_report(suite: Suite, selection: Selection, results: list[dict[str, Any]], out: Path,
-                 plots: bool = True, reps: int | None = None) -> Path:
+def write_report(
+    suite: Suite,
+    selection: Selection,
+    results: list[dict[str, Any]],
+    out: Path,
+    plots: bool = True,
+    reps: int | None = None,
+) -> Path:
     """Tables, statistics, plots, ``report.md``, ``summary.md`` (the compact table for the README) and the RL Zoo
     layout export (``zoo_logs/``) of ``results`` in the suite's report folder; returns the report's path.
 
@@ -223,9 +260,18 @@ def main(argv: list[str] | None = None) -> int:
 
             _dry_run(expand(suite, selection, zoo_budget), args.out)
             return 0
-        results, report = run_suite(suite, selection, args.out, args.jobs, args.threads, run=not args.report_only,
-                                    plots=not args.no_plots, live=False if args.plain else None,
-                                    reps=args.bootstrap_reps, scheduler=args.scheduler)
+        results, report = run_suite(
+            suite,
+            selection,
+            args.out,
+            args.jobs,
+            args.threads,
+            run=not args.report_only,
+            plots=not args.no_plots,
+            live=False if args.plain else None,
+            reps=args.bootstrap_reps,
+            scheduler=args.scheduler,
+        )
     except SuiteError as exc:
         print(f"sbx-lecture bench: error: {exc}", file=sys.stderr)
         return 2

@@ -97,8 +97,12 @@ class PublishedFigure:
     def source_key(self) -> str:
         """Short key of the source: ``rl-zoo``, ``tianshou``, ``openai`` or ``ppo-paper``."""
         lowered = self.source.lower()
-        for key, marker in (("rl-zoo", "rl-zoo"), ("tianshou", "tianshou"), ("openai", "openai"),
-                            ("ppo-paper", "schulman")):
+        for key, marker in (
+            ("rl-zoo", "rl-zoo"),
+            ("tianshou", "tianshou"),
+            ("openai", "openai"),
+            ("ppo-paper", "schulman"),
+        ):
             if marker in lowered:
                 return key
         return lowered
@@ -113,8 +117,14 @@ def published_figures() -> list[PublishedFigure]:
     rows = csv.DictReader(io.StringIO(PUBLISHED_CSV))
     return [
         PublishedFigure(
-            row["source"], row["algo"], row["env"], row["env_version_note"], int(float(row["timesteps"])),
-            float(row["mean_return"]), float(row["std_return"]) if row["std_return"] else None, row["notes"],
+            row["source"],
+            row["algo"],
+            row["env"],
+            row["env_version_note"],
+            int(float(row["timesteps"])),
+            float(row["mean_return"]),
+            float(row["std_return"]) if row["std_return"] else None,
+            row["notes"],
         )
         for row in rows
     ]
@@ -130,6 +140,7 @@ def same_task(published_env: str, env_id: str) -> bool:
 def published_for(algo: str, env_id: str, timesteps: int) -> list[PublishedFigure]:
     """Published figures for ``algo`` on ``env_id`` at the same budget."""
     return [
-        figure for figure in published_figures()
+        figure
+        for figure in published_figures()
         if figure.algo == algo and figure.timesteps == timesteps and same_task(figure.env, env_id)
     ]

@@ -38,12 +38,44 @@ from sbx_lecture.bench.stats import (
 from sbx_lecture.bench.zoo_logs import ZOO_LOGS
 from sbx_lecture.runs import write_text
 
-RUN_COLUMNS = ("algo", "env", "family", "seed", "timesteps", "status", "final_mean", "final_std", "final_episodes",
-               "steps_per_second", "wall_seconds", "n_envs", "settings_source", "folder", "error")
-SPEED_COLUMNS = ("ours", "sibling", "env", "timesteps", "repeats", "status", "ours_steps_per_second",
-                 "sibling_steps_per_second", "ratio", "sbx", "sbx_steps_per_second", "ratio_vs_sbx",
-                 "env_steps_per_second", "warmup_seconds", "n_envs", "overrides", "dropped_for_sibling", "sbx_note",
-                 "error")
+RUN_COLUMNS = (
+    "algo",
+    "env",
+    "family",
+    "seed",
+    "timesteps",
+    "status",
+    "final_mean",
+    "final_std",
+    "final_episodes",
+    "steps_per_second",
+    "wall_seconds",
+    "n_envs",
+    "settings_source",
+    "folder",
+    "error",
+)
+SPEED_COLUMNS = (
+    "ours",
+    "sibling",
+    "env",
+    "timesteps",
+    "repeats",
+    "status",
+    "ours_steps_per_second",
+    "sibling_steps_per_second",
+    "ratio",
+    "sbx",
+    "sbx_steps_per_second",
+    "ratio_vs_sbx",
+    "env_steps_per_second",
+    "warmup_seconds",
+    "n_envs",
+    "overrides",
+    "dropped_for_sibling",
+    "sbx_note",
+    "error",
+)
 FINISHED = ("done", "skipped")
 
 
@@ -246,8 +278,10 @@ def speed_table(results: list[dict[str, Any]]) -> str:
             continue
         overrides = ", ".join(f"{k}={v}" for k, v in (result.get("overrides") or {}).items()) or "–"
         if result.get("status") not in FINISHED:
-            lines.append(f"| {result['ours']} | {result['sibling']} | {result['env']} | {overrides} | – | – | "
-                         f"{result.get('status')}: {result.get('error', '')} | – | – | – | – |")
+            lines.append(
+                f"| {result['ours']} | {result['sibling']} | {result['env']} | {overrides} | – | – | "
+                f"{result.get('status')}: {result.get('error', '')} | – | – | – | – |"
+            )
             continue
         dropped = ", ".join(result.get("dropped_for_sibling") or []) or "–"
         sbx_rate, sbx_ratio = "–", "–"

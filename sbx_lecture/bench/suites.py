@@ -320,19 +320,33 @@ def _speed_entries() -> tuple[SpeedEntry, ...]:
 
 # The DPG/TD3 pair on InvertedPendulum-v5: TD3 with DPG's zoo settings there (the zoo has no TD3 entry for it).
 _INVERTED_PENDULUM_TD3: dict[str, Any] = {
-    "buffer_size": 100_000, "batch_size": 64, "learning_starts": 1000, "tau": 0.01, "noise_type": "normal",
-    "noise_std": 0.1, "policy_kwargs": {"net_arch": [64, 64]},
+    "buffer_size": 100_000,
+    "batch_size": 64,
+    "learning_starts": 1000,
+    "tau": 0.01,
+    "noise_type": "normal",
+    "noise_std": 0.1,
+    "policy_kwargs": {"net_arch": [64, 64]},
 }
 
 
 def _figures() -> tuple[FigureJob, ...]:
     return (
-        FigureJob("dpg_bandit", {"dims": [10, 25, 50], "seeds": 3, "timesteps": 5_000}, ("dpg", "a2c"),
-                  "sbx_lecture/ContinuousBandit-v0"),
-        FigureJob("sql_multigoal", {"timesteps": 20_000, "seed": 0, "episodes": 50}, ("sql",),
-                  "sbx_lecture/MultiGoal-v0"),
-        FigureJob("fisher_product", {"env": "HalfCheetah-v5", "batch_size": 2048, "repeats": 100},
-                  ("npg", "tnpg", "trpo"), "HalfCheetah-v5"),
+        FigureJob(
+            "dpg_bandit",
+            {"dims": [10, 25, 50], "seeds": 3, "timesteps": 5_000},
+            ("dpg", "a2c"),
+            "sbx_lecture/ContinuousBandit-v0",
+        ),
+        FigureJob(
+            "sql_multigoal", {"timesteps": 20_000, "seed": 0, "episodes": 50}, ("sql",), "sbx_lecture/MultiGoal-v0"
+        ),
+        FigureJob(
+            "fisher_product",
+            {"env": "HalfCheetah-v5", "batch_size": 2048, "repeats": 100},
+            ("npg", "tnpg", "trpo"),
+            "HalfCheetah-v5",
+        ),
     )
 
 
@@ -417,18 +431,28 @@ def load_suite_file(path: Path) -> Suite:
             for row in data.get("runs") or []
         )
         speed = tuple(
-            SpeedEntry(row["ours"], row["sibling"], row["env"], int(row.get("timesteps", 20_000)),
-                       dict(row.get("hyperparams") or {}), tuple(row.get("not_shared") or ()), row.get("sbx"))
+            SpeedEntry(
+                row["ours"],
+                row["sibling"],
+                row["env"],
+                int(row.get("timesteps", 20_000)),
+                dict(row.get("hyperparams") or {}),
+                tuple(row.get("not_shared") or ()),
+                row.get("sbx"),
+            )
             for row in data.get("speed") or []
         )
         figures = tuple(
-            FigureJob(str(row["name"]), dict(row.get("params") or {}), tuple(row.get("algos") or ()),
-                      str(row.get("env", "")))
+            FigureJob(
+                str(row["name"]), dict(row.get("params") or {}), tuple(row.get("algos") or ()), str(row.get("env", ""))
+            )
             for row in data.get("figures") or []
         )
     except (KeyError, TypeError) as exc:
-        raise SuiteError(f"suite file {path}: every run needs 'algo' and 'env', every speed row 'ours', "
-                         f"'sibling' and 'env', every figure 'name' ({exc!r})") from None
+        raise SuiteError(
+            f"suite file {path}: every run needs 'algo' and 'env', every speed row 'ours', "
+            f"'sibling' and 'env', every figure 'name' ({exc!r})"
+        ) from None
     if not entries and not speed and not figures:
         raise SuiteError(f"suite file {path} lists no 'runs', 'speed' or 'figures' rows")
     from sbx_lecture.bench.figures import FIGURES
@@ -436,10 +460,19 @@ def load_suite_file(path: Path) -> Suite:
     unknown = sorted({figure.name for figure in figures} - set(FIGURES))
     if unknown:
         raise SuiteError(f"suite file {path}: unknown figure {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
-    options = {key: data[key] for key in ("seeds", "eval_points", "eval_episodes", "final_eval_episodes", "repeats")
-               if key in data}
-    return Suite(str(data.get("name", path.stem)), str(data.get("description", f"from {path}")), entries, speed,
-                 figures, **options)
+    options = {
+        key: data[key]
+        for key in ("seeds", "eval_points", "eval_episodes", "final_eval_episodes", "repeats")
+        if key in data
+    }
+    return Suite(
+        str(data.get("name", path.stem)),
+        str(data.get("description", f"from {path}")),
+        entries,
+        speed,
+        figures,
+        **options,
+    )
 
 
 def get_suite(name: str) -> Suite:
@@ -496,12 +529,32 @@ def expand(suite: Suite, selection: Selection, zoo_budget: Any = None) -> list[J
             budget = entry.timesteps or (zoo_budget(entry.algo, entry.env_id) if zoo_budget else 0)
             budget = selection.scale(budget) if budget else 0
             eval_freq = max(budget // suite.eval_points, 1) if budget else 0
-            jobs.append(RunJob(entry.algo, entry.env_id, budget, seed, entry.hyperparams, eval_freq,
-                               suite.eval_episodes, suite.final_eval_episodes))
+            jobs.append(
+                RunJob(
+                    entry.algo,
+                    entry.env_id,
+                    budget,
+                    seed,
+                    entry.hyperparams,
+                    eval_freq,
+                    suite.eval_episodes,
+                    suite.final_eval_episodes,
+                )
+            )
     for speed in suite.speed_entries:
         if selection.keeps((speed.ours, speed.sibling), speed.env_id):
-            jobs.append(SpeedJob(speed.ours, speed.sibling, speed.env_id, selection.scale(speed.timesteps),
-                                 suite.repeats, speed.hyperparams, speed.not_shared, speed.sbx))
+            jobs.append(
+                SpeedJob(
+                    speed.ours,
+                    speed.sibling,
+                    speed.env_id,
+                    selection.scale(speed.timesteps),
+                    suite.repeats,
+                    speed.hyperparams,
+                    speed.not_shared,
+                    speed.sbx,
+                )
+            )
     for figure in suite.figures:
         if selection.keeps(figure.algos, figure.env_id):
             params = dict(figure.params)
@@ -509,4 +562,3 @@ def expand(suite: Suite, selection: Selection, zoo_budget: Any = None) -> list[J
                 params["timesteps"] = selection.scale(int(params["timesteps"]))
             jobs.append(FigureJob(figure.name, params, figure.algos, figure.env_id))
     return jobs
-

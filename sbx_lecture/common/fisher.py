@@ -48,8 +48,12 @@ ActionReduction = Literal["sum", "mean"]
 FisherVectorProductFn = Callable[[th.Tensor], th.Tensor]
 
 _GAUSSIAN_DISTRIBUTIONS = (DiagGaussianDistribution, StateDependentNoiseDistribution)
-_CLOSED_FORM_DISTRIBUTIONS = (*_GAUSSIAN_DISTRIBUTIONS, CategoricalDistribution, MultiCategoricalDistribution,
-                              BernoulliDistribution)
+_CLOSED_FORM_DISTRIBUTIONS = (
+    *_GAUSSIAN_DISTRIBUTIONS,
+    CategoricalDistribution,
+    MultiCategoricalDistribution,
+    BernoulliDistribution,
+)
 
 
 def has_closed_form_fisher(distribution: Distribution) -> bool:
@@ -106,8 +110,9 @@ def fisher_metric_product(
     raise NotImplementedError(f"No closed-form Fisher metric for {type(distribution).__name__}")
 
 
-def action_reduction_scale(distribution: Distribution, coordinates: Sequence[th.Tensor],
-                           action_reduction: ActionReduction) -> float:
+def action_reduction_scale(
+    distribution: Distribution, coordinates: Sequence[th.Tensor], action_reduction: ActionReduction
+) -> float:
     """Factor turning the KL summed over action dimensions into the KL reduced as requested.
 
     ``"sum"`` (the lecture's KL of the joint action distribution) gives 1. ``"mean"`` reproduces
@@ -281,7 +286,7 @@ class FisherVectorProduct:
         self._chain_positions = [i for i, param in enumerate(self.params) if id(param) in chain_ids]
         self._side_positions = [i for i, param in enumerate(self.params) if id(param) not in chain_ids]
         self._chain_sizes = _chain_coordinate_sizes(distribution, self._chain.output)
-        side_outputs = distribution_coordinates(distribution)[len(self._chain_sizes):]
+        side_outputs = distribution_coordinates(distribution)[len(self._chain_sizes) :]
         self._side = AutogradLinearization(side_outputs, [self.params[i] for i in self._side_positions])
         chain_coordinates = self._chain.output.split(self._chain_sizes, dim=-1)
         return distribution, (*chain_coordinates, *(output.detach() for output in side_outputs))
@@ -315,15 +320,17 @@ class FisherVectorProduct:
         if self._chain is None:
             return flatten_tensors(self._whole.transpose_jacobian_product(coordinate_cotangents))
         n_chain = len(self._chain_sizes)
-        chain_cotangent = th.cat(list(coordinate_cotangents[:n_chain]), dim=-1) if n_chain > 1 else \
-            coordinate_cotangents[0]
+        chain_cotangent = (
+            th.cat(list(coordinate_cotangents[:n_chain]), dim=-1) if n_chain > 1 else coordinate_cotangents[0]
+        )
         pulled: list[th.Tensor] = [th.empty(0)] * len(self.params)
-        for position, grad in zip(self._chain_positions, self._chain.transpose_jacobian_product(chain_cotangent),
-                                  strict=True):
+        for position, grad in zip(
+            self._chain_positions, self._chain.transpose_jacobian_product(chain_cotangent), strict=True
+        ):
             pulled[position] = grad
-        for position, grad in zip(self._side_positions,
-                                  self._side.transpose_jacobian_product(coordinate_cotangents[n_chain:]),
-                                  strict=True):
+        for position, grad in zip(
+            self._side_positions, self._side.transpose_jacobian_product(coordinate_cotangents[n_chain:]), strict=True
+        ):
             pulled[position] = grad
         return flatten_tensors(pulled)
 
@@ -359,8 +366,9 @@ class KLHessianVectorProduct:
                 old_distribution.distribution = copy.copy(old_distribution.distribution)
             new_distribution = policy.get_distribution(observations)
             kl = policy_kl(old_distribution, new_distribution)
-        if action_reduction == "mean" and isinstance(new_distribution, (*_GAUSSIAN_DISTRIBUTIONS,
-                                                                         BernoulliDistribution)):
+        if action_reduction == "mean" and isinstance(
+            new_distribution, (*_GAUSSIAN_DISTRIBUTIONS, BernoulliDistribution)
+        ):
             kl = kl / new_distribution.distribution.mean.shape[-1]
         grads = th.autograd.grad(kl.mean(), self.params, create_graph=True)
         self._flat_grad = flatten_tensors(grads)

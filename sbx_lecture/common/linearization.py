@@ -30,8 +30,25 @@ from sbx_lecture.common.flat_params import zeros_for_unused
 
 #: Activations that act on each entry separately, so that their Jacobian is the diagonal matrix of slopes f'(z).
 ELEMENTWISE_ACTIVATIONS: tuple[type[nn.Module], ...] = (
-    nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Softplus,
-    nn.Softsign, nn.Hardtanh, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.LogSigmoid, nn.Tanhshrink, nn.Identity,
+    nn.Tanh,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Hardtanh,
+    nn.ReLU6,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.LogSigmoid,
+    nn.Tanhshrink,
+    nn.Identity,
 )
 
 
@@ -174,8 +191,9 @@ class AutogradLinearization:
         transposed: Sequence[th.Tensor | None] = ()
         if self.params and self._outputs:
             with th.enable_grad():
-                transposed = th.autograd.grad(self._outputs, self.params, self._cotangents, create_graph=True,
-                                              allow_unused=True)
+                transposed = th.autograd.grad(
+                    self._outputs, self.params, self._cotangents, create_graph=True, allow_unused=True
+                )
         # Parameters the outputs do not depend on (or only linearly with a constant Jacobian) drop out of J v.
         self._connected = [index for index, grad in enumerate(transposed) if grad is not None and grad.requires_grad]
         self._transposed = [grad for grad in transposed if grad is not None and grad.requires_grad]
@@ -184,9 +202,13 @@ class AutogradLinearization:
         """J v for parameter directions shaped like the parameters."""
         if not self._connected:
             return tuple(th.zeros_like(output) for output in self._outputs)
-        products = th.autograd.grad(self._transposed, self._cotangents,
-                                    [directions[index] for index in self._connected], retain_graph=True,
-                                    allow_unused=True)
+        products = th.autograd.grad(
+            self._transposed,
+            self._cotangents,
+            [directions[index] for index in self._connected],
+            retain_graph=True,
+            allow_unused=True,
+        )
         return tuple(
             product if product is not None else th.zeros_like(output)
             for product, output in zip(products, self._outputs, strict=True)

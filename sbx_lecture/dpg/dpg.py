@@ -452,8 +452,13 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
     # ------------------------------------------------------------------ saving
     def _excluded_save_params(self) -> list[str]:
         return [
-            *super()._excluded_save_params(), "actor", "critic", "_actor_parameters", "_value_parameters",
-            "_actor_chain", "_target_updates",
+            *super()._excluded_save_params(),
+            "actor",
+            "critic",
+            "_actor_parameters",
+            "_value_parameters",
+            "_actor_chain",
+            "_target_updates",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
@@ -531,4 +536,3 @@ def _check_hyperparameters(
     check_tau(tau)
     require_number("gamma", gamma, 0.0, 1.0)
     require_integer("gradient_steps", gradient_steps, -1)  # -1: one per collected step
-

@@ -273,8 +273,13 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPoli
         clip_range_vf = self._current_value(self.clip_range_vf)
         kl_coef = self.kl_coef
         check_finite("the rollout rewards", self.rollout_buffer.rewards, algorithm=self)
-        check_finite("the advantages and returns", self.rollout_buffer.advantages, self.rollout_buffer.returns,
-                     algorithm=self, causes=rollout_causes(self))
+        check_finite(
+            "the advantages and returns",
+            self.rollout_buffer.advantages,
+            self.rollout_buffer.returns,
+            algorithm=self,
+            causes=rollout_causes(self),
+        )
 
         # Every rollout state at once; the minibatches below are rows of these tensors.
         rollout = next(self.rollout_buffer.get(batch_size=None))

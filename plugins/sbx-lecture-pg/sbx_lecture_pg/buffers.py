@@ -201,8 +201,9 @@ class EpisodeBuffer:
             if self.completed[idx] >= self.n_episodes:
                 continue  # quota reached: later episodes of this environment are not used
             partial = self._partial[idx]
-            partial.append((_row(observations, idx), np.array(actions[idx]), float(rewards[idx]),
-                            float(log_probs[idx])))
+            partial.append(
+                (_row(observations, idx), np.array(actions[idx]), float(rewards[idx]), float(log_probs[idx]))
+            )
             if len(partial) > MAX_EPISODE_STEPS:
                 raise RuntimeError(
                     f"an episode ran for more than {MAX_EPISODE_STEPS} steps: Monte-Carlo policy gradients need "

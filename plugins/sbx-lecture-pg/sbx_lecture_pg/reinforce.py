@@ -249,7 +249,12 @@ class REINFORCE(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
                 return False
             self._update_info_buffer(infos, dones)
             rollout_buffer.add(
-                self._last_obs, actions, rewards, log_probs.cpu().numpy(), dones, infos  # type: ignore[arg-type]
+                self._last_obs,  # type: ignore[arg-type]
+                actions,
+                rewards,
+                log_probs.cpu().numpy(),
+                dones,
+                infos,
             )
             self._steps_in_episode = np.where(dones, 0, self._steps_in_episode + 1)
             self._last_obs = new_obs  # type: ignore[assignment]
@@ -330,9 +335,9 @@ class REINFORCE(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
         policy_loss, _, _, _ = self._losses(batch)
         parameters = list(self.policy.parameters())
         grads = th.autograd.grad(policy_loss, parameters, allow_unused=True)
-        return -th.cat([
-            (g if g is not None else th.zeros_like(p)).flatten() for g, p in zip(grads, parameters, strict=True)
-        ])
+        return -th.cat(
+            [(g if g is not None else th.zeros_like(p)).flatten() for g, p in zip(grads, parameters, strict=True)]
+        )
 
     def _gradient_step(self, batch: EpisodeBatch) -> dict[str, float]:
         """One Adam step on the policy-gradient loss (+ entropy and baseline terms); returns what to log."""

@@ -76,8 +76,19 @@ def test_registry_resolves_the_classes_and_zoo_files():
 
 def test_cli_train_reinforce(tmp_path):
     out = tmp_path / "run"
-    result = _run("train", "reinforce", "CartPole-v1", "--timesteps", "300", "--out", str(out), "--no-progress",
-                  "-p", "n_episodes=2", cwd=tmp_path)
+    result = _run(
+        "train",
+        "reinforce",
+        "CartPole-v1",
+        "--timesteps",
+        "300",
+        "--out",
+        str(out),
+        "--no-progress",
+        "-p",
+        "n_episodes=2",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert (out / "model.zip").is_file()
     evaluation = _run("eval", str(out / "model.zip"), "--episodes", "2", cwd=tmp_path)
@@ -87,8 +98,25 @@ def test_cli_train_reinforce(tmp_path):
 
 def test_zoo_train_reinforce(tmp_path):
     logs = str(tmp_path / "logs")
-    result = _run("zoo", "train", "--algo", "reinforce", "--env", "CartPole-v1", "-n", "300", "-f", logs,
-                  "--seed", "0", "--eval-freq", "-1", "-params", "n_episodes:2", cwd=tmp_path)
+    result = _run(
+        "zoo",
+        "train",
+        "--algo",
+        "reinforce",
+        "--env",
+        "CartPole-v1",
+        "-n",
+        "300",
+        "-f",
+        logs,
+        "--seed",
+        "0",
+        "--eval-freq",
+        "-1",
+        "-params",
+        "n_episodes:2",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     saved = list((tmp_path / "logs" / "reinforce").glob("CartPole-v1_*/CartPole-v1.zip"))
     assert saved, f"no model saved under {tmp_path / 'logs'}: {result.stdout[-2000:]}"

@@ -40,8 +40,15 @@ def test_behaviour_equal_to_current_policy_is_reinforce():
 
 def test_untruncated_weights_are_unbiased_and_truncation_is_not():
     """Sampling the bandit's arms from another policy β: E_β[ĝ_IS] = ∇J(θ) exactly when ρ̄ = ∞."""
-    model = ISPG("MlpPolicy", DummyVecEnv([OneStepBandit]), gamma=1.0, baseline=False, rho_bar=math.inf, seed=0,
-                 policy_kwargs=SMALL)
+    model = ISPG(
+        "MlpPolicy",
+        DummyVecEnv([OneStepBandit]),
+        gamma=1.0,
+        baseline=False,
+        rho_bar=math.inf,
+        seed=0,
+        policy_kwargs=SMALL,
+    )
     behaviour = th.tensor([0.6, 0.3, 0.1])
     mean, variance = exact_moments(model, sampling_probs=behaviour)
     expected = analytic_gradient(model)
@@ -64,15 +71,24 @@ def test_truncation_caps_the_weights():
     assert float(weights["per_decision"].max()) == pytest.approx(5.0)
     assert bool((weights["per_decision"] <= 5.0 + 1e-9).all())
     first = th.as_tensor(batch.starts)
-    th.testing.assert_close(weights["per_decision"][first], th.full((batch.n_episodes,), math.exp(0.5),
-                                                                   dtype=th.float64), rtol=1e-4, atol=0)
+    th.testing.assert_close(
+        weights["per_decision"][first], th.full((batch.n_episodes,), math.exp(0.5), dtype=th.float64), rtol=1e-4, atol=0
+    )
     assert float(weights["log_cumulative"].max()) > math.log(5.0)  # the untruncated products exceed ρ̄
     assert bool((weights["trajectory"] <= 5.0 + 1e-9).all())
 
 
 def test_history_reuse_logs_effective_sample_size():
-    model = ISPG("MlpPolicy", "CartPole-v1", n_episodes=2, history_size=3, gradient_steps=2, learning_rate=3e-2,
-                 seed=0, policy_kwargs=SMALL)
+    model = ISPG(
+        "MlpPolicy",
+        "CartPole-v1",
+        n_episodes=2,
+        history_size=3,
+        gradient_steps=2,
+        learning_rate=3e-2,
+        seed=0,
+        policy_kwargs=SMALL,
+    )
     model.learn(400)
     assert len(model.history) == 3
     logged = model.logger.name_to_value
@@ -110,8 +126,14 @@ def test_invalid_hyperparameters_name_the_argument(kwargs, argument):
 
 
 def test_rho_bar_schedule():
-    model = ISPG("MlpPolicy", "CartPole-v1", n_episodes=1, rho_bar=lambda progress: 1.0 + 4.0 * progress, seed=0,
-                 policy_kwargs=SMALL)
+    model = ISPG(
+        "MlpPolicy",
+        "CartPole-v1",
+        n_episodes=1,
+        rho_bar=lambda progress: 1.0 + 4.0 * progress,
+        seed=0,
+        policy_kwargs=SMALL,
+    )
     model.learn(100)
     assert 1.0 <= model.logger.name_to_value["train/rho_bar"] < 5.0
 

@@ -54,8 +54,7 @@ def test_estimator_expectation_is_the_analytic_gradient():
 
 def test_sampled_gradient_matches_the_analytic_gradient():
     """ĝ from episodes the algorithm collects itself converges to E[∇log π · R]."""
-    model = REINFORCE("MlpPolicy", bandit(16), n_episodes=250, baseline=False, gamma=1.0, seed=0,
-                      policy_kwargs=SMALL)
+    model = REINFORCE("MlpPolicy", bandit(16), n_episodes=250, baseline=False, gamma=1.0, seed=0, policy_kwargs=SMALL)
     batch = model.collect_episodes()
     assert batch.n_episodes == 16 * 250
     estimate = model.policy_gradient(batch)
@@ -67,8 +66,9 @@ def test_sampled_gradient_matches_the_analytic_gradient():
 
 def test_baseline_reduces_variance_without_changing_expectation():
     """Over many seeds, ĝ with the learned baseline has the same mean and a much smaller variance."""
-    model = REINFORCE("MlpPolicy", bandit(4), n_episodes=1, gamma=1.0, seed=0, learning_rate=3e-3, vf_coef=1.0,
-                      policy_kwargs=SMALL)
+    model = REINFORCE(
+        "MlpPolicy", bandit(4), n_episodes=1, gamma=1.0, seed=0, learning_rate=3e-3, vf_coef=1.0, policy_kwargs=SMALL
+    )
     model.learn(3_000)  # fits b(s0) to E_π[R] (the policy moves too)
     with th.no_grad():
         expected_reward = float((arm_probabilities(model) * th.as_tensor(ARM_REWARDS, dtype=th.float32)).sum())
@@ -125,16 +125,24 @@ def test_bootstrap_only_at_truncation():
     with th.no_grad():
         final_values = model.policy.predict_values(batch.final_observations).flatten().numpy()
     rewards = model._rewards_with_bootstrap(batch)
-    np.testing.assert_allclose(rewards[batch.ends - 1] - batch.rewards[batch.ends - 1], model.gamma * final_values,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        rewards[batch.ends - 1] - batch.rewards[batch.ends - 1], model.gamma * final_values, rtol=1e-5
+    )
     np.testing.assert_array_equal(np.delete(rewards, batch.ends - 1), np.delete(batch.rewards, batch.ends - 1))
     model.bootstrap_truncated = False
     np.testing.assert_array_equal(model._rewards_with_bootstrap(batch), batch.rewards)
 
 
 def test_schedules_are_accepted():
-    model = REINFORCE("MlpPolicy", "CartPole-v1", learning_rate=lambda p: 1e-3 * p, ent_coef=lambda p: 0.01 * p,
-                      n_episodes=1, seed=0, policy_kwargs=SMALL)
+    model = REINFORCE(
+        "MlpPolicy",
+        "CartPole-v1",
+        learning_rate=lambda p: 1e-3 * p,
+        ent_coef=lambda p: 0.01 * p,
+        n_episodes=1,
+        seed=0,
+        policy_kwargs=SMALL,
+    )
     model.learn(50)
     assert model.policy.optimizer.param_groups[0]["lr"] < 1e-3
 
