@@ -235,7 +235,7 @@ def test_ctrl_c_has_the_running_runs_save_a_checkpoint(tmp_path):
         **SUITE,
         "name": "stop",
         "speed": [],
-        "runs": [{"algo": "a2c", "env": "CartPole-v1", "timesteps": 100_000}],
+        "runs": [{"algo": "a2c", "env": "CartPole-v1", "timesteps": 1_000_000}],
     }
     suite_file = write_suite(tmp_path, content)
     out = tmp_path / "out"
@@ -270,7 +270,7 @@ def test_ctrl_c_has_the_running_runs_save_a_checkpoint(tmp_path):
     assert f"{job.label}: interrupted (checkpoint saved" in rest
     assert not (run_dir / RESULT_FILE).exists()
     bundle, _ = newest_valid_bundle(run_dir)
-    assert 0 < bundle.steps < 10_000  # saved at the interruption: the first periodic checkpoint is at 10,000 steps
+    assert 0 < bundle.steps < 100_000  # saved at the interruption: the first periodic checkpoint is at 100,000 steps
 
 
 def test_the_run_lock_is_reentrant_in_its_thread_only(tmp_path):
