@@ -441,3 +441,13 @@ def test_learns_pendulum():
     ).learn(5000)
     mean_return, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=5, deterministic=True)
     assert mean_return > -400, mean_return
+
+
+def test_the_callers_policy_kwargs_are_left_as_given() -> None:
+    """DPG adds its critic settings to its own copy, so one dict can configure DPG and then TD3."""
+    from stable_baselines3 import TD3
+
+    policy_kwargs = {"net_arch": [8]}
+    DPG("MlpPolicy", "Pendulum-v1", policy_kwargs=policy_kwargs)
+    assert policy_kwargs == {"net_arch": [8]}
+    TD3("MlpPolicy", "Pendulum-v1", policy_kwargs=policy_kwargs)
