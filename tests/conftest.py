@@ -58,3 +58,26 @@ def plugin_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cal
         if getattr(sys.modules[module], "__file__", "") and str(site) in str(sys.modules[module].__file__):
             del sys.modules[module]
     reset_plugin_manager()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh current folder for tests that run the command line (run folders are made relative to it)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+class MarkerPayload:
+    """Unpickling this creates ``marker``: the stand-in for any code a malicious file would run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return Path.touch, (Path(self.marker),)
+
+
+@pytest.fixture
+def payload_type() -> type[MarkerPayload]:
+    """:class:`MarkerPayload`, for payload tests: ``pickle.dumps(payload_type(marker))`` never runs when loaded."""
+    return MarkerPayload

@@ -33,12 +33,6 @@ TINY_SAC = [
 TINY_A2C = ["-p", "n_envs=1", "-p", "n_steps=8", "-p", "policy_kwargs=dict(net_arch=[8])"]
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err
@@ -516,16 +510,6 @@ def test_files_get_the_users_umask(workdir: Path) -> None:
 # -- files handed to us: payloads never run, truncated files are one line ---------------------------------------------
 
 
-class _Payload:
-    """Unpickling this creates ``marker``: the stand-in for any code a malicious file would run."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[Path]]:
-        return Path.touch, (Path(self.marker),)
-
-
 def _reseal(bundle: Path) -> None:
     """Recompute the manifest's checksums, as someone handing us a crafted run folder would."""
     import hashlib
@@ -537,7 +521,9 @@ def _reseal(bundle: Path) -> None:
     (bundle / "manifest.json").write_text(json.dumps(manifest))
 
 
-def test_a_crafted_bundle_never_runs_its_payload(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_crafted_bundle_never_runs_its_payload(
+    payload_type: type, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import base64
     import pickle
 
@@ -547,7 +533,7 @@ def test_a_crafted_bundle_never_runs_its_payload(workdir: Path, capsys: pytest.C
     with zipfile.ZipFile(bundle / "model.zip") as source:
         members = {item.filename: source.read(item) for item in source.infolist()}
     data = json.loads(members["data"])
-    payload = base64.b64encode(pickle.dumps(_Payload(marker))).decode()
+    payload = base64.b64encode(pickle.dumps(payload_type(marker))).decode()
     data["policy_class"] = {":type:": "<class 'abc.ABCMeta'>", ":serialized:": payload}
     members["data"] = json.dumps(data).encode()
     members.pop("sbx_lecture.json")  # a plain SB3 zip: nothing but the pickled field to go by
@@ -562,12 +548,14 @@ def test_a_crafted_bundle_never_runs_its_payload(workdir: Path, capsys: pytest.C
     assert not marker.exists()
 
 
-def test_a_crafted_replay_buffer_in_a_bundle_never_runs(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_crafted_replay_buffer_in_a_bundle_never_runs(
+    payload_type: type, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["train", "sac", "Pendulum-v1", "--timesteps", "40", "--out", "run", "--no-progress", *TINY_SAC]) == 0
     (bundle,) = committed_bundles(workdir / "run")[:1]
     marker = workdir / "marker"
     with open(bundle / "replay_buffer.npz", "wb") as handle:
-        np.savez(handle, **{"array/rewards": np.array([_Payload(marker)], dtype=object)})
+        np.savez(handle, **{"array/rewards": np.array([payload_type(marker)], dtype=object)})
     _reseal(bundle)
     capsys.readouterr()
     assert main(["train", "sac", "Pendulum-v1", "--timesteps", "80", "--out", "run", "--resume", "--no-progress"]) == 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import pathlib
 import pickle
 import zipfile
 from pathlib import Path
@@ -41,16 +40,6 @@ from sbx_lecture.serialization import (
     save_replay_buffer,
 )
 from sbx_lecture.sql import SQL
-
-
-class Payload:
-    """Unpickling this creates ``marker``: the stand-in for any code a malicious file would run."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> Any:
-        return pathlib.Path.touch, (pathlib.Path(self.marker),)
 
 
 def _serialized(obj: Any, type_name: str = "<class 'abc.ABCMeta'>") -> dict[str, str]:
@@ -101,11 +90,11 @@ def _same_predictions(a: BaseAlgorithm, b: BaseAlgorithm) -> None:
 # ----------------------------------------------------------------------------------------------- payload files
 
 
-def test_model_payload_never_runs(ppo_zip: Path, tmp_path: Path) -> None:
+def test_model_payload_never_runs(payload_type: type, ppo_zip: Path, tmp_path: Path) -> None:
     path = tmp_path / "evil.zip"
     path.write_bytes(ppo_zip.read_bytes())
     marker = tmp_path / "marker"
-    _replace_data_field(path, "policy_class", _serialized(Payload(marker)))
+    _replace_data_field(path, "policy_class", _serialized(payload_type(marker)))
     with pytest.raises(UntrustedContentError) as exc:
         load(path, algo="ppo")
     _assert_refused(exc, "policy_class", str(path))
@@ -124,11 +113,11 @@ def test_model_payload_never_runs(ppo_zip: Path, tmp_path: Path) -> None:
     assert marker.exists()
 
 
-def test_payload_in_a_schedule_field_is_replaced_not_run(ppo_zip: Path, tmp_path: Path) -> None:
+def test_payload_in_a_schedule_field_is_replaced_not_run(payload_type: type, ppo_zip: Path, tmp_path: Path) -> None:
     path = tmp_path / "evil_schedule.zip"
     path.write_bytes(ppo_zip.read_bytes())
     marker = tmp_path / "marker"
-    _replace_data_field(path, "clip_range", _serialized(Payload(marker), "<class 'function'>"))
+    _replace_data_field(path, "clip_range", _serialized(payload_type(marker), "<class 'function'>"))
     model = load(path, algo="ppo")
     assert not marker.exists()
     with pytest.raises(UntrustedContentError) as exc:
@@ -136,17 +125,17 @@ def test_payload_in_a_schedule_field_is_replaced_not_run(ppo_zip: Path, tmp_path
     _assert_refused(exc, "clip_range")
 
 
-def test_normalization_payload_never_runs(tmp_path: Path) -> None:
+def test_normalization_payload_never_runs(payload_type: type, tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     path = tmp_path / "vecnormalize.pkl"
-    path.write_bytes(pickle.dumps(Payload(marker)))
+    path.write_bytes(pickle.dumps(payload_type(marker)))
     venv = make_vec_env("Pendulum-v1", 1)
     with pytest.raises(UntrustedContentError) as exc:
         load_normalization(path, venv)
     _assert_refused(exc, str(path))
     # a real VecNormalize pickle with a payload hidden in its statistics
     normalizer = VecNormalize(make_vec_env("Pendulum-v1", 1))
-    normalizer.obs_rms.mean = Payload(marker)  # type: ignore[assignment]
+    normalizer.obs_rms.mean = payload_type(marker)  # type: ignore[assignment]
     normalizer.save(str(path))
     with pytest.raises(UntrustedContentError) as exc:
         load_normalization(path, venv)
@@ -154,17 +143,19 @@ def test_normalization_payload_never_runs(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_replay_buffer_payload_never_runs(tmp_path: Path) -> None:
+def test_replay_buffer_payload_never_runs(payload_type: type, tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     model = SAC("MlpPolicy", "Pendulum-v1", buffer_size=100, learning_starts=1000)
     pickled = tmp_path / "replay_buffer.pkl"
-    pickled.write_bytes(pickle.dumps(Payload(marker)))
+    pickled.write_bytes(pickle.dumps(payload_type(marker)))
     with pytest.raises(UntrustedContentError) as exc:
         load_replay_buffer(model, pickled)
     _assert_refused(exc, str(pickled))
     npz = tmp_path / "replay_buffer.npz"
     with open(npz, "wb") as file:
-        np.savez(file, **{"array/rewards": np.array([Payload(marker)], dtype=object), "settings.json": np.array("{}")})
+        np.savez(
+            file, **{"array/rewards": np.array([payload_type(marker)], dtype=object), "settings.json": np.array("{}")}
+        )
     with pytest.raises(UntrustedContentError) as exc:
         load_replay_buffer(model, npz)
     _assert_refused(exc, "array/rewards")
@@ -452,11 +443,11 @@ def test_dict_replay_buffer_npz_round_trip_and_trusted_pickle(tmp_path: Path) ->
 # ----------------------------------------------------------------------------------------------- inspect
 
 
-def test_inspect_command(ppo_zip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_command(payload_type: type, ppo_zip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "evil.zip"
     path.write_bytes(ppo_zip.read_bytes())
     marker = tmp_path / "marker"
-    _replace_data_field(path, "ep_info_buffer", _serialized(Payload(marker), "<class 'collections.deque'>"))
+    _replace_data_field(path, "ep_info_buffer", _serialized(payload_type(marker), "<class 'collections.deque'>"))
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
     assert "ep_info_buffer" in out and "NEEDS TRUST" in out and "needs --trusted" in out

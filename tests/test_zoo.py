@@ -46,12 +46,6 @@ TINY_RUNS: dict[str, tuple[str, list[str]]] = {
 TINY_TIMESTEPS = "128"
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def _train(algo: str, log_folder: Path, *extra: str) -> list[str]:
     env_id, overrides = TINY_RUNS[algo]
     return [

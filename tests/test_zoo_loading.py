@@ -36,14 +36,6 @@ ZOO_RUN = [
 ENJOY = ["zoo", "enjoy", "--algo", "ppo", "--env", "Acrobot-v1", "-f", "logs", "--no-render", "-n", "50"]
 
 
-class _Payload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[Path]]:
-        return Path.touch, (Path(self.marker),)
-
-
 @pytest.fixture(scope="module")
 def zoo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import os
@@ -72,9 +64,11 @@ def test_enjoy_reads_the_runs_statistics_and_says_which(run_copy: Path, capsys: 
     assert "normalisation statistics: logs/ppo/Acrobot-v1_1/Acrobot-v1/vecnormalize.pkl" in capsys.readouterr().err
 
 
-def test_a_statistics_payload_never_runs(run_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_statistics_payload_never_runs(
+    payload_type: type, run_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     marker = run_copy.parent.parent.parent / "marker"
-    (run_copy / "Acrobot-v1" / "vecnormalize.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    (run_copy / "Acrobot-v1" / "vecnormalize.pkl").write_bytes(pickle.dumps(payload_type(marker)))
     assert main(ENJOY) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("sbx-lecture zoo: error:") or err[-1].startswith("sbx-lecture: error:")
@@ -95,7 +89,7 @@ def test_a_yaml_payload_in_the_runs_config_never_runs(run_copy: Path, capsys: py
     assert not marker.exists()
 
 
-def test_a_model_payload_never_runs(run_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_model_payload_never_runs(payload_type: type, run_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import base64
     import json
     import zipfile
@@ -107,7 +101,7 @@ def test_a_model_payload_never_runs(run_copy: Path, capsys: pytest.CaptureFixtur
     data = json.loads(members["data"])
     data["policy_class"] = {
         ":type:": "<class 'abc.ABCMeta'>",
-        ":serialized:": base64.b64encode(pickle.dumps(_Payload(marker))).decode(),
+        ":serialized:": base64.b64encode(pickle.dumps(payload_type(marker))).decode(),
     }
     members["data"] = json.dumps(data).encode()
     with zipfile.ZipFile(model, "w") as crafted:
