@@ -15,6 +15,7 @@ from stable_baselines3.common.preprocessing import get_action_dim
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
+from sbx_lecture import load
 from sbx_lecture.common.kernels import amortized_svgd_loss, median_heuristic_bandwidth, svgd_direction
 from sbx_lecture.common.particle_entropy import nearest_neighbour_entropy
 from sbx_lecture.common.soft_value import (
@@ -382,6 +383,80 @@ def test_schedules_and_twin_critics() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# State-dependent exploration (use_sde): the sampler's noise held between draws
+# ----------------------------------------------------------------------------------------------------------------
+def test_use_sde_holds_the_sampler_noise_until_it_is_drawn_again() -> None:
+    model = SQL("MlpPolicy", "Pendulum-v1", use_sde=True, policy_kwargs=TINY, seed=0)
+    obs = np.zeros((3, 3), dtype=np.float32)
+    model.policy.reset_noise(3)
+    first, _ = model.predict(obs)
+    np.testing.assert_array_equal(model.predict(obs)[0], first)  # the same ξ: the same actions
+    assert len(set(first[:, 0])) == 3  # one ξ per environment
+    model.policy.reset_noise(3)
+    assert not np.array_equal(model.predict(obs)[0], first)
+    # The held ξ is the input of the sampler: the action is tanh(f_φ(ξ; s)) rescaled to the box.
+    assert model.sampler is not None and model.sampler.held_noise is not None
+    with th.no_grad():
+        expected = th.tanh(model.sampler(th.zeros(3, 3), model.sampler.held_noise)).numpy()
+    np.testing.assert_allclose(model.predict(obs)[0], 2.0 * expected, rtol=1e-6)
+    # Deterministic actions ignore it; without use_sde every call draws fresh noise.
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+    plain = SQL("MlpPolicy", "Pendulum-v1", policy_kwargs=TINY, seed=0)
+    assert not np.array_equal(plain.predict(obs)[0], plain.predict(obs)[0])
+
+
+@pytest.mark.parametrize(("sde_sample_freq", "draws"), [(-1, 1), (4, 5)])
+def test_use_sde_draws_noise_at_each_rollout_and_every_sde_sample_freq_steps(sde_sample_freq: int, draws: int) -> None:
+    model = SQL(
+        "MlpPolicy",
+        "Pendulum-v1",
+        use_sde=True,
+        sde_sample_freq=sde_sample_freq,
+        use_sde_at_warmup=True,
+        train_freq=16,
+        learning_starts=1000,
+        policy_kwargs=TINY,
+        seed=0,
+    )
+    assert model.sampler is not None
+    counted: list[int] = []
+    draw = model.sampler.reset_noise
+
+    def counting_draw(n_envs: int = 1) -> None:
+        counted.append(n_envs)
+        draw(n_envs)
+
+    model.sampler.reset_noise = counting_draw  # type: ignore[method-assign]
+    model.learn(16)  # one rollout of 16 steps
+    assert len(counted) == draws and set(counted) == {1}
+
+
+def test_use_sde_finds_the_mountain_car_goal_that_white_noise_misses() -> None:
+    """Before any learning, the untrained sampler with held noise reaches MountainCarContinuous' flag; white noise
+    (fresh ξ each step, or SB3's uniform warm-up actions) averages out and never does."""
+
+    def goals_reached(**kwargs) -> int:
+        model = SQL("MlpPolicy", "MountainCarContinuous-v0", learning_starts=5_000, train_freq=32, seed=0, **kwargs)
+        model.learn(5_000)
+        return sum(info["r"] > 0 for info in model.ep_info_buffer)
+
+    assert goals_reached(use_sde=True, use_sde_at_warmup=True) >= 3
+    assert goals_reached() == 0
+
+
+def test_use_sde_round_trips_and_is_refused_for_discrete_actions(tmp_path) -> None:
+    model = SQL("MlpPolicy", "Pendulum-v1", use_sde=True, sde_sample_freq=8, policy_kwargs=TINY, seed=0)
+    model.save(tmp_path / "sql.zip")
+    loaded = load(tmp_path / "sql.zip")
+    assert loaded.use_sde and loaded.sde_sample_freq == 8 and loaded.policy.use_sde
+    loaded.policy.reset_noise(1)
+    action, _ = loaded.predict(np.zeros(3, dtype=np.float32))
+    np.testing.assert_array_equal(loaded.predict(np.zeros(3, dtype=np.float32))[0], action)
+    with pytest.raises(ValueError, match="continuous actions"):
+        SQL("MlpPolicy", "CartPole-v1", use_sde=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Clear errors
 # ----------------------------------------------------------------------------------------------------------------
 class _MultiDiscreteEnv(gym.Env):
@@ -406,6 +481,7 @@ def test_unsupported_action_space_is_a_clear_error() -> None:
         (dict(gamma=1.5), "gamma"),
         (dict(target_update_interval=0), "target_update_interval"),
         (dict(max_grad_norm=0.0), "max_grad_norm"),
+        (dict(sde_sample_freq=-2), "sde_sample_freq"),
     ],
 )
 def test_invalid_hyperparameters_are_clear_errors(kwargs: dict, message: str) -> None:

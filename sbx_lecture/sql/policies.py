@@ -116,6 +116,11 @@ class SamplingNetwork(nn.Module):
     The residual form starts close to u = ξ, a broad distribution over the whole action box, so SVGD begins from
     particles that already see every mode of exp(Q/α) instead of a point mass that could only find one.
 
+    For state-dependent exploration (the algorithm's ``use_sde``) the sampler also holds one draw of ξ per
+    environment, :meth:`reset_noise` draws it anew: while it is held, acting follows the deterministic map
+    s ↦ tanh(f_φ(ξ; s)), so exploration is consistent over many steps (as gSDE's held exploration matrix in SAC,
+    Raffin et al. 2022) instead of white noise that averages out from one step to the next.
+
     :param features_extractor: network mapping observations to features
     :param features_dim: size of the features
     :param action_dim: dimension of the action box (and of the noise ξ)
@@ -137,6 +142,26 @@ class SamplingNetwork(nn.Module):
         self.features_extractor = features_extractor
         self.action_dim = action_dim
         self.mlp = nn.Sequential(*create_mlp(features_dim + action_dim, action_dim, net_arch, activation_fn))
+        self.held_noise: th.Tensor | None = None
+
+    def reset_noise(self, n_envs: int = 1) -> None:
+        """Draw the held exploration noise ξ ~ N(0, I) anew, one row per environment."""
+        device = next(self.parameters()).device
+        self.held_noise = th.randn(n_envs, self.action_dim, device=device)
+
+    def exploration_noise(self, batch_size: int) -> th.Tensor:
+        """The held ξ for a batch of ``batch_size`` states (its first row for a batch of another size)."""
+        device = next(self.parameters()).device
+        if self.held_noise is None or self.held_noise.device != device:
+            self.reset_noise(batch_size)
+        assert self.held_noise is not None
+        if self.held_noise.shape[0] == batch_size:
+            return self.held_noise
+        return self.held_noise[:1].expand(batch_size, -1)
+
+    def get_std(self) -> th.Tensor:
+        """Standard deviation of the exploration noise ξ (logged as ``train/std`` with ``use_sde``)."""
+        return th.ones(self.action_dim)
 
     def forward(self, features: th.Tensor, noise: th.Tensor) -> th.Tensor:
         """
@@ -170,6 +195,8 @@ class SQLPolicy(BasePolicy):
     :param optimizer_kwargs: optimizer keyword arguments (excluding the learning rate; Adam and AdamW get
         ``fused=True``, SGD and RMSprop ``foreach=True`` unless either is given)
     :param n_critics: number of Q heads; 2 gives twin critics combined with a minimum
+    :param use_sde: Box actions: act with the sampler's held noise ξ (drawn anew by :meth:`reset_noise`) instead of
+        a fresh draw at every step
     """
 
     q_net: DiscreteSoftQNetwork | ContinuousSoftQNetwork
@@ -190,6 +217,7 @@ class SQLPolicy(BasePolicy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         n_critics: int = 1,
+        use_sde: bool = False,
     ) -> None:
         if not isinstance(action_space, (spaces.Discrete, spaces.Box)):
             raise ValueError(
@@ -216,6 +244,7 @@ class SQLPolicy(BasePolicy):
         self.net_arch = net_arch
         self.activation_fn = activation_fn
         self.n_critics = n_critics
+        self.use_sde = use_sde
         self.ent_coef = ent_coef
         self.is_discrete = isinstance(action_space, spaces.Discrete)
         self.action_dim = 1 if self.is_discrete else get_action_dim(action_space)
@@ -258,6 +287,7 @@ class SQLPolicy(BasePolicy):
                 net_arch=self.net_arch,
                 activation_fn=self.activation_fn,
                 n_critics=self.n_critics,
+                use_sde=self.use_sde,
                 ent_coef=self.ent_coef,
                 lr_schedule=self._dummy_schedule,
                 features_extractor_class=self.features_extractor_class,
@@ -315,7 +345,7 @@ class SQLPolicy(BasePolicy):
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         """Discrete: a ~ softmax(Q/α), or argmax Q when deterministic.
-        Box: a = tanh(f_φ(ξ; s)) with ξ ~ N(0, I), or ξ = 0 when deterministic."""
+        Box: a = tanh(f_φ(ξ; s)) with ξ ~ N(0, I) (the held ξ with ``use_sde``), or ξ = 0 when deterministic."""
         if self.is_discrete:
             q_values = self.soft_q(observation)
             if deterministic:
@@ -325,10 +355,19 @@ class SQLPolicy(BasePolicy):
             return (q_values / self.ent_coef - th.log(-th.log(uniform))).argmax(dim=-1)
         assert self.sampler is not None
         features = self.extract_features(observation, self.sampler.features_extractor)
-        noise = th.zeros(features.shape[0], self.action_dim, device=features.device)
-        if not deterministic:
-            noise.normal_()
+        batch_size = features.shape[0]
+        if deterministic:
+            noise = th.zeros(batch_size, self.action_dim, device=features.device)
+        elif self.use_sde:
+            noise = self.sampler.exploration_noise(batch_size)
+        else:
+            noise = th.randn(batch_size, self.action_dim, device=features.device)
         return th.tanh(self.sampler(features, noise))
+
+    def reset_noise(self, n_envs: int = 1) -> None:
+        """Draw the held exploration noise anew (``use_sde``; nothing to draw for discrete actions)."""
+        if self.sampler is not None:
+            self.sampler.reset_noise(n_envs)
 
     def set_training_mode(self, mode: bool) -> None:
         self.q_net.train(mode)
@@ -357,6 +396,7 @@ class CnnPolicy(SQLPolicy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         n_critics: int = 1,
+        use_sde: bool = False,
     ) -> None:
         super().__init__(
             observation_space,
@@ -371,6 +411,7 @@ class CnnPolicy(SQLPolicy):
             optimizer_class,
             optimizer_kwargs,
             n_critics,
+            use_sde,
         )
 
 
@@ -391,6 +432,7 @@ class MultiInputPolicy(SQLPolicy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         n_critics: int = 1,
+        use_sde: bool = False,
     ) -> None:
         super().__init__(
             observation_space,
@@ -405,4 +447,5 @@ class MultiInputPolicy(SQLPolicy):
             optimizer_class,
             optimizer_kwargs,
             n_critics,
+            use_sde,
         )

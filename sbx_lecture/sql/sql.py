@@ -88,6 +88,13 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
     :param replay_buffer_kwargs: keyword arguments of the replay buffer
     :param optimize_memory_usage: memory-efficient replay buffer variant
     :param n_steps: n-step returns (1: the standard one-step soft Bellman target)
+    :param use_sde: Box actions: state-dependent exploration, SB3's gSDE switch. The sampler's noise ξ is held
+        between draws, so the action follows s ↦ tanh(f_φ(ξ; s)) for a while instead of taking fresh noise each
+        step; tasks that need a consistent push to find any reward (MountainCarContinuous) need it
+    :param sde_sample_freq: with ``use_sde``, draw ξ anew every ``sde_sample_freq`` steps (-1: only at the start
+        of each rollout, i.e. every ``train_freq`` steps)
+    :param use_sde_at_warmup: with ``use_sde``, act with the sampler instead of uniformly random actions before
+        ``learning_starts``
     :param policy_kwargs: additional arguments of the policy on creation (``net_arch``, ``activation_fn``, ...)
     :param stats_window_size: window size of the rollout logging (episodes)
     :param tensorboard_log: log location for tensorboard (``None``: no logging)
@@ -128,6 +135,9 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         replay_buffer_kwargs: dict[str, Any] | None = None,
         optimize_memory_usage: bool = False,
         n_steps: int = 1,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        use_sde_at_warmup: bool = False,
         policy_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -145,6 +155,7 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
             gamma=gamma,
             target_update_interval=target_update_interval,
             max_grad_norm=max_grad_norm,
+            sde_sample_freq=sde_sample_freq,
         )
         if env is not None:
             env = _maybe_make_env_checked(env, verbose, self.supported_action_spaces)
@@ -170,7 +181,10 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
             verbose=verbose,
             device=device,
             seed=seed,
-            sde_support=False,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            use_sde_at_warmup=use_sde_at_warmup,
+            sde_support=True,
             supported_action_spaces=self.supported_action_spaces,
             support_multi_env=True,
         )
@@ -196,6 +210,9 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         self.q_net = self.policy.q_net
         self.q_net_target = self.policy.q_net_target
         self.sampler = self.policy.sampler
+        if self.sampler is not None:
+            # SB3's rollout loop draws the held exploration noise (use_sde) through ``actor.reset_noise``.
+            self.actor = self.sampler
         self._q_net_target_update = PolyakTarget(self.q_net, self.q_net_target)
 
     def _current_ent_coef(self) -> float:
@@ -340,7 +357,7 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "q_net", "q_net_target", "sampler", "_q_net_target_update"]
+        return [*super()._excluded_save_params(), "q_net", "q_net_target", "sampler", "actor", "_q_net_target_update"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "q_net.optimizer"]
@@ -358,6 +375,7 @@ def _check_hyperparameters(
     gamma: float,
     target_update_interval: int,
     max_grad_norm: float | None,
+    sde_sample_freq: int,
 ) -> None:
     """Raise an :class:`~sbx_lecture.common.validation.InvalidValueError` naming the first invalid hyperparameter."""
     require_number("ent_coef", ent_coef, 0.0, low_open=True, schedule=True)
@@ -369,6 +387,7 @@ def _check_hyperparameters(
     check_tau(tau)
     require_number("gamma", gamma, 0.0, 1.0)
     require_integer("target_update_interval", target_update_interval, 1)
+    require_integer("sde_sample_freq", sde_sample_freq, -1)
     require_number("max_grad_norm", max_grad_norm, 0.0, low_open=True, optional=True)
 
 
