@@ -34,14 +34,21 @@ CHECKPOINTS_PER_RUN = 10
 
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:
-    """The finished run's result, or ``None`` when it has not finished (or the file is unreadable)."""
+    """The finished run's result, or ``None`` when it has not finished (or the file is unreadable).
+
+    Its ``folder`` is ``run_dir``, wherever the result was written: results copied to another machine or checkout
+    (the published ones under ``docs/results/``) still lead to their evaluations and figures.
+    """
     path = run_dir / RESULT_FILE
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
+        result = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(result, dict):
+        return None
+    return {**result, "folder": str(run_dir)}
 
 
 class _Progress(BaseCallback):
