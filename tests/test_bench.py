@@ -20,7 +20,7 @@ from sbx_lecture.bench import main, report_folder
 from sbx_lecture.bench.harness import job_folder
 from sbx_lecture.bench.published import published_for, same_task
 from sbx_lecture.bench.report import failures, speed_table
-from sbx_lecture.bench.runner import ERROR_FILE, LOCK_FILE, RESULT_FILE, execute_run
+from sbx_lecture.bench.runner import ERROR_FILE, LOCK_FILE, RESULT_FILE, execute_run, read_result
 from sbx_lecture.bench.speed import sibling_arguments
 from sbx_lecture.bench.suites import (
     SIBLINGS,
@@ -338,3 +338,14 @@ def test_builtin_speed_suite_names_sbx_siblings_that_exist():
     assert {(e.ours, e.hyperparams["policy_kwargs"]) for e in table} == {
         (ours, f"dict(net_arch=[{w}, {w}])") for ours in ("dpg", "sql") for w in (64, 256)
     }
+
+
+def test_a_result_moved_to_another_checkout_leads_to_its_own_folder(tmp_path: Path) -> None:
+    """Published results (docs/results) are read on machines other than the one that wrote them."""
+    run_dir = tmp_path / "runs" / "ppo" / "CartPole-v1" / "t5000" / "seed_0"
+    run_dir.mkdir(parents=True)
+    (run_dir / RESULT_FILE).write_text(json.dumps({"status": "done", "folder": "/elsewhere/runs/ppo/seed_0"}))
+    result = read_result(run_dir)
+    assert result is not None and result["folder"] == str(run_dir) and result["status"] == "done"
+    (run_dir / RESULT_FILE).write_text("[1, 2]")  # not a result
+    assert read_result(run_dir) is None
