@@ -14,6 +14,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
+from sbx_lecture.common.allocator import keep_freed_memory
 from sbx_lecture.common.finite import batch_causes, check_finite
 from sbx_lecture.common.kernels import amortized_svgd_loss
 from sbx_lecture.common.particle_entropy import nearest_neighbour_entropy
@@ -347,6 +348,7 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfSQL:
+        keep_freed_memory()  # the update's large temporaries would otherwise be faulted in anew at every step
         return super().learn(
             total_timesteps=total_timesteps,
             callback=callback,
