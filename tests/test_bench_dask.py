@@ -82,6 +82,7 @@ class KillingDisplay(LineDisplay):
         super().__init__(total)
         self.sockets: dict[int, list[str]] = {}
         self.workers: list[int] = []
+        self.environments: list[dict[str, str]] = []
         self.killed: tuple[str, int] | None = None
 
     def advanced(self, key: str, steps: int) -> None:
@@ -89,6 +90,7 @@ class KillingDisplay(LineDisplay):
             children = psutil.Process().children(recursive=True)
             self.sockets = listening([psutil.Process(), *children])
             self.workers = [child.pid for child in children if self.sockets[child.pid]]
+            self.environments = [psutil.Process(pid).environ() for pid in self.workers]
         run_dir = Path(key)
         if self.killed is None and "a2c" in key and steps >= KILL_AT and committed_bundles(run_dir):
             for child in psutil.Process().children(recursive=True):  # the worker holding the run's lock
@@ -141,6 +143,14 @@ def test_the_local_cluster_listens_on_loopback_only(killed_run):
     assert len(display.workers) == 2  # the two worker processes were up, and listening, when the sockets were read
     addresses = {address for found in display.sockets.values() for address in found}
     assert addresses == {"127.0.0.1"}, display.sockets
+
+
+def test_local_workers_keep_the_commands_allocator_settings(killed_run):
+    """Dask's nannies would set MALLOC_TRIM_THRESHOLD_=65536: freed memory handed back at every gradient step."""
+    display, _, _ = killed_run
+    assert len(display.environments) == 2
+    for environment in display.environments:
+        assert environment.get("MALLOC_TRIM_THRESHOLD_") == os.environ.get("MALLOC_TRIM_THRESHOLD_")
 
 
 def test_scheduler_runs_the_suite_on_an_existing_cluster(tmp_path, capsys):

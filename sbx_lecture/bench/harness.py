@@ -248,16 +248,24 @@ def _work(job: Job, out: Path, threads: int, topic: str, token: str) -> dict[str
     return execute(job, here, report)
 
 
+#: The Dask setting through which nannies set ``MALLOC_TRIM_THRESHOLD_`` in their workers' environment.
+TRIM_SETTING = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+
+
 @contextlib.contextmanager
 def connect(n_workers: int = 1, scheduler: str | None = None) -> Iterator[Client]:
     """A Dask client: of the cluster at ``scheduler``, or of a new local cluster of ``n_workers`` processes.
 
     The local cluster (scheduler, nannies, workers) listens on 127.0.0.1 only and has no dashboard; each worker
-    runs one task at a time. It is closed, with its worker processes, when the block ends.
+    runs one task at a time. It is closed, with its worker processes, when the block ends. Its workers start with
+    the command's environment, without the ``MALLOC_TRIM_THRESHOLD_=65536`` that Dask's nannies add by default:
+    that setting hands freed memory back to the kernel at every gradient step, and SQL then spent 45 % of its CPU
+    time in the kernel faulting the same pages in again (see :mod:`sbx_lecture.common.allocator`).
 
     :raises SuiteError: when the scheduler cannot be reached
     """
     try:
+        import dask
         from distributed import Client, LocalCluster
     except ImportError:
         raise SuiteError('the bench engine needs Dask: pip install "sbx-lecture[bench]"') from None
@@ -274,6 +282,7 @@ def connect(n_workers: int = 1, scheduler: str | None = None) -> Iterator[Client
             yield client
         return
     with (
+        dask.config.set({TRIM_SETTING: None}),  # None: the nannies leave the variable out
         LocalCluster(
             n_workers=n_workers,
             threads_per_worker=1,
