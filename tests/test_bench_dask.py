@@ -196,6 +196,24 @@ def test_an_unreachable_scheduler_is_one_line_and_status_2(tmp_path, capsys, mon
     assert len(error.splitlines()) == 1 and "dask scheduler" in error
 
 
+def test_jobs_that_share_a_label_each_get_their_own_result(tmp_path):
+    """Dask hands one result to every task of a key: jobs with the same label (the same pair or algorithm, env and
+    seed, other settings) must still be told apart."""
+    speed = SUITE["speed"][0]
+    content = {
+        **SUITE,
+        "name": "labels",
+        "runs": [{"algo": "a2c", "env": "CartPole-v1", "timesteps": budget} for budget in (500, 700)],
+        "speed": [{**speed, "hyperparams": {**speed["hyperparams"], "n_steps": n_steps}} for n_steps in (64, 128)],
+    }
+    out = tmp_path / "out"
+    assert main([str(write_suite(tmp_path, content)), "--jobs", "1", "--out", str(out), "--plain", "--no-plots"]) == 0
+    runs = [json.loads(path.read_text()) for path in sorted(out.glob("runs/**/result.json"))]
+    assert sorted(run["timesteps"] for run in runs) == [500, 700]
+    pairs = [json.loads(path.read_text()) for path in sorted(out.glob("speed/**/result.json"))]
+    assert sorted(str(pair["hyperparams"]["n_steps"]) for pair in pairs) == ["128", "64"]
+
+
 def test_two_benches_on_one_folder_never_train_a_run_twice(tmp_path):
     content = {
         **SUITE,

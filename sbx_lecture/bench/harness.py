@@ -358,7 +358,10 @@ def _run_pending(
     started: set[str] = set()  # the keys of the jobs shown as started
     for index in pending:
         job = jobs[index]
-        futures[client.submit(_work, job, out, threads, topic, token, key=f"{job.label} [{token}]", pure=False)] = index
+        # Dask runs one task per key and hands its result to every future of that key: the key names the job's
+        # folder, which is unique per job (labels are not: speed pairs that differ only in their settings).
+        key = f"{job.label} [{job_folder(job, out).relative_to(out)} {token}]"
+        futures[client.submit(_work, job, out, threads, topic, token, key=key, pure=False)] = index
     try:
         _wait_for(client, futures, jobs, results, out, events, display, started)
     except KeyboardInterrupt:
