@@ -184,6 +184,16 @@ def rollout_causes(model: Any) -> dict[str, list[Value]]:
     return {"the observations": [np.asarray(value) for value in observations]}
 
 
+def check_rollout_finite(model: Any) -> None:
+    """Raise :class:`NonFiniteError` before an on-policy update whose rollout holds NaN or infinity: the rewards
+    first (the usual source), then the advantages and returns computed from them, blaming the observations."""
+    buffer = model.rollout_buffer
+    check_finite("the rollout rewards", buffer.rewards, algorithm=model)
+    check_finite(
+        "the advantages and returns", buffer.advantages, buffer.returns, algorithm=model, causes=rollout_causes(model)
+    )
+
+
 def _model_modules(model: Any) -> list[tuple[str, th.nn.Module]]:
     names: list[str] = []
     if hasattr(model, "_get_torch_save_params"):

@@ -27,7 +27,7 @@ from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
-from sbx_lecture.common.finite import RolloutObservationCheck, check_finite, rollout_causes
+from sbx_lecture.common.finite import RolloutObservationCheck, check_finite, check_rollout_finite
 from sbx_lecture.common.fisher import (
     exact_fisher_matrix,
     make_fisher_vector_product,
@@ -212,14 +212,7 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, RolloutObser
         """One update: g, x ≈ F⁻¹g, the step length β, θ = θ₀ + βx (optionally line-searched), the critic, the logs."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
-        check_finite("the rollout rewards", self.rollout_buffer.rewards, algorithm=self)
-        check_finite(
-            "the advantages and returns",
-            self.rollout_buffer.advantages,
-            self.rollout_buffer.returns,
-            algorithm=self,
-            causes=rollout_causes(self),
-        )
+        check_rollout_finite(self)
         batch = self._surrogate_batch()
         actor_params = self._actor_parameters(batch.observations)
         old_params = get_flat_params(actor_params)

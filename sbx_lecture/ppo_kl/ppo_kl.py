@@ -18,7 +18,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 from torch.nn import functional as F
 
-from sbx_lecture.common.finite import RolloutObservationCheck, check_finite, rollout_causes
+from sbx_lecture.common.finite import RolloutObservationCheck, check_finite, check_rollout_finite
 from sbx_lecture.common.kl import kl_estimate_from_log_ratio, policy_kl
 from sbx_lecture.common.kl_penalty import (
     DEFAULT_KL_COEF_FACTOR,
@@ -272,14 +272,7 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPoli
         clip_range = self._current_value(self.clip_range)
         clip_range_vf = self._current_value(self.clip_range_vf)
         kl_coef = self.kl_coef
-        check_finite("the rollout rewards", self.rollout_buffer.rewards, algorithm=self)
-        check_finite(
-            "the advantages and returns",
-            self.rollout_buffer.advantages,
-            self.rollout_buffer.returns,
-            algorithm=self,
-            causes=rollout_causes(self),
-        )
+        check_rollout_finite(self)
 
         # Every rollout state at once; the minibatches below are rows of these tensors.
         rollout = next(self.rollout_buffer.get(batch_size=None))
