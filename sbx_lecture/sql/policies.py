@@ -149,9 +149,8 @@ class SamplingNetwork(nn.Module):
         device = next(self.parameters()).device
         self.held_noise = th.randn(n_envs, self.action_dim, device=device)
 
-    def exploration_noise(self, batch_size: int) -> th.Tensor:
-        """The held ξ for a batch of ``batch_size`` states (its first row for a batch of another size)."""
-        device = next(self.parameters()).device
+    def exploration_noise(self, batch_size: int, device: th.device) -> th.Tensor:
+        """The held ξ for a batch of ``batch_size`` states on ``device`` (its first row for a batch of another size)."""
         if self.held_noise is None or self.held_noise.device != device:
             self.reset_noise(batch_size)
         assert self.held_noise is not None
@@ -359,7 +358,7 @@ class SQLPolicy(BasePolicy):
         if deterministic:
             noise = th.zeros(batch_size, self.action_dim, device=features.device)
         elif self.use_sde:
-            noise = self.sampler.exploration_noise(batch_size)
+            noise = self.sampler.exploration_noise(batch_size, features.device)
         else:
             noise = th.randn(batch_size, self.action_dim, device=features.device)
         return th.tanh(self.sampler(features, noise))
