@@ -331,13 +331,33 @@ def test_speed_without_sbx_says_so_in_one_line_and_times_the_rest(tmp_path, monk
     assert speed.SBX_NOT_INSTALLED in speed_table([result])
 
 
+def test_speed_reports_the_seconds_our_update_spent_compiling(tmp_path, monkeypatch):
+    import sbx_lecture.bench.speed as speed
+    import sbx_lecture.common.compilation as compilation
+
+    monkeypatch.setattr(compilation, "MIN_COMPILED_UPDATES", 0)
+    job = SpeedJob("dpg", "td3", "Pendulum-v1", 200, 2, {"compile_update": True, "batch_size": 32}, ("compile_update",))
+    result = speed.execute_speed(job, tmp_path / "speed")
+    assert result["status"] == "done", result.get("error")
+    assert result["compile_seconds"] > 0
+    assert "compile_update" in result["dropped_for_sibling"]
+    row = next(line for line in speed_table([result]).splitlines() if line.startswith("| dpg | td3 |"))
+    assert f"| {result['compile_seconds']:.1f} |" in row
+
+
 def test_builtin_speed_suite_names_sbx_siblings_that_exist():
+    import sbx_lecture.common.compilation as compilation
+
     names = {entry.sbx for entry in SUITES["speed"].speed_entries if entry.sbx}
     assert names == {"TD3", "DDPG", "SAC", "DQN"}
     table = [entry for entry in SUITES["speed"].speed_entries if entry.hyperparams.get("batch_size") == 256]
     assert {(e.ours, e.hyperparams["policy_kwargs"]) for e in table} == {
         (ours, f"dict(net_arch=[{w}, {w}])") for ours in ("dpg", "sql") for w in (64, 256)
     }
+    compiled = [entry for entry in table if entry.hyperparams.get("compile_update")]
+    assert {entry.ours for entry in compiled} == {"dpg", "sql"}
+    # long enough for the update to be compiled: 10 000 gradient steps after a learning start of at most 10 %
+    assert all(entry.timesteps * 0.9 >= compilation.MIN_COMPILED_UPDATES for entry in compiled)
 
 
 def test_a_result_moved_to_another_checkout_leads_to_its_own_folder(tmp_path: Path) -> None:

@@ -137,6 +137,16 @@ def test_svgd_direction_matches_loop_over_pairs() -> None:
     assert median_heuristic_bandwidth(th.zeros(2, 4, 4)).shape == (2,)
 
 
+def test_median_heuristic_takes_the_lower_median_of_an_even_pair_count() -> None:
+    # 4 particles on a line: 6 pairs with squared distances 1, 4, 9, 1, 4, 1 → sorted 1 1 1 4 4 9, lower median 1.
+    x = th.tensor([[0.0], [1.0], [2.0], [3.0]], dtype=th.float64)
+    squared = (x - x.T).pow(2)
+    assert median_heuristic_bandwidth(squared[None]).item() == pytest.approx(1 / math.log(5))
+    # 5 particles at 0, 1, 3, 6, 10: 10 pairs, sorted distances² 1 4 9 9 16 25 36 49 81 100: lower median 16.
+    y = th.tensor([[0.0], [1.0], [3.0], [6.0], [10.0]], dtype=th.float64)
+    assert median_heuristic_bandwidth((y - y.T).pow(2)[None]).item() == pytest.approx(16 / math.log(6))
+
+
 def test_nearest_neighbour_entropy_of_uniform_square() -> None:
     samples = th.rand(20, 500, 2, generator=th.Generator().manual_seed(0), dtype=th.float64) * 2 - 1
     assert nearest_neighbour_entropy(samples).mean().item() == pytest.approx(math.log(4), abs=0.05)
@@ -554,3 +564,11 @@ def test_passes_conformance_checks(env_id: str) -> None:
 
     report = check_algorithm(SQL, env_id)
     assert "save_load" in report.passed and "action_spaces" in report.passed
+
+
+def test_the_callers_policy_kwargs_are_left_as_they_were() -> None:
+    # SB3 writes ``use_sde`` into the policy keyword arguments; one dict shared with DPG (whose policy does not take
+    # use_sde) must still work there.
+    shared = {"net_arch": [8, 8]}
+    SQL("MlpPolicy", "Pendulum-v1", policy_kwargs=shared)
+    assert shared == {"net_arch": [8, 8]}

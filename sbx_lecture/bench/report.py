@@ -70,6 +70,7 @@ SPEED_COLUMNS = (
     "ratio_vs_sbx",
     "env_steps_per_second",
     "warmup_seconds",
+    "compile_seconds",
     "n_envs",
     "overrides",
     "dropped_for_sibling",
@@ -269,8 +270,8 @@ def speed_table(results: list[dict[str, Any]]) -> str:
     """The markdown table of the speed measurements."""
     lines = [
         "| ours | sibling | environment | overrides | ours steps/s | sibling steps/s | ratio ours/sibling "
-        "| SBX steps/s | ratio ours/SBX | env steps/s (ceiling) | not passed to the sibling |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| SBX steps/s | ratio ours/SBX | env steps/s (ceiling) | ours compiling (s) | not passed to the sibling |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     notes = sorted({result["sbx_note"] for result in results if result.get("kind") == "speed" and "sbx_note" in result})
     for result in results:
@@ -280,18 +281,19 @@ def speed_table(results: list[dict[str, Any]]) -> str:
         if result.get("status") not in FINISHED:
             lines.append(
                 f"| {result['ours']} | {result['sibling']} | {result['env']} | {overrides} | – | – | "
-                f"{result.get('status')}: {result.get('error', '')} | – | – | – | – |"
+                f"{result.get('status')}: {result.get('error', '')} | – | – | – | – | – |"
             )
             continue
         dropped = ", ".join(result.get("dropped_for_sibling") or []) or "–"
         sbx_rate, sbx_ratio = "–", "–"
         if "sbx_steps_per_second" in result:
             sbx_rate, sbx_ratio = f"{result['sbx_steps_per_second']:.0f}", f"{result['ratio_vs_sbx']:.2f}"
+        compiling = "–" if result.get("compile_seconds") is None else f"{result['compile_seconds']:.1f}"
         lines.append(
             f"| {result['ours']} | {result['sibling']} | {result['env']} | {overrides} "
             f"| {result['ours_steps_per_second']:.0f} | {result['sibling_steps_per_second']:.0f} "
             f"| {result['ratio']:.2f} "
-            f"| {sbx_rate} | {sbx_ratio} | {result['env_steps_per_second']:.0f} | {dropped} |"
+            f"| {sbx_rate} | {sbx_ratio} | {result['env_steps_per_second']:.0f} | {compiling} | {dropped} |"
         )
     return "\n".join(lines) + "\n" + "".join(f"\n{note}.\n" for note in notes)
 

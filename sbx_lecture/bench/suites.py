@@ -315,6 +315,19 @@ def _speed_entries() -> tuple[SpeedEntry, ...]:
             for ours, sibling, sbx in (("dpg", "td3", "TD3"), ("sql", "sac", "SAC"))
             for width in (64, 256)
         ),
+        # The same at [64, 64] with our update compiled (compile_update): long enough to compile (10 000 updates).
+        *(
+            SpeedEntry(
+                ours,
+                sibling,
+                "Pendulum-v1",
+                12_000,
+                hyperparams={**_table_settings(64), "compile_update": True},
+                not_shared=("compile_update",),
+                sbx=sbx,
+            )
+            for ours, sibling, sbx in (("dpg", "td3", "TD3"), ("sql", "sac", "SAC"))
+        ),
     )
 
 

@@ -38,7 +38,9 @@ def median_heuristic_bandwidth(squared_distances: th.Tensor, min_bandwidth: floa
     """
     n_particles = squared_distances.shape[-1]
     rows, cols = th.triu_indices(n_particles, n_particles, offset=1, device=squared_distances.device)
-    median = squared_distances.detach()[..., rows, cols].median(dim=-1).values
+    pairs = squared_distances.detach()[..., rows, cols]
+    # the lower median as the k-th smallest value: the number ``median`` gives, by a faster selection
+    median = pairs.kthvalue((pairs.shape[-1] + 1) // 2, dim=-1).values
     return (median / math.log(n_particles + 1)).clamp_min(min_bandwidth)
 
 

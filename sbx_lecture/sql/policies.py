@@ -322,21 +322,25 @@ class SQLPolicy(BasePolicy):
     # ----------------------------------------------------------------------------------------------------------
     # Sampling network
     # ----------------------------------------------------------------------------------------------------------
-    def sample_particles(self, obs: PyTorchObs, n_particles: int | None = None) -> th.Tensor:
+    def sample_particles(
+        self, obs: PyTorchObs, n_particles: int | None = None, noise: th.Tensor | None = None
+    ) -> th.Tensor:
         """Pre-squash sampler outputs u = f_φ(ξ; s), ξ ~ N(0, I).
 
         :param obs: observation batch
         :param n_particles: number of particles per state, or ``None`` for one (no particle dimension)
+        :param noise: ξ of the output's shape, drawn by the caller; drawn here when ``None``
         :return: ``(batch, d)`` or ``(batch, n_particles, d)``
         """
         assert self.sampler is not None, "only Box action spaces have a sampling network"
         features = self.extract_features(obs, self.sampler.features_extractor)
-        shape = (
-            (features.shape[0], self.action_dim)
-            if n_particles is None
-            else (features.shape[0], n_particles, self.action_dim)
-        )
-        noise = th.randn(shape, device=features.device)
+        if noise is None:
+            shape = (
+                (features.shape[0], self.action_dim)
+                if n_particles is None
+                else (features.shape[0], n_particles, self.action_dim)
+            )
+            noise = th.randn(shape, device=features.device)
         return self.sampler(features, noise)
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:

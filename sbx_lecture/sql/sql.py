@@ -11,10 +11,11 @@ from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, ReplayBufferSamples, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
 from sbx_lecture.common.allocator import keep_freed_memory
+from sbx_lecture.common.compilation import CompiledUpdateMixin
 from sbx_lecture.common.finite import batch_causes, check_finite
 from sbx_lecture.common.kernels import amortized_svgd_loss
 from sbx_lecture.common.particle_entropy import nearest_neighbour_entropy
@@ -42,7 +43,7 @@ def squash_log_jacobian(pre_squash: th.Tensor) -> th.Tensor:
     return (2.0 * (np.log(2.0) - pre_squash - th.nn.functional.softplus(-2.0 * pre_squash))).sum(dim=-1)
 
 
-class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
+class SQL(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlgorithm):
     """Soft Q-learning: Q-learning for the maximum-entropy objective with an energy-based policy.
 
     The lecture's maximum-entropy RL: J(π) = E[Σ_t r_t + α H(π(·|s_t))], solved by the soft Bellman backup
@@ -96,6 +97,10 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         of each rollout, i.e. every ``train_freq`` steps)
     :param use_sde_at_warmup: with ``use_sde``, act with the sampler instead of uniformly random actions before
         ``learning_starts``
+    :param compile_update: compute the losses of each gradient step (soft Q and SVGD) with functions compiled once
+        by ``torch.compile``. It pays on an accelerator, where a small network's step is mostly kernel launches, and
+        only for long runs: a ``learn`` call of fewer than 10 000 gradient steps, or a machine where compiling fails,
+        uses the eager update (one line says so). ``model.compile_seconds`` is the time spent compiling
     :param policy_kwargs: additional arguments of the policy on creation (``net_arch``, ``activation_fn``, ...)
     :param stats_window_size: window size of the rollout logging (episodes)
     :param tensorboard_log: log location for tensorboard (``None``: no logging)
@@ -139,6 +144,7 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         use_sde_at_warmup: bool = False,
+        compile_update: bool = False,
         policy_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -176,7 +182,7 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
             replay_buffer_kwargs=replay_buffer_kwargs,
             optimize_memory_usage=optimize_memory_usage,
             n_steps=n_steps,
-            policy_kwargs=policy_kwargs,
+            policy_kwargs=dict(policy_kwargs or {}),  # a copy: SB3 adds use_sde to it, the caller keeps theirs
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             verbose=verbose,
@@ -196,6 +202,7 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         self.twin_critics = twin_critics
         self.target_update_interval = target_update_interval
         self.max_grad_norm = max_grad_norm
+        self.compile_update = compile_update
         if twin_critics:
             self.policy_kwargs = {**self.policy_kwargs, "n_critics": 2}
         if _init_setup_model:
@@ -215,6 +222,9 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
             # SB3's rollout loop draws the held exploration noise (use_sde) through ``actor.reset_noise``.
             self.actor = self.sampler
         self._q_net_target_update = PolyakTarget(self.q_net, self.q_net_target)
+        self._discrete_q_update = self._compiled_update(self._discrete_q_losses)
+        self._continuous_q_update = self._compiled_update(self._continuous_q_losses)
+        self._svgd_update = self._compiled_update(self._svgd_losses)
 
     def _current_ent_coef(self) -> float:
         ent_coef = self.ent_coef_schedule(self._current_progress_remaining)
@@ -280,6 +290,19 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
 
         :param diagnostics: also return the exact entropy of softmax(Q/α) on this minibatch
         """
+        td_loss, next_soft_value, q_all = self._discrete_q_update(replay_data, ent_coef)
+        check_finite("the soft Q loss", td_loss, algorithm=self, causes=batch_causes(replay_data))
+        self._step(self.q_net.optimizer, td_loss, self.q_net.parameters())
+        stats = {"td_loss": td_loss.detach(), "soft_value": next_soft_value.mean()}
+        if diagnostics:
+            with th.no_grad():
+                stats["entropy"] = boltzmann_entropy(q_all.detach().min(dim=0).values, ent_coef).mean()
+        return stats
+
+    def _discrete_q_losses(
+        self, replay_data: ReplayBufferSamples, ent_coef: float
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """The soft Q loss with the exact soft value, that value at s′, and Q(s, ·) of every head."""
         with th.no_grad():
             next_soft_value = soft_value_discrete(
                 self.policy.soft_q(replay_data.next_observations, target=True), ent_coef
@@ -289,13 +312,7 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         index = replay_data.actions.long().unsqueeze(0).expand(q_all.shape[0], -1, -1)
         q_taken = q_all.gather(-1, index).squeeze(-1)
         td_loss = 0.5 * (q_taken - target).pow(2).mean(dim=-1).sum()
-        check_finite("the soft Q loss", td_loss, algorithm=self, causes=batch_causes(replay_data))
-        self._step(self.q_net.optimizer, td_loss, self.q_net.parameters())
-        stats = {"td_loss": td_loss.detach(), "soft_value": next_soft_value.mean()}
-        if diagnostics:
-            with th.no_grad():
-                stats["entropy"] = boltzmann_entropy(q_all.detach().min(dim=0).values, ent_coef).mean()
-        return stats
+        return td_loss, next_soft_value, q_all
 
     def _continuous_update(
         self, replay_data: ReplayBufferSamples, ent_coef: float, diagnostics: bool = True
@@ -305,26 +322,16 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         :param diagnostics: also return the entropy estimate and the Stein step size on this minibatch
         """
         assert self.sampler is not None
-        action_dim = self.policy.action_dim
-        batch = replay_data.rewards.shape[0]
-        with th.no_grad():
-            proposal = th.rand(batch, self.value_n_particles, action_dim, device=self.device) * 2.0 - 1.0
-            next_q = self.policy.soft_q(replay_data.next_observations, proposal, target=True)
-            next_soft_value = soft_value_importance_sampled(next_q, ent_coef, uniform_box_log_density(action_dim))
-            target = self._soft_bellman_target(replay_data, next_soft_value)
-        q_taken = self.policy.q_values(replay_data.observations, replay_data.actions)  # (n_critics, batch)
-        td_loss = 0.5 * (q_taken - target).pow(2).mean(dim=-1).sum()
+        # the random draws stay outside the (possibly compiled) loss functions: compiled code has its own generator
+        batch, action_dim = replay_data.rewards.shape[0], self.policy.action_dim
+        proposal = th.rand(batch, self.value_n_particles, action_dim, device=self.device) * 2.0 - 1.0
+        td_loss, next_soft_value = self._continuous_q_update(replay_data, proposal, ent_coef)
         check_finite("the soft Q loss", td_loss, algorithm=self, causes=batch_causes(replay_data))
         self._step(self.q_net.optimizer, td_loss, self.q_net.parameters())
 
-        # Amortized SVGD: push the sampler's particles along the Stein direction of exp(Q/α) in pre-squash space.
-        observations = replay_data.observations
-        particles = self.policy.sample_particles(observations, self.svgd_n_particles)  # (batch, M, d)
-
-        def log_density(pre_squash: th.Tensor) -> th.Tensor:
-            return self.policy.soft_q(observations, th.tanh(pre_squash)) / ent_coef + squash_log_jacobian(pre_squash)
-
-        sampler_loss, direction, bandwidth = amortized_svgd_loss(particles, log_density)
+        # the sampler follows the Stein direction of the Q-function just updated
+        noise = th.randn(batch, self.svgd_n_particles, action_dim, device=self.device)
+        sampler_loss, particles, direction, bandwidth = self._svgd_update(replay_data.observations, noise, ent_coef)
         check_finite("the SVGD sampler loss", sampler_loss, algorithm=self)
         self._step(self.sampler.optimizer, sampler_loss, self.sampler.parameters())
 
@@ -339,6 +346,38 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
                 stats["svgd_step_norm"] = direction.norm(dim=-1).mean()
         return stats
 
+    def _continuous_q_losses(
+        self, replay_data: ReplayBufferSamples, proposal: th.Tensor, ent_coef: float
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """The soft Q loss with the importance-sampled soft value, and that value at s′.
+
+        :param proposal: the uniform proposal's actions on [-1, 1]^d at each s′, shape ``(batch, K_V, d)``
+        """
+        action_dim = self.policy.action_dim
+        with th.no_grad():
+            next_q = self.policy.soft_q(replay_data.next_observations, proposal, target=True)
+            next_soft_value = soft_value_importance_sampled(next_q, ent_coef, uniform_box_log_density(action_dim))
+            target = self._soft_bellman_target(replay_data, next_soft_value)
+        q_taken = self.policy.q_values(replay_data.observations, replay_data.actions)  # (n_critics, batch)
+        td_loss = 0.5 * (q_taken - target).pow(2).mean(dim=-1).sum()
+        return td_loss, next_soft_value
+
+    def _svgd_losses(
+        self, observations: PyTorchObs, noise: th.Tensor, ent_coef: float
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+        """Amortized SVGD: the sampler loss that pushes its particles along the Stein direction of exp(Q/α) in
+        pre-squash space, with the particles, that direction and the kernel bandwidth.
+
+        :param noise: the sampler's input ξ ~ N(0, I), shape ``(batch, M, d)``
+        """
+        particles = self.policy.sample_particles(observations, noise=noise)  # (batch, M, d)
+
+        def log_density(pre_squash: th.Tensor) -> th.Tensor:
+            return self.policy.soft_q(observations, th.tanh(pre_squash)) / ent_coef + squash_log_jacobian(pre_squash)
+
+        sampler_loss, direction, bandwidth = amortized_svgd_loss(particles, log_density)
+        return sampler_loss, particles, direction, bandwidth
+
     def learn(
         self: SelfSQL,
         total_timesteps: int,
@@ -349,6 +388,7 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         progress_bar: bool = False,
     ) -> SelfSQL:
         keep_freed_memory()  # the update's large temporaries would otherwise be faulted in anew at every step
+        self._prepare_compilation(total_timesteps, reset_num_timesteps)
         return super().learn(
             total_timesteps=total_timesteps,
             callback=callback,
@@ -359,7 +399,18 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, OffPolicyAlgorithm):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "q_net", "q_net_target", "sampler", "actor", "_q_net_target_update"]
+        return [
+            *super()._excluded_save_params(),
+            "q_net",
+            "q_net_target",
+            "sampler",
+            "actor",
+            "_q_net_target_update",
+            "_discrete_q_update",
+            "_continuous_q_update",
+            "_svgd_update",
+            "_compiled_updates",
+        ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "q_net.optimizer"]
