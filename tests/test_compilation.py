@@ -164,3 +164,23 @@ def test_the_conformance_kit_passes_with_compilation_on(
     compile_every_run: None, cls: type, hyperparams: dict[str, Any]
 ) -> None:
     check_algorithm(cls, hyperparams=hyperparams)
+
+
+def test_frozen_forward_sends_gradients_to_the_inputs_only_eagerly_and_compiled() -> None:
+    """Q(s, a) with the critic's parameters held constant: the eager switch and the compiled detached-parameter path
+    give the input gradient of an independent functional_call, leave no parameter gradient, and restore the flags."""
+    th.manual_seed(0)
+    critic = th.nn.Sequential(th.nn.Linear(3, 8), th.nn.Tanh(), th.nn.Linear(8, 1))
+    critic[0].bias.requires_grad_(False)  # a parameter the caller froze on purpose stays frozen afterwards
+    inputs = th.randn(5, 3)
+    constants = {name: parameter.detach().clone() for name, parameter in critic.named_parameters()}
+    expected_input = inputs.clone().requires_grad_(True)
+    th.func.functional_call(critic, constants, (expected_input,)).sum().backward()
+
+    for forward in (compilation.frozen_forward, th.compile(compilation.frozen_forward)):
+        actual_input = inputs.clone().requires_grad_(True)
+        forward(critic, actual_input).sum().backward()
+        assert actual_input.grad is not None and expected_input.grad is not None
+        th.testing.assert_close(actual_input.grad, expected_input.grad)
+        assert all(parameter.grad is None for parameter in critic.parameters())
+        assert [parameter.requires_grad for parameter in critic.parameters()] == [True, False, True, True]

@@ -41,6 +41,26 @@ def _distribution_checks_kept() -> Iterator[None]:
         th.distributions.Distribution.set_default_validate_args(validate_arguments)
 
 
+def frozen_forward(module: th.nn.Module, *inputs: th.Tensor) -> Any:
+    """``module(*inputs)`` with the module's parameters as constants to autograd: gradients reach the inputs only.
+
+    Eagerly the parameters' ``requires_grad`` is switched off for the call, the cheapest way; under
+    ``torch.compile``, where that switch breaks the graph, the detached parameters go through
+    :func:`torch.func.functional_call` instead. Both give the same values and the same input gradients.
+    """
+    if th.compiler.is_compiling():
+        detached = {name: parameter.detach() for name, parameter in module.named_parameters()}
+        return th.func.functional_call(module, detached, inputs)
+    trainable = [parameter for parameter in module.parameters() if parameter.requires_grad]
+    for parameter in trainable:
+        parameter.requires_grad_(False)
+    try:
+        return module(*inputs)
+    finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+
+
 class CompiledUpdate:
     """A loss function that runs eagerly until :meth:`compile` is called, compiled from its next call on.
 

@@ -22,7 +22,7 @@ from sbx_lecture.common.compatible_features import (
     compatible_advantage,
     parameter_jvp,
 )
-from sbx_lecture.common.compilation import CompiledUpdateMixin
+from sbx_lecture.common.compilation import CompiledUpdateMixin, frozen_forward
 from sbx_lecture.common.finite import batch_causes, check_finite
 from sbx_lecture.common.safe_load import SafeLoadMixin
 from sbx_lecture.common.schedules import ClampedProgressMixin
@@ -434,10 +434,9 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
             target = self._bootstrap(batch, q_all[n_samples:].detach())
         td_error = target - q_values
         critic_loss = 0.5 * td_error.pow(2).mean()
-        # Q(s, μθ(s)) through the critic's detached parameters: constants to autograd, so the gradient of the actor
-        # loss reaches the actor only (DPG's critic has one Q head: forward's first output is q1_forward).
-        frozen = {name: parameter.detach() for name, parameter in critic.named_parameters()}
-        actor_loss = -th.func.functional_call(critic, frozen, (batch.observations, mu))[0].mean()
+        # Q(s, μθ(s)) with the critic's parameters as constants to autograd, so the gradient of the actor loss
+        # reaches the actor only (DPG's critic has one Q head: forward's first output is q1_forward).
+        actor_loss = -frozen_forward(critic, batch.observations, mu)[0].mean()
         return td_error, critic_loss, actor_loss
 
     def _update_targets(self) -> None:
