@@ -41,7 +41,7 @@ def _distribution_checks_kept() -> Iterator[None]:
         th.distributions.Distribution.set_default_validate_args(validate_arguments)
 
 
-def frozen_forward(module: th.nn.Module, *inputs: th.Tensor) -> Any:
+def frozen_forward(module: th.nn.Module, *inputs: Any) -> Any:
     """``module(*inputs)`` with the module's parameters as constants to autograd: gradients reach the inputs only.
 
     Eagerly the parameters' ``requires_grad`` is switched off for the call, the cheapest way; under
