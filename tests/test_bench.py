@@ -110,6 +110,22 @@ def test_builtin_suites_hold_every_lecture_algorithm_beside_its_siblings():
         assert all(len(found) == 1 for found in budgets.values()), (name, budgets)
 
 
+def test_the_compiled_suite_trains_classics_runs_with_the_update_compiled_in_their_own_folders():
+    classic = {(entry.algo, entry.env_id): entry for entry in SUITES["classic"].entries}
+    compiled = SUITES["compiled"].entries
+    assert {(entry.algo, entry.env_id) for entry in compiled} == {
+        ("dpg", "Pendulum-v1"),
+        ("sql", "Pendulum-v1"),
+        ("sql", "CartPole-v1"),
+    }
+    for entry in compiled:
+        eager = classic[entry.algo, entry.env_id]
+        assert entry.timesteps == eager.timesteps and entry.hyperparams == {"compile_update": True}
+    jobs = expand(SUITES["compiled"], Selection(seeds=1)) + expand(SUITES["classic"], Selection(seeds=1))
+    folders = [job.folder for job in jobs if isinstance(job, RunJob)]
+    assert len(folders) == len(set(folders))  # never mistaken for classic's finished eager runs
+
+
 def test_expand_filters_scales_and_orders_seed_major():
     suite = SUITES["classic"]
     jobs = expand(

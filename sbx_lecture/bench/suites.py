@@ -275,6 +275,15 @@ def _lecture_entries() -> tuple[Entry, ...]:
     return tuple(entries)
 
 
+def _compiled_entries() -> tuple[Entry, ...]:
+    """DPG and SQL with ``compile_update=True`` where ``classic`` trains them eagerly on Pendulum and CartPole, at
+    classic's budgets and zoo settings: the compiled runs' returns set beside the eager ones of the same tasks."""
+    compiled = {"compile_update": True}
+    eager = {(entry.algo, entry.env_id): entry.timesteps for entry in _classic_entries()}
+    pairs = (("dpg", "Pendulum-v1"), ("sql", "Pendulum-v1"), ("sql", "CartPole-v1"))
+    return tuple(Entry(algo, env_id, eager[algo, env_id], compiled) for algo, env_id in pairs)
+
+
 _PAPER_DPG: dict[str, Any] = {"critic": "compatible", "buffer_size": None, "target_networks": False}
 _ONLINE_DPG: dict[str, Any] = {"buffer_size": None, "target_networks": False}
 _FUSED_ADAM: dict[str, Any] = {"policy_kwargs": {"net_arch": [64, 64], "optimizer_kwargs": {"fused": True}}}
@@ -385,6 +394,13 @@ SUITES: dict[str, Suite] = {
             "the lecture's family comparisons: NPG/TNPG/TRPO, KL-PPO/PPO, DPG/DDPG/TD3, SQL/SAC (and SQL/DQN)",
             entries=_lecture_entries(),
             seeds=10,
+        ),
+        Suite(
+            "compiled",
+            "DPG and SQL with their update compiled (compile_update) on Pendulum and CartPole, at classic's budgets: "
+            "to set beside classic's eager runs",
+            entries=_compiled_entries(),
+            seeds=5,
         ),
         Suite(
             "speed",
