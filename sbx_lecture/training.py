@@ -97,7 +97,14 @@ class TrainingFailedError(UsageError):
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C stopped ``train``; the message says whether (and where) a checkpoint was saved."""
+    """Ctrl-C stopped ``train``; the message says whether (and where) a checkpoint was saved.
+
+    :param saved_at: the step of the checkpoint committed on the way out, ``None`` when none was
+    """
+
+    def __init__(self, message: str, saved_at: int | None = None) -> None:
+        super().__init__(message)
+        self.saved_at = saved_at
 
 
 #: Exceptions the command line reports as one line with exit status 2.
@@ -641,9 +648,9 @@ def _learn(config: TrainConfig, session: _Session, callbacks: list[BaseCallback]
     except KeyboardInterrupt:
         if not resumed and model.num_timesteps == 0:
             raise TrainingInterrupted("interrupted before the first environment step: nothing was saved") from None
-        message = _save_after_interrupt(checkpoints, run_dir)
+        interrupted = _save_after_interrupt(checkpoints, run_dir)
         _record_segment(run_dir, model.num_timesteps, time.perf_counter() - started)
-        raise TrainingInterrupted(message) from None
+        raise interrupted from None
     except Exception as exc:
         kept = committed_bundles(run_dir)
         where = (
@@ -739,8 +746,8 @@ def _save_final_model(model: BaseAlgorithm, run_dir: Path, metadata: dict[str, A
     return model_path
 
 
-def _save_after_interrupt(checkpoints: CheckpointCallback, run_dir: Path) -> str:
-    """Commit a checkpoint after Ctrl-C (a second Ctrl-C waits for it) and say what happened in one line."""
+def _save_after_interrupt(checkpoints: CheckpointCallback, run_dir: Path) -> TrainingInterrupted:
+    """Commit a checkpoint after Ctrl-C (a second Ctrl-C waits for it); the exception says what happened."""
     with interrupts_deferred():
         try:
             bundle = write_bundle(
@@ -749,10 +756,11 @@ def _save_after_interrupt(checkpoints: CheckpointCallback, run_dir: Path) -> str
         except Exception as exc:
             kept = committed_bundles(run_dir)
             older = f"; the older checkpoint {kept[0].name} is intact" if kept else ""
-            return f"interrupted; saving a checkpoint failed ({type(exc).__name__}: {exc}){older}"
-    return (
+            return TrainingInterrupted(f"interrupted; saving a checkpoint failed ({type(exc).__name__}: {exc}){older}")
+    return TrainingInterrupted(
         f"interrupted at step {bundle.steps}: checkpoint {bundle.path.name} saved; "
-        f"continue with --resume --out {run_dir}"
+        f"continue with --resume --out {run_dir}",
+        saved_at=bundle.steps,
     )
 
 

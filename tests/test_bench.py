@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from sbx_lecture.bench import main, report_folder
-from sbx_lecture.bench.harness import job_folder
+from sbx_lecture.bench.harness import _request_stop, _work, describe, job_folder
 from sbx_lecture.bench.published import published_for, same_task
 from sbx_lecture.bench.report import failures, speed_table
 from sbx_lecture.bench.runner import ERROR_FILE, LOCK_FILE, RESULT_FILE, execute_run, read_result
@@ -36,6 +36,7 @@ from sbx_lecture.bench.suites import (
 from sbx_lecture.checkpoints import committed_bundles, newest_valid_bundle
 from sbx_lecture.evaluation import Evaluations
 from sbx_lecture.runs import run_lock
+from sbx_lecture.training import TrainingInterrupted
 from sbx_lecture.zoo_config import zoo_settings
 
 BUDGET = 3_000
@@ -250,6 +251,9 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     assert interrupted["status"] == "interrupted"
     assert not (run_dir / RESULT_FILE).exists()
     checkpoint_steps = newest_valid_bundle(run_dir)[0].steps
+    assert describe(interrupted) == (
+        f"stopped at step {checkpoint_steps} (checkpoint saved; run the command again to resume)"
+    )
     assert 1_500 <= checkpoint_steps < BUDGET
     before = [point for point in Evaluations.load(run_dir / "evaluations.npz").curve() if point[0] <= checkpoint_steps]
     assert before and before[0][0] == 0
@@ -264,6 +268,23 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     assert committed_bundles(run_dir) == []  # a finished run drops its checkpoints
     segments = json.loads((run_dir / "run.json").read_text())["segments"]
     assert [segment["start"] for segment in segments] == [0, checkpoint_steps]
+
+
+def test_an_interrupted_line_claims_a_checkpoint_only_where_one_was_saved(tmp_path, monkeypatch):
+    job = RunJob("a2c", "CartPole-v1", 1_000, 0)
+    _request_stop("ctrl-c")  # the client's stop request reached the worker before the job started
+    queued = _work(job, tmp_path, 1, "progress", "ctrl-c")
+    assert describe(queued) == "not started (interrupted); run the command again"
+    assert not job_folder(job, tmp_path).exists()
+
+    def stopped_in_start_up(config, callbacks):
+        raise TrainingInterrupted("interrupted during start-up, before any training: nothing was saved")
+
+    monkeypatch.setattr("sbx_lecture.training.train", stopped_in_start_up)
+    line = describe(execute_run(job, job_folder(job, tmp_path)))
+    assert line == "interrupted during start-up, before any training: nothing was saved; run the command again"
+    speed = {"kind": "speed", "status": "interrupted", "ours": "dpg", "sibling": "td3", "env": "Pendulum-v1"}
+    assert "checkpoint" not in describe(speed) and "nothing was saved" in describe(speed)
 
 
 def test_a_failing_run_is_reported_and_not_marked_finished(tmp_path):

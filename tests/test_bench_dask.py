@@ -24,7 +24,7 @@ import yaml
 
 from sbx_lecture.bench import harness, main
 from sbx_lecture.bench.harness import LineDisplay, job_folder
-from sbx_lecture.bench.runner import RESULT_FILE
+from sbx_lecture.bench.runner import ERROR_FILE, RESULT_FILE
 from sbx_lecture.bench.suites import RunJob, Selection, expand, load_suite_file
 from sbx_lecture.checkpoints import committed_bundles, newest_valid_bundle
 from sbx_lecture.runs import LOCK_FILE
@@ -289,16 +289,30 @@ def test_ctrl_c_has_the_running_runs_save_a_checkpoint(tmp_path):
     assert bench.stdout is not None
     first = bench.stdout.readline()
     assert f"start {job.label}" in first, first
-    while (run_dir / "run.json").exists() is False:  # training has begun: its folder is set up
+    # Interrupt only once the run takes steps (an episode is in its monitor file): a fixed pause after the folder is
+    # set up can still fall into the start-up of a loaded machine.
+    deadline = time.monotonic() + 120
+    while not _episodes_logged(run_dir) and bench.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    time.sleep(2.0)
+    assert bench.poll() is None, first + bench.communicate()[0] + _error_text(run_dir)
+    assert _episodes_logged(run_dir), "no episode finished within 120 s"
     os.killpg(bench.pid, signal.SIGINT)
     rest = bench.communicate()[0]
-    assert bench.returncode == 130, first + rest
-    assert f"{job.label}: interrupted (checkpoint saved" in rest
+    assert bench.returncode == 130, f"exit status {bench.returncode}\n{first}{rest}{_error_text(run_dir)}"
     assert not (run_dir / RESULT_FILE).exists()
     bundle, _ = newest_valid_bundle(run_dir)
     assert 0 < bundle.steps < 100_000  # saved at the interruption: the first periodic checkpoint is at 100,000 steps
+    assert f"{job.label}: interrupted at step {bundle.steps} (checkpoint saved; run the command again" in rest, rest
+
+
+def _episodes_logged(run_dir: Path) -> bool:
+    """Whether a monitor file of the run holds a finished episode (its third line)."""
+    return any(len(path.read_text().splitlines()) > 2 for path in run_dir.glob("monitor/*/*.monitor.csv"))
+
+
+def _error_text(run_dir: Path) -> str:
+    error = run_dir / ERROR_FILE
+    return error.read_text() if error.exists() else ""
 
 
 def test_the_run_lock_is_reentrant_in_its_thread_only(tmp_path):

@@ -103,8 +103,8 @@ def describe(result: dict[str, Any]) -> str:
     status = result.get("status", "?")
     if status == "failed":
         return f"FAILED: {result.get('error', 'see error.txt')}"
-    if status == "interrupted":
-        return "interrupted (checkpoint saved; run the command again to resume)"
+    if status == "interrupted":  # a run's result says what it saved; nothing else keeps partial work
+        return result.get("detail", "interrupted: nothing was saved; run the command again")
     if result.get("kind") == "figure":
         return f"{status}: {result.get('summary', '')}"
     if status == "busy":
@@ -231,7 +231,7 @@ def _work(job: Job, out: Path, threads: int, topic: str, token: str) -> dict[str
     from distributed import get_worker
 
     if token in _stop_requested:  # queued before Ctrl-C
-        return _stopped(job)
+        return {**_stopped(job), "detail": "not started (interrupted); run the command again"}
     th.set_num_threads(threads)
     if threads == 1:  # JAX (SBX, the speed suite's optional sibling) reads its thread settings when first imported
         os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA_FLAGS)
@@ -365,7 +365,7 @@ def _run_pending(
     try:
         _wait_for(client, futures, jobs, results, out, events, display, started)
     except KeyboardInterrupt:
-        display.message("interrupted: the running jobs save a checkpoint; run the same command again to resume")
+        display.message("interrupted: running training runs save a checkpoint; run the same command again to resume")
         try:
             with contextlib.suppress(Exception):
                 client.run(_request_stop, token)

@@ -31,6 +31,8 @@ RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
 #: Checkpoints per run (at most; the final one is removed when the run finishes).
 CHECKPOINTS_PER_RUN = 10
+#: What an interrupted run that committed a checkpoint tells the user.
+RESUMES = "checkpoint saved; run the command again to resume"
 
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:
@@ -99,7 +101,7 @@ def execute_run(
                 return {**finished, "status": "skipped"}
             return _train(job, run_dir, report, stop_after)
     except KeyboardInterrupt:
-        return _summary(job, run_dir, "interrupted")
+        return _interrupted(job, run_dir, "interrupted before training: nothing was saved; run the command again")
     except RunFolderError as exc:
         if "another process" in str(exc):
             return busy
@@ -116,6 +118,11 @@ def _failed(job: RunJob, run_dir: Path, exc: Exception) -> dict[str, Any]:
     (run_dir / ERROR_FILE).write_text(traceback.format_exc())
     message = " ".join(str(exc).split()) or type(exc).__name__
     return {**_summary(job, run_dir, "failed"), "error": f"{type(exc).__name__}: {message}"}
+
+
+def _interrupted(job: RunJob, run_dir: Path, detail: str) -> dict[str, Any]:
+    """The result of a stopped run; ``detail`` says what was saved and what to do (see ``harness.describe``)."""
+    return {**_summary(job, run_dir, "interrupted"), "detail": detail}
 
 
 def _summary(job: RunJob, run_dir: Path, status: str) -> dict[str, Any]:
@@ -155,13 +162,15 @@ def _train(job: RunJob, run_dir: Path, report: ProgressReport | None, stop_after
     )
     try:
         trained = train(config, callbacks=[_Progress(report, stop_after)])
-    except TrainingInterrupted:
-        return _summary(job, run_dir, "interrupted")
+    except TrainingInterrupted as exc:
+        if exc.saved_at is None:  # nothing new was saved: the message says why (and which older checkpoint is kept)
+            return _interrupted(job, run_dir, f"{exc}; run the command again")
+        return _interrupted(job, run_dir, f"interrupted at step {exc.saved_at} ({RESUMES})")
     run = read_run_file(run_dir)
     segments = run.get("segments", [])
     seconds = [float(segment.get("seconds", 0.0)) for segment in segments]
     if not trained.finished or trained.final is None:  # stopped early: the checkpoint written at its end resumes it
-        return _summary(job, run_dir, "interrupted")
+        return _interrupted(job, run_dir, f"stopped at step {trained.num_timesteps} ({RESUMES})")
     result = {
         **_summary(job, run_dir, "done"),
         "timesteps": target,
