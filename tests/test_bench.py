@@ -202,6 +202,7 @@ def test_tiny_suite_writes_results_tables_and_plots(tiny_run):
         assert len(steps) >= 3
         assert run["final_episodes"] == 3 and run["steps_per_second"] > 0
         assert run["curve"][-1][1] == pytest.approx(run["final_mean"])
+        assert not Path(run["folder"]).is_absolute() and (folder / run["folder"] / RESULT_FILE).exists()
     assert "rl_zoo3/hyperparams/ppo.yml[CartPole-v1] + overrides" in {r["settings_source"] for r in runs}
     speed = [r for r in results if r["kind"] == "speed"]
     assert len(speed) == 1 and speed[0]["status"] == "done"

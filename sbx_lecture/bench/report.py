@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -412,18 +413,21 @@ def markdown_report(
     return "\n".join(parts)
 
 
-def _relative(path: Path, base: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(base.resolve()))
-    except ValueError:
-        return str(path)
+def _relative(path: Path | str, base: Path) -> str:
+    """``path`` as seen from ``base`` (``../runs/...`` for a run beside the report): committed reports hold no
+    machine paths."""
+    return os.path.relpath(Path(path).resolve(), base.resolve())
 
 
 def write_tables(results: list[dict[str, Any]], folder: Path, stats: SuiteStatistics | None = None) -> list[Path]:
     """``results.json`` (everything, curves included), ``results.csv``, ``curves.csv``, ``speed.csv``; with
     ``stats``, ``stats_per_env.csv``, ``normalisation.csv``, ``stats_aggregate.csv`` and
-    ``probability_of_improvement.csv``."""
+    ``probability_of_improvement.csv``. Folders are written relative to ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
+    results = [
+        {**result, "folder": _relative(result["folder"], folder)} if "folder" in result else result
+        for result in results
+    ]
     written = [folder / "results.json"]
     write_text(written[0], json.dumps(results, indent=2))
     runs = [result for result in results if result.get("kind") == "run"]
