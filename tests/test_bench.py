@@ -19,7 +19,7 @@ import yaml
 from sbx_lecture.bench import main, report_folder
 from sbx_lecture.bench.harness import _request_stop, _work, describe, job_folder
 from sbx_lecture.bench.published import published_for, same_task
-from sbx_lecture.bench.report import failures, speed_table
+from sbx_lecture.bench.report import failures, markdown_report, speed_table
 from sbx_lecture.bench.runner import ERROR_FILE, LOCK_FILE, RESULT_FILE, execute_run, read_result
 from sbx_lecture.bench.speed import sibling_arguments
 from sbx_lecture.bench.suites import (
@@ -367,6 +367,10 @@ def test_speed_without_sbx_says_so_in_one_line_and_times_the_rest(tmp_path, monk
     assert result["sbx_note"] == speed.SBX_NOT_INSTALLED and "sbx_steps_per_second" not in result
     assert len(result["ours_samples"]) == len(result["sibling_samples"]) == 2
     assert speed.SBX_NOT_INSTALLED in speed_table([result])
+    chart = tmp_path / "speed_steps_per_second.png"
+    report = markdown_report("speed", "a pair", [result], [chart], tmp_path)
+    assert "![speed_steps_per_second](speed_steps_per_second.png)" in report
+    assert "Evaluation curves" not in report  # a report without runs has no curves to describe
 
 
 def test_speed_reports_the_seconds_our_update_spent_compiling(tmp_path, monkeypatch):

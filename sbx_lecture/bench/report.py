@@ -394,13 +394,14 @@ def markdown_report(
         parts.append("")
     if images:
         parts.append("## Plots\n")
+    if stats is not None and images:  # the curves and profiles are drawn from the runs' statistics
         parts.append(
             "Evaluation curves: IQM over seeds at each evaluation with its 95 % bootstrap interval, both "
             "clipped to the returns the environment can reach (its reward bounds and time limit; for "
             "environments without known bounds, the range of the measured returns). Performance "
             "profiles: fraction of runs whose normalised score exceeds τ.\n"
         )
-        parts += [f"![{image.stem}]({_relative(image, base)})\n" for image in images]
+    parts += [f"![{image.stem}]({_relative(image, base)})\n" for image in images]
     if (base / ZOO_LOGS).is_dir():
         parts += [
             "## RL Zoo layout\n",
