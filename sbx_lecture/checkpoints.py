@@ -282,29 +282,57 @@ def remove_stale_bundles(run_dir: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+#: The signals that ask a command to save what it has and stop: Ctrl-C, and ``kill`` or a batch system's end of job
+#: (SIGTERM, which Slurm and Kubernetes send before they kill).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def ignore_stop_signals() -> None:
+    """From now on Ctrl-C and SIGTERM change nothing (a checkpoint is being committed, or the command is ending)."""
+    for each in STOP_SIGNALS:
+        signal.signal(each, signal.SIG_IGN)
+
+
 def interrupt_once(signum: int, frame: Any) -> None:
-    """SIGINT handler: raise ``KeyboardInterrupt`` once; later Ctrl-C are ignored, so the checkpoint that the first
-    one asks for is written in full."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Stop-signal handler: raise ``KeyboardInterrupt`` once; later stop signals are ignored, so the checkpoint that
+    the first one asks for is written in full."""
+    ignore_stop_signals()
     raise KeyboardInterrupt
 
 
 @contextmanager
+def stop_signals_handled(handler: Any = interrupt_once) -> Iterator[None]:
+    """Within the block, SIGTERM stops the command as Ctrl-C does: both call ``handler``, which raises
+    ``KeyboardInterrupt`` (``signal.default_int_handler`` for every signal, :func:`interrupt_once` for the first).
+
+    A stop signal the process ignores stays ignored (a command started with ``nohup``, or in the background of a
+    shell, ignores Ctrl-C). Outside the main thread nothing changes. The previous handlers come back afterwards.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {each: signal.getsignal(each) for each in STOP_SIGNALS}
+    for each, old in previous.items():
+        if old is not signal.SIG_IGN:
+            signal.signal(each, handler)
+    try:
+        yield
+    finally:
+        for each, old in previous.items():
+            signal.signal(each, old)
+
+
+@contextmanager
 def interrupts_deferred() -> Iterator[list[int]]:
-    """Hold back Ctrl-C (SIGINT) for the block, so that a checkpoint being written is finished first.
+    """Hold back the stop signals (Ctrl-C, SIGTERM) for the block, so that a checkpoint being written is finished
+    first.
 
     Yields the list of signals received meanwhile; the caller decides what to do with them. Outside the main
     thread nothing is held back.
     """
     received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
+    with stop_signals_handled(lambda signum, frame: received.append(signum)):
         yield received
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield received
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 class CheckpointCallback(BaseCallback):

@@ -179,9 +179,7 @@ def _list(as_json: bool, check: bool = False) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import signal
-
-    from sbx_lecture.checkpoints import interrupt_once
+    from sbx_lecture.checkpoints import ignore_stop_signals, interrupt_once, stop_signals_handled
     from sbx_lecture.hyperparams import parse_assignments
     from sbx_lecture.training import TrainConfig, TrainingInterrupted, train
 
@@ -203,14 +201,13 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
         verbose=args.verbose,
     )
-    previous = signal.signal(signal.SIGINT, interrupt_once)  # a second Ctrl-C waits for the checkpoint
-    try:
-        result = train(config, notify=lambda line: print(f"{PROGRAM}: note: {line}", file=sys.stderr))
+    try:  # Ctrl-C or SIGTERM commits a checkpoint; a second one waits for it
+        with stop_signals_handled(interrupt_once):
+            result = train(config, notify=lambda line: print(f"{PROGRAM}: note: {line}", file=sys.stderr))
     except TrainingInterrupted as interrupted:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command is ending: later Ctrl-C change nothing
+        ignore_stop_signals()  # the command is ending: later signals change nothing
         print(f"{PROGRAM}: {interrupted}", file=sys.stderr)
         return INTERRUPTED_STATUS
-    signal.signal(signal.SIGINT, previous)
     print(f"trained {result.num_timesteps} steps; run folder: {result.run_dir}")
     print(f"model: {result.model_path}")
     if result.learning_curve is not None:

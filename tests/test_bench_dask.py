@@ -258,7 +258,8 @@ def test_two_benches_on_one_folder_never_train_a_run_twice(tmp_path):
     assert again.returncode == 0 and "2 of 2 jobs already finished" in again.stdout
 
 
-def test_ctrl_c_has_the_running_runs_save_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("stop", ["ctrl-c", "kill"])
+def test_ctrl_c_has_the_running_runs_save_a_checkpoint(tmp_path, stop):
     content = {
         **SUITE,
         "name": "stop",
@@ -296,7 +297,10 @@ def test_ctrl_c_has_the_running_runs_save_a_checkpoint(tmp_path):
         time.sleep(0.2)
     assert bench.poll() is None, first + bench.communicate()[0] + _error_text(run_dir)
     assert _episodes_logged(run_dir), "no episode finished within 120 s"
-    os.killpg(bench.pid, signal.SIGINT)
+    if stop == "ctrl-c":  # the terminal sends it to the whole process group, the local cluster included
+        os.killpg(bench.pid, signal.SIGINT)
+    else:  # `kill PID`, or a batch system ending the job: SIGTERM to the command alone
+        bench.send_signal(signal.SIGTERM)
     rest = bench.communicate()[0]
     assert bench.returncode == 130, f"exit status {bench.returncode}\n{first}{rest}{_error_text(run_dir)}"
     assert not (run_dir / RESULT_FILE).exists()

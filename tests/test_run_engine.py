@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sbx_lecture.checkpoints import committed_bundles, newest_valid_bundle
+from sbx_lecture.checkpoints import committed_bundles, interrupts_deferred, newest_valid_bundle, stop_signals_handled
 from sbx_lecture.cli import main
 from sbx_lecture.runs import curve_points
 
@@ -280,6 +280,21 @@ def test_episodes_past_the_resumed_checkpoint_leave_the_curve(tmp_path: Path) ->
 # -- Ctrl-C ------------------------------------------------------------------------------------------------------------
 
 
+def test_sigterm_stops_like_ctrl_c_and_an_ignored_ctrl_c_stays_ignored() -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup, or in a shell's background
+    try:
+        with stop_signals_handled(signal.default_int_handler):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGTERM)
+            with interrupts_deferred() as received:  # a checkpoint being written holds the signal back
+                signal.raise_signal(signal.SIGTERM)
+            assert received == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_ctrl_c_during_start_up_saves_nothing_and_leaves_nothing(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -298,8 +313,10 @@ def test_ctrl_c_during_start_up_saves_nothing_and_leaves_nothing(
     assert (workdir / "mine").is_dir() and not any((workdir / "mine").iterdir()), "the user's own folder stays"
 
 
-@pytest.mark.parametrize("interrupts", [1, 2])
-def test_ctrl_c_while_training_commits_a_checkpoint(workdir: Path, interrupts: int) -> None:
+@pytest.mark.parametrize(
+    "signals", [[signal.SIGINT], [signal.SIGINT, signal.SIGINT], [signal.SIGTERM]], ids=["ctrl-c", "twice", "kill"]
+)
+def test_ctrl_c_while_training_commits_a_checkpoint(workdir: Path, signals: list[int]) -> None:
     arguments = [
         "train",
         "sac",
@@ -318,8 +335,8 @@ def test_ctrl_c_while_training_commits_a_checkpoint(workdir: Path, interrupts: i
     deadline = time.monotonic() + 240
     while not committed_bundles(workdir / "run") and time.monotonic() < deadline:
         time.sleep(0.2)
-    for _ in range(interrupts):
-        process.send_signal(signal.SIGINT)
+    for each in signals:  # SIGTERM (kill, a batch system's end of job) saves as Ctrl-C does
+        process.send_signal(each)
         time.sleep(0.03)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err

@@ -19,6 +19,7 @@ finished runs and continues interrupted ones from their last checkpoint.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -260,18 +261,22 @@ def main(argv: list[str] | None = None) -> int:
 
             _dry_run(expand(suite, selection, zoo_budget), args.out)
             return 0
-        results, report = run_suite(
-            suite,
-            selection,
-            args.out,
-            args.jobs,
-            args.threads,
-            run=not args.report_only,
-            plots=not args.no_plots,
-            live=False if args.plain else None,
-            reps=args.bootstrap_reps,
-            scheduler=args.scheduler,
-        )
+        from sbx_lecture.checkpoints import stop_signals_handled
+
+        # SIGTERM (kill, a batch system's end of job) stops the suite as Ctrl-C does: each running run saves.
+        with stop_signals_handled(signal.default_int_handler):
+            results, report = run_suite(
+                suite,
+                selection,
+                args.out,
+                args.jobs,
+                args.threads,
+                run=not args.report_only,
+                plots=not args.no_plots,
+                live=False if args.plain else None,
+                reps=args.bootstrap_reps,
+                scheduler=args.scheduler,
+            )
     except SuiteError as exc:
         print(f"sbx-lecture bench: error: {exc}", file=sys.stderr)
         return 2

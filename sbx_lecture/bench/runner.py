@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import traceback
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sbx_lecture.bench.suites import RunJob
-from sbx_lecture.checkpoints import interrupt_once
+from sbx_lecture.checkpoints import interrupt_once, stop_signals_handled
 from sbx_lecture.evaluation import ProgressReport
 from sbx_lecture.runs import CHECKPOINT_DIR, LOCK_FILE, RunFolderError, read_run_file, run_lock, write_json
 
@@ -87,15 +86,11 @@ def execute_run(
         return {**finished, "status": "skipped"}
     run_dir.mkdir(parents=True, exist_ok=True)
     busy = {**_summary(job, run_dir, "busy"), "error": f"another process is training it ({LOCK_FILE})"}
-    previous = signal.getsignal(signal.SIGINT)
-    try:
-        signal.signal(signal.SIGINT, interrupt_once)
-    except ValueError:  # not the main thread: leave the handler alone
-        previous = None
     try:
         # Held from the check of result.json until it is written, so that a second bench on the same folder can
         # neither train the run beside us nor start it again after we finished; train() takes the lock again.
-        with run_lock(run_dir):
+        # Called in a main thread (not a Dask worker's), a first Ctrl-C or SIGTERM commits a checkpoint.
+        with stop_signals_handled(interrupt_once), run_lock(run_dir):
             finished = read_result(run_dir)
             if finished is not None:  # finished by another process since the first look
                 return {**finished, "status": "skipped"}
@@ -108,9 +103,6 @@ def execute_run(
         return _failed(job, run_dir, exc)
     except Exception as exc:
         return _failed(job, run_dir, exc)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
 
 
 def _failed(job: RunJob, run_dir: Path, exc: Exception) -> dict[str, Any]:
