@@ -287,16 +287,17 @@ def remove_stale_bundles(run_dir: Path) -> None:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def ignore_stop_signals() -> None:
-    """From now on Ctrl-C and SIGTERM change nothing (a checkpoint is being committed, or the command is ending)."""
-    for each in STOP_SIGNALS:
-        signal.signal(each, signal.SIG_IGN)
+#: Set by :func:`interrupt_once`: the checkpoint callback raises the interrupt again at the next step when the
+#: signal's own ``KeyboardInterrupt`` was swallowed (Python prints and drops one raised inside a finaliser).
+_stop_requested = threading.Event()
 
 
 def interrupt_once(signum: int, frame: Any) -> None:
     """Stop-signal handler: raise ``KeyboardInterrupt`` once; later stop signals are ignored, so the checkpoint that
     the first one asks for is written in full."""
-    ignore_stop_signals()
+    for each in STOP_SIGNALS:
+        signal.signal(each, signal.SIG_IGN)
+    _stop_requested.set()
     raise KeyboardInterrupt
 
 
@@ -308,6 +309,30 @@ def stop_signals_handled(handler: Any = interrupt_once) -> Iterator[None]:
     A stop signal the process ignores stays ignored (a command started with ``nohup``, or in the background of a
     shell, ignores Ctrl-C). Outside the main thread nothing changes. The previous handlers come back afterwards.
     """
+    _stop_requested.clear()
+    try:
+        with _handlers_swapped(handler):
+            yield
+    finally:
+        _stop_requested.clear()
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[list[int]]:
+    """Hold back the stop signals (Ctrl-C, SIGTERM) for the block, so that a checkpoint being written is finished
+    first.
+
+    Yields the list of signals received meanwhile; the caller decides what to do with them. Outside the main
+    thread nothing is held back.
+    """
+    received: list[int] = []
+    with _handlers_swapped(lambda signum, frame: received.append(signum)):
+        yield received
+
+
+@contextmanager
+def _handlers_swapped(handler: Any) -> Iterator[None]:
+    """``handler`` for each stop signal the process does not ignore, in the main thread, for the block."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -320,19 +345,6 @@ def stop_signals_handled(handler: Any = interrupt_once) -> Iterator[None]:
     finally:
         for each, old in previous.items():
             signal.signal(each, old)
-
-
-@contextmanager
-def interrupts_deferred() -> Iterator[list[int]]:
-    """Hold back the stop signals (Ctrl-C, SIGTERM) for the block, so that a checkpoint being written is finished
-    first.
-
-    Yields the list of signals received meanwhile; the caller decides what to do with them. Outside the main
-    thread nothing is held back.
-    """
-    received: list[int] = []
-    with stop_signals_handled(lambda signum, frame: received.append(signum)):
-        yield received
 
 
 class CheckpointCallback(BaseCallback):
@@ -365,6 +377,8 @@ class CheckpointCallback(BaseCallback):
             self.last_saved = self.model.num_timesteps
 
     def _on_step(self) -> bool:
+        if _stop_requested.is_set():  # a stop signal whose interrupt got lost on the way: stop here instead
+            raise KeyboardInterrupt
         return True
 
     def _on_rollout_end(self) -> None:
@@ -377,10 +391,10 @@ class CheckpointCallback(BaseCallback):
             self.save_checkpoint()
 
     def save_checkpoint(self) -> Bundle:
-        """Commit the bundle for the current step count now (Ctrl-C waits for it, then is raised)."""
+        """Commit the bundle for the current step count now (a stop signal waits for it, then is delivered)."""
         with interrupts_deferred() as received:
             bundle = write_bundle(self.model, self.run_dir, self.metadata, self.monitor, self.keep)
             self.last_saved = bundle.steps
-        if received:
-            raise KeyboardInterrupt
+        if received:  # to the handler it was meant for (interrupt_once ignores the next ones)
+            signal.raise_signal(received[0])
         return bundle

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 PROGRAM = "sbx-lecture"
 USAGE_ERROR_STATUS = 2
@@ -179,7 +180,7 @@ def _list(as_json: bool, check: bool = False) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from sbx_lecture.checkpoints import ignore_stop_signals, interrupt_once, stop_signals_handled
+    from sbx_lecture.checkpoints import interrupt_once, stop_signals_handled
     from sbx_lecture.hyperparams import parse_assignments
     from sbx_lecture.training import TrainConfig, TrainingInterrupted, train
 
@@ -205,7 +206,6 @@ def _train(args: argparse.Namespace) -> int:
         with stop_signals_handled(interrupt_once):
             result = train(config, notify=lambda line: print(f"{PROGRAM}: note: {line}", file=sys.stderr))
     except TrainingInterrupted as interrupted:
-        ignore_stop_signals()  # the command is ending: later signals change nothing
         print(f"{PROGRAM}: {interrupted}", file=sys.stderr)
         return INTERRUPTED_STATUS
     print(f"trained {result.num_timesteps} steps; run folder: {result.run_dir}")
@@ -294,6 +294,17 @@ def _one_line_plugin_warnings(original: Callable[..., str]) -> Callable[..., str
         return original(message, category, *args, **kwargs)
 
     return formatwarning
+
+
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """The ``sbx-lecture`` command: :func:`main` in a process of its own, which then ends. After a stop signal it
+    ignores the next ones while Python shuts down (a second Ctrl-C there would print a traceback, and the checkpoint
+    is already committed); :func:`main` itself gives an in-process caller its signal handlers back."""
+    status = main(argv)
+    if status == INTERRUPTED_STATUS:
+        for each in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(each, signal.SIG_IGN)
+    sys.exit(status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

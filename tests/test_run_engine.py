@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import weakref
 import zipfile
 from pathlib import Path
 
@@ -68,9 +69,8 @@ WRITE_POINTS = [
 ]
 
 _CLI_SCRIPT = """
-import sys
-from sbx_lecture.cli import main
-sys.exit(main({arguments!r}))
+from sbx_lecture.cli import run
+run({arguments!r})
 """
 
 _KILLED_TRAINING = """
@@ -293,6 +293,33 @@ def test_sigterm_stops_like_ctrl_c_and_an_ignored_ctrl_c_stays_ignored() -> None
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed interrupt, on purpose
+def test_a_ctrl_c_whose_interrupt_a_finaliser_swallowed_still_stops_with_a_checkpoint(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sbx_lecture.checkpoints import CheckpointCallback
+
+    saved_rollout_end = CheckpointCallback._on_rollout_end
+
+    def ctrl_c_inside_a_finaliser(callback: CheckpointCallback) -> None:
+        saved_rollout_end(callback)
+        if callback.model.num_timesteps >= 500 and not hasattr(callback, "signalled"):
+            callback.signalled = True  # type: ignore[attr-defined]
+            target = type("Target", (), {})()
+            weakref.finalize(target, signal.raise_signal, signal.SIGINT)
+            del target  # the finaliser runs here: Python prints the KeyboardInterrupt raised in it and drops it
+
+    monkeypatch.setattr(CheckpointCallback, "_on_rollout_end", ctrl_c_inside_a_finaliser)
+    handlers = [signal.getsignal(each) for each in (signal.SIGINT, signal.SIGTERM)]
+    status = main(["train", "a2c", "CartPole-v1", "--timesteps", "20000", "--out", "run", "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 130, err
+    # Called in-process, the command gives the caller its signal handlers back (a later subprocess inherits them).
+    assert [signal.getsignal(each) for each in (signal.SIGINT, signal.SIGTERM)] == handlers
+    bundle, _ = newest_valid_bundle(workdir / "run")
+    assert 500 <= bundle.steps < 1_000 and f"checkpoint {bundle.path.name} saved" in err
 
 
 def test_ctrl_c_during_start_up_saves_nothing_and_leaves_nothing(
