@@ -289,15 +289,20 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 #: Set by :func:`interrupt_once`: the checkpoint callback raises the interrupt again at the next step when the
 #: signal's own ``KeyboardInterrupt`` was swallowed (Python prints and drops one raised inside a finaliser).
-_stop_requested = threading.Event()
+_stop_signalled = threading.Event()
+
+
+def ignore_stop_signals() -> None:
+    """From now on Ctrl-C and SIGTERM change nothing (a checkpoint is being committed, or the command is ending)."""
+    for each in STOP_SIGNALS:
+        signal.signal(each, signal.SIG_IGN)
 
 
 def interrupt_once(signum: int, frame: Any) -> None:
     """Stop-signal handler: raise ``KeyboardInterrupt`` once; later stop signals are ignored, so the checkpoint that
     the first one asks for is written in full."""
-    for each in STOP_SIGNALS:
-        signal.signal(each, signal.SIG_IGN)
-    _stop_requested.set()
+    ignore_stop_signals()
+    _stop_signalled.set()
     raise KeyboardInterrupt
 
 
@@ -309,12 +314,12 @@ def stop_signals_handled(handler: Any = interrupt_once) -> Iterator[None]:
     A stop signal the process ignores stays ignored (a command started with ``nohup``, or in the background of a
     shell, ignores Ctrl-C). Outside the main thread nothing changes. The previous handlers come back afterwards.
     """
-    _stop_requested.clear()
+    _stop_signalled.clear()
     try:
         with _handlers_swapped(handler):
             yield
     finally:
-        _stop_requested.clear()
+        _stop_signalled.clear()
 
 
 @contextmanager
@@ -377,7 +382,7 @@ class CheckpointCallback(BaseCallback):
             self.last_saved = self.model.num_timesteps
 
     def _on_step(self) -> bool:
-        if _stop_requested.is_set():  # a stop signal whose interrupt got lost on the way: stop here instead
+        if _stop_signalled.is_set():  # a stop signal whose interrupt got lost on the way: stop here instead
             raise KeyboardInterrupt
         return True
 

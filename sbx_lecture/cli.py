@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -302,8 +301,9 @@ def run(argv: Sequence[str] | None = None) -> NoReturn:
     is already committed); :func:`main` itself gives an in-process caller its signal handlers back."""
     status = main(argv)
     if status == INTERRUPTED_STATUS:
-        for each in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(each, signal.SIG_IGN)
+        from sbx_lecture.checkpoints import ignore_stop_signals
+
+        ignore_stop_signals()
     sys.exit(status)
 
 
