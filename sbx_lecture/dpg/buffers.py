@@ -21,9 +21,11 @@ from typing import NamedTuple
 
 import numpy as np
 import torch as th
-from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
+from stable_baselines3.common.buffers import DictReplayBuffer
 from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.common.vec_env import VecNormalize
+
+from sbx_lecture.common.replay import Rows, TorchSampledReplayBuffer
 
 
 class TransitionBatch(NamedTuple):
@@ -45,7 +47,7 @@ class TransitionBatch(NamedTuple):
     discounts: th.Tensor | None = None
 
 
-class TransitionBuffer(ReplayBuffer):
+class TransitionBuffer(TorchSampledReplayBuffer):
     """SB3 :class:`~stable_baselines3.common.buffers.ReplayBuffer` with in-order access to the newest rows and
     next actions for SARSA targets. Observation spaces: Box, Discrete, MultiDiscrete, MultiBinary (Dict:
     :class:`DictTransitionBuffer`)."""
@@ -99,50 +101,48 @@ class TransitionBuffer(ReplayBuffer):
         with_next_actions: bool,
         env: VecNormalize | None,
     ) -> TransitionBatch:
-        ended = self.dones[time_indices, env_indices]
-        if self.handle_timeout_termination:
-            terminated = ended * (1.0 - self.timeouts[time_indices, env_indices])
-        else:
-            terminated = ended
+        rows = self._rows(time_indices, env_indices)
+        ended = self._take(self.dones, rows)
+        terminated = ended * (1.0 - self._take(self.timeouts, rows)) if self.handle_timeout_termination else ended
+        following = self._rows((time_indices + 1) % self.buffer_size, env_indices)
         next_actions = next_action_known = None
         if with_next_actions:
-            following = (time_indices + 1) % self.buffer_size
-            next_actions = self.to_torch(self.actions[following, env_indices, :])
+            next_actions = self._take(self.actions, following)
             # after any episode end, the following row belongs to a new episode
-            next_action_known = self.to_torch((1.0 - ended).reshape(-1, 1))
+            next_action_known = (1.0 - ended).reshape(-1, 1)
         if self.optimize_memory_usage:  # s′ is stored as the observation of the next row
-            next_observations = self._observations(
-                self.observations, (time_indices + 1) % self.buffer_size, env_indices, env
-            )
+            next_observations = self._observations(self.observations, following, env)
         else:
-            next_observations = self._observations(self.next_observations, time_indices, env_indices, env)
+            next_observations = self._observations(self.next_observations, rows, env)
+        if env is None:
+            rewards = self._take(self.rewards, rows)
+        else:
+            rewards = self.to_torch(self._normalize_reward(self.rewards[time_indices, env_indices], env))
         return TransitionBatch(
-            observations=self._observations(self.observations, time_indices, env_indices, env),
-            actions=self.to_torch(self.actions[time_indices, env_indices, :]),
+            observations=self._observations(self.observations, rows, env),
+            actions=self._take(self.actions, rows),
             next_observations=next_observations,
-            dones=self.to_torch(terminated.reshape(-1, 1)),
-            rewards=self.to_torch(self._normalize_reward(self.rewards[time_indices, env_indices].reshape(-1, 1), env)),
+            dones=terminated.reshape(-1, 1),
+            rewards=rewards.reshape(-1, 1),
             next_actions=next_actions,
             next_action_known=next_action_known,
         )
 
     def _observations(
-        self,
-        storage: np.ndarray | dict[str, np.ndarray],
-        time_indices: np.ndarray,
-        env_indices: np.ndarray,
-        env: VecNormalize | None,
+        self, storage: np.ndarray | dict[str, np.ndarray], rows: Rows, env: VecNormalize | None
     ) -> PyTorchObs:
         if isinstance(storage, dict):
-            rows = {key: value[time_indices, env_indices] for key, value in storage.items()}
-            normalized_rows = self._normalize_obs(rows, env)
+            selected = {key: value[rows.time, rows.env] for key, value in storage.items()}
+            normalized_rows = self._normalize_obs(selected, env)
             assert isinstance(normalized_rows, dict)
             return {key: self.to_torch(value) for key, value in normalized_rows.items()}
-        normalized = self._normalize_obs(storage[time_indices, env_indices], env)
+        if env is None:
+            return self._take(storage, rows)
+        normalized = self._normalize_obs(storage[rows.time, rows.env], env)
         assert isinstance(normalized, np.ndarray)
         return self.to_torch(normalized)
 
 
-class DictTransitionBuffer(TransitionBuffer, DictReplayBuffer):
-    """:class:`TransitionBuffer` for Dict observation spaces (storage and ``add`` of SB3's
+class DictTransitionBuffer(TransitionBuffer, DictReplayBuffer):  # type: ignore[misc]  # Dict storage: SB3's samples
+    """:class:`TransitionBuffer` for Dict observation spaces (storage, ``add`` and ``sample`` of SB3's
     :class:`~stable_baselines3.common.buffers.DictReplayBuffer`)."""

@@ -19,6 +19,7 @@ from sbx_lecture.common.compilation import CompiledUpdateMixin
 from sbx_lecture.common.finite import batch_causes, check_finite
 from sbx_lecture.common.kernels import amortized_svgd_loss
 from sbx_lecture.common.particle_entropy import nearest_neighbour_entropy
+from sbx_lecture.common.replay import TorchSampledReplayBuffer
 from sbx_lecture.common.safe_load import SafeLoadMixin
 from sbx_lecture.common.schedules import ClampedProgressMixin
 from sbx_lecture.common.soft_value import (
@@ -86,7 +87,9 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
         implementations do); ``False`` is the paper's algorithm
     :param target_update_interval: update the target network every ``target_update_interval`` gradient steps, ≥ 1
     :param max_grad_norm: clip the gradient norm of each network to this value (``None``: no clipping)
-    :param replay_buffer_class: replay buffer class (``None``: chosen automatically)
+    :param replay_buffer_class: replay buffer class (``None``: chosen automatically; for Box or Discrete
+        observations and one-step targets SB3's buffer with its minibatches gathered by torch,
+        :class:`~sbx_lecture.common.replay.TorchSampledReplayBuffer`)
     :param replay_buffer_kwargs: keyword arguments of the replay buffer
     :param optimize_memory_usage: memory-efficient replay buffer variant
     :param n_steps: n-step returns (1: the standard one-step soft Bellman target)
@@ -209,6 +212,9 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
             self._setup_model()
 
     def _setup_model(self) -> None:
+        dict_observations = isinstance(self.observation_space, spaces.Dict)
+        if self.replay_buffer_class is None and self.n_steps == 1 and not dict_observations:
+            self.replay_buffer_class = TorchSampledReplayBuffer  # SB3's buffer, minibatches gathered by torch
         super()._setup_model()
         self.ent_coef_schedule = FloatSchedule(self.ent_coef)
         self.policy.ent_coef = self._current_ent_coef()

@@ -1,0 +1,92 @@
+"""SB3's replay buffer with its minibatches gathered by torch instead of numpy.
+
+SB3's :class:`~stable_baselines3.common.buffers.ReplayBuffer` draws a minibatch by numpy fancy indexing on its
+``(time, env, ...)`` arrays and then copies each field into a new tensor. For the small networks of the lecture's
+off-policy algorithms that costs a noticeable share of a gradient step on a CPU. :class:`TorchSampledReplayBuffer`
+keeps SB3's storage and ``add`` untouched (saving, loading and every SB3 tool see a plain ``ReplayBuffer``) and gathers
+the rows with ``index_select`` on zero-copy tensor views of the same arrays: one copy per field instead of two.
+
+The indices come from numpy's global generator exactly as in SB3, so a seeded run draws the same minibatches, with the
+same values, as it would with SB3's buffer. With ``VecNormalize`` statistics to apply (``env`` given) or Dict
+observations the minibatch is SB3's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
+from stable_baselines3.common.vec_env import VecNormalize
+
+#: Storage dtypes that torch indexes as numpy does (images are uint8, Discrete observations int64).
+_TORCH_GATHERED_DTYPES = frozenset(
+    np.dtype(name) for name in ("float16", "float32", "float64", "uint8", "int8", "int16", "int32", "int64", "bool")
+)
+
+
+class Rows(NamedTuple):
+    """Rows of a ``(buffer_size, n_envs, ...)`` storage: their time and env indices, and the same rows as indices into
+    the storage flattened to ``(buffer_size · n_envs, ...)``."""
+
+    time: np.ndarray
+    env: np.ndarray
+    flat: th.Tensor
+
+
+class TorchSampledReplayBuffer(ReplayBuffer):
+    """:class:`~stable_baselines3.common.buffers.ReplayBuffer` whose ``sample`` gathers rows with torch.
+
+    Same constructor, storage, ``add`` and sampling distribution as SB3's buffer; only the gathering differs.
+    """
+
+    def _rows(self, time_indices: np.ndarray, env_indices: np.ndarray) -> Rows:
+        flat = time_indices * self.n_envs + env_indices if self.n_envs > 1 else time_indices
+        return Rows(time_indices, env_indices, th.from_numpy(flat))
+
+    def _take(self, storage: np.ndarray, rows: Rows) -> th.Tensor:
+        """``storage[rows.time, rows.env]`` as a new tensor on the buffer's device."""
+        view = self._flat_view(storage)
+        if view is None:
+            return self.to_torch(storage[rows.time, rows.env])
+        return view.index_select(0, rows.flat).to(self.device)
+
+    def _flat_view(self, storage: np.ndarray) -> th.Tensor | None:
+        """A tensor sharing ``storage``'s memory, shaped ``(buffer_size · n_envs, ...)``; ``None`` where torch cannot
+        view it. Views are kept until the array is replaced (loading a buffer assigns new arrays)."""
+        views: dict[int, tuple[np.ndarray, th.Tensor | None]] = self.__dict__.setdefault("_flat_views", {})
+        cached = views.get(id(storage))
+        if cached is not None and cached[0] is storage:
+            return cached[1]
+        flags = storage.flags
+        viewable = storage.dtype in _TORCH_GATHERED_DTYPES and flags.c_contiguous and flags.writeable
+        view = th.from_numpy(storage).flatten(0, 1) if viewable else None
+        views[id(storage)] = (storage, view)
+        return view
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_flat_views", None)  # views share the arrays' memory: a pickled copy would not
+        return state
+
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
+        if env is not None or isinstance(self.observations, dict):
+            return super()._get_samples(batch_inds, env)
+        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))  # as SB3 draws them
+        rows = self._rows(batch_inds, env_indices)
+        if self.optimize_memory_usage:  # s′ is stored as the observation of the next row
+            following = self._rows((batch_inds + 1) % self.buffer_size, env_indices)
+            next_observations = self._take(self.observations, following)
+        else:
+            next_observations = self._take(self.next_observations, rows)
+        # only terminations end the bootstrap; time-limit truncations (timeouts) do not
+        terminated = self._take(self.dones, rows) * (1 - self._take(self.timeouts, rows))
+        return ReplayBufferSamples(
+            observations=self._take(self.observations, rows),
+            actions=self._take(self.actions, rows),
+            next_observations=next_observations,
+            dones=terminated.reshape(-1, 1),
+            rewards=self._take(self.rewards, rows).reshape(-1, 1),
+        )
