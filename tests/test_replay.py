@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
@@ -65,7 +66,7 @@ def test_the_same_minibatches_as_sb3(space: str, n_envs: int, optimize_memory_us
 
 
 def test_vec_normalize_statistics_apply_as_in_sb3() -> None:
-    normalizer = VecNormalize(DummyVecEnv([lambda: __import__("gymnasium").make("Pendulum-v1")]))
+    normalizer = VecNormalize(DummyVecEnv([lambda: gym.make("Pendulum-v1")]))
     normalizer.obs_rms.mean, normalizer.obs_rms.var = np.array([0.5, -0.5, 1.0]), np.array([2.0, 3.0, 4.0])
     normalizer.ret_rms.var = np.array(9.0)
     sb3, ours = (_filled(cls, SPACES["box"], 2) for cls in (ReplayBuffer, TorchSampledReplayBuffer))
@@ -136,8 +137,9 @@ def test_sql_learns_exactly_as_with_sb3s_buffer() -> None:
     ours = SQL("MlpPolicy", "Pendulum-v1", **kwargs).learn(120)
     sb3 = SQL("MlpPolicy", "Pendulum-v1", replay_buffer_class=ReplayBuffer, **kwargs).learn(120)
     assert type(ours.replay_buffer) is TorchSampledReplayBuffer and type(sb3.replay_buffer) is ReplayBuffer
-    for (name, ours_parameter), sb3_parameter in zip(ours.policy.state_dict().items(), sb3.policy.state_dict().values()):
-        assert th.equal(ours_parameter, sb3_parameter), name
+    sb3_parameters = sb3.policy.state_dict()
+    for name, parameter in ours.policy.state_dict().items():
+        assert th.equal(parameter, sb3_parameters[name]), name
 
 
 @pytest.mark.parametrize(
@@ -151,5 +153,6 @@ def test_sql_learns_exactly_as_with_sb3s_buffer() -> None:
 def test_sql_chooses_the_torch_gathered_buffer_where_sb3_would_use_its_plain_one(
     env: object, kwargs: dict, buffer_class: type
 ) -> None:
-    model = SQL("MultiInputPolicy" if isinstance(env, SimpleMultiObsEnv) else "MlpPolicy", env, buffer_size=10, **kwargs)
+    policy = "MultiInputPolicy" if isinstance(env, SimpleMultiObsEnv) else "MlpPolicy"
+    model = SQL(policy, env, buffer_size=10, **kwargs)
     assert type(model.replay_buffer) is buffer_class

@@ -3,7 +3,7 @@
 SB3's :class:`~stable_baselines3.common.buffers.ReplayBuffer` draws a minibatch by numpy fancy indexing on its
 ``(time, env, ...)`` arrays and then copies each field into a new tensor. For the small networks of the lecture's
 off-policy algorithms that costs a noticeable share of a gradient step on a CPU. :class:`TorchSampledReplayBuffer`
-keeps SB3's storage and ``add`` untouched (saving, loading and every SB3 tool see a plain ``ReplayBuffer``) and gathers
+keeps SB3's storage and ``add`` untouched (saving, loading and every SB3 tool see SB3's arrays) and gathers
 the rows with ``index_select`` on zero-copy tensor views of the same arrays: one copy per field instead of two.
 
 The indices come from numpy's global generator exactly as in SB3, so a seeded run draws the same minibatches, with the
@@ -46,24 +46,25 @@ class TorchSampledReplayBuffer(ReplayBuffer):
         flat = time_indices * self.n_envs + env_indices if self.n_envs > 1 else time_indices
         return Rows(time_indices, env_indices, th.from_numpy(flat))
 
-    def _take(self, storage: np.ndarray, rows: Rows) -> th.Tensor:
-        """``storage[rows.time, rows.env]`` as a new tensor on the buffer's device."""
-        view = self._flat_view(storage)
+    def _take(self, name: str, rows: Rows) -> th.Tensor:
+        """Rows of the storage array ``name`` (``"actions"``, ...) as a new tensor on the buffer's device."""
+        storage: np.ndarray = getattr(self, name)
+        view = self._flat_view(name, storage)
         if view is None:
             return self.to_torch(storage[rows.time, rows.env])
         return view.index_select(0, rows.flat).to(self.device)
 
-    def _flat_view(self, storage: np.ndarray) -> th.Tensor | None:
+    def _flat_view(self, name: str, storage: np.ndarray) -> th.Tensor | None:
         """A tensor sharing ``storage``'s memory, shaped ``(buffer_size · n_envs, ...)``; ``None`` where torch cannot
-        view it. Views are kept until the array is replaced (loading a buffer assigns new arrays)."""
-        views: dict[int, tuple[np.ndarray, th.Tensor | None]] = self.__dict__.setdefault("_flat_views", {})
-        cached = views.get(id(storage))
+        view it. A view is made again when the array is replaced (loading a buffer assigns new arrays)."""
+        views: dict[str, tuple[np.ndarray, th.Tensor | None]] = self.__dict__.setdefault("_flat_views", {})
+        cached = views.get(name)
         if cached is not None and cached[0] is storage:
             return cached[1]
         flags = storage.flags
         viewable = storage.dtype in _TORCH_GATHERED_DTYPES and flags.c_contiguous and flags.writeable
         view = th.from_numpy(storage).flatten(0, 1) if viewable else None
-        views[id(storage)] = (storage, view)
+        views[name] = (storage, view)
         return view
 
     def __getstate__(self) -> dict[str, Any]:
@@ -78,15 +79,15 @@ class TorchSampledReplayBuffer(ReplayBuffer):
         rows = self._rows(batch_inds, env_indices)
         if self.optimize_memory_usage:  # s′ is stored as the observation of the next row
             following = self._rows((batch_inds + 1) % self.buffer_size, env_indices)
-            next_observations = self._take(self.observations, following)
+            next_observations = self._take("observations", following)
         else:
-            next_observations = self._take(self.next_observations, rows)
+            next_observations = self._take("next_observations", rows)
         # only terminations end the bootstrap; time-limit truncations (timeouts) do not
-        terminated = self._take(self.dones, rows) * (1 - self._take(self.timeouts, rows))
+        terminated = self._take("dones", rows) * (1 - self._take("timeouts", rows))
         return ReplayBufferSamples(
-            observations=self._take(self.observations, rows),
-            actions=self._take(self.actions, rows),
+            observations=self._take("observations", rows),
+            actions=self._take("actions", rows),
             next_observations=next_observations,
             dones=terminated.reshape(-1, 1),
-            rewards=self._take(self.rewards, rows).reshape(-1, 1),
+            rewards=self._take("rewards", rows).reshape(-1, 1),
         )

@@ -102,25 +102,25 @@ class TransitionBuffer(TorchSampledReplayBuffer):
         env: VecNormalize | None,
     ) -> TransitionBatch:
         rows = self._rows(time_indices, env_indices)
-        ended = self._take(self.dones, rows)
-        terminated = ended * (1.0 - self._take(self.timeouts, rows)) if self.handle_timeout_termination else ended
+        ended = self._take("dones", rows)
+        terminated = ended * (1.0 - self._take("timeouts", rows)) if self.handle_timeout_termination else ended
         following = self._rows((time_indices + 1) % self.buffer_size, env_indices)
         next_actions = next_action_known = None
         if with_next_actions:
-            next_actions = self._take(self.actions, following)
+            next_actions = self._take("actions", following)
             # after any episode end, the following row belongs to a new episode
             next_action_known = (1.0 - ended).reshape(-1, 1)
         if self.optimize_memory_usage:  # s′ is stored as the observation of the next row
-            next_observations = self._observations(self.observations, following, env)
+            next_observations = self._observations("observations", following, env)
         else:
-            next_observations = self._observations(self.next_observations, rows, env)
+            next_observations = self._observations("next_observations", rows, env)
         if env is None:
-            rewards = self._take(self.rewards, rows)
+            rewards = self._take("rewards", rows)
         else:
             rewards = self.to_torch(self._normalize_reward(self.rewards[time_indices, env_indices], env))
         return TransitionBatch(
-            observations=self._observations(self.observations, rows, env),
-            actions=self._take(self.actions, rows),
+            observations=self._observations("observations", rows, env),
+            actions=self._take("actions", rows),
             next_observations=next_observations,
             dones=terminated.reshape(-1, 1),
             rewards=rewards.reshape(-1, 1),
@@ -128,16 +128,16 @@ class TransitionBuffer(TorchSampledReplayBuffer):
             next_action_known=next_action_known,
         )
 
-    def _observations(
-        self, storage: np.ndarray | dict[str, np.ndarray], rows: Rows, env: VecNormalize | None
-    ) -> PyTorchObs:
+    def _observations(self, name: str, rows: Rows, env: VecNormalize | None) -> PyTorchObs:
+        """The rows ``rows`` of the observation storage ``name``, normalised by ``env``'s statistics if given."""
+        storage: np.ndarray | dict[str, np.ndarray] = getattr(self, name)
         if isinstance(storage, dict):
             selected = {key: value[rows.time, rows.env] for key, value in storage.items()}
             normalized_rows = self._normalize_obs(selected, env)
             assert isinstance(normalized_rows, dict)
             return {key: self.to_torch(value) for key, value in normalized_rows.items()}
         if env is None:
-            return self._take(storage, rows)
+            return self._take(name, rows)
         normalized = self._normalize_obs(storage[rows.time, rows.env], env)
         assert isinstance(normalized, np.ndarray)
         return self.to_torch(normalized)
