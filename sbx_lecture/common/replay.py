@@ -67,6 +67,12 @@ class TorchSampledReplayBuffer(ReplayBuffer):
         views[name] = (storage, view)
         return view
 
+    def _episode_ends(self, rows: Rows) -> tuple[th.Tensor, th.Tensor]:
+        """1 where the episode ended after the row (termination or time limit), and 1 only where it terminated: the
+        bootstrap stops at terminations, not at time-limit truncations (SB3 records these as ``timeouts``)."""
+        ended = self._take("dones", rows)
+        return ended, ended * (1 - self._take("timeouts", rows))
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_flat_views", None)  # views share the arrays' memory: a pickled copy would not
@@ -82,8 +88,7 @@ class TorchSampledReplayBuffer(ReplayBuffer):
             next_observations = self._take("observations", following)
         else:
             next_observations = self._take("next_observations", rows)
-        # only terminations end the bootstrap; time-limit truncations (timeouts) do not
-        terminated = self._take("dones", rows) * (1 - self._take("timeouts", rows))
+        _, terminated = self._episode_ends(rows)
         return ReplayBufferSamples(
             observations=self._take("observations", rows),
             actions=self._take("actions", rows),

@@ -102,8 +102,7 @@ class TransitionBuffer(TorchSampledReplayBuffer):
         env: VecNormalize | None,
     ) -> TransitionBatch:
         rows = self._rows(time_indices, env_indices)
-        ended = self._take("dones", rows)
-        terminated = ended * (1.0 - self._take("timeouts", rows)) if self.handle_timeout_termination else ended
+        ended, terminated = self._episode_ends(rows)
         following = self._rows((time_indices + 1) % self.buffer_size, env_indices)
         next_actions = next_action_known = None
         if with_next_actions:
