@@ -46,6 +46,15 @@ class TorchSampledReplayBuffer(ReplayBuffer):
         flat = time_indices * self.n_envs + env_indices if self.n_envs > 1 else time_indices
         return Rows(time_indices, env_indices, th.from_numpy(flat))
 
+    def _following(self, rows: Rows) -> Rows:
+        """The rows one time step after ``rows``, same envs (wrapping around the circular storage)."""
+        return self._rows((rows.time + 1) % self.buffer_size, rows.env)
+
+    def _next_observation_rows(self, rows: Rows) -> tuple[str, Rows]:
+        """Where s′ of each row is stored: ``next_observations`` of the row, or with ``optimize_memory_usage`` the
+        observation of the next row."""
+        return ("observations", self._following(rows)) if self.optimize_memory_usage else ("next_observations", rows)
+
     def _take(self, name: str, rows: Rows) -> th.Tensor:
         """Rows of the storage array ``name`` (``"actions"``, ...) as a new tensor on the buffer's device."""
         storage: np.ndarray = getattr(self, name)
@@ -83,11 +92,7 @@ class TorchSampledReplayBuffer(ReplayBuffer):
             return super()._get_samples(batch_inds, env)
         env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))  # as SB3 draws them
         rows = self._rows(batch_inds, env_indices)
-        if self.optimize_memory_usage:  # s′ is stored as the observation of the next row
-            following = self._rows((batch_inds + 1) % self.buffer_size, env_indices)
-            next_observations = self._take("observations", following)
-        else:
-            next_observations = self._take("next_observations", rows)
+        next_observations = self._take(*self._next_observation_rows(rows))
         _, terminated = self._episode_ends(rows)
         return ReplayBufferSamples(
             observations=self._take("observations", rows),

@@ -103,16 +103,12 @@ class TransitionBuffer(TorchSampledReplayBuffer):
     ) -> TransitionBatch:
         rows = self._rows(time_indices, env_indices)
         ended, terminated = self._episode_ends(rows)
-        following = self._rows((time_indices + 1) % self.buffer_size, env_indices)
         next_actions = next_action_known = None
         if with_next_actions:
-            next_actions = self._take("actions", following)
+            next_actions = self._take("actions", self._following(rows))
             # after any episode end, the following row belongs to a new episode
             next_action_known = (1.0 - ended).reshape(-1, 1)
-        if self.optimize_memory_usage:  # s′ is stored as the observation of the next row
-            next_observations = self._observations("observations", following, env)
-        else:
-            next_observations = self._observations("next_observations", rows, env)
+        next_observations = self._observations(*self._next_observation_rows(rows), env)
         if env is None:
             rewards = self._take("rewards", rows)
         else:
