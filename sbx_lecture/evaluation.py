@@ -120,6 +120,28 @@ def evaluate_model(model: BaseAlgorithm, eval_env: VecEnv, episodes: int) -> tup
     return [float(x) for x in returns], [int(x) for x in lengths]  # type: ignore[union-attr]
 
 
+class ProgressCallback(BaseCallback):
+    """Tell ``report`` the model's step count about once a second (and at the first step); stop training at
+    ``stop_after`` steps (how tests interrupt a run).
+
+    ``report`` may raise :class:`KeyboardInterrupt` to stop ``learn`` at once: that is how a stop request reaches
+    a job running in a worker process, which Ctrl-C does not reach.
+    """
+
+    def __init__(self, report: ProgressReport | None, stop_after: int | None = None) -> None:
+        super().__init__()
+        self.report = report
+        self.stop_after = stop_after
+        self._last = -float("inf")
+
+    def _on_step(self) -> bool:
+        now = time.monotonic()
+        if self.report is not None and now - self._last >= 1.0:
+            self._last = now
+            self.report(self.model.num_timesteps)
+        return self.stop_after is None or self.model.num_timesteps < self.stop_after
+
+
 class PeriodicEvaluation(BaseCallback):
     """Evaluate every ``eval_freq`` environment steps; keep ``evaluations.npz`` and the best model.
 
@@ -129,8 +151,6 @@ class PeriodicEvaluation(BaseCallback):
     :param folder: where ``evaluations.npz`` (and ``best_model.zip``) go; points already there up to the model's
         step count are kept, later ones are measured again
     :param save_model: ``save(model, path)`` for the best model (``None``: no best model is kept)
-    :param report: called with the step count about once a second
-    :param stop_after: stop training once this many steps are done (simulates an interruption in tests)
     :param final_at: the run's budget when a final evaluation follows training: no periodic point at or past it
     """
 
@@ -141,8 +161,6 @@ class PeriodicEvaluation(BaseCallback):
         episodes: int,
         folder: Path,
         save_model: Callable[[BaseAlgorithm, Path], None] | None = None,
-        report: ProgressReport | None = None,
-        stop_after: int | None = None,
         final_at: int | None = None,
     ) -> None:
         super().__init__()
@@ -151,14 +169,11 @@ class PeriodicEvaluation(BaseCallback):
         self.episodes = episodes
         self.folder = folder
         self.save_model = save_model
-        self.report = report
-        self.stop_after = stop_after
         self.final_at = final_at
         self.evaluations = Evaluations.load(folder / EVALUATIONS_FILE)
         self.best_mean = -np.inf
         self.eval_seconds = 0.0
         self._next_eval = 0
-        self._last_report = 0.0
 
     def _on_training_start(self) -> None:
         steps = self.model.num_timesteps
@@ -174,11 +189,7 @@ class PeriodicEvaluation(BaseCallback):
             if self.final_at is None or steps < self.final_at:
                 self.evaluate_now()
             self._next_eval = (steps // self.eval_freq + 1) * self.eval_freq
-        now = time.monotonic()
-        if self.report is not None and now - self._last_report >= 1.0:
-            self._last_report = now
-            self.report(steps)
-        return self.stop_after is None or steps < self.stop_after
+        return True
 
     def evaluate_now(self, episodes: int | None = None, record: bool = True) -> tuple[int, float, float]:
         """Evaluate the current policy; record the point (and the best model) unless ``record`` is false.

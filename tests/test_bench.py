@@ -348,14 +348,42 @@ def test_speed_times_the_sbx_sibling_in_the_same_rounds(tmp_path, monkeypatch):
     import sbx_lecture.bench.speed as speed
 
     monkeypatch.setattr(speed, "sbx_algorithm", lambda name: A2C)  # a stand-in for sbx.A2C: no JAX needed
-    result = speed.execute_speed(SBX_JOB, tmp_path / "speed")
+    reported: list[int] = []
+    result = speed.execute_speed(SBX_JOB, tmp_path / "speed", reported.append)
     assert result["status"] == "done", result.get("error")
+    # The progress bar counts every step the job takes: three warm-ups, then two timed runs of each contestant.
+    assert reported == sorted(reported) and reported[-1] == speed.speed_steps(SBX_JOB) == 3 * (51 + 2 * 256)
     assert result["sbx"] == "sbx.A2C" and len(result["sbx_samples"]) == 2
     assert result["ratio_vs_sbx"] == pytest.approx(result["ours_steps_per_second"] / result["sbx_steps_per_second"])
     assert "n_epochs" in result["sbx_dropped"] and "sbx_note" not in result
     assert set(result["warmup_seconds"]) == {"ppo", "a2c", "sbx.A2C"} and min(result["warmup_seconds"].values()) > 0
     row = next(line for line in speed_table([result]).splitlines() if line.startswith("| ppo | a2c |"))
     assert f"| {result['ratio_vs_sbx']:.2f} |" in row
+
+
+def test_a_stop_request_interrupts_a_speed_job_within_its_learn_call(tmp_path):
+    """A stop request reaches a speed job as it reaches a training run: through the progress report, raised from a
+    callback inside ``learn`` (a timed pair can run for an hour; waiting for its end is not stopping it)."""
+    import sbx_lecture.bench.speed as speed
+
+    job = SpeedJob("ppo", "a2c", "CartPole-v1", 20_000, 1, {"n_steps": 64, "batch_size": 64, "n_epochs": 1})
+    seen: list[int] = []
+
+    def stop_requested(steps: int) -> None:
+        seen.append(steps)
+        if steps > 0:  # the first report of a step taken: the stop request is already there
+            raise KeyboardInterrupt
+
+    folder = tmp_path / "speed"
+    result = speed.execute_speed(job, folder, stop_requested)
+    assert result["status"] == "interrupted"
+    assert 0 < seen[-1] < speed.warmup_length(job)  # stopped inside the first warm-up call, not after it
+    assert describe(result) == (
+        f"interrupted after {seen[-1]} of {speed.speed_steps(job)} steps: nothing was saved; run the command again"
+    )
+    assert not (folder / RESULT_FILE).exists()
+    with run_lock(folder):  # the lock was released
+        pass
 
 
 def test_speed_without_sbx_says_so_in_one_line_and_times_the_rest(tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ import yaml
 from sbx_lecture.bench import harness, main
 from sbx_lecture.bench.harness import LineDisplay, job_folder
 from sbx_lecture.bench.runner import ERROR_FILE, RESULT_FILE
+from sbx_lecture.bench.speed import speed_steps, warmup_length
 from sbx_lecture.bench.suites import RunJob, Selection, expand, load_suite_file
 from sbx_lecture.checkpoints import committed_bundles, newest_valid_bundle
 from sbx_lecture.runs import LOCK_FILE
@@ -270,6 +271,46 @@ def test_ctrl_c_has_the_running_runs_save_a_checkpoint(tmp_path, stop):
     out = tmp_path / "out"
     (job,) = expand(load_suite_file(suite_file), Selection())
     run_dir = job_folder(job, out)
+    bench, first = _start_bench(suite_file, out, job.label)
+    # Interrupt only once the run takes steps (an episode is in its monitor file): a fixed pause after the folder is
+    # set up can still fall into the start-up of a loaded machine.
+    deadline = time.monotonic() + 120
+    while not _episodes_logged(run_dir) and bench.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert bench.poll() is None, first + bench.communicate()[0] + _error_text(run_dir)
+    assert _episodes_logged(run_dir), "no episode finished within 120 s"
+    if stop == "ctrl-c":  # the terminal sends it to the whole process group, the local cluster included
+        os.killpg(bench.pid, signal.SIGINT)
+    else:  # `kill PID`, or a batch system ending the job: SIGTERM to the command alone
+        bench.send_signal(signal.SIGTERM)
+    rest = bench.communicate()[0]
+    assert bench.returncode == 130, f"exit status {bench.returncode}\n{first}{rest}{_error_text(run_dir)}"
+    assert not (run_dir / RESULT_FILE).exists()
+    bundle, _ = newest_valid_bundle(run_dir)
+    assert 0 < bundle.steps < 100_000  # saved at the interruption: the first periodic checkpoint is at 100,000 steps
+    assert f"{job.label}: interrupted at step {bundle.steps} (checkpoint saved; run the command again" in rest, rest
+
+
+def test_stopping_the_bench_stops_a_running_speed_pair(tmp_path):
+    """SIGTERM while a pair is being timed: the pair stops within its learn call and the command ends (it used to
+    wait for the whole timing, which has no checkpoint to save)."""
+    content = {**SUITE, "name": "stop-speed", "runs": []}
+    content["speed"] = [{**SUITE["speed"][0], "timesteps": 50_000}]  # a few minutes, were it not stopped
+    suite_file = write_suite(tmp_path, content)
+    out = tmp_path / "out"
+    (job,) = expand(load_suite_file(suite_file), Selection())
+    bench, first = _start_bench(suite_file, out, job.label)  # the first progress event: the warm-up is stepping
+    bench.send_signal(signal.SIGTERM)
+    rest = bench.communicate()[0]
+    assert bench.returncode == 130, f"exit status {bench.returncode}\n{first}{rest}"
+    stopped = re.search(rf"{re.escape(job.label)}: interrupted after (\d+) of (\d+) steps: nothing was saved", rest)
+    assert stopped is not None, rest
+    assert int(stopped[1]) < warmup_length(job) and int(stopped[2]) == speed_steps(job)  # within the first learn
+    assert not (job_folder(job, out) / RESULT_FILE).exists()
+
+
+def _start_bench(suite_file: Path, out: Path, label: str) -> tuple[subprocess.Popen[str], str]:
+    """``sbx-lecture bench SUITE --jobs 1`` in its own session, once its job has started; (process, first line)."""
     command = [
         sys.executable,
         "-c",
@@ -289,24 +330,8 @@ def test_ctrl_c_has_the_running_runs_save_a_checkpoint(tmp_path, stop):
     )
     assert bench.stdout is not None
     first = bench.stdout.readline()
-    assert f"start {job.label}" in first, first
-    # Interrupt only once the run takes steps (an episode is in its monitor file): a fixed pause after the folder is
-    # set up can still fall into the start-up of a loaded machine.
-    deadline = time.monotonic() + 120
-    while not _episodes_logged(run_dir) and bench.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert bench.poll() is None, first + bench.communicate()[0] + _error_text(run_dir)
-    assert _episodes_logged(run_dir), "no episode finished within 120 s"
-    if stop == "ctrl-c":  # the terminal sends it to the whole process group, the local cluster included
-        os.killpg(bench.pid, signal.SIGINT)
-    else:  # `kill PID`, or a batch system ending the job: SIGTERM to the command alone
-        bench.send_signal(signal.SIGTERM)
-    rest = bench.communicate()[0]
-    assert bench.returncode == 130, f"exit status {bench.returncode}\n{first}{rest}{_error_text(run_dir)}"
-    assert not (run_dir / RESULT_FILE).exists()
-    bundle, _ = newest_valid_bundle(run_dir)
-    assert 0 < bundle.steps < 100_000  # saved at the interruption: the first periodic checkpoint is at 100,000 steps
-    assert f"{job.label}: interrupted at step {bundle.steps} (checkpoint saved; run the command again" in rest, rest
+    assert f"start {label}" in first, first
+    return bench, first
 
 
 def _episodes_logged(run_dir: Path) -> bool:

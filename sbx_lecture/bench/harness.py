@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sbx_lecture.bench.runner import RESULT_FILE, execute_run, read_result
-from sbx_lecture.bench.speed import execute_speed
+from sbx_lecture.bench.speed import execute_speed, speed_steps
 from sbx_lecture.bench.suites import FigureJob, Job, RunJob, SpeedJob, SuiteError
 from sbx_lecture.runs import write_json
 
@@ -57,7 +57,7 @@ def job_folder(job: Job, out: Path) -> Path:
 def job_steps(job: Job) -> int:
     """Environment steps a job will take (for the progress bars; 0 when the budget is settled at run time)."""
     if isinstance(job, SpeedJob):
-        return job.timesteps * job.repeats * 2
+        return speed_steps(job)
     if isinstance(job, FigureJob):
         return 0
     return job.timesteps

@@ -19,11 +19,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from stable_baselines3.common.callbacks import BaseCallback
-
 from sbx_lecture.bench.suites import RunJob
 from sbx_lecture.checkpoints import interrupt_once, stop_signals_handled
-from sbx_lecture.evaluation import ProgressReport
+from sbx_lecture.evaluation import ProgressCallback, ProgressReport
 from sbx_lecture.runs import CHECKPOINT_DIR, LOCK_FILE, RunFolderError, read_run_file, run_lock, write_json
 
 RESULT_FILE = "result.json"
@@ -50,25 +48,6 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
     if not isinstance(result, dict):
         return None
     return {**result, "folder": str(run_dir)}
-
-
-class _Progress(BaseCallback):
-    """Tell the harness the step count about once a second; stop at ``stop_after`` steps (tests' interruption)."""
-
-    def __init__(self, report: ProgressReport | None, stop_after: int | None) -> None:
-        super().__init__()
-        self.report = report
-        self.stop_after = stop_after
-        self._last = 0.0
-
-    def _on_step(self) -> bool:
-        import time
-
-        now = time.monotonic()
-        if self.report is not None and now - self._last >= 1.0:
-            self._last = now
-            self.report(self.model.num_timesteps)
-        return self.stop_after is None or self.model.num_timesteps < self.stop_after
 
 
 def execute_run(
@@ -153,7 +132,7 @@ def _train(job: RunJob, run_dir: Path, report: ProgressReport | None, stop_after
         keep_checkpoints=2,
     )
     try:
-        trained = train(config, callbacks=[_Progress(report, stop_after)])
+        trained = train(config, callbacks=[ProgressCallback(report, stop_after)])
     except TrainingInterrupted as exc:
         if exc.saved_at is None:  # nothing new was saved: the message says why (and which older checkpoint is kept)
             return _interrupted(job, run_dir, f"{exc}; run the command again")

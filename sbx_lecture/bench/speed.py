@@ -23,7 +23,7 @@ from typing import Any
 
 from sbx_lecture.bench.runner import read_result
 from sbx_lecture.bench.suites import SpeedJob
-from sbx_lecture.evaluation import ProgressReport
+from sbx_lecture.evaluation import ProgressCallback, ProgressReport
 from sbx_lecture.runs import LOCK_FILE, RunFolderError, run_lock, write_json
 from sbx_lecture.zoo_config import ZooSettings, zoo_settings
 
@@ -103,23 +103,29 @@ def time_learning(
     timesteps: int,
     seed: int,
     compile_seconds: list[float] | None = None,
+    report: ProgressReport | None = None,
 ) -> float:
     """Steps per second of one ``learn(timesteps)`` call (construction and environment creation not timed).
 
     :param compile_seconds: where to append the seconds the model spent compiling its update (``compile_update``),
         when it did
+    :param report: told the call's step count about once a second; it may raise :class:`KeyboardInterrupt` to stop
+        the call (a stop request), which then propagates. Every contestant pays the same callback.
     """
     from sbx_lecture.training import build_model, make_environment
 
     env = make_environment(env_id, settings.n_envs, seed, normalize=settings.normalize, gamma=settings.gamma)
     model = build_model(algo, cls, env, settings.zoo, kwargs, seed, device="cpu")  # type: ignore[arg-type]
+    callback = ProgressCallback(report)
     start = time.perf_counter()
-    model.learn(timesteps)
+    try:
+        model.learn(timesteps, callback=callback)
+    finally:
+        env.close()
     seconds = time.perf_counter() - start
     compiling = getattr(model, "compile_seconds", None)
     if compile_seconds is not None and compiling is not None:
         compile_seconds.append(float(compiling))
-    env.close()
     return timesteps / seconds
 
 
@@ -167,6 +173,17 @@ def _sbx_installed() -> bool:
     return importlib.util.find_spec("sbx") is not None
 
 
+def warmup_length(job: SpeedJob) -> int:
+    """The steps of each contestant's untimed warm-up run."""
+    return max(job.timesteps // WARMUP_FRACTION, 1)
+
+
+def speed_steps(job: SpeedJob) -> int:
+    """Environment steps ``job`` takes: every contestant's warm-up and timed runs (SBX's when the job names it)."""
+    contestants = 3 if job.sbx else 2
+    return contestants * (warmup_length(job) + job.repeats * job.timesteps)
+
+
 def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = None) -> dict[str, Any]:
     """Measure ``job`` (or return its stored result) and write ``result.json`` into ``folder``.
 
@@ -187,15 +204,24 @@ def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = N
         "folder": str(folder),
     }
     folder.mkdir(parents=True, exist_ok=True)
+    taken = 0  # the steps the job had taken when last reported
+
+    def counted(steps: int) -> None:
+        nonlocal taken
+        taken = steps
+        if report is not None:
+            report(steps)  # raises KeyboardInterrupt when the command asked its jobs to stop
+
     try:
         with run_lock(folder):  # two benches on one folder: one times the pair, the other reports it busy
             finished = read_result(folder)
             if finished is not None:
                 return {**finished, "status": "skipped"}
-            result = {**summary, **_measure(job, report), "status": "done"}
+            result = {**summary, **_measure(job, counted), "status": "done"}
             write_json(folder / "result.json", result)
     except KeyboardInterrupt:
-        return {**summary, "status": "interrupted"}
+        detail = f"interrupted after {taken} of {speed_steps(job)} steps: nothing was saved; run the command again"
+        return {**summary, "status": "interrupted", "detail": detail}
     except RunFolderError:
         return {**summary, "status": "busy", "error": f"another process is timing it ({LOCK_FILE})"}
     except Exception as exc:
@@ -204,7 +230,7 @@ def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = N
     return result
 
 
-def _measure(job: SpeedJob, report: ProgressReport | None) -> dict[str, Any]:
+def _measure(job: SpeedJob, report: ProgressReport) -> dict[str, Any]:
     from sbx_lecture.training import resolve_algorithm
 
     ours_spec, ours_cls = resolve_algorithm(job.ours)
@@ -230,14 +256,19 @@ def _measure(job: SpeedJob, report: ProgressReport | None) -> dict[str, Any]:
         sbx_kwargs, sbx_dropped = sibling_arguments(shared, sbx_cls, str(settings.zoo.get("policy", "MlpPolicy")))
         sbx_part["sbx_dropped"] = sorted(set(sbx_dropped) | (set(job.not_shared) & set(ours_kwargs)))
         contestants.append((sbx_name, sbx_cls, sibling_settings, sbx_kwargs))
+    done = 0  # steps of the finished learn calls (warm-ups included), for the progress bar
+
+    def progress(steps: int) -> None:
+        report(done + steps)
+
     # One untimed warm-up per contestant: it pays the costs paid once per process (SBX's jit compilation, lazy
     # imports, allocator growth), reported apart as ``warmup_seconds``.
-    warmup_steps = max(job.timesteps // WARMUP_FRACTION, 1)
-    warmup_seconds = {
-        name: warmup_steps / time_learning(name, cls, these_settings, kwargs, job.env_id, warmup_steps, job.repeats)
-        for name, cls, these_settings, kwargs in contestants
-    }
-    done = 0
+    warmup_steps = warmup_length(job)
+    warmup_seconds: dict[str, float] = {}
+    for name, cls, these_settings, kwargs in contestants:
+        rate = time_learning(name, cls, these_settings, kwargs, job.env_id, warmup_steps, job.repeats, None, progress)
+        warmup_seconds[name] = warmup_steps / rate
+        done += warmup_steps
     # Our update's compilation (``compile_update``), paid by the first timed run long enough to compile: torch
     # reuses the compiled code for the next models of the process, and the median leaves that run out.
     compile_seconds: list[float] = []
@@ -249,10 +280,9 @@ def _measure(job: SpeedJob, report: ProgressReport | None) -> dict[str, Any]:
         def rate() -> float:
             nonlocal done
             seed = next(seeds)
-            value = time_learning(name, cls, these_settings, kwargs, job.env_id, job.timesteps, seed, costs)
+            value = time_learning(name, cls, these_settings, kwargs, job.env_id, job.timesteps, seed, costs, progress)
             done += job.timesteps
-            if report is not None:
-                report(done)
+            progress(0)
             return value
 
         return rate
