@@ -7,6 +7,7 @@ depend on the lecture's algorithms.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -359,6 +360,10 @@ def test_speed_times_the_sbx_sibling_in_the_same_rounds(tmp_path, monkeypatch):
     assert set(result["warmup_seconds"]) == {"ppo", "a2c", "sbx.A2C"} and min(result["warmup_seconds"].values()) > 0
     row = next(line for line in speed_table([result]).splitlines() if line.startswith("| ppo | a2c |"))
     assert f"| {result['ratio_vs_sbx']:.2f} |" in row
+    # rates measured on different days are not comparable: each row says its day
+    assert result["measured_on"] == datetime.date.today().isoformat() and f"| {result['measured_on']} |" in row
+    older = {key: value for key, value in result.items() if key != "measured_on"}  # measured before the column
+    assert "| – |" in next(line for line in speed_table([older]).splitlines() if line.startswith("| ppo | a2c |"))
 
 
 def test_a_stop_request_interrupts_a_speed_job_within_its_learn_call(tmp_path):

@@ -60,6 +60,7 @@ SPEED_COLUMNS = (
     "ours",
     "sibling",
     "env",
+    "measured_on",
     "timesteps",
     "repeats",
     "status",
@@ -270,9 +271,10 @@ def _steps(timesteps: int) -> str:
 def speed_table(results: list[dict[str, Any]]) -> str:
     """The markdown table of the speed measurements."""
     lines = [
-        "| ours | sibling | environment | overrides | ours steps/s | sibling steps/s | ratio ours/sibling "
-        "| SBX steps/s | ratio ours/SBX | env steps/s (ceiling) | ours compiling (s) | not passed to the sibling |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| ours | sibling | environment | overrides | measured on | ours steps/s | sibling steps/s "
+        "| ratio ours/sibling | SBX steps/s | ratio ours/SBX | env steps/s (ceiling) | ours compiling (s) "
+        "| not passed to the sibling |",
+        "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     notes = sorted({result["sbx_note"] for result in results if result.get("kind") == "speed" and "sbx_note" in result})
     for result in results:
@@ -281,7 +283,7 @@ def speed_table(results: list[dict[str, Any]]) -> str:
         overrides = ", ".join(f"{k}={v}" for k, v in (result.get("overrides") or {}).items()) or "–"
         if result.get("status") not in FINISHED:
             lines.append(
-                f"| {result['ours']} | {result['sibling']} | {result['env']} | {overrides} | – | – | "
+                f"| {result['ours']} | {result['sibling']} | {result['env']} | {overrides} | – | – | – | "
                 f"{result.get('status')}: {result.get('error', '')} | – | – | – | – | – |"
             )
             continue
@@ -292,8 +294,8 @@ def speed_table(results: list[dict[str, Any]]) -> str:
         compiling = "–" if result.get("compile_seconds") is None else f"{result['compile_seconds']:.1f}"
         lines.append(
             f"| {result['ours']} | {result['sibling']} | {result['env']} | {overrides} "
-            f"| {result['ours_steps_per_second']:.0f} | {result['sibling_steps_per_second']:.0f} "
-            f"| {result['ratio']:.2f} "
+            f"| {result.get('measured_on', '–')} | {result['ours_steps_per_second']:.0f} "
+            f"| {result['sibling_steps_per_second']:.0f} | {result['ratio']:.2f} "
             f"| {sbx_rate} | {sbx_ratio} | {result['env_steps_per_second']:.0f} | {compiling} | {dropped} |"
         )
     return "\n".join(lines) + "\n" + "".join(f"\n{note}.\n" for note in notes)

@@ -15,6 +15,7 @@ arguments as the SB3 sibling; without SBX the result says so in one line (``sbx_
 
 from __future__ import annotations
 
+import datetime
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -298,6 +299,7 @@ def _measure(job: SpeedJob, report: ProgressReport) -> dict[str, Any]:
             sbx=sbx_name, sbx_steps_per_second=sbx_rate, ratio_vs_sbx=ours_rate / sbx_rate, sbx_samples=rates[sbx_name]
         )
     return {
+        "measured_on": datetime.date.today().isoformat(),  # rates of different days differ: say which day
         "ours_steps_per_second": ours_rate,
         "sibling_steps_per_second": sibling_rate,
         "ratio": ours_rate / sibling_rate,
