@@ -236,6 +236,9 @@ def test_second_invocation_skips_finished_runs(tiny_run, capsys):
     suite_file, out, _ = tiny_run
     results = sorted(out.glob("runs/**/result.json")) + sorted(out.glob("speed/**/result.json"))
     assert len(results) == 5
+    # results get published: none holds this machine's path (reading one puts back the folder it was read from)
+    assert not any("folder" in json.loads(path.read_text()) for path in results)
+    assert all(read_result(path.parent)["folder"] == str(path.parent) for path in results)  # type: ignore[index]
     stamps = {path: path.stat().st_mtime_ns for path in results}
     capsys.readouterr()
     assert main([str(suite_file), "--jobs", "2", "--out", str(out), "--plain"]) == 0

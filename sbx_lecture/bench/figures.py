@@ -23,11 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from sbx_lecture.bench.runner import read_result
+from sbx_lecture.bench.runner import read_result, write_result
 from sbx_lecture.bench.speed import interleaved_samples, timed
 from sbx_lecture.bench.suites import FigureJob
 from sbx_lecture.evaluation import ProgressReport
-from sbx_lecture.runs import write_json
 
 IMAGE_FILE = "figure.png"
 MULTIGOAL_ID = "sbx_lecture/MultiGoal-v0"
@@ -48,7 +47,7 @@ def execute_figure(job: FigureJob, folder: Path, report: ProgressReport | None =
     except Exception as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         return {**summary, "status": "failed", "error": f"{type(exc).__name__}: {message}"}
-    write_json(folder / "result.json", result)
+    write_result(folder, result)
     return result
 
 

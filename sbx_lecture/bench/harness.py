@@ -26,10 +26,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sbx_lecture.bench.runner import RESULT_FILE, execute_run, read_result
+from sbx_lecture.bench.runner import RESULT_FILE, execute_run, read_result, write_result
 from sbx_lecture.bench.speed import execute_speed, speed_steps
 from sbx_lecture.bench.suites import FigureJob, Job, RunJob, SpeedJob, SuiteError
-from sbx_lecture.runs import write_json
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -431,7 +430,7 @@ def _keep(job: Job, out: Path, result: dict[str, Any]) -> None:
     """Write a finished job's ``result.json`` here unless its worker did (a worker without our filesystem)."""
     if result.get("status") != "done":
         return
-    path = job_folder(job, out) / RESULT_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, result)
+    folder = job_folder(job, out)
+    if not (folder / RESULT_FILE).exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        write_result(folder, result)

@@ -50,6 +50,12 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
     return {**result, "folder": str(run_dir)}
 
 
+def write_result(folder: Path, result: dict[str, Any]) -> None:
+    """Write a finished job's ``result.json`` into ``folder``, atomically and without its ``folder``: that path is
+    this machine's (:func:`read_result` puts the folder it reads from back), and results get published."""
+    write_json(folder / RESULT_FILE, {key: value for key, value in result.items() if key != "folder"})
+
+
 def execute_run(
     job: RunJob, run_dir: Path, report: ProgressReport | None = None, stop_after: int | None = None
 ) -> dict[str, Any]:
@@ -156,7 +162,7 @@ def _train(job: RunJob, run_dir: Path, report: ProgressReport | None, stop_after
         "hyperparams": run["hyperparams"],
         "curve": [list(point) for point in trained.evaluations],
     }
-    write_json(run_dir / RESULT_FILE, result)
+    write_result(run_dir, result)
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
     return result

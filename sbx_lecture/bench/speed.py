@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sbx_lecture.bench.runner import read_result
+from sbx_lecture.bench.runner import read_result, write_result
 from sbx_lecture.bench.suites import SpeedJob
 from sbx_lecture.evaluation import ProgressCallback, ProgressReport
-from sbx_lecture.runs import LOCK_FILE, RunFolderError, run_lock, write_json
+from sbx_lecture.runs import LOCK_FILE, RunFolderError, run_lock
 from sbx_lecture.zoo_config import ZooSettings, zoo_settings
 
 #: Off-policy algorithms start learning after at most this fraction of the timed steps (else only the env is timed).
@@ -219,7 +219,7 @@ def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = N
             if finished is not None:
                 return {**finished, "status": "skipped"}
             result = {**summary, **_measure(job, counted), "status": "done"}
-            write_json(folder / "result.json", result)
+            write_result(folder, result)
     except KeyboardInterrupt:
         detail = f"interrupted after {taken} of {speed_steps(job)} steps: nothing was saved; run the command again"
         return {**summary, "status": "interrupted", "detail": detail}
