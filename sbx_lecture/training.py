@@ -547,6 +547,8 @@ def _start(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], r
         vec_env=config.vec_env,
         env_kwargs=zoo.get("env_kwargs"),
     )
+    # recorded before construction: SB3 adds its own keys to the policy_kwargs it is given (use_sde, n_critics)
+    hyperparams = {key: to_json_value(value) for key, value in {**zoo, **kwargs}.items()}
     model = build_model(spec.name, cls, env, zoo, kwargs, config.seed, config.device, config.verbose)
     run = {
         "algo": spec.name,
@@ -557,7 +559,8 @@ def _start(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], r
         "timesteps": target,
         "plugin": spec.origin,
         "hyperparams_source": settings.source,
-        "hyperparams": {key: to_json_value(value) for key, value in {**zoo, **kwargs}.items()},
+        "hyperparams": hyperparams,
+        "settings_digest": settings.digest,
         "segments": [{"start": 0, "monitor": monitor.folder, "progress": progress}],
     }
     write_run_file(run_dir, run)

@@ -14,7 +14,9 @@ Every run records the file and section it used (:attr:`ZooSettings.source`).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import re
 import warnings
 from collections.abc import Mapping
@@ -57,6 +59,12 @@ class ZooSettings:
     zoo: dict[str, Any]
     kwargs: dict[str, Any]
     source: str
+
+    @property
+    def digest(self) -> str:
+        """Eight hex digits that identify what a run trains with: the entry and the overrides as written, the budget
+        (``n_timesteps``) left out, since a benchmark run's folder names its budget."""
+        return settings_digest({key: value for key, value in self.raw.items() if key != "n_timesteps"})
 
     @property
     def n_envs(self) -> int:
@@ -224,6 +232,12 @@ def _check_zoo_keys(zoo: dict[str, Any]) -> None:
         if key in zoo and not isinstance(zoo[key], str):
             example = "MlpPolicy" if key == "policy" else "normal"
             raise InvalidValueError(f"{key} must be a name such as {example}, got {zoo[key]!r}")
+
+
+def settings_digest(values: Mapping[str, Any]) -> str:
+    """Eight hex digits that identify a set of hyperparameters (by the ``repr`` of each value)."""
+    text = json.dumps({key: repr(value) for key, value in sorted(values.items())}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def zoo_settings(

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from sbx_lecture.bench import main, report_folder
-from sbx_lecture.bench.harness import _request_stop, _work, describe, job_folder
+from sbx_lecture.bench.harness import _request_stop, _work, describe, job_folder, run_jobs, stored_result
 from sbx_lecture.bench.published import published_for, same_task
 from sbx_lecture.bench.report import failures, markdown_report, speed_table
 from sbx_lecture.bench.runner import ERROR_FILE, LOCK_FILE, RESULT_FILE, execute_run, read_result
@@ -305,6 +305,48 @@ def test_a_failing_run_is_reported_and_not_marked_finished(tmp_path):
     assert failures([result]) == [f"- a2c on CartPole-v1 seed 0: failed {result['error']}"]
 
 
+def test_results_made_with_other_settings_are_stale_not_reused(tmp_path, monkeypatch, capsys):
+    """Editing a zoo entry after a bench does not pass the old results (or checkpoints) off as the new settings'."""
+    import sbx_lecture.zoo_config as zoo_config
+
+    job = RunJob("a2c", "CartPole-v1", 1_000, 0)
+    run_dir = job_folder(job, tmp_path)
+    finished = execute_run(job, run_dir)
+    assert finished["status"] == "done" and stored_result(job, tmp_path)["status"] == "done"  # type: ignore[index]
+    written = (run_dir / RESULT_FILE).stat().st_mtime_ns
+    entry_then = zoo_config.zoo_entry
+
+    def edited(algo: str, env_id: str, conf_file: Path | None = None) -> tuple[dict[str, object], str]:
+        entry, source = entry_then(algo, env_id, conf_file)
+        return {**entry, "n_timesteps": 12_345, **changes}, source
+
+    monkeypatch.setattr(zoo_config, "zoo_entry", edited)
+    changes: dict[str, object] = {}  # only the budget, which the run's folder names: still the same run
+    assert stored_result(job, tmp_path)["status"] == "done"  # type: ignore[index]
+
+    changes["ent_coef"] = 0.01  # a setting the run was not trained with
+    stale = stored_result(job, tmp_path)
+    assert stale is not None and stale["status"] == "stale"
+    assert describe(stale) == (
+        f"stale: made with other settings than {finished['settings_source']} gives now: move its folder away to "
+        "run it again"
+    )
+    (result,) = run_jobs([job], tmp_path, live=False)  # neither trained again nor reported as finished
+    assert result["status"] == "stale" and (run_dir / RESULT_FILE).stat().st_mtime_ns == written
+    assert f"a2c CartPole-v1 seed 0: {describe(stale)} ({run_dir})" in capsys.readouterr().out
+    assert failures([result]) == [f"- a2c on CartPole-v1 seed 0: stale {stale['error']}"]
+
+    # a run that was started (checkpoints, no result yet) is not continued under the new settings either
+    (run_dir / RESULT_FILE).unlink()
+    started = execute_run(job, run_dir)
+    assert started["status"] == "stale" and started["error"].startswith("started with other settings: made with")
+    assert not (run_dir / RESULT_FILE).exists()
+
+    del finished["settings_digest"]  # results written before digests were recorded are trusted
+    (run_dir / RESULT_FILE).write_text(json.dumps(finished))
+    assert stored_result(job, tmp_path)["status"] == "done"  # type: ignore[index]
+
+
 def test_a_run_that_another_process_trains_is_left_alone(tmp_path):
     job = RunJob("a2c", "CartPole-v1", 1_000, 0)
     run_dir = job_folder(job, tmp_path)
@@ -361,6 +403,7 @@ def test_speed_times_the_sbx_sibling_in_the_same_rounds(tmp_path, monkeypatch):
     assert result["ratio_vs_sbx"] == pytest.approx(result["ours_steps_per_second"] / result["sbx_steps_per_second"])
     assert "n_epochs" in result["sbx_dropped"] and "sbx_note" not in result
     assert set(result["warmup_seconds"]) == {"ppo", "a2c", "sbx.A2C"} and min(result["warmup_seconds"].values()) > 0
+    assert result["settings_digest"] == zoo_settings("ppo", "CartPole-v1", SBX_JOB.hyperparams).digest
     row = next(line for line in speed_table([result]).splitlines() if line.startswith("| ppo | a2c |"))
     assert f"| {result['ratio_vs_sbx']:.2f} |" in row
     # rates measured on different days are not comparable: each row says its day

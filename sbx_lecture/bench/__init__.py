@@ -105,7 +105,8 @@ def _dry_run(jobs: list[Job], out: Path) -> None:
 
     total = 0
     for job in jobs:
-        state = "finished" if stored_result(job, out) is not None else "to run"
+        stored = stored_result(job, out)
+        state = "to run" if stored is None else "stale" if stored["status"] == "stale" else "finished"
         print(f"{state:<9} {job.label:<48} {job_steps(job):>10} steps  {job_folder(job, out)}")
         total += job_steps(job) if state == "to run" else 0
     print(f"{len(jobs)} jobs, {total:,} environment steps still to run")

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sbx_lecture.bench.runner import RESULT_FILE, execute_run, read_result, write_result
+from sbx_lecture.bench.runner import RESULT_FILE, changed_settings, execute_run, read_result, write_result
 from sbx_lecture.bench.speed import execute_speed, speed_steps
 from sbx_lecture.bench.suites import FigureJob, Job, RunJob, SpeedJob, SuiteError
 
@@ -63,8 +63,14 @@ def job_steps(job: Job) -> int:
 
 
 def stored_result(job: Job, out: Path) -> dict[str, Any] | None:
-    """The result of a finished job, or ``None``."""
-    return read_result(job_folder(job, out))
+    """The result of a finished job, or ``None``; status ``"stale"`` when the job's zoo entry now gives other
+    settings than those it was made with (:func:`.runner.changed_settings`)."""
+    result = read_result(job_folder(job, out))
+    if result is None or isinstance(job, FigureJob):
+        return result
+    algo = job.algo if isinstance(job, RunJob) else job.ours
+    stale = changed_settings(result, algo, job.env_id, dict(job.hyperparams))
+    return result if stale is None else {**result, "status": "stale", "error": stale}
 
 
 def execute(job: Job, out: Path, report: Any = None) -> dict[str, Any]:
@@ -106,6 +112,8 @@ def describe(result: dict[str, Any]) -> str:
         return result.get("detail", "interrupted: nothing was saved; run the command again")
     if result.get("kind") == "figure":
         return f"{status}: {result.get('summary', '')}"
+    if status == "stale":
+        return f"stale: {result.get('error', '')}"
     if status == "busy":
         return "busy: another bench is running it; run the command again when it has finished"
     if result.get("kind") == "speed":
@@ -324,11 +332,14 @@ def run_jobs(
         if stored is None:
             pending.append(index)
         else:
-            results[index] = {**stored, "status": "skipped"}
+            results[index] = stored if stored["status"] == "stale" else {**stored, "status": "skipped"}
     display = display or make_display(len(pending), live)
-    skipped = len(jobs) - len(pending)
+    skipped = sum(result is not None and result["status"] == "skipped" for result in results)
     if skipped:
         display.message(f"{skipped} of {len(jobs)} jobs already finished in {out}: skipped")
+    for job, result in zip(jobs, results, strict=True):
+        if result is not None and result["status"] == "stale":
+            display.message(f"{job.label}: {describe(result)} ({job_folder(job, out)})")
     try:
         if pending and client is not None:
             _run_pending(client, jobs, pending, results, out, threads, display)

@@ -22,7 +22,7 @@ from typing import Any
 from sbx_lecture.bench.suites import RunJob
 from sbx_lecture.checkpoints import interrupt_once, stop_signals_handled
 from sbx_lecture.evaluation import ProgressCallback, ProgressReport
-from sbx_lecture.runs import CHECKPOINT_DIR, LOCK_FILE, RunFolderError, read_run_file, run_lock, write_json
+from sbx_lecture.runs import CHECKPOINT_DIR, LOCK_FILE, RUN_FILE, RunFolderError, read_run_file, run_lock, write_json
 
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
@@ -48,6 +48,22 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
     if not isinstance(result, dict):
         return None
     return {**result, "folder": str(run_dir)}
+
+
+def changed_settings(recorded: dict[str, Any], algo: str, env_id: str, hyperparams: dict[str, Any]) -> str | None:
+    """Why a job's stored result (or started run) no longer stands for it, or ``None`` when it still does.
+
+    It does not once ``algo``'s zoo entry for ``env_id`` with the job's ``hyperparams`` gives other settings than
+    the ones ``recorded`` was trained or timed with (its ``settings_digest``; records without one are trusted).
+    Nothing is trained or deleted in its place: the user moves the folder away, or restores the entry.
+    """
+    from sbx_lecture.zoo_config import zoo_settings
+
+    digest = recorded.get("settings_digest")
+    if digest is None or digest == zoo_settings(algo, env_id, hyperparams).digest:
+        return None
+    source = recorded.get("settings_source") or recorded.get("hyperparams_source") or "its zoo entry"
+    return f"made with other settings than {source} gives now: move its folder away to run it again"
 
 
 def write_result(folder: Path, result: dict[str, Any]) -> None:
@@ -79,6 +95,10 @@ def execute_run(
             finished = read_result(run_dir)
             if finished is not None:  # finished by another process since the first look
                 return {**finished, "status": "skipped"}
+            started = read_run_file(run_dir) if (run_dir / RUN_FILE).exists() else {}
+            stale = changed_settings(started, job.algo, job.env_id, dict(job.hyperparams))
+            if stale is not None:  # its checkpoints would continue the old settings
+                return {**_summary(job, run_dir, "stale"), "error": f"started with other settings: {stale}"}
             return _train(job, run_dir, report, stop_after)
     except KeyboardInterrupt:
         return _interrupted(job, run_dir, "interrupted before training: nothing was saved; run the command again")
@@ -159,6 +179,7 @@ def _train(job: RunJob, run_dir: Path, report: ProgressReport | None, stop_after
         "resumed_from": [int(segment["start"]) for segment in segments[1:]],
         "n_envs": run["n_envs"],
         "settings_source": run.get("hyperparams_source", ""),
+        "settings_digest": run.get("settings_digest"),
         "hyperparams": run["hyperparams"],
         "curve": [list(point) for point in trained.evaluations],
     }

@@ -312,6 +312,7 @@ def _measure(job: SpeedJob, report: ProgressReport) -> dict[str, Any]:
         "compile_seconds": max(compile_seconds) if compile_seconds else None,
         "n_envs": settings.n_envs,
         "settings_source": settings.source,
+        "settings_digest": settings.digest,
         "dropped_for_sibling": dropped,
         "hyperparams": {key: repr(value) for key, value in settings.raw.items()},
     }

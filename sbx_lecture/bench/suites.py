@@ -9,12 +9,13 @@ only overrides what a comparison needs. Suites can also be read from a YAML or J
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+from sbx_lecture.zoo_config import settings_digest
 
 #: Family of each algorithm: the learning-curve plots put one family's algorithms side by side.
 FAMILIES: dict[str, str] = {
@@ -226,12 +227,6 @@ class FigureJob:
 
 
 Job = RunJob | SpeedJob | FigureJob
-
-
-def settings_digest(values: dict[str, Any]) -> str:
-    """Eight hex digits that identify a set of hyperparameter overrides."""
-    text = json.dumps({key: repr(value) for key, value in sorted(values.items())}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _grid(algos: tuple[str, ...], envs: tuple[str, ...], timesteps: int) -> list[Entry]:
