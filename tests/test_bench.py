@@ -244,6 +244,8 @@ def test_second_invocation_skips_finished_runs(tiny_run, capsys):
     assert main([str(suite_file), "--jobs", "2", "--out", str(out), "--plain"]) == 0
     assert "5 of 5 jobs already finished" in capsys.readouterr().out
     assert {path: path.stat().st_mtime_ns for path in results} == stamps
+    table = (report_folder(out, get_suite(str(suite_file)), Selection()) / "results.csv").read_text()
+    assert ",done," in table and ",skipped," not in table  # the report says done, whichever command finished it
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sbx_lecture.bench.suites import SUITES, Job, Selection, Suite, SuiteError, expand, get_suite
+from sbx_lecture.bench.suites import FINISHED, SUITES, Job, Selection, Suite, SuiteError, expand, get_suite
 
 DEFAULT_SUITE = "classic"
 DEFAULT_OUT = Path("bench_results")
@@ -154,8 +154,8 @@ def run_suite(
     for job in expand(suite, Selection(selection.seeds, selection.timesteps_scale), zoo_budget):
         folder = job_folder(job, out)
         result = fresh[folder] if folder in fresh else stored_result(job, out)
-        if result is not None:
-            reported.append(result)
+        if result is not None:  # a result read from its folder is done, whichever command finished it
+            reported.append({**result, "status": "done"} if result["status"] == "skipped" else result)
     return results, write_report(suite, selection, reported, out, plots, reps)
 
 
@@ -224,7 +224,7 @@ def _copy_figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
     suite holds the figure more than once), beside the suite's other plots."""
     import shutil
 
-    figures = [r for r in results if r.get("kind") == "figure" and r.get("status") in ("done", "skipped")]
+    figures = [r for r in results if r.get("kind") == "figure" and r.get("status") in FINISHED]
     names = [r["name"] for r in figures]
     copies = []
     for result in figures:
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         print("sbx-lecture bench: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     print(f"report: {report}")
-    unfinished = [r for r in results if r.get("status") not in ("done", "skipped")]
+    unfinished = [r for r in results if r.get("status") not in FINISHED]
     if unfinished:
         print(f"{len(unfinished)} of {len(results)} jobs did not finish (see the report)", file=sys.stderr)
         return 1

@@ -20,10 +20,8 @@ from sbx_lecture.bench.stats import (
     curve_matrix,
     performance_profiles,
 )
-from sbx_lecture.bench.suites import FAMILIES, SIBLINGS, family_of
+from sbx_lecture.bench.suites import FAMILIES, FINISHED, SIBLINGS, family_of
 from sbx_lecture.runs import atomic_write
-
-FINISHED = ("done", "skipped")
 
 
 def _pyplot() -> Any:

@@ -36,6 +36,7 @@ from sbx_lecture.bench.stats import (
     per_environment,
     score_matrices,
 )
+from sbx_lecture.bench.suites import FINISHED
 from sbx_lecture.bench.zoo_logs import ZOO_LOGS
 from sbx_lecture.runs import write_text
 
@@ -79,7 +80,6 @@ SPEED_COLUMNS = (
     "sbx_note",
     "error",
 )
-FINISHED = ("done", "skipped")
 
 
 def _csv_text(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:

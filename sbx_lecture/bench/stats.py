@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 
 from sbx_lecture.bench.baselines import Reference
-from sbx_lecture.bench.suites import SIBLINGS, SuiteError
+from sbx_lecture.bench.suites import FINISHED, SIBLINGS, SuiteError
 
-FINISHED = ("done", "skipped")
 #: Bootstrap replications of a report (``--bootstrap-reps``).
 DEFAULT_REPS = 2000
 CONFIDENCE = 0.95

@@ -227,6 +227,8 @@ class FigureJob:
 
 
 Job = RunJob | SpeedJob | FigureJob
+#: The statuses of a job with a result: finished by this command, or by an earlier one.
+FINISHED = ("done", "skipped")
 
 
 def _grid(algos: tuple[str, ...], envs: tuple[str, ...], timesteps: int) -> list[Entry]:
