@@ -549,6 +549,7 @@ def _start(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], r
     )
     # recorded before construction: SB3 adds its own keys to the policy_kwargs it is given (use_sde, n_critics)
     hyperparams = {key: to_json_value(value) for key, value in {**zoo, **kwargs}.items()}
+    digest = settings.digest
     model = build_model(spec.name, cls, env, zoo, kwargs, config.seed, config.device, config.verbose)
     run = {
         "algo": spec.name,
@@ -560,7 +561,7 @@ def _start(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], r
         "plugin": spec.origin,
         "hyperparams_source": settings.source,
         "hyperparams": hyperparams,
-        "settings_digest": settings.digest,
+        "settings_digest": digest,
         "segments": [{"start": 0, "monitor": monitor.folder, "progress": progress}],
     }
     write_run_file(run_dir, run)

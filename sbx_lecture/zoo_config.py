@@ -14,6 +14,7 @@ Every run records the file and section it used (:attr:`ZooSettings.source`).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import json
@@ -208,6 +209,8 @@ def split_hyperparams(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str,
     for key, value in raw.items():
         if isinstance(value, str) and key not in TEXT_KEYS:
             value = parse_value(value)
+        else:  # a copy: SB3 adds its own keys to the policy_kwargs it is given, and ``raw`` is the record
+            value = copy.deepcopy(value)
         if key in ZOO_KEYS:
             zoo[key] = value
         elif key in ZOO_ONLY_KEYS:

@@ -344,8 +344,27 @@ def test_results_made_with_other_settings_are_stale_not_reused(tmp_path, monkeyp
     assert started["status"] == "stale" and started["error"].startswith("started with other settings: made with")
     assert not (run_dir / RESULT_FILE).exists()
 
+    def unreadable(algo: str, env_id: str, conf_file: Path | None = None) -> tuple[dict[str, object], str]:
+        raise zoo_config.ZooConfigError("the hyperparameter file is not valid YAML")
+
+    monkeypatch.setattr(zoo_config, "zoo_entry", unreadable)  # a broken file now: the record is not judged by it
+    (run_dir / RESULT_FILE).write_text(json.dumps(finished))
+    assert stored_result(job, tmp_path)["status"] == "done"  # type: ignore[index]
+    monkeypatch.setattr(zoo_config, "zoo_entry", edited)
+
     del finished["settings_digest"]  # results written before digests were recorded are trusted
     (run_dir / RESULT_FILE).write_text(json.dumps(finished))
+    assert stored_result(job, tmp_path)["status"] == "done"  # type: ignore[index]
+
+
+def test_a_run_whose_algorithm_adds_to_its_policy_kwargs_is_not_stale(tmp_path):
+    """SB3 writes its own keys (``use_sde``) into the policy_kwargs it is given: the record stays the settings'."""
+    job = RunJob("sac", "Pendulum-v1", 200, 0, {"policy_kwargs": {"net_arch": [8]}, "learning_starts": 100})
+    result = execute_run(job, job_folder(job, tmp_path))
+    assert result["status"] == "done", result.get("error")
+    assert result["hyperparams"]["policy_kwargs"] == {"net_arch": [8]} and job.hyperparams["policy_kwargs"] == {
+        "net_arch": [8]
+    }
     assert stored_result(job, tmp_path)["status"] == "done"  # type: ignore[index]
 
 

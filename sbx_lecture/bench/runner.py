@@ -60,7 +60,12 @@ def changed_settings(recorded: dict[str, Any], algo: str, env_id: str, hyperpara
     from sbx_lecture.zoo_config import zoo_settings
 
     digest = recorded.get("settings_digest")
-    if digest is None or digest == zoo_settings(algo, env_id, hyperparams).digest:
+    if digest is None:
+        return None
+    try:
+        if digest == zoo_settings(algo, env_id, hyperparams).digest:
+            return None
+    except ValueError:  # the entry cannot be read now: training says why; what was made with it stands
         return None
     source = recorded.get("settings_source") or recorded.get("hyperparams_source") or "its zoo entry"
     return f"made with other settings than {source} gives now: move its folder away to run it again"
