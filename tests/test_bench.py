@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from sbx_lecture.bench import main, report_folder
-from sbx_lecture.bench.harness import _request_stop, _work, describe, job_folder, run_jobs, stored_result
+from sbx_lecture.bench.harness import STOP_EVENT, _work, describe, job_folder, run_jobs, stored_result
 from sbx_lecture.bench.published import published_for, same_task
 from sbx_lecture.bench.report import failures, markdown_report, speed_table
 from sbx_lecture.bench.runner import ERROR_FILE, LOCK_FILE, RESULT_FILE, execute_run, read_result
@@ -279,8 +279,12 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
 
 def test_an_interrupted_line_claims_a_checkpoint_only_where_one_was_saved(tmp_path, monkeypatch):
     job = RunJob("a2c", "CartPole-v1", 1_000, 0)
-    _request_stop("ctrl-c")  # the client's stop request reached the worker before the job started
-    queued = _work(job, tmp_path, 1, "progress", "ctrl-c")
+    from distributed import Client, Event
+
+    # the command's stop event was set before the job started (an in-process cluster: no sockets, no processes)
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        Event(STOP_EVENT + "ctrl-c", client=client).set()
+        queued = client.submit(_work, job, tmp_path, 1, "progress", "ctrl-c").result()
     assert describe(queued) == "not started (interrupted); run the command again"
     assert not job_folder(job, tmp_path).exists()
 

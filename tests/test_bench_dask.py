@@ -139,6 +139,46 @@ def test_a_killed_worker_does_not_stop_the_suite(killed_run):
         assert (job_folder(job, out) / RESULT_FILE).exists()
 
 
+class InterruptingDisplay(LineDisplay):
+    """Kills the worker of the first job to take a step, then raises KeyboardInterrupt as Ctrl-C in the command
+    would: the job is run again on the nanny's new worker while the command waits for its jobs to stop."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__(total)
+        self.killed = False
+
+    def advanced(self, key: str, steps: int) -> None:
+        if self.killed or steps == 0:
+            return
+        for child in psutil.Process().children(recursive=True):  # the worker holding the run's lock
+            if any(Path(file.path) == Path(key) / LOCK_FILE for file in child.open_files()):
+                os.kill(child.pid, signal.SIGKILL)
+                self.killed = True
+                raise KeyboardInterrupt
+
+
+def test_a_job_run_again_after_ctrl_c_sees_the_stop_request(tmp_path, capsys):
+    """The stop request is held by the scheduler: a worker started after Ctrl-C (the nanny replacing a dead one)
+    does not train the job to its end while the command waits."""
+    content = {**SUITE, "name": "stop-retried", "speed": [], "runs": [{**SUITE["runs"][0], "timesteps": 20_000}]}
+    suite_file = write_suite(tmp_path, content)
+    out = tmp_path / "out"
+    (job,) = expand(load_suite_file(suite_file), Selection())
+    displays: list[InterruptingDisplay] = []
+
+    def make_display(total: int, live: bool | None = None) -> InterruptingDisplay:
+        displays.append(InterruptingDisplay(total))
+        return displays[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(harness, "make_display", make_display)
+        status = main([str(suite_file), "--jobs", "1", "--out", str(out), "--plain", "--no-plots"])
+    text = capsys.readouterr().out
+    assert displays[0].killed and status == 130, text
+    assert f"{job.label}: not started (interrupted); run the command again" in text, text
+    assert not (job_folder(job, out) / RESULT_FILE).exists()
+
+
 def test_the_local_cluster_listens_on_loopback_only(killed_run):
     display, _, _ = killed_run
     assert len(display.workers) == 2  # the two worker processes were up, and listening, when the sockets were read

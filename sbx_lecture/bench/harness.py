@@ -9,7 +9,8 @@ continues from the run's newest checkpoint bundle. Workers send their step count
 to this process, which writes the ``result.json`` a worker without our filesystem could not.
 
 Ctrl-C asks the running jobs to save a checkpoint and stop (a second Ctrl-C stops waiting for them); the same
-command then resumes them. A worker process that is ended instead loses the steps since its last checkpoint.
+command then resumes them. The request is an event held by the scheduler, so a job that Dask runs again on another
+worker afterwards stops too. A worker process that is ended instead loses the steps since its last checkpoint.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ LOOPBACK = "127.0.0.1"
 WORKER_OUT_ENV = "SBX_LECTURE_BENCH_WORKER_OUT"
 #: Seconds to wait for a scheduler given with ``--scheduler``.
 CONNECT_TIMEOUT = 30
-#: The submissions (tokens) whose jobs are to stop (Ctrl-C in their command), in a worker process.
-_stop_requested: set[str] = set()
+#: Prefix of the Dask event, held by the scheduler, that Ctrl-C in a command sets to stop its jobs (one per command,
+#: named by its token): a task run again on a new worker after a death still sees it.
+STOP_EVENT = "sbx-lecture-stop-"
 
 
 def job_folder(job: Job, out: Path) -> Path:
@@ -202,7 +204,7 @@ SINGLE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_paralleli
 
 def _ignore_interrupt() -> Any:
     """A Dask worker plugin: local workers ignore Ctrl-C, which the terminal sends to them too; the command stops
-    their jobs instead (:func:`_request_stop`)."""
+    their jobs instead (the event :data:`STOP_EVENT`)."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class IgnoreInterrupt(WorkerPlugin):
@@ -212,12 +214,6 @@ def _ignore_interrupt() -> Any:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     return IgnoreInterrupt()
-
-
-def _request_stop(token: str) -> None:
-    """Run on every worker by Ctrl-C in the client: the jobs of its submission ``token`` save a checkpoint and stop
-    (on a shared cluster, other commands' jobs go on)."""
-    _stop_requested.add(token)
 
 
 def _stopped(job: Job, status: str = "interrupted") -> dict[str, Any]:
@@ -233,11 +229,12 @@ def _stopped(job: Job, status: str = "interrupted") -> dict[str, Any]:
 
 
 def _work(job: Job, out: Path, threads: int, topic: str, token: str) -> dict[str, Any]:
-    """One job, in a worker: its step counts go to ``topic``; a stop request from the client interrupts it."""
+    """One job, in a worker: its step counts go to ``topic``; the command's stop event interrupts it."""
     import torch as th
-    from distributed import get_worker
+    from distributed import Event, get_worker
 
-    if token in _stop_requested:  # queued before Ctrl-C
+    stop = Event(STOP_EVENT + token)
+    if stop.is_set():  # queued before Ctrl-C
         return {**_stopped(job), "detail": "not started (interrupted); run the command again"}
     th.set_num_threads(threads)
     if threads == 1:  # JAX (SBX, the speed suite's optional sibling) reads its thread settings when first imported
@@ -246,9 +243,9 @@ def _work(job: Job, out: Path, threads: int, topic: str, token: str) -> dict[str
     key = str(job_folder(job, out))  # the command's name for the job
     here = Path(os.environ.get(WORKER_OUT_ENV) or out)
 
-    def report(steps: int) -> None:
+    def report(steps: int) -> None:  # about once a second
         worker.log_event(topic, [key, int(steps)])
-        if token in _stop_requested:
+        if stop.is_set():
             raise KeyboardInterrupt  # the runner saves a checkpoint and returns "interrupted"
 
     report(0)
@@ -360,6 +357,8 @@ def _run_pending(
     threads: int,
     display: Display,
 ) -> None:
+    from distributed import Event
+
     token = uuid.uuid4().hex[:8]
     topic = f"sbx-lecture-bench-{token}"
     events: collections.deque[Any] = collections.deque()
@@ -378,7 +377,7 @@ def _run_pending(
         display.message("interrupted: running training runs save a checkpoint; run the same command again to resume")
         try:
             with contextlib.suppress(Exception):
-                client.run(_request_stop, token)
+                Event(STOP_EVENT + token, client=client).set()
             _wait_for(client, futures, jobs, results, out, events, display, started)
         except KeyboardInterrupt:
             display.message("stopped waiting: the running jobs lose the steps since their last checkpoint")
