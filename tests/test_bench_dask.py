@@ -104,19 +104,24 @@ class KillingDisplay(LineDisplay):
 def killed_run(tmp_path_factory):
     """The suite through ``sbx-lecture bench --jobs 2``, one worker killed mid-run; (display, output, status)."""
     folder = tmp_path_factory.mktemp("dask")
-    suite_file = write_suite(folder, SUITE)
     out = folder / "out"
-    displays: list[KillingDisplay] = []
+    display, status = bench_with(KillingDisplay, write_suite(folder, SUITE), out, jobs=2)
+    return display, out, status
 
-    def make_display(total: int, live: bool | None = None) -> KillingDisplay:
-        displays.append(KillingDisplay(total))
+
+def bench_with(display_class: type[LineDisplay], suite_file: Path, out: Path, jobs: int) -> tuple[Any, int]:
+    """``sbx-lecture bench SUITE --jobs N`` in this process, shown through ``display_class``; (display, status)."""
+    displays: list[LineDisplay] = []
+
+    def make_display(total: int, live: bool | None = None) -> LineDisplay:
+        displays.append(display_class(total))
         return displays[-1]
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(harness, "make_display", make_display)
-        status = main([str(suite_file), "--jobs", "2", "--out", str(out), "--plain", "--no-plots"])
+        status = main([str(suite_file), "--jobs", str(jobs), "--out", str(out), "--plain", "--no-plots"])
     (display,) = displays
-    return display, out, status
+    return display, status
 
 
 def test_a_killed_worker_does_not_stop_the_suite(killed_run):
@@ -164,17 +169,9 @@ def test_a_job_run_again_after_ctrl_c_sees_the_stop_request(tmp_path, capsys):
     suite_file = write_suite(tmp_path, content)
     out = tmp_path / "out"
     (job,) = expand(load_suite_file(suite_file), Selection())
-    displays: list[InterruptingDisplay] = []
-
-    def make_display(total: int, live: bool | None = None) -> InterruptingDisplay:
-        displays.append(InterruptingDisplay(total))
-        return displays[-1]
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(harness, "make_display", make_display)
-        status = main([str(suite_file), "--jobs", "1", "--out", str(out), "--plain", "--no-plots"])
+    display, status = bench_with(InterruptingDisplay, suite_file, out, jobs=1)
     text = capsys.readouterr().out
-    assert displays[0].killed and status == 130, text
+    assert display.killed and status == 130, text
     assert f"{job.label}: not started (interrupted); run the command again" in text, text
     assert not (job_folder(job, out) / RESULT_FILE).exists()
 
