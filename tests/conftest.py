@@ -1,6 +1,7 @@
-"""Test-wide settings: one torch thread per process (CI has two cores), headless plotting."""
+"""Test-wide settings: one torch thread per process (CI has two cores), headless plotting, Ctrl-C as on a terminal."""
 
 import os
+import signal
 
 import matplotlib
 import torch as th
@@ -8,6 +9,10 @@ import torch as th
 os.environ.setdefault("MPLBACKEND", "Agg")
 matplotlib.use("Agg")
 th.set_num_threads(1)
+# A shell that starts the tests in the background (`&`, nohup) leaves SIGINT ignored, and every process they start
+# would inherit that: the tests that press Ctrl-C in a command would find it deaf. Python's own handler instead.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 import importlib  # noqa: E402
