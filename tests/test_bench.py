@@ -7,6 +7,7 @@ depend on the lecture's algorithms.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -18,7 +19,7 @@ import pytest
 import yaml
 
 from sbx_lecture.bench import main, report_folder
-from sbx_lecture.bench.harness import STOP_EVENT, _work, describe, job_folder, run_jobs, stored_result
+from sbx_lecture.bench.harness import STOP_EVENT, _work, describe, job_folder, run_again, run_jobs, stored_result
 from sbx_lecture.bench.published import published_for, same_task
 from sbx_lecture.bench.report import failures, markdown_report, speed_table
 from sbx_lecture.bench.runner import ERROR_FILE, LOCK_FILE, RESULT_FILE, execute_run, read_result
@@ -475,6 +476,37 @@ def test_speed_without_sbx_says_so_in_one_line_and_times_the_rest(tmp_path, monk
     report = markdown_report("speed", "a pair", [result], [chart], tmp_path)
     assert "![speed_steps_per_second](speed_steps_per_second.png)" in report
     assert "Evaluation curves" not in report  # a report without runs has no curves to describe
+
+
+def test_a_pair_timed_before_sbx_was_installed_is_timed_again_once_it_is(tmp_path, monkeypatch, capsys):
+    from stable_baselines3 import A2C
+
+    import sbx_lecture.bench.speed as speed
+    from sbx_lecture.bench import _dry_run
+
+    monkeypatch.setattr(speed, "sbx_algorithm", lambda name: None)
+    monkeypatch.setattr(speed, "_sbx_installed", lambda: False)
+    folder = job_folder(SBX_JOB, tmp_path)
+    first = speed.execute_speed(SBX_JOB, folder)
+    assert first["status"] == "done" and first["sbx_note"] == speed.SBX_NOT_INSTALLED
+    stored = stored_result(SBX_JOB, tmp_path)
+    assert stored is not None and not run_again(SBX_JOB, stored)
+    assert speed.execute_speed(SBX_JOB, folder)["status"] == "skipped"
+
+    monkeypatch.setattr(speed, "sbx_algorithm", lambda name: A2C)  # now "installed": a stand-in for sbx.A2C
+    monkeypatch.setattr(speed, "_sbx_installed", lambda: True)
+    stored = stored_result(SBX_JOB, tmp_path)
+    assert stored is not None and run_again(SBX_JOB, stored)  # the client submits it again...
+    _dry_run([SBX_JOB], tmp_path)
+    assert capsys.readouterr().out.startswith("to run ")
+    again = speed.execute_speed(SBX_JOB, folder)  # ...and the worker times all three contestants anew
+    assert again["status"] == "done" and again["sbx"] == "sbx.A2C" and "sbx_note" not in again
+    assert again["ours_samples"] != first["ours_samples"]
+    stored = stored_result(SBX_JOB, tmp_path)
+    assert stored is not None and stored["sbx_steps_per_second"] == again["sbx_steps_per_second"]
+    assert not run_again(SBX_JOB, stored)
+    no_sbx = dataclasses.replace(SBX_JOB, sbx=None)  # a pair that names no SBX sibling is finished without one
+    assert not run_again(no_sbx, {**first, "status": "done"})
 
 
 def test_speed_reports_the_seconds_our_update_spent_compiling(tmp_path, monkeypatch):

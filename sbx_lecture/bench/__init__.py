@@ -101,12 +101,15 @@ def _list_suites() -> None:
 
 
 def _dry_run(jobs: list[Job], out: Path) -> None:
-    from sbx_lecture.bench.harness import job_folder, job_steps, stored_result
+    from sbx_lecture.bench.harness import job_folder, job_steps, run_again, stored_result
 
     total = 0
     for job in jobs:
         stored = stored_result(job, out)
-        state = "to run" if stored is None else "stale" if stored["status"] == "stale" else "finished"
+        if stored is None or run_again(job, stored):
+            state = "to run"
+        else:
+            state = "stale" if stored["status"] == "stale" else "finished"
         print(f"{state:<9} {job.label:<48} {job_steps(job):>10} steps  {job_folder(job, out)}")
         total += job_steps(job) if state == "to run" else 0
     print(f"{len(jobs)} jobs, {total:,} environment steps still to run")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sbx_lecture.bench.runner import RESULT_FILE, changed_settings, execute_run, read_result, write_result
-from sbx_lecture.bench.speed import execute_speed, speed_steps
+from sbx_lecture.bench.speed import execute_speed, lacks_sbx, speed_steps
 from sbx_lecture.bench.suites import FigureJob, Job, RunJob, SpeedJob, SuiteError
 
 if TYPE_CHECKING:
@@ -73,6 +73,12 @@ def stored_result(job: Job, out: Path) -> dict[str, Any] | None:
     algo = job.algo if isinstance(job, RunJob) else job.ours
     stale = changed_settings(result, algo, job.env_id, dict(job.hyperparams))
     return result if stale is None else {**result, "status": "stale", "error": stale}
+
+
+def run_again(job: Job, stored: dict[str, Any]) -> bool:
+    """Whether ``job``, finished with the :func:`stored_result` ``stored``, is to run again: a speed pair measured
+    before the SBX sibling it names was installed (its result stays in the reports until then)."""
+    return isinstance(job, SpeedJob) and stored["status"] != "stale" and lacks_sbx(job, stored)
 
 
 def execute(job: Job, out: Path, report: Any = None) -> dict[str, Any]:
@@ -326,7 +332,7 @@ def run_jobs(
     pending: list[int] = []
     for index, job in enumerate(jobs):
         stored = stored_result(job, out)
-        if stored is None:
+        if stored is None or run_again(job, stored):
             pending.append(index)
         else:
             results[index] = stored if stored["status"] == "stale" else {**stored, "status": "skipped"}

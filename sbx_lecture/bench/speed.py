@@ -174,6 +174,18 @@ def _sbx_installed() -> bool:
     return importlib.util.find_spec("sbx") is not None
 
 
+def lacks_sbx(job: SpeedJob, result: dict[str, Any]) -> bool:
+    """Whether ``result`` was measured without the SBX sibling that ``job`` names and that is installed now: such a
+    pair is measured again, every contestant of it (ratios hold only within one run)."""
+    return job.sbx is not None and "sbx_steps_per_second" not in result and _sbx_installed()
+
+
+def _finished(job: SpeedJob, folder: Path) -> dict[str, Any] | None:
+    """The stored result of ``job``, unless there is none or it is to be measured again (:func:`lacks_sbx`)."""
+    finished = read_result(folder)
+    return None if finished is None or lacks_sbx(job, finished) else finished
+
+
 def warmup_length(job: SpeedJob) -> int:
     """The steps of each contestant's untimed warm-up run."""
     return max(job.timesteps // WARMUP_FRACTION, 1)
@@ -190,9 +202,8 @@ def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = N
 
     A stored result without the SBX sibling is measured again once SBX is installed.
     """
-    finished = read_result(folder)
-    stale = job.sbx is not None and finished is not None and "sbx_steps_per_second" not in finished
-    if finished is not None and not (stale and _sbx_installed()):
+    finished = _finished(job, folder)
+    if finished is not None:
         return {**finished, "status": "skipped"}
     summary = {
         "kind": "speed",
@@ -215,7 +226,7 @@ def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = N
 
     try:
         with run_lock(folder):  # two benches on one folder: one times the pair, the other reports it busy
-            finished = read_result(folder)
+            finished = _finished(job, folder)
             if finished is not None:
                 return {**finished, "status": "skipped"}
             result = {**summary, **_measure(job, counted), "status": "done"}
