@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -523,6 +524,48 @@ def test_speed_reports_the_seconds_our_update_spent_compiling(tmp_path, monkeypa
     assert f"| {result['compile_seconds']:.1f} |" in row
 
 
+def test_a_pair_of_own_defaults_gives_every_contestant_its_own_constructor_defaults(tmp_path, monkeypatch):
+    """``own_defaults``: each contestant with its own constructor defaults (and the job's overrides), not our zoo
+    entry; each keeps its own learning start, capped so that the timed steps include learning."""
+    from stable_baselines3 import DQN
+
+    import sbx_lecture.bench.speed as speed
+
+    class LateDQN(DQN):  # a stand-in for sbx.DQN whose own default learning start differs
+        def __init__(self, policy: Any, env: Any, learning_starts: int = 30, **kwargs: Any) -> None:
+            super().__init__(policy, env, learning_starts=learning_starts, **kwargs)
+
+    given: dict[str, list[dict[str, Any]]] = {}
+
+    def time_learning(algo: str, cls: type, settings: Any, kwargs: dict[str, Any], *args: Any) -> float:
+        given.setdefault(algo, []).append(dict(kwargs))
+        return 100.0
+
+    monkeypatch.setattr(speed, "time_learning", time_learning)
+    monkeypatch.setattr(speed, "environment_rate", lambda *args: 1000.0)
+    monkeypatch.setattr(speed, "sbx_algorithm", lambda name: LateDQN)
+    job = SpeedJob("sql", "dqn", "CartPole-v1", 500, 2, {"gamma": 0.95}, sbx="DQN", own_defaults=True)
+    result = speed.execute_speed(job, tmp_path / "speed")
+    assert result["status"] == "done", result.get("error")
+    # the warm-up and both timed runs: SQL's and DQN's default start (100) capped at 10 % of 500; LateDQN's is 30
+    assert given["sql"] == given["dqn"] == [{"gamma": 0.95, "learning_starts": 50}] * 3
+    assert given["sbx.DQN"] == [{"gamma": 0.95, "learning_starts": 30}] * 3
+    assert result["own_defaults"] and result["dropped_for_sibling"] == [] and result["sbx_dropped"] == []
+    assert result["settings_source"] == "each contestant's constructor defaults + overrides"
+    row = next(line for line in speed_table([result]).splitlines() if line.startswith("| sql | dqn |"))
+    assert "| each its own defaults, gamma=0.95 |" in row
+    # the same pair with our zoo entry is another measurement, in another folder, with the entry's settings
+    zoo_job = dataclasses.replace(job, own_defaults=False)
+    assert zoo_job.folder != job.folder
+    given.clear()
+    assert speed.execute_speed(zoo_job, tmp_path / "zoo")["status"] == "done"
+    assert given["sql"][0]["batch_size"] == given["dqn"][0]["batch_size"] == 64  # zoo_configs/sql.yml's CartPole
+    # a suite file asks for it per speed row
+    rows = [{**TINY_SUITE["speed"][0], "own_defaults": True}]
+    (entry,) = load_suite_file(write_suite(tmp_path, {**TINY_SUITE, "speed": rows})).speed_entries
+    assert entry.own_defaults and not load_suite_file(write_suite(tmp_path, TINY_SUITE)).speed_entries[0].own_defaults
+
+
 def test_builtin_speed_suite_names_sbx_siblings_that_exist():
     import sbx_lecture.common.compilation as compilation
 
@@ -532,6 +575,8 @@ def test_builtin_speed_suite_names_sbx_siblings_that_exist():
     assert {(e.ours, e.hyperparams["policy_kwargs"]) for e in table} == {
         (ours, f"dict(net_arch=[{w}, {w}])") for ours in ("dpg", "sql") for w in (64, 256)
     }
+    own = {(entry.ours, entry.sibling, entry.sbx) for entry in SUITES["speed"].speed_entries if entry.own_defaults}
+    assert own == {("dpg", "td3", "TD3"), ("sql", "sac", "SAC"), ("sql", "dqn", "DQN")}
     compiled = [entry for entry in table if entry.hyperparams.get("compile_update")]
     assert {entry.ours for entry in compiled} == {"dpg", "sql"}
     # long enough for the update to be compiled: 10 000 gradient steps after a learning start of at most 10 %

@@ -76,6 +76,7 @@ SPEED_COLUMNS = (
     "compile_seconds",
     "n_envs",
     "overrides",
+    "own_defaults",
     "dropped_for_sibling",
     "sbx_note",
     "error",
@@ -280,7 +281,13 @@ def speed_table(results: list[dict[str, Any]]) -> str:
     for result in results:
         if result.get("kind") != "speed":
             continue
-        overrides = ", ".join(f"{k}={v}" for k, v in (result.get("overrides") or {}).items()) or "–"
+        overrides = (
+            ", ".join(
+                (["each its own defaults"] if result.get("own_defaults") else [])
+                + [f"{k}={v}" for k, v in (result.get("overrides") or {}).items()]
+            )
+            or "–"
+        )
         if result.get("status") not in FINISHED:
             lines.append(
                 f"| {result['ours']} | {result['sibling']} | {result['env']} | {overrides} | – | – | – | "

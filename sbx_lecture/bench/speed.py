@@ -2,7 +2,8 @@
 
 Both algorithms get our algorithm's zoo entry for the environment; arguments the sibling's constructor does not
 take (the KL coefficient, the number of conjugate-gradient steps, ...) and those a suite marks as meaning something
-else to the sibling (``not_shared``) are dropped for it and listed in the result.
+else to the sibling (``not_shared``) are dropped for it and listed in the result. A pair marked ``own_defaults``
+instead gives every contestant its own constructor defaults: the speed a user gets without choosing settings.
 The two are timed in alternating order ``repeats`` times (so that load on a shared machine hits both alike) and
 the ratio of the medians is reported, after one untimed warm-up run of each (its seconds are reported apart). The
 raw environment step rate with random actions, through the same vectorised wrapper stack, is measured too: no
@@ -16,6 +17,7 @@ arguments as the SB3 sibling; without SBX the result says so in one line (``sbx_
 from __future__ import annotations
 
 import datetime
+import inspect
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +28,7 @@ from sbx_lecture.bench.runner import read_result, write_result
 from sbx_lecture.bench.suites import SpeedJob
 from sbx_lecture.evaluation import ProgressCallback, ProgressReport
 from sbx_lecture.runs import LOCK_FILE, RunFolderError, run_lock
-from sbx_lecture.zoo_config import ZooSettings, zoo_settings
+from sbx_lecture.zoo_config import ZooSettings, split_hyperparams, zoo_settings
 
 #: Off-policy algorithms start learning after at most this fraction of the timed steps (else only the env is timed).
 LEARNING_STARTS_FRACTION = 0.1
@@ -57,17 +59,27 @@ def sibling_arguments(
     return kept, dropped
 
 
-def _timed_settings(settings: ZooSettings, timesteps: int, cls: type) -> dict[str, Any]:
-    """Our settings, with learning starting early enough that the timed steps include learning."""
+def _learning_early(kwargs: dict[str, Any], timesteps: int, cls: type) -> dict[str, Any]:
+    """``kwargs`` with learning starting early enough that the timed steps include learning: ``learning_starts``
+    (given, else ``cls``'s default) capped at a fraction of ``timesteps``, for a class that takes it."""
     from sbx_lecture.training import constructor_arguments
 
-    kwargs = dict(settings.kwargs)
     accepted = constructor_arguments(cls)
     if accepted is not None and "learning_starts" not in accepted:
-        return kwargs
-    starts = int(kwargs.get("learning_starts", 100))
-    kwargs["learning_starts"] = min(starts, int(timesteps * LEARNING_STARTS_FRACTION))
-    return kwargs
+        return dict(kwargs)
+    default = inspect.signature(cls).parameters.get("learning_starts")
+    starts = int(kwargs.get("learning_starts", 100 if default is None else default.default))
+    return {**kwargs, "learning_starts": min(starts, int(timesteps * LEARNING_STARTS_FRACTION))}
+
+
+def contestant_settings(job: SpeedJob, algo: str) -> ZooSettings:
+    """What ``job`` gives its contestants: ``algo``'s zoo entry for the environment with the job's overrides, or,
+    for a job of each one's own defaults, the overrides alone."""
+    if not job.own_defaults:
+        return zoo_settings(algo, job.env_id, job.hyperparams)
+    zoo, kwargs = split_hyperparams(job.hyperparams)
+    source = "each contestant's constructor defaults" + (" + overrides" if job.hyperparams else "")
+    return ZooSettings(dict(job.hyperparams), zoo, kwargs, source)
 
 
 def interleaved_samples(measures: Sequence[Callable[[], float]], repeats: int) -> list[list[float]]:
@@ -213,6 +225,7 @@ def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = N
         "timesteps": job.timesteps,
         "repeats": job.repeats,
         "overrides": {key: repr(value) for key, value in job.hyperparams.items()},
+        "own_defaults": job.own_defaults,
         "folder": str(folder),
     }
     folder.mkdir(parents=True, exist_ok=True)
@@ -247,11 +260,21 @@ def _measure(job: SpeedJob, report: ProgressReport) -> dict[str, Any]:
 
     ours_spec, ours_cls = resolve_algorithm(job.ours)
     sibling_spec, sibling_cls = resolve_algorithm(job.sibling)
-    settings = zoo_settings(ours_spec.name, job.env_id, job.hyperparams)
-    ours_kwargs = _timed_settings(settings, job.timesteps, ours_cls)
-    shared = {key: value for key, value in ours_kwargs.items() if key not in job.not_shared}
-    sibling_kwargs, dropped = sibling_arguments(shared, sibling_cls, str(settings.zoo.get("policy", "MlpPolicy")))
-    dropped = sorted(set(dropped) | (set(job.not_shared) & set(ours_kwargs)))
+    settings = contestant_settings(job, ours_spec.name)
+    policy = str(settings.zoo.get("policy", "MlpPolicy"))
+    ours_kwargs = _learning_early(settings.kwargs, job.timesteps, ours_cls)
+    # Identical settings share ours' learning start; with their own defaults, each contestant keeps its own.
+    shared_base = settings.kwargs if job.own_defaults else ours_kwargs
+    shared = {key: value for key, value in shared_base.items() if key not in job.not_shared}
+    not_passed = set(job.not_shared) & set(ours_kwargs)
+
+    def sibling_kwargs_for(cls: type) -> tuple[dict[str, Any], list[str]]:
+        kwargs, dropped = sibling_arguments(shared, cls, policy)
+        if job.own_defaults:
+            kwargs = _learning_early(kwargs, job.timesteps, cls)
+        return kwargs, sorted(set(dropped) | not_passed)
+
+    sibling_kwargs, dropped = sibling_kwargs_for(sibling_cls)
     sibling_settings = ZooSettings(
         settings.raw, {k: v for k, v in settings.zoo.items() if k != "policy"}, sibling_kwargs, settings.source
     )
@@ -265,8 +288,7 @@ def _measure(job: SpeedJob, report: ProgressReport) -> dict[str, Any]:
     if job.sbx and sbx_cls is None:
         sbx_part["sbx_note"] = SBX_NOT_INSTALLED
     elif sbx_cls is not None:
-        sbx_kwargs, sbx_dropped = sibling_arguments(shared, sbx_cls, str(settings.zoo.get("policy", "MlpPolicy")))
-        sbx_part["sbx_dropped"] = sorted(set(sbx_dropped) | (set(job.not_shared) & set(ours_kwargs)))
+        sbx_kwargs, sbx_part["sbx_dropped"] = sibling_kwargs_for(sbx_cls)
         contestants.append((sbx_name, sbx_cls, sibling_settings, sbx_kwargs))
     done = 0  # steps of the finished learn calls (warm-ups included), for the progress bar
 

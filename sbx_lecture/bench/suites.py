@@ -85,6 +85,8 @@ class SpeedEntry:
     :param not_shared: our arguments whose name the sibling takes with another meaning (not passed to it)
     :param sbx: class name in SBX (``sbx-rl``, SB3's API in JAX) timed as a second sibling with the same
         arguments as the SB3 one, when SBX is installed (the ``sbx`` extra); ``None``: no SBX sibling
+    :param own_defaults: give every contestant its own constructor defaults instead of our zoo entry (the speed a
+        user gets without choosing settings); ``hyperparams`` still apply to all of them
     """
 
     ours: str
@@ -94,6 +96,7 @@ class SpeedEntry:
     hyperparams: dict[str, Any] = field(default_factory=dict)
     not_shared: tuple[str, ...] = ()
     sbx: str | None = None
+    own_defaults: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,11 +187,16 @@ class SpeedJob:
     not_shared: tuple[str, ...] = ()
     kind: ClassVar[str] = "speed"
     sbx: str | None = None
+    own_defaults: bool = False
 
     @property
     def folder(self) -> Path:
         """Relative folder of the measurement."""
-        varied = {**self.hyperparams, **({"not_shared": sorted(self.not_shared)} if self.not_shared else {})}
+        varied = {
+            **self.hyperparams,
+            **({"not_shared": sorted(self.not_shared)} if self.not_shared else {}),
+            **({"own_defaults": True} if self.own_defaults else {}),
+        }
         suffix = f"-{settings_digest(varied)}" if varied else ""
         measurement = f"t{self.timesteps}x{self.repeats}{suffix}"
         return Path("speed") / f"{self.ours}_vs_{self.sibling}" / self.env_id / measurement
@@ -334,6 +342,10 @@ def _speed_entries() -> tuple[SpeedEntry, ...]:
             )
             for ours, sibling, sbx in (("dpg", "td3", "TD3"), ("sql", "sac", "SAC"))
         ),
+        # What a user gets without choosing settings: every contestant with its own constructor defaults.
+        SpeedEntry("dpg", "td3", "Pendulum-v1", 5_000, sbx="TD3", own_defaults=True),
+        SpeedEntry("sql", "sac", "Pendulum-v1", 5_000, sbx="SAC", own_defaults=True),
+        SpeedEntry("sql", "dqn", "CartPole-v1", 10_000, sbx="DQN", own_defaults=True),
     )
 
 
@@ -433,8 +445,8 @@ def load_suite_file(path: Path) -> Suite:
 
     The file holds the :class:`Suite` fields; ``runs`` lists learning entries (``algo``, ``env``, optional
     ``timesteps`` and ``hyperparams``), ``speed`` lists speed entries (``ours``, ``sibling``, ``env``, optional
-    ``timesteps``, ``hyperparams`` and ``not_shared``), ``figures`` lists figures (``name``, optional ``params``,
-    ``algos`` and ``env``)::
+    ``timesteps``, ``hyperparams``, ``not_shared``, ``sbx`` and ``own_defaults``), ``figures`` lists figures
+    (``name``, optional ``params``, ``algos`` and ``env``)::
 
         name: tiny
         seeds: 2
@@ -465,6 +477,7 @@ def load_suite_file(path: Path) -> Suite:
                 dict(row.get("hyperparams") or {}),
                 tuple(row.get("not_shared") or ()),
                 row.get("sbx"),
+                bool(row.get("own_defaults", False)),
             )
             for row in data.get("speed") or []
         )
@@ -579,6 +592,7 @@ def expand(suite: Suite, selection: Selection, zoo_budget: Any = None) -> list[J
                     speed.hyperparams,
                     speed.not_shared,
                     speed.sbx,
+                    speed.own_defaults,
                 )
             )
     for figure in suite.figures:
