@@ -545,8 +545,10 @@ def test_a_pair_of_own_defaults_gives_every_contestant_its_own_constructor_defau
     monkeypatch.setattr(speed, "environment_rate", lambda *args: 1000.0)
     monkeypatch.setattr(speed, "sbx_algorithm", lambda name: LateDQN)
     job = SpeedJob("sql", "dqn", "CartPole-v1", 500, 2, {"gamma": 0.95}, sbx="DQN", own_defaults=True)
-    result = speed.execute_speed(job, tmp_path / "speed")
+    result = speed.execute_speed(job, job_folder(job, tmp_path))
     assert result["status"] == "done", result.get("error")
+    stored = stored_result(job, tmp_path)  # finished, not "stale" against SQL's zoo entry
+    assert stored is not None and stored["status"] == "done" and not run_again(job, stored)
     # the warm-up and both timed runs: SQL's and DQN's default start (100) capped at 10 % of 500; LateDQN's is 30
     assert given["sql"] == given["dqn"] == [{"gamma": 0.95, "learning_starts": 50}] * 3
     assert given["sbx.DQN"] == [{"gamma": 0.95, "learning_starts": 30}] * 3

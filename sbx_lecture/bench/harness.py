@@ -24,12 +24,14 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sbx_lecture.bench.runner import RESULT_FILE, changed_settings, execute_run, read_result, write_result
-from sbx_lecture.bench.speed import execute_speed, lacks_sbx, speed_steps
+from sbx_lecture.bench.speed import contestant_settings, execute_speed, lacks_sbx, speed_steps
 from sbx_lecture.bench.suites import FigureJob, Job, RunJob, SpeedJob, SuiteError
+from sbx_lecture.zoo_config import zoo_settings
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -66,12 +68,17 @@ def job_steps(job: Job) -> int:
 
 def stored_result(job: Job, out: Path) -> dict[str, Any] | None:
     """The result of a finished job, or ``None``; status ``"stale"`` when the job's zoo entry now gives other
-    settings than those it was made with (:func:`.runner.changed_settings`)."""
+    settings than those it was made with (:func:`.runner.changed_settings`; a speed pair of each contestant's own
+    defaults, when its overrides changed)."""
     result = read_result(job_folder(job, out))
     if result is None or isinstance(job, FigureJob):
         return result
-    algo = job.algo if isinstance(job, RunJob) else job.ours
-    stale = changed_settings(result, algo, job.env_id, dict(job.hyperparams))
+    current = (
+        partial(contestant_settings, job, job.ours)
+        if isinstance(job, SpeedJob)
+        else partial(zoo_settings, job.algo, job.env_id, dict(job.hyperparams))
+    )
+    stale = changed_settings(result, current)
     return result if stale is None else {**result, "status": "stale", "error": stale}
 
 

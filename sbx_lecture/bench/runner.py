@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import shutil
 import traceback
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from sbx_lecture.bench.suites import RunJob
 from sbx_lecture.checkpoints import interrupt_once, stop_signals_handled
 from sbx_lecture.evaluation import ProgressCallback, ProgressReport
 from sbx_lecture.runs import CHECKPOINT_DIR, LOCK_FILE, RUN_FILE, RunFolderError, read_run_file, run_lock, write_json
+from sbx_lecture.zoo_config import ZooSettings, zoo_settings
 
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
@@ -50,20 +53,19 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
     return {**result, "folder": str(run_dir)}
 
 
-def changed_settings(recorded: dict[str, Any], algo: str, env_id: str, hyperparams: dict[str, Any]) -> str | None:
+def changed_settings(recorded: dict[str, Any], current: Callable[[], ZooSettings]) -> str | None:
     """Why a job's stored result (or started run) no longer stands for it, or ``None`` when it still does.
 
-    It does not once ``algo``'s zoo entry for ``env_id`` with the job's ``hyperparams`` gives other settings than
-    the ones ``recorded`` was trained or timed with (its ``settings_digest``; records without one are trusted).
-    Nothing is trained or deleted in its place: the user moves the folder away, or restores the entry.
+    It does not once ``current()`` (the job's settings now: its algorithm's zoo entry for the environment with the
+    job's overrides) differs from the settings ``recorded`` was trained or timed with (its ``settings_digest``;
+    records without one are trusted). Nothing is trained or deleted in its place: the user moves the folder away,
+    or restores the entry.
     """
-    from sbx_lecture.zoo_config import zoo_settings
-
     digest = recorded.get("settings_digest")
     if digest is None:
         return None
     try:
-        if digest == zoo_settings(algo, env_id, hyperparams).digest:
+        if digest == current().digest:
             return None
     except ValueError:  # the entry cannot be read now: training says why; what was made with it stands
         return None
@@ -101,7 +103,7 @@ def execute_run(
             if finished is not None:  # finished by another process since the first look
                 return {**finished, "status": "skipped"}
             started = read_run_file(run_dir) if (run_dir / RUN_FILE).exists() else {}
-            stale = changed_settings(started, job.algo, job.env_id, dict(job.hyperparams))
+            stale = changed_settings(started, partial(zoo_settings, job.algo, job.env_id, dict(job.hyperparams)))
             if stale is not None:  # its checkpoints would continue the old settings
                 return {**_summary(job, run_dir, "stale"), "error": f"started with other settings: {stale}"}
             return _train(job, run_dir, report, stop_after)
