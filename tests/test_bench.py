@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch as th
 import yaml
 
 from sbx_lecture.bench import main, report_folder
@@ -566,6 +567,69 @@ def test_a_pair_of_own_defaults_gives_every_contestant_its_own_constructor_defau
     rows = [{**TINY_SUITE["speed"][0], "own_defaults": True}]
     (entry,) = load_suite_file(write_suite(tmp_path, {**TINY_SUITE, "speed": rows})).speed_entries
     assert entry.own_defaults and not load_suite_file(write_suite(tmp_path, TINY_SUITE)).speed_entries[0].own_defaults
+
+
+def test_speed_pairs_timed_on_a_gpu_are_another_measurement_and_sbx_stays_where_jax_puts_it(tmp_path, monkeypatch):
+    """``--device cuda``: our algorithm and its SB3 sibling are built on that device, SBX is left to JAX; the pair gets
+    its own folder and report, and the CPU pairs keep theirs."""
+    from stable_baselines3 import A2C
+
+    import sbx_lecture.bench.speed as speed
+
+    on_cpu = expand(SUITES["speed"], Selection(algos=frozenset({"sql"})))
+    on_gpu = expand(SUITES["speed"], Selection(algos=frozenset({"sql"}), device="cuda:0"))
+    assert all(isinstance(job, SpeedJob) and job.device == "cuda:0" for job in on_gpu)
+    # the CPU folders are those of the measurements published in docs/results (no device in their name)
+    assert Path("speed/sql_vs_sac/Pendulum-v1/t5000x3-1984e47b") in {job.folder for job in on_cpu}
+    assert not {job.folder for job in on_cpu} & {job.folder for job in on_gpu}
+    assert on_gpu[0].label.endswith(" on cuda:0")
+    assert report_folder(tmp_path, SUITES["speed"], Selection(device="cuda:0")) == tmp_path / "speed-cuda0"
+
+    devices: dict[str, set[str]] = {}
+
+    def time_learning(algo: str, cls: type, *args: Any) -> float:
+        devices.setdefault(algo, set()).add(args[-1])
+        return 100.0
+
+    monkeypatch.setattr(speed, "time_learning", time_learning)
+    monkeypatch.setattr(speed, "environment_rate", lambda *args: 1000.0)
+    monkeypatch.setattr(speed, "sbx_algorithm", lambda name: A2C)  # a stand-in for sbx.A2C
+    monkeypatch.setattr(speed, "jax_backend", lambda: "gpu")
+    job = dataclasses.replace(SBX_JOB, device="cuda:0")
+    result = speed.execute_speed(job, job_folder(job, tmp_path))
+    assert result["status"] == "done", result.get("error")
+    assert devices == {"ppo": {"cuda:0"}, "a2c": {"cuda:0"}, "sbx.A2C": {"cpu"}}
+    assert result["device"] == "cuda:0" and result["sbx_backend"] == "gpu"
+    row = next(line for line in speed_table([result]).splitlines() if line.startswith("| ppo | a2c |"))
+    assert "device=cuda:0, SBX on gpu |" in row
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["speed", "--device", "tpu9"], "--device 'tpu9' is not a torch device: use cpu, cuda or cuda:N"),
+        (["classic", "--device", "cuda"], "--device cuda times speed pairs only; suite 'classic' trains runs"),
+        (["speed", "--device", "cuda"], "--device cuda: this machine has no CUDA device torch can use"),
+    ],
+)
+def test_a_device_the_bench_cannot_time_on_is_refused_in_one_line(arguments, message, tmp_path, monkeypatch, capsys):
+    import torch as th
+
+    monkeypatch.setattr(th.cuda, "is_available", lambda: False)
+    assert main([*arguments, "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+    assert not any(tmp_path.iterdir())  # nothing was written
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="needs a CUDA device")
+def test_a_speed_pair_is_timed_on_cuda(tmp_path):
+    import sbx_lecture.bench.speed as speed
+
+    job = dataclasses.replace(SBX_JOB, sbx=None, device="cuda")
+    result = speed.execute_speed(job, job_folder(job, tmp_path))
+    assert result["status"] == "done", result.get("error")
+    assert result["device"] == "cuda" and result["ours_steps_per_second"] > 0
 
 
 def test_builtin_speed_suite_names_sbx_siblings_that_exist():

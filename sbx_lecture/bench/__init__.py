@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--algos", help="comma-separated algorithms to keep (a speed row is kept if either is)")
     parser.add_argument("--envs", help="comma-separated environment ids to keep")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device the speed pairs are timed on: cpu (default), cuda or cuda:N; training runs and figures "
+        "always use the CPU",
+    )
     parser.add_argument("--list", action="store_true", help="list the suites and exit")
     parser.add_argument("--dry-run", action="store_true", help="show the jobs and whether they are finished; run none")
     parser.add_argument("--report-only", action="store_true", help="write tables and plots from finished runs only")
@@ -87,10 +93,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def report_folder(out: Path, suite: Suite, selection: Selection) -> Path:
-    """Where the suite's report goes: ``<out>/<suite>``, or ``<out>/<suite>-x<scale>`` for a scaled budget."""
-    if selection.timesteps_scale == 1.0:
-        return out / suite.name
-    return out / f"{suite.name}-x{selection.timesteps_scale:g}"
+    """Where the suite's report goes: ``<out>/<suite>``, with ``-x<scale>`` for a scaled budget and ``-<device>``
+    for speed pairs timed on another device than the CPU."""
+    name = suite.name
+    if selection.timesteps_scale != 1.0:
+        name += f"-x{selection.timesteps_scale:g}"
+    if selection.device != "cpu":
+        name += f"-{selection.device.replace(':', '')}"
+    return out / name
 
 
 def _list_suites() -> None:
@@ -128,6 +138,26 @@ def _check_filters(suite: Suite, selection: Selection) -> None:
             )
 
 
+def _check_device(suite: Suite, device: str, local: bool) -> None:
+    """Refuse ``--device`` values that cannot stand: not a torch device, a suite with training runs or figures (they
+    stay on the CPU, so that their results compare), or CUDA on a machine without it (when the jobs run here)."""
+    if device == "cpu":
+        return
+    import torch as th
+
+    try:
+        kind = th.device(device).type
+    except RuntimeError:
+        raise SuiteError(f"--device {device!r} is not a torch device: use cpu, cuda or cuda:N") from None
+    if suite.entries or suite.figures:
+        raise SuiteError(
+            f"--device {device} times speed pairs only; suite {suite.name!r} trains runs or draws figures, which "
+            "use the CPU so that their results compare: drop --device, or choose a speed suite"
+        )
+    if kind == "cuda" and local and not th.cuda.is_available():
+        raise SuiteError(f"--device {device}: this machine has no CUDA device torch can use; time on --device cpu")
+
+
 def run_suite(
     suite: Suite,
     selection: Selection,
@@ -154,7 +184,8 @@ def run_suite(
     results = run_jobs(jobs, out, n_jobs, threads, live=live, scheduler=scheduler) if run else []
     fresh = {job_folder(job, out): result for job, result in zip(jobs, results, strict=False)}
     reported = []
-    for job in expand(suite, Selection(selection.seeds, selection.timesteps_scale), zoo_budget):
+    everything = Selection(selection.seeds, selection.timesteps_scale, device=selection.device)
+    for job in expand(suite, everything, zoo_budget):
         folder = job_folder(job, out)
         result = fresh[folder] if folder in fresh else stored_result(job, out)
         if result is not None:  # a result read from its folder is done, whichever command finished it
@@ -254,8 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.bootstrap_reps is not None and args.bootstrap_reps < 1:
             raise SuiteError("--bootstrap-reps must be at least 1")
         suite = get_suite(args.suite)
-        selection = Selection(args.seeds, args.timesteps_scale, _names(args.algos), _names(args.envs))
+        selection = Selection(args.seeds, args.timesteps_scale, _names(args.algos), _names(args.envs), args.device)
         _check_filters(suite, selection)
+        _check_device(suite, args.device, local=args.scheduler is None and not args.report_only)
         if suite.entries and not args.dry_run:
             from sbx_lecture.bench.stats import check_packages
 

@@ -77,6 +77,8 @@ SPEED_COLUMNS = (
     "n_envs",
     "overrides",
     "own_defaults",
+    "device",
+    "sbx_backend",
     "dropped_for_sibling",
     "sbx_note",
     "error",
@@ -269,6 +271,17 @@ def _steps(timesteps: int) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
+def _speed_conditions(result: dict[str, Any]) -> list[str]:
+    """What a speed row was measured with beyond our zoo settings on the CPU: own defaults, overrides, device."""
+    conditions = ["each its own defaults"] if result.get("own_defaults") else []
+    conditions += [f"{key}={value}" for key, value in (result.get("overrides") or {}).items()]
+    if result.get("device", "cpu") != "cpu":
+        conditions.append(f"device={result['device']}")
+    if result.get("sbx_backend", "cpu") != "cpu":
+        conditions.append(f"SBX on {result['sbx_backend']}")
+    return conditions
+
+
 def speed_table(results: list[dict[str, Any]]) -> str:
     """The markdown table of the speed measurements."""
     lines = [
@@ -281,13 +294,7 @@ def speed_table(results: list[dict[str, Any]]) -> str:
     for result in results:
         if result.get("kind") != "speed":
             continue
-        overrides = (
-            ", ".join(
-                (["each its own defaults"] if result.get("own_defaults") else [])
-                + [f"{k}={v}" for k, v in (result.get("overrides") or {}).items()]
-            )
-            or "–"
-        )
+        overrides = ", ".join(_speed_conditions(result)) or "–"
         if result.get("status") not in FINISHED:
             lines.append(
                 f"| {result['ours']} | {result['sibling']} | {result['env']} | {overrides} | – | – | – | "

@@ -117,6 +117,7 @@ def time_learning(
     seed: int,
     compile_seconds: list[float] | None = None,
     report: ProgressReport | None = None,
+    device: str = "cpu",
 ) -> float:
     """Steps per second of one ``learn(timesteps)`` call (construction and environment creation not timed).
 
@@ -124,11 +125,12 @@ def time_learning(
         when it did
     :param report: told the call's step count about once a second; it may raise :class:`KeyboardInterrupt` to stop
         the call (a stop request), which then propagates. Every contestant pays the same callback.
+    :param device: the torch device of the model (SBX's models run where JAX puts them)
     """
     from sbx_lecture.training import build_model, make_environment
 
     env = make_environment(env_id, settings.n_envs, seed, normalize=settings.normalize, gamma=settings.gamma)
-    model = build_model(algo, cls, env, settings.zoo, kwargs, seed, device="cpu")  # type: ignore[arg-type]
+    model = build_model(algo, cls, env, settings.zoo, kwargs, seed, device=device)  # type: ignore[arg-type]
     callback = ProgressCallback(report)
     start = time.perf_counter()
     try:
@@ -180,6 +182,15 @@ def sbx_algorithm(name: str) -> type | None:
     return cls
 
 
+def jax_backend() -> str | None:
+    """The platform JAX computes on (``"cpu"``, ``"gpu"``, ...): where SBX's updates ran; ``None`` without JAX."""
+    try:
+        import jax  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return str(jax.default_backend())
+
+
 def _sbx_installed() -> bool:
     import importlib.util
 
@@ -226,6 +237,7 @@ def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = N
         "repeats": job.repeats,
         "overrides": {key: repr(value) for key, value in job.hyperparams.items()},
         "own_defaults": job.own_defaults,
+        "device": job.device,
         "folder": str(folder),
     }
     folder.mkdir(parents=True, exist_ok=True)
@@ -290,6 +302,12 @@ def _measure(job: SpeedJob, report: ProgressReport) -> dict[str, Any]:
     elif sbx_cls is not None:
         sbx_kwargs, sbx_part["sbx_dropped"] = sibling_kwargs_for(sbx_cls)
         contestants.append((sbx_name, sbx_cls, sibling_settings, sbx_kwargs))
+        sbx_part["sbx_backend"] = jax_backend()
+
+    def device_of(name: str) -> str:
+        """The torch device of a contestant: the job's, except SBX's (JAX places its arrays itself)."""
+        return "cpu" if name == sbx_name else job.device
+
     done = 0  # steps of the finished learn calls (warm-ups included), for the progress bar
 
     def progress(steps: int) -> None:
@@ -300,7 +318,9 @@ def _measure(job: SpeedJob, report: ProgressReport) -> dict[str, Any]:
     warmup_steps = warmup_length(job)
     warmup_seconds: dict[str, float] = {}
     for name, cls, these_settings, kwargs in contestants:
-        rate = time_learning(name, cls, these_settings, kwargs, job.env_id, warmup_steps, job.repeats, None, progress)
+        rate = time_learning(
+            name, cls, these_settings, kwargs, job.env_id, warmup_steps, job.repeats, None, progress, device_of(name)
+        )
         warmup_seconds[name] = warmup_steps / rate
         done += warmup_steps
     # Our update's compilation (``compile_update``), paid by the first timed run long enough to compile: torch
@@ -314,7 +334,9 @@ def _measure(job: SpeedJob, report: ProgressReport) -> dict[str, Any]:
         def rate() -> float:
             nonlocal done
             seed = next(seeds)
-            value = time_learning(name, cls, these_settings, kwargs, job.env_id, job.timesteps, seed, costs, progress)
+            value = time_learning(
+                name, cls, these_settings, kwargs, job.env_id, job.timesteps, seed, costs, progress, device_of(name)
+            )
             done += job.timesteps
             progress(0)
             return value

@@ -188,14 +188,16 @@ class SpeedJob:
     kind: ClassVar[str] = "speed"
     sbx: str | None = None
     own_defaults: bool = False
+    device: str = "cpu"
 
     @property
     def folder(self) -> Path:
-        """Relative folder of the measurement."""
+        """Relative folder of the measurement (one per torch device: a GPU's rates are another measurement)."""
         varied = {
             **self.hyperparams,
             **({"not_shared": sorted(self.not_shared)} if self.not_shared else {}),
             **({"own_defaults": True} if self.own_defaults else {}),
+            **({"device": self.device} if self.device != "cpu" else {}),
         }
         suffix = f"-{settings_digest(varied)}" if varied else ""
         measurement = f"t{self.timesteps}x{self.repeats}{suffix}"
@@ -204,7 +206,8 @@ class SpeedJob:
     @property
     def label(self) -> str:
         """Short text for progress lines."""
-        return f"speed {self.ours}/{self.sibling} {self.env_id}"
+        on = f" on {self.device}" if self.device != "cpu" else ""
+        return f"speed {self.ours}/{self.sibling} {self.env_id}{on}"
 
 
 @dataclass(frozen=True)
@@ -534,12 +537,14 @@ class Selection:
     :param timesteps_scale: factor on every budget (0.1 for a quick look)
     :param algos: keep only these algorithms (``None``: all)
     :param envs: keep only these environments (``None``: all)
+    :param device: the torch device the speed pairs are timed on (training runs and figures use the CPU)
     """
 
     seeds: int | None = None
     timesteps_scale: float = 1.0
     algos: frozenset[str] | None = None
     envs: frozenset[str] | None = None
+    device: str = "cpu"
 
     def keeps(self, algos: tuple[str, ...], env_id: str) -> bool:
         """Whether a row with these algorithms on ``env_id`` passes the filters."""
@@ -593,6 +598,7 @@ def expand(suite: Suite, selection: Selection, zoo_budget: Any = None) -> list[J
                     speed.not_shared,
                     speed.sbx,
                     speed.own_defaults,
+                    selection.device,
                 )
             )
     for figure in suite.figures:
