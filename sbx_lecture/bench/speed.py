@@ -290,9 +290,10 @@ def _measure(job: SpeedJob, report: ProgressReport) -> dict[str, Any]:
     sibling_settings = ZooSettings(
         settings.raw, {k: v for k, v in settings.zoo.items() if k != "policy"}, sibling_kwargs, settings.source
     )
+    # (name, class, settings, keyword arguments, torch device): SBX's arrays live where JAX puts them
     contestants = [
-        (ours_spec.name, ours_cls, settings, ours_kwargs),
-        (sibling_spec.name, sibling_cls, sibling_settings, sibling_kwargs),
+        (ours_spec.name, ours_cls, settings, ours_kwargs, job.device),
+        (sibling_spec.name, sibling_cls, sibling_settings, sibling_kwargs, job.device),
     ]
     sbx_part: dict[str, Any] = {}
     sbx_name = f"sbx.{job.sbx}" if job.sbx else ""
@@ -301,13 +302,8 @@ def _measure(job: SpeedJob, report: ProgressReport) -> dict[str, Any]:
         sbx_part["sbx_note"] = SBX_NOT_INSTALLED
     elif sbx_cls is not None:
         sbx_kwargs, sbx_part["sbx_dropped"] = sibling_kwargs_for(sbx_cls)
-        contestants.append((sbx_name, sbx_cls, sibling_settings, sbx_kwargs))
+        contestants.append((sbx_name, sbx_cls, sibling_settings, sbx_kwargs, "cpu"))
         sbx_part["sbx_backend"] = jax_backend()
-
-    def device_of(name: str) -> str:
-        """The torch device of a contestant: the job's, except SBX's (JAX places its arrays itself)."""
-        return "cpu" if name == sbx_name else job.device
-
     done = 0  # steps of the finished learn calls (warm-ups included), for the progress bar
 
     def progress(steps: int) -> None:
@@ -317,9 +313,9 @@ def _measure(job: SpeedJob, report: ProgressReport) -> dict[str, Any]:
     # imports, allocator growth), reported apart as ``warmup_seconds``.
     warmup_steps = warmup_length(job)
     warmup_seconds: dict[str, float] = {}
-    for name, cls, these_settings, kwargs in contestants:
+    for name, cls, these_settings, kwargs, device in contestants:
         rate = time_learning(
-            name, cls, these_settings, kwargs, job.env_id, warmup_steps, job.repeats, None, progress, device_of(name)
+            name, cls, these_settings, kwargs, job.env_id, warmup_steps, job.repeats, None, progress, device
         )
         warmup_seconds[name] = warmup_steps / rate
         done += warmup_steps
@@ -327,7 +323,9 @@ def _measure(job: SpeedJob, report: ProgressReport) -> dict[str, Any]:
     # reuses the compiled code for the next models of the process, and the median leaves that run out.
     compile_seconds: list[float] = []
 
-    def measure(name: str, cls: type, these_settings: ZooSettings, kwargs: dict[str, Any]) -> Callable[[], float]:
+    def measure(
+        name: str, cls: type, these_settings: ZooSettings, kwargs: dict[str, Any], device: str
+    ) -> Callable[[], float]:
         seeds = iter(range(job.repeats))  # repeat k of each contestant uses seed k
         costs = compile_seconds if name == ours_spec.name else None
 
@@ -335,7 +333,7 @@ def _measure(job: SpeedJob, report: ProgressReport) -> dict[str, Any]:
             nonlocal done
             seed = next(seeds)
             value = time_learning(
-                name, cls, these_settings, kwargs, job.env_id, job.timesteps, seed, costs, progress, device_of(name)
+                name, cls, these_settings, kwargs, job.env_id, job.timesteps, seed, costs, progress, device
             )
             done += job.timesteps
             progress(0)
