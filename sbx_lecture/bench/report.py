@@ -277,7 +277,7 @@ def _speed_conditions(result: dict[str, Any]) -> list[str]:
     conditions += [f"{key}={value}" for key, value in (result.get("overrides") or {}).items()]
     if result.get("device", "cpu") != "cpu":
         conditions.append(f"device={result['device']}")
-    if result.get("sbx_backend", "cpu") != "cpu":
+    if result.get("sbx_backend") not in (None, "cpu"):  # None: measured without JAX, or before it was recorded
         conditions.append(f"SBX on {result['sbx_backend']}")
     return conditions
 
