@@ -16,6 +16,7 @@ USAGE_ERROR_STATUS = 2
 INTERRUPTED_STATUS = 130
 #: Exit status of ``list --check`` when a registered target does not resolve (2 stays for usage errors).
 CHECK_FAILED_STATUS = 1
+THREADS_HELP = "torch CPU threads (default 1: small networks train several times faster on one thread)"
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -77,7 +78,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="RL Zoo hyperparameter file to read instead of the algorithm's own (its section for ENV, else default)",
     )
     trainer.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda")
-    trainer.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    trainer.add_argument("--threads", default=1, metavar="N", help=THREADS_HELP)
+    trainer.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar (the plain lines that replace it in a log)"
+    )
     trainer.add_argument("-v", "--verbose", type=int, default=0, help="SB3 verbosity")
 
     describer = commands.add_parser("hyperparams", help="every constructor argument of an algorithm, with its meaning")
@@ -92,6 +96,7 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluator.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     evaluator.add_argument("--seed", type=int, default=0, help="seed of the evaluation environment (default: 0)")
     evaluator.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda")
+    evaluator.add_argument("--threads", default=1, metavar="N", help=THREADS_HELP)
     evaluator.add_argument(
         "--trusted",
         action="store_true",
@@ -276,6 +281,17 @@ def _inspect(path: Path, as_json: bool) -> int:
     return 0
 
 
+def _use_threads(value: int | str) -> None:
+    """Give torch ``--threads`` CPU threads; anything but a positive integer is one line (exit status 2)."""
+    import torch as th
+
+    from sbx_lecture.common.validation import InvalidValueError
+
+    if not str(value).isdecimal() or int(value) < 1:
+        raise InvalidValueError(f"--threads must be a positive integer (1 suits small networks), got {value!r}")
+    th.set_num_threads(int(value))
+
+
 def _delegate(module_name: str, argv: list[str]) -> int:
     import importlib
 
@@ -325,6 +341,8 @@ def _main(argv: Sequence[str] | None) -> int:
         if arguments[:1] in (["zoo"], ["bench"]):  # pass-through commands parse (and explain) their own options
             return _delegate(f"sbx_lecture.{arguments[0]}", arguments[1:])
         args = _build_parser().parse_args(arguments)
+        if args.command in ("train", "eval"):
+            _use_threads(args.threads)
         if args.command == "list":
             return _list(args.json, args.check)
         if args.command == "train":

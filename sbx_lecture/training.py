@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
+import sys
+import time
 import warnings
 from collections.abc import Callable
 from contextlib import suppress
@@ -70,6 +72,8 @@ if TYPE_CHECKING:
 
 DEFAULT_ALGORITHM = "tnpg"
 DEFAULT_ENVIRONMENT = "Pendulum-v1"
+#: Seconds between the plain progress lines ``train`` prints instead of the bar when stdout is not a terminal.
+PLAIN_PROGRESS_SECONDS = 30.0
 
 
 class UsageError(Exception):
@@ -624,15 +628,41 @@ def _resume(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], 
     return _Session(run_dir, model, target, monitor, progress, metadata, notices)
 
 
+class _PlainProgress(CheckpointCallback):
+    """The checkpoints, and the progress bar's stand-in where stdout is a log file (a bar shows there only at the
+    end): a plain line at each checkpoint and at most every :data:`PLAIN_PROGRESS_SECONDS` between them."""
+
+    def _on_training_start(self) -> None:
+        super()._on_training_start()
+        self.first, self.started = self.model.num_timesteps, time.monotonic()
+        self.printed = self.started
+
+    def _on_step(self) -> bool:
+        if time.monotonic() - self.printed >= PLAIN_PROGRESS_SECONDS:
+            self.report()
+        return super()._on_step()
+
+    def save_checkpoint(self) -> Bundle:
+        bundle = super().save_checkpoint()
+        self.report()
+        return bundle
+
+    def report(self) -> None:
+        """Print steps done of the budget, steps per second and the recent mean episode return."""
+        self.printed, steps, episodes = time.monotonic(), self.model.num_timesteps, self.model.ep_info_buffer
+        rate = (steps - self.first) / max(self.printed - self.started, 1e-9)
+        ret = f", recent mean return {np.mean([e['r'] for e in episodes]):.2f}" if episodes else ""
+        print(f"steps {steps}/{self.model._total_timesteps}, {rate:.0f} steps/s{ret}", flush=True)
+
+
 def _learn(config: TrainConfig, session: _Session, callbacks: list[BaseCallback]) -> TrainResult:
     """Train the session's model to its budget with checkpoints (and evaluations); save the model, plot the curve."""
-    import time
-
     from stable_baselines3.common.callbacks import CallbackList
 
     model, run_dir = session.model, session.run_dir
     model.set_logger(_logger(run_dir, session.progress, config.tensorboard))
-    checkpoints = CheckpointCallback(
+    plain = config.progress_bar and not sys.stdout.isatty()
+    checkpoints = (_PlainProgress if plain else CheckpointCallback)(
         run_dir,
         config.checkpoint_freq or max(session.target // 10, 1),
         session.metadata,
@@ -646,7 +676,7 @@ def _learn(config: TrainConfig, session: _Session, callbacks: list[BaseCallback]
         model.learn(
             session.target - model.num_timesteps,
             callback=CallbackList([checkpoints, *([evaluation] if evaluation else []), *callbacks]),
-            progress_bar=config.progress_bar,
+            progress_bar=config.progress_bar and not plain,
             reset_num_timesteps=not resumed,
         )
     except KeyboardInterrupt:
@@ -704,10 +734,12 @@ def _learn(config: TrainConfig, session: _Session, callbacks: list[BaseCallback]
 
 
 def _record_segment(run_dir: Path, steps: int, seconds: float) -> None:
-    """Note in ``run.json`` where the current segment ended and how long it took."""
+    """Note in ``run.json`` where the current segment ended, how long it took and with how many torch threads."""
+    import torch as th
+
     run = read_run_file(run_dir)
     if run.get("segments"):
-        run["segments"][-1].update({"end": steps, "seconds": round(seconds, 3)})
+        run["segments"][-1].update({"end": steps, "seconds": round(seconds, 3), "threads": th.get_num_threads()})
         write_run_file(run_dir, run)
 
 

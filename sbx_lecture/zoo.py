@@ -66,6 +66,8 @@ ZOO_SCHEDULE_KEYS = frozenset({"learning_rate", "clip_range", "clip_range_vf", "
 
 #: Flag of ``sbx-lecture zoo train`` (not of rl_zoo3) that starts several optimization workers.
 WORKERS_FLAG = "--workers"
+#: Flag of every ``sbx-lecture zoo`` script (not of rl_zoo3): torch CPU threads, 1 unless given.
+THREADS_FLAG = "--threads"
 
 
 class ZooScript(NamedTuple):
@@ -547,22 +549,23 @@ class TrainPlan:
     seed: int = -1
 
 
-def _pop_workers(argv: list[str]) -> tuple[list[str], int]:
+def _pop_count(argv: list[str], flag: str) -> tuple[list[str], int]:
+    """The arguments without ``flag N`` (or ``flag=N``), and ``N`` (1 when not given); ``N`` must be at least 1."""
     rest: list[str] = []
-    workers = 1
+    count = 1
     arguments = iter(argv)
     for argument in arguments:
-        if argument == WORKERS_FLAG or argument.startswith(WORKERS_FLAG + "="):
+        if argument == flag or argument.startswith(flag + "="):
             value = argument.partition("=")[2] if "=" in argument else next(arguments, "")
             try:
-                workers = int(value)
+                count = int(value)
             except ValueError:
-                raise ZooBridgeError(f"{WORKERS_FLAG} needs a whole number of processes, got {value!r}") from None
-            if workers < 1:
-                raise ZooBridgeError(f"{WORKERS_FLAG} must be at least 1, got {workers}")
+                raise ZooBridgeError(f"{flag} needs a whole number, got {value!r}") from None
+            if count < 1:
+                raise ZooBridgeError(f"{flag} must be at least 1, got {count}")
         else:
             rest.append(argument)
-    return rest, workers
+    return rest, count
 
 
 def _file_safe(env_id: str) -> str:
@@ -575,7 +578,7 @@ def plan_train(argv: Sequence[str], table: LazyAlgorithms) -> TrainPlan:
     :raises ZooBridgeError: for an unknown algorithm, a missing sampler, a bad ``--workers``
     :raises ZooConfigError: for a missing hyperparameter file or section, or a key the constructor refuses
     """
-    arguments, workers = _pop_workers(list(argv))
+    arguments, workers = _pop_count(list(argv), WORKERS_FLAG)
     if {"-h", "--help"} & set(arguments):
         return TrainPlan(arguments, "", "", None)
     try:
@@ -1096,6 +1099,9 @@ ARGUMENTS are the zoo script's own; `{PROGRAM} SCRIPT --help` lists them.
 scripts:
 {scripts}
 
+every script, in addition to the zoo:
+  {THREADS_FLAG} N     torch CPU threads (default 1; the zoo's --num-threads, where it has one, overrides it)
+
 train, in addition to the zoo:
   without -conf, an algorithm that registers a zoo file (the lecture's: zoo_configs/<algo>.yml) uses it
   -optimize stores the study in <log-folder>/<algo>/<env>_optuna.log as <algo>_<env>_n<budget>
@@ -1129,12 +1135,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROGRAM}: error: unknown zoo script {name!r}; {hint}", file=sys.stderr)
         return USAGE_ERROR_STATUS
     try:
+        import torch as th
+
+        rest, threads = _pop_count(rest, THREADS_FLAG)
+        th.set_num_threads(threads)
         table = register_with_zoo()
         if name == "train":
             plan = plan_train(rest, table)
             if plan.storage is not None:
                 announce_study(plan)
             if plan.workers > 1:
+                plan.argv += [THREADS_FLAG, str(threads)]
                 return run_workers(plan)
             rest = plan.argv
         else:

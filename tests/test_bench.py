@@ -26,16 +26,19 @@ from sbx_lecture.bench.published import published_for, same_task
 from sbx_lecture.bench.report import failures, markdown_report, speed_table
 from sbx_lecture.bench.runner import ERROR_FILE, LOCK_FILE, RESULT_FILE, execute_run, read_result
 from sbx_lecture.bench.speed import sibling_arguments
+from sbx_lecture.bench.stats import run_score
 from sbx_lecture.bench.suites import (
     SIBLINGS,
     SUITES,
     RunJob,
     Selection,
     SpeedJob,
+    SuiteError,
     expand,
     family_of,
     get_suite,
     load_suite_file,
+    seed_range,
 )
 from sbx_lecture.checkpoints import committed_bundles, newest_valid_bundle
 from sbx_lecture.evaluation import Evaluations
@@ -126,7 +129,7 @@ def test_the_compiled_suite_trains_classics_runs_with_the_update_compiled_in_the
     for entry in compiled:
         eager = classic[entry.algo, entry.env_id]
         assert entry.timesteps == eager.timesteps and entry.hyperparams == {"compile_update": True}
-    jobs = expand(SUITES["compiled"], Selection(seeds=1)) + expand(SUITES["classic"], Selection(seeds=1))
+    jobs = expand(SUITES["compiled"], Selection(seeds=range(1))) + expand(SUITES["classic"], Selection(seeds=range(1)))
     folders = [job.folder for job in jobs if isinstance(job, RunJob)]
     assert len(folders) == len(set(folders))  # never mistaken for classic's finished eager runs
 
@@ -135,7 +138,9 @@ def test_expand_filters_scales_and_orders_seed_major():
     suite = SUITES["classic"]
     jobs = expand(
         suite,
-        Selection(seeds=2, timesteps_scale=0.1, algos=frozenset({"ppo", "trpo"}), envs=frozenset({"CartPole-v1"})),
+        Selection(
+            seeds=range(2), timesteps_scale=0.1, algos=frozenset({"ppo", "trpo"}), envs=frozenset({"CartPole-v1"})
+        ),
     )
     assert [(job.algo, job.seed) for job in jobs] == [("trpo", 0), ("ppo", 0), ("trpo", 1), ("ppo", 1)]
     assert all(isinstance(job, RunJob) and job.timesteps == 10_000 for job in jobs)
@@ -658,3 +663,68 @@ def test_a_result_moved_to_another_checkout_leads_to_its_own_folder(tmp_path: Pa
     assert result is not None and result["folder"] == str(run_dir) and result["status"] == "done"
     (run_dir / RESULT_FILE).write_text("[1, 2]")  # not a result
     assert read_result(run_dir) is None
+
+
+# --- the defaults suite: every class with its own constructor defaults --------------------------------------------
+
+
+def test_the_defaults_suite_sets_every_lecture_class_beside_its_sibling_on_ten_tasks():
+    entries = SUITES["defaults"].entries
+    assert all(entry.own_defaults and not entry.hyperparams for entry in entries)
+    tasks = {entry.env_id for entry in entries}
+    assert len(tasks) >= 10 and {"CartPole-v1", "Pendulum-v1", "InvertedDoublePendulum-v5", "Reacher-v5"} <= tasks
+    budgets = {(entry.algo, entry.env_id): entry.timesteps for entry in entries}
+    for ours in ("npg", "tnpg", "ppo_kl", "dpg", "sql", "reinforce", "ispg"):
+        ran = [env for algo, env in budgets if algo == ours]
+        assert ran, ours
+        for env_id in ran:  # a sibling beside it on every task, at the same budget
+            assert any(budgets.get((sibling, env_id)) == budgets[ours, env_id] for sibling in SIBLINGS[ours])
+    assert {budgets[algo, "Hopper-v5"] for algo in ("npg", "trpo", "ppo_kl", "ppo")} == {100_000}
+    assert {budgets[algo, "Hopper-v5"] for algo in ("dpg", "td3", "sql", "sac")} == {50_000}
+    # never the folder of a zoo-settings run of the same algorithm, environment and budget
+    (job,) = [j for j in expand(SUITES["defaults"], Selection(seeds=range(5, 6))) if j.label == "dpg Hopper-v5 seed 5"]
+    assert isinstance(job, RunJob) and job.folder == Path("dpg/Hopper-v5/t50000-defaults/seed_5")
+    assert job.folder != dataclasses.replace(job, own_defaults=False).folder
+
+
+def test_seeds_are_a_count_or_an_inclusive_range_and_nothing_else():
+    assert seed_range("3") == range(3) and seed_range("5-9") == range(5, 10)
+    for text in ("0", "-1", "9-5", "a", "1-b", ""):
+        with pytest.raises(SuiteError):
+            seed_range(text)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["smoke", "--seeds", "0", "--dry-run"])
+    assert exit_info.value.code == 2
+
+
+def test_a_run_with_its_own_defaults_reads_no_zoo_entry(tmp_path):
+    job = RunJob("a2c", "CartPole-v1", 600, 0, eval_freq=300, eval_episodes=2, final_eval_episodes=2, own_defaults=True)
+    result = execute_run(job, tmp_path / "run")
+    assert result["status"] == "done" and result["own_defaults"] is True
+    assert result["settings_source"] == "sbx_lecture/bench/constructor_defaults.yml[default]" and result["n_envs"] == 1
+    assert result["hyperparams"] == {"policy": "MlpPolicy"}  # A2C's zoo entry for CartPole has n_envs 8
+
+
+def test_a_score_is_the_mean_of_the_evaluations_in_the_last_tenth_of_training():
+    curve = [[0, -100.0, 1.0], [800, 40.0, 1.0], [900, 50.0, 1.0], [950, 70.0, 1.0], [1024, 90.0, 1.0]]
+    assert run_score({"timesteps": 1000, "curve": curve, "final_mean": 90.0}) == pytest.approx(70.0)
+    assert run_score({"timesteps": 1000, "final_mean": 12.0}) == 12.0
+
+
+def test_the_defaults_report_gives_each_class_a_fraction_of_its_siblings_gain(tmp_path):
+    def run(algo: str, seed: int, score: float) -> dict[str, Any]:
+        curve = [[0, 20.0, 0.0], [50_000, score, 0.0]]
+        return {"kind": "run", "status": "done", "algo": algo, "env": "CartPole-v1", "seed": seed,
+                "family": family_of(algo), "timesteps": 50_000, "final_mean": score, "final_std": 0.0,
+                "final_episodes": 10, "steps_per_second": 100.0, "curve": curve, "own_defaults": True}  # fmt: skip
+
+    results = [run("sql", seed, 250.0) for seed in range(4)] + [run("dqn", seed, 500.0) for seed in range(4)]
+    report = markdown_report("defaults", "test", results, [], tmp_path)
+    section = report.split("## Defaults: gain over random as a fraction of the sibling's")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| CartPole-v1 | sql | dqn |"))
+    returns = json.loads((tmp_path / "random_policy.json").read_text())["CartPole-v1"]["returns"]
+    random_mean = sum(returns) / len(returns)
+    expected = (250.0 - random_mean) / (500.0 - random_mean)
+    assert f"| {expected:.2f} [{expected:.2f}, {expected:.2f}] |" in row
+    flat = [run("sql", 0, 30.0), run("dqn", 0, 22.0)]  # the sibling did not learn: nothing to compare with
+    assert "| n/a |" in markdown_report("defaults", "test", flat, [], tmp_path)

@@ -38,8 +38,9 @@ class TinyEnv(gym.Env):
 
 
 def tiny_model(**kwargs) -> DPG:
+    """The paper's online DPG (compatible critic unless ``critic`` says otherwise) on :class:`TinyEnv`."""
     kwargs.setdefault("policy_kwargs", dict(net_arch=[4]))
-    return DPG("MlpPolicy", TinyEnv(), seed=0, **kwargs)
+    return DPG("MlpPolicy", TinyEnv(), seed=0, **{**DPG.paper_settings, **kwargs})
 
 
 def explicit_jacobian(actor: th.nn.Module, obs: th.Tensor) -> th.Tensor:
@@ -253,7 +254,7 @@ def test_copdac_update_equals_the_paper_with_sgd(natural, on_policy, target_netw
     actor_direction = w_old if natural else th.einsum("bmn,bm->n", jacobian, jacobian @ w_old) / len(delta)
 
     model._update_learning_rates()
-    model._compatible_step(batch)
+    model._copdac_q_update(batch)
     assert th.allclose(flat(list(critic.w)), w_old + alpha_w * (delta[:, None] * phi).mean(0), atol=1e-5)
     for new, old, grad in zip(critic.value_net.parameters(), value_old, value_grads, strict=True):
         assert th.allclose(new, old + alpha_w * grad, atol=1e-5)
@@ -287,7 +288,7 @@ def test_mlp_critic_update_equals_td_regression_and_dpg(on_policy, target_networ
     actor_grads = th.autograd.grad(q_of_mu.mean(), actor_params)
 
     model._update_learning_rates()
-    model._mlp_step(batch)
+    model._deep_dpg_update(batch)
     for new, old, grad in zip(critic_params, critic_old, critic_grads, strict=True):
         assert th.allclose(new, old - alpha_w * grad, atol=1e-6)
     for new, old, grad in zip(actor_params, actor_old, actor_grads, strict=True):
@@ -350,7 +351,11 @@ def test_schedules_are_accepted_and_applied():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(), dict(critic="mlp", on_policy=True, buffer_size=500, batch_size=16, target_networks=True, n_envs=2)],
+    [
+        dict(),
+        dict(DPG.paper_settings),
+        dict(critic="mlp", on_policy=True, buffer_size=500, batch_size=16, target_networks=True, n_envs=2),
+    ],
 )
 def test_save_load_round_trip(tmp_path, kwargs):
     from stable_baselines3.common.env_util import make_vec_env
@@ -382,7 +387,7 @@ def test_save_load_round_trip(tmp_path, kwargs):
         model.critic_type,
         model.target_networks,
     )
-    assert (loaded.policy.actor_target is None) == (not kwargs.get("target_networks", False))
+    assert (loaded.policy.actor_target is None) == (not model.target_networks)
     loaded.learn(20, reset_num_timesteps=False)  # training resumes after loading
 
 
@@ -404,6 +409,7 @@ def test_learns_the_continuous_bandit():
     model = DPG(
         "MlpPolicy",
         env,
+        **DPG.paper_settings,
         learning_rate=3e-5,
         critic_learning_rate=0.3,
         learning_starts=0,

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import (
     IdentityEnv,
@@ -23,8 +24,11 @@ from stable_baselines3.common.envs import (
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.utils import LinearSchedule
 
+from sbx_lecture.common.kl import policy_kl
 from sbx_lecture.common.kl_penalty import adapt_kl_coef
 from sbx_lecture.ppo_kl import KLPPO, kl_penalized_policy_loss
+from sbx_lecture.ppo_kl import ppo_kl as ppo_kl_module
+from sbx_lecture.ppo_kl.old_policy import KLDictRolloutBuffer, KLRolloutBuffer, KLRolloutBufferSamples
 
 # ----------------------------------------------------------------------------------------------------------------
 # The adaptive-β rule on synthetic KL values
@@ -145,13 +149,12 @@ def test_update_matches_independent_computation(env_id: str, kl_coef: float, bat
     advantages = th.as_tensor(buffer.advantages.reshape(32))
     reference = copy.deepcopy(model.policy)
 
-    # The minibatches train() will draw: numpy's global generator gives one permutation to the buffer's get(), then
-    # one per epoch over those (already shuffled) rows.
+    # The minibatches train() will draw, as SB3's PPO does: each epoch's rollout_buffer.get(batch_size) takes one
+    # permutation from numpy's global generator and cuts it into consecutive minibatches.
     np.random.seed(123)
-    buffer_order = np.random.permutation(32)
     minibatches = []
     for _ in range(2):
-        epoch_order = buffer_order[np.random.permutation(32)] if batch_size < 32 else buffer_order
+        epoch_order = np.random.permutation(32)
         minibatches += [epoch_order[start : start + batch_size] for start in range(0, 32, batch_size)]
 
     _, _, old_params = _log_prob_and_kl(reference, obs, actions, (), discrete)
@@ -292,6 +295,70 @@ def test_clip_can_be_combined_and_schedules_are_accepted() -> None:
     assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
 
 
+@pytest.mark.parametrize(
+    ("env", "policy", "given", "expected"),
+    [
+        ("CartPole-v1", "MlpPolicy", None, KLRolloutBuffer),
+        ("CartPole-v1", "MlpPolicy", RolloutBuffer, KLRolloutBuffer),
+        (SimpleMultiObsEnv(random_start=False), "MultiInputPolicy", None, KLDictRolloutBuffer),
+        (SimpleMultiObsEnv(random_start=False), "MultiInputPolicy", DictRolloutBuffer, KLDictRolloutBuffer),
+    ],
+)
+def test_default_buffer_stores_the_old_policy(env: Any, policy: str, given: type | None, expected: type) -> None:
+    model = KLPPO(policy, env, n_steps=64, batch_size=32, n_epochs=1, rollout_buffer_class=given, seed=0)
+    assert type(model.rollout_buffer) is expected
+    model.learn(64)
+    assert math.isfinite(model.last_kl) and model.last_kl > 0
+
+
+@pytest.mark.parametrize("observations", ["Box", "Dict"])
+def test_minibatches_carry_the_old_policy_rows(observations: str) -> None:
+    """Each of SB3's minibatches holds π_old at exactly its own states (4 envs), from the pass before the update."""
+    if observations == "Box":
+        env, policy = make_vec_env("Pendulum-v1", n_envs=4, seed=0), "MlpPolicy"
+    else:
+        env = make_vec_env(SimpleMultiObsEnv, n_envs=4, seed=0, env_kwargs=dict(random_start=False))
+        policy = "MultiInputPolicy"
+    model = KLPPO(policy, env, n_steps=8, batch_size=8, n_epochs=1, seed=0)
+    _, callback = model._setup_learn(model.n_steps)
+    assert model.env is not None
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=model.n_steps)
+    buffer = model.rollout_buffer
+    assert isinstance(buffer, KLRolloutBuffer | KLDictRolloutBuffer)
+    model.policy.set_training_mode(False)
+    buffer.store_old_policy(model.policy, chunk_size=5)  # chunks that do not divide the rollout
+    old_policy = copy.deepcopy(model.policy)
+    with th.no_grad():  # the policy moves on; the stored rows must not
+        for parameter in model.policy.parameters():
+            parameter.add_(0.1)
+    n_states = 0
+    for data in buffer.get(8):
+        assert isinstance(data, KLRolloutBufferSamples) and data.old_distribution is not None
+        with th.no_grad():
+            assert policy_kl(data.old_distribution, old_policy.get_distribution(data.observations)).abs().max() < 1e-6
+            assert policy_kl(data.old_distribution, model.policy.get_distribution(data.observations)).min() > 0
+        n_states += len(data.advantages)
+    assert n_states == 32
+    buffer.reset()
+    assert buffer.old_policy is None
+
+
+class _OwnRolloutBuffer(RolloutBuffer):
+    """A user's buffer class: KLPPO does not know it and estimates the KL from the log-ratio."""
+
+
+def test_own_buffer_class_falls_back_to_the_sample_estimate(monkeypatch) -> None:
+    def no_exact_kl(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("policy_kl needs the stored π_old")
+
+    monkeypatch.setattr(ppo_kl_module, "policy_kl", no_exact_kl)
+    model = _small_model(kl_coef=1.0, target_kl=1e-9, rollout_buffer_class=_OwnRolloutBuffer).learn(128)
+    assert type(model.rollout_buffer) is _OwnRolloutBuffer
+    assert math.isfinite(model.last_kl) and model.last_kl > 0
+    assert model.logger.name_to_value["train/approx_kl"] > 0
+    assert model.kl_coef == pytest.approx(4.0)
+
+
 def test_old_policy_without_stored_parameters_falls_back_to_the_sample_estimate(monkeypatch) -> None:
     from sbx_lecture.ppo_kl import old_policy
 
@@ -356,7 +423,7 @@ def test_learns_cartpole() -> None:
         gamma=0.98,
         n_epochs=20,
         learning_rate=LinearSchedule(1e-3, 0.0, 1.0),
-        seed=1,
+        seed=2,
     ).learn(20_480)
     mean_reward, _ = evaluate_policy(model, make_vec_env("CartPole-v1", n_envs=1, seed=1), 10, deterministic=True)
     assert isinstance(mean_reward, float) and mean_reward >= 200  # a random policy gets about 20

@@ -317,7 +317,7 @@ def test_dpg_with_sb3_buffers_and_n_step_discounts() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(replay_buffer_class=ReplayBuffer), "pass buffer_size"),
+        (dict(replay_buffer_class=ReplayBuffer, buffer_size=None), "pass buffer_size"),
         (dict(replay_buffer_class=ReplayBuffer, buffer_size=100, on_policy=True), "on_policy=True"),
     ],
 )

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sbx_lecture.bench.suites import FINISHED, SUITES, Job, Selection, Suite, SuiteError, expand, get_suite
+from sbx_lecture.bench.suites import FINISHED, SUITES, Job, Selection, Suite, SuiteError, expand, get_suite, seed_range
 
 DEFAULT_SUITE = "classic"
 DEFAULT_OUT = Path("bench_results")
@@ -60,7 +60,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="tcp://HOST:PORT",
         help="run on the Dask cluster of this scheduler instead of a local one (--jobs is ignored)",
     )
-    parser.add_argument("--seeds", type=int, help="seeds per run (default: the suite's)")
+    parser.add_argument(
+        "--seeds",
+        type=seed_range,
+        metavar="K|A-B",
+        help="seeds 0..K-1, or seeds A to B inclusive (5-9: the held-out seeds); default: the suite's count",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument(
         "--timesteps-scale",

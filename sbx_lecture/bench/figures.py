@@ -88,6 +88,7 @@ def bandit_dpg(bandit: Any, seed: int) -> Any:
     model = DPG(
         "MlpPolicy",
         bandit,
+        **DPG.paper_settings,
         learning_rate=lambda progress: 3e-5 * progress,
         critic_learning_rate=lambda progress: critic_rate * progress,
         learning_starts=0,

@@ -76,7 +76,7 @@ def stored_result(job: Job, out: Path) -> dict[str, Any] | None:
     current = (
         partial(contestant_settings, job, job.ours)
         if isinstance(job, SpeedJob)
-        else partial(zoo_settings, job.algo, job.env_id, dict(job.hyperparams))
+        else partial(zoo_settings, job.algo, job.env_id, dict(job.hyperparams), job.conf_file)
     )
     stale = changed_settings(result, current)
     return result if stale is None else {**result, "status": "stale", "error": stale}

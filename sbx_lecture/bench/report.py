@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +217,24 @@ def aggregate_table(stats: SuiteStatistics) -> str:
     return "\n".join(lines) + "\n"
 
 
+def defaults_table(stats: SuiteStatistics) -> str:
+    """The markdown table of :func:`.stats.sibling_gains`: each lecture class's gain as a fraction of its
+    sibling's, per environment."""
+    from sbx_lecture.bench.stats import sibling_gains
+
+    lines = [
+        "| environment | ours | sibling | steps | seeds | ours IQM | sibling IQM | random | fraction [95 % CI] |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in sibling_gains(stats.groups, stats.references, stats.reps).itertuples():
+        cell = "n/a" if math.isnan(row.fraction) else _interval(row.fraction, row.low, row.high, 2)
+        lines.append(
+            f"| {row.env} | {row.algo} | {row.sibling} | {_steps(row.timesteps)} | {row.seeds} | {row.iqm:.1f} | "
+            f"{row.sibling_iqm:.1f} | {row.random:.1f} | {cell} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def improvement_table(stats: SuiteStatistics) -> str:
     """The markdown table of P(lecture algorithm > sibling)."""
     lines = [
@@ -358,8 +377,9 @@ def markdown_report(
         count = "/".join(str(e) for e in episodes) or "the suite's"
         parts += [
             "## Final return per environment\n",
-            f"Score of a run: its deterministic evaluation on a separate environment after the full budget "
-            f"({count} episodes). IQM: the mean of the middle half of the seeds' scores (25 % trimmed from "
+            "Score of a run: the mean of its deterministic evaluations on a separate environment in the last "
+            f"10 % of training, the final one included ({count} episodes at the end). IQM: the mean of the "
+            "middle half of the seeds' scores (25 % trimmed from "
             "each end); median over seeds; 95 % intervals from rliable's percentile bootstrap over seeds "
             f"({stats.reps} replications). Steps/s: median over seeds of training steps per second, "
             "evaluation time excluded.\n",
@@ -388,6 +408,14 @@ def markdown_report(
                 "bootstrap). Rows with different environments are not directly comparable; an environment "
                 "with fewer finished seeds limits the others to its count (the rest dropped).\n",
                 aggregate_table(stats),
+            ]
+        if any(result.get("own_defaults") for result in results):
+            parts += [
+                "## Defaults: gain over random as a fraction of the sibling's\n",
+                "Every class with its own constructor defaults. Fraction: (IQM − random) / (sibling's IQM − "
+                "random) at the same budget; the 95 % interval resamples each side's seeds. n/a: the sibling "
+                "gained less than 1 % of the return range over random, so there is no gain to compare with.\n",
+                defaults_table(stats),
             ]
         if len(stats.improvements):
             parts += [

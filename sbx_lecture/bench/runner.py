@@ -103,7 +103,8 @@ def execute_run(
             if finished is not None:  # finished by another process since the first look
                 return {**finished, "status": "skipped"}
             started = read_run_file(run_dir) if (run_dir / RUN_FILE).exists() else {}
-            stale = changed_settings(started, partial(zoo_settings, job.algo, job.env_id, dict(job.hyperparams)))
+            current = partial(zoo_settings, job.algo, job.env_id, dict(job.hyperparams), job.conf_file)
+            stale = changed_settings(started, current)
             if stale is not None:  # its checkpoints would continue the old settings
                 return {**_summary(job, run_dir, "stale"), "error": f"started with other settings: {stale}"}
             return _train(job, run_dir, report, stop_after)
@@ -139,6 +140,7 @@ def _summary(job: RunJob, run_dir: Path, status: str) -> dict[str, Any]:
         "family": job.family,
         "timesteps": job.timesteps,
         "folder": str(run_dir),
+        **({"own_defaults": True} if job.own_defaults else {}),
     }
 
 
@@ -153,6 +155,7 @@ def _train(job: RunJob, run_dir: Path, report: ProgressReport | None, stop_after
         timesteps=target,
         seed=job.seed,
         hyperparams=dict(job.hyperparams),
+        conf_file=job.conf_file,
         out=run_dir,
         resume=RESUME_IF_POSSIBLE,
         checkpoint_freq=max(target // CHECKPOINTS_PER_RUN, 1),

@@ -2,12 +2,13 @@
 Precipice"): interquartile mean and median with stratified-bootstrap confidence intervals, performance profiles and
 probabilities of improvement.
 
-The score of a run is its final deterministic evaluation return. Per environment the statistics are over seeds, in
-the environment's own units. Across environments they are over normalised scores (:mod:`.baselines`: 0 a uniformly
-random policy, 1 the best published figure): the IQM over every (seed, environment) score, the median over
-environments of the per-environment mean (rliable's definitions). Every interval is rliable's percentile
-bootstrap that resamples seeds within each environment; the bootstrap draws from a seeded generator, so a report is
-the same each time it is written.
+The score of a run is the mean of its deterministic evaluations in the last 10 % of training, the final one included
+(:func:`run_score`): one evaluation of a few episodes is too noisy a number. Per environment the statistics are over
+seeds, in the environment's own units. Across environments they are over normalised scores (:mod:`.baselines`: 0 a
+uniformly random policy, 1 the best published figure): the IQM over every (seed, environment) score, the median over
+environments of the per-environment mean (rliable's definitions). Every interval is rliable's percentile bootstrap
+that resamples seeds within each environment; the bootstrap draws from a seeded generator, so a report is the same
+each time it is written.
 """
 
 from __future__ import annotations
@@ -40,6 +41,18 @@ def check_packages() -> None:
         raise SuiteError(f"the report's statistics need {' and '.join(missing)}: pip install 'sbx-lecture[bench]'")
 
 
+#: The share of training, at its end, whose evaluations make a run's score.
+SCORE_WINDOW = 0.1
+
+
+def run_score(result: dict[str, Any]) -> float:
+    """The mean of a run's evaluations at or after ``(1 − SCORE_WINDOW)`` of its budget (its curve's points, the
+    final evaluation included), or its final evaluation when it has no curve."""
+    budget = float(result.get("timesteps") or 0)
+    late = [float(point[1]) for point in result.get("curve") or [] if float(point[0]) >= (1 - SCORE_WINDOW) * budget]
+    return float(np.mean(late)) if late else float(result["final_mean"])
+
+
 @dataclass
 class Group:
     """The seeds of one algorithm on one environment at one budget."""
@@ -67,7 +80,7 @@ def group_runs(results: list[dict[str, Any]]) -> list[Group]:
         )
         if result.get("status") in FINISHED:
             group.seeds.append(int(result.get("seed", len(group.seeds))))
-            group.finals.append(float(result["final_mean"]))
+            group.finals.append(run_score(result))
             group.speeds.append(float(result.get("steps_per_second") or 0.0))
             if result.get("curve"):
                 group.curves.append([(float(point[0]), float(point[1])) for point in result["curve"]])
@@ -283,6 +296,54 @@ def improvements(matrices: dict[str, ScoreMatrix], reps: int = DEFAULT_REPS, see
                     "runs": x.shape[0],
                     "sibling_runs": y.shape[0],
                     "probability": float(metrics.probability_of_improvement(x, y)),
+                    "low": bounds[0, 0],
+                    "high": bounds[1, 0],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def sibling_gains(
+    groups: list[Group], refs: dict[str, Reference], reps: int = DEFAULT_REPS, seed: int = BOOTSTRAP_SEED
+) -> Any:
+    """Each lecture algorithm's gain over the random policy as a fraction of its sibling's, per environment.
+
+    ``(IQM(ours) − random) / (IQM(sibling) − random)`` over seeds at the same budget, with a 95 % interval that
+    resamples the seeds of each side independently. Where the sibling gains less than 1 % of the environment's
+    return range over random, the fraction is NaN: there is no gain to compare with. A DataFrame, one row per pair.
+    """
+    import pandas as pd
+
+    from sbx_lecture.bench.baselines import return_range
+
+    found = {(group.env, group.algo): group for group in groups if group.finals}
+    rows = []
+    for (env, ours), group in found.items():
+        for sibling in SIBLINGS.get(ours, ()):
+            other = found.get((env, sibling))
+            if other is None or env not in refs:
+                continue
+            random = refs[env].random
+            low, high = return_range(env, np.array(group.finals + other.finals + [random, refs[env].best]))
+            floor = 0.01 * (high - low)
+
+            def fraction(x: np.ndarray, y: np.ndarray, random: float = random, floor: float = floor) -> np.ndarray:
+                gain = column_iqm(y) - random
+                return np.where(gain > floor, (column_iqm(x) - random) / np.maximum(gain, floor), np.nan)
+
+            x, y = np.array(group.finals)[:, None], np.array(other.finals)[:, None]
+            bounds = _intervals([x, y], fraction, reps, seed)
+            rows.append(
+                {
+                    "env": env,
+                    "algo": ours,
+                    "sibling": sibling,
+                    "timesteps": group.timesteps,
+                    "seeds": f"{len(group.finals)}/{len(other.finals)}",
+                    "iqm": float(column_iqm(x)[0]),
+                    "sibling_iqm": float(column_iqm(y)[0]),
+                    "random": random,
+                    "fraction": float(fraction(x, y)[0]),
                     "low": bounds[0, 0],
                     "high": bounds[1, 0],
                 }

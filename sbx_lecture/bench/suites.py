@@ -17,6 +17,9 @@ from typing import Any, ClassVar
 
 from sbx_lecture.zoo_config import settings_digest
 
+#: The hyperparameter file of runs with their class's own constructor defaults (only ``policy: MlpPolicy``).
+CONSTRUCTOR_DEFAULTS = Path(__file__).with_name("constructor_defaults.yml")
+
 #: Family of each algorithm: the learning-curve plots put one family's algorithms side by side.
 FAMILIES: dict[str, str] = {
     "npg": "natural gradient",
@@ -25,6 +28,8 @@ FAMILIES: dict[str, str] = {
     "ppo_kl": "proximal",
     "ppo": "proximal",
     "a2c": "actor-critic",
+    "reinforce": "actor-critic",
+    "ispg": "actor-critic",
     "dpg": "deterministic",
     "ddpg": "deterministic",
     "td3": "deterministic",
@@ -40,6 +45,8 @@ SIBLINGS: dict[str, tuple[str, ...]] = {
     "ppo_kl": ("ppo",),
     "dpg": ("td3", "ddpg"),
     "sql": ("sac", "dqn"),
+    "reinforce": ("a2c",),  # the plugin's (sbx-lecture-pg)
+    "ispg": ("a2c",),
 }
 
 DISCRETE_ENVS = ("CartPole-v1", "Acrobot-v1")
@@ -65,12 +72,15 @@ class Entry:
     :param env_id: gymnasium environment id
     :param timesteps: training budget in environment steps (``None``: the zoo entry's ``n_timesteps``)
     :param hyperparams: overrides of the zoo entry, zoo-style (``{"n_steps": 256, "learning_rate": "lin_1e-3"}``)
+    :param own_defaults: train with the class's own constructor defaults instead of its zoo entry
+        (:data:`CONSTRUCTOR_DEFAULTS`); ``hyperparams`` still apply
     """
 
     algo: str
     env_id: str
     timesteps: int | None = None
     hyperparams: dict[str, Any] = field(default_factory=dict)
+    own_defaults: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,7 @@ class RunJob:
     :param eval_freq: environment steps between evaluations (0: ``timesteps / 20``)
     :param eval_episodes: episodes per evaluation during training
     :param final_eval_episodes: episodes of the final evaluation
+    :param own_defaults: the class's constructor defaults instead of its zoo entry
     """
 
     algo: str
@@ -149,6 +160,7 @@ class RunJob:
     eval_freq: int = 0
     eval_episodes: int = 5
     final_eval_episodes: int = 10
+    own_defaults: bool = False
 
     kind: ClassVar[str] = "run"
 
@@ -158,12 +170,19 @@ class RunJob:
         return family_of(self.algo)
 
     @property
+    def conf_file(self) -> Path | None:
+        """The hyperparameter file the run reads instead of its algorithm's zoo file (``None``: the zoo file)."""
+        return CONSTRUCTOR_DEFAULTS if self.own_defaults else None
+
+    @property
     def folder(self) -> Path:
-        """Relative run folder: ``<algo>/<env>/<budget>[-<overrides hash>]/seed_<k>``.
+        """Relative run folder: ``<algo>/<env>/<budget>[-defaults][-<overrides hash>]/seed_<k>``.
 
         Suites that contain the same run share its folder, so it is trained once.
         """
         budget = f"t{self.timesteps}" if self.timesteps else "tzoo"
+        if self.own_defaults:
+            budget += "-defaults"
         if self.hyperparams:
             budget += "-" + settings_digest(self.hyperparams)
         return Path(self.algo) / self.env_id / budget / f"seed_{self.seed}"
@@ -292,6 +311,39 @@ def _compiled_entries() -> tuple[Entry, ...]:
     return tuple(Entry(algo, env_id, eager[algo, env_id], compiled) for algo, env_id in pairs)
 
 
+#: The tasks of the ``defaults`` suite: discrete and continuous, classic control and MuJoCo, four of them in no
+#: other suite. Budgets: 10⁵ steps for the on-policy classes, 5·10⁴ for the off-policy ones.
+DEFAULTS_DISCRETE = ("CartPole-v1", "Acrobot-v1")
+DEFAULTS_CONTINUOUS = (
+    "Pendulum-v1",
+    "MountainCarContinuous-v0",
+    "InvertedPendulum-v5",
+    "InvertedDoublePendulum-v5",
+    "Reacher-v5",
+    "Swimmer-v5",
+    "Hopper-v5",
+    "HalfCheetah-v5",
+)
+#: Each lecture class (and the plugin's REINFORCE and ISPG) beside the SB3 classes it is measured against with defaults.
+DEFAULTS_PAIRS = (("npg", "trpo"), ("tnpg", "trpo"), ("ppo_kl", "ppo"), ("reinforce", "a2c"), ("ispg", "a2c"))
+DEFAULTS_OFF_POLICY = {"continuous": ("dpg", "td3", "sql", "sac"), "discrete": ("sql", "dqn")}
+
+
+def _defaults_entries() -> tuple[Entry, ...]:
+    """Every class with its constructor defaults (:data:`CONSTRUCTOR_DEFAULTS`), no zoo entry."""
+    on_policy = tuple(dict.fromkeys(algo for pair in DEFAULTS_PAIRS for algo in pair))
+    entries = [
+        Entry(algo, env_id, 100_000, own_defaults=True)
+        for env_id in DEFAULTS_DISCRETE + DEFAULTS_CONTINUOUS
+        for algo in on_policy
+    ]
+    for kind, envs in (("discrete", DEFAULTS_DISCRETE), ("continuous", DEFAULTS_CONTINUOUS)):
+        entries += [
+            Entry(algo, env_id, 50_000, own_defaults=True) for env_id in envs for algo in DEFAULTS_OFF_POLICY[kind]
+        ]
+    return tuple(entries)
+
+
 _PAPER_DPG: dict[str, Any] = {"critic": "compatible", "buffer_size": None, "target_networks": False}
 _ONLINE_DPG: dict[str, Any] = {"buffer_size": None, "target_networks": False}
 _FUSED_ADAM: dict[str, Any] = {"policy_kwargs": {"net_arch": [64, 64], "optimizer_kwargs": {"fused": True}}}
@@ -415,6 +467,13 @@ SUITES: dict[str, Suite] = {
             seeds=5,
         ),
         Suite(
+            "defaults",
+            "what Class('MlpPolicy', env) gives: every lecture class and its SB3 sibling with their own constructor "
+            "defaults on 10 tasks (10^5 steps on-policy, 5*10^4 off-policy); seeds 0-4 choose defaults, 5-9 publish",
+            entries=_defaults_entries(),
+            seeds=5,
+        ),
+        Suite(
             "speed",
             "steps/s of each lecture algorithm against its SB3 sibling at identical settings, and the raw env rate",
             speed_entries=_speed_entries(),
@@ -447,9 +506,9 @@ def load_suite_file(path: Path) -> Suite:
     """Read a suite from YAML (``.yml``/``.yaml``) or JSON.
 
     The file holds the :class:`Suite` fields; ``runs`` lists learning entries (``algo``, ``env``, optional
-    ``timesteps`` and ``hyperparams``), ``speed`` lists speed entries (``ours``, ``sibling``, ``env``, optional
-    ``timesteps``, ``hyperparams``, ``not_shared``, ``sbx`` and ``own_defaults``), ``figures`` lists figures
-    (``name``, optional ``params``, ``algos`` and ``env``)::
+    ``timesteps``, ``hyperparams`` and ``own_defaults``), ``speed`` lists speed entries (``ours``, ``sibling``,
+    ``env``, optional ``timesteps``, ``hyperparams``, ``not_shared``, ``sbx`` and ``own_defaults``), ``figures``
+    lists figures (``name``, optional ``params``, ``algos`` and ``env``)::
 
         name: tiny
         seeds: 2
@@ -468,7 +527,13 @@ def load_suite_file(path: Path) -> Suite:
         raise SuiteError(f"suite file {path} must hold a mapping with 'runs', 'speed' or 'figures'")
     try:
         entries = tuple(
-            Entry(row["algo"], row["env"], row.get("timesteps"), dict(row.get("hyperparams") or {}))
+            Entry(
+                row["algo"],
+                row["env"],
+                row.get("timesteps"),
+                dict(row.get("hyperparams") or {}),
+                bool(row.get("own_defaults", False)),
+            )
             for row in data.get("runs") or []
         )
         speed = tuple(
@@ -533,14 +598,14 @@ def get_suite(name: str) -> Suite:
 class Selection:
     """How the command line narrows and scales a suite.
 
-    :param seeds: number of seeds (``None``: the suite's)
+    :param seeds: the seeds to run (``None``: the suite's count, from 0)
     :param timesteps_scale: factor on every budget (0.1 for a quick look)
     :param algos: keep only these algorithms (``None``: all)
     :param envs: keep only these environments (``None``: all)
     :param device: the torch device the speed pairs are timed on (training runs and figures use the CPU)
     """
 
-    seeds: int | None = None
+    seeds: range | None = None
     timesteps_scale: float = 1.0
     algos: frozenset[str] | None = None
     envs: frozenset[str] | None = None
@@ -559,14 +624,26 @@ class Selection:
         return max(1_000, math.ceil(timesteps * self.timesteps_scale / 100.0) * 100)
 
 
+def seed_range(text: str) -> range:
+    """``"K"``: seeds 0 to K-1; ``"A-B"``: seeds A to B inclusive (``"5-9"``, the held-out seeds)."""
+    first, dash, last = text.partition("-")
+    try:
+        seeds = range(int(first), int(last) + 1) if dash else range(int(first))
+    except ValueError:
+        raise SuiteError(f"--seeds takes a count K or a range A-B, not {text!r}") from None
+    if not seeds or seeds.start < 0:
+        raise SuiteError(f"--seeds {text} names no seed: give a count of at least 1 or a range A-B with 0 <= A <= B")
+    return seeds
+
+
 def expand(suite: Suite, selection: Selection, zoo_budget: Any = None) -> list[Job]:
     """The suite's jobs after filtering and scaling, seed-major so that early results cover every algorithm.
 
     :param zoo_budget: ``(algo, env_id) -> int`` for entries without a budget (``None``: settled at run time)
     """
     jobs: list[Job] = []
-    seeds = selection.seeds if selection.seeds is not None else suite.seeds
-    for seed in range(seeds):
+    seeds = selection.seeds if selection.seeds is not None else range(suite.seeds)
+    for seed in seeds:
         for entry in suite.entries:
             if not selection.keeps((entry.algo,), entry.env_id):
                 continue
@@ -583,6 +660,7 @@ def expand(suite: Suite, selection: Selection, zoo_budget: Any = None) -> list[J
                     eval_freq,
                     suite.eval_episodes,
                     suite.final_eval_episodes,
+                    entry.own_defaults,
                 )
             )
     for speed in suite.speed_entries:

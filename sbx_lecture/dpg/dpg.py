@@ -12,7 +12,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy, ContinuousCritic
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule, TrainFrequencyUnit
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule, TrainFrequencyUnit
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.td3.policies import Actor
 
@@ -42,7 +42,7 @@ SelfDPG = TypeVar("SelfDPG", bound="DPG")
 
 
 class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlgorithm):
-    """Deterministic Policy Gradient (DPG): a deterministic actor μθ(s) and a critic Q^w(s, a), learned online.
+    """Deterministic Policy Gradient (DPG): a deterministic actor μθ(s) and a critic Q^w(s, a).
 
     The objective and its gradient (deterministic policy gradient theorem)::
 
@@ -55,6 +55,10 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
 
     and with no bootstrap on termination (but bootstrapping on time-limit truncation).
 
+    ``critic="mlp"`` (the default): a neural Q(s, a) trained on the squared TD error, actor step
+    ∇θμθ(s) ∇aQ(s, a)|a=μθ(s). With the default replay buffer and target networks this is deep DPG (DDPG,
+    Lillicrap et al. 2016), what ``DPG("MlpPolicy", env)`` learns with on a task nobody tuned.
+
     ``critic="compatible"`` (COPDAC): Q^w(s, a) = (a − μθ(s))ᵀ ∇θμθ(s)ᵀ w + V^v(s), i.e. linear in the compatible
     features φ(s, a) = ∇θμθ(s)(a − μθ(s)). Updates (with SGD they are exactly the paper's; other optimizers follow
     the same directions)::
@@ -64,9 +68,7 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
         θ ← θ + α_θ w                           (natural=True: w is the natural gradient)
 
     ∇θμθ(s)ᵀ w is a Jacobian-vector product and ∇θμθ(s) c a vector-Jacobian product; the Jacobian is never built.
-
-    ``critic="mlp"``: a neural Q(s, a) trained on the squared TD error, actor step ∇θμθ(s) ∇aQ(s, a)|a=μθ(s).
-    Adding ``buffer_size`` (replay) and ``target_networks=True`` turns this into DDPG.
+    The paper's online COPDAC-Q (no replay, no target networks) is ``DPG("MlpPolicy", env, **DPG.paper_settings)``.
 
     Paper: D. Silver, G. Lever, N. Heess, T. Degris, D. Wierstra, M. Riedmiller, "Deterministic Policy Gradient
     Algorithms", ICML 2014. https://proceedings.mlr.press/v32/silver14.html
@@ -76,12 +78,12 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
     :param env: the environment (a Box action space), or its gymnasium id
     :param learning_rate: actor step size α_θ, a float or a schedule of the remaining progress (1 → 0)
     :param critic_learning_rate: critic step size α_w = α_v (float or schedule); ``None``: same as ``learning_rate``
-    :param critic: ``"compatible"`` (the paper's COPDAC critic) or ``"mlp"`` (a neural Q(s, a))
+    :param critic: ``"mlp"`` (default: a neural Q(s, a)) or ``"compatible"`` (the paper's COPDAC critic)
     :param natural: actor step θ += α_θ w (natural gradient); only with ``critic="compatible"``
     :param on_policy: SARSA target with the executed next action (True) or Q-learning target with μθ(s′) (False)
-    :param buffer_size: ``None`` (default): online, each update uses the transitions of the latest rollout
-        (``train_freq`` steps × ``n_envs``) in order, each once per gradient step. An int: a replay buffer of that
-        many transitions, sampled uniformly in batches of ``batch_size``
+    :param buffer_size: a replay buffer of that many transitions (default 10⁶, as TD3's), sampled uniformly in
+        batches of ``batch_size``; ``None``: online (the paper's), each update uses the transitions of the latest
+        rollout (``train_freq`` steps × ``n_envs``) in order, each once per gradient step
     :param learning_starts: steps of uniformly random actions before learning starts
     :param batch_size: minibatch size when sampling the replay buffer (unused online)
     :param tau: soft update coefficient of the target networks, in [0, 1] (1: hard copy, 0: frozen; unused without
@@ -96,7 +98,8 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
     :param replay_buffer_kwargs: keyword arguments for the replay buffer on creation
     :param optimize_memory_usage: SB3's memory-efficient buffer layout (s′ stored as the next row's s); needs
         ``replay_buffer_kwargs=dict(handle_timeout_termination=False)``, and is not available for Dict observations
-    :param target_networks: bootstrap from slowly tracking copies of actor and critic (off by default)
+    :param target_networks: bootstrap from slowly tracking copies of actor and critic (on by default; the paper
+        has none)
     :param compile_update: compute the losses of each gradient step with a function compiled once by
         ``torch.compile`` (``critic="mlp"`` only). It pays on an accelerator, where a small network's step is mostly
         kernel launches, and only for long runs: a ``learn`` call of fewer than 10 000 gradient steps, or a machine
@@ -111,6 +114,8 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
     :param _init_setup_model: whether to build the networks at construction
     """
 
+    #: The paper's online algorithm: compatible critic, updates from the latest transitions, no target networks.
+    paper_settings: ClassVar[dict[str, Any]] = {"critic": "compatible", "buffer_size": None, "target_networks": False}
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": MlpPolicy,
         "CnnPolicy": CnnPolicy,
@@ -128,10 +133,10 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
         env: GymEnv | str,
         learning_rate: float | Schedule = 1e-3,
         critic_learning_rate: float | Schedule | None = None,
-        critic: str = "compatible",
+        critic: str = "mlp",
         natural: bool = False,
         on_policy: bool = False,
-        buffer_size: int | None = None,
+        buffer_size: int | None = 1_000_000,
         learning_starts: int = 100,
         batch_size: int = 256,
         tau: float = 0.005,
@@ -142,7 +147,7 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
         replay_buffer_class: type[ReplayBuffer] | None = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
         optimize_memory_usage: bool = False,
-        target_networks: bool = False,
+        target_networks: bool = True,
         compile_update: bool = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -228,7 +233,7 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
                 PolyakTarget(self.critic, self.policy.critic_target),
                 PolyakTarget(self.actor, self.policy.actor_target),
             ]
-        self._mlp_loss_update = self._compiled_update(self._mlp_losses)
+        self._deep_dpg_loss_fn = self._compiled_update(self._deep_dpg_losses)
 
     # ------------------------------------------------------------------ behaviour policy
     def _sample_action(
@@ -255,37 +260,32 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
         actor_rate, critic_rate = self._update_learning_rates()
         self.logger.record("train/learning_rate", actor_rate)
         self.logger.record("train/critic_learning_rate", critic_rate)
-        assert self.replay_buffer is not None
-        assert self.train_freq.unit == TrainFrequencyUnit.STEP or not self.online  # type: ignore[union-attr]
-
-        batch = None
-        if self.online:
-            rows = self.train_freq.frequency  # type: ignore[union-attr]
-            assert isinstance(self.replay_buffer, TransitionBuffer), "online updates need DPG's transition buffer"
-            batch = self.replay_buffer.latest(rows, self.on_policy, env=self._vec_normalize_env)
-        stats: dict[str, list[th.Tensor]] = {"td_error": [], "critic_loss": [], "actor_loss": []}
+        update = self._copdac_q_update if self.critic_type == "compatible" else self._deep_dpg_update
+        stats: list[th.Tensor] = []
         for _ in range(gradient_steps):
-            if not self.online:
-                batch = self._sample_batch(batch_size)
+            batch = self._next_batch(batch_size)
             if batch is None:  # SARSA before any transition has a successor
                 break
-            self._n_updates += 1
-            if self.critic_type == "compatible":
-                td_error, critic_loss, actor_loss = self._compatible_step(batch)
-            else:
-                td_error, critic_loss, actor_loss = self._mlp_step(batch)
+            stats.append(th.stack(update(batch)))
             if self.target_networks:
                 self._update_targets()
-            stats["td_error"].append(td_error)
-            stats["critic_loss"].append(critic_loss)
-            stats["actor_loss"].append(actor_loss)
-
+            self._n_updates += 1
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        for key, values in stats.items():
-            if values:
-                self.logger.record(f"train/{key}", (values[0] if len(values) == 1 else th.stack(values).mean()).item())
+        if stats:
+            means = th.stack(stats).mean(dim=0).tolist()
+            for key, value in zip(("td_error", "critic_loss", "actor_loss"), means, strict=True):
+                self.logger.record(f"train/{key}", value)
         if isinstance(self.critic, CompatibleCritic):
             self.logger.record("train/w_norm", self.critic.w_norm().item())
+
+    def _next_batch(self, batch_size: int) -> TransitionBatch | None:
+        """Online: the transitions of the latest rollout, in order; with replay: a uniform sample."""
+        assert self.replay_buffer is not None
+        if self.online:
+            assert isinstance(self.replay_buffer, TransitionBuffer), "online updates need DPG's transition buffer"
+            rows = self.train_freq.frequency  # type: ignore[union-attr]
+            return self.replay_buffer.latest(rows, self.on_policy, env=self._vec_normalize_env)
+        return self._sample_batch(batch_size)
 
     def _sample_batch(self, batch_size: int) -> TransitionBatch | None:
         """A replay batch: from DPG's transition buffer, or through ``sample()`` of any other SB3 buffer."""
@@ -346,63 +346,47 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
         assert batch.next_actions is not None and batch.next_action_known is not None
         return th.where(batch.next_action_known.bool(), batch.next_actions, next_mu)
 
-    def _compatible_step(self, batch: TransitionBatch) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        """One COPDAC step; the critic and actor directions both use the current θ, w and v (as in the paper).
+    def _copdac_q_update(self, batch: TransitionBatch) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """One COPDAC-Q step (Silver et al. 2014, section 4.3), every direction from the current θ, w and v::
 
-        μθ is linearised once at the batch's states (:class:`ActorLinearization`); its forward map gives
-        ∇θμθ(s)ᵀ w and its transpose both parameter-space directions: the critic's δ φ(s, a) = ∇θμθ(s) (δ (a − μθ(s)))
-        and the actor's ∇θμθ(s) (∇θμθ(s)ᵀ w). Without target networks the actor and V^v run on s and s′ together,
-        the s′ half feeding the TD target.
+            δ = y − Q^w(s, a),   Q^w(s, a) = (a − μθ(s))ᵀ ∇θμθ(s)ᵀ w + V^v(s)
+            w ← w + α_w δ φ(s, a),   v ← v + α_v δ ∇v V^v(s),   θ ← θ + α_θ ∇θμθ(s) ∇θμθ(s)ᵀ w  (natural: α_θ w)
+
+        μθ is linearised once at the batch's states: its forward map gives ∇θμθ(s)ᵀ w, its transpose the parameter
+        directions φ(s, a) δ = ∇θμθ(s) (δ (a − μθ(s))) and ∇θμθ(s) (∇θμθ(s)ᵀ w). The steps are written as gradients
+        of the batch mean, so that any optimizer follows them (SGD gives the paper's updates).
         """
         critic = self.critic
         assert isinstance(critic, CompatibleCritic)
-        n_samples = batch.actions.shape[0]
-        fused = not self.target_networks
-        states = _concatenated(batch.observations, batch.next_observations) if fused else batch.observations
-        linearized = ActorLinearization(self.actor, states, self._actor_parameters, chain=self._actor_chain)
-        mu_all = linearized.output
-        mu_jvp_all = linearized.jacobian_product([w.detach() for w in critic.w])
-        values_all = critic.value(states)
-        mu, mu_jvp, values = mu_all[:n_samples], mu_jvp_all[:n_samples], values_all[:n_samples]
-        if fused:
-            next_q = values_all[n_samples:].detach()  # Q^w(s′, μθ(s′)) = V^v(s′)
-            if self.on_policy:
-                next_mu = mu_all[n_samples:]
-                next_actions = self._next_actions(batch, next_mu)
-                next_q = next_q + compatible_advantage(next_actions, next_mu, mu_jvp_all[n_samples:])
-            target = self._bootstrap(batch, next_q)
-        else:
-            target = self.td_target(batch)
-        exploration = batch.actions - mu
-        advantage = compatible_advantage(batch.actions, mu, mu_jvp)
-        # Q^w(s, a) = φ(s, a)ᵀ w + V^v(s); the loss ½δ² below only reaches v, w gets its gradient −δ φ explicitly
-        td_error = target - advantage - values
-        critic_loss = 0.5 * td_error.pow(2).mean()
+        target = self.td_target(batch)
+        actor = ActorLinearization(self.actor, batch.observations, self._actor_parameters, chain=self._actor_chain)
+        mu, mu_jvp = actor.output, actor.jacobian_product([w.detach() for w in critic.w])
+        td_error = target - compatible_advantage(batch.actions, mu, mu_jvp) - critic.value(batch.observations)
         delta = td_error.detach()
         check_finite("the TD error", delta, algorithm=self, causes=batch_causes(batch))
-        value_gradients = th.autograd.grad(critic_loss, self._value_parameters)
-        w_gradients = linearized.transpose_jacobian_product(_padded(-delta * exploration / n_samples, mu_all))
-        if self.natural:  # θ += α_θ w
-            actor_gradients = [-w.detach().clone() for w in critic.w]
-        else:  # θ += α_θ ∇θμ ∇θμᵀ w
-            actor_gradients = linearized.transpose_jacobian_product(_padded(-mu_jvp / n_samples, mu_all))
-        for parameters, gradients in (
-            (self._value_parameters, value_gradients),
-            (critic.w, w_gradients),
-            (self._actor_parameters.values(), actor_gradients),
-        ):
+        n_samples = batch.actions.shape[0]
+        critic_loss = 0.5 * td_error.pow(2).mean()  # its gradient reaches v only: w's is −δ φ(s, a), below
+        directions = {
+            tuple(self._value_parameters): th.autograd.grad(critic_loss, self._value_parameters),
+            tuple(critic.w): actor.transpose_jacobian_product(-delta * (batch.actions - mu) / n_samples),
+            tuple(self._actor_parameters.values()): (
+                [-w.detach() for w in critic.w]
+                if self.natural
+                else actor.transpose_jacobian_product(-mu_jvp / n_samples)
+            ),
+        }
+        for parameters, gradients in directions.items():
             for parameter, gradient in zip(parameters, gradients, strict=True):
                 parameter.grad = gradient
         critic.optimizer.step()
         self.actor.optimizer.step()
-        # the actor loss whose gradient is the vanilla step: −E[μθ(s)ᵀ ∇θμθ(s)ᵀ w]
-        actor_loss = -(mu * mu_jvp).sum(dim=-1).mean()
-        return delta.abs().mean(), critic_loss.detach(), actor_loss
+        actor_loss = -(mu * mu_jvp).sum(dim=-1).mean()  # −E[μθ(s)ᵀ ∇θμθ(s)ᵀ w]: its gradient is the vanilla step
+        return delta.abs().mean(), critic_loss.detach(), actor_loss.detach()
 
-    def _mlp_step(self, batch: TransitionBatch) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        """One step with a neural Q: TD regression for the critic and the deterministic policy gradient
-        ∇θμθ(s) ∇aQ(s, a)|a=μθ(s) for the actor, both from the current parameters, in one backward pass."""
-        td_error, critic_loss, actor_loss = self._mlp_loss_update(batch)
+    def _deep_dpg_update(self, batch: TransitionBatch) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """One step with a neural Q (Lillicrap et al. 2016): the critic descends ½ E[(y − Q(s, a))²], the actor
+        ascends Q(s, μθ(s)), whose gradient is the deterministic policy gradient ∇θμθ(s) ∇aQ(s, a)|a=μθ(s)."""
+        td_error, critic_loss, actor_loss = self._deep_dpg_loss_fn(batch)
         check_finite("the critic and actor losses", critic_loss, actor_loss, algorithm=self, causes=batch_causes(batch))
         self.critic.optimizer.zero_grad()
         self.actor.optimizer.zero_grad()
@@ -411,33 +395,14 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
         self.actor.optimizer.step()
         return td_error.detach().abs().mean(), critic_loss.detach(), actor_loss.detach()
 
-    def _mlp_losses(self, batch: TransitionBatch) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        """The TD error, the critic loss ½ E[δ²] and the actor loss −E[Q(s, μθ(s))] (its gradient reaches θ only).
-
-        Without target networks each network runs once on s and s′ together, the s′ half feeding the TD target. A
-        pure function of the batch and the parameters: ``compile_update`` compiles it as it stands.
-        """
-        critic = self.critic
-        assert isinstance(critic, ContinuousCritic)
-        n_samples = batch.actions.shape[0]
-        if self.target_networks:
-            target = self.td_target(batch)
-            mu = self.actor(batch.observations)
-            q_values = critic.q1_forward(batch.observations, batch.actions)  # type: ignore[arg-type]
-        else:
-            states = _concatenated(batch.observations, batch.next_observations)
-            mu_all = self.actor(states)
-            mu, next_mu = mu_all[:n_samples], mu_all[n_samples:].detach()
-            next_actions = self._next_actions(batch, next_mu) if self.on_policy else next_mu
-            q_all = critic.q1_forward(states, th.cat([batch.actions, next_actions]))  # type: ignore[arg-type]
-            q_values = q_all[:n_samples]
-            target = self._bootstrap(batch, q_all[n_samples:].detach())
-        td_error = target - q_values
-        critic_loss = 0.5 * td_error.pow(2).mean()
-        # Q(s, μθ(s)) with the critic's parameters as constants to autograd, so the gradient of the actor loss
-        # reaches the actor only (DPG's critic has one Q head: forward's first output is q1_forward).
-        actor_loss = -frozen_forward(critic, batch.observations, mu)[0].mean()
-        return td_error, critic_loss, actor_loss
+    def _deep_dpg_losses(self, batch: TransitionBatch) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """The TD error, the critic loss and the actor loss −E[Q(s, μθ(s))] with the critic held constant, so that
+        the actor loss reaches θ only. A pure function of the batch and the parameters: ``compile_update`` compiles
+        it as it stands."""
+        assert isinstance(self.critic, ContinuousCritic)
+        td_error = self.td_target(batch) - self.critic.q1_forward(batch.observations, batch.actions)  # type: ignore[arg-type]
+        actor_loss = -frozen_forward(self.critic, batch.observations, self.actor(batch.observations))[0].mean()
+        return td_error, 0.5 * td_error.pow(2).mean(), actor_loss
 
     def _update_targets(self) -> None:
         for target in self._target_updates:
@@ -472,29 +437,12 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
             "_value_parameters",
             "_actor_chain",
             "_target_updates",
-            "_mlp_loss_update",
+            "_deep_dpg_loss_fn",
             "_compiled_updates",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "actor.optimizer", "critic.optimizer"], []
-
-
-def _concatenated(first: PyTorchObs, second: PyTorchObs) -> PyTorchObs:
-    """Two observation batches as one (key by key for Dict observations)."""
-    if isinstance(first, dict):
-        assert isinstance(second, dict)
-        return {key: th.cat([value, second[key]]) for key, value in first.items()}
-    assert isinstance(second, th.Tensor)
-    return th.cat([first, second])
-
-
-def _padded(cotangent: th.Tensor, like: th.Tensor) -> th.Tensor:
-    """Zero rows appended so that a cotangent for the s half matches an output computed on (s, s′)."""
-    missing = like.shape[0] - cotangent.shape[0]
-    if missing == 0:
-        return cotangent
-    return th.cat([cotangent, cotangent.new_zeros((missing, *cotangent.shape[1:]))])
 
 
 def _checked_env(env: GymEnv | str, verbose: int) -> GymEnv:

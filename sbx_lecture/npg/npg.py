@@ -43,7 +43,9 @@ class NPG(NaturalGradientAlgorithm):
     :param env: The environment to learn from (if registered in Gym, can be str)
     :param learning_rate: Learning rate of the critic's Adam optimizer; it can be a schedule of the progress
         remaining (from 1 to 0)
-    :param step_size: The natural-gradient step α; it can be a schedule of the progress remaining
+    :param step_size: The natural-gradient step α; it can be a schedule of the progress remaining. With normalised
+        advantages NPG's quadratic KL per update is at most ½α²; 0.4 learns where 0.1 barely moved (on
+        InvertedDoublePendulum-v5 at 10⁵ steps: 9 323 against 232, TRPO's defaults 9 340; docs/algorithms/npg.md)
     :param n_steps: Number of steps to run for each environment per update (rollout size n_steps * n_envs)
     :param batch_size: Minibatch size of the critic regression
     :param gamma: Discount factor
@@ -77,7 +79,7 @@ class NPG(NaturalGradientAlgorithm):
         policy: str | type[ActorCriticPolicy],
         env: GymEnv | str,
         learning_rate: float | Schedule = 1e-3,
-        step_size: float | Schedule = 0.1,
+        step_size: float | Schedule = 0.4,
         n_steps: int = 2048,
         batch_size: int = 128,
         gamma: float = 0.99,

@@ -6,11 +6,10 @@ import math
 import warnings
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
-import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
-from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
@@ -34,7 +33,12 @@ from sbx_lecture.common.validation import (
     require_normalizable_rollout,
     require_number,
 )
-from sbx_lecture.ppo_kl.old_policy import OldPolicyDistribution, select_rows
+from sbx_lecture.ppo_kl.old_policy import (
+    OLD_POLICY_CHUNK,
+    KLDictRolloutBuffer,
+    KLRolloutBuffer,
+    KLRolloutBufferSamples,
+)
 from sbx_lecture.ppo_kl.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, evaluate_actions_and_distribution
 
 SelfKLPPO = TypeVar("SelfKLPPO", bound="KLPPO")
@@ -52,7 +56,7 @@ class MinibatchLosses(NamedTuple):
 
 
 # States per forward pass when π_old is stored and when the KL is measured after the update.
-_FULL_BATCH_CHUNK = 4096
+_FULL_BATCH_CHUNK = OLD_POLICY_CHUNK
 
 
 def kl_penalized_policy_loss(
@@ -96,9 +100,13 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPoli
     https://arxiv.org/abs/1707.06347). With ``clip_range`` set, the ratio term is PPO's clipped surrogate and the
     penalty is added on top, as later implementations combine them.
 
-    The KL is exact wherever SB3's distribution has a closed form (diagonal Gaussian, gSDE, categorical,
-    multi-categorical, Bernoulli); otherwise the low-variance estimator ``(r - 1) - log r`` is used. π_old's
-    distribution is stored once per rollout, so a minibatch step costs the same forward pass as PPO's.
+    The minibatches are SB3's own, ``rollout_buffer.get(batch_size)``, as in SB3's PPO. The default rollout buffer,
+    :class:`~sbx_lecture.ppo_kl.old_policy.KLRolloutBuffer` (or ``KLDictRolloutBuffer`` for dict observations),
+    stores π_old's distribution once per rollout (one pass without gradients) and hands each minibatch its rows,
+    so a minibatch step costs the same forward pass as PPO's and the KL is exact wherever SB3's distribution has a
+    closed form (diagonal Gaussian, gSDE, categorical, multi-categorical, Bernoulli). Otherwise, and with a
+    ``rollout_buffer_class`` of the user's own, the low-variance estimator ``(r - 1) - log r`` of the sampled
+    log-ratio is used.
     The current β (``kl_coef``) and the last measured KL (``last_kl``) are saved with the model, and the optimizer
     state with the policy, so training continues where it stopped after ``load``.
 
@@ -121,7 +129,9 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPoli
     :param max_grad_norm: The maximum value for the gradient clipping
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE) instead of action noise
     :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE (-1: once per rollout)
-    :param rollout_buffer_class: Rollout buffer class to use. If ``None``, it will be automatically selected.
+    :param rollout_buffer_class: Rollout buffer class to use. ``None`` (default), SB3's ``RolloutBuffer`` or
+        ``DictRolloutBuffer``: ``KLRolloutBuffer`` or ``KLDictRolloutBuffer``, which store π_old for the exact KL.
+        Any other class: the KL is estimated from the log-ratio, ``(r - 1) - log r`` per sample.
     :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
     :param target_kl: The target KL divergence ``d_targ`` of the β rule, a float or a schedule (> 0); may be
         ``None`` only with ``adaptive_kl=False``. Unlike SB3's PPO, it does not stop the epochs early.
@@ -256,6 +266,12 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPoli
             )
 
     def _setup_model(self) -> None:
+        # SB3's plain buffers (also what models saved before the KL buffers hold) become the ones that store π_old.
+        self.rollout_buffer_class = {
+            None: KLDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else KLRolloutBuffer,
+            RolloutBuffer: KLRolloutBuffer,
+            DictRolloutBuffer: KLDictRolloutBuffer,
+        }.get(self.rollout_buffer_class, self.rollout_buffer_class)
         super()._setup_model()
         if self.clip_range is not None:
             self.clip_range = FloatSchedule(self.clip_range)
@@ -274,28 +290,19 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPoli
         kl_coef = self.kl_coef
         check_rollout_finite(self)
 
-        # Every rollout state at once; the minibatches below are rows of these tensors.
-        rollout = next(self.rollout_buffer.get(batch_size=None))
-        n_states = len(rollout.advantages)
-        # π_old at every state, computed in the mode the rollout was collected in.
-        self.policy.set_training_mode(False)
-        old_policy = OldPolicyDistribution(self.policy, rollout.observations, n_states, _FULL_BATCH_CHUNK)
+        # π_old at every rollout state, computed in the mode the rollout was collected in; each minibatch of the
+        # buffer then carries its rows (other buffers: the KL is estimated from the log-ratio).
+        if isinstance(self.rollout_buffer, KLRolloutBuffer | KLDictRolloutBuffer):
+            self.policy.set_training_mode(False)
+            self.rollout_buffer.store_old_policy(self.policy, _FULL_BATCH_CHUNK)
 
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         surrogate_losses, kl_penalties, value_losses, entropy_losses, kls, clip_fractions = [], [], [], [], [], []
-        # One minibatch holding the whole rollout: the order does not matter, and π_old is built only once.
-        whole_rollout = self.batch_size >= n_states
-        whole_old_distribution = old_policy.rows(slice(None)) if whole_rollout else None
         for _ in range(self.n_epochs):
-            permutation = None if whole_rollout else th.as_tensor(np.random.permutation(n_states), device=self.device)
-            for start in range(0, n_states, self.batch_size):
-                if permutation is None:
-                    data, old_distribution = rollout, whole_old_distribution
-                else:
-                    rows = permutation[start : start + self.batch_size]
-                    data, old_distribution = select_rows(rollout, rows), old_policy.rows(rows)
-                terms = self._minibatch_losses(data, old_distribution, kl_coef, clip_range, clip_range_vf)
+            for data in self.rollout_buffer.get(self.batch_size):
+                # L(θ) = -Ê[r(θ)·A] + β·Ê[KL[π_old ‖ π_θ]] (+ value and entropy terms), one gradient step
+                terms = self._minibatch_losses(data, kl_coef, clip_range, clip_range_vf)
                 loss = terms.surrogate + terms.kl_penalty + self.vf_coef * terms.value
                 if self.ent_coef != 0:  # a zero-weighted term would still cost a backward pass
                     loss = loss + self.ent_coef * terms.entropy
@@ -314,7 +321,8 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPoli
                     clip_fractions.append(th.mean((th.abs(terms.ratio.detach() - 1) > clip_range).float()))
             self._n_updates += 1
 
-        self.last_kl = self._measure_kl(rollout, old_policy, n_states)
+        # The β rule on d = Ê[KL[π_old ‖ π_θ]] over the whole rollout
+        self.last_kl = self._measure_kl()
         check_finite("the KL between the old and the updated policy", self.last_kl, algorithm=self)
         target_kl = self._current_value(self.target_kl)
         if self.adaptive_kl and target_kl is not None:
@@ -352,20 +360,18 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPoli
         if clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
 
+    def _actions(self, data: Any) -> th.Tensor:
+        """The minibatch's actions as the policy's ``log_prob`` takes them (indices for ``Discrete``)."""
+        if isinstance(self.action_space, spaces.Discrete):
+            return data.actions.long().flatten()
+        return data.actions
+
     def _minibatch_losses(
-        self,
-        data: Any,
-        old_distribution: Distribution | None,
-        kl_coef: float,
-        clip_range: float | None,
-        clip_range_vf: float | None,
+        self, data: Any, kl_coef: float, clip_range: float | None, clip_range_vf: float | None
     ) -> MinibatchLosses:
         """The loss terms of one minibatch: surrogate, β·KL, value and entropy losses."""
-        actions = data.actions
-        if isinstance(self.action_space, spaces.Discrete):
-            actions = actions.long().flatten()
         values, log_prob, entropy, distribution = evaluate_actions_and_distribution(
-            self.policy, data.observations, actions
+            self.policy, data.observations, self._actions(data)
         )
         advantages = data.advantages
         if self.normalize_advantage and len(advantages) > 1:
@@ -373,6 +379,7 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPoli
 
         log_ratio = log_prob - data.old_log_prob
         ratio = th.exp(log_ratio)
+        old_distribution = _old_distribution(data)
         if old_distribution is None:
             kl = kl_estimate_from_log_ratio(log_ratio)
         else:
@@ -386,24 +393,20 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPoli
         entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
         return MinibatchLosses(surrogate_loss, kl_penalty, value_loss, entropy_loss, kl.mean(), ratio)
 
-    def _measure_kl(self, rollout: Any, old_policy: OldPolicyDistribution, n_states: int) -> float:
+    def _measure_kl(self) -> float:
         """``d = Ê[KL[π_old ‖ π_θ]]`` over the whole rollout, with the updated policy in rollout (eval) mode."""
         self.policy.set_training_mode(False)
-        total = 0.0
+        total, n_states = 0.0, 0
         with th.no_grad():
-            for start in range(0, n_states, _FULL_BATCH_CHUNK):
-                rows = slice(start, start + _FULL_BATCH_CHUNK)
-                data = select_rows(rollout, rows)
+            for data in self.rollout_buffer.get(_FULL_BATCH_CHUNK):
                 distribution = self.policy.get_distribution(data.observations)
-                old_distribution = old_policy.rows(rows)
+                old_distribution = _old_distribution(data)
                 if old_distribution is None:
-                    actions = data.actions
-                    if isinstance(self.action_space, spaces.Discrete):
-                        actions = actions.long().flatten()
-                    kl = kl_estimate_from_log_ratio(distribution.log_prob(actions) - data.old_log_prob)
+                    kl = kl_estimate_from_log_ratio(distribution.log_prob(self._actions(data)) - data.old_log_prob)
                 else:
                     kl = policy_kl(old_distribution, distribution)
                 total += kl.sum().item()
+                n_states += len(kl)
         return total / n_states
 
     def learn(
@@ -423,6 +426,11 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPoli
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
+
+
+def _old_distribution(data: Any) -> Distribution | None:
+    """π_old at the minibatch's states when the buffer stored it, else ``None`` (the KL is then estimated)."""
+    return data.old_distribution if isinstance(data, KLRolloutBufferSamples) else None
 
 
 def _warn_truncated_minibatch(batch_size: int, n_steps: int, n_envs: int) -> None:
