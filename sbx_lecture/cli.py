@@ -23,11 +23,13 @@ def _build_parser() -> argparse.ArgumentParser:
     from sbx_lecture import training
 
     parser = argparse.ArgumentParser(
-        prog=PROGRAM, description="Policy-optimization algorithms of the lecture, on Stable-Baselines3."
+        prog=PROGRAM,
+        description="Policy-optimization algorithms of the lecture, on Stable-Baselines3.",
+        allow_abbrev=False,  # --timestep is a mistake, not --timesteps
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    listing = commands.add_parser("list", help="registered algorithms and failed plugins")
+    listing = commands.add_parser("list", allow_abbrev=False, help="registered algorithms and failed plugins")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.add_argument(
         "--check",
@@ -36,7 +38,7 @@ def _build_parser() -> argparse.ArgumentParser:
         f"(exit status {CHECK_FAILED_STATUS} when any fails)",
     )
 
-    trainer = commands.add_parser("train", help="train an algorithm into a run folder")
+    trainer = commands.add_parser("train", allow_abbrev=False, help="train an algorithm into a run folder")
     trainer.add_argument("algo", nargs="?", default=training.DEFAULT_ALGORITHM, help="registry name (see `list`)")
     trainer.add_argument("env", nargs="?", default=training.DEFAULT_ENVIRONMENT, help="gymnasium environment id")
     trainer.add_argument(
@@ -84,11 +86,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     trainer.add_argument("-v", "--verbose", type=int, default=0, help="SB3 verbosity")
 
-    describer = commands.add_parser("hyperparams", help="every constructor argument of an algorithm, with its meaning")
+    describer = commands.add_parser(
+        "hyperparams", allow_abbrev=False, help="every constructor argument of an algorithm, with its meaning"
+    )
     describer.add_argument("algo", help="registry name (see `list`)")
     describer.add_argument("--json", action="store_true", help="machine-readable output")
 
-    evaluator = commands.add_parser("eval", help="evaluate a saved model")
+    evaluator = commands.add_parser("eval", allow_abbrev=False, help="evaluate a saved model")
     evaluator.add_argument("model", type=Path, help="model .zip file")
     evaluator.add_argument("env", nargs="?", help="environment id (default: the one it was trained on)")
     evaluator.add_argument("--episodes", type=int, default=10, help="episodes to run (default: 10)")
@@ -103,7 +107,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="allow unpickling the model file and its statistics: only for files from a source you trust",
     )
 
-    inspector = commands.add_parser("inspect", help="what a model file holds and which fields would need trust")
+    inspector = commands.add_parser(
+        "inspect", allow_abbrev=False, help="what a model file holds and which fields would need trust"
+    )
     inspector.add_argument("model", type=Path, help="model .zip file")
     inspector.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -114,6 +114,8 @@ def parse_assignments(pairs: Iterable[str]) -> dict[str, Any]:
         key = key.strip()
         if not separator or not key.isidentifier():
             raise HyperparameterError(f"bad hyperparameter {pair!r}: expected key=value, e.g. -p n_steps=256")
+        if key in parsed:
+            raise HyperparameterError(f"hyperparameter {key!r} is given twice: give each key once")
         parsed[key] = parse_value(value)
     return parsed
 

@@ -6,10 +6,10 @@ recurrent state carried), ``save``/``load`` (every parameter, optimizer state an
 predictions are identical), ``set_env`` (accepts a matching environment, refuses a mismatched one),
 ``evaluate_policy``, reproducibility under a seed, and the ``supported_action_spaces`` declaration (every declared
 kind of space works, an undeclared kind is refused with an error that names the action space). Three checks cover
-what SB3 users meet beyond the defaults: Dict observations when the class has a ``MultiInput`` policy alias,
-multi-dimensional Box actions (shape ``(2, 2)``) when it supports Box, and ``policy.save`` / ``Policy.load`` with a
-custom features extractor and optimizer settings (the constructor parameters must round-trip). It raises one
-:class:`ConformanceError` listing every failed check with what to fix::
+what SB3 users meet beyond the defaults: Dict observations (an image and a vector) when the class has a
+``MultiInput`` policy alias, multi-dimensional Box actions (shape ``(2, 2)``) when it supports Box, and
+``policy.save`` / ``Policy.load`` with a custom features extractor and optimizer settings (the constructor
+parameters must round-trip). It raises one :class:`ConformanceError` listing every failed check with what to fix::
 
     from sbx_lecture.testing import check_algorithm
     from my_plugin import MyAlgo
@@ -17,6 +17,9 @@ custom features extractor and optimizer settings (the constructor parameters mus
     def test_conformance():
         check_algorithm(MyAlgo)                          # environment chosen from the declared action spaces
         check_algorithm(MyAlgo, "Pendulum-v1", hyperparams={"n_steps": 64})
+
+The probe environments are SB3's own test environments (:mod:`stable_baselines3.common.envs`): the identity
+environments, one per kind of action space, and ``SimpleMultiObsEnv`` for Dict observations.
 
 Budgets are tiny (a few hundred steps): the checks test the interface, not learning. Hyperparameters that keep
 them tiny (``n_steps``, ``batch_size``, ``learning_starts``, ...) are passed when the constructor takes them; see
@@ -27,12 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 import tempfile
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,7 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.envs import SimpleMultiObsEnv
 from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
@@ -47,13 +50,16 @@ if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.vec_env import VecEnv
 
-#: Probe environments: one tiny environment per kind of action space (16-step episodes, 3-d observations).
-PROBE_ENV_IDS: dict[type[spaces.Space], str] = {
-    spaces.Box: "SbxLectureProbe/Box-v0",
-    spaces.Discrete: "SbxLectureProbe/Discrete-v0",
-    spaces.MultiDiscrete: "SbxLectureProbe/MultiDiscrete-v0",
-    spaces.MultiBinary: "SbxLectureProbe/MultiBinary-v0",
+#: The arguments of :func:`identity_env` behind each probe environment: SB3's identity environments (reward 1 for
+#: repeating the observation) with 16-step truncated episodes and Box observations.
+_PROBE_ENV_KWARGS: dict[type[spaces.Space], dict[str, Any]] = {
+    spaces.Box: {"name": "IdentityEnvBox", "ep_length": 16},
+    spaces.Discrete: {"name": "IdentityEnv", "dim": 3, "ep_length": 16},
+    spaces.MultiDiscrete: {"name": "IdentityEnvMultiDiscrete", "dim": 3, "ep_length": 16},
+    spaces.MultiBinary: {"name": "IdentityEnvMultiBinary", "dim": 3, "ep_length": 16},
 }
+#: Probe environments, one per kind of action space, registered with gymnasium under these ids.
+PROBE_ENV_IDS = {kind: f"SbxLectureProbe/{kind.__name__}-v0" for kind in _PROBE_ENV_KWARGS}
 #: The environment :func:`suitable_env_id` picks for each kind of action space, in order of preference.
 SUITABLE_ENV_IDS: dict[type[spaces.Space], str] = {
     spaces.Discrete: "CartPole-v1",
@@ -137,114 +143,58 @@ class ConformanceReport:
     skipped: list[str] = field(default_factory=list)
 
 
+class _Skip(Exception):
+    """Raised by a check that does not apply to the class; the message says why."""
+
+
 # --- probe environments ----------------------------------------------------------------------------------------
 
 
-class ProbeEnv(gym.Env[Any, Any]):
-    """A tiny environment with any kind of action space: 3-d observations, 16-step episodes (truncated).
+def identity_env(name: str = "IdentityEnv", **kwargs: Any) -> gym.Env:
+    """SB3's identity environment ``name`` with its observations flattened into a Box (one-hot for the discrete
+    kinds), so that the probes differ in their action space only.
 
-    The reward prefers actions close to a target that depends on the observation, so that every algorithm has
-    something to learn; the checks only use it to exercise the interface.
-
-    :param kind: ``"box"``, ``"discrete"``, ``"multi_discrete"`` or ``"multi_binary"``
-    :param obs_dim: size of the observation vector
-    :param episode_length: steps before the episode is truncated
-    :param render_mode: accepted for ``make_vec_env``; ``render()`` returns a blank image
-    :param box_shape: shape of the Box action space (``kind="box"``)
-    :param dict_observations: observe a Dict ``{"state": the observation vector, "extra": 2 more numbers}``
+    :param name: ``IdentityEnv``, ``IdentityEnvBox``, ``IdentityEnvMultiDiscrete`` or ``IdentityEnvMultiBinary``
+        (``stable_baselines3.common.envs``)
+    :param kwargs: the environment's arguments (``dim``, ``space``, ``ep_length``, ...)
     """
+    from stable_baselines3.common import envs
 
-    metadata: dict[str, Any] = {"render_modes": ["rgb_array"]}
-
-    def __init__(
-        self,
-        kind: str = "box",
-        obs_dim: int = 3,
-        episode_length: int = 16,
-        render_mode: str | None = None,
-        box_shape: tuple[int, ...] = (2,),
-        dict_observations: bool = False,
-    ) -> None:
-        makers: dict[str, Callable[[], spaces.Space]] = {
-            "box": lambda: spaces.Box(-1.0, 1.0, tuple(box_shape), dtype=np.float32),
-            "discrete": lambda: spaces.Discrete(3),
-            "multi_discrete": lambda: spaces.MultiDiscrete([3, 2]),
-            "multi_binary": lambda: spaces.MultiBinary(3),
-        }
-        if kind not in makers:
-            raise ValueError(f"kind must be one of {sorted(makers)}, got {kind!r}")
-        self.kind = kind
-        self.action_space = makers[kind]()
-        self._state_space = spaces.Box(-1.0, 1.0, (obs_dim,), dtype=np.float32)
-        self.dict_observations = dict_observations
-        self.observation_space: spaces.Space = self._state_space
-        if dict_observations:
-            extra = spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
-            self.observation_space = spaces.Dict({"state": self._state_space, "extra": extra})
-        self.episode_length = episode_length
-        self.render_mode = render_mode
-        self._t = 0
-        self._obs = np.zeros(obs_dim, dtype=np.float32)
-
-    def _observe(self) -> Any:
-        self._obs = self.np_random.uniform(-1.0, 1.0, self._state_space.shape).astype(np.float32)
-        if self.dict_observations:
-            return {"state": self._obs, "extra": self.np_random.uniform(-1.0, 1.0, (2,)).astype(np.float32)}
-        return self._obs
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
-        super().reset(seed=seed)
-        self._t = 0
-        return self._observe(), {}
-
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-        flat = np.asarray(action, dtype=np.float64).ravel()
-        target = float(self._obs[0])
-        reward = -float(np.mean((flat - target) ** 2))
-        self._t += 1
-        return self._observe(), reward, False, self._t >= self.episode_length, {}
-
-    def render(self) -> np.ndarray:
-        return np.zeros((8, 8, 3), dtype=np.uint8)
+    return gym.wrappers.FlattenObservation(getattr(envs, name)(**kwargs))
 
 
-def _register_probe_envs() -> None:
-    kinds = {
-        spaces.Box: "box",
-        spaces.Discrete: "discrete",
-        spaces.MultiDiscrete: "multi_discrete",
-        spaces.MultiBinary: "multi_binary",
-    }
-    for space, env_id in PROBE_ENV_IDS.items():
-        if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point="sbx_lecture.testing:ProbeEnv", kwargs={"kind": kinds[space]})
-
-
-_register_probe_envs()
+for _kind, _kwargs in _PROBE_ENV_KWARGS.items():
+    if PROBE_ENV_IDS[_kind] not in gym.registry:
+        gym.register(PROBE_ENV_IDS[_kind], "sbx_lecture.testing:identity_env", kwargs=_kwargs)
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
 
 
-def _make_env(env_id: str, seed: int, **env_kwargs: Any) -> VecEnv:
+def _make_env(env: str | Callable[..., gym.Env], seed: int, **env_kwargs: Any) -> VecEnv:
+    """One seeded copy of ``env`` (a gymnasium id or an environment class) in a vectorized environment."""
     from stable_baselines3.common.env_util import make_vec_env
 
     import sbx_lecture.envs  # noqa: F401  (registers the lecture's environments)
 
-    return make_vec_env(env_id, n_envs=1, seed=seed, env_kwargs=env_kwargs or None)
+    # an id goes through gym.make itself: make_vec_env would first try render_mode="rgb_array", which no check
+    # needs and SB3's test environments do not take (gymnasium warns about it)
+    maker = partial(gym.make, env) if isinstance(env, str) else env
+    return make_vec_env(maker, n_envs=1, seed=seed, env_kwargs=env_kwargs or None)
 
 
 def tiny_hyperparams(cls: type, hyperparams: dict[str, Any] | None = None) -> dict[str, Any]:
     """:data:`TINY_HYPERPARAMS` that ``cls``'s constructor takes, updated with ``hyperparams``."""
-    parameters = inspect.signature(cls).parameters
-    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
+    from sbx_lecture.training import constructor_arguments
+
+    accepted = constructor_arguments(cls) or set()  # None: it takes **kwargs, so none is known to be taken
     off_policy = issubclass(cls, OffPolicyAlgorithm)
     chosen = {
         key: value
         for key, value in TINY_HYPERPARAMS.items()
-        if key in parameters and not takes_kwargs and not (off_policy and key == "n_steps")
+        if key in accepted and not (off_policy and key == "n_steps")
     }
     chosen.update(hyperparams or {})
     return chosen
@@ -270,24 +220,6 @@ def _kind_name(kind: type[spaces.Space]) -> str:
     return f"spaces.{kind.__name__}"
 
 
-def _declared_spaces(cls: type) -> tuple[type[spaces.Space], ...] | None:
-    declared = cls.__dict__.get("supported_action_spaces")
-    if declared is None:
-        for base in cls.__mro__[1:]:
-            if "supported_action_spaces" in base.__dict__:
-                declared = base.__dict__["supported_action_spaces"]
-                break
-    return declared  # type: ignore[no-any-return]
-
-
-def _is_valid_declaration(declared: object) -> bool:
-    return (
-        isinstance(declared, tuple)
-        and len(declared) > 0
-        and all(inspect.isclass(space) and issubclass(space, spaces.Space) for space in declared)
-    )
-
-
 def _covers(declared: Iterable[type[spaces.Space]], kind: type[spaces.Space]) -> bool:
     return any(issubclass(kind, space) for space in declared)
 
@@ -296,14 +228,9 @@ def _covers(declared: Iterable[type[spaces.Space]], kind: type[spaces.Space]) ->
 def _probe_action_spaces(cls: type[BaseAlgorithm]) -> tuple[type[spaces.Space], ...]:
     supported = []
     for kind, env_id in PROBE_ENV_IDS.items():
-        env = _make_env(env_id, seed=0)
-        try:
+        with contextlib.closing(_make_env(env_id, seed=0)) as env, contextlib.suppress(Exception):
             _build(cls, env, None, seed=0)
-        except Exception:
-            continue
-        finally:
-            env.close()
-        supported.append(kind)
+            supported.append(kind)
     return tuple(supported)
 
 
@@ -312,16 +239,22 @@ def supported_action_spaces(cls: type[BaseAlgorithm]) -> tuple[type[spaces.Space
 
     Its ``supported_action_spaces`` class attribute when it has one; otherwise (SB3's own classes pass theirs to
     the base constructor only) the kinds of the probe environments it can be constructed on.
+
+    :raises TypeError: when the attribute is not a non-empty tuple of ``gymnasium.spaces`` classes
     """
-    declared = _declared_spaces(cls)
-    if declared is not None:
-        if not _is_valid_declaration(declared):
-            raise TypeError(
-                f"{cls.__name__}.supported_action_spaces must be a non-empty tuple of gymnasium.spaces classes, "
-                f"got {declared!r}"
-            )
-        return tuple(declared)
-    return _probe_action_spaces(cls)
+    declared = getattr(cls, "supported_action_spaces", None)
+    if declared is None:
+        return _probe_action_spaces(cls)
+    if not (
+        isinstance(declared, tuple)
+        and len(declared) > 0
+        and all(inspect.isclass(space) and issubclass(space, spaces.Space) for space in declared)
+    ):
+        raise TypeError(
+            f"{cls.__name__}.supported_action_spaces must be a non-empty tuple of gymnasium.spaces classes, "
+            f"got {declared!r}"
+        )
+    return tuple(declared)
 
 
 def suitable_env_id(cls: type[BaseAlgorithm]) -> str:
@@ -361,6 +294,10 @@ def _first(observations: Any) -> Any:
     return observations[0]
 
 
+def _batch_size(observations: Any) -> int:
+    return len(next(iter(observations.values()))) if isinstance(observations, dict) else len(observations)
+
+
 class ProbeFeaturesExtractor(BaseFeaturesExtractor):
     """A custom features extractor for the ``policy_save_load`` check: flatten, one linear layer, ReLU.
 
@@ -378,16 +315,26 @@ class ProbeFeaturesExtractor(BaseFeaturesExtractor):
         return self.net(observations)  # type: ignore[no-any-return]
 
 
-def _predict(model: BaseAlgorithm, obs: Any, deterministic: bool) -> tuple[np.ndarray, Any]:
-    n_observations = len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
-    episode_start = np.ones(n_observations, dtype=bool)
-    return model.predict(obs, state=None, episode_start=episode_start, deterministic=deterministic)
+def _predict(model: Any, obs: Any, deterministic: bool) -> tuple[np.ndarray, Any]:
+    """``model.predict`` (of an algorithm or a policy) on a batch that starts new episodes."""
+    episode_start = np.ones(_batch_size(obs), dtype=bool)
+    return model.predict(obs, state=None, episode_start=episode_start, deterministic=deterministic)  # type: ignore[no-any-return]
+
+
+def _same_predictions(a: Any, b: Any, obs: Any) -> bool:
+    """Whether models (or policies) ``a`` and ``b`` predict the same deterministic actions on ``obs``."""
+    return np.array_equal(_predict(a, obs, True)[0], _predict(b, obs, True)[0])
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality that treats NaN as equal to NaN and compares arrays element-wise."""
+    with contextlib.suppress(TypeError):  # raised by the NaN test on what is not a number (a string, None)
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(a == b)
 
 
 def _diff(a: Any, b: Any, path: str, out: list[str], where: str = "after load") -> None:
     """Append to ``out`` where nested state dicts ``a`` and ``b`` (``b`` is ``a`` ``where``) differ."""
-    import torch as th
-
     if len(out) >= 5:
         return
     if isinstance(a, dict) and isinstance(b, dict):
@@ -414,8 +361,6 @@ def _state(model: BaseAlgorithm) -> dict[str, Any]:
     The modules are read directly, not only through ``get_parameters()``, which sees just what
     ``_get_torch_save_params`` lists (the very list that may be incomplete).
     """
-    import torch as th
-
     state: dict[str, Any] = {}
     for key, value in vars(model).items():
         if isinstance(value, th.nn.Module):
@@ -431,143 +376,160 @@ def _scalar_attributes(model: BaseAlgorithm) -> dict[str, Any]:
     return {key: value for key, value in vars(model).items() if isinstance(value, simple) and not key.startswith("__")}
 
 
-def _has_stochastic_policy(model: BaseAlgorithm) -> bool:
-    return hasattr(model.policy, "action_dist")
-
-
 # --- the checks ------------------------------------------------------------------------------------------------
 
 
+@dataclass
 class _Checker:
-    def __init__(
-        self,
-        cls: type[BaseAlgorithm],
-        env_id: str,
-        hyperparams: dict[str, Any] | None,
-        timesteps: int,
-        seed: int,
-        probe_spaces: tuple[type[spaces.Space], ...],
-    ) -> None:
-        self.cls = cls
-        self.probe_spaces = probe_spaces
-        self.env_id = env_id
-        self.hyperparams = hyperparams
-        self.timesteps = timesteps
-        self.seed = seed
-        self.failures: list[CheckFailure] = []
-        self.skipped: list[str] = []
-        self.model: BaseAlgorithm | None = None
-        self.observations: np.ndarray | None = None
+    """The checks, one method each (named as in :data:`CHECKS`); :meth:`fail` records problems of the running one.
 
-    def fail(self, check: str, problem: str, fix: str = "") -> None:
-        self.failures.append(CheckFailure(check, problem, fix))
+    :param cls: the algorithm class
+    :param env_id: the environment of the trained model
+    :param hyperparams: constructor arguments on top of :data:`TINY_HYPERPARAMS`
+    :param timesteps: budget of each ``learn`` call
+    :param seed: seed of the models and environments
+    :param probe_spaces: the kinds of action space whose probe environments may be used
+    :param supported: the kinds of action space the class supports (declared, else probed)
+    :param check: the check running now, under whose name :meth:`fail` records problems
+    """
+
+    cls: type[BaseAlgorithm]
+    env_id: str
+    hyperparams: dict[str, Any]
+    timesteps: int
+    seed: int
+    probe_spaces: tuple[type[spaces.Space], ...]
+    supported: tuple[type[spaces.Space], ...]
+    check: str = "learn"
+    failures: list[CheckFailure] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    model: BaseAlgorithm | None = None
+    observations: Any = None
+
+    def fail(self, problem: str, fix: str = "", check: str | None = None) -> None:
+        """Record ``problem`` and how to ``fix`` it under ``check`` (default: the running check)."""
+        self.failures.append(CheckFailure(check or self.check, problem, fix))
 
     def build_and_learn(self, seed: int) -> BaseAlgorithm:
         model = _build(self.cls, _make_env(self.env_id, seed), self.hyperparams, seed)
         returned = model.learn(total_timesteps=self.timesteps)
         if returned is not model:
-            self.fail("learn", f"learn() returned {returned!r}, not the model", "end learn() with `return self`")
+            self.fail(f"learn() returned {returned!r}, not the model", "end learn() with `return self`", "learn")
         return model
 
+    def learn_on(self, env: VecEnv, hyperparams: dict[str, Any], problem: str, fix: str) -> BaseAlgorithm | None:
+        """A model built on ``env`` that learned and sampled a prediction, or ``None`` after recording that
+        ``problem`` (followed by the exception) happened."""
+        try:
+            model = _build(self.cls, env, {**self.hyperparams, **hyperparams}, self.seed)
+            model.learn(total_timesteps=self.timesteps)
+            _predict(model, _observations(env, 4), deterministic=False)
+        except Exception as exc:
+            self.fail(f"{problem}: {_describe(exc)}", fix)
+            return None
+        return model
+
+    def check_actions(
+        self, model: BaseAlgorithm, obs: Any, what: str, modes: tuple[bool, ...] = (True, False)
+    ) -> tuple[np.ndarray, Any] | None:
+        """Predictions on the batch ``obs`` (in each ``deterministic`` mode of ``modes``) have one action per
+        observation, shaped like the action space and inside it, and one unbatched observation gives one action.
+
+        :return: the actions and state predicted in the first mode; ``None`` when their shape is wrong
+        """
+        space = model.action_space
+        n, first = _batch_size(obs), None
+        expected = (n, *(space.shape or ()))
+        for deterministic in modes:
+            actions, state = _predict(model, obs, deterministic)
+            if np.shape(actions) != expected:
+                self.fail(
+                    f"predict() on {n} {what} returned actions of shape {np.shape(actions)}, expected {expected}",
+                    "return one action per observation, shaped like the action space: reshape actions to "
+                    "(n_envs, *action_space.shape) wherever they leave the network",
+                )
+                return None
+            outside = [action for action in actions if not space.contains(np.asarray(action, dtype=space.dtype))]
+            if outside:
+                self.fail(
+                    f"predicted actions {outside[:2]} on {what} are outside the action space {space}",
+                    "clip or unscale actions to the action space's bounds in predict()",
+                )
+            first = first or (actions, state)
+        single, _ = model.predict(_first(obs), deterministic=True)
+        if np.shape(single) != space.shape:
+            self.fail(
+                f"predict() on one unbatched observation returned shape {np.shape(single)}, expected {space.shape}",
+                "accept unbatched observations as SB3's predict does",
+            )
+        return first
+
     def learn(self) -> None:
-        model = self.build_and_learn(self.seed)
+        try:
+            model = self.build_and_learn(self.seed)
+        except Exception as exc:
+            self.fail(
+                f"constructing or learning on {self.env_id} failed: {_describe(exc)}",
+                "make the class construct and learn with SB3's arguments (policy, env, seed, device, ...)",
+            )
+            return
         if model.num_timesteps < self.timesteps:
             self.fail(
-                "learn",
                 f"learn(total_timesteps={self.timesteps}) stopped after {model.num_timesteps} steps",
                 "count every environment step in self.num_timesteps and loop until total_timesteps is reached",
             )
         self.model = model
-        assert model.env is not None
         self.observations = _observations(_make_env(self.env_id, self.seed + 7))
 
     def seeding(self) -> None:
-        assert self.model is not None and self.observations is not None
+        assert self.model is not None
         twin = self.build_and_learn(self.seed)
         differences: list[str] = []
         _diff(_state(self.model), _state(twin), "", differences, where="in the second model")
         if differences:
             self.fail(
-                "seeding",
                 f"two models built and trained with seed={self.seed} differ: {'; '.join(differences[:3])}",
                 "draw every random number from generators seeded by set_random_seed (torch, numpy, "
                 "self.action_space) and seed the environments from self.seed",
             )
-            return
-        a, _ = _predict(self.model, self.observations, deterministic=True)
-        b, _ = _predict(twin, self.observations, deterministic=True)
-        if not np.array_equal(a, b):
+        elif not _same_predictions(self.model, twin, self.observations):
             self.fail(
-                "seeding",
                 f"two models trained with seed={self.seed} predict differently",
                 "make predict depend only on the parameters and the observation",
             )
 
     def predict(self) -> None:
         model, obs = self.model, self.observations
-        assert model is not None and obs is not None
-        action_space = model.action_space
-        actions, state = _predict(model, obs, deterministic=True)
-        expected_shape = (len(obs), *action_space.shape) if action_space.shape else (len(obs),)
-        if np.shape(actions) != expected_shape:
-            self.fail(
-                "predict",
-                f"predict() on {len(obs)} observations returned actions of shape "
-                f"{np.shape(actions)}, expected {expected_shape}",
-                "return one action per observation, shaped like the action space",
-            )
+        assert model is not None
+        predicted = self.check_actions(model, obs, "observations", modes=(True,))
+        if predicted is None:
             return
-        outside = [
-            i
-            for i, action in enumerate(actions)
-            if not action_space.contains(np.asarray(action, dtype=action_space.dtype))
-        ]
-        if outside:
-            self.fail(
-                "predict",
-                f"predicted actions {[actions[i] for i in outside[:2]]} are outside the action space {action_space}",
-                "clip or unscale actions to the action space's bounds in predict()",
-            )
-        single, _ = model.predict(obs[0], deterministic=True)
-        if np.shape(single) != action_space.shape:
-            self.fail(
-                "predict",
-                f"predict() on one unbatched observation returned shape {np.shape(single)}, "
-                f"expected {action_space.shape}",
-                "accept unbatched observations as SB3's predict does",
-            )
+        actions, state = predicted
         if state is not None:
             # recurrent policies: the returned state must be accepted back
-            model.predict(obs, state=state, episode_start=np.zeros(len(obs), dtype=bool), deterministic=True)
-        for _ in range(4):
-            again, _ = _predict(model, obs, deterministic=True)
-            if not np.array_equal(actions, again):
-                self.fail(
-                    "predict",
-                    "predict(deterministic=True) returned different actions for the same observations",
-                    "with deterministic=True return the policy's mode (pass `deterministic` down to the policy) "
-                    "and use no randomness",
-                )
-                break
-        if _has_stochastic_policy(model):
-            samples = [_predict(model, obs, deterministic=False)[0] for _ in range(10)]
-            if all(np.array_equal(sample, actions) for sample in samples):
-                self.fail(
-                    "predict",
-                    "predict(deterministic=False) always returned the deterministic actions of a stochastic policy",
-                    "with deterministic=False sample from the policy's distribution",
-                )
+            episode_start = np.zeros(_batch_size(obs), dtype=bool)
+            model.predict(obs, state=state, episode_start=episode_start, deterministic=True)
+        if any(not np.array_equal(actions, _predict(model, obs, True)[0]) for _ in range(4)):
+            self.fail(
+                "predict(deterministic=True) returned different actions for the same observations",
+                "with deterministic=True return the policy's mode (pass `deterministic` down to the policy) "
+                "and use no randomness",
+            )
+        stochastic = hasattr(model.policy, "action_dist")
+        if stochastic and all(np.array_equal(_predict(model, obs, False)[0], actions) for _ in range(10)):
+            self.fail(
+                "predict(deterministic=False) always returned the deterministic actions of a stochastic policy",
+                "with deterministic=False sample from the policy's distribution",
+            )
 
     def save_load(self) -> None:
-        model, obs = self.model, self.observations
-        assert model is not None and obs is not None
+        model = self.model
+        assert model is not None
         with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "model.zip"
-            model.save(path)
-            loaded = self.cls.load(path, env=_make_env(self.env_id, self.seed + 3), device="cpu")
+            model.save(f"{folder}/model.zip")
+            loaded = self.cls.load(f"{folder}/model.zip", env=_make_env(self.env_id, self.seed + 3), device="cpu")
         if type(loaded) is not self.cls:
             self.fail(
-                "save_load",
                 f"{self.cls.__name__}.load returned a {type(loaded).__name__}",
                 "do not override load(), or return an instance of the class",
             )
@@ -575,27 +537,18 @@ class _Checker:
         _diff(_state(model), _state(loaded), "", problems)
         if problems:
             self.fail(
-                "save_load",
                 f"parameters do not round-trip: {'; '.join(problems[:3])}",
                 "list every torch module and optimizer in _get_torch_save_params() and build them in _setup_model()",
             )
-        before, after = _scalar_attributes(model), _scalar_attributes(loaded)
-        changed = [
-            f"{key} is {after.get(key, '<missing>')!r} after load, was {value!r}"
-            for key, value in before.items()
-            if key not in after or not _same(value, after[key])
-        ]
+        changed: list[str] = []
+        _diff(_scalar_attributes(model), _scalar_attributes(loaded), "", changed)
         if changed:
             self.fail(
-                "save_load",
                 f"attributes do not round-trip: {'; '.join(changed[:3])}",
                 "do not list hyperparameters in _excluded_save_params(), and do not reset them in _setup_model()",
             )
-        a, _ = _predict(model, obs, deterministic=True)
-        b, _ = _predict(loaded, obs, deterministic=True)
-        if not np.array_equal(a, b):
+        if not _same_predictions(model, loaded, self.observations):
             self.fail(
-                "save_load",
                 "the loaded model predicts different actions from the saved one",
                 "save every tensor that predict() uses (_get_torch_save_params)",
             )
@@ -608,7 +561,6 @@ class _Checker:
         mean, std = evaluate_policy(self.model, env, n_eval_episodes=2, deterministic=True, warn=False)
         if not (np.isfinite(mean) and np.isfinite(std)):
             self.fail(
-                "evaluate_policy",
                 f"evaluate_policy returned {mean} ± {std}",
                 "predict() must return valid actions for evaluate_policy's single environment",
             )
@@ -620,34 +572,26 @@ class _Checker:
         model.set_env(_make_env(self.env_id, self.seed + 11))
         model.learn(total_timesteps=min(32, self.timesteps), reset_num_timesteps=False)
         if model.num_timesteps <= steps_before:
-            self.fail(
-                "set_env",
-                "learn() after set_env() took no environment step",
-                "use self.env (set by set_env) in learn()",
-            )
-        other = _make_env(PROBE_ENV_IDS[spaces.Box], 0, obs_dim=5)
+            self.fail("learn() after set_env() took no environment step", "use self.env (set by set_env) in learn()")
         try:
-            model.set_env(other)
+            model.set_env(_make_env(identity_env, 0, space=spaces.Box(-1.0, 1.0, (5,), dtype=np.float32)))
         except ValueError:
             pass
         else:
             self.fail(
-                "set_env",
                 "set_env() accepted an environment with a different observation space",
                 "do not override set_env(), or call check_for_correct_spaces() in it",
             )
 
-    def action_spaces(self) -> bool:
-        """Check the declaration; returns whether the class declares its spaces (else they were probed)."""
-        declared = _declared_spaces(self.cls)
-        if declared is not None and not _is_valid_declaration(declared):
-            self.fail(
-                "action_spaces",
-                f"supported_action_spaces is {declared!r}",
-                "declare `supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Box, ...)`",
-            )
-            return True
-        supported = declared if declared is not None else _probe_action_spaces(self.cls)
+    def action_spaces(self) -> None:
+        """Every declared (or, without a declaration, constructible) kind of probe works; the others are refused."""
+        try:
+            supported_action_spaces(self.cls)
+        except TypeError as exc:
+            fix = "declare `supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Box, ...)`"
+            self.fail(str(exc), fix)
+            return
+        declared = getattr(self.cls, "supported_action_spaces", None)
         for kind, env_id in PROBE_ENV_IDS.items():
             if kind not in self.probe_spaces:
                 continue
@@ -655,117 +599,72 @@ class _Checker:
             if known is not None:
                 self.skipped.append(f"action_spaces on {_kind_name(kind)}: {known}")
                 continue
-            env = _make_env(env_id, self.seed)
-            if _covers(supported, kind):
-                try:
-                    model = _build(self.cls, env, self.hyperparams, self.seed)
-                    model.learn(total_timesteps=self.timesteps)
-                    _predict(model, _observations(env, 4), deterministic=False)
-                except Exception as exc:
-                    how = "declares" if declared is not None else "accepts (when constructed; it declares nothing)"
-                    self.fail(
-                        "action_spaces",
-                        f"{how} {_kind_name(kind)} but fails on a {_kind_name(kind)} environment "
-                        f"({env.action_space}): {_describe(exc)}",
-                        f"support {_kind_name(kind)} or remove it from supported_action_spaces "
-                        "(refuse it in __init__ with a ValueError naming the supported spaces)",
-                    )
+            env, name = _make_env(env_id, self.seed), _kind_name(kind)
+            if _covers(self.supported, kind):
+                how = "declares" if declared is not None else "accepts (when constructed; it declares nothing)"
+                self.learn_on(
+                    env,
+                    {},
+                    f"{how} {name} but fails on a {name} environment ({env.action_space})",
+                    f"support {name} or remove it from supported_action_spaces "
+                    "(refuse it in __init__ with a ValueError naming the supported spaces)",
+                )
                 continue
             try:
                 _build(self.cls, env, self.hyperparams, self.seed)
             except Exception as exc:
                 if "action space" not in str(exc).lower():
                     self.fail(
-                        "action_spaces",
-                        f"refuses the undeclared {_kind_name(kind)} with an unclear error: {_describe(exc)}",
+                        f"refuses the undeclared {name} with an unclear error: {_describe(exc)}",
                         "raise ValueError('... does not support the action space ...: it supports ...') when "
                         "constructed on an unsupported action space",
                     )
             else:
                 self.fail(
-                    "action_spaces",
-                    f"accepts a {_kind_name(kind)} action space ({env.action_space}) that it does not declare",
-                    f"declare {_kind_name(kind)} in supported_action_spaces if it works, or refuse it in __init__ "
+                    f"accepts a {name} action space ({env.action_space}) that it does not declare",
+                    f"declare {name} in supported_action_spaces if it works, or refuse it in __init__ "
                     "(pass supported_action_spaces to the base constructor)",
                 )
-        return declared is not None
-
-    def _supported(self) -> tuple[type[spaces.Space], ...]:
-        declared = _declared_spaces(self.cls)
-        if declared is not None and _is_valid_declaration(declared):
-            return tuple(declared)
-        return _probe_action_spaces(self.cls)
-
-    def _check_predictions(self, check: str, model: BaseAlgorithm, env: VecEnv, what: str) -> None:
-        """Batched and single predictions have the action space's shape and lie in it."""
-        action_space = env.action_space
-        expected = (4, *(action_space.shape or ()))
-        obs = _observations(env, 4)
-        for deterministic in (True, False):
-            actions, _ = _predict(model, obs, deterministic=deterministic)
-            if np.shape(actions) != expected:
-                self.fail(
-                    check,
-                    f"predict() on 4 {what} returned actions of shape {np.shape(actions)}, expected {expected}",
-                    "reshape actions to (n_envs, *action_space.shape) wherever they leave the network",
-                )
-                return
-            if not all(action_space.contains(np.asarray(action, dtype=action_space.dtype)) for action in actions):
-                self.fail(check, f"predict() on {what} returned actions outside {action_space}", "")
-                return
-        single, _ = model.predict(_first(obs), deterministic=True)
-        if np.shape(single) != action_space.shape:
-            self.fail(
-                check,
-                f"predict() on one unbatched {what[:-1]} returned shape {np.shape(single)}, expected "
-                f"{action_space.shape}",
-                "accept unbatched observations as SB3's predict does",
-            )
 
     def dict_observations(self) -> None:
-        """A class with a MultiInput policy alias learns and predicts on Dict observations."""
+        """A class with a MultiInput policy alias learns and predicts on Dict observations: SB3's
+        ``SimpleMultiObsEnv`` (an image and a vector) with Box actions, or Discrete ones when Box is not supported."""
         aliases = [alias for alias in getattr(self.cls, "policy_aliases", {}) if alias.startswith("MultiInput")]
         if not aliases:
-            self.skipped.append("dict_observations: no MultiInput policy alias")
-            return
-        supported = self._supported()
-        kinds = [kind for kind in PROBE_ENV_IDS if kind in self.probe_spaces and _covers(supported, kind)]
+            raise _Skip("no MultiInput policy alias")
+        kinds = [kind for kind in (spaces.Box, spaces.Discrete) if self._probes(kind)]
         if not kinds:
-            self.skipped.append("dict_observations: no probe environment for the supported action spaces")
-            return
-        env = _make_env(PROBE_ENV_IDS[kinds[0]], self.seed, dict_observations=True)
-        try:
-            model = _build(self.cls, env, {**(self.hyperparams or {}), "policy": aliases[0]}, self.seed)
-            model.learn(total_timesteps=self.timesteps)
-        except Exception as exc:
-            self.fail(
-                "dict_observations",
-                f"the {aliases[0]} alias promises Dict observations, but learning on {env.observation_space} fails: "
-                f"{_describe(exc)}",
-                "treat observations as a dict of tensors wherever they are stored, sliced or concatenated (SB3's "
-                "DictReplayBuffer / DictRolloutBuffer show how), or drop the MultiInput alias",
-            )
-            return
-        self._check_predictions("dict_observations", model, env, "Dict observations")
+            raise _Skip("SimpleMultiObsEnv has Box or Discrete actions, and neither is supported (or probed)")
+        env = _make_env(SimpleMultiObsEnv, self.seed, discrete_actions=kinds[0] is spaces.Discrete)
+        model = self.learn_on(
+            env,
+            {"policy": aliases[0]},
+            f"the {aliases[0]} alias promises Dict observations, but learning on {env.observation_space} fails",
+            "treat observations as a dict of tensors wherever they are stored, sliced or concatenated (SB3's "
+            "DictReplayBuffer / DictRolloutBuffer show how), or drop the MultiInput alias",
+        )
+        if model is not None:
+            self.check_actions(model, _observations(env, 4), "Dict observations")
 
     def box_actions(self) -> None:
         """A class that supports Box learns and predicts with a multi-dimensional Box action space."""
-        if spaces.Box not in self.probe_spaces or not _covers(self._supported(), spaces.Box):
-            self.skipped.append("box_actions: Box action spaces are not supported")
-            return
-        env = _make_env(PROBE_ENV_IDS[spaces.Box], self.seed, box_shape=MULTI_DIMENSIONAL_BOX_SHAPE)
-        try:
-            model = _build(self.cls, env, self.hyperparams, self.seed)
-            model.learn(total_timesteps=self.timesteps)
-        except Exception as exc:
-            self.fail(
-                "box_actions",
-                f"learning with the action space {env.action_space} fails: {_describe(exc)}",
-                "networks output flat actions of size prod(shape): reshape them to (n_envs, *action_space.shape) "
-                "before unscaling or stepping the environment",
-            )
-            return
-        self._check_predictions("box_actions", model, env, "observations")
+        if not self._probes(spaces.Box):
+            raise _Skip("Box action spaces are not supported")
+        space = spaces.Box(-1.0, 1.0, MULTI_DIMENSIONAL_BOX_SHAPE, dtype=np.float32)
+        env = _make_env(identity_env, self.seed, space=space, ep_length=16)
+        model = self.learn_on(
+            env,
+            {},
+            f"learning with the action space {env.action_space} fails",
+            "networks output flat actions of size prod(shape): reshape them to (n_envs, *action_space.shape) "
+            "before unscaling or stepping the environment",
+        )
+        if model is not None:
+            self.check_actions(model, _observations(env, 4), "observations")
+
+    def _probes(self, kind: type[spaces.Space]) -> bool:
+        """Whether the class supports ``kind`` and its probes may be used."""
+        return kind in self.probe_spaces and _covers(self.supported, kind)
 
     def policy_save_load(self) -> None:
         """``policy.save`` then ``PolicyClass.load`` keep a custom features extractor and the optimizer settings."""
@@ -774,42 +673,33 @@ class _Checker:
         policy_class = type(probe.policy)
         parameters = inspect.signature(policy_class).parameters
         if "features_extractor_class" not in parameters:
-            self.skipped.append(f"policy_save_load: {policy_class.__name__} takes no features_extractor_class")
-            return
+            raise _Skip(f"{policy_class.__name__} takes no features_extractor_class")
         if isinstance(env.observation_space, spaces.Dict):
-            self.skipped.append(f"policy_save_load: the probe extractor needs Box observations, not {self.env_id}'s")
-            return
-        policy_kwargs = dict((self.hyperparams or {}).get("policy_kwargs") or {})
-        policy_kwargs.update(
-            features_extractor_class=ProbeFeaturesExtractor, features_extractor_kwargs={"features_dim": 7}
-        )
+            raise _Skip(f"the probe extractor needs Box observations, not {self.env_id}'s")
+        policy_kwargs = {
+            **(self.hyperparams.get("policy_kwargs") or {}),
+            "features_extractor_class": ProbeFeaturesExtractor,
+            "features_extractor_kwargs": {"features_dim": 7},
+        }
         if "optimizer_class" in parameters and "optimizer_kwargs" in parameters:
             policy_kwargs.update(optimizer_class=th.optim.AdamW, optimizer_kwargs={"weight_decay": 0.0123})
-        model = _build(self.cls, env, {**(self.hyperparams or {}), "policy_kwargs": policy_kwargs}, self.seed)
-        policy = model.policy
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "policy.pth"
-            policy.save(str(path))
-            try:
-                loaded = policy_class.load(str(path), device="cpu")
-            except Exception as exc:
-                self.fail(
-                    "policy_save_load",
-                    f"{policy_class.__name__}.load of a policy with a custom features extractor fails: "
-                    f"{_describe(exc)}",
-                    "return features_extractor_class/kwargs and optimizer_class/kwargs from "
-                    "_get_constructor_parameters()",
-                )
-                return
+        policy = _build(self.cls, env, {**self.hyperparams, "policy_kwargs": policy_kwargs}, self.seed).policy
         fix = "return every constructor argument (features_extractor_class/kwargs, optimizer_class/kwargs, ...) from "
         fix += "_get_constructor_parameters()"
+        with tempfile.TemporaryDirectory() as folder:
+            policy.save(f"{folder}/policy.pth")
+            try:
+                loaded = policy_class.load(f"{folder}/policy.pth", device="cpu")
+            except Exception as exc:
+                what = f"{policy_class.__name__}.load of a policy with a custom features extractor fails"
+                self.fail(f"{what}: {_describe(exc)}", fix)
+                return
 
         def extractors(module: th.nn.Module) -> int:
             return sum(isinstance(sub, ProbeFeaturesExtractor) for sub in module.modules())
 
         if extractors(loaded) != extractors(policy):
             self.fail(
-                "policy_save_load",
                 f"the loaded policy has {extractors(loaded)} ProbeFeaturesExtractor modules, the saved one "
                 f"{extractors(policy)}: the custom features extractor was replaced",
                 fix,
@@ -818,7 +708,6 @@ class _Checker:
             kwargs = getattr(loaded, "optimizer_kwargs", None) or {}
             if getattr(loaded, "optimizer_class", None) is not th.optim.AdamW or kwargs.get("weight_decay") != 0.0123:
                 self.fail(
-                    "policy_save_load",
                     f"optimizer settings are lost: the loaded policy has {getattr(loaded, 'optimizer_class', None)} "
                     f"with {kwargs}, the saved one AdamW with weight_decay=0.0123",
                     fix,
@@ -826,26 +715,9 @@ class _Checker:
         problems: list[str] = []
         _diff(policy.state_dict(), loaded.state_dict(), "", problems)
         if problems:
-            self.fail("policy_save_load", f"the policy's tensors do not round-trip: {'; '.join(problems[:3])}", fix)
-            return
-        obs = _observations(env, 4)
-        episode_start = np.ones(4, dtype=bool)
-        a, _ = policy.predict(obs, state=None, episode_start=episode_start, deterministic=True)
-        b, _ = loaded.predict(obs, state=None, episode_start=episode_start, deterministic=True)
-        if not np.array_equal(a, b):
-            self.fail("policy_save_load", "the loaded policy predicts different actions from the saved one", fix)
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equality that treats NaN as equal to NaN and compares arrays element-wise."""
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b, equal_nan=True)
-    try:
-        return bool(a == b)
-    except Exception:
-        return a is b
+            self.fail(f"the policy's tensors do not round-trip: {'; '.join(problems[:3])}", fix)
+        elif not _same_predictions(policy, loaded, _observations(env, 4)):
+            self.fail("the loaded policy predicts different actions from the saved one", fix)
 
 
 def check_algorithm(
@@ -878,87 +750,49 @@ def check_algorithm(
 
     name = getattr(cls, "__qualname__", repr(cls))
     if not (inspect.isclass(cls) and issubclass(cls, BaseAlgorithm)):
-        raise ConformanceError(
-            name,
-            env_id or "-",
-            [
-                CheckFailure(
-                    "class",
-                    f"{cls!r} is not a subclass of stable_baselines3's BaseAlgorithm",
-                    "derive the algorithm from BaseAlgorithm, OnPolicyAlgorithm or OffPolicyAlgorithm",
-                )
-            ],
-            1,
-        )
+        problem = f"{cls!r} is not a subclass of stable_baselines3's BaseAlgorithm"
+        fix = "derive the algorithm from BaseAlgorithm, OnPolicyAlgorithm or OffPolicyAlgorithm"
+        raise ConformanceError(name, env_id or "-", [CheckFailure("class", problem, fix)], 1)
     selected = list(CHECKS) if checks is None else list(checks)
     unknown = [check for check in selected if check not in CHECKS]
     if unknown:
         raise ValueError(f"unknown checks {unknown}: choose from {', '.join(CHECKS)}")
     if timesteps < 1:
         raise ValueError(f"timesteps must be >= 1, got {timesteps}")
-    try:
-        env_id = env_id or suitable_env_id(cls)
-    except (TypeError, ValueError) as exc:
-        raise ConformanceError(
-            name,
-            env_id or "-",
-            [CheckFailure("action_spaces", str(exc), "declare the supported action spaces or pass env_id")],
-            1,
-        ) from None
-
     kinds = tuple(PROBE_ENV_IDS) if probe_spaces is None else tuple(probe_spaces)
     unknown_kinds = [kind for kind in kinds if kind not in PROBE_ENV_IDS]
     if unknown_kinds:
         raise ValueError(f"probe_spaces {unknown_kinds}: choose from {', '.join(map(_kind_name, PROBE_ENV_IDS))}")
-    checker = _Checker(cls, env_id, hyperparams, timesteps, seed, kinds)
-    report = ConformanceReport(name, env_id, (), declared=False)
+    try:
+        env_id = env_id or suitable_env_id(cls)
+    except (TypeError, ValueError) as exc:
+        fix = "declare the supported action spaces or pass env_id"
+        raise ConformanceError(name, env_id or "-", [CheckFailure("action_spaces", str(exc), fix)], 1) from None
+
+    report = ConformanceReport(name, env_id, (), declared=getattr(cls, "supported_action_spaces", None) is not None)
+    with contextlib.suppress(TypeError):  # an invalid declaration: the action_spaces check reports it
+        report.action_spaces = supported_action_spaces(cls)
+    supported = report.action_spaces or _probe_action_spaces(cls)
+    checker = _Checker(cls, env_id, hyperparams or {}, timesteps, seed, kinds, supported)
     needs_model = [check for check in selected if check not in ("learn", *_STANDALONE_CHECKS)]
     ran = 0
-    if "learn" in selected or needs_model:
-        ran += 1
-        try:
-            checker.learn()
-            report.passed.append("learn")
-        except Exception as exc:
-            checker.fail(
-                "learn",
-                f"constructing or learning on {env_id} failed: {_describe(exc)}",
-                "make the class construct and learn with SB3's arguments (policy, env, seed, device, ...)",
-            )
-            report.skipped.extend(needs_model)
-            needs_model = []
-    for check in needs_model:
-        ran += 1
-        count = len(checker.failures)
-        try:
-            getattr(checker, check)()
-        except Exception as exc:
-            checker.fail(check, f"raised {_describe(exc)}", "")
-        if len(checker.failures) == count:
-            report.passed.append(check)
-    if "action_spaces" in selected:
-        ran += 1
-        count = len(checker.failures)
-        try:
-            report.declared = checker.action_spaces()
-        except Exception as exc:
-            checker.fail("action_spaces", f"raised {_describe(exc)}", "")
-        if len(checker.failures) == count:
-            report.passed.append("action_spaces")
-    for check in _STANDALONE_CHECKS[1:]:
-        if check not in selected:
+    for check in [check for check in CHECKS if check in selected or (check == "learn" and needs_model)]:
+        if check in needs_model and checker.model is None:
+            checker.skipped.append(check)  # learning failed: there is no model to check
             continue
         ran += 1
-        count, skipped = len(checker.failures), len(checker.skipped)
+        checker.check = check
+        count = len(checker.failures)
         try:
             getattr(checker, check)()
+        except _Skip as skip:
+            checker.skipped.append(f"{check}: {skip}")
+            continue
         except Exception as exc:
-            checker.fail(check, f"raised {_describe(exc)}", "")
-        if len(checker.failures) == count and len(checker.skipped) == skipped:
+            checker.fail(f"raised {_describe(exc)}")
+        if len(checker.failures) == count:
             report.passed.append(check)
-    report.skipped.extend(checker.skipped)
-    with contextlib.suppress(TypeError):
-        report.action_spaces = supported_action_spaces(cls)
+    report.skipped = checker.skipped
     if checker.failures:
         raise ConformanceError(name, env_id, checker.failures, ran)
     return report
@@ -1004,8 +838,8 @@ __all__ = [
     "ConformanceError",
     "ConformanceReport",
     "NonFiniteAfter",
-    "ProbeEnv",
     "check_algorithm",
+    "identity_env",
     "suitable_env_id",
     "supported_action_spaces",
     "tiny_hyperparams",

@@ -405,9 +405,14 @@ def check_device(device: str) -> None:
     if device == "auto":
         return
     try:
-        th.device(device)
+        chosen = th.device(device)
     except (RuntimeError, ValueError):
         raise InvalidValueError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
+    if chosen.type == "cuda" and (chosen.index or 0) >= th.cuda.device_count():
+        found = f"{th.cuda.device_count()} CUDA devices" if th.cuda.is_available() else "no CUDA device"
+        raise InvalidValueError(f"--device {device}: this machine has {found}; use --device cpu or auto")
+    if chosen.type not in ("cpu", "cuda"):
+        raise InvalidValueError(f"--device {device}: SB3 trains on cpu or cuda; use --device cpu, cuda or auto")
 
 
 @dataclass

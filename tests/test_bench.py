@@ -21,7 +21,16 @@ import torch as th
 import yaml
 
 from sbx_lecture.bench import main, report_folder
-from sbx_lecture.bench.harness import STOP_EVENT, _work, describe, job_folder, run_again, run_jobs, stored_result
+from sbx_lecture.bench.harness import (
+    STOP_EVENT,
+    JobProgress,
+    _work,
+    describe,
+    job_folder,
+    run_again,
+    run_jobs,
+    stored_result,
+)
 from sbx_lecture.bench.published import published_for, same_task
 from sbx_lecture.bench.report import failures, markdown_report, speed_table
 from sbx_lecture.bench.runner import ERROR_FILE, LOCK_FILE, RESULT_FILE, execute_run, read_result
@@ -150,6 +159,18 @@ def test_expand_filters_scales_and_orders_seed_major():
     assert all(isinstance(job, SpeedJob) and job.sibling == "ppo" for job in speed)
 
 
+def test_a_run_row_of_lists_stands_for_every_algorithm_on_every_environment(tmp_path):
+    rows = [{"algo": ["a2c", "ppo"], "env": ["CartPole-v1", "Acrobot-v1"], "timesteps": BUDGET}]
+    suite = load_suite_file(write_suite(tmp_path, {"runs": rows}))
+    assert suite.name == "tiny"  # the file's stem
+    assert [(entry.algo, entry.env_id) for entry in suite.entries] == [
+        ("a2c", "CartPole-v1"),
+        ("ppo", "CartPole-v1"),
+        ("a2c", "Acrobot-v1"),
+        ("ppo", "Acrobot-v1"),
+    ]
+
+
 def test_overrides_get_their_own_run_folder():
     plain = RunJob("ppo", "CartPole-v1", 1000, 0)
     tuned = RunJob("ppo", "CartPole-v1", 1000, 0, {"n_steps": 64})
@@ -254,6 +275,22 @@ def test_second_invocation_skips_finished_runs(tiny_run, capsys):
     assert {path: path.stat().st_mtime_ns for path in results} == stamps
     table = (report_folder(out, get_suite(str(suite_file)), Selection()) / "results.csv").read_text()
     assert ",done," in table and ",skipped," not in table  # the report says done, whichever command finished it
+
+
+def test_plain_progress_is_one_line_per_start_and_end_as_written(capsys):
+    """``--plain`` (and any output that is not a terminal): the lines benchmark logs are read by, unwrapped and
+    without markup."""
+    progress = JobProgress(2, live=False)
+    progress.started("k", "ppo CartPole-v1 seed 0", 3000)
+    progress.advanced("k", 1500)
+    failed = {"status": "failed", "error": "ValueError: [bold]" + "x" * 200}
+    progress.finished("k", "ppo CartPole-v1 seed 0", failed)
+    progress.close()
+    assert capsys.readouterr().out.splitlines() == [
+        "[0/2] start ppo CartPole-v1 seed 0 (3000 steps)",
+        f"[1/2] ppo CartPole-v1 seed 0: {describe(failed)}",
+    ]
+    assert progress.done == 1
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):

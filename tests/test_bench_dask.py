@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from sbx_lecture.bench import harness, main
-from sbx_lecture.bench.harness import LineDisplay, job_folder
+from sbx_lecture.bench.harness import JobProgress, job_folder
 from sbx_lecture.bench.runner import ERROR_FILE, RESULT_FILE
 from sbx_lecture.bench.speed import speed_steps, warmup_length
 from sbx_lecture.bench.suites import RunJob, Selection, expand, load_suite_file
@@ -75,12 +75,12 @@ def listening(processes: list[psutil.Process]) -> dict[int, list[str]]:
     return found
 
 
-class KillingDisplay(LineDisplay):
+class KillingDisplay(JobProgress):
     """Plain lines; records the sockets of the cluster once, and kills the worker training the A2C run once it
     has a checkpoint and ``KILL_AT`` steps."""
 
-    def __init__(self, total: int) -> None:
-        super().__init__(total)
+    def __init__(self, total: int, live: bool | None = None) -> None:
+        super().__init__(total, live)
         self.sockets: dict[int, list[str]] = {}
         self.workers: list[int] = []
         self.environments: list[dict[str, str]] = []
@@ -109,16 +109,16 @@ def killed_run(tmp_path_factory):
     return display, out, status
 
 
-def bench_with(display_class: type[LineDisplay], suite_file: Path, out: Path, jobs: int) -> tuple[Any, int]:
+def bench_with(display_class: type[JobProgress], suite_file: Path, out: Path, jobs: int) -> tuple[Any, int]:
     """``sbx-lecture bench SUITE --jobs N`` in this process, shown through ``display_class``; (display, status)."""
-    displays: list[LineDisplay] = []
+    displays: list[JobProgress] = []
 
-    def make_display(total: int, live: bool | None = None) -> LineDisplay:
-        displays.append(display_class(total))
+    def make_display(total: int, live: bool | None = None) -> JobProgress:
+        displays.append(display_class(total, live))
         return displays[-1]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(harness, "make_display", make_display)
+        patch.setattr(harness, "JobProgress", make_display)
         status = main([str(suite_file), "--jobs", str(jobs), "--out", str(out), "--plain", "--no-plots"])
     (display,) = displays
     return display, status
@@ -144,12 +144,12 @@ def test_a_killed_worker_does_not_stop_the_suite(killed_run):
         assert (job_folder(job, out) / RESULT_FILE).exists()
 
 
-class InterruptingDisplay(LineDisplay):
+class InterruptingDisplay(JobProgress):
     """Kills the worker of the first job to take a step, then raises KeyboardInterrupt as Ctrl-C in the command
     would: the job is run again on the nanny's new worker while the command waits for its jobs to stop."""
 
-    def __init__(self, total: int) -> None:
-        super().__init__(total)
+    def __init__(self, total: int, live: bool | None = None) -> None:
+        super().__init__(total, live)
         self.killed = False
 
     def advanced(self, key: str, steps: int) -> None:

@@ -15,7 +15,7 @@ import yaml
 from sbx_lecture.bench import main
 from sbx_lecture.bench.figures import FIGURES, IMAGE_FILE, execute_figure
 from sbx_lecture.bench.speed import interleaved_samples
-from sbx_lecture.bench.suites import SUITES, FigureJob, Selection, SuiteError, expand, load_suite_file
+from sbx_lecture.bench.suites import SUITES, FigureJob, Selection, expand, load_suite_file
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY_FISHER = {"env": "CartPole-v1", "batch_size": 64, "repeats": 3}
@@ -113,11 +113,12 @@ def test_a_figure_suite_runs_through_the_harness_reports_and_skips(tmp_path, cap
     assert (folder / "result.json").read_text() == first
 
 
-def test_unknown_figure_in_a_suite_file_is_one_line(tmp_path):
+def test_unknown_figure_in_a_suite_file_is_one_line(tmp_path, capsys):
     suite_file = tmp_path / "bad.yml"
     suite_file.write_text(yaml.safe_dump({"figures": [{"name": "no_such_figure"}]}))
-    with pytest.raises(SuiteError, match="unknown figure no_such_figure; choose from dpg_bandit"):
-        load_suite_file(suite_file)
+    assert main([str(suite_file), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    error = capsys.readouterr().err
+    assert "suite 'bad': unknown figure no_such_figure; choose from dpg_bandit" in error and error.count("\n") == 1
 
 
 def test_the_speed_suite_holds_the_dpg_variants_and_their_settings_pass_the_zoo_checks():

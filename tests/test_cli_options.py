@@ -319,3 +319,22 @@ def test_train_bench_and_the_zoo_bridge_read_the_same_section() -> None:
         assert select_section(read_sections(path), env_id, algo, path) == (env_id, settings.raw)
     mujoco = zoo_settings("ppo", "HalfCheetah-v5")  # rl_zoo3 names it -v4: train and bench read that section
     assert mujoco.source.endswith("ppo.yml[HalfCheetah-v4]") and mujoco.normalize
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["train", "--timestep", "10"], "unrecognized arguments: --timestep"),  # no prefix of --timesteps
+        (["eval", "model.zip", "--episode", "3"], "unrecognized arguments: --episode"),
+        (["train", "-p", "n_steps=64", "-p", "n_steps=32"], "'n_steps' is given twice"),
+    ],
+)
+def test_abbreviations_and_repeated_keys_are_refused_in_one_line(
+    argv: list[str], says: str, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        status = main([*argv, "--out", str(workdir / "run")] if argv[0] == "train" else argv)
+    except SystemExit as stop:  # argparse's own refusal
+        status = stop.code
+    assert status == 2 and says in capsys.readouterr().err
+    assert not (workdir / "run").exists()

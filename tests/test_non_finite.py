@@ -238,3 +238,15 @@ def test_nan_observation_at_the_end_of_a_rollout_is_named(name: str) -> None:
     with pytest.raises(NonFiniteError, match=r"found NaN in the observations at step 64 "):
         model.learn(128)
     _assert_parameters_finite(model)
+
+
+def test_a_diverging_zoo_trial_is_pruned_not_fatal() -> None:
+    """rl_zoo3's objective prunes a trial whose ``learn`` raises ``AssertionError`` or ``ValueError`` (its rule for
+    sampled settings that produce NaN): our error must be one, so that a sweep goes on past a diverging trial."""
+    import inspect
+
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    assert "except (AssertionError, ValueError)" in inspect.getsource(ExperimentManager.objective)
+    error = NonFiniteError("NPG found NaN in the rollout rewards at step 2048", "NPG", "the rollout rewards", 2048)
+    assert isinstance(error, ValueError) and isinstance(error, FloatingPointError)

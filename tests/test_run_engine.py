@@ -389,6 +389,8 @@ BAD_TRAIN_INPUT = [
     (["a2c", "CartPole-v1", "--checkpoint-freq", "-5"], "--checkpoint-freq must be a positive integer"),
     (["a2c", "CartPole-v1", "--checkpoint-freq", "0"], "--checkpoint-freq must be a positive integer"),
     (["a2c", "CartPole-v1", "--device", "foo"], "--device must be"),
+    (["a2c", "CartPole-v1", "--device", "cuda:99"], "--device cuda:99: this machine has"),
+    (["a2c", "CartPole-v1", "--device", "mps"], "--device mps: SB3 trains on cpu or cuda"),
     (["a2c", "CartPole-v1", "-p", "n_envs=abc"], "n_envs must be an integer"),
     (["a2c", "CartPole-v1", "-p", "n_envs=-1"], "n_envs must be a positive integer"),
     (["td3", "Pendulum-v1", "-p", "noise_type=normal", "-p", "noise_std=abc"], "noise_std must be a number"),

@@ -130,7 +130,16 @@ def _dry_run(jobs: list[Job], out: Path) -> None:
     print(f"{len(jobs)} jobs, {total:,} environment steps still to run")
 
 
-def _check_filters(suite: Suite, selection: Selection) -> None:
+def _check_suite(suite: Suite, selection: Selection) -> None:
+    """Refuse a figure that :mod:`.figures` does not draw, and filters that name nothing of the suite."""
+    if suite.figures:
+        from sbx_lecture.bench.figures import FIGURES
+
+        unknown = sorted({figure.name for figure in suite.figures} - set(FIGURES))
+        if unknown:
+            raise SuiteError(
+                f"suite {suite.name!r}: unknown figure {', '.join(unknown)}; choose from {', '.join(FIGURES)}"
+            )
     algos = {e.algo for e in suite.entries} | {a for s in suite.speed_entries for a in (s.ours, s.sibling)}
     algos |= {a for figure in suite.figures for a in figure.algos}
     envs = {e.env_id for e in suite.entries} | {s.env_id for s in suite.speed_entries}
@@ -291,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SuiteError("--bootstrap-reps must be at least 1")
         suite = get_suite(args.suite)
         selection = Selection(args.seeds, args.timesteps_scale, _names(args.algos), _names(args.envs), args.device)
-        _check_filters(suite, selection)
+        _check_suite(suite, selection)
         _check_device(suite, args.device, local=args.scheduler is None and not args.report_only)
         if suite.entries and not args.dry_run:
             from sbx_lecture.bench.stats import check_packages

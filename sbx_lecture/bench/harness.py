@@ -20,14 +20,17 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from sbx_lecture.bench.figures import execute_figure
 from sbx_lecture.bench.runner import RESULT_FILE, changed_settings, execute_run, read_result, write_result
 from sbx_lecture.bench.speed import contestant_settings, execute_speed, lacks_sbx, speed_steps
 from sbx_lecture.bench.suites import FigureJob, Job, RunJob, SpeedJob, SuiteError
@@ -93,29 +96,8 @@ def execute(job: Job, out: Path, report: Any = None) -> dict[str, Any]:
     if isinstance(job, RunJob):
         return execute_run(job, job_folder(job, out), report)
     if isinstance(job, FigureJob):
-        from sbx_lecture.bench.figures import execute_figure
-
         return execute_figure(job, job_folder(job, out), report)
     return execute_speed(job, job_folder(job, out), report)
-
-
-class Display(Protocol):
-    """What the harness tells the user while jobs run."""
-
-    def started(self, key: str, label: str, total: int) -> None:
-        """A job began."""
-
-    def advanced(self, key: str, steps: int) -> None:
-        """A job reached ``steps`` environment steps."""
-
-    def finished(self, key: str, label: str, result: dict[str, Any]) -> None:
-        """A job ended (done, failed or interrupted)."""
-
-    def message(self, text: str) -> None:
-        """A line for the user."""
-
-    def close(self) -> None:
-        """No more updates."""
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -142,73 +124,62 @@ def describe(result: dict[str, Any]) -> str:
     )
 
 
-class LineDisplay:
-    """Plain lines: one when a job starts, one when it ends (for logs and terminals without live updates)."""
+class JobProgress:
+    """What the user sees while jobs run, on :class:`rich.progress.Progress`: live bars (the suite, and one per
+    running job), or with ``live=False`` (``--plain``) plain lines for logs, one when a job starts and one when it
+    ends::
 
-    def __init__(self, total: int, stream: Any = None):
+        [0/4] start ppo CartPole-v1 seed 0 (3000 steps)
+        [1/4] ppo CartPole-v1 seed 0: done: return 500.0 ± 0.0, 2210 steps/s, 4 s
+
+    The end line comes in both modes; ``live=None``: bars on a terminal, lines otherwise. The harness names a job by
+    its folder (``key``) and tells its step counts to :meth:`advanced`.
+    """
+
+    def __init__(self, total: int, live: bool | None = None) -> None:
+        # Lines as they are: no markup, highlighting or wrapping (labels and errors hold brackets and long paths).
+        console = Console(markup=False, emoji=False, highlight=False, soft_wrap=True)
+        live = console.is_terminal if live is None else live
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        self.progress = Progress(*columns, console=console, disable=not live)
         self.total = total
-        self.done = 0
-        self.stream = stream or sys.stdout
-
-    def started(self, key: str, label: str, total: int) -> None:
-        print(f"[{self.done}/{self.total}] start {label} ({total or '?'} steps)", file=self.stream, flush=True)
-
-    def advanced(self, key: str, steps: int) -> None:
-        pass
-
-    def finished(self, key: str, label: str, result: dict[str, Any]) -> None:
-        self.done += 1
-        print(f"[{self.done}/{self.total}] {label}: {describe(result)}", file=self.stream, flush=True)
-
-    def message(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
-
-    def close(self) -> None:
-        pass
-
-
-class RichDisplay:
-    """Live progress bars: the whole suite, and one bar per running job."""
-
-    def __init__(self, total: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
+        self.suite = self.progress.add_task("jobs", total=total)
+        self.jobs: dict[str, TaskID] = {}
         self.progress.start()
-        self.overall = self.progress.add_task("jobs", total=total)
-        self.tasks: dict[str, Any] = {}
+
+    @property
+    def done(self) -> int:
+        """Jobs ended so far (the suite bar's count)."""
+        return int(next(task.completed for task in self.progress.tasks if task.id == self.suite))
+
+    def _line(self, text: str) -> str:
+        return f"[{self.done}/{self.total}] {text}"
 
     def started(self, key: str, label: str, total: int) -> None:
-        self.tasks[key] = self.progress.add_task(f"  {label}", total=total or None)
+        """A job began; ``total``: its steps (0: not known yet)."""
+        self.jobs[key] = self.progress.add_task(f"  {label}", total=total or None)
+        if self.progress.disable:
+            self.message(self._line(f"start {label} ({total or '?'} steps)"))
 
     def advanced(self, key: str, steps: int) -> None:
-        if key in self.tasks:
-            self.progress.update(self.tasks[key], completed=steps)
+        """A job reached ``steps`` environment steps."""
+        if key in self.jobs:
+            self.progress.update(self.jobs[key], completed=steps)
 
     def finished(self, key: str, label: str, result: dict[str, Any]) -> None:
-        task = self.tasks.pop(key, None)
-        if task is not None:
-            self.progress.remove_task(task)
-        self.progress.advance(self.overall)
-        self.progress.console.print(f"{label}: {describe(result)}")
+        """A job ended (done, failed or interrupted)."""
+        if key in self.jobs:
+            self.progress.remove_task(self.jobs.pop(key))
+        self.progress.advance(self.suite)
+        self.message(self._line(f"{label}: {describe(result)}"))
 
     def message(self, text: str) -> None:
+        """A line for the user (above the bars)."""
         self.progress.console.print(text)
 
     def close(self) -> None:
+        """No more updates."""
         self.progress.stop()
-
-
-def make_display(total: int, live: bool | None = None) -> Display:
-    """Live bars on a terminal, plain lines otherwise."""
-    if live is None:
-        live = sys.stdout.isatty()
-    return RichDisplay(total) if live else LineDisplay(total)
 
 
 #: XLA's CPU flags for one compute thread, as torch gets with ``--threads 1``.
@@ -322,7 +293,6 @@ def run_jobs(
     out: Path,
     n_jobs: int = 1,
     threads: int = 1,
-    display: Display | None = None,
     live: bool | None = None,
     scheduler: str | None = None,
     client: Client | None = None,
@@ -331,8 +301,8 @@ def run_jobs(
 
     Finished jobs are read from their ``result.json`` and reported as ``"skipped"``. The others run on ``client``'s
     cluster when given, else on the cluster at ``scheduler``, else on a local cluster of ``n_jobs`` worker processes
-    (:func:`connect`); each worker uses ``threads`` torch threads. Without a ``display``, live bars are shown on a
-    terminal (``live=None``), or when ``live`` is true; plain lines otherwise.
+    (:func:`connect`); each worker uses ``threads`` torch threads. Progress (:class:`JobProgress`): live bars on a
+    terminal (``live=None``) or when ``live`` is true, plain lines otherwise.
     """
     out = Path(out).absolute()  # the workers' working folder need not be ours
     results: list[dict[str, Any] | None] = [None] * len(jobs)
@@ -343,7 +313,7 @@ def run_jobs(
             pending.append(index)
         else:
             results[index] = stored if stored["status"] == "stale" else {**stored, "status": "skipped"}
-    display = display or make_display(len(pending), live)
+    display = JobProgress(len(pending), live)
     skipped = sum(result is not None and result["status"] == "skipped" for result in results)
     if skipped:
         display.message(f"{skipped} of {len(jobs)} jobs already finished in {out}: skipped")
@@ -368,7 +338,7 @@ def _run_pending(
     results: list[dict[str, Any] | None],
     out: Path,
     threads: int,
-    display: Display,
+    display: JobProgress,
 ) -> None:
     from distributed import Event
 
@@ -408,7 +378,7 @@ def _wait_for(
     results: list[dict[str, Any] | None],
     out: Path,
     events: collections.deque[Any],
-    display: Display,
+    display: JobProgress,
     started: set[str],
 ) -> None:
     """Feed the display from the workers' events until every future has a result."""

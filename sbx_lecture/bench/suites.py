@@ -4,7 +4,8 @@ A learning suite is a list of :class:`Entry` rows; each row becomes one :class:`
 a list of :class:`SpeedEntry` rows, each timing one of our algorithms against its SB3 sibling in the same process.
 A :class:`FigureJob` is a measurement that is not a training run (a figure of :mod:`.figures`).
 Hyperparameters are not written here: they come from the algorithm's rl-zoo file (see :mod:`.settings`); an entry
-only overrides what a comparison needs. Suites can also be read from a YAML or JSON file (:func:`load_suite_file`).
+only overrides what a comparison needs. Every suite is a suite file (YAML or JSON), read by :func:`load_suite_file`:
+the built-in ones are the files of :data:`SUITE_FILES`, a user's is given by its path.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import yaml
+
 from sbx_lecture.zoo_config import settings_digest
 
 #: The hyperparameter file of runs with their class's own constructor defaults (only ``policy: MlpPolicy``).
 CONSTRUCTOR_DEFAULTS = Path(__file__).with_name("constructor_defaults.yml")
+#: The built-in suites: one suite file each, ``<name>.yml``.
+SUITE_FILES = Path(__file__).with_name("suite_files")
 
 #: Family of each algorithm: the learning-curve plots put one family's algorithms side by side.
 FAMILIES: dict[str, str] = {
@@ -48,15 +53,6 @@ SIBLINGS: dict[str, tuple[str, ...]] = {
     "reinforce": ("a2c",),  # the plugin's (sbx-lecture-pg)
     "ispg": ("a2c",),
 }
-
-DISCRETE_ENVS = ("CartPole-v1", "Acrobot-v1")
-CONTINUOUS_ENVS = ("Pendulum-v1", "MountainCarContinuous-v0")
-MUJOCO_ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
-NATURAL_GRADIENT = ("npg", "tnpg", "trpo")
-PROXIMAL = ("ppo_kl", "ppo")
-DETERMINISTIC = ("dpg", "ddpg", "td3")
-SOFT_CONTINUOUS = ("sql", "sac")
-SOFT_DISCRETE = ("sql", "dqn")
 
 
 def family_of(algo: str) -> str:
@@ -261,243 +257,6 @@ Job = RunJob | SpeedJob | FigureJob
 FINISHED = ("done", "skipped")
 
 
-def _grid(algos: tuple[str, ...], envs: tuple[str, ...], timesteps: int) -> list[Entry]:
-    return [Entry(algo, env_id, timesteps) for env_id in envs for algo in algos]
-
-
-def _classic_entries() -> tuple[Entry, ...]:
-    on_policy = NATURAL_GRADIENT + PROXIMAL
-    entries = [
-        # Budgets follow the RL Zoo's benchmark where it has one, the same for every algorithm of a family.
-        *_grid(on_policy, ("CartPole-v1",), 100_000),
-        *_grid(SOFT_DISCRETE, ("CartPole-v1",), 50_000),
-        *_grid(on_policy, ("Acrobot-v1",), 100_000),
-        *_grid(SOFT_DISCRETE, ("Acrobot-v1",), 100_000),
-        *_grid(on_policy, ("Pendulum-v1",), 100_000),
-        *_grid(DETERMINISTIC + SOFT_CONTINUOUS, ("Pendulum-v1",), 20_000),
-        *_grid(on_policy, ("MountainCarContinuous-v0",), 50_000),
-        *_grid(DETERMINISTIC + SOFT_CONTINUOUS, ("MountainCarContinuous-v0",), 50_000),
-    ]
-    return tuple(entries)
-
-
-def _mujoco_entries() -> tuple[Entry, ...]:
-    algos = NATURAL_GRADIENT + PROXIMAL + DETERMINISTIC + SOFT_CONTINUOUS
-    return (
-        *_grid(algos, MUJOCO_ENVS, 1_000_000),
-        Entry("dpg", "InvertedPendulum-v5", 50_000),
-        Entry("td3", "InvertedPendulum-v5", 50_000, _INVERTED_PENDULUM_TD3),
-    )
-
-
-def _lecture_entries() -> tuple[Entry, ...]:
-    entries = [
-        *_grid(NATURAL_GRADIENT, ("CartPole-v1", "Pendulum-v1"), 100_000),
-        *_grid(PROXIMAL, ("CartPole-v1", "Pendulum-v1"), 100_000),
-        *_grid(DETERMINISTIC, ("Pendulum-v1",), 20_000),
-        *_grid(DETERMINISTIC, ("MountainCarContinuous-v0",), 50_000),
-        *_grid(SOFT_CONTINUOUS, ("Pendulum-v1",), 20_000),
-        *_grid(SOFT_DISCRETE, ("CartPole-v1",), 50_000),
-    ]
-    return tuple(entries)
-
-
-def _compiled_entries() -> tuple[Entry, ...]:
-    """DPG and SQL with ``compile_update=True`` where ``classic`` trains them eagerly on Pendulum and CartPole, at
-    classic's budgets and zoo settings: the compiled runs' returns set beside the eager ones of the same tasks."""
-    compiled = {"compile_update": True}
-    eager = {(entry.algo, entry.env_id): entry.timesteps for entry in _classic_entries()}
-    pairs = (("dpg", "Pendulum-v1"), ("sql", "Pendulum-v1"), ("sql", "CartPole-v1"))
-    return tuple(Entry(algo, env_id, eager[algo, env_id], compiled) for algo, env_id in pairs)
-
-
-#: The tasks of the ``defaults`` suite: discrete and continuous, classic control and MuJoCo, four of them in no
-#: other suite. Budgets: 10⁵ steps for the on-policy classes, 5·10⁴ for the off-policy ones.
-DEFAULTS_DISCRETE = ("CartPole-v1", "Acrobot-v1")
-DEFAULTS_CONTINUOUS = (
-    "Pendulum-v1",
-    "MountainCarContinuous-v0",
-    "InvertedPendulum-v5",
-    "InvertedDoublePendulum-v5",
-    "Reacher-v5",
-    "Swimmer-v5",
-    "Hopper-v5",
-    "HalfCheetah-v5",
-)
-#: Each lecture class (and the plugin's REINFORCE and ISPG) beside the SB3 classes it is measured against with defaults.
-DEFAULTS_PAIRS = (("npg", "trpo"), ("tnpg", "trpo"), ("ppo_kl", "ppo"), ("reinforce", "a2c"), ("ispg", "a2c"))
-DEFAULTS_OFF_POLICY = {"continuous": ("dpg", "td3", "sql", "sac"), "discrete": ("sql", "dqn")}
-
-
-def _defaults_entries() -> tuple[Entry, ...]:
-    """Every class with its constructor defaults (:data:`CONSTRUCTOR_DEFAULTS`), no zoo entry."""
-    on_policy = tuple(dict.fromkeys(algo for pair in DEFAULTS_PAIRS for algo in pair))
-    entries = [
-        Entry(algo, env_id, 100_000, own_defaults=True)
-        for env_id in DEFAULTS_DISCRETE + DEFAULTS_CONTINUOUS
-        for algo in on_policy
-    ]
-    for kind, envs in (("discrete", DEFAULTS_DISCRETE), ("continuous", DEFAULTS_CONTINUOUS)):
-        entries += [
-            Entry(algo, env_id, 50_000, own_defaults=True) for env_id in envs for algo in DEFAULTS_OFF_POLICY[kind]
-        ]
-    return tuple(entries)
-
-
-_PAPER_DPG: dict[str, Any] = {"critic": "compatible", "buffer_size": None, "target_networks": False}
-_ONLINE_DPG: dict[str, Any] = {"buffer_size": None, "target_networks": False}
-_FUSED_ADAM: dict[str, Any] = {"policy_kwargs": {"net_arch": [64, 64], "optimizer_kwargs": {"fused": True}}}
-
-
-def _table_settings(width: int) -> dict[str, Any]:
-    """Identical off-policy settings for a speed table: batch 256, one gradient step per step, two hidden layers."""
-    return {
-        "batch_size": 256,
-        "train_freq": 1,
-        "gradient_steps": 1,
-        "policy_kwargs": f"dict(net_arch=[{width}, {width}])",
-    }
-
-
-def _speed_entries() -> tuple[SpeedEntry, ...]:
-    return (
-        SpeedEntry("npg", "trpo", "CartPole-v1", 20_000),
-        SpeedEntry("npg", "trpo", "Pendulum-v1", 20_000),
-        SpeedEntry("tnpg", "trpo", "CartPole-v1", 20_000),
-        SpeedEntry("tnpg", "trpo", "Pendulum-v1", 20_000),
-        # KLPPO's target_kl is the d_targ of its β rule; SB3 PPO's stops the epochs early: not the same setting.
-        SpeedEntry("ppo_kl", "ppo", "CartPole-v1", 20_000, not_shared=("target_kl",)),
-        SpeedEntry("ppo_kl", "ppo", "Pendulum-v1", 20_000, not_shared=("target_kl",)),
-        SpeedEntry("dpg", "td3", "Pendulum-v1", 5_000, sbx="TD3"),
-        # The paper's algorithm (DPG's constructor defaults): compatible critic, online updates, no target networks.
-        SpeedEntry("dpg", "td3", "Pendulum-v1", 5_000, hyperparams=_PAPER_DPG, not_shared=tuple(_PAPER_DPG)),
-        # DPG's neural critic without replay or target networks (the paper's data flow with an MLP critic).
-        SpeedEntry("dpg", "td3", "Pendulum-v1", 5_000, hyperparams=_ONLINE_DPG, not_shared=tuple(_ONLINE_DPG)),
-        # Both with PyTorch's fused Adam (DPG's default): how much of the gap to TD3 the optimizer alone explains.
-        SpeedEntry("dpg", "td3", "Pendulum-v1", 5_000, hyperparams=_FUSED_ADAM),
-        SpeedEntry("dpg", "ddpg", "Pendulum-v1", 5_000, sbx="DDPG"),
-        SpeedEntry("sql", "sac", "Pendulum-v1", 5_000, sbx="SAC"),
-        SpeedEntry("sql", "dqn", "CartPole-v1", 10_000, sbx="DQN"),
-        # Issue 17's table: batch 256, one gradient step per environment step, at two network widths.
-        *(
-            SpeedEntry(ours, sibling, "Pendulum-v1", 5_000, hyperparams=_table_settings(width), sbx=sbx)
-            for ours, sibling, sbx in (("dpg", "td3", "TD3"), ("sql", "sac", "SAC"))
-            for width in (64, 256)
-        ),
-        # The same at [64, 64] with our update compiled (compile_update): long enough to compile (10 000 updates).
-        *(
-            SpeedEntry(
-                ours,
-                sibling,
-                "Pendulum-v1",
-                12_000,
-                hyperparams={**_table_settings(64), "compile_update": True},
-                not_shared=("compile_update",),
-                sbx=sbx,
-            )
-            for ours, sibling, sbx in (("dpg", "td3", "TD3"), ("sql", "sac", "SAC"))
-        ),
-        # What a user gets without choosing settings: every contestant with its own constructor defaults.
-        SpeedEntry("dpg", "td3", "Pendulum-v1", 5_000, sbx="TD3", own_defaults=True),
-        SpeedEntry("sql", "sac", "Pendulum-v1", 5_000, sbx="SAC", own_defaults=True),
-        SpeedEntry("sql", "dqn", "CartPole-v1", 10_000, sbx="DQN", own_defaults=True),
-    )
-
-
-# The DPG/TD3 pair on InvertedPendulum-v5: TD3 with DPG's zoo settings there (the zoo has no TD3 entry for it).
-_INVERTED_PENDULUM_TD3: dict[str, Any] = {
-    "buffer_size": 100_000,
-    "batch_size": 64,
-    "learning_starts": 1000,
-    "tau": 0.01,
-    "noise_type": "normal",
-    "noise_std": 0.1,
-    "policy_kwargs": {"net_arch": [64, 64]},
-}
-
-
-def _figures() -> tuple[FigureJob, ...]:
-    return (
-        FigureJob(
-            "dpg_bandit",
-            {"dims": [10, 25, 50], "seeds": 3, "timesteps": 5_000},
-            ("dpg", "a2c"),
-            "sbx_lecture/ContinuousBandit-v0",
-        ),
-        FigureJob(
-            "sql_multigoal", {"timesteps": 20_000, "seed": 0, "episodes": 50}, ("sql",), "sbx_lecture/MultiGoal-v0"
-        ),
-        FigureJob(
-            "fisher_product",
-            {"env": "HalfCheetah-v5", "batch_size": 2048, "repeats": 100},
-            ("npg", "tnpg", "trpo"),
-            "HalfCheetah-v5",
-        ),
-    )
-
-
-SUITES: dict[str, Suite] = {
-    suite.name: suite
-    for suite in (
-        Suite(
-            "classic",
-            "every lecture algorithm beside its siblings on CartPole, Acrobot, Pendulum, MountainCarContinuous",
-            entries=_classic_entries(),
-            seeds=10,
-        ),
-        Suite(
-            "mujoco",
-            "HalfCheetah-v5, Hopper-v5, Walker2d-v5 at 1e6 steps (long: hours per run for off-policy algorithms); "
-            "DPG/TD3 on InvertedPendulum-v5; TNPG/TRPO steps/s on HalfCheetah-v5",
-            entries=_mujoco_entries(),
-            speed_entries=(SpeedEntry("tnpg", "trpo", "HalfCheetah-v5", 20_480),),
-            eval_episodes=5,
-        ),
-        Suite(
-            "lecture",
-            "the lecture's family comparisons: NPG/TNPG/TRPO, KL-PPO/PPO, DPG/DDPG/TD3, SQL/SAC (and SQL/DQN)",
-            entries=_lecture_entries(),
-            seeds=10,
-        ),
-        Suite(
-            "compiled",
-            "DPG and SQL with their update compiled (compile_update) on Pendulum and CartPole, at classic's budgets: "
-            "to set beside classic's eager runs",
-            entries=_compiled_entries(),
-            seeds=5,
-        ),
-        Suite(
-            "defaults",
-            "what Class('MlpPolicy', env) gives: every lecture class and its SB3 sibling with their own constructor "
-            "defaults on 10 tasks (10^5 steps on-policy, 5*10^4 off-policy); seeds 0-4 choose defaults, 5-9 publish",
-            entries=_defaults_entries(),
-            seeds=5,
-        ),
-        Suite(
-            "speed",
-            "steps/s of each lecture algorithm against its SB3 sibling at identical settings, and the raw env rate",
-            speed_entries=_speed_entries(),
-            repeats=3,
-        ),
-        Suite(
-            "figures",
-            "what is not a training run: DPG/A2C on the continuous bandit, SQL's multi-goal trajectories, the "
-            "Fisher-vector product against TRPO's Hessian-vector product",
-            figures=_figures(),
-        ),
-        Suite(
-            "smoke",
-            "a two-minute check of the harness: SB3 PPO and A2C on CartPole-v1, 5000 steps",
-            entries=(Entry("ppo", "CartPole-v1", 5_000), Entry("a2c", "CartPole-v1", 5_000)),
-            seeds=2,
-            eval_points=5,
-            eval_episodes=3,
-            final_eval_episodes=5,
-        ),
-    )
-}
-
-
 class SuiteError(ValueError):
     """An unknown suite name or a malformed suite file."""
 
@@ -505,36 +264,29 @@ class SuiteError(ValueError):
 def load_suite_file(path: Path) -> Suite:
     """Read a suite from YAML (``.yml``/``.yaml``) or JSON.
 
-    The file holds the :class:`Suite` fields; ``runs`` lists learning entries (``algo``, ``env``, optional
-    ``timesteps``, ``hyperparams`` and ``own_defaults``), ``speed`` lists speed entries (``ours``, ``sibling``,
-    ``env``, optional ``timesteps``, ``hyperparams``, ``not_shared``, ``sbx`` and ``own_defaults``), ``figures``
-    lists figures (``name``, optional ``params``, ``algos`` and ``env``)::
+    The file holds the :class:`Suite` fields (``name`` defaults to the file's stem); ``runs`` lists learning
+    entries (``algo``, ``env``, optional ``timesteps``, ``hyperparams`` and ``own_defaults``), ``speed`` lists speed
+    entries (``ours``, ``sibling``, ``env``, optional ``timesteps``, ``hyperparams``, ``not_shared``, ``sbx`` and
+    ``own_defaults``), ``figures`` lists figures (``name``, optional ``params``, ``algos`` and ``env``). A run's
+    ``algo`` and ``env`` may each be a list: the row stands for every algorithm on every environment, environment by
+    environment::
 
         name: tiny
         seeds: 2
         runs:
           - {algo: ppo, env: CartPole-v1, timesteps: 3000, hyperparams: {n_steps: 64}}
-          - {algo: a2c, env: CartPole-v1, timesteps: 3000}
+          - {algo: [a2c, trpo], env: [CartPole-v1, Acrobot-v1], timesteps: 3000}
     """
     text = path.read_text()
-    if path.suffix in (".yml", ".yaml"):
-        import yaml
-
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
+    data = yaml.safe_load(text) if path.suffix in (".yml", ".yaml") else json.loads(text)
     if not isinstance(data, dict):
         raise SuiteError(f"suite file {path} must hold a mapping with 'runs', 'speed' or 'figures'")
     try:
         entries = tuple(
-            Entry(
-                row["algo"],
-                row["env"],
-                row.get("timesteps"),
-                dict(row.get("hyperparams") or {}),
-                bool(row.get("own_defaults", False)),
-            )
+            Entry(algo, env_id, row.get("timesteps"), dict(row.get("hyperparams") or {}), bool(row.get("own_defaults")))
             for row in data.get("runs") or []
+            for env_id in _one_or_more(row["env"])
+            for algo in _one_or_more(row["algo"])
         )
         speed = tuple(
             SpeedEntry(
@@ -562,11 +314,6 @@ def load_suite_file(path: Path) -> Suite:
         ) from None
     if not entries and not speed and not figures:
         raise SuiteError(f"suite file {path} lists no 'runs', 'speed' or 'figures' rows")
-    from sbx_lecture.bench.figures import FIGURES
-
-    unknown = sorted({figure.name for figure in figures} - set(FIGURES))
-    if unknown:
-        raise SuiteError(f"suite file {path}: unknown figure {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
     options = {
         key: data[key]
         for key in ("seeds", "eval_points", "eval_episodes", "final_eval_episodes", "repeats")
@@ -580,6 +327,15 @@ def load_suite_file(path: Path) -> Suite:
         figures,
         **options,
     )
+
+
+def _one_or_more(value: Any) -> list[Any]:
+    """A suite file's name or list of names, as a list."""
+    return list(value) if isinstance(value, list) else [value]
+
+
+#: The built-in suites by name.
+SUITES: dict[str, Suite] = {path.stem: load_suite_file(path) for path in sorted(SUITE_FILES.glob("*.yml"))}
 
 
 def get_suite(name: str) -> Suite:

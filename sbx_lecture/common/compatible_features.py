@@ -171,26 +171,6 @@ def compatible_features(module: nn.Module, inputs: th.Tensor, actions: th.Tensor
     return vmap(features_of_one)(inputs, actions)
 
 
-def compatible_actor_direction(
-    module: nn.Module, inputs: th.Tensor, direction: ParameterVector
-) -> dict[str, th.Tensor]:
-    """The (vanilla) COPDAC actor step averaged over a batch: E_s[∇θμθ(s) ∇θμθ(s)ᵀ w].
-
-    A JVP (∇θμθ(s)ᵀ w) followed by a VJP with that cotangent; by the compatibility theorem this equals
-    E_s[∇θμθ(s) ∇aQ(s, a)|a=μθ(s)] whenever w fits ∇aQ in the least-squares sense.
-
-    :param module: the network μθ
-    :param inputs: a batch of states
-    :param direction: w, one tensor per named parameter
-    :return: the ascent direction, one tensor per named parameter
-    """
-    params = dict(module.named_parameters())
-    mu, mu_jvp = parameter_jvp(module, inputs, {name: w.detach() for name, w in direction.items()}, params)
-    surrogate = (mu * mu_jvp.detach()).sum(dim=-1).mean()
-    gradients = th.autograd.grad(surrogate, list(params.values()))
-    return dict(zip(params.keys(), gradients, strict=True))
-
-
 def parameter_vector_norm(vector: ParameterVector) -> th.Tensor:
     """Euclidean norm of a parameter-space vector given as ``{name: tensor}``."""
     return th.linalg.vector_norm(th.stack([th.linalg.vector_norm(value) for value in vector.values()]))

@@ -28,8 +28,11 @@ OBSERVATION_HINT = "check the environment's observations (SB3's VecCheckNan wrap
 UPDATE_HINT = "lower the learning rate or step size, and check the environment's rewards and observations"
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(FloatingPointError, ValueError):
     """NaN or infinity in a quantity an algorithm was about to use to change its parameters.
+
+    A ``ValueError`` too, so that the RL Zoo's hyperparameter search prunes a trial that diverges (its objective
+    prunes on ``AssertionError`` and ``ValueError``) and the search goes on.
 
     :param message: the one-line message
     :param algorithm: name of the algorithm class

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch as th
@@ -45,7 +45,6 @@ from sbx_lecture.common.linearization import AutogradLinearization, LinearChainL
 from sbx_lecture.common.validation import require_choice
 
 ActionReduction = Literal["sum", "mean"]
-FisherVectorProductFn = Callable[[th.Tensor], th.Tensor]
 
 _GAUSSIAN_DISTRIBUTIONS = (DiagGaussianDistribution, StateDependentNoiseDistribution)
 _CLOSED_FORM_DISTRIBUTIONS = (
