@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
     from sbx_lecture.dpg import DPG
+    from sbx_lecture.loading import load
     from sbx_lecture.npg import NPG, TNPG
     from sbx_lecture.ppo_kl import KLPPO
-    from sbx_lecture.serialization import load
     from sbx_lecture.sql import SQL
 
 __version__ = "0.1.0"
@@ -57,7 +57,7 @@ def list_algorithms() -> list[AlgorithmSpec]:
 
 def __getattr__(name: str) -> Any:
     if name == "load":  # safe loading of any registered algorithm's model zip, imported on first use
-        from sbx_lecture.serialization import load
+        from sbx_lecture.loading import load
 
         globals()["load"] = load
         return load

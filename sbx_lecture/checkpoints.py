@@ -2,7 +2,7 @@
 
 A bundle is the folder ``checkpoints/step_<N>/`` of a run (``N`` the environment steps, zero-padded)::
 
-    model.zip            the model (safe to load: see :mod:`sbx_lecture.serialization`)
+    model.zip            the model (safe to load: see :mod:`sbx_lecture.loading`)
     replay_buffer.npz    off-policy algorithms: the replay buffer, as plain arrays
     vecnormalize.npz     normalised environments: the normalisation statistics, as plain arrays
     rng.npz              the random states of Python, NumPy and torch
@@ -165,8 +165,8 @@ def write_bundle(
     """
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from sbx_lecture import serialization
-    from sbx_lecture.common.finite import assert_finite_parameters
+    from sbx_lecture import loading
+    from sbx_lecture.infra.finite import assert_finite_parameters
 
     assert_finite_parameters(model, hint="no checkpoint was written, so the last one holds finite weights")
     folder = run_dir / CHECKPOINT_DIR
@@ -179,13 +179,13 @@ def write_bundle(
     staging = folder / f".{final.name}{TEMPORARY_MARK}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
-        serialization.save(model, staging / MODEL_MEMBER, metadata)
+        loading.save(model, staging / MODEL_MEMBER, metadata)
         rows = replay_buffer_rows(model)
         if rows is not None:
-            serialization.save_replay_buffer(model.replay_buffer, staging / REPLAY_BUFFER_MEMBER)  # type: ignore[attr-defined]
+            loading.save_replay_buffer(model.replay_buffer, staging / REPLAY_BUFFER_MEMBER)  # type: ignore[attr-defined]
         normalizer = model.get_vec_normalize_env()
         if isinstance(normalizer, VecNormalize):
-            serialization.save_normalization(normalizer, staging / NORMALIZATION_MEMBER)
+            loading.save_normalization(normalizer, staging / NORMALIZATION_MEMBER)
         _save_rng_states(staging / RNG_MEMBER)
         files: dict[str, dict[str, Any]] = {}
         for path in sorted(staging.iterdir()):

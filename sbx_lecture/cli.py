@@ -1,4 +1,4 @@
-"""The ``sbx-lecture`` command: list, train, eval, inspect, zoo, bench."""
+"""The ``sbx-lecture`` command: list, train, eval, inspect, zoo, bench, sweep."""
 
 from __future__ import annotations
 
@@ -117,6 +117,8 @@ def _build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("zoo_args", nargs=argparse.REMAINDER)
     bench = commands.add_parser("bench", help="benchmark suites with tables and plots", add_help=False)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    sweep = commands.add_parser("sweep", help="hyperparameter search, K seeds per trial, on Dask", add_help=False)
+    sweep.add_argument("sweep_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -265,7 +267,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _inspect(path: Path, as_json: bool) -> int:
-    from sbx_lecture.serialization import inspect_model_file
+    from sbx_lecture.loading import inspect_model_file
 
     report = inspect_model_file(path)
     if as_json:
@@ -291,7 +293,7 @@ def _use_threads(value: int | str) -> None:
     """Give torch ``--threads`` CPU threads; anything but a positive integer is one line (exit status 2)."""
     import torch as th
 
-    from sbx_lecture.common.validation import InvalidValueError
+    from sbx_lecture.infra.validation import InvalidValueError
 
     if not str(value).isdecimal() or int(value) < 1:
         raise InvalidValueError(f"--threads must be a positive integer (1 suits small networks), got {value!r}")
@@ -344,7 +346,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
     arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        if arguments[:1] in (["zoo"], ["bench"]):  # pass-through commands parse (and explain) their own options
+        if arguments[:1] in (["zoo"], ["bench"], ["sweep"]):  # pass-through commands parse their own options
             return _delegate(f"sbx_lecture.{arguments[0]}", arguments[1:])
         args = _build_parser().parse_args(arguments)
         if args.command in ("train", "eval"):

@@ -1,5 +1,5 @@
-"""Run folders: atomic files with the user's permissions, one writer at a time, the run file, model files with
-clear errors, Monitor logs kept per segment and the learning curve on cumulative steps.
+"""Run folders: atomic files with the user's permissions, one writer at a time, the run file, Monitor logs kept
+per segment and the learning curve on cumulative steps (model files: :mod:`sbx_lecture.loading`).
 
 A run folder holds::
 
@@ -19,7 +19,6 @@ import csv
 import json
 import os
 import tempfile
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -30,7 +29,6 @@ import numpy as np
 if TYPE_CHECKING:
     import matplotlib.axes
 
-METADATA_NAME = "sbx_lecture.json"
 RUN_FILE = "run.json"
 MODEL_FILE = "model.zip"
 CHECKPOINT_DIR = "checkpoints"
@@ -39,10 +37,6 @@ LOCK_FILE = ".lock"
 CURVE_FILE = "learning_curve.png"
 #: Prefix of the temporary files :func:`atomic_write` makes; a crash can leave them, :func:`remove_stale` cleans up.
 TEMPORARY_MARK = ".tmp"
-
-
-class ModelFileError(Exception):
-    """A model file that is missing, truncated, corrupted or of an unknown algorithm."""
 
 
 class RunFolderError(Exception):
@@ -205,56 +199,6 @@ def read_run_file(run_dir: Path) -> dict[str, Any]:
         if key in content and not isinstance(content[key], str):
             raise RunFolderError(f"run file {path} has a {key!r} that is not text: {content[key]!r}; restore it")
     return content
-
-
-# -- model files -----------------------------------------------------------------------------------------------------
-
-
-def read_model_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The metadata sbx-lecture stored in the model zip (empty for models saved by plain SB3).
-
-    :raises ModelFileError: when that member is not a JSON object with text ``algo``/``env``
-    """
-    with zipfile.ZipFile(path) as archive:
-        if METADATA_NAME not in archive.namelist():
-            return {}
-        raw = archive.read(METADATA_NAME)
-    try:
-        content = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        raise ModelFileError(f"model file {path}: its {METADATA_NAME} is not JSON; re-save the model") from None
-    if not isinstance(content, dict):
-        raise ModelFileError(f"model file {path}: its {METADATA_NAME} is not a JSON object; re-save the model")
-    for key in ("algo", "env"):
-        if key in content and not isinstance(content[key], str):
-            raise ModelFileError(f"model file {path}: {METADATA_NAME} has a {key!r} that is not text; pass --algo")
-    return content
-
-
-def check_model_file(path: str | os.PathLike[str]) -> None:
-    """Raise :class:`ModelFileError` with a readable reason if ``path`` is not an intact SB3 model zip."""
-    path = Path(path)
-    hint = "re-save the model, or use a checkpoint from the run folder's checkpoints/"
-    if not path.exists():
-        raise ModelFileError(f"model file {path} does not exist")
-    if not path.is_file():
-        raise ModelFileError(f"model file {path} is not a file")
-    if not zipfile.is_zipfile(path):
-        raise ModelFileError(f"model file {path} is truncated or corrupted (not a readable zip archive); {hint}")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            broken = archive.testzip()
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise ModelFileError(f"model file {path} is truncated or corrupted ({exc}); {hint}") from None
-    if broken is not None:
-        raise ModelFileError(f"model file {path} is corrupted (member {broken!r} fails its checksum); {hint}")
-    if "data" not in names:
-        # A truncated model can still look like a zip: the torch archives nested inside it carry their own index.
-        raise ModelFileError(
-            f"model file {path} is truncated or corrupted, or is not a Stable-Baselines3 model (no 'data' member); "
-            f"{hint}"
-        )
 
 
 # -- Monitor logs and the learning curve -----------------------------------------------------------------------------

@@ -801,7 +801,7 @@ def check_algorithm(
 class NonFiniteAfter(gym.Wrapper):
     """Corrupts an environment after ``after`` steps: its reward, or every observation entry, becomes ``value``.
 
-    For tests that an algorithm stops with :class:`sbx_lecture.common.finite.NonFiniteError` instead of training
+    For tests that an algorithm stops with :class:`sbx_lecture.infra.finite.NonFiniteError` instead of training
     into NaN parameters: ``NonFiniteAfter(gym.make("CartPole-v1"), reward=math.nan, after=50)``.
 
     :param env: the environment to corrupt

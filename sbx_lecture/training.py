@@ -38,25 +38,23 @@ from sbx_lecture.checkpoints import (
     verify_bundle,
     write_bundle,
 )
-from sbx_lecture.common.finite import NonFiniteError, assert_finite_parameters
-from sbx_lecture.common.validation import InvalidValueError, require_integer
 from sbx_lecture.evaluation import PeriodicEvaluation
 from sbx_lecture.hyperparams import HyperparameterError, to_json_value
+from sbx_lecture.infra.finite import NonFiniteError, assert_finite_parameters
+from sbx_lecture.infra.validation import InvalidValueError, require_integer
+from sbx_lecture.loading import ModelFileError, check_model_file, read_model_metadata
 from sbx_lecture.plugins import get_plugin_manager
 from sbx_lecture.registry import AlgorithmSpec, RegistryError
 from sbx_lecture.runs import (
     CHECKPOINT_DIR,
     LOCK_FILE,
     MODEL_FILE,
-    ModelFileError,
     RunFolderError,
-    check_model_file,
     clear_folder,
     curve_points,
     is_empty_run_folder,
     plot_learning_curve,
     prepare_folder,
-    read_model_metadata,
     read_run_file,
     remove_stale,
     run_lock,
@@ -264,7 +262,7 @@ def make_environment(
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    from sbx_lecture import serialization
+    from sbx_lecture import loading
 
     check_environment(env_id)
     if vec_env not in VEC_ENV_CLASSES:
@@ -285,7 +283,7 @@ def make_environment(
             raise
         raise InvalidValueError(f"env_kwargs {env_kwargs!r} do not fit {env_id}: {exc}") from None
     if normalize_stats is not None:
-        env = serialization.load_normalization(normalize_stats, env, trusted=trusted)
+        env = loading.load_normalization(normalize_stats, env, trusted=trusted)
         env.training = training
         if not training:
             env.norm_reward = False
@@ -580,7 +578,7 @@ def _start(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], r
 
 def _resume(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], run_dir: Path) -> _Session:
     """Load the newest verified checkpoint bundle of ``run_dir`` into a new segment of the run."""
-    from sbx_lecture import serialization
+    from sbx_lecture import loading
 
     run = read_run_file(run_dir)
     if run.get("algo") not in (None, spec.name) or run.get("env") not in (None, config.env_id):
@@ -615,14 +613,14 @@ def _resume(config: TrainConfig, spec: AlgorithmSpec, cls: type[BaseAlgorithm], 
         env_kwargs=run.get("hyperparams", {}).get("env_kwargs"),
     )
     metadata = {"algo": spec.name, "env": config.env_id, "plugin": spec.origin}
-    model = serialization.load(bundle.path / MODEL_MEMBER, env=env, device=config.device, algo=spec.name)
+    model = loading.load(bundle.path / MODEL_MEMBER, env=env, device=config.device, algo=spec.name)
     if model.num_timesteps != bundle.steps:
         raise CheckpointError(
             f"checkpoint {bundle.path} holds a model of {model.num_timesteps} steps, not {bundle.steps}"
         )
     buffer_path = bundle.member(REPLAY_BUFFER_MEMBER)
     if buffer_path is not None:
-        serialization.load_replay_buffer(model, buffer_path)
+        loading.load_replay_buffer(model, buffer_path)
         if replay_buffer_rows(model) != bundle.manifest.get("replay_buffer_rows"):
             raise CheckpointError(f"checkpoint {bundle.path}: the replay buffer does not match its manifest")
     restore_rng_states(bundle.path / RNG_MEMBER)
@@ -752,7 +750,7 @@ def _evaluation(config: TrainConfig, session: _Session) -> PeriodicEvaluation:
     """The periodic evaluation of ``--eval-freq``: its own environment, normalised like the training one."""
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from sbx_lecture import serialization
+    from sbx_lecture import loading
 
     normalizer = session.model.get_vec_normalize_env()
     seed = int(read_run_file(session.run_dir).get("seed", 0)) + EVAL_SEED_OFFSET
@@ -761,7 +759,7 @@ def _evaluation(config: TrainConfig, session: _Session) -> PeriodicEvaluation:
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False, gamma=normalizer.gamma)
 
     def save_best(model: BaseAlgorithm, path: Path) -> None:
-        serialization.save(model, path, session.metadata)
+        loading.save(model, path, session.metadata)
 
     return PeriodicEvaluation(
         eval_env,
@@ -777,13 +775,13 @@ def _save_final_model(model: BaseAlgorithm, run_dir: Path, metadata: dict[str, A
     """``model.zip`` (and ``vecnormalize.npz`` for a normalised environment) in the run folder, atomically."""
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from sbx_lecture import serialization
+    from sbx_lecture import loading
 
     model_path = run_dir / MODEL_FILE
-    serialization.save(model, model_path, metadata)
+    loading.save(model, model_path, metadata)
     normalizer = model.get_vec_normalize_env()
     if isinstance(normalizer, VecNormalize):
-        serialization.save_normalization(normalizer, run_dir / NORMALIZATION_MEMBER)
+        loading.save_normalization(normalizer, run_dir / NORMALIZATION_MEMBER)
     return model_path
 
 
@@ -863,7 +861,7 @@ def evaluate(
     """
     from stable_baselines3.common.evaluation import evaluate_policy
 
-    from sbx_lecture import serialization
+    from sbx_lecture import loading
 
     require_integer("--episodes", episodes, 1)
     require_integer("--seed", seed, 0)
@@ -884,7 +882,7 @@ def evaluate(
     stats = find_normalization(model_path, env_id)
     env = make_environment(env_id, 1, seed, normalize_stats=stats, training=False, trusted=trusted)
     try:
-        model = serialization.load(model_path, env=env, trusted=trusted, device=device, algo=spec.name)
+        model = loading.load(model_path, env=env, trusted=trusted, device=device, algo=spec.name)
         assert_finite_parameters(
             model, hint=f"{model_path} cannot act; use an earlier checkpoint from its run folder's checkpoints/"
         )

@@ -45,9 +45,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sbx_lecture import zoo_config
+from sbx_lecture.loading.zoo_run import LOADING_SCRIPTS, pop_trusted
 from sbx_lecture.plugins import PluginManager, get_plugin_manager
 from sbx_lecture.registry import AlgorithmSpec, RegistryError, normalize_name, unknown_name_message
-from sbx_lecture.zoo_loading import LOADING_SCRIPTS, pop_trusted
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -1033,9 +1033,9 @@ def run_script(name: str, arguments: Sequence[str], trusted: bool = False) -> in
     """Run the zoo script ``name`` in this process with ``sys.argv`` set to ``arguments``; return its status.
 
     :param trusted: let the scripts that load a run unpickle its files as rl_zoo3 does (see
-        :mod:`sbx_lecture.zoo_loading`)
+        :mod:`sbx_lecture.loading.zoo_run`)
     """
-    from sbx_lecture.zoo_loading import LOADING_SCRIPTS, loading_without_unpickling
+    from sbx_lecture.loading.zoo_run import LOADING_SCRIPTS, loading_without_unpickling
 
     script = ZOO_SCRIPTS[name]
     with contextlib.ExitStack() as stack:
@@ -1157,7 +1157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         return USAGE_ERROR_STATUS
-    from sbx_lecture.runs import ModelFileError
+    from sbx_lecture.loading import ModelFileError
 
     try:
         return run_script(name, rest, trusted)

@@ -26,8 +26,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sbx_lecture.common.validation import InvalidValueError, check_common_arguments, require_integer, require_number
 from sbx_lecture.hyperparams import parse_value
+from sbx_lecture.infra.validation import InvalidValueError, check_common_arguments, require_integer, require_number
 from sbx_lecture.registry import AlgorithmSpec
 
 DEFAULT_TIMESTEPS = 100_000

@@ -86,3 +86,24 @@ class MarkerPayload:
 def payload_type() -> type[MarkerPayload]:
     """:class:`MarkerPayload`, for payload tests: ``pickle.dumps(payload_type(marker))`` never runs when loaded."""
     return MarkerPayload
+
+
+#: The test machine's PostgreSQL server (CI has one too): trust authentication on 127.0.0.1.
+POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A freshly created database (no Optuna tables), dropped afterwards."""
+    import secrets
+
+    import psycopg
+
+    name = f"sbx_test_{secrets.token_hex(6)}"
+    with psycopg.connect(**POSTGRES, autocommit=True) as connection:  # type: ignore[arg-type]
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(**POSTGRES, autocommit=True) as connection:  # type: ignore[arg-type]
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

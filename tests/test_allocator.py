@@ -1,4 +1,4 @@
-"""The allocator setting that keeps SQL's per-step temporaries in the process (sbx_lecture.common.allocator)."""
+"""The allocator setting that keeps SQL's per-step temporaries in the process (sbx_lecture.infra.allocator)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from sbx_lecture import SQL
-from sbx_lecture.common import allocator
+from sbx_lecture.infra import allocator
 
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
@@ -18,7 +18,7 @@ GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 _RELEASED_BYTES = """
 import os, sys
 import torch
-from sbx_lecture.common.allocator import keep_freed_memory
+from sbx_lecture.infra.allocator import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 def resident():

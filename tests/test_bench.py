@@ -35,7 +35,7 @@ from sbx_lecture.bench.published import published_for, same_task
 from sbx_lecture.bench.report import failures, markdown_report, speed_table
 from sbx_lecture.bench.runner import ERROR_FILE, LOCK_FILE, RESULT_FILE, execute_run, read_result
 from sbx_lecture.bench.speed import sibling_arguments
-from sbx_lecture.bench.stats import run_score
+from sbx_lecture.bench.stats import MIN_SPEED_REPEATS, ratio_interval, run_score
 from sbx_lecture.bench.suites import (
     SIBLINGS,
     SUITES,
@@ -119,6 +119,8 @@ def test_builtin_suites_hold_every_lecture_algorithm_beside_its_siblings():
         ("sql", "sac"),
         ("sql", "dqn"),
     }
+    # Every speed pair gets enough interleaved rounds for its ratio's bootstrap interval.
+    assert all(suite.repeats >= MIN_SPEED_REPEATS for suite in SUITES.values() if suite.speed_entries)
     # The algorithms of a family are compared at one budget per environment.
     for name in ("classic", "lecture", "mujoco"):
         budgets: dict[tuple[str, str], set[int | None]] = {}
@@ -470,16 +472,41 @@ def test_speed_times_the_sbx_sibling_in_the_same_rounds(tmp_path, monkeypatch):
     # The progress bar counts every step the job takes: three warm-ups, then two timed runs of each contestant.
     assert reported == sorted(reported) and reported[-1] == speed.speed_steps(SBX_JOB) == 3 * (51 + 2 * 256)
     assert result["sbx"] == "sbx.A2C" and len(result["sbx_samples"]) == 2
+    assert len(result["ours_samples"]) == len(result["sibling_samples"]) == 2  # every round's rate of each is kept
     assert result["ratio_vs_sbx"] == pytest.approx(result["ours_steps_per_second"] / result["sbx_steps_per_second"])
     assert "n_epochs" in result["sbx_dropped"] and "sbx_note" not in result
     assert set(result["warmup_seconds"]) == {"ppo", "a2c", "sbx.A2C"} and min(result["warmup_seconds"].values()) > 0
     assert result["settings_digest"] == zoo_settings("ppo", "CartPole-v1", SBX_JOB.hyperparams).digest
     row = next(line for line in speed_table([result]).splitlines() if line.startswith("| ppo | a2c |"))
-    assert f"| {result['ratio_vs_sbx']:.2f} |" in row
+    assert f"| {result['ratio_vs_sbx']:.2f} (no interval: timed 2×) |" in row
     # rates measured on different days are not comparable: each row says its day
     assert result["measured_on"] == datetime.date.today().isoformat() and f"| {result['measured_on']} |" in row
     older = {key: value for key, value in result.items() if key != "measured_on"}  # measured before the column
     assert "| – |" in next(line for line in speed_table([older]).splitlines() if line.startswith("| ppo | a2c |"))
+
+
+def test_speed_ratios_show_their_bootstrap_interval_and_say_where_it_shows_no_difference():
+    """Five rounds or more: ``ratio [low, high]``, marked and noted where the interval contains 1.0; results timed
+    fewer times, or before each round's rate was kept, show the ratio alone and say why."""
+    ours, sibling, sbx = [110.0, 104, 121, 98, 115], [100.0, 95, 110, 90, 104], [108.0, 112, 95, 103, 99]
+    result = {
+        "kind": "speed",
+        "status": "done",
+        **{"ours": "dpg", "sibling": "td3", "env": "Pendulum-v1", "env_steps_per_second": 9000.0},
+        **{"ours_steps_per_second": 110.0, "sibling_steps_per_second": 100.0, "ratio": 1.1},
+        **{"sbx_steps_per_second": 103.0, "ratio_vs_sbx": 110 / 103},
+        **{"ours_samples": ours, "sibling_samples": sibling, "sbx_samples": sbx},
+    }
+    (low, high), (sbx_low, sbx_high) = ratio_interval(ours, sibling), ratio_interval(ours, sbx)
+    assert 1.0 < low <= 1.1 <= high and sbx_low < 1.0 < sbx_high
+    table = speed_table([result])
+    assert f"| 1.10 [{low:.2f}, {high:.2f}] | 103 | 1.07 [{sbx_low:.2f}, {sbx_high:.2f}] ≈ |" in table
+    assert "≈: the ratio's 95 % interval contains 1.0: no difference in speed was shown." in table
+    older = {key: value[:3] if key.endswith("_samples") else value for key, value in result.items()}
+    oldest = {key: value for key, value in result.items() if not key.endswith("_samples")}
+    assert "| 1.10 (no interval: timed 3×) |" in speed_table([older])
+    assert "| 1.10 (no interval: rates per repeat not kept) |" in speed_table([oldest])
+    assert "no difference" not in speed_table([older, oldest])
 
 
 def test_a_stop_request_interrupts_a_speed_job_within_its_learn_call(tmp_path):
@@ -555,7 +582,7 @@ def test_a_pair_timed_before_sbx_was_installed_is_timed_again_once_it_is(tmp_pat
 
 def test_speed_reports_the_seconds_our_update_spent_compiling(tmp_path, monkeypatch):
     import sbx_lecture.bench.speed as speed
-    import sbx_lecture.common.compilation as compilation
+    import sbx_lecture.infra.compilation as compilation
 
     monkeypatch.setattr(compilation, "MIN_COMPILED_UPDATES", 0)
     job = SpeedJob("dpg", "td3", "Pendulum-v1", 200, 2, {"compile_update": True, "batch_size": 32}, ("compile_update",))
@@ -621,8 +648,8 @@ def test_speed_pairs_timed_on_a_gpu_are_another_measurement_and_sbx_stays_where_
     on_cpu = expand(SUITES["speed"], Selection(algos=frozenset({"sql"})))
     on_gpu = expand(SUITES["speed"], Selection(algos=frozenset({"sql"}), device="cuda:0"))
     assert all(isinstance(job, SpeedJob) and job.device == "cuda:0" for job in on_gpu)
-    # the CPU folders are those of the measurements published in docs/results (no device in their name)
-    assert Path("speed/sql_vs_sac/Pendulum-v1/t5000x3-1984e47b") in {job.folder for job in on_cpu}
+    # the CPU folders are named as those published in docs/results (no device in their name; those were timed 3×)
+    assert Path(f"speed/sql_vs_sac/Pendulum-v1/t5000x{SUITES['speed'].repeats}-1984e47b") in {j.folder for j in on_cpu}
     assert not {job.folder for job in on_cpu} & {job.folder for job in on_gpu}
     assert on_gpu[0].label.endswith(" on cuda:0")
     assert report_folder(tmp_path, SUITES["speed"], Selection(device="cuda:0")) == tmp_path / "speed-cuda0"
@@ -675,7 +702,7 @@ def test_a_speed_pair_is_timed_on_cuda(tmp_path):
 
 
 def test_builtin_speed_suite_names_sbx_siblings_that_exist():
-    import sbx_lecture.common.compilation as compilation
+    import sbx_lecture.infra.compilation as compilation
 
     names = {entry.sbx for entry in SUITES["speed"].speed_entries if entry.sbx}
     assert names == {"TD3", "DDPG", "SAC", "DQN"}

@@ -122,7 +122,7 @@ def test_unknown_figure_in_a_suite_file_is_one_line(tmp_path, capsys):
 
 
 def test_the_speed_suite_holds_the_dpg_variants_and_their_settings_pass_the_zoo_checks():
-    from sbx_lecture.common.validation import InvalidValueError
+    from sbx_lecture.infra.validation import InvalidValueError
     from sbx_lecture.zoo_config import zoo_settings
 
     dpg_rows = [entry for entry in SUITES["speed"].speed_entries if entry.ours == "dpg" and entry.sibling == "td3"]

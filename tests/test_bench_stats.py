@@ -29,6 +29,7 @@ from sbx_lecture.bench.stats import (
     improvement_probability,
     iqm_and_median,
     performance_profiles,
+    ratio_interval,
 )
 from sbx_lecture.bench.zoo_logs import export_zoo_logs
 from sbx_lecture.evaluation import Evaluations
@@ -241,6 +242,20 @@ def test_improvement_interval_matches_an_independent_bootstrap(stats):
 def pairwise_improvement_fast(x: np.ndarray, y: np.ndarray) -> float:
     """:func:`pairwise_improvement` with numpy (the bootstrap calls it 4000 times)."""
     return float(np.mean((x[:, None, :] > y[None, :, :]) + 0.5 * (x[:, None, :] == y[None, :, :])))
+
+
+def test_a_speed_ratio_interval_resamples_rounds_and_is_the_same_each_time():
+    """Load shared by both contestants of a round leaves the paired interval alone; the interval brackets the ratio of
+    the medians, comes from a seeded generator, and widens with noise that is not shared."""
+    load = np.array([1.0, 0.6, 1.3, 0.8, 1.1, 0.7])  # the machine's speed in each round
+    assert ratio_interval(list(110 * load), list(100 * load)) == pytest.approx((1.1, 1.1))
+    rng = np.random.default_rng(3)
+    ours, theirs = list(110 * load * rng.uniform(0.9, 1.1, 6)), list(100 * load * rng.uniform(0.9, 1.1, 6))
+    low, high = ratio_interval(ours, theirs)
+    assert low <= np.median(ours) / np.median(theirs) <= high and high - low > 0.01
+    assert ratio_interval(ours, theirs) == (low, high)
+    with pytest.raises(ValueError, match="not paired"):
+        ratio_interval(ours, theirs[:5])
 
 
 def test_performance_profiles_are_the_fraction_of_runs_above_each_threshold(stats):

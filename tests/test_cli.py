@@ -12,7 +12,7 @@ import pytest
 
 from sbx_lecture.checkpoints import newest_valid_bundle
 from sbx_lecture.cli import main
-from sbx_lecture.runs import read_model_metadata
+from sbx_lecture.loading import read_model_metadata
 
 TINY_TRPO = [
     "-p",
@@ -116,14 +116,14 @@ def test_resume_continues_replay_buffer(workdir: Path) -> None:
     ]
     assert main(["train", "sac", "Pendulum-v1", "--timesteps", "100", "--out", str(out), "--no-progress", *tiny]) == 0
     assert (newest_valid_bundle(out)[0].path / "replay_buffer.npz").exists()
-    from sbx_lecture import serialization
+    from sbx_lecture import loading
 
     assert (
         main(["train", "sac", "Pendulum-v1", "--timesteps", "150", "--out", str(out), "--resume", "--no-progress"]) == 0
     )
     bundle = newest_valid_bundle(out)[0]
-    model = serialization.load(out / "model.zip")
-    serialization.load_replay_buffer(model, bundle.path / "replay_buffer.npz")
+    model = loading.load(out / "model.zip")
+    loading.load_replay_buffer(model, bundle.path / "replay_buffer.npz")
     assert model.num_timesteps == 150 == bundle.steps
     assert model.replay_buffer.size() == 150  # the 100 transitions of the first segment were kept
 

@@ -155,7 +155,7 @@ def test_run_file_records_typed_hyperparameters(workdir: Path) -> None:
                 "--out",
                 "run",
                 "--no-progress",
-                *TINY_PPO,
+                *TINY_PPO[:-2],  # all but its policy_kwargs, given below (a key given twice is refused)
                 "-p",
                 "learning_rate=lin_0.001",
                 "-p",

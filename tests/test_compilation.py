@@ -12,9 +12,9 @@ import pytest
 import torch as th
 from stable_baselines3.common.utils import set_random_seed
 
-import sbx_lecture.common.compilation as compilation
-from sbx_lecture.common.validation import InvalidValueError
+import sbx_lecture.infra.compilation as compilation
 from sbx_lecture.dpg import DPG
+from sbx_lecture.infra.validation import InvalidValueError
 from sbx_lecture.sql import SQL
 from sbx_lecture.testing import check_algorithm
 

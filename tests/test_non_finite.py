@@ -16,14 +16,14 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sbx_lecture.cli import main
-from sbx_lecture.common.finite import (
+from sbx_lecture.dpg import DPG
+from sbx_lecture.infra.finite import (
     NonFiniteError,
     all_finite,
     assert_finite_parameters,
     batch_causes,
     check_finite,
 )
-from sbx_lecture.dpg import DPG
 from sbx_lecture.npg import NPG, TNPG
 from sbx_lecture.ppo_kl import KLPPO
 from sbx_lecture.sql import SQL

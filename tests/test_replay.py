@@ -16,7 +16,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from sbx_lecture.common.replay import TorchSampledReplayBuffer
 from sbx_lecture.dpg.buffers import TransitionBuffer
-from sbx_lecture.serialization import load_replay_buffer, save_replay_buffer
+from sbx_lecture.loading import load_replay_buffer, save_replay_buffer
 from sbx_lecture.sql import SQL
 
 SPACES = {

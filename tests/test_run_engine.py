@@ -60,9 +60,9 @@ def _python(script: str, cwd: Path, **kwargs: object) -> subprocess.Popen[str]:
 
 #: Where a bundle write can die: before each file, after the manifest (before the commit), after the commit.
 WRITE_POINTS = [
-    ("sbx_lecture.serialization", "save"),
-    ("sbx_lecture.serialization", "save_replay_buffer"),
-    ("sbx_lecture.serialization", "save_normalization"),
+    ("sbx_lecture.loading", "save"),
+    ("sbx_lecture.loading", "save_replay_buffer"),
+    ("sbx_lecture.loading", "save_normalization"),
     ("sbx_lecture.checkpoints", "_save_rng_states"),
     ("sbx_lecture.checkpoints", "fsync_folder"),
     ("sbx_lecture.checkpoints", "prune_bundles"),
@@ -120,11 +120,11 @@ def test_a_kill_at_any_write_point_resumes_a_consistent_bundle(workdir: Path, mo
     assert bundle.steps == (60 if name == "prune_bundles" else 30)
 
     assert main(["train", "sac", "Pendulum-v1", "--timesteps", "120", "--out", "run", "--resume", "--no-progress"]) == 0
-    from sbx_lecture import serialization
+    from sbx_lecture import loading
 
     final, _ = newest_valid_bundle(workdir / "run")
-    model = serialization.load(final.path / "model.zip")
-    serialization.load_replay_buffer(model, final.path / "replay_buffer.npz")
+    model = loading.load(final.path / "model.zip")
+    loading.load_replay_buffer(model, final.path / "replay_buffer.npz")
     assert model.num_timesteps == final.steps == 120 == model.replay_buffer.size()  # model and buffer in step
     leftovers = [p.name for p in (workdir / "run" / "checkpoints").iterdir() if p.name.startswith(".")]
     assert leftovers == [], "temporary folders of the killed write are removed on resume"

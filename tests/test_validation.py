@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sbx_lecture.common.validation import (
+from sbx_lecture.infra.validation import (
     InvalidValueError,
     require_choice,
     require_integer,

@@ -19,7 +19,6 @@ import pytest
 
 from sbx_lecture.zoo import mask_url, open_study_storage
 
-POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
 REDIS = "redis://127.0.0.1:6379/0"
 PASSWORD = "pw-" + secrets.token_hex(6)
 
@@ -28,21 +27,6 @@ WORKER = ["train", "--algo", "tnpg", "--env", "CartPole-v1", "-n", "128", "--eva
           "--n-trials", "1", "--n-startup-trials", "1", "--n-evaluations", "1", "--eval-episodes", "1",
           "--sampler", "random", "--pruner", "none", "--no-optim-plots", "--num-threads", "1",
           "-params", "n_envs:1", "n_steps:64", "batch_size:64", "n_critic_updates:1", "cg_max_steps:5"]  # fmt: skip
-
-
-@pytest.fixture
-def postgres_database() -> Iterator[str]:
-    """A freshly created database (no Optuna tables), dropped afterwards."""
-    import psycopg
-
-    name = f"sbx_test_{secrets.token_hex(6)}"
-    with psycopg.connect(**POSTGRES, autocommit=True) as connection:  # type: ignore[arg-type]
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        with psycopg.connect(**POSTGRES, autocommit=True) as connection:  # type: ignore[arg-type]
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

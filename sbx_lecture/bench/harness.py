@@ -248,7 +248,7 @@ def connect(n_workers: int = 1, scheduler: str | None = None) -> Iterator[Client
     runs one task at a time. It is closed, with its worker processes, when the block ends. Its workers start with
     the command's environment, without the ``MALLOC_TRIM_THRESHOLD_=65536`` that Dask's nannies add by default:
     that setting hands freed memory back to the kernel at every gradient step, and SQL then spent 45 % of its CPU
-    time in the kernel faulting the same pages in again (see :mod:`sbx_lecture.common.allocator`).
+    time in the kernel faulting the same pages in again (see :mod:`sbx_lecture.infra.allocator`).
 
     :raises SuiteError: when the scheduler cannot be reached
     """

@@ -29,12 +29,14 @@ from sbx_lecture.bench.baselines import (
 from sbx_lecture.bench.published import CAVEATS, PublishedFigure, published_for
 from sbx_lecture.bench.stats import (
     DEFAULT_REPS,
+    MIN_SPEED_REPEATS,
     Group,
     ScoreMatrix,
     aggregate,
     group_runs,
     improvements,
     per_environment,
+    ratio_interval,
     score_matrices,
 )
 from sbx_lecture.bench.suites import FINISHED
@@ -301,6 +303,21 @@ def _speed_conditions(result: dict[str, Any]) -> list[str]:
     return conditions
 
 
+#: Marks a speed ratio whose interval contains 1.0.
+NO_DIFFERENCE = "≈"
+
+
+def _ratio_cell(ratio: float, ours: list[float] | None, theirs: list[float] | None) -> str:
+    """``ratio`` with its 95 % bootstrap interval over the rounds (:func:`.stats.ratio_interval`), marked
+    :data:`NO_DIFFERENCE` where that contains 1.0; without an interval, and why, for fewer than
+    :data:`.stats.MIN_SPEED_REPEATS` rounds or none kept (results written before each repeat's rate was)."""
+    rounds = min(len(ours or ()), len(theirs or ()))
+    if rounds < MIN_SPEED_REPEATS:
+        return f"{ratio:.2f} (no interval: " + (f"timed {rounds}×)" if rounds else "rates per repeat not kept)")
+    low, high = ratio_interval(ours or [], theirs or [])
+    return f"{ratio:.2f} [{low:.2f}, {high:.2f}]" + (f" {NO_DIFFERENCE}" if low <= 1.0 <= high else "")
+
+
 def speed_table(results: list[dict[str, Any]]) -> str:
     """The markdown table of the speed measurements."""
     lines = [
@@ -323,14 +340,18 @@ def speed_table(results: list[dict[str, Any]]) -> str:
         dropped = ", ".join(result.get("dropped_for_sibling") or []) or "–"
         sbx_rate, sbx_ratio = "–", "–"
         if "sbx_steps_per_second" in result:
-            sbx_rate, sbx_ratio = f"{result['sbx_steps_per_second']:.0f}", f"{result['ratio_vs_sbx']:.2f}"
+            sbx_rate = f"{result['sbx_steps_per_second']:.0f}"
+            sbx_ratio = _ratio_cell(result["ratio_vs_sbx"], result.get("ours_samples"), result.get("sbx_samples"))
         compiling = "–" if result.get("compile_seconds") is None else f"{result['compile_seconds']:.1f}"
         lines.append(
             f"| {result['ours']} | {result['sibling']} | {result['env']} | {overrides} "
             f"| {result.get('measured_on', '–')} | {result['ours_steps_per_second']:.0f} "
-            f"| {result['sibling_steps_per_second']:.0f} | {result['ratio']:.2f} "
+            f"| {result['sibling_steps_per_second']:.0f} "
+            f"| {_ratio_cell(result['ratio'], result.get('ours_samples'), result.get('sibling_samples'))} "
             f"| {sbx_rate} | {sbx_ratio} | {result['env_steps_per_second']:.0f} | {compiling} | {dropped} |"
         )
+    if any(NO_DIFFERENCE in line for line in lines[2:]):
+        notes.append(f"{NO_DIFFERENCE}: the ratio's 95 % interval contains 1.0: no difference in speed was shown")
     return "\n".join(lines) + "\n" + "".join(f"\n{note}.\n" for note in notes)
 
 
@@ -428,7 +449,9 @@ def markdown_report(
     if any(result.get("kind") == "speed" for result in results):
         parts += [
             "## Speed\n",
-            "Median of interleaved repeats in one process, identical settings.\n",
+            "Medians of interleaved repeats in one process, identical settings. Each ratio (ours / other) has "
+            "its 95 % bootstrap interval, which resamples the rounds of repeats (both rates of a round together); "
+            f"a pair timed fewer than {MIN_SPEED_REPEATS} times has none.\n",
             speed_table(results),
         ]
     figures = [r for r in results if r.get("kind") == "figure" and r.get("status") in FINISHED]

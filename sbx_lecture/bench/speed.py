@@ -5,9 +5,14 @@ take (the KL coefficient, the number of conjugate-gradient steps, ...) and those
 else to the sibling (``not_shared``) are dropped for it and listed in the result. A pair marked ``own_defaults``
 instead gives every contestant its own constructor defaults: the speed a user gets without choosing settings.
 The two are timed in alternating order ``repeats`` times (so that load on a shared machine hits both alike) and
-the ratio of the medians is reported, after one untimed warm-up run of each (its seconds are reported apart). The
-raw environment step rate with random actions, through the same vectorised wrapper stack, is measured too: no
-algorithm can be faster.
+the ratio of the medians is reported, after one untimed warm-up run of each (its seconds are reported apart). Every
+round's steps/s of each contestant is kept (``ours_samples``, ``sibling_samples``, ``sbx_samples``): the report's
+bootstrap interval of each ratio resamples those rounds (:func:`.stats.ratio_interval`). The raw environment step
+rate with random actions, through the same vectorised wrapper stack, is measured too: no algorithm can be faster.
+
+A finished pair is never timed again because of its numbers: only a stored result without the SBX contestant that
+is installed now (:func:`lacks_sbx`) is; one made with other settings is reported stale and left as it is, and
+another repeat count, budget or override is another folder.
 
 When SBX (``sbx-rl``, SB3's API in JAX with jit-compiled gradient steps; the ``sbx`` extra) is installed, a speed
 entry that names an SBX class is timed against it as well, in the same interleaved rounds and with the same
@@ -86,7 +91,7 @@ def interleaved_samples(measures: Sequence[Callable[[], float]], repeats: int) -
     """Call each of ``measures`` ``repeats`` times, in alternating order; return the numbers each one returned.
 
     Every repeat calls all of them, the order reversed on odd repeats, so that a change of load on a shared machine
-    hits every one alike. Report the median of each list.
+    hits every one alike. Report the median of each list; entry ``k`` of every list comes from round ``k``.
     """
     samples: list[list[float]] = [[] for _ in measures]
     indices = list(range(len(measures)))

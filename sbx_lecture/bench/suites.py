@@ -130,7 +130,7 @@ class Suite:
     eval_points: int = 20
     eval_episodes: int = 5
     final_eval_episodes: int = 10
-    repeats: int = 3
+    repeats: int = 5
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from torch import nn
 from sbx_lecture.common.flat_params import flatten_tensors, unflatten_like
 from sbx_lecture.common.kl import policy_kl
 from sbx_lecture.common.linearization import AutogradLinearization, LinearChainLinearization, is_linear_chain
-from sbx_lecture.common.validation import require_choice
+from sbx_lecture.infra.validation import require_choice
 
 ActionReduction = Literal["sum", "mean"]
 

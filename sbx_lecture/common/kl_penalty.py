@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from sbx_lecture.common.validation import InvalidValueError, require_number
+from sbx_lecture.infra.validation import InvalidValueError, require_number
 
 DEFAULT_KL_TOLERANCE = 1.5
 DEFAULT_KL_COEF_FACTOR = 2.0
@@ -57,7 +57,7 @@ def check_kl_penalty_arguments(
     min_kl_coef: float,
     max_kl_coef: float,
 ) -> None:
-    """Raise an :class:`~sbx_lecture.common.validation.InvalidValueError` naming an invalid KL-penalty setting.
+    """Raise an :class:`~sbx_lecture.infra.validation.InvalidValueError` naming an invalid KL-penalty setting.
 
     ``target_kl`` is checked only when it is a number (a schedule is checked when it is evaluated).
 

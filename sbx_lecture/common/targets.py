@@ -12,14 +12,14 @@ import torch as th
 from stable_baselines3.common.utils import get_parameters_by_name
 from torch import nn
 
-from sbx_lecture.common.validation import require_number
+from sbx_lecture.infra.validation import require_number
 
 #: The name fragment that identifies batch-norm running statistics among a module's buffers.
 RUNNING_STATISTICS = ("running_",)
 
 
 def check_tau(tau: float) -> None:
-    """Raise an :class:`~sbx_lecture.common.validation.InvalidValueError` unless the Polyak τ lies in [0, 1].
+    """Raise an :class:`~sbx_lecture.infra.validation.InvalidValueError` unless the Polyak τ lies in [0, 1].
 
     :param tau: the soft update coefficient (1: hard copy, 0: frozen target)
     """

@@ -22,12 +22,7 @@ from sbx_lecture.common.compatible_features import (
     compatible_advantage,
     parameter_jvp,
 )
-from sbx_lecture.common.compilation import CompiledUpdateMixin, frozen_forward
-from sbx_lecture.common.finite import batch_causes, check_finite
-from sbx_lecture.common.safe_load import SafeLoadMixin
-from sbx_lecture.common.schedules import ClampedProgressMixin
 from sbx_lecture.common.targets import PolyakTarget, check_tau
-from sbx_lecture.common.validation import InvalidValueError, require_choice, require_integer, require_number
 from sbx_lecture.dpg.buffers import DictTransitionBuffer, TransitionBatch, TransitionBuffer
 from sbx_lecture.dpg.policies import (
     CRITIC_TYPES,
@@ -37,6 +32,11 @@ from sbx_lecture.dpg.policies import (
     MlpPolicy,
     MultiInputPolicy,
 )
+from sbx_lecture.infra.compilation import CompiledUpdateMixin, frozen_forward
+from sbx_lecture.infra.finite import batch_causes, check_finite
+from sbx_lecture.infra.schedules import ClampedProgressMixin
+from sbx_lecture.infra.validation import InvalidValueError, require_choice, require_integer, require_number
+from sbx_lecture.loading.base import SafeLoadMixin
 
 SelfDPG = TypeVar("SelfDPG", bound="DPG")
 
@@ -486,7 +486,7 @@ def _check_hyperparameters(
     gamma: float,
     gradient_steps: int,
 ) -> None:
-    """Raise an :class:`~sbx_lecture.common.validation.InvalidValueError` naming the argument and its rule."""
+    """Raise an :class:`~sbx_lecture.infra.validation.InvalidValueError` naming the argument and its rule."""
     require_number("learning_rate", learning_rate, 0.0, low_open=True, schedule=True)
     require_number("critic_learning_rate", critic_learning_rate, 0.0, low_open=True, schedule=True, optional=True)
     require_choice("critic", critic, CRITIC_TYPES)

@@ -28,7 +28,7 @@ from torch import nn
 
 from sbx_lecture.common.compatible_features import parameter_vector_norm
 from sbx_lecture.common.optimizers import fast_optimizer_kwargs
-from sbx_lecture.common.validation import require_choice
+from sbx_lecture.infra.validation import require_choice
 
 CriticType = Literal["compatible", "mlp"]
 CRITIC_TYPES: tuple[str, ...] = ("compatible", "mlp")

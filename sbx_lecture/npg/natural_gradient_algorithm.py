@@ -27,7 +27,6 @@ from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
-from sbx_lecture.common.finite import RolloutObservationCheck, check_finite, check_rollout_finite
 from sbx_lecture.common.fisher import (
     exact_fisher_matrix,
     make_fisher_vector_product,
@@ -43,9 +42,10 @@ from sbx_lecture.common.natural_gradient import (
     solve_natural_gradient,
     solve_natural_gradient_exactly,
 )
-from sbx_lecture.common.safe_load import SafeLoadMixin
-from sbx_lecture.common.schedules import ClampedProgressMixin
-from sbx_lecture.common.validation import require_integer, require_normalizable_rollout, require_number
+from sbx_lecture.infra.finite import RolloutObservationCheck, check_finite, check_rollout_finite
+from sbx_lecture.infra.schedules import ClampedProgressMixin
+from sbx_lecture.infra.validation import require_integer, require_normalizable_rollout, require_number
+from sbx_lecture.loading.base import SafeLoadMixin
 from sbx_lecture.npg.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 _MAX_EXACT_FISHER_PARAMETERS = 20_000

@@ -12,7 +12,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule
 
 from sbx_lecture.common.natural_gradient import FisherSolver
-from sbx_lecture.common.validation import require_choice, require_number
+from sbx_lecture.infra.validation import require_choice, require_number
 from sbx_lecture.npg.natural_gradient_algorithm import (
     FisherProduct,
     NaturalGradientAlgorithm,

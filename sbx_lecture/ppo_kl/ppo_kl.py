@@ -17,7 +17,6 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 from torch.nn import functional as F
 
-from sbx_lecture.common.finite import RolloutObservationCheck, check_finite, check_rollout_finite
 from sbx_lecture.common.kl import kl_estimate_from_log_ratio, policy_kl
 from sbx_lecture.common.kl_penalty import (
     DEFAULT_KL_COEF_FACTOR,
@@ -25,14 +24,15 @@ from sbx_lecture.common.kl_penalty import (
     adapt_kl_coef,
     check_kl_penalty_arguments,
 )
-from sbx_lecture.common.safe_load import SafeLoadMixin
-from sbx_lecture.common.schedules import ClampedProgressMixin
-from sbx_lecture.common.validation import (
+from sbx_lecture.infra.finite import RolloutObservationCheck, check_finite, check_rollout_finite
+from sbx_lecture.infra.schedules import ClampedProgressMixin
+from sbx_lecture.infra.validation import (
     require_integer,
     require_minibatch_size,
     require_normalizable_rollout,
     require_number,
 )
+from sbx_lecture.loading.base import SafeLoadMixin
 from sbx_lecture.ppo_kl.old_policy import (
     OLD_POLICY_CHUNK,
     KLDictRolloutBuffer,

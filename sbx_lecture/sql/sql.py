@@ -14,14 +14,9 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, ReplayBufferSamples, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
-from sbx_lecture.common.allocator import keep_freed_memory
-from sbx_lecture.common.compilation import CompiledUpdateMixin
-from sbx_lecture.common.finite import batch_causes, check_finite
 from sbx_lecture.common.kernels import amortized_svgd_loss
 from sbx_lecture.common.particle_entropy import nearest_neighbour_entropy
 from sbx_lecture.common.replay import TorchSampledReplayBuffer
-from sbx_lecture.common.safe_load import SafeLoadMixin
-from sbx_lecture.common.schedules import ClampedProgressMixin
 from sbx_lecture.common.soft_value import (
     boltzmann_entropy,
     soft_value_discrete,
@@ -29,7 +24,12 @@ from sbx_lecture.common.soft_value import (
     uniform_box_log_density,
 )
 from sbx_lecture.common.targets import PolyakTarget, check_tau
-from sbx_lecture.common.validation import InvalidValueError, require_integer, require_number
+from sbx_lecture.infra.allocator import keep_freed_memory
+from sbx_lecture.infra.compilation import CompiledUpdateMixin
+from sbx_lecture.infra.finite import batch_causes, check_finite
+from sbx_lecture.infra.schedules import ClampedProgressMixin
+from sbx_lecture.infra.validation import InvalidValueError, require_integer, require_number
+from sbx_lecture.loading.base import SafeLoadMixin
 from sbx_lecture.sql.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SQLPolicy
 
 SelfSQL = TypeVar("SelfSQL", bound="SQL")
@@ -436,7 +436,7 @@ def _check_hyperparameters(
     max_grad_norm: float | None,
     sde_sample_freq: int,
 ) -> None:
-    """Raise an :class:`~sbx_lecture.common.validation.InvalidValueError` naming the first invalid hyperparameter."""
+    """Raise an :class:`~sbx_lecture.infra.validation.InvalidValueError` naming the first invalid hyperparameter."""
     require_number("ent_coef", ent_coef, 0.0, low_open=True, schedule=True)
     if callable(ent_coef) and not ent_coef(1.0) > 0:
         raise InvalidValueError(f"ent_coef must be a schedule that stays > 0, got one that starts at {ent_coef(1.0)}")

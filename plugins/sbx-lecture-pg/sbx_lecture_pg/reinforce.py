@@ -8,10 +8,10 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from sbx_lecture.common.finite import batch_causes, check_finite, raise_for_non_finite_observations
-from sbx_lecture.common.safe_load import SafeLoadMixin
-from sbx_lecture.common.schedules import ClampedProgressMixin
-from sbx_lecture.common.validation import require_integer, require_number
+from sbx_lecture.infra.finite import batch_causes, check_finite, raise_for_non_finite_observations
+from sbx_lecture.infra.schedules import ClampedProgressMixin
+from sbx_lecture.infra.validation import require_integer, require_number
+from sbx_lecture.loading import SafeLoadMixin
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm

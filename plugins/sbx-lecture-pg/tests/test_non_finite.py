@@ -8,7 +8,7 @@ import math
 import gymnasium as gym
 import pytest
 import torch as th
-from sbx_lecture.common.finite import NonFiniteError, assert_finite_parameters
+from sbx_lecture.infra.finite import NonFiniteError, assert_finite_parameters
 from sbx_lecture.testing import NonFiniteAfter
 from stable_baselines3.common.vec_env import DummyVecEnv
 

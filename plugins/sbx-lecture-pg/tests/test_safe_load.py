@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sbx_lecture.serialization import UntrustedContentError, load, save
+from sbx_lecture.loading import UntrustedContentError, load, save
 
 from sbx_lecture_pg.ispg import ISPG
 from sbx_lecture_pg.reinforce import REINFORCE

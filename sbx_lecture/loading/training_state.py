@@ -1,6 +1,8 @@
 """Normalisation statistics and replay buffers in ``.npz`` files (no pickle), and safe reading of SB3's pickles.
 
-Re-exported by :mod:`sbx_lecture.serialization`; see its docstring for what loads safely.
+- **Normalisation statistics**: the ``.npz`` of :func:`save_normalization`, or a ``VecNormalize.save`` pickle (the
+  RL Zoo's ``vecnormalize.pkl``) through the symbolic unpickler, of which only the statistics and settings are kept.
+- **Replay buffers**: the ``.npz`` of :func:`save_replay_buffer`. A pickled buffer needs ``trusted=True``.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sbx_lecture.runs import ModelFileError, atomic_write
-from sbx_lecture.safe_pickle import RefusedContent, class_path, decode, materialize
+from sbx_lecture.loading.model import ModelFileError, UntrustedContentError
+from sbx_lecture.loading.pickles import RefusedContent, class_path, decode, materialize
+from sbx_lecture.runs import atomic_write
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -27,12 +30,6 @@ _NORMALIZATION_SETTINGS = (
     "training", "norm_obs", "norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon", "norm_obs_keys",
 )  # fmt: skip
 _VECNORMALIZE_TARGET = "stable_baselines3.common.vec_env.vec_normalize:VecNormalize"
-
-
-def _untrusted(path: Any, field: str, what: str) -> Exception:
-    from sbx_lecture.serialization import UntrustedContentError
-
-    return UntrustedContentError(path, field, what)
 
 
 def _write_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], settings: dict[str, Any]) -> None:
@@ -54,7 +51,7 @@ def _read_npz(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict
                 try:
                     arrays[name] = archive[name]
                 except ValueError as exc:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
-                    raise _untrusted(path, f"array {name!r}", "an array of Python objects") from exc
+                    raise UntrustedContentError(path, f"array {name!r}", "an array of Python objects") from exc
         settings = json.loads(str(arrays.pop(_SETTINGS)[()]))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         if isinstance(exc, ModelFileError):
@@ -131,13 +128,15 @@ def _stats_from_pickle(path: Any) -> tuple[dict[str, Any], dict[str, tuple[Any, 
     except Exception as exc:
         raise ModelFileError(f"{path} is not a readable pickle ({type(exc).__name__})") from None
     if getattr(tree, "target", None) != _VECNORMALIZE_TARGET or not isinstance(tree.state, dict):
-        raise _untrusted(path, "its content", f"a {getattr(tree, 'target', type(tree).__name__)}, not a VecNormalize")
+        raise UntrustedContentError(
+            path, "its content", f"a {getattr(tree, 'target', type(tree).__name__)}, not a VecNormalize"
+        )
     state = tree.state
     try:
         settings = {name: materialize(state[name], name) for name in _NORMALIZATION_SETTINGS if name in state}
         obs_rms, ret_rms = materialize(state["obs_rms"], "obs_rms"), materialize(state["ret_rms"], "ret_rms")
     except RefusedContent as exc:
-        raise _untrusted(path, "a VecNormalize field", str(exc)) from None
+        raise UntrustedContentError(path, "a VecNormalize field", str(exc)) from None
     except KeyError as exc:
         raise ModelFileError(f"{path}: the VecNormalize state lacks {exc}") from None
     stats: dict[str, tuple[Any, Any, Any]] = {}
@@ -215,7 +214,7 @@ def load_replay_buffer(
     """
     if _is_pickle(path):
         if not trusted:
-            raise _untrusted(path, "the replay buffer", "a pickled ReplayBuffer")
+            raise UntrustedContentError(path, "the replay buffer", "a pickled ReplayBuffer")
         model.load_replay_buffer(path, truncate_last_traj=truncate_last_traj)  # type: ignore[attr-defined]
         return
     buffer = getattr(model, "replay_buffer", None)

@@ -4,8 +4,8 @@ rl_zoo3 loads what a run folder holds by unpickling it (the model's pickled fiel
 YAML's unsafe loader (``config.yml``, ``args.yml``): a run folder from elsewhere could run anything. Through the
 bridge, these scripts load as ``sbx-lecture eval`` does:
 
-- the model with :func:`sbx_lecture.serialization.load` (plain data and ``weights_only`` tensors);
-- normalisation statistics with :func:`sbx_lecture.serialization.load_normalization` (a pickle is read by a parser
+- the model with :func:`sbx_lecture.loading.load` (plain data and ``weights_only`` tensors);
+- normalisation statistics with :func:`sbx_lecture.loading.load_normalization` (a pickle is read by a parser
   that builds arrays and plain containers only), naming the file it used;
 - the zoo's YAML files with a loader that builds plain data and the one Python type the zoo writes there
   (``collections.OrderedDict``), and refuses every other Python tag.
@@ -25,6 +25,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from sbx_lecture.loading.model import UntrustedContentError, load
+from sbx_lecture.loading.training_state import load_normalization
+
 TRUSTED_FLAG = "--trusted"
 TRUSTED_VARIABLE = "SBX_LECTURE_ZOO_TRUSTED"
 #: Scripts that load a trained run.
@@ -41,8 +44,6 @@ def pop_trusted(arguments: list[str]) -> tuple[list[str], bool]:
 def _plain_yaml_loader() -> type:
     """A YAML loader for the zoo's saved files: plain data, and ``!!python/object/apply:collections.OrderedDict``."""
     import yaml
-
-    from sbx_lecture.serialization import UntrustedContentError
 
     class ZooFileLoader(yaml.SafeLoader):
         """Plain YAML plus the ordered dictionaries the zoo writes; any other Python tag is refused."""
@@ -67,8 +68,6 @@ class _SafeAlgorithm:
         self.name = name
 
     def load(self, path: str | Path, env: Any = None, **kwargs: Any) -> Any:
-        from sbx_lecture.serialization import load
-
         return load(path, env, algo=self.name, **kwargs)
 
 
@@ -98,8 +97,6 @@ def _normalization_loader() -> type:
 
         @staticmethod
         def load(load_path: str, venv: Any) -> VecNormalize:  # type: ignore[override]
-            from sbx_lecture.serialization import load_normalization
-
             print(f"normalisation statistics: {load_path}", file=sys.stderr)
             return load_normalization(load_path, venv)
 

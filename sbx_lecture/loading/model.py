@@ -1,72 +1,52 @@
-"""Safe loading: model zips, normalisation statistics and replay buffers read without running code from the file.
+"""Model zips: one path that reads a zip, decides each field safely and rebuilds the model as SB3 does.
 
-What loads safely (``trusted=False``, the default):
+:func:`load` (``trusted=False``, the default) is the one path; :class:`~sbx_lecture.loading.base.SafeLoadMixin`
+leads our algorithm classes' ``load`` here:
 
-- **Model zips** of any registered algorithm, saved by sbx-lecture or by plain SB3 / sb3-contrib / a plugin. The
-  ``data`` member's JSON fields are read as they are; its pickled fields are parsed by a symbolic unpickler that runs
-  nothing (:mod:`sbx_lecture.safe_pickle`) and rebuilt only if they are plain data: numpy arrays, deques, the
-  standard gymnasium spaces, ``TrainFreq``, SB3's ``ConstantSchedule`` / ``LinearSchedule`` / ``FloatSchedule``,
-  rl-zoo3's ``SimpleLinearSchedule``, and classes of the allow-list (torch.nn modules such as activations,
-  torch.optim optimizers, SB3 / sb3-contrib policies, features extractors and buffers, and classes from the packages
-  of registered algorithms). Our own saves (:func:`save`) also carry a JSON description of those fields
-  (:func:`describe_for_safe_load`), which takes precedence. Weights and optimizer states are read with
-  ``torch.load(weights_only=True)``.
-- A schedule that cannot be rebuilt (a function pickled by value: a lambda, a closure of older SB3 versions):
-  ``learning_rate`` / ``lr_schedule`` become constant at the learning rate stored in the saved optimizer state; an
-  sbx-lecture ``lin_X`` schedule is recognised by its name; any other field that holds a function is replaced by a
-  stand-in that raises :class:`UntrustedContentError` when training calls it (prediction never does). Load with
-  ``trusted=True`` to get such functions back.
-- SB3's action noise objects (normal, Ornstein-Uhlenbeck, vectorized) are rebuilt from their arrays.
-- **Normalisation statistics**: the ``.npz`` of :func:`save_normalization`, or a ``VecNormalize.save`` pickle (the
-  RL Zoo's ``vecnormalize.pkl``) through the same symbolic unpickler, of which only the statistics and settings are
-  kept.
-- **Replay buffers**: the ``.npz`` of :func:`save_replay_buffer`. A pickled buffer needs ``trusted=True``.
+1. **read the zip**: :func:`check_model_file`, the ``sbx_lecture.json`` metadata (:func:`read_model_metadata`), the
+   ``data`` member's JSON, and the weights and optimizer states through SB3's ``load_from_zip_file`` without its
+   ``data`` (``torch.load(weights_only=True)``);
+2. **decide each field** (:func:`_decide`): a JSON value is kept as it is; a pickled one is parsed by the symbolic
+   unpickler and rebuilt from plain data only (:mod:`sbx_lecture.loading.pickles`); a schedule that cannot be rebuilt
+   is replaced (:func:`_fallback_schedule`); anything else is refused with :class:`UntrustedContentError`;
+3. **rebuild the model**: its class (the one given, the one the metadata names, or the one registered class whose
+   policy fits), then what SB3's ``BaseAlgorithm.load`` does once it has the data (:func:`_build`).
 
-Anything else is refused with :class:`UntrustedContentError`, one line naming the file and the field.
-``trusted=True`` uses SB3's own loaders, which unpickle.
+``trusted=True`` hands the file to SB3's own ``BaseAlgorithm.load``, which unpickles.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import os
 import pickle
 import re
 import zipfile
 from collections.abc import Callable
-from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sbx_lecture.runs import ModelFileError, atomic_write, check_model_file
-from sbx_lecture.safe_description import DescriptionError, decode_described, describe_value
-from sbx_lecture.safe_pickle import RefusedContent, class_path, decode, materialize, referenced_globals
+from sbx_lecture.loading.pickles import RefusedContent, class_path, decode, materialize, referenced_globals
+from sbx_lecture.runs import atomic_write
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
-__all__ = [
-    "DESCRIPTION_KEY",
-    "METADATA_NAME",
-    "UntrustedContentError",
-    "describe_for_safe_load",
-    "inspect_model_file",
-    "load",
-    "load_normalization",
-    "load_replay_buffer",
-    "save",
-    "save_normalization",
-    "save_replay_buffer",
-]
-
+#: The member of a model zip that holds sbx-lecture's metadata (plain JSON).
 METADATA_NAME = "sbx_lecture.json"
-#: Key of :func:`describe_for_safe_load`'s description inside ``sbx_lecture.json``.
-DESCRIPTION_KEY = "safe_load"
+#: Metadata key of the ``"module:qualname"`` of the saved model's class (see :func:`save`).
+CLASS_KEY = "algorithm_class"
+#: Metadata key under which older saves of ours described their pickled fields in JSON: only its class is read.
+_LEGACY_DESCRIPTION = "safe_load"
 _TRUST_HINT = "pass trusted=True (--trusted) only if you trust its source"
 _SCHEDULE_NAMES = re.compile(r"(^learning_rate$|schedule|^clip_range|^target_kl$)")
-_OUR_LINEAR = re.compile(r"linear_schedule\(([-+0-9.eE]+|inf|nan)\)")
+
+
+class ModelFileError(Exception):
+    """A model file that is missing, truncated, corrupted or of an unknown algorithm."""
 
 
 class UntrustedContentError(ModelFileError):
@@ -94,48 +74,12 @@ class UnavailableSchedule:
 # ----------------------------------------------------------------------------------------------------- saving
 
 
-def _saved_fields(model: BaseAlgorithm) -> dict[str, Any]:
-    """The attributes ``model.save`` writes into ``data`` (same exclusions as SB3's ``save``)."""
-    excluded = set(model._excluded_save_params())
-    state_dicts, torch_variables = model._get_torch_save_params()
-    excluded.update(name.split(".")[0] for name in [*state_dicts, *torch_variables])
-    return {name: value for name, value in model.__dict__.items() if name not in excluded}
-
-
-def _is_json(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def describe_for_safe_load(model: BaseAlgorithm) -> dict[str, Any]:
-    """Plain-JSON description of the fields of ``model`` that SB3 would pickle, for an exact safe rebuild.
-
-    Classes are given as ``"module:qualname"`` (checked against the allow-list when loading), spaces, schedules,
-    arrays and containers by their parts. Fields that cannot be described are left out; loading then reads them from
-    the pickle with the symbolic unpickler, or refuses them.
-
-    :param model: the model about to be saved
-    :return: ``{"format": 1, "algorithm": "module:Class", "fields": {name: description}}``
-    """
-    fields: dict[str, Any] = {}
-    for name, value in _saved_fields(model).items():
-        if _is_json(value):
-            continue
-        with suppress(DescriptionError):
-            fields[name] = describe_value(value)
-    return {"format": 1, "algorithm": class_path(type(model)), "fields": fields}
-
-
 def save(model: BaseAlgorithm, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> None:
-    """Save ``model`` atomically as an SB3 zip plus ``sbx_lecture.json`` (``metadata`` and the safe-load description).
+    """Save ``model`` atomically as an SB3 zip plus ``sbx_lecture.json`` (``metadata`` and the model's class).
 
     The zip still loads with plain SB3's ``cls.load``.
     """
-    content = {**(metadata or {}), DESCRIPTION_KEY: describe_for_safe_load(model)}
-    text = json.dumps(content, indent=2)
+    text = json.dumps({**(metadata or {}), CLASS_KEY: class_path(type(model))}, indent=2)
 
     def write(temporary: str) -> None:
         model.save(temporary)
@@ -145,25 +89,66 @@ def save(model: BaseAlgorithm, path: str | os.PathLike[str], metadata: dict[str,
     atomic_write(path, write, suffix=".zip")
 
 
-# ----------------------------------------------------------------------------------------------------- reading
+# ----------------------------------------------------------------------------------------------------- 1. reading
 
 
-def _read_zip_json(path: str | os.PathLike[str], member: str) -> dict[str, Any]:
+def check_model_file(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`ModelFileError` with a readable reason if ``path`` is not an intact SB3 model zip."""
+    path = Path(path)
+    hint = "re-save the model, or use a checkpoint from the run folder's checkpoints/"
+    if not path.exists():
+        raise ModelFileError(f"model file {path} does not exist")
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} is not a file")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"model file {path} is truncated or corrupted (not a readable zip archive); {hint}")
     try:
         with zipfile.ZipFile(path) as archive:
-            if member not in archive.namelist():
-                return {}
-            content = json.loads(archive.read(member))
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, ValueError) as exc:
+            broken = archive.testzip()
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise ModelFileError(f"model file {path} is truncated or corrupted ({exc}); {hint}") from None
+    if broken is not None:
+        raise ModelFileError(f"model file {path} is corrupted (member {broken!r} fails its checksum); {hint}")
+    if "data" not in names:
+        # A truncated model can still look like a zip: the torch archives nested inside it carry their own index.
         raise ModelFileError(
-            f"{path}: member {member!r} is unreadable ({type(exc).__name__}); re-save the model"
-        ) from None
+            f"model file {path} is truncated or corrupted, or is not a Stable-Baselines3 model (no 'data' member); "
+            f"{hint}"
+        )
+
+
+def _read_json_member(path: str | os.PathLike[str], member: str) -> dict[str, Any]:
+    """The JSON object in ``member`` of the zip (empty when there is no such member)."""
+    with zipfile.ZipFile(path) as archive:
+        if member not in archive.namelist():
+            return {}
+        raw = archive.read(member)
+    try:
+        content = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise ModelFileError(f"model file {path}: its {member} is not JSON; re-save the model") from None
     if not isinstance(content, dict):
-        raise ModelFileError(f"{path}: member {member!r} is not a JSON object; re-save the model")
+        raise ModelFileError(f"model file {path}: its {member} is not a JSON object; re-save the model")
     return content
 
 
-def _decode_field(path: str, name: str, item: dict[str, Any]) -> Any:
+def read_model_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata sbx-lecture stored in the model zip (empty for models saved by plain SB3).
+
+    :raises ModelFileError: when that member is not a JSON object with text ``algo``/``env``
+    """
+    content = _read_json_member(path, METADATA_NAME)
+    for key in ("algo", "env"):
+        if key in content and not isinstance(content[key], str):
+            raise ModelFileError(f"model file {path}: {METADATA_NAME} has a {key!r} that is not text; pass --algo")
+    return content
+
+
+# ----------------------------------------------------------------------------------------------------- 2. deciding
+
+
+def _unpickled(path: str, name: str, item: dict[str, Any]) -> Any:
     """A ``:serialized:`` field rebuilt through the symbolic unpickler (raises :class:`RefusedContent`)."""
     try:
         tree = decode(base64.b64decode(str(item[":serialized:"]).encode(), validate=True))
@@ -184,18 +169,17 @@ def _saved_learning_rate(params: dict[str, Any]) -> float | None:
 
 
 def _fallback_schedule(path: str, name: str, item: dict[str, Any], params: dict[str, Any]) -> Any:
-    """A replacement for a schedule field that could not be rebuilt (see the module docstring); ``None`` if none."""
+    """A replacement for a schedule field that could not be rebuilt, ``None`` for a field that is no schedule.
+
+    ``learning_rate`` / ``lr_schedule`` become constant at the learning rate stored in the saved optimizer state; any
+    other schedule becomes an :class:`UnavailableSchedule`, which raises when training calls it (prediction never
+    does).
+    """
     from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule
 
-    readable = json.dumps({k: v for k, v in item.items() if k != ":serialized:"})
     kind = str(item.get(":type:", ""))
     if not re.search(r"function|Schedule", kind) or not (_SCHEDULE_NAMES.search(name) or "function" in kind):
         return None
-    match = _OUR_LINEAR.search(readable)
-    if match is not None:
-        from sbx_lecture.hyperparams import linear_schedule
-
-        return linear_schedule(float(match.group(1)))
     learning_rate = _saved_learning_rate(params)
     if name == "learning_rate" and learning_rate is not None:
         return learning_rate
@@ -204,37 +188,27 @@ def _fallback_schedule(path: str, name: str, item: dict[str, Any], params: dict[
     return UnavailableSchedule(path, name)
 
 
-def _rebuild_data(
-    path: str, fields: dict[str, Any], description: Any, custom_objects: dict[str, Any] | None, params: dict[str, Any]
-) -> dict[str, Any]:
-    described = description.get("fields", {}) if isinstance(description, dict) else {}
-    data: dict[str, Any] = {}
-    for name, item in fields.items():
-        if custom_objects is not None and name in custom_objects:
-            data[name] = custom_objects[name]
-            continue
-        try:
-            if isinstance(described, dict) and name in described:
-                data[name] = decode_described(described[name], name)
-            elif isinstance(item, dict) and ":serialized:" in item:
-                data[name] = _decode_field(path, name, item)
-            else:
-                data[name] = item
-        except (RefusedContent, DescriptionError) as exc:
-            replacement = _fallback_schedule(path, name, item, params) if isinstance(item, dict) else None
-            if replacement is None:
-                raise UntrustedContentError(path, f"field {name!r} of 'data'", str(exc)) from None
-            data[name] = replacement
-    return data
-
-
-def _policy_class_of(fields: dict[str, Any]) -> type | None:
-    item = fields.get("policy_class")
-    if not isinstance(item, dict) or ":serialized:" not in item:
-        return None
+def _decide(path: str, name: str, item: Any, params: dict[str, Any]) -> Any:
+    """The value of the saved field ``name``: its JSON, its plain data rebuilt, a fallback schedule, or a refusal."""
+    if not (isinstance(item, dict) and ":serialized:" in item):
+        return item
     try:
-        cls = materialize(decode(base64.b64decode(str(item[":serialized:"]))), "policy_class")
-    except Exception:
+        return _unpickled(path, name, item)
+    except RefusedContent as exc:
+        replacement = _fallback_schedule(path, name, item, params)
+        if replacement is None:
+            raise UntrustedContentError(path, f"field {name!r} of 'data'", str(exc)) from None
+        return replacement
+
+
+# ----------------------------------------------------------------------------------------------------- 3. rebuilding
+
+
+def _policy_class_of(path: str, fields: dict[str, Any]) -> type | None:
+    """The saved policy class where it is safe to rebuild (it tells the algorithm of a zip without metadata)."""
+    try:
+        cls = _decide(path, "policy_class", fields.get("policy_class"), {})
+    except ModelFileError:
         return None
     return cls if isinstance(cls, type) else None
 
@@ -255,15 +229,15 @@ def _choose_class(path: str, metadata: dict[str, Any], algo: str | type | None, 
         return registry.get(saved)
     if algo is not None:
         return registry.get(algo)
-    description = metadata.get(DESCRIPTION_KEY)
-    described = description.get("algorithm") if isinstance(description, dict) else None
+    legacy = metadata.get(_LEGACY_DESCRIPTION)
+    saved_class = metadata.get(CLASS_KEY) or (legacy.get("algorithm") if isinstance(legacy, dict) else None)
     candidates: dict[type, str] = {}
     for spec in registry:  # only registered classes are considered: a file never names what gets imported
         try:
             cls = spec.load()
         except (RegistryError, ImportError):
             continue
-        if described is not None and class_path(cls) == described:
+        if saved_class is not None and class_path(cls) == saved_class:
             return cls
         if policy_class is not None and policy_class in getattr(cls, "policy_aliases", {}).values():
             candidates.setdefault(cls, spec.name)
@@ -274,7 +248,7 @@ def _choose_class(path: str, metadata: dict[str, Any], algo: str | type | None, 
 
 
 def load(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | io.BufferedIOBase,
     env: Any = None,
     *,
     trusted: bool = False,
@@ -285,7 +259,7 @@ def load(
 ) -> BaseAlgorithm:
     """Load a model zip of any registered algorithm without unpickling anything (see the module docstring).
 
-    :param path: the model zip
+    :param path: the model zip (a file object only with ``trusted=True`` and the class as ``algo``)
     :param env: environment to run it on (its spaces must match); ``None`` to only predict
     :param trusted: use SB3's own loader, which unpickles: only for files from a source you trust
     :param device: torch device
@@ -295,18 +269,20 @@ def load(
     :raises UntrustedContentError: a field would need unpickling
     :raises ModelFileError: missing, corrupted or unreadable file, or an unknown algorithm
     """
+    if trusted and isinstance(algo, type):  # Class.load(..., trusted=True): SB3's own loader, as with plain SB3
+        return _sb3_load(algo, path, env, device, custom_objects, kwargs)
+    if isinstance(path, io.BufferedIOBase):
+        caller = f"{algo.__name__}.load" if isinstance(algo, type) else "load"
+        raise TypeError(f"{caller} reads a file path; a file object needs trusted=True")
     if not Path(path).exists() and Path(f"{path}.zip").is_file():  # SB3 appends .zip to a path without it
         path = f"{path}.zip"
     path_text = str(path)
     check_model_file(path)
-    metadata = _read_zip_json(path, METADATA_NAME)
-    fields = _read_zip_json(path, "data")
+    metadata = read_model_metadata(path)
+    fields = _read_json_member(path, "data")
     if trusted:
-        cls = _choose_class(path_text, metadata, algo, _policy_class_of(fields))
-        from sbx_lecture.common.safe_load import SafeLoadMixin
-
-        extra = {"trusted": True} if issubclass(cls, SafeLoadMixin) else {}
-        return _wrap(path_text, cls, lambda: cls.load(path, env, device, custom_objects, **extra, **kwargs))  # type: ignore[attr-defined]
+        cls = _choose_class(path_text, metadata, algo, _policy_class_of(path_text, fields))
+        return _wrap(path_text, cls, lambda: _sb3_load(cls, path, env, device, custom_objects, kwargs))
     from stable_baselines3.common.save_util import load_from_zip_file
 
     print_info = bool(kwargs.pop("print_system_info", False))
@@ -318,10 +294,25 @@ def load(
     _, params, pytorch_variables = load_from_zip_file(
         path_text, load_data=False, device=device, print_system_info=print_info
     )
-    data = _rebuild_data(path_text, fields, metadata.get(DESCRIPTION_KEY), custom_objects, params)
+    data = {
+        name: custom_objects[name]
+        if custom_objects and name in custom_objects
+        else _decide(path_text, name, item, params)
+        for name, item in fields.items()
+    }
     policy_class = data.get("policy_class")
     cls = _choose_class(path_text, metadata, algo, policy_class if isinstance(policy_class, type) else None)
     return _wrap(path_text, cls, lambda: _build(cls, data, params, pytorch_variables, env, device, kwargs))
+
+
+def _sb3_load(
+    cls: type, path: Any, env: Any, device: Any, custom_objects: dict[str, Any] | None, kwargs: dict[str, Any]
+) -> BaseAlgorithm:
+    """SB3's own ``BaseAlgorithm.load`` for ``cls`` (it unpickles), past the safe ``load`` of our classes."""
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+    sb3_load = vars(BaseAlgorithm)["load"].__func__
+    return sb3_load(cls, path, env, device, custom_objects, **kwargs)  # type: ignore[no-any-return]
 
 
 def _wrap(path: str, cls: type, build: Callable[[], BaseAlgorithm]) -> BaseAlgorithm:
@@ -380,10 +371,12 @@ def _build(
 def inspect_model_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What a model zip holds and which fields would need trust, without running anything from it.
 
-    :return: plain JSON: ``members`` (name, size), ``metadata`` (without the description), ``sb3_version``,
-        ``fields`` (name → ``{"value": ...}`` for JSON fields, ``{"type", "references", "safe", "described"}`` for
-        pickled ones), ``needs_trust`` (field names), ``safe_load`` (whether :func:`load` can rebuild it) and
-        ``reason`` (why not)
+    Each pickled field goes through the same decision as in :func:`load`.
+
+    :return: plain JSON: ``members`` (name, size), ``metadata``, ``sb3_version``, ``fields`` (name →
+        ``{"value": ...}`` for JSON fields, ``{"type", "references", "safe"}`` for pickled ones, with ``refused``
+        and ``fallback`` when not safe), ``needs_trust`` (field names), ``safe_load`` (whether :func:`load` can
+        rebuild it) and ``reason`` (why not)
     """
     check_model_file(path)
     with zipfile.ZipFile(path) as archive:
@@ -393,25 +386,20 @@ def inspect_model_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             if "_stable_baselines3_version" in [m["name"] for m in members]
             else None
         )
-    metadata = _read_zip_json(path, METADATA_NAME)
-    description = metadata.pop(DESCRIPTION_KEY, None)
-    described = description.get("fields", {}) if isinstance(description, dict) else {}
-    fields = _read_zip_json(path, "data")
+    metadata = _read_json_member(path, METADATA_NAME)
+    metadata.pop(_LEGACY_DESCRIPTION, None)
     report: dict[str, Any] = {}
     needs_trust: list[str] = []
-    for name, item in fields.items():
+    for name, item in _read_json_member(path, "data").items():
         if not (isinstance(item, dict) and ":serialized:" in item):
             report[name] = {"value": item}
             continue
-        entry: dict[str, Any] = {"type": item.get(":type:"), "described": name in described}
+        entry: dict[str, Any] = {"type": item.get(":type:")}
         try:
             entry["references"] = referenced_globals(base64.b64decode(str(item[":serialized:"])))
-            if name in described:
-                decode_described(described[name], name)
-            else:
-                _decode_field(str(path), name, item)
+            _unpickled(str(path), name, item)
             entry["safe"] = True
-        except (RefusedContent, DescriptionError) as exc:
+        except RefusedContent as exc:
             entry.update(
                 safe=False, refused=str(exc), fallback=_fallback_schedule(str(path), name, item, {}) is not None
             )
@@ -431,11 +419,3 @@ def inspect_model_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         "safe_load": not blocking,
         "reason": f"fields {', '.join(blocking)} need unpickling" if blocking else None,
     }
-
-
-from sbx_lecture.training_state import (  # noqa: E402  (re-exported: part of this module's API)
-    load_normalization,
-    load_replay_buffer,
-    save_normalization,
-    save_replay_buffer,
-)

@@ -1,14 +1,17 @@
 """Reading pickles without running them: a symbolic unpickler and an allow-listed rebuild of plain data.
 
 :func:`decode` parses a pickle with an unpickler whose ``find_class`` never returns a real object except numpy's
-array and dtype reconstructors (C functions that only build arrays from bytes). Every other global the pickle names
-becomes an inert stand-in class; "calling" it, creating it or setting its state only records what was asked. So
-nothing named in the file runs, whatever it holds.
+array and dtype reconstructors (C functions that only build arrays from bytes) and a recorder standing in for
+cloudpickle's ``_function_setstate``. Every other global the pickle names becomes an inert stand-in class; "calling"
+it, creating it or setting its state only records what was asked. So nothing named in the file runs, whatever it
+holds.
 
 :func:`materialize` then turns that tree into real objects, but only through recipes for plain data: numpy arrays,
-containers, gymnasium's standard spaces, SB3's schedules, ``TrainFreq``, ``RunningMeanStd``, and *classes* (never
-instances) that :func:`resolve_class` allows: torch.nn modules, torch.optim optimizers, SB3 / sb3-contrib classes
-and those of the packages of registered algorithms. Anything else raises :class:`RefusedContent`, which names it.
+containers, gymnasium's standard spaces, SB3's schedules, rl-zoo3's ``SimpleLinearSchedule``, sbx-lecture's
+``lin_X`` schedule (a function pickled by value, recognised by its module and name and rebuilt from our own code),
+SB3's action noise, ``TrainFreq``, ``RunningMeanStd``, and *classes* (never instances) that :func:`resolve_class`
+allows: torch.nn modules, torch.optim optimizers, SB3 / sb3-contrib classes and those of the packages of registered
+algorithms. Anything else raises :class:`RefusedContent`, which names it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import importlib
 import io
 import pickle
 import pickletools
+import re
 from typing import Any
 
 import numpy as np
@@ -29,7 +33,7 @@ except ImportError:  # pragma: no cover - numpy 1
     from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]
     from numpy.core import numeric as _numeric  # type: ignore[no-redef]
 
-#: Numpy's array reconstructors, the only globals a pickle gets as real objects (numpy 1 and 2 module paths).
+#: Numpy's array reconstructors (numpy 1 and 2 module paths): real objects for the pickle, as they only build arrays.
 _NUMPY_GLOBALS: dict[tuple[str, str], Any] = {}
 for _package in ("numpy.core", "numpy._core"):
     _NUMPY_GLOBALS[(f"{_package}.multiarray", "_reconstruct")] = _multiarray._reconstruct
@@ -99,13 +103,23 @@ class _Node(metaclass=_StandInMeta):
         return type(self)._target
 
 
+def _record_function_state(function: Any, state: Any) -> None:
+    """Stands for cloudpickle's ``_function_setstate``: the state is only recorded on the function's stand-in."""
+    if isinstance(function, _Node):
+        function.__setstate__(state)
+
+
+#: Globals a pickle gets as real objects: numpy's array reconstructors, and the recorder above.
+_REAL_GLOBALS = {**_NUMPY_GLOBALS, ("cloudpickle.cloudpickle", "_function_setstate"): _record_function_state}
+
+
 class _SymbolicUnpickler(pickle.Unpickler):
     def __init__(self, file: io.BytesIO) -> None:
         super().__init__(file)
         self._stand_ins: dict[str, _StandInMeta] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        real = _NUMPY_GLOBALS.get((module, name))
+        real = _REAL_GLOBALS.get((module, name))
         if real is not None:
             return real
         target = f"{module}:{name}"
@@ -302,6 +316,23 @@ def _other_from_node(node: _Node, path: str) -> Any:
     raise RefusedContent(node.target)
 
 
+#: ``__qualname__`` that :func:`sbx_lecture.hyperparams.linear_schedule` gives its schedule (every version so far).
+_OUR_LINEAR = re.compile(r"linear_schedule\(([^()\s]+)\)")
+
+
+def _function_from_node(node: _Node, path: str) -> Any:
+    """A function pickled by value (cloudpickle's ``_make_function``) is code: it is never run. Only sbx-lecture's
+    ``linear_schedule(X)`` is recognised, by the module and qualified name in its state, and rebuilt by our own
+    :func:`~sbx_lecture.hyperparams.linear_schedule`; any other function is refused."""
+    slots = node.state[1] if isinstance(node.state, tuple) and len(node.state) == 2 else None
+    match = _OUR_LINEAR.fullmatch(str(slots.get("__qualname__"))) if isinstance(slots, dict) else None
+    if match is None or slots.get("__module__") != "sbx_lecture.hyperparams":  # type: ignore[union-attr]
+        raise RefusedContent(node.target)
+    from sbx_lecture.hyperparams import linear_schedule
+
+    return linear_schedule(float(match.group(1)))
+
+
 #: Plain classes of SB3 whose state is only arrays and numbers: rebuilt as ``object.__new__`` plus their state.
 _PLAIN_OBJECTS = {
     f"stable_baselines3.common.noise:{name}"
@@ -321,6 +352,7 @@ def _plain_object_from_node(node: _Node, path: str) -> Any:
 
 
 _RECIPES = {
+    "cloudpickle.cloudpickle:_make_function": _function_from_node,
     **dict.fromkeys(_PLAIN_OBJECTS, _plain_object_from_node),
     **dict.fromkeys(_SPACE_TARGETS, _space_from_node),
     **dict.fromkeys(

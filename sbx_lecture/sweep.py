@@ -1,0 +1,426 @@
+"""``sbx-lecture sweep ALGO ENV``: hyperparameter search with several seeds per trial on Dask, a held-out
+confirmation of the best setting, and that setting as an RL Zoo section.
+
+::
+
+    sbx-lecture sweep ppo CartPole-v1 --trials 20 --seeds 3 --jobs 3
+    sbx-lecture sweep tnpg Pendulum-v1 --storage postgresql://user:pw@db/optuna --scheduler tcp://node1:8786
+
+- **Sampler**: the algorithm's zoo sampler (the registry's ``zoo_sampler`` for ours and the plugins', the RL Zoo's
+  ``HYPERPARAMS_SAMPLER`` for SB3's). What it returns lies over the algorithm's zoo entry for ENV, and the ``-p``
+  values over both (pinned), as in the zoo's ``-optimize``.
+- **Trial**: asked from the study (``study.ask``); its K seeds (0..K-1, the same for every trial) train at once as
+  Dask tasks with the bench's run engine (:func:`.bench.runner.execute_run`); its value is the IQM over seeds of each
+  seed's score (:func:`.bench.stats.run_score`: the mean evaluation return in the last 10 % of training). A process
+  keeps as many trials running as its cluster has workers for (one at least).
+- **Pruning**: the IQM over seeds at each evaluation point is reported to the pruner while the seeds train. When it
+  prunes, or a seed fails (NaN or infinity stop training with ``NonFiniteError``; any other error too), the trial's
+  other seeds are stopped and the trial is told PRUNED with the reason in its user attribute ``pruned``. Its user
+  attributes ``seed_scores`` and ``hyperparams`` hold the finished seeds' scores and the zoo section it trained.
+- **Sharing**: ``--trials N`` is the study's size. A process asks for trials while the study holds fewer than N
+  complete, pruned or running ones; several processes, on several machines, share a study through its storage, and
+  each trial is asked once and trained by the process that asked it (two processes that look at the same moment may
+  add one trial beyond N).
+- **Stopping**: Ctrl-C or SIGTERM tells the running trials FAIL, with the user attribute ``stopped``: nothing was
+  learnt about their setting, so the sampler takes no evidence from them and they do not count towards N; the same
+  command continues the study. A process killed without a signal leaves its trials RUNNING, and counted.
+- **Confirmation**: the best complete trial trains again on M seeds no trial uses (1000..1000+M-1); the report puts
+  its selection IQM (biased upwards: it won a selection on those seeds) beside the confirmation IQM with rliable's
+  95 % bootstrap interval. Confirmation runs have their own folders, so a re-run reuses the finished ones.
+
+The output folder holds ``report.md``, ``best.yml`` (a zoo file with the best setting for ENV, for ``-conf``), the
+default storage ``study.log`` (an Optuna journal file), and the run folders ``<study>/trial_<n>/seed_<k>`` and
+``<study>/confirm_<n>/seed_<s>``. Storage passwords are masked in every line printed and every file written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:
+    import optuna
+    from optuna.trial import TrialState
+except ModuleNotFoundError:  # pragma: no cover - the zoo extra brings it
+    raise SystemExit("sbx-lecture sweep: error: the sweep needs optuna: pip install 'sbx-lecture[zoo,bench]'") from None
+
+from sbx_lecture.bench.harness import WORKER_OUT_ENV, connect
+from sbx_lecture.bench.runner import execute_run
+from sbx_lecture.bench.stats import Group, check_packages, column_iqm, per_environment, run_score
+from sbx_lecture.bench.suites import FINISHED, RunJob, SuiteError
+from sbx_lecture.evaluation import EVALUATIONS_FILE, Evaluations
+from sbx_lecture.hyperparams import parse_assignments, to_json_value
+from sbx_lecture.training import USER_ERRORS, UsageError, make_environment, resolve_algorithm
+from sbx_lecture.zoo import ZooBridgeError, ensure_study, mask_url, open_study_storage, register_with_zoo
+from sbx_lecture.zoo_config import zoo_budget, zoo_settings
+
+PROGRAM = "sbx-lecture sweep"
+DEFAULT_OUT = Path("sweeps")
+#: The first held-out seed of the confirmation (trials use 0..K-1).
+CONFIRM_SEED = 1000
+#: Trials before the TPE sampler and the median pruner start to act; trials in the report's table.
+STARTUP_TRIALS, TOP_TRIALS = 5, 10
+#: The trials that count towards ``--trials``.
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+#: Exit statuses: a usage error, no complete trial, stopped by Ctrl-C or SIGTERM.
+USAGE_ERROR_STATUS, NOTHING_COMPLETE_STATUS, INTERRUPTED_STATUS = 2, 1, 130
+#: Errors reported as one line with exit status 2.
+REPORTED_ERRORS: tuple[type[Exception], ...] = (*USER_ERRORS, ZooBridgeError, SuiteError)
+
+
+def _say(text: str) -> None:
+    print(mask_url(text), flush=True)
+
+
+def zoo_sampler(algo: str) -> Callable[..., dict[str, Any]]:
+    """The Optuna sampler of ``algo`` (``(trial, n_actions, n_envs, additional_args) -> hyperparameters``) as the zoo
+    sees it: the registered one (ours, plugins') or the zoo's own (SB3's)."""
+    register_with_zoo()
+    import rl_zoo3.hyperparams_opt as optimization
+
+    if algo not in optimization.HYPERPARAMS_SAMPLER:
+        raise UsageError(f"{algo} has no zoo sampler to search with: its plugin can register one with zoo_sampler=")
+    return optimization.HYPERPARAMS_SAMPLER[algo]  # type: ignore[no-any-return]
+
+
+def zoo_text(value: Any) -> Any:
+    """``value`` as a zoo file holds it: plain YAML values, ``lin_X`` schedules, ``nn.Tanh``, and dicts as
+    ``dict(key=value, ...)`` text (what :func:`sbx_lecture.hyperparams.parse_value` reads back)."""
+    if not isinstance(value, dict):
+        return to_json_value(value)
+    inner = {k: zoo_text(v) if isinstance(v, (dict, type)) else repr(to_json_value(v)) for k, v in value.items()}
+    return "dict(" + ", ".join(f"{key}={text}" for key, text in inner.items()) + ")"
+
+
+def _zoo_noise(hyperparams: dict[str, Any]) -> dict[str, Any]:
+    """The zoo keys ``noise_type``/``noise_std`` in place of a sampled SB3 ``action_noise`` object."""
+    noise = hyperparams.pop("action_noise", None)
+    if noise is not None:
+        kind = "normal" if type(noise).__name__ == "NormalActionNoise" else "ornstein-uhlenbeck"
+        hyperparams.update(noise_type=kind, noise_std=float(np.ravel(noise._sigma)[0]))
+    return hyperparams
+
+
+def zoo_section(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The zoo entry of the sweep's algorithm on its environment with ``overrides`` on top, as zoo-file text, with the
+    sweep's budget as ``n_timesteps`` (checked as ``train`` checks it)."""
+    raw = zoo_settings(args.algo, args.env, overrides).raw
+    return {**{key: zoo_text(value) for key, value in raw.items()}, "n_timesteps": args.timesteps}
+
+
+def open_study(args: argparse.Namespace) -> Any:
+    """The study ``args.study_name`` in ``args.storage``, created unless it exists (safely when several processes
+    start at once on a fresh database), with the sampler and pruner asked for."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    random = args.sampler == "random"
+    sampler = optuna.samplers.RandomSampler() if random else optuna.samplers.TPESampler(n_startup_trials=STARTUP_TRIALS)
+    median = optuna.pruners.MedianPruner(STARTUP_TRIALS, n_warmup_steps=args.timesteps // 3)
+    pruner = median if args.pruner == "median" else optuna.pruners.NopPruner()
+    try:
+        count, _ = ensure_study(args.storage, args.study_name)
+        storage = open_study_storage(args.storage)
+        study = optuna.load_study(study_name=args.study_name, storage=storage, sampler=sampler, pruner=pruner)
+    except Exception as error:
+        reason = " ".join(str(error).split("\n")[0].split()) or type(error).__name__
+        raise UsageError(f"cannot open the Optuna storage {mask_url(args.storage)}: {mask_url(reason)}") from None
+    _say(f"{PROGRAM}: study {args.study_name!r} at {args.storage}: {count} trials so far")
+    return study
+
+
+def _train_seed(job: RunJob, out: Path, folder: Path, topic: str, number: int, stop: str, threads: int) -> Any:
+    """One seed of a trial, in a Dask worker: its new evaluation points go to ``topic``; the event ``stop`` (the
+    trial was pruned, or the command stopped) ends it with a checkpoint."""
+    import torch as th
+    from distributed import Event, get_worker
+
+    th.set_num_threads(threads)
+    worker, event, run_dir, sent = get_worker(), Event(stop), Path(os.environ.get(WORKER_OUT_ENV) or out) / folder, [0]
+
+    def report(steps: int) -> None:  # about once a second
+        curve = Evaluations.load(run_dir / EVALUATIONS_FILE).curve()
+        if len(curve) > sent[0]:
+            sent[0] = len(curve)
+            worker.log_event(topic, [number, job.seed, curve])
+        if event.is_set():
+            raise KeyboardInterrupt
+
+    return execute_run(job, run_dir, report)
+
+
+def _submit(client: Any, args: argparse.Namespace, section: dict[str, Any], seed: int, number: int, stop: str) -> Any:
+    """Start one seed of trial ``number`` (of the confirmation of trial ``-number - 1`` when negative)."""
+    overrides = {key: value for key, value in section.items() if key != "n_timesteps"}
+    every = max(args.timesteps // args.evaluations, 1)
+    job = RunJob(args.algo, args.env, args.timesteps, seed, overrides, every, args.eval_episodes, args.eval_episodes)
+    name = Path(args.study_dir, f"trial_{number}" if number >= 0 else f"confirm_{-number - 1}", f"seed_{seed}")
+    task = (_train_seed, job, args.out, name, args.topic, number, stop, args.threads)
+    return client.submit(*task, key=f"sweep-{name}-{uuid.uuid4().hex[:8]}", pure=False)
+
+
+def _result(future: Any) -> dict[str, Any]:
+    try:
+        return future.result()  # type: ignore[no-any-return]
+    except Exception as error:  # its workers kept dying
+        return {"status": "failed", "error": f"worker died: {type(error).__name__}: {' '.join(str(error).split())}"}
+
+
+@dataclass
+class _Running:
+    """A trial whose seeds are training: their futures, evaluation curves and results so far."""
+
+    trial: Any
+    futures: dict[Any, int]
+    curves: dict[int, list[list[float]]] = field(default_factory=dict)
+    results: dict[int, dict[str, Any]] = field(default_factory=dict)
+    reported: int = 0
+
+
+def _launch(study: Any, client: Any, args: argparse.Namespace, running: dict[int, _Running]) -> None:
+    """Ask the study for a trial, sample its setting and start its seeds."""
+    trial = study.ask()
+    try:
+        zoo = {"using_her_replay_buffer": False, "her_kwargs": {}}
+        sampled = _zoo_noise(dict(args.sample(trial, args.n_actions, args.n_envs, zoo)))
+        section = zoo_section(args, {**sampled, **args.pins})
+        trial.set_user_attr("hyperparams", section)
+        stop = f"{args.topic}-stop-{trial.number}"
+        seeds = {_submit(client, args, section, seed, trial.number, stop): seed for seed in range(args.seeds)}
+        running[trial.number] = _Running(trial, seeds)  # from here on, Ctrl-C in search() tells it FAIL
+    except BaseException:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    _say(f"trial {trial.number}: started seeds 0-{args.seeds - 1}")
+
+
+def _settle(study: Any, state: _Running, args: argparse.Namespace) -> bool:
+    """Report the new evaluation points of ``state`` to the pruner; tell the study the trial's end once it has one
+    (every seed finished, one failed, or the pruner prunes). Whether it was told."""
+    trial, ended = state.trial, sorted(state.results.items())
+    bad = {k: r for k, r in ended if r["status"] not in FINISHED}
+    reason = next((f"seed {k} {r['status']}: {r.get('error', r.get('detail'))}" for k, r in bad.items()), "")
+    state.curves.update({seed: [p[:2] for p in r["curve"]] for seed, r in ended if seed not in bad})
+    if not reason and len(state.curves) == args.seeds:  # the IQM over seeds at each point all seeds have reached
+        count = min(len(curve) for curve in state.curves.values())
+        for index in range(state.reported, count):
+            iqm = column_iqm(np.array([curve[index][1] for curve in state.curves.values()]))
+            trial.report(float(iqm), int(state.curves[0][index][0]))
+        state.reported = count
+        if count and len(ended) < args.seeds and trial.should_prune():
+            reason = f"{args.pruner} pruner at step {int(state.curves[0][count - 1][0])}"
+    if not reason and len(ended) < args.seeds:
+        return False
+    scores = {seed: run_score(r) for seed, r in ended if r["status"] in FINISHED}
+    trial.set_user_attr("seed_scores", {str(seed): score for seed, score in scores.items()})
+    if reason:
+        trial.set_user_attr("pruned", reason)
+    value = None if reason else float(column_iqm(np.array(list(scores.values()))))
+    study.tell(trial, value, state=TrialState.PRUNED if reason else None)
+    shown = ", ".join(f"{score:.1f}" for score in scores.values())
+    _say(f"trial {trial.number}: " + (f"pruned ({reason})" if reason else f"IQM {value:.2f} (seeds: {shown})"))
+    return True
+
+
+def _wanted(study: Any, args: argparse.Namespace, client: Any, running: dict[int, _Running]) -> bool:
+    """Whether to start a trial: the study holds fewer than ``--trials`` (complete, pruned or running) and the
+    cluster has workers to spare (or none of ours runs)."""
+    if running and len(running) * args.seeds >= sum(client.nthreads().values()):
+        return False
+    return len(study.get_trials(deepcopy=False, states=COUNTED)) < args.trials
+
+
+def search(study: Any, client: Any, args: argparse.Namespace) -> None:
+    """Run trials until the study holds ``args.trials``; Ctrl-C tells the running ones FAIL (``stopped``)."""
+    from distributed import Event
+
+    events: collections.deque[Any] = collections.deque()
+    client.subscribe_topic(args.topic, events.append)
+    running: dict[int, _Running] = {}
+    try:
+        while True:
+            while _wanted(study, args, client, running):
+                _launch(study, client, args, running)
+            if not running:
+                return
+            time.sleep(0.3)
+            while events:  # evaluation points from the workers
+                _, (number, seed, curve) = events.popleft()
+                if number in running and len(curve) > len(running[number].curves.get(seed, [])):
+                    running[number].curves[seed] = curve
+            for number, state in list(running.items()):
+                for future in [future for future in state.futures if future.done()]:
+                    state.results[state.futures.pop(future)] = _result(future)
+                if _settle(study, state, args):
+                    del running[number]
+                    Event(f"{args.topic}-stop-{number}", client=client).set()
+                    client.cancel(list(state.futures))
+    except KeyboardInterrupt:
+        for number, state in running.items():
+            state.trial.set_user_attr("stopped", "interrupted (Ctrl-C or SIGTERM): told FAIL, not run again")
+            study.tell(state.trial, state=TrialState.FAIL)
+            Event(f"{args.topic}-stop-{number}", client=client).set()
+        raise
+    finally:
+        client.unsubscribe_topic(args.topic)
+
+
+def confirm(client: Any, args: argparse.Namespace, best: Any) -> list[dict[str, Any]]:
+    """Train the best trial's setting on the held-out seeds ``CONFIRM_SEED...``; their results. A stopped
+    confirmation continues from the runs' checkpoints (or finished results) when the command runs again."""
+    seeds = range(CONFIRM_SEED, CONFIRM_SEED + args.confirm_seeds)
+    _say(f"confirmation: trial {best.number}'s setting on the held-out seeds {seeds[0]}-{seeds[-1]}")
+    stop = f"{args.topic}-stop-confirmation"  # never set
+    futures = [_submit(client, args, best.user_attrs["hyperparams"], seed, -best.number - 1, stop) for seed in seeds]
+    return [_result(future) for future in futures]
+
+
+def _group(args: argparse.Namespace, label: str, scores: list[float]) -> Group:
+    return Group(args.algo, label, args.algo, args.timesteps, list(range(len(scores))), scores, [0.0] * len(scores))
+
+
+def _text(values: Any) -> str:
+    """Scores, or a trial's sampled parameters, in a table cell."""
+    if isinstance(values, dict):
+        return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+    return ", ".join(f"{value:.1f}" for value in values)
+
+
+def _table(title: str, header: str, rows: list[str]) -> list[str]:
+    """A markdown section with a table (none without rows)."""
+    return ["", f"## {title}", "", f"| {header} |", "|-" * (header.count("|") + 1) + "|", *rows] if rows else []
+
+
+def write_report(study: Any, args: argparse.Namespace, best: Any, confirmation: list[dict[str, Any]]) -> str:
+    """Write ``report.md`` and ``best.yml`` (with a best trial) into ``args.out``; return the summary line."""
+    import yaml
+
+    trials = study.get_trials(deepcopy=False)
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)[:TOP_TRIALS]
+    confirmed = [run_score(result) for result in confirmation if result.get("status") in FINISHED]
+    held_out, seeds = f"{CONFIRM_SEED}-{CONFIRM_SEED + args.confirm_seeds - 1}", f"0-{args.seeds - 1}"
+    runs = [("confirmation", held_out, confirmed, {"setting": f"trial {best.number}"})] if confirmed else []
+    runs += [(f"trial {t.number}", seeds, list(t.user_attrs["seed_scores"].values()), t.params) for t in complete]
+    table = per_environment([_group(args, run[0], run[2]) for run in runs]).set_index("env") if runs else None
+
+    def iqm(label: str) -> str:
+        row = table.loc[label]  # type: ignore[union-attr]
+        return f"{row.iqm:.2f} [{row.iqm_low:.2f}, {row.iqm_high:.2f}]"
+
+    counts = collections.Counter(t.state.name.lower() for t in trials)
+    lines = [f"# Sweep: {args.algo} on {args.env}", "", f"Study `{args.study_name}` at `{args.storage}`: "]
+    lines[-1] += ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) + f"; sampler {args.sampler}, "
+    lines[-1] += f"pruner {args.pruner}; {args.timesteps} steps a run; score: mean return, last 10 %; IQM [95 % CI]."
+    summary = "no complete trial"
+    if best is not None:
+        summary = f"best: trial {best.number}, selection IQM {iqm(f'trial {best.number}')} (seeds {seeds})"
+        summary += f"; confirmation IQM {iqm('confirmation')} (held-out seeds {held_out})" if confirmed else ""
+        if len(confirmed) < args.confirm_seeds:
+            summary += f"; {args.confirm_seeds - len(confirmed)} confirmation seeds failed"
+        section = yaml.safe_dump({args.env: best.user_attrs["hyperparams"]}, sort_keys=False)
+        (args.out / "best.yml").write_text(mask_url(f"# {args.algo} on {args.env}: {summary}\n{section}"))
+        use = f"`best.yml`, for `sbx-lecture train {args.algo} {args.env} -conf best.yml`"
+        lines += ["", f"**{summary}**", "", f"## Best setting: {use}", "", "```yaml", section.rstrip(), "```"]
+    rows = [
+        f"| {label} | {used} | {iqm(label)} | {_text(scores)} | {_text(sampled)} |"
+        for label, used, scores, sampled in runs
+    ]
+    lines += _table("Top trials and confirmation", "run | seeds | IQM [95 %] | scores | sampled", rows)
+    ended = [t for t in trials if t.state in (TrialState.PRUNED, TrialState.FAIL)]
+    reasons = [str(t.user_attrs.get("pruned") or t.user_attrs.get("stopped", "")).replace("|", "/") for t in ended]
+    rows = [f"| {t.number} | {t.state.name.lower()} | {why} |" for t, why in zip(ended, reasons, strict=True)]
+    lines += _table("Pruned and stopped trials", "trial | state | reason", rows)
+    if len(complete) >= 2:
+        try:
+            free = [name for name in complete[0].params if name not in args.pins]
+            rows = [
+                f"| {k} | {v:.3f} |" for k, v in optuna.importance.get_param_importances(study, params=free).items()
+            ]
+        except Exception as error:  # e.g. a search space that differs between trials
+            rows = [f"| not available: {' '.join(str(error).split())} | |"]
+        lines += _table("Parameter importances (fANOVA, complete trials)", "parameter | importance", rows)
+    (args.out / "report.md").write_text(mask_url("\n".join(lines) + "\n"))
+    return summary
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROGRAM, allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser.add_argument("algo", help="registry name with a zoo sampler (see `sbx-lecture list`)")
+    parser.add_argument("env", help="gymnasium environment id")
+    parser.add_argument("--trials", type=int, default=20, help="trials the study is to hold (default 20)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per trial, 0..K-1 (default 3)")
+    parser.add_argument("--timesteps", type=int, help="steps per run (default: the zoo entry's budget)")
+    parser.add_argument("--storage", help="Optuna storage: a .log journal file, a database or redis:// URL "
+                        "(default: <out>/study.log)")  # fmt: skip
+    parser.add_argument("--study-name", help="default: <algo>_<env>_t<timesteps>")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--jobs", "-j", type=int, help="worker processes of a local Dask cluster (default K)")
+    where.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="use the Dask cluster of this scheduler")
+    parser.add_argument("--out", type=Path, help=f"output folder (default {DEFAULT_OUT}/<study name>)")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="pin a value")
+    parser.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
+    parser.add_argument("--pruner", choices=("median", "none"), default="median")
+    parser.add_argument("--confirm-seeds", type=int, default=5, help=f"held-out seeds {CONFIRM_SEED}.. (default 5)")
+    parser.add_argument("--evaluations", type=int, default=10, help="evaluations per run (default 10)")
+    parser.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation (default 5)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    return parser
+
+
+def sweep(args: argparse.Namespace) -> int:
+    """The sweep ``args`` asks for: search, confirmation, report; the exit status."""
+    from gymnasium import spaces
+
+    counts = (args.trials, args.seeds, args.timesteps or 1, args.jobs or 1, args.evaluations, args.eval_episodes)
+    if min(*counts, args.threads, args.confirm_seeds + 1) < 1 or args.seeds > CONFIRM_SEED:
+        raise UsageError(f"counts must be positive (--confirm-seeds may be 0), --seeds at most {CONFIRM_SEED}")
+    args.algo, args.pins = resolve_algorithm(args.algo)[0].name, parse_assignments(args.param)
+    check_packages()
+    args.sample, args.timesteps = zoo_sampler(args.algo), args.timesteps or zoo_budget(args.algo, args.env)
+    args.n_envs = zoo_settings(args.algo, args.env, args.pins).n_envs  # the pins are checked before any trial
+    env = make_environment(args.env, 1, 0)
+    args.n_actions = env.action_space.shape[0] if isinstance(env.action_space, spaces.Box) else 0
+    env.close()
+    args.study_name = args.study_name or f"{args.algo}_{args.env}_t{args.timesteps}"
+    args.out = (args.out or DEFAULT_OUT / args.study_name).absolute()
+    args.storage = args.storage or str(args.out / "study.log")
+    args.study_dir = re.sub(r"[^\w.-]+", "_", args.study_name)
+    args.topic = f"sbx-lecture-sweep-{uuid.uuid4().hex[:8]}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    study = open_study(args)
+    with connect(args.jobs or args.seeds, args.scheduler) as client:
+        search(study, client, args)
+        best = max(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value, default=None)
+        confirmation = confirm(client, args, best) if best is not None and args.confirm_seeds else []
+    _say(f"{PROGRAM}: {write_report(study, args, best, confirmation)}; report: {args.out / 'report.md'}")
+    return 0 if best is not None else NOTHING_COMPLETE_STATUS
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``sbx-lecture sweep``; returns the exit status (2: a usage error, 1: no trial completed, 130: stopped)."""
+    args = _parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return sweep(args)
+    except REPORTED_ERRORS as error:
+        print(f"{PROGRAM}: error: {mask_url(' '.join(str(error).split()))}", file=sys.stderr)
+        return USAGE_ERROR_STATUS
+    except KeyboardInterrupt:
+        print(f"{PROGRAM}: stopped: running trials told FAIL; the same command continues the study", file=sys.stderr)
+        return INTERRUPTED_STATUS
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
