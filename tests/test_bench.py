@@ -792,3 +792,27 @@ def test_the_defaults_report_gives_each_class_a_fraction_of_its_siblings_gain(tm
     assert f"| {expected:.2f} [{expected:.2f}, {expected:.2f}] |" in row
     flat = [run("sql", 0, 30.0), run("dqn", 0, 22.0)]  # the sibling did not learn: nothing to compare with
     assert "| n/a |" in markdown_report("defaults", "test", flat, [], tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["smoke", "--timesteps-scale", "nan"], "--timesteps-scale must be a positive number, got nan"),
+        (["smoke", "--timesteps-scale", "inf"], "--timesteps-scale must be a positive number, got inf"),
+        (["smoke", "--scheduler", "http://127.0.0.1:8786"], "is not a Dask scheduler address: give tcp://HOST:PORT"),
+        (["smoke", "--scheduler", "not a url"], "is not a Dask scheduler address"),
+        (["smoke", "--scheduler", "tcp://127.0.0.1:port"], "is not a Dask scheduler address"),
+    ],
+)
+def test_a_bad_scale_or_scheduler_address_is_refused_at_once_in_one_line(arguments, message, tmp_path, capsys):
+    assert main([*arguments, "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "results").write_text("not a folder")
+    assert main(["smoke", "--dry-run", "--out", str(tmp_path / "results")]) == 2
+    assert "is a file: give a folder" in capsys.readouterr().err
+    assert (tmp_path / "results").read_text() == "not a folder"

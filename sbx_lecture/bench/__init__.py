@@ -294,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.jobs < 1 or args.threads < 1:
             raise SuiteError("--jobs and --threads must be at least 1")
-        if args.timesteps_scale <= 0:
-            raise SuiteError("--timesteps-scale must be positive")
+        if not 0 < args.timesteps_scale < float("inf"):  # NaN fails this too
+            raise SuiteError(f"--timesteps-scale must be a positive number, got {args.timesteps_scale}")
+        if args.out.exists() and not args.out.is_dir():
+            raise SuiteError(f"--out {args.out} is a file: give a folder for the runs and the report")
         if args.bootstrap_reps is not None and args.bootstrap_reps < 1:
             raise SuiteError("--bootstrap-reps must be at least 1")
         suite = get_suite(args.suite)

@@ -240,6 +240,19 @@ def _work(job: Job, out: Path, threads: int, topic: str, token: str) -> dict[str
 TRIM_SETTING = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
 
+def _check_scheduler_address(scheduler: str) -> None:
+    """Refuse an address Dask would spend a minute failing to reach: anything but ``tcp://`` or ``tls://HOST:PORT``."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(scheduler)
+        reachable = parts.scheme in ("tcp", "tls") and bool(parts.hostname) and parts.port is not None
+    except ValueError:  # a port that is not a number
+        reachable = False
+    if not reachable:
+        raise SuiteError(f"--scheduler {scheduler!r} is not a Dask scheduler address: give tcp://HOST:PORT")
+
+
 @contextlib.contextmanager
 def connect(n_workers: int = 1, scheduler: str | None = None) -> Iterator[Client]:
     """A Dask client: of the cluster at ``scheduler``, or of a new local cluster of ``n_workers`` processes.
@@ -258,6 +271,7 @@ def connect(n_workers: int = 1, scheduler: str | None = None) -> Iterator[Client
     except ImportError:
         raise SuiteError('the bench engine needs Dask: pip install "sbx-lecture[bench]"') from None
     if scheduler is not None:
+        _check_scheduler_address(scheduler)
         try:
             client = Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
         except (OSError, ValueError, TimeoutError) as exc:
