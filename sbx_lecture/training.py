@@ -41,7 +41,7 @@ from sbx_lecture.checkpoints import (
 from sbx_lecture.evaluation import PeriodicEvaluation
 from sbx_lecture.hyperparams import HyperparameterError, to_json_value
 from sbx_lecture.infra.finite import NonFiniteError, assert_finite_parameters
-from sbx_lecture.infra.validation import InvalidValueError, require_integer
+from sbx_lecture.infra.validation import InvalidValueError, is_action_space_error, require_integer
 from sbx_lecture.loading import ModelFileError, check_model_file, read_model_metadata
 from sbx_lecture.plugins import get_plugin_manager
 from sbx_lecture.registry import AlgorithmSpec, RegistryError
@@ -312,10 +312,6 @@ def action_noise_from_zoo(zoo: dict[str, Any], env: VecEnv) -> Any:
     raise HyperparameterError(f"unknown noise_type {noise_type!r}: use 'normal' or 'ornstein-uhlenbeck'")
 
 
-def _is_action_space_error(exc: Exception) -> bool:
-    return bool(re.search(r"action[ _]space", str(exc), flags=re.IGNORECASE))
-
-
 def build_model(
     algo: str,
     cls: type[BaseAlgorithm],
@@ -340,7 +336,7 @@ def build_model(
         ) from None
     except (AssertionError, ValueError, TypeError, KeyError, ArithmeticError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
-        if _is_action_space_error(exc):
+        if is_action_space_error(exc):
             raise UnsupportedActionSpaceError(
                 f"algorithm {algo!r} does not support the action space {env.action_space} of this environment: "
                 f"{message}"

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sbx_lecture import zoo_config
+from sbx_lecture.infra.validation import is_action_space_error
 from sbx_lecture.loading.zoo_run import LOADING_SCRIPTS, pop_trusted
 from sbx_lecture.plugins import PluginManager, get_plugin_manager
 from sbx_lecture.registry import AlgorithmSpec, RegistryError, normalize_name, unknown_name_message
@@ -312,10 +313,6 @@ def _registered_table() -> LazyAlgorithms | None:
     return table if isinstance(table, LazyAlgorithms) else None
 
 
-def _is_action_space_error(error: BaseException) -> bool:
-    return bool(re.search(r"action[ _]space", str(error), flags=re.IGNORECASE))
-
-
 def _refusal(algo: str, env: Any, hyperparams: Mapping[str, Any]) -> ZooBridgeError:
     """The error for action noise (``noise_type``) on an action space that is not a Box.
 
@@ -384,7 +381,7 @@ def _patch_experiment_manager() -> None:
             return original_setup(self)
         except (AssertionError, ValueError, TypeError, KeyError) as error:
             space = getattr(self, "_sbx_lecture_action_space", None)
-            if space is None or not _is_action_space_error(error):
+            if space is None or not is_action_space_error(error):
                 raise
             message = " ".join(str(error).split())
             raise ZooBridgeError(

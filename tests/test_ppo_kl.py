@@ -404,7 +404,10 @@ class _TupleActionEnv(gym.Env):
 
 
 def test_unsupported_action_space_is_named() -> None:
-    with pytest.raises(ValueError, match=r"Box, Discrete, MultiDiscrete, MultiBinary .*Tuple"):
+    with pytest.raises(
+        ValueError,
+        match=r"KLPPO does not support the action space Tuple.*: it supports Box, Discrete, MultiDiscrete, MultiBinary",
+    ):
         KLPPO("MlpPolicy", _TupleActionEnv())
 
 

@@ -35,7 +35,13 @@ from sbx_lecture.dpg.policies import (
 from sbx_lecture.infra.compilation import CompiledUpdateMixin, frozen_forward
 from sbx_lecture.infra.finite import batch_causes, check_finite
 from sbx_lecture.infra.schedules import ClampedProgressMixin
-from sbx_lecture.infra.validation import InvalidValueError, require_choice, require_integer, require_number
+from sbx_lecture.infra.validation import (
+    InvalidValueError,
+    require_action_space,
+    require_choice,
+    require_integer,
+    require_number,
+)
 from sbx_lecture.loading.base import SafeLoadMixin
 
 SelfDPG = TypeVar("SelfDPG", bound="DPG")
@@ -122,6 +128,9 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
         "MultiInputPolicy": MultiInputPolicy,
     }
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Box,)
+    action_space_hint: ClassVar[str] = (
+        "A deterministic policy gradient needs ∇aQ(s, a); for discrete actions use 'sql' (soft Q-learning) or 'dqn'."
+    )
     policy: DPGPolicy
     actor: Actor
     critic: CompatibleCritic | ContinuousCritic
@@ -166,7 +175,8 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
                 "compile_update=True needs critic='mlp': the compatible critic's step is not compiled"
             )
         if env is not None:
-            env = _checked_env(env, verbose)
+            env = maybe_make_env(env, verbose)
+            require_action_space(type(self), env.action_space)
         super().__init__(
             policy,
             env,
@@ -443,18 +453,6 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "actor.optimizer", "critic.optimizer"], []
-
-
-def _checked_env(env: GymEnv | str, verbose: int) -> GymEnv:
-    """Make the env if given by id; reject non-Box action spaces with a hint."""
-    env = maybe_make_env(env, verbose)
-    action_space = env.action_space
-    if not isinstance(action_space, DPG.supported_action_spaces):
-        raise ValueError(
-            f"DPG supports only continuous Box action spaces, got {action_space}. A deterministic policy gradient "
-            "needs ∇aQ(s, a); for discrete actions use 'sql' (soft Q-learning) or 'dqn'."
-        )
-    return env
 
 
 def _check_replay_buffer(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -181,3 +182,24 @@ def check_common_arguments(arguments: Mapping[str, Any]) -> None:
             require_integer(key, value, int(low))
         else:
             require_number(key, value, low, high)
+
+
+def require_action_space(algorithm: Any, action_space: Any) -> None:
+    """Refuse an action space ``algorithm`` does not declare in its ``supported_action_spaces``.
+
+    The one check of every algorithm of ours: a ``ValueError`` that names the class, the space and the kinds it
+    supports, then the class's ``action_space_hint`` (what to use instead).
+    """
+    supported = algorithm.supported_action_spaces
+    if not isinstance(action_space, supported):
+        names = ", ".join(space.__name__ for space in supported)
+        raise ValueError(
+            f"{algorithm.__name__} does not support the action space {action_space}: it supports {names}. "
+            + getattr(algorithm, "action_space_hint", "")
+        )
+
+
+def is_action_space_error(error: BaseException) -> bool:
+    """Whether ``error``, raised while building an algorithm, is its refusal of the action space (ours say so in
+    :func:`require_action_space`'s words, SB3's own in its assertion)."""
+    return re.search(r"action[ _]space", str(error), flags=re.IGNORECASE) is not None

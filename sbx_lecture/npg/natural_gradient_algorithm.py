@@ -44,7 +44,12 @@ from sbx_lecture.common.natural_gradient import (
 )
 from sbx_lecture.infra.finite import RolloutObservationCheck, check_finite, check_rollout_finite
 from sbx_lecture.infra.schedules import ClampedProgressMixin
-from sbx_lecture.infra.validation import require_integer, require_normalizable_rollout, require_number
+from sbx_lecture.infra.validation import (
+    require_action_space,
+    require_integer,
+    require_normalizable_rollout,
+    require_number,
+)
 from sbx_lecture.loading.base import SafeLoadMixin
 from sbx_lecture.npg.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
@@ -114,6 +119,10 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, RolloutObser
         spaces.MultiDiscrete,
         spaces.MultiBinary,
     )
+    action_space_hint: ClassVar[str] = (
+        "Wrap the environment so that its actions live in one of these (e.g. a Tuple of Discrete as MultiDiscrete); "
+        "no SB3 on-policy algorithm (PPO, TRPO, A2C) handles other action spaces either."
+    )
     #: The line search after the step (TNPG's arguments): 0 takes θ₀ + βx as it is, 1 accepts or rejects it, more
     #: shrink it by ``line_search_shrinking_factor`` until it passes.
     line_search_max_iter: int = 0
@@ -159,7 +168,7 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, RolloutObser
         fisher_sub_sampling_factor = require_integer("fisher_sub_sampling_factor", fisher_sub_sampling_factor, 1)
         if env is not None:
             env = maybe_make_env(env, verbose)
-            self._check_action_space(env.action_space)
+            require_action_space(type(self), env.action_space)
 
         super().__init__(
             policy,
@@ -195,16 +204,6 @@ class NaturalGradientAlgorithm(SafeLoadMixin, ClampedProgressMixin, RolloutObser
         self.fisher_sub_sampling_factor = fisher_sub_sampling_factor
         self.fisher: FisherSolver = "cg"
         self._actor_parameter_names: list[str] | None = None
-
-    @classmethod
-    def _check_action_space(cls, action_space: spaces.Space) -> None:
-        if not isinstance(action_space, cls.supported_action_spaces):
-            supported = ", ".join(space.__name__ for space in cls.supported_action_spaces)
-            raise ValueError(
-                f"{cls.__name__} does not support the action space {action_space}: it supports {supported}. "
-                "Wrap the environment so that its actions live in one of these (e.g. a Tuple of Discrete as "
-                "MultiDiscrete); no SB3 algorithm (PPO, TRPO, A2C) handles other action spaces either."
-            )
 
     # --- one update, as on the slide --------------------------------------------------------------------------------
 

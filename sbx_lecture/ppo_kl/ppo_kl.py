@@ -27,6 +27,7 @@ from sbx_lecture.common.kl_penalty import (
 from sbx_lecture.infra.finite import RolloutObservationCheck, check_finite, check_rollout_finite
 from sbx_lecture.infra.schedules import ClampedProgressMixin
 from sbx_lecture.infra.validation import (
+    require_action_space,
     require_integer,
     require_minibatch_size,
     require_normalizable_rollout,
@@ -158,6 +159,10 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPoli
         spaces.MultiDiscrete,
         spaces.MultiBinary,
     )
+    action_space_hint: ClassVar[str] = (
+        "Wrap the environment so that its actions live in one of these (e.g. a Tuple of Discrete as MultiDiscrete); "
+        "no SB3 on-policy algorithm (PPO, TRPO, A2C) handles other action spaces either."
+    )
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": MlpPolicy,
         "CnnPolicy": CnnPolicy,
@@ -208,7 +213,7 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPoli
         require_number("clip_range_vf", clip_range_vf, 0.0, low_open=True, schedule=True, optional=True)
         if env is not None:
             env = maybe_make_env(env, verbose)
-            self._check_action_space(env.action_space)
+            require_action_space(type(self), env.action_space)
 
         super().__init__(
             policy,
@@ -254,16 +259,6 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPoli
 
         if _init_setup_model:
             self._setup_model()
-
-    @classmethod
-    def _check_action_space(cls, action_space: spaces.Space) -> None:
-        if not isinstance(action_space, cls.supported_action_spaces):
-            supported = ", ".join(space.__name__ for space in cls.supported_action_spaces)
-            raise ValueError(
-                f"{cls.__name__} supports {supported} action spaces, got {action_space}. Flatten the action space "
-                "into one of those with a gymnasium wrapper (no SB3 on-policy algorithm, PPO and TRPO included, "
-                "handles Tuple or Dict actions)."
-            )
 
     def _setup_model(self) -> None:
         # SB3's plain buffers (also what models saved before the KL buffers hold) become the ones that store π_old.

@@ -28,7 +28,7 @@ from sbx_lecture.infra.allocator import keep_freed_memory
 from sbx_lecture.infra.compilation import CompiledUpdateMixin
 from sbx_lecture.infra.finite import batch_causes, check_finite
 from sbx_lecture.infra.schedules import ClampedProgressMixin
-from sbx_lecture.infra.validation import InvalidValueError, require_integer, require_number
+from sbx_lecture.infra.validation import InvalidValueError, require_action_space, require_integer, require_number
 from sbx_lecture.loading.base import SafeLoadMixin
 from sbx_lecture.sql.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SQLPolicy
 
@@ -119,6 +119,7 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
         "MultiInputPolicy": MultiInputPolicy,
     }
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Discrete, spaces.Box)
+    action_space_hint: ClassVar[str] = "For MultiDiscrete or MultiBinary actions use PPO or A2C."
     policy: SQLPolicy
 
     def __init__(
@@ -168,7 +169,8 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
             sde_sample_freq=sde_sample_freq,
         )
         if env is not None:
-            env = _maybe_make_env_checked(env, verbose, self.supported_action_spaces)
+            env = maybe_make_env(env, verbose)  # type: ignore[assignment]
+            require_action_space(type(self), env.action_space)
         super().__init__(
             policy,
             env,
@@ -448,15 +450,3 @@ def _check_hyperparameters(
     require_integer("target_update_interval", target_update_interval, 1)
     require_integer("sde_sample_freq", sde_sample_freq, -1)
     require_number("max_grad_norm", max_grad_norm, 0.0, low_open=True, optional=True)
-
-
-def _maybe_make_env_checked(env: GymEnv | str, verbose: int, supported: tuple[type[spaces.Space], ...]) -> GymEnv:
-    """Create the environment if given by id and reject unsupported action spaces with a ValueError."""
-    env = maybe_make_env(env, verbose)  # type: ignore[assignment]
-    if not isinstance(env.action_space, supported):
-        names = ", ".join(space.__name__ for space in supported)
-        raise ValueError(
-            f"SQL supports {names} action spaces, got {env.action_space}. "
-            "For MultiDiscrete or MultiBinary actions use PPO or A2C."
-        )
-    return env
