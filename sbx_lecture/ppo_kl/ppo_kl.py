@@ -56,10 +56,6 @@ class MinibatchLosses(NamedTuple):
     ratio: th.Tensor
 
 
-# States per forward pass when π_old is stored and when the KL is measured after the update.
-_FULL_BATCH_CHUNK = OLD_POLICY_CHUNK
-
-
 def kl_penalized_policy_loss(
     ratio: th.Tensor,
     advantages: th.Tensor,
@@ -289,7 +285,7 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPoli
         # buffer then carries its rows (other buffers: the KL is estimated from the log-ratio).
         if isinstance(self.rollout_buffer, KLRolloutBuffer | KLDictRolloutBuffer):
             self.policy.set_training_mode(False)
-            self.rollout_buffer.store_old_policy(self.policy, _FULL_BATCH_CHUNK)
+            self.rollout_buffer.store_old_policy(self.policy, OLD_POLICY_CHUNK)
 
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
@@ -393,7 +389,7 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPoli
         self.policy.set_training_mode(False)
         total, n_states = 0.0, 0
         with th.no_grad():
-            for data in self.rollout_buffer.get(_FULL_BATCH_CHUNK):
+            for data in self.rollout_buffer.get(OLD_POLICY_CHUNK):
                 distribution = self.policy.get_distribution(data.observations)
                 old_distribution = _old_distribution(data)
                 if old_distribution is None:
