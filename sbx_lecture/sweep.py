@@ -28,9 +28,10 @@ confirmation of the best setting, and that setting as an RL Zoo section.
   its selection IQM (biased upwards: it won a selection on those seeds) beside the confirmation IQM with rliable's
   95 % bootstrap interval. Confirmation runs have their own folders, so a re-run reuses the finished ones.
 
-The output folder holds ``report.md``, ``best.yml`` (a zoo file with the best setting for ENV, for ``-conf``), the
-default storage ``study.log`` (an Optuna journal file), and the run folders ``<study>/trial_<n>/seed_<k>`` and
-``<study>/confirm_<n>/seed_<s>``. Storage passwords are masked in every line printed and every file written.
+The output folder holds ``report.md`` with its ``report.png``, ``best.yml`` (a zoo file with the best setting for ENV,
+for ``-conf``), the default storage ``study.log`` (an Optuna journal file), and the run folders
+``<study>/trial_<n>/seed_<k>`` and ``<study>/confirm_<n>/seed_<s>``. Storage passwords are masked in every line
+printed and every file written.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ except ModuleNotFoundError:  # pragma: no cover - the zoo extra brings it
     raise SystemExit("sbx-lecture sweep: error: the sweep needs optuna: pip install 'sbx-lecture[zoo,bench]'") from None
 
 from sbx_lecture.bench.harness import WORKER_OUT_ENV, connect
+from sbx_lecture.bench.plots import sweep_chart
 from sbx_lecture.bench.runner import execute_run
 from sbx_lecture.bench.stats import Group, check_packages, column_iqm, per_environment, run_score
 from sbx_lecture.bench.suites import FINISHED, RunJob, SuiteError
@@ -340,15 +342,20 @@ def write_report(study: Any, args: argparse.Namespace, best: Any, confirmation: 
     reasons = [str(t.user_attrs.get("pruned") or t.user_attrs.get("stopped", "")).replace("|", "/") for t in ended]
     rows = [f"| {t.number} | {t.state.name.lower()} | {why} |" for t, why in zip(ended, reasons, strict=True)]
     lines += _table("Pruned and stopped trials", "trial | state | reason", rows)
+    importances: dict[str, float] = {}
     if len(complete) >= 2:
         try:
             free = [name for name in complete[0].params if name not in args.pins]
-            rows = [
-                f"| {k} | {v:.3f} |" for k, v in optuna.importance.get_param_importances(study, params=free).items()
-            ]
+            importances = optuna.importance.get_param_importances(study, params=free)
+            rows = [f"| {name} | {value:.3f} |" for name, value in importances.items()]
         except Exception as error:  # e.g. a search space that differs between trials
             rows = [f"| not available: {' '.join(str(error).split())} | |"]
         lines += _table("Parameter importances (fANOVA, complete trials)", "parameter | importance", rows)
+    if runs:
+        columns = ["iqm", "iqm_low", "iqm_high"]
+        rows_drawn = [(label, scores, *table.loc[label, columns]) for label, _, scores, _ in runs]  # type: ignore[union-attr]
+        sweep_chart(rows_drawn, importances, args.out / "report.png")
+        lines[3:3] = ["", "![top trials, confirmation and parameter importances](report.png)"]
     (args.out / "report.md").write_text(mask_url("\n".join(lines) + "\n"))
     return summary
 

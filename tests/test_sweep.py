@@ -130,6 +130,7 @@ def test_a_stopped_sweep_leaves_no_trial_running_and_a_rerun_continues_it(
     assert not (out / STUDY / "trial_4").exists()
     report = (out / "report.md").read_text()
     assert "1 fail" in report and "confirmation" in report and "held-out seeds 1000-1001" in report
+    assert "](report.png)" in report and (out / "report.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_the_best_setting_trains_from_its_zoo_file(

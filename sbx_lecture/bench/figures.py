@@ -23,41 +23,25 @@ from typing import Any
 
 import numpy as np
 
-from sbx_lecture.bench.runner import read_result, write_result
+from sbx_lecture.bench.plots import pyplot
+from sbx_lecture.bench.runner import job_outcome, run_once, write_result
 from sbx_lecture.bench.speed import interleaved_samples, timed
 from sbx_lecture.bench.suites import FigureJob
-from sbx_lecture.evaluation import ProgressReport
 
 IMAGE_FILE = "figure.png"
 MULTIGOAL_ID = "sbx_lecture/MultiGoal-v0"
 
 
-def execute_figure(job: FigureJob, folder: Path, report: ProgressReport | None = None) -> dict[str, Any]:
-    """Produce ``job``'s figure (or return its stored result) and write ``result.json`` into ``folder``."""
-    finished = read_result(folder)
-    if finished is not None:
-        return {**finished, "status": "skipped"}
-    summary = {"kind": "figure", "name": job.name, "params": job.params, "folder": str(folder)}
-    try:
-        measure = FIGURES[job.name]
-        folder.mkdir(parents=True, exist_ok=True)
-        result = {**summary, **measure(folder, **job.params), "image": IMAGE_FILE, "status": "done"}
-    except KeyboardInterrupt:
-        return {**summary, "status": "interrupted"}
-    except Exception as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        return {**summary, "status": "failed", "error": f"{type(exc).__name__}: {message}"}
-    write_result(folder, result)
-    return result
+def execute_figure(job: FigureJob, folder: Path) -> dict[str, Any]:
+    """Produce ``job``'s figure (or return its stored result) and write ``result.json`` into ``folder`` (see
+    :func:`.runner.run_once`)."""
 
+    def draw() -> dict[str, Any]:
+        result = {**job_outcome(job, folder, "done"), **FIGURES[job.name](folder, **job.params), "image": IMAGE_FILE}
+        write_result(folder, result)
+        return result
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return run_once(job, folder, draw)
 
 
 # --- the continuous bandit: DPG against a stochastic policy gradient -----------------------------------------------
@@ -192,7 +176,7 @@ def dpg_bandit(
                 "a2c_costs": a2c_costs,
             }
         )
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.2), squeeze=False)
     for ax, row in zip(axes[0], rows, strict=True):
         ax.plot(row["steps"], row["dpg_costs"], "-", label="DPG (COPDAC-B)")
@@ -240,7 +224,7 @@ def sql_multigoal(folder: Path, timesteps: int = 20_000, seed: int = 0, episodes
         paths.append(np.array(visited))
         goals.append(int(info["goal"]))
     counts = np.bincount(np.array(goals) + 1, minlength=len(env.goals) + 1).tolist()
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     for trajectory in paths:
         ax.plot(trajectory[:, 0], trajectory[:, 1], color="tab:blue", alpha=0.5, linewidth=1)
@@ -320,7 +304,7 @@ def fisher_product(
         [timed(lambda: product(vector), time.process_time), timed(theirs, time.process_time)], repeats
     )
     ours_seconds, theirs_seconds = (statistics.median(values) for values in samples)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.boxplot([np.array(values) * 1e3 for values in samples], tick_labels=["Fisher-vector product", "TRPO's HVP"])
     ax.set(ylabel="CPU ms per product", title=f"{env}, batch {batch_size}, {repeats} interleaved repeats")

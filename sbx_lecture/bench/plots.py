@@ -24,7 +24,8 @@ from sbx_lecture.bench.suites import FAMILIES, FINISHED, SIBLINGS, family_of
 from sbx_lecture.runs import atomic_write
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (files only, no screen)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,7 +71,7 @@ def learning_curves(groups: list[Group], folder: Path, prefix: str = "", reps: i
     lecture's algorithms are drawn solid, the SB3 / sb3-contrib siblings dashed. Files are named
     ``<prefix>_curves_<env>.png`` (``prefix``: the suite, so that several suites' plots can share a folder).
     """
-    plt = _pyplot()
+    plt = pyplot()
     by_env: dict[str, dict[str, list[Group]]] = defaultdict(lambda: defaultdict(list))
     for group in groups:
         if group.curves:
@@ -122,7 +123,7 @@ def profile_chart(
         return None
     from rliable import plot_utils
 
-    plt = _pyplot()
+    plt = pyplot()
     families: dict[str, list[str]] = defaultdict(list)
     for algo in matrices:
         families[family_of(algo)].append(algo)
@@ -165,7 +166,7 @@ def interval_chart(table: Any, folder: Path, prefix: str = "") -> Path | None:
         return None
     from rliable import plot_utils
 
-    plt = _pyplot()
+    plt = pyplot()
     algos = list(table["algo"])
     points = {row.algo: np.array([row.iqm, row.median]) for row in table.itertuples()}
     intervals = {
@@ -193,7 +194,7 @@ def improvement_chart(table: Any, folder: Path, prefix: str = "") -> Path | None
         return None
     from rliable import plot_utils
 
-    plt = _pyplot()
+    plt = pyplot()
     points = {f"{row.algo},{row.sibling}": np.array([row.probability]) for row in table.itertuples()}
     intervals = {f"{row.algo},{row.sibling}": np.array([[row.low], [row.high]]) for row in table.itertuples()}
     figure, axis = plt.subplots(figsize=(5, 0.5 * len(points) + 1.2))
@@ -221,7 +222,7 @@ def speed_chart(results: list[dict[str, Any]], folder: Path, prefix: str = "") -
     rows = [r for r in results if r.get("kind") == "speed" and r.get("status") in FINISHED]
     if not rows:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     labels = [f"{r['ours']} / {r['sibling']}\n{r['env']}" for r in rows]
     positions = np.arange(len(rows))
     figure, (ratio_axis, rate_axis) = plt.subplots(1, 2, figsize=(max(9, 1.6 * len(rows) + 4), 4.5))
@@ -248,5 +249,29 @@ def speed_chart(results: list[dict[str, Any]], folder: Path, prefix: str = "") -
     rate_axis.legend(fontsize="small")
     figure.tight_layout()
     path = _save(figure, folder / f"{_slug(prefix) + '_' if prefix else ''}steps_per_second.png")
+    plt.close(figure)
+    return path
+
+
+def sweep_chart(
+    runs: list[tuple[str, list[float], float, float, float]], importances: dict[str, float], path: Path
+) -> Path:
+    """A sweep's top trials and its confirmation: each run's per-seed scores (dots) and IQM with its 95 % interval
+    (bar), one row per run (``runs``: label, scores, IQM, low, high); beside it Optuna's parameter importances."""
+    plt = pyplot()
+    figure, (score_axis, importance_axis) = plt.subplots(1, 2, figsize=(11, 0.45 * max(len(runs), 4) + 1.5))
+    for row, (label, scores, iqm, low, high) in enumerate(runs):
+        color = "tab:orange" if label == "confirmation" else "tab:blue"
+        score_axis.plot([low, high], [row, row], color=color, linewidth=6, alpha=0.35, solid_capstyle="butt")
+        score_axis.plot([iqm], [row], marker="|", markersize=14, color=color)
+        score_axis.scatter(scores, [row] * len(scores), s=14, color="black", zorder=3)
+    score_axis.set_yticks(range(len(runs)), [run[0] for run in runs])
+    score_axis.invert_yaxis()
+    score_axis.set_xlabel("score per seed (dots); IQM and 95 % interval (bar)")
+    names = list(importances)[::-1]
+    importance_axis.barh(names, [importances[name] for name in names], color="tab:green")
+    importance_axis.set_xlabel("parameter importance (fANOVA)")
+    figure.tight_layout()
+    _save(figure, path)
     plt.close(figure)
     return path
