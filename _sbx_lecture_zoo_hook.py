@@ -9,12 +9,11 @@ is first imported does it import this module and call :func:`find_spec`, which
    registration off, stops there;
 2. lets the usual finders locate the package and wraps its loader, so that
 3. once ``rl_zoo3`` (and with it ``rl_zoo3.utils`` and its ``ALGOS``) has executed,
-   :func:`sbx_lecture.zoo.autoregister` fills the zoo's tables (``ALGOS``, samplers, converters, the registered zoo
-   files) before any zoo script builds its argument parser.
+   :func:`sbx_lecture.zoo_adapters.autoregister` fills the zoo's tables (``ALGOS``, samplers, converters) and
+   adapts it (registered zoo files, one-line errors, Redis storages) before any zoo script builds its parser.
 
 ``SBX_LECTURE_ZOO_AUTOREGISTER=0`` (or ``false``, ``no``, ``off``) switches it off: the zoo
 then behaves as it does without sbx-lecture (``sbx-lecture zoo ...`` and ``register_with_zoo()`` still work).
-:func:`install` does what the ``.pth`` line does, for an interpreter started without it.
 """
 
 import os
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
 
 ENVIRONMENT_VARIABLE = "SBX_LECTURE_ZOO_AUTOREGISTER"
 TARGET = "rl_zoo3"
-#: Class name of the finder that the ``.pth`` line (or :func:`install`) puts on ``sys.meta_path``.
+#: Class name of the finder that the ``.pth`` line puts on ``sys.meta_path``.
 FINDER_NAME = "SbxLectureZooFinder"
 
 
@@ -47,7 +46,7 @@ class _RegisteringLoader:
     def exec_module(self, module: "Any") -> None:
         self.loader.exec_module(module)
         try:
-            from sbx_lecture.zoo import autoregister
+            from sbx_lecture.zoo_adapters import autoregister
         except ImportError as error:  # sbx-lecture removed or broken: leave the zoo as it is
             print(f"sbx-lecture: the RL Zoo sees only its own algorithms ({error})", file=sys.stderr)
             return
@@ -61,7 +60,7 @@ def find_spec(name: str, path: "Any" = None, target: "Any" = None) -> "Any":
     """The finder's work once ``rl_zoo3`` is imported: its spec, with a loader that registers after executing."""
     if name != TARGET:
         return None
-    uninstall()
+    sys.meta_path[:] = [finder for finder in sys.meta_path if type(finder).__name__ != FINDER_NAME]  # acts once
     if not enabled():
         return None
     from importlib.util import find_spec as usual_find_spec
@@ -71,21 +70,3 @@ def find_spec(name: str, path: "Any" = None, target: "Any" = None) -> "Any":
         return spec
     spec.loader = _RegisteringLoader(spec.loader)  # type: ignore[assignment]
     return spec
-
-
-def install() -> None:
-    """Put the finder on ``sys.meta_path`` unless switched off, rl_zoo3 is already imported or it is there."""
-    if not enabled() or TARGET in sys.modules or installed():
-        return
-    finder = type(FINDER_NAME, (), {"find_spec": staticmethod(find_spec)})
-    sys.meta_path.insert(0, finder())  # type: ignore[arg-type]
-
-
-def installed() -> bool:
-    """Whether the finder is on ``sys.meta_path``."""
-    return any(type(finder).__name__ == FINDER_NAME for finder in sys.meta_path)
-
-
-def uninstall() -> None:
-    """Take the finder off ``sys.meta_path``."""
-    sys.meta_path[:] = [finder for finder in sys.meta_path if type(finder).__name__ != FINDER_NAME]

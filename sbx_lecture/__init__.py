@@ -1,11 +1,12 @@
 """sbx-lecture: the algorithms of a lecture on advanced policy optimization, as Stable-Baselines3 plugins.
 
-The algorithm classes are imported on first access, so ``import sbx_lecture`` (and ``sbx-lecture list``) stays
+The algorithm classes are imported on first access, so ``import sbx_lecture`` and :func:`list_algorithms` stay
 light; ``from sbx_lecture import PPO`` gives the very class object of Stable-Baselines3.
 """
 
 from __future__ import annotations
 
+import pkgutil
 from typing import TYPE_CHECKING, Any
 
 from sbx_lecture.hookspecs import hookimpl
@@ -25,8 +26,8 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-#: Public class name → its ``"module:Class"``, resolved lazily by :func:`__getattr__`.
-_PUBLIC_CLASSES = {
+#: Public name → its ``"module:attribute"``, imported on first access by :func:`__getattr__`.
+_LAZY_NAMES = {
     "NPG": "sbx_lecture.npg:NPG",
     "TNPG": "sbx_lecture.npg:TNPG",
     "KLPPO": "sbx_lecture.ppo_kl:KLPPO",
@@ -39,6 +40,7 @@ _PUBLIC_CLASSES = {
     "SAC": "stable_baselines3:SAC",
     "DQN": "stable_baselines3:DQN",
     "TRPO": "sb3_contrib:TRPO",
+    "load": "sbx_lecture.loading:load",  # safe loading of any registered algorithm's model zip
 }
 
 
@@ -56,18 +58,9 @@ def list_algorithms() -> list[AlgorithmSpec]:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "load":  # safe loading of any registered algorithm's model zip, imported on first use
-        from sbx_lecture.loading import load
-
-        globals()["load"] = load
-        return load
-    target = _PUBLIC_CLASSES.get(name)
-    if target is None:
+    if name not in _LAZY_NAMES:
         raise AttributeError(f"module 'sbx_lecture' has no attribute {name!r}")
-    import importlib
-
-    module_name, class_name = target.split(":")
-    value = getattr(importlib.import_module(module_name), class_name)
+    value = pkgutil.resolve_name(_LAZY_NAMES[name])
     globals()[name] = value
     return value
 

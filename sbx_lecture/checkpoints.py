@@ -35,10 +35,13 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sbx_lecture.runs import CHECKPOINT_DIR, TEMPORARY_MARK, count_monitor_episodes, fsync_folder
+from sbx_lecture import loading
+from sbx_lecture.infra.finite import assert_finite_parameters
+from sbx_lecture.runs import CHECKPOINT_DIR, TEMPORARY_MARK, fsync_folder, read_monitor_file
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.vec_env import VecEnv
 
 MANIFEST_FILE = "manifest.json"
 MODEL_MEMBER = "model.zip"
@@ -85,10 +88,16 @@ class MonitorLog:
     start: int = 0
     folder: str = "monitor/segment_0"
 
+    @property
+    def segment(self) -> int:
+        """The number ``k`` of the current segment's folder ``monitor/segment_<k>``."""
+        return int(self.folder.rsplit("_", 1)[1])
+
     def snapshot(self, run_dir: Path) -> list[dict[str, Any]]:
         """The history with the current segment's episode counts appended (what a bundle records)."""
-        current = {"start": self.start, "episodes": count_monitor_episodes(run_dir / self.folder, run_dir)}
-        return [*self.history, current]
+        files = sorted((run_dir / self.folder).glob("*monitor.csv"))
+        episodes = {str(path.relative_to(run_dir)): len(read_monitor_file(path)) for path in files}
+        return [*self.history, {"start": self.start, "episodes": episodes}]
 
 
 def bundle_name(steps: int) -> str:
@@ -110,41 +119,49 @@ def _fsync_file(path: Path) -> None:
 
 
 def _save_rng_states(path: Path) -> None:
-    version, state, gauss = random.getstate()
-    legacy: Any = np.random.get_state(legacy=True)
-    arrays: dict[str, np.ndarray] = {
-        "python_version": np.array(version),
-        "python_state": np.array(state, dtype=np.int64),
-        "python_gauss": np.array(np.nan if gauss is None else gauss),
-        "numpy_keys": np.asarray(legacy[1]),
-        "numpy_position": np.array(legacy[2:4]),
-        "numpy_gauss": np.array(legacy[4]),
+    """Write the random states of Python, NumPy, torch and each CUDA device as plain arrays (``rng.npz``)."""
+    version, python_state, python_gauss = random.getstate()
+    _, numpy_keys, position, has_gauss, numpy_gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
+    arrays: dict[str, Any] = {
+        "python_version": version,
+        "python_state": np.array(python_state, dtype=np.int64),
+        "python_gauss": np.nan if python_gauss is None else python_gauss,
+        "numpy_keys": numpy_keys,
+        "numpy_position": [position, has_gauss],
+        "numpy_gauss": numpy_gauss,
         "torch": th.get_rng_state().numpy(),
     }
-    if th.cuda.is_available():
-        for index, state_tensor in enumerate(th.cuda.get_rng_state_all()):
-            arrays[f"cuda_{index}"] = state_tensor.numpy()
-    with open(path, "wb") as handle:
-        np.savez(handle, allow_pickle=False, **arrays)
+    for index, state in enumerate(th.cuda.get_rng_state_all()):
+        arrays[f"cuda_{index}"] = state.numpy()
+    np.savez(path, **arrays)
 
 
 def restore_rng_states(path: Path) -> None:
-    """Set Python's, NumPy's and torch's random states to those saved in ``path`` (``rng.npz``)."""
+    """Set Python's, NumPy's and torch's random states to those saved in ``path`` (``rng.npz``).
+
+    :raises CheckpointError: when the file is not the plain arrays :func:`_save_rng_states` writes (an object array
+        or a pickle is never loaded)
+    """
+    try:
+        _restore_rng_states(path)
+    except Exception as exc:  # a wrong key, shape or type anywhere, or not an npz at all
+        raise CheckpointError(
+            f"checkpoint {path.parent}: {path.name} is not the plain arrays sbx-lecture writes ({exc}); "
+            "remove that checkpoint folder to resume from an older one, or start a new run"
+        ) from None
+
+
+def _restore_rng_states(path: Path) -> None:
     with np.load(path, allow_pickle=False) as saved:
-        gauss = float(saved["python_gauss"])
-        random.setstate(
-            (
-                int(saved["python_version"]),
-                tuple(int(x) for x in saved["python_state"]),
-                None if np.isnan(gauss) else gauss,
-            )
-        )
+        python_gauss = float(saved["python_gauss"])
+        python_state = tuple(int(x) for x in saved["python_state"])
+        random.setstate((int(saved["python_version"]), python_state, None if np.isnan(python_gauss) else python_gauss))
         position, has_gauss = (int(x) for x in saved["numpy_position"])
         np.random.set_state(("MT19937", saved["numpy_keys"], position, has_gauss, float(saved["numpy_gauss"])))
         th.set_rng_state(th.from_numpy(saved["torch"].copy()))
-        cuda_states = sorted(name for name in saved.files if name.startswith("cuda_"))
-        if cuda_states and th.cuda.is_available() and len(cuda_states) == th.cuda.device_count():
-            th.cuda.set_rng_state_all([th.from_numpy(saved[name].copy()) for name in cuda_states])
+        cuda = sorted((name for name in saved.files if name.startswith("cuda_")), key=lambda name: int(name[5:]))
+        if cuda and len(cuda) == th.cuda.device_count():
+            th.cuda.set_rng_state_all([th.from_numpy(saved[name].copy()) for name in cuda])
 
 
 def replay_buffer_rows(model: BaseAlgorithm) -> int | None:
@@ -164,9 +181,6 @@ def write_bundle(
     :raises NonFiniteError: when the model's weights hold NaN or infinity (nothing is written)
     """
     from stable_baselines3.common.vec_env import VecNormalize
-
-    from sbx_lecture import loading
-    from sbx_lecture.infra.finite import assert_finite_parameters
 
     assert_finite_parameters(model, hint="no checkpoint was written, so the last one holds finite weights")
     folder = run_dir / CHECKPOINT_DIR
@@ -215,6 +229,21 @@ def write_bundle(
     return Bundle(final, manifest)
 
 
+def load_bundle(bundle: Bundle, env: VecEnv, device: str, algo: str) -> BaseAlgorithm:
+    """The model of ``bundle`` on ``env`` with its replay buffer, after the random states it saved are restored.
+
+    :raises CheckpointError: when the model or its replay buffer is not at the step the manifest records
+    """
+    model = loading.load(bundle.path / MODEL_MEMBER, env=env, device=device, algo=algo)
+    buffer_path = bundle.member(REPLAY_BUFFER_MEMBER)
+    if buffer_path is not None:
+        loading.load_replay_buffer(model, buffer_path)
+    if (model.num_timesteps, replay_buffer_rows(model)) != (bundle.steps, bundle.manifest.get("replay_buffer_rows")):
+        raise CheckpointError(f"checkpoint {bundle.path}: the model or its replay buffer does not match the manifest")
+    restore_rng_states(bundle.path / RNG_MEMBER)
+    return model
+
+
 def verify_bundle(path: Path) -> Bundle | str:
     """The bundle at ``path`` if its manifest and every file check out, else the reason it does not."""
     manifest_path = path / MANIFEST_FILE
@@ -235,18 +264,15 @@ def verify_bundle(path: Path) -> Bundle | str:
         member = path / name
         if Path(name).name != name or not member.is_file():
             return f"missing {name}"
-        if not isinstance(expected, dict) or member.stat().st_size != expected.get("bytes"):
-            return f"{name} has the wrong size"
-        if _sha256(member) != expected.get("sha256"):
+        if not isinstance(expected, dict) or _sha256(member) != expected.get("sha256"):
             return f"{name} fails its checksum"
     return Bundle(path, manifest)
 
 
 def committed_bundles(run_dir: Path) -> list[Path]:
-    """Committed bundle folders of the run, newest first (not yet verified)."""
-    folder = run_dir / CHECKPOINT_DIR
-    found = [path for path in folder.glob(f"{_PREFIX}*") if path.is_dir() and path.name[len(_PREFIX) :].isdigit()]
-    return sorted(found, key=lambda path: int(path.name[len(_PREFIX) :]), reverse=True)
+    """Committed bundle folders of the run, newest first (not yet verified; zero-padded names sort by steps)."""
+    found = (run_dir / CHECKPOINT_DIR).glob(f"{_PREFIX}*")
+    return sorted((path for path in found if path.is_dir() and path.name[len(_PREFIX) :].isdigit()), reverse=True)
 
 
 def newest_valid_bundle(run_dir: Path) -> tuple[Bundle, list[str]]:
@@ -272,14 +298,6 @@ def prune_bundles(run_dir: Path, keep: int) -> None:
         with suppress(OSError):
             path.rename(trash)
             shutil.rmtree(trash, ignore_errors=True)
-
-
-def remove_stale_bundles(run_dir: Path) -> None:
-    """Remove what interrupted bundle writes and removals left in ``checkpoints/``."""
-    folder = run_dir / CHECKPOINT_DIR
-    for path in folder.glob(".*"):
-        if TEMPORARY_MARK in path.name or _TRASH_MARK in path.name:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 #: The signals that ask a command to save what it has and stop: Ctrl-C, and ``kill`` or a batch system's end of job
@@ -368,8 +386,6 @@ class CheckpointCallback(BaseCallback):
         self, run_dir: Path, save_freq: int, metadata: dict[str, Any], monitor: MonitorLog, keep: int = 3
     ) -> None:
         super().__init__()
-        if save_freq < 1:
-            raise ValueError(f"checkpoint frequency must be at least 1 step, got {save_freq}")
         self.run_dir = run_dir
         self.save_freq = save_freq
         self.metadata = metadata

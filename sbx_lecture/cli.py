@@ -1,15 +1,19 @@
-"""The ``sbx-lecture`` command: list, train, eval, inspect, zoo, bench, sweep."""
+"""The ``sbx-lecture`` command: list, train, eval, inspect, hyperparams, zoo, bench, sweep."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
+import textwrap
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+
+from sbx_lecture.infra.validation import CommandLineParser
 
 PROGRAM = "sbx-lecture"
 USAGE_ERROR_STATUS = 2
@@ -17,20 +21,33 @@ INTERRUPTED_STATUS = 130
 #: Exit status of ``list --check`` when a registered target does not resolve (2 stays for usage errors).
 CHECK_FAILED_STATUS = 1
 THREADS_HELP = "torch CPU threads (default 1: small networks train several times faster on one thread)"
+#: Commands that parse their own options: ``sbx-lecture zoo ...`` runs ``sbx_lecture.zoo.main([...])``.
+PASS_THROUGH_COMMANDS = {
+    "zoo": "the RL Baselines3 Zoo with every registered algorithm",
+    "bench": "benchmark suites with tables and plots",
+    "sweep": "hyperparameter search, K seeds per trial, on Dask",
+}
 
 
 def _build_parser() -> argparse.ArgumentParser:
     from sbx_lecture import training
 
-    parser = argparse.ArgumentParser(
-        prog=PROGRAM,
-        description="Policy-optimization algorithms of the lecture, on Stable-Baselines3.",
-        allow_abbrev=False,  # --timestep is a mistake, not --timesteps
+    parser = CommandLineParser(
+        prog=PROGRAM, description="Policy-optimization algorithms of the lecture, on Stable-Baselines3."
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    json_option = argparse.ArgumentParser(add_help=False)
+    json_option.add_argument("--json", action="store_true", help="machine-readable output")
+    torch_options = argparse.ArgumentParser(add_help=False)
+    torch_options.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda")
+    torch_options.add_argument("--threads", default=1, metavar="N", help=THREADS_HELP)
 
-    listing = commands.add_parser("list", allow_abbrev=False, help="registered algorithms and failed plugins")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help: str, *parents: Any) -> Any:
+        sub = commands.add_parser(name, help=help, parents=list(parents))  # a CommandLineParser too
+        sub.set_defaults(handler=handler)
+        return sub
+
+    listing = command("list", _list, "registered algorithms and failed plugins", json_option)
     listing.add_argument(
         "--check",
         action="store_true",
@@ -38,9 +55,11 @@ def _build_parser() -> argparse.ArgumentParser:
         f"(exit status {CHECK_FAILED_STATUS} when any fails)",
     )
 
-    trainer = commands.add_parser("train", allow_abbrev=False, help="train an algorithm into a run folder")
+    trainer = command("train", _train, "train an algorithm into a run folder", torch_options)
     trainer.add_argument("algo", nargs="?", default=training.DEFAULT_ALGORITHM, help="registry name (see `list`)")
-    trainer.add_argument("env", nargs="?", default=training.DEFAULT_ENVIRONMENT, help="gymnasium environment id")
+    trainer.add_argument(
+        "env_id", metavar="env", nargs="?", default=training.DEFAULT_ENVIRONMENT, help="gymnasium environment id"
+    )
     trainer.add_argument(
         "--timesteps", type=int, help="total environment steps of the run (default: the zoo budget, else 1e5)"
     )
@@ -49,12 +68,13 @@ def _build_parser() -> argparse.ArgumentParser:
     trainer.add_argument(
         "-p",
         "--param",
+        dest="hyperparams",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="hyperparameter, typed as in the RL Zoo: 256, 3e-4, True, lin_0.001, dict(net_arch=[64, 64])",
     )
-    trainer.add_argument("--out", type=Path, help="run folder (default: runs/<algo>_<env>_<k>)")
+    trainer.add_argument("--out", type=_path, help="run folder (default: runs/<algo>_<env>_<k>)")
     trainer.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     trainer.add_argument(
         "--checkpoint-freq", type=int, help="environment steps between checkpoints (default: a tenth of the budget)"
@@ -75,68 +95,80 @@ def _build_parser() -> argparse.ArgumentParser:
     trainer.add_argument(
         "-conf",
         "--conf-file",
-        type=Path,
+        type=_path,
         metavar="FILE",
         help="RL Zoo hyperparameter file to read instead of the algorithm's own (its section for ENV, else default)",
     )
-    trainer.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda")
-    trainer.add_argument("--threads", default=1, metavar="N", help=THREADS_HELP)
     trainer.add_argument(
-        "--no-progress", action="store_true", help="hide the progress bar (the plain lines that replace it in a log)"
+        "--no-progress",
+        dest="progress_bar",
+        action="store_false",
+        help="hide the progress bar (the plain lines that replace it in a log)",
     )
     trainer.add_argument("-v", "--verbose", type=int, default=0, help="SB3 verbosity")
 
-    describer = commands.add_parser(
-        "hyperparams", allow_abbrev=False, help="every constructor argument of an algorithm, with its meaning"
+    describer = command(
+        "hyperparams", _hyperparams, "every constructor argument of an algorithm, with its meaning", json_option
     )
     describer.add_argument("algo", help="registry name (see `list`)")
-    describer.add_argument("--json", action="store_true", help="machine-readable output")
 
-    evaluator = commands.add_parser("eval", allow_abbrev=False, help="evaluate a saved model")
-    evaluator.add_argument("model", type=Path, help="model .zip file")
-    evaluator.add_argument("env", nargs="?", help="environment id (default: the one it was trained on)")
+    evaluator = command("eval", _eval, "evaluate a saved model", torch_options)
+    evaluator.add_argument("model_path", metavar="model", type=_path, help="model .zip file")
+    evaluator.add_argument(
+        "env_id", metavar="env", nargs="?", help="environment id (default: the one it was trained on)"
+    )
     evaluator.add_argument("--episodes", type=int, default=10, help="episodes to run (default: 10)")
     evaluator.add_argument("--algo", help="algorithm name, for models not saved by sbx-lecture")
-    evaluator.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+    evaluator.add_argument(
+        "--stochastic", dest="deterministic", action="store_false", help="sample actions instead of the mode"
+    )
     evaluator.add_argument("--seed", type=int, default=0, help="seed of the evaluation environment (default: 0)")
-    evaluator.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda")
-    evaluator.add_argument("--threads", default=1, metavar="N", help=THREADS_HELP)
     evaluator.add_argument(
         "--trusted",
         action="store_true",
         help="allow unpickling the model file and its statistics: only for files from a source you trust",
     )
 
-    inspector = commands.add_parser(
-        "inspect", allow_abbrev=False, help="what a model file holds and which fields would need trust"
-    )
+    inspector = command("inspect", _inspect, "what a model file holds and which fields would need trust", json_option)
     inspector.add_argument("model", type=Path, help="model .zip file")
-    inspector.add_argument("--json", action="store_true", help="machine-readable output")
 
-    zoo = commands.add_parser("zoo", help="the RL Baselines3 Zoo with every registered algorithm", add_help=False)
-    zoo.add_argument("zoo_args", nargs=argparse.REMAINDER)
-    bench = commands.add_parser("bench", help="benchmark suites with tables and plots", add_help=False)
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
-    sweep = commands.add_parser("sweep", help="hyperparameter search, K seeds per trial, on Dask", add_help=False)
-    sweep.add_argument("sweep_args", nargs=argparse.REMAINDER)
+    for name, help_text in PASS_THROUGH_COMMANDS.items():  # listed in the help; _main hands them their arguments
+        commands.add_parser(name, help=help_text, add_help=False).add_argument("arguments", nargs=argparse.REMAINDER)
     return parser
+
+
+def _path(text: str) -> Path:
+    """A path option's value; an empty one (which would mean the current folder) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path names no file or folder: give one, e.g. runs/mine")
+    return Path(text)
 
 
 _SPACE_ABBREVIATIONS = {"Discrete": "Disc", "MultiDiscrete": "MDisc", "MultiBinary": "MBin"}
 
 
-def _spaces(names: list[str] | None) -> str:
-    """``Box,Disc,MDisc,MBin,Dict`` for a list of space names; ``?`` when the plugin did not declare them."""
-    if names is None:
-        return "?"
-    return ",".join(_SPACE_ABBREVIATIONS.get(name, name) for name in names)
+def _spaces(spec: Any, kind: str) -> list[str] | None:
+    """The ``action_spaces`` or ``observation_spaces`` of a registration (its class is imported); ``None`` when
+    the class does not say or does not load (``list --check`` tells why)."""
+    from sbx_lecture.registry import InvalidAlgorithmError
+
+    try:
+        names = getattr(spec, kind)
+    except InvalidAlgorithmError:
+        return None
+    return None if names is None else list(names)
 
 
-def _list(as_json: bool, check: bool = False) -> int:
+def _abbreviated(names: list[str] | None) -> str:
+    """``Box,Disc,MBin,MDisc,Dict`` for a list of space names; ``?`` when they are unknown."""
+    return "?" if names is None else ",".join(_SPACE_ABBREVIATIONS.get(name, name) for name in names)
+
+
+def _list(args: argparse.Namespace) -> int:
     from sbx_lecture.plugins import get_plugin_manager
 
     manager = get_plugin_manager()
-    problems = manager.registry.check() if check else {}
+    problems = manager.registry.check() if args.check else {}
     algorithms: list[dict[str, Any]] = [
         {
             "name": spec.name,
@@ -144,50 +176,49 @@ def _list(as_json: bool, check: bool = False) -> int:
             "plugin": spec.plugin,
             "distribution": f"{spec.distribution}=={spec.version}" if spec.distribution else None,
             "description": spec.description,
-            "action_spaces": list(spec.action_spaces) if spec.action_spaces is not None else None,
-            "observation_spaces": list(spec.observation_spaces) if spec.observation_spaces is not None else None,
-            **({"check": problems.get(spec.name, [])} if check else {}),
+            # reading the spaces imports the class: only when checking (listing imports no algorithm)
+            **(
+                {
+                    "action_spaces": _spaces(spec, "action_spaces"),
+                    "observation_spaces": _spaces(spec, "observation_spaces"),
+                    "check": problems.get(spec.name, []),
+                }
+                if args.check
+                else {}
+            ),
         }
         for spec in manager.registry
     ]
-    failures = [
-        {"plugin": f.name, "distribution": f.distribution, "version": f.version, "reason": f.reason}
-        for f in manager.failures
-    ]
     status = CHECK_FAILED_STATUS if problems else 0
-    if as_json:
+    if args.json:
+        failures = [
+            {"plugin": f.name, "distribution": f.distribution, "version": f.version, "reason": f.reason}
+            for f in manager.failures
+        ]
         report: dict[str, Any] = {"algorithms": algorithms, "failed_plugins": failures}
-        if check:
+        if args.check:
             report["check"] = {"ok": not problems, "failed": sorted(problems)}
         print(json.dumps(report, indent=2))
         return status
-    rows = [
-        (
-            a["name"],
-            a["target"],
-            a["plugin"],
-            a["distribution"] or "-",
-            _spaces(a["action_spaces"]),
-            _spaces(a["observation_spaces"]),
-            a["description"],
-        )
-        for a in algorithms
-    ]
-    header = ("name", "class", "plugin", "distribution", "actions", "observations", "description")
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header) - 1)]
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)) + f"  {row[-1]}")
-    if failures:
+    spaces_header = ("actions", "observations") if args.check else ()
+    header = ("name", "class", "plugin", "distribution", *spaces_header, "description")
+    rows = [header]
+    for a in algorithms:
+        spaces = (_abbreviated(a["action_spaces"]), _abbreviated(a["observation_spaces"])) if args.check else ()
+        rows.append((a["name"], a["target"], a["plugin"], a["distribution"] or "-", *spaces, a["description"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + f"  {row[-1]}")
+    if manager.failures:
         print("\nfailed plugins (skipped):")
         for failure in manager.failures:
             print(f"  {failure.origin}: {failure.reason}")
-    if check:
-        failed = sum(len(messages) for messages in problems.values())
+    if args.check:
+        failed = [message for messages in problems.values() for message in messages]
         print(f"\ncheck: {len(algorithms) - len(problems)} of {len(algorithms)} algorithms resolve", end="")
-        print(f"; {failed} problem{'s' if failed != 1 else ''}:" if failed else "")
-        for messages in problems.values():
-            for message in messages:
-                print(f"  {message}")
+        print(f"; {len(failed)} problem{'s' if len(failed) != 1 else ''}:" if failed else "")
+        for message in failed:
+            print(f"  {message}")
     return status
 
 
@@ -196,24 +227,8 @@ def _train(args: argparse.Namespace) -> int:
     from sbx_lecture.hyperparams import parse_assignments
     from sbx_lecture.training import TrainConfig, TrainingInterrupted, train
 
-    config = TrainConfig(
-        algo=args.algo,
-        env_id=args.env,
-        timesteps=args.timesteps,
-        seed=args.seed,
-        n_envs=args.n_envs,
-        hyperparams=parse_assignments(args.param),
-        out=args.out,
-        resume=args.resume,
-        checkpoint_freq=args.checkpoint_freq,
-        eval_freq=args.eval_freq,
-        eval_episodes=args.eval_episodes,
-        vec_env=args.vec_env,
-        conf_file=args.conf_file,
-        progress_bar=not args.no_progress,
-        device=args.device,
-        verbose=args.verbose,
-    )
+    args.hyperparams = parse_assignments(args.hyperparams)
+    config = TrainConfig(**_arguments_of(TrainConfig, args))
     try:  # Ctrl-C or SIGTERM commits a checkpoint; a second one waits for it
         with stop_signals_handled(interrupt_once):
             result = train(config, notify=lambda line: print(f"{PROGRAM}: note: {line}", file=sys.stderr))
@@ -227,15 +242,19 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _hyperparams(algo: str, as_json: bool) -> int:
-    import textwrap
+def _arguments_of(function: Callable[..., Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed options that ``function`` takes, by name (the parser's ``dest`` names are its parameters')."""
+    parameters = inspect.signature(function).parameters
+    return {name: value for name, value in vars(args).items() if name in parameters}
 
+
+def _hyperparams(args: argparse.Namespace) -> int:
     from sbx_lecture.hyperparams import describe_arguments
     from sbx_lecture.training import resolve_algorithm
 
-    spec, cls = resolve_algorithm(algo)
+    spec, cls = resolve_algorithm(args.algo)
     rows = describe_arguments(cls)
-    if as_json:
+    if args.json:
         print(json.dumps([{"name": n, "default": d, "meaning": m} for n, d, m in rows], indent=2))
         return 0
     print(f"{spec.name} ({spec.target_path}): constructor arguments, settable with -p NAME=VALUE")
@@ -250,27 +269,18 @@ def _hyperparams(algo: str, as_json: bool) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from sbx_lecture.training import evaluate
 
-    result = evaluate(
-        args.model,
-        args.env,
-        args.episodes,
-        args.algo,
-        not args.stochastic,
-        args.seed,
-        trusted=args.trusted,
-        device=args.device,
-    )
+    result = evaluate(**_arguments_of(evaluate, args))
     if result.normalization is not None:
         print(f"normalisation statistics: {result.normalization}")
     print(f"{result.algo} on {result.env_id}: {result.mean:.2f} ± {result.std:.2f} over {result.episodes} episodes")
     return 0
 
 
-def _inspect(path: Path, as_json: bool) -> int:
+def _inspect(args: argparse.Namespace) -> int:
     from sbx_lecture.loading import inspect_model_file
 
-    report = inspect_model_file(path)
-    if as_json:
+    report = inspect_model_file(args.model)
+    if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
     print(f"{report['path']} (Stable-Baselines3 {report['sb3_version'] or 'unknown'})")
@@ -278,33 +288,31 @@ def _inspect(path: Path, as_json: bool) -> int:
         print(f"  {key}: {value}")
     print("members:")
     for member in report["members"]:
-        print(f"  {member['name']:<28} {member['size']:>10} bytes")
-    print("pickled fields:")
+        refused = f"  NEEDS TRUST: {member['refused']}" if "refused" in member else ""
+        print(f"  {member['name']:<28} {member['size']:>10} bytes{refused}")
+    print("pickled fields, with every global a trusted load would import:")
     for name, entry in report["fields"].items():
         if "value" not in entry:
-            state = "safe" if entry["safe"] else f"NEEDS TRUST: {entry['refused']}"
+            left_out = " (left out without it)" if entry.get("left_out") else ""
+            state = "safe" if entry["safe"] else f"NEEDS TRUST{left_out}: {entry['refused']}"
             print(f"  {name:<28} {state}")
-    verdict = "loads without unpickling" if report["safe_load"] else f"needs --trusted: {report['reason']}"
+            print(f"  {'':<28} imports {', '.join(entry['references']) or 'nothing'}")
+    verdict = f"needs --trusted: {report['reason']}" if report["needs_trust"] else "loads without unpickling"
     print(f"safe load: {verdict}")
     return 0
 
 
 def _use_threads(value: int | str) -> None:
-    """Give torch ``--threads`` CPU threads; anything but a positive integer is one line (exit status 2)."""
+    """Give torch ``--threads`` CPU threads; anything but a positive integer up to its bound is one line (exit status
+    2)."""
     import torch as th
 
+    from sbx_lecture.factory import require_count
     from sbx_lecture.infra.validation import InvalidValueError
 
-    if not str(value).isdecimal() or int(value) < 1:
+    if not str(value).isdecimal():
         raise InvalidValueError(f"--threads must be a positive integer (1 suits small networks), got {value!r}")
-    th.set_num_threads(int(value))
-
-
-def _delegate(module_name: str, argv: list[str]) -> int:
-    import importlib
-
-    module: Any = importlib.import_module(module_name)
-    return int(module.main(argv) or 0)
+    th.set_num_threads(require_count("--threads", int(value)))
 
 
 def _one_line_plugin_warnings(original: Callable[..., str]) -> Callable[..., str]:
@@ -336,31 +344,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     original_format = warnings.formatwarning
     warnings.formatwarning = _one_line_plugin_warnings(original_format)
     try:
-        return _main(argv)
+        return _main(list(sys.argv[1:] if argv is None else argv))
     finally:
         warnings.formatwarning = original_format
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def _main(arguments: list[str]) -> int:
+    import importlib
+
     from sbx_lecture.training import USER_ERRORS
 
-    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        if arguments[:1] in (["zoo"], ["bench"], ["sweep"]):  # pass-through commands parse their own options
-            return _delegate(f"sbx_lecture.{arguments[0]}", arguments[1:])
-        args = _build_parser().parse_args(arguments)
-        if args.command in ("train", "eval"):
+        if arguments and arguments[0] in PASS_THROUGH_COMMANDS:
+            module: Any = importlib.import_module(f"sbx_lecture.{arguments[0]}")
+            return int(module.main(arguments[1:]) or 0)
+        parser = _build_parser()
+        args = parser.parse_args(arguments)
+        if args.command is None:
+            parser.print_help()
+            return USAGE_ERROR_STATUS
+        if "threads" in args:
             _use_threads(args.threads)
-        if args.command == "list":
-            return _list(args.json, args.check)
-        if args.command == "train":
-            return _train(args)
-        if args.command == "eval":
-            return _eval(args)
-        if args.command == "hyperparams":
-            return _hyperparams(args.algo, args.json)
-        if args.command == "inspect":
-            return _inspect(args.model, args.json)
+        return int(args.handler(args))
     except USER_ERRORS as exc:
         if os.environ.get("SBX_LECTURE_DEBUG"):
             raise
@@ -369,8 +374,6 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print(f"{PROGRAM}: interrupted", file=sys.stderr)
         return INTERRUPTED_STATUS
-    _build_parser().print_help()
-    return USAGE_ERROR_STATUS
 
 
 if __name__ == "__main__":

@@ -1,32 +1,35 @@
-"""Periodic deterministic evaluation on a separate environment, kept in the RL Zoo's ``evaluations.npz`` layout.
+"""Evaluation of a policy: periodic deterministic evaluations while ``train`` runs, and ``sbx-lecture eval``.
 
-Like SB3's ``EvalCallback``: every ``eval_freq`` environment steps the deterministic policy runs a few episodes on
-its own environment (normalised like the training one, statistics synchronised first). Unlike it, every file is
-written atomically, the best model is saved so that it loads without unpickling, and a resumed run keeps the
-points measured up to the checkpoint it resumed from. ``rl_zoo3.plots.plot_from_file`` and ``all_plots`` read the
-``evaluations.npz`` it writes.
+During training, like SB3's ``EvalCallback``: every ``eval_freq`` environment steps the deterministic policy runs a
+few episodes on its own environment (normalised like the training one, statistics synchronised first). Unlike it,
+every file is written atomically, the best model is saved so that it loads without unpickling, and a resumed run
+keeps the points measured up to the checkpoint it resumed from. ``rl_zoo3.plots.plot_from_file`` and ``all_plots``
+read the ``evaluations.npz`` it writes.
 """
 
 from __future__ import annotations
 
-import io
+import bisect
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
+import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sbx_lecture.runs import atomic_write
-
-if TYPE_CHECKING:
-    from stable_baselines3.common.base_class import BaseAlgorithm
-    from stable_baselines3.common.vec_env import VecEnv
+from sbx_lecture import checkpoints, loading, runs
+from sbx_lecture.factory import UsageError, check_device, make_environment, require_count, resolve_algorithm
+from sbx_lecture.infra.finite import assert_finite_parameters
+from sbx_lecture.infra.validation import require_integer
 
 EVALUATIONS_FILE = "evaluations.npz"
 BEST_MODEL_FILE = "best_model.zip"
+#: Seed offset of the evaluation environment, so that it never replays the training episodes.
+EVAL_SEED_OFFSET = 10_000
 #: ``report(steps_done)``: how a caller hears about progress about once a second.
 ProgressReport = Callable[[int], None]
 
@@ -48,10 +51,9 @@ class Evaluations:
 
     def truncate(self, steps: int) -> None:
         """Drop the points measured after ``steps`` (a resumed run measures them again)."""
-        keep = [index for index, point in enumerate(self.timesteps) if point <= steps]
-        self.timesteps = [self.timesteps[i] for i in keep]
-        self.returns = [self.returns[i] for i in keep]
-        self.lengths = [self.lengths[i] for i in keep]
+        kept = bisect.bisect_right(self.timesteps, steps)
+        for column in (self.timesteps, self.returns, self.lengths):
+            del column[kept:]
 
     def curve(self) -> list[tuple[int, float, float]]:
         """(steps, mean return, standard deviation) of each point."""
@@ -68,17 +70,14 @@ class Evaluations:
         rows_to_array = layout or _padded_with_nan
 
         def write(temporary: str) -> None:
-            buffer = io.BytesIO()
             np.savez(
-                buffer,
-                allow_pickle=False,
+                temporary,
                 timesteps=np.array(self.timesteps, dtype=np.int64),
                 results=rows_to_array(self.returns),
                 ep_lengths=rows_to_array([[float(x) for x in row] for row in self.lengths]),
             )
-            Path(temporary).write_bytes(buffer.getvalue())
 
-        atomic_write(path, write)
+        runs.atomic_write(path, write, suffix=".npz")
 
     @classmethod
     def load(cls, path: Path) -> Evaluations:
@@ -100,24 +99,6 @@ def _padded_with_nan(rows: list[list[float]]) -> np.ndarray:
     for index, row in enumerate(rows):
         array[index, : len(row)] = row
     return array
-
-
-def evaluate_model(model: BaseAlgorithm, eval_env: VecEnv, episodes: int) -> tuple[list[float], list[int]]:
-    """Returns and lengths of ``episodes`` deterministic episodes on ``eval_env``.
-
-    Observation statistics are copied from the training environment first when it is normalised; the returns are
-    the raw ones that the Monitor wrapper records.
-    """
-    from stable_baselines3.common.evaluation import evaluate_policy
-    from stable_baselines3.common.vec_env import sync_envs_normalization
-
-    training_env = model.get_env()
-    if training_env is not None:
-        sync_envs_normalization(training_env, eval_env)
-    returns, lengths = evaluate_policy(
-        model, eval_env, n_eval_episodes=episodes, deterministic=True, warn=False, return_episode_rewards=True
-    )
-    return [float(x) for x in returns], [int(x) for x in lengths]  # type: ignore[union-attr]
 
 
 class ProgressCallback(BaseCallback):
@@ -143,67 +124,215 @@ class ProgressCallback(BaseCallback):
 
 
 class PeriodicEvaluation(BaseCallback):
-    """Evaluate every ``eval_freq`` environment steps; keep ``evaluations.npz`` and the best model.
+    """Evaluate every ``eval_freq`` environment steps on an environment of its own; keep ``evaluations.npz`` and
+    the best model; evaluate once more when the budget is reached if ``final_episodes`` asks for it.
 
-    :param eval_env: a separate environment (normalised like the training one, with ``training=False``)
+    :param metadata: algorithm, environment and plugin of the run: the environment to evaluate on, and what the
+        best model's file records
+    :param seed: the run's seed; the evaluation environment's is :data:`EVAL_SEED_OFFSET` above it
     :param eval_freq: environment steps between evaluations, counted over all training environments
     :param episodes: deterministic episodes per evaluation
-    :param folder: where ``evaluations.npz`` (and ``best_model.zip``) go; points already there up to the model's
+    :param folder: where ``evaluations.npz`` and ``best_model.zip`` go; points already there up to the model's
         step count are kept, later ones are measured again
-    :param save_model: ``save(model, path)`` for the best model (``None``: no best model is kept)
-    :param final_at: the run's budget when a final evaluation follows training: no periodic point at or past it
+    :param budget: the run's environment steps
+    :param final_episodes: episodes of the final evaluation (then no periodic point is taken at or past the budget)
     """
 
     def __init__(
         self,
-        eval_env: VecEnv,
+        metadata: dict[str, Any],
+        seed: int,
         eval_freq: int,
         episodes: int,
         folder: Path,
-        save_model: Callable[[BaseAlgorithm, Path], None] | None = None,
-        final_at: int | None = None,
+        budget: int,
+        final_episodes: int | None = None,
     ) -> None:
         super().__init__()
-        self.eval_env = eval_env
+        self.metadata = metadata
+        self.seed = seed
         self.eval_freq = max(int(eval_freq), 1)
         self.episodes = episodes
         self.folder = folder
-        self.save_model = save_model
-        self.final_at = final_at
+        self.budget = budget
+        self.final_episodes = final_episodes
         self.evaluations = Evaluations.load(folder / EVALUATIONS_FILE)
-        self.best_mean = -np.inf
+        self.final: tuple[float, float] | None = None
         self.eval_seconds = 0.0
-        self._next_eval = 0
+
+    def _init_callback(self) -> None:
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        self.eval_env = make_environment(self.metadata["env"], 1, self.seed + EVAL_SEED_OFFSET)
+        normalizer = self.model.get_vec_normalize_env()
+        if normalizer is not None:
+            self.eval_env = VecNormalize(self.eval_env, training=False, norm_reward=False, gamma=normalizer.gamma)
 
     def _on_training_start(self) -> None:
         steps = self.model.num_timesteps
         self.evaluations.truncate(steps)
         self.best_mean = max((float(np.mean(r)) for r in self.evaluations.returns), default=-np.inf)
         if not self.evaluations.timesteps:
-            self.evaluate_now()
+            self.evaluate_now(self.episodes)
         self._next_eval = (steps // self.eval_freq + 1) * self.eval_freq
 
     def _on_step(self) -> bool:
         steps = self.model.num_timesteps
         if steps >= self._next_eval:
-            if self.final_at is None or steps < self.final_at:
-                self.evaluate_now()
+            if self.final_episodes is None or steps < self.budget:
+                self.evaluate_now(self.episodes)
             self._next_eval = (steps // self.eval_freq + 1) * self.eval_freq
         return True
 
-    def evaluate_now(self, episodes: int | None = None, record: bool = True) -> tuple[int, float, float]:
-        """Evaluate the current policy; record the point (and the best model) unless ``record`` is false.
+    def _on_training_end(self) -> None:
+        if self.final_episodes and self.model.num_timesteps >= self.budget:
+            self.final = self.evaluate_now(self.final_episodes)
+        self.eval_env.close()
 
-        :return: (steps, mean return, standard deviation)
-        """
+    def evaluate_now(self, episodes: int) -> tuple[float, float]:
+        """Evaluate the current policy for ``episodes`` episodes and record the point (and the best model); returns
+        the mean return and its standard deviation (the returns are the raw ones that the Monitor wrapper records)."""
+        from stable_baselines3.common.evaluation import evaluate_policy
+        from stable_baselines3.common.vec_env import sync_envs_normalization
+
         start = time.perf_counter()
-        returns, lengths = evaluate_model(self.model, self.eval_env, episodes or self.episodes)
+        sync_envs_normalization(self.training_env, self.eval_env)
+        returns, lengths = evaluate_policy(
+            self.model, self.eval_env, n_eval_episodes=episodes, warn=False, return_episode_rewards=True
+        )
         self.eval_seconds += time.perf_counter() - start
-        steps, mean = int(self.model.num_timesteps), float(np.mean(returns))
-        if record:
-            self.evaluations.add(steps, returns, lengths)
-            self.evaluations.save(self.folder / EVALUATIONS_FILE)
-            if self.save_model is not None and mean > self.best_mean:
-                self.best_mean = mean
-                self.save_model(self.model, self.folder / BEST_MODEL_FILE)
-        return steps, mean, float(np.std(returns))
+        self.evaluations.add(self.model.num_timesteps, [float(x) for x in returns], [int(x) for x in lengths])  # type: ignore[union-attr]
+        self.evaluations.save(self.folder / EVALUATIONS_FILE)
+        mean = float(np.mean(returns))
+        if mean > self.best_mean:
+            self.best_mean = mean
+            loading.save(self.model, self.folder / BEST_MODEL_FILE, self.metadata)
+        return mean, float(np.std(returns))
+
+
+# -- ``sbx-lecture eval`` ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluationResult:
+    """Mean and standard deviation of the episode return."""
+
+    mean: float
+    std: float
+    episodes: int
+    algo: str
+    env_id: str
+    normalization: Path | None = None
+
+
+def find_normalization(model_path: Path, env_id: str) -> Path | None:
+    """The normalisation statistics that belong to ``model_path``, wherever our ``train`` or the RL Zoo put them.
+
+    Looked for in order: beside the model (``vecnormalize.npz``, as in a run folder or a checkpoint bundle, then the
+    zoo's ``vecnormalize.pkl``), in the zoo's ``<env_id>/`` folder beside it, and in the newest verified checkpoint
+    bundle of the run folder the model is in.
+    """
+    folder = model_path.parent
+    candidates = [
+        folder / checkpoints.NORMALIZATION_MEMBER,
+        folder / "vecnormalize.pkl",
+        folder / env_id / "vecnormalize.pkl",
+    ]
+    found = next((path for path in candidates if path.is_file()), None)
+    if found is not None:
+        return found
+    if (folder / runs.CHECKPOINT_DIR).is_dir():
+        with suppress(checkpoints.CheckpointError):
+            return checkpoints.newest_valid_bundle(folder)[0].member(checkpoints.NORMALIZATION_MEMBER)
+    return None
+
+
+class ZooFileLoader(yaml.SafeLoader):
+    """Plain YAML and the two Python types that rl_zoo3's ``yaml.dump`` writes in a run folder: ``OrderedDict`` (read
+    as a ``dict``) and ``tuple``. Any other Python tag is a ``ConstructorError``, as in ``yaml.SafeLoader``."""
+
+
+ZooFileLoader.add_constructor(
+    "tag:yaml.org,2002:python/object/apply:collections.OrderedDict",
+    lambda loader, node: dict(loader.construct_sequence(node, deep=True)[0]),
+)
+ZooFileLoader.add_constructor(
+    "tag:yaml.org,2002:python/tuple", lambda loader, node: tuple(loader.construct_sequence(node))
+)
+
+
+def read_zoo_run(model_path: Path, env_id: str | None = None, trusted: bool = False) -> dict[str, Any]:
+    """What the RL Zoo recorded about a model of its run folder (``<env>.zip``, ``best_model.zip`` or a checkpoint
+    beside ``<env>/args.yml`` and ``<env>/config.yml``): ``algo``, ``env`` and ``env_kwargs`` as its ``enjoy`` reads
+    them (``args.yml``'s ``env_kwargs`` over ``config.yml``'s); empty when the model is not in one. The statistics
+    ``<env>/vecnormalize.pkl``, which the zoo saves only when it normalises, are found by :func:`find_normalization`.
+
+    The YAML files are read as plain data plus the two Python types the zoo writes there (``OrderedDict`` and
+    ``tuple``); another Python tag is refused unless ``trusted``.
+    """
+    found = [model_path.parent / env_id] if env_id else [path.parent for path in model_path.parent.glob("*/args.yml")]
+    if len(found) != 1 or not (found[0] / "args.yml").is_file():
+        return {}
+    read: dict[str, Any] = {}
+    for name in ("config.yml", "args.yml"):
+        path = found[0] / name
+        try:
+            with open(path) as handle:
+                content = yaml.load(handle, Loader=yaml.UnsafeLoader if trusted else ZooFileLoader)
+            read.update({key: content[key] for key in ("algo", "env", "env_kwargs") if content.get(key) is not None})
+        except FileNotFoundError:
+            continue
+        except yaml.constructor.ConstructorError as exc:
+            raise loading.UntrustedContentError(path, "a YAML tag of a Python object", str(exc.problem)) from None
+        except (OSError, ValueError, TypeError, LookupError, AttributeError, yaml.YAMLError) as exc:
+            raise UsageError(
+                f"{path} is not the YAML mapping the RL Zoo writes ({' '.join(str(exc).split())})"
+            ) from None
+    return read
+
+
+def evaluate(
+    model_path: Path,
+    env_id: str | None = None,
+    episodes: int = 10,
+    algo: str | None = None,
+    deterministic: bool = True,
+    seed: int = 0,
+    *,
+    trusted: bool = False,
+    device: str = "auto",
+) -> EvaluationResult:
+    """Load ``model_path`` safely and run it for ``episodes`` episodes (algorithm and env from the model if not given).
+
+    Normalisation statistics saved with the model (see :func:`find_normalization`) are applied; a model whose
+    weights hold NaN or infinities is refused.
+
+    :param trusted: allow unpickling what the model file (or its statistics) would need
+    """
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    require_count("--episodes", episodes)
+    require_integer("--seed", seed, 0)
+    check_device(device)
+    loading.check_model_file(model_path)
+    metadata = {**read_zoo_run(model_path, env_id, trusted), **loading.read_model_metadata(model_path)}
+    algo = algo or metadata.get("algo")
+    env_id = env_id or metadata.get("env")
+    if algo is None:
+        raise UsageError(f"cannot tell which algorithm saved {model_path}: pass --algo NAME")
+    if env_id is None:
+        raise UsageError(f"cannot tell which environment {model_path} was trained on: pass the ENV argument")
+    spec, _ = resolve_algorithm(algo)
+    stats = find_normalization(model_path, env_id)
+    env = make_environment(
+        env_id, 1, seed, normalize_stats=stats, training=False, trusted=trusted, env_kwargs=metadata.get("env_kwargs")
+    )
+    try:
+        model = loading.load(model_path, env=env, trusted=trusted, device=device, algo=spec.name)
+        assert_finite_parameters(
+            model, hint=f"{model_path} cannot act; use an earlier checkpoint from its run folder's checkpoints/"
+        )
+        mean, std = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=deterministic)
+    finally:
+        env.close()
+    return EvaluationResult(float(mean), float(std), episodes, spec.name, env_id, stats)  # type: ignore[arg-type]

@@ -16,9 +16,11 @@ and is called once with a ``register`` function, which it calls once per algorit
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any
 
 import pluggy
+
+from sbx_lecture.registry import AlgorithmSpec, validate_registration
 
 PROJECT_NAME = "sbx_lecture"
 ENTRY_POINT_GROUP = "sbx_lecture"
@@ -27,34 +29,62 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
-class RegisterFunction(Protocol):
-    """Signature of the ``register`` callable handed to :func:`register_algorithms`.
+class RegisterFunction:
+    """The ``register`` callable handed to one plugin's :func:`register_algorithms`: it keeps what the plugin
+    registers, for the plugin manager to add all at once.
 
-    :param name: registry name, lower case like the RL Zoo's ``--algo`` (``-`` and upper case are normalised)
-    :param target: the algorithm class, or ``"module:Class"`` resolved on first use
-    :param description: one line shown by ``sbx-lecture list``
-    :param zoo_hyperparams: the algorithm's rl-zoo yml, as a path or ``"package:relative/path.yml"``
-    :param zoo_sampler: Optuna sampler ``(trial, n_actions, n_envs, additional_args) -> dict`` for ``--optimize``
-    :param action_spaces: names of the gymnasium action spaces it supports (``("Box", "Discrete")``), shown by
-        ``sbx-lecture list`` without importing the algorithm
-    :param observation_spaces: likewise for observation spaces (``"Dict"`` when it has a ``MultiInputPolicy``)
-    :param override: replace an algorithm of the same name registered earlier instead of failing
-    :param extra: keyword arguments added by later versions of the contract; unknown ones are kept, not refused
+    :param plugin: the plugin's name
+    :param distribution: the installed distribution that provides it (``None`` for code registered by hand)
+    :param version: that distribution's version
     """
+
+    def __init__(self, plugin: str, distribution: str | None = None, version: str | None = None) -> None:
+        self.plugin = plugin
+        self.distribution = distribution
+        self.version = version
+        #: Each registration and whether it may replace an earlier one of the same name.
+        self.registrations: list[tuple[AlgorithmSpec, bool]] = []
 
     def __call__(
         self,
         name: str,
-        target: object,
+        target: Any,
         *,
         description: str = "",
         zoo_hyperparams: str | None = None,
-        zoo_sampler: object | None = None,
+        zoo_sampler: Any = None,
         action_spaces: Sequence[str] | None = None,
-        observation_spaces: Sequence[str] | None = None,
         override: bool = False,
-        **extra: object,
-    ) -> None: ...
+        **extra: Any,
+    ) -> None:
+        """Register one algorithm.
+
+        :param name: registry name, lower case like the RL Zoo's ``--algo`` (``-`` and upper case are normalised)
+        :param target: the algorithm class, or ``"module:Class"`` resolved on first use
+        :param description: one line shown by ``sbx-lecture list``
+        :param zoo_hyperparams: the algorithm's rl-zoo yml, as a path or ``"package:relative/path.yml"``
+        :param zoo_sampler: Optuna sampler ``(trial, n_actions, n_envs, additional_args) -> dict`` for
+            ``--optimize``, or its ``"module:function"``
+        :param action_spaces: names of the gymnasium action spaces it supports (``("Box", "Discrete")``), only for a
+            class without a ``supported_action_spaces`` attribute (which ``sbx-lecture list`` reads otherwise)
+        :param override: replace an algorithm of the same name registered earlier instead of failing
+        :param extra: keyword arguments added by later versions of the contract; unknown ones are kept, not refused
+        """
+        spec = AlgorithmSpec(
+            name=validate_registration(name, target),
+            target=target,
+            plugin=self.plugin,
+            distribution=self.distribution,
+            version=self.version,
+            description=description,
+            zoo_hyperparams=zoo_hyperparams,
+            zoo_sampler=zoo_sampler,
+            declared_action_spaces=None if action_spaces is None else tuple(action_spaces),
+            extra=extra,
+        )
+        if any(spec.name == other.name for other, _ in self.registrations):
+            raise ValueError(f"plugin {self.plugin!r} registers {spec.name!r} more than once")
+        self.registrations.append((spec, override))
 
 
 class AlgorithmHookSpecs:

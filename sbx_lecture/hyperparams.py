@@ -11,7 +11,8 @@ from __future__ import annotations
 import ast
 import importlib
 import math
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 #: Attribute paths a value may name, mapped to (module, attribute); resolved only when used.
@@ -51,22 +52,16 @@ def parse_value(text: str) -> Any:
             raise HyperparameterError(f"bad linear schedule {text!r}: expected lin_<number>, e.g. lin_0.001") from None
     try:
         tree = ast.parse(text, mode="eval")
+        return text if isinstance(tree.body, ast.Name) else _evaluate(tree.body, text)  # a bare word: auto, MlpPolicy
+    except HyperparameterError:
+        raise
     except SyntaxError:
-        if text.isdigit():  # an integer too long to convert
-            raise HyperparameterError(f"cannot parse {_shorten(text)}: an integer of {len(text)} digits") from None
-        return text  # a bare word such as auto or MlpPolicy
-    except (ValueError, MemoryError, RecursionError) as exc:  # e.g. integers of more than 4300 digits
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise HyperparameterError(f"cannot parse {_shorten(text)}: {reason}") from None
-    if isinstance(tree.body, ast.Name) and tree.body.id not in ("True", "False", "None"):
-        return text
-    try:
-        return _evaluate(tree.body, text)
-    except (TypeError, ValueError, RecursionError) as exc:
-        if isinstance(exc, HyperparameterError):
-            raise
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise HyperparameterError(f"cannot parse {_shorten(text)}: {reason}") from None
+        if not text.isdigit():
+            return text  # not Python at all: kept as text
+        reason = f"an integer of {len(text)} digits"
+    except (TypeError, ValueError, MemoryError, RecursionError) as exc:  # e.g. integers of more than 4300 digits
+        reason = str(exc) or type(exc).__name__
+    raise HyperparameterError(f"cannot parse {_shorten(text)}: {reason}") from None
 
 
 def _shorten(text: str) -> str:
@@ -96,8 +91,6 @@ def _evaluate(node: ast.AST, text: str) -> Any:
         if dotted in _ALLOWED_NAMES:
             module, attribute = _ALLOWED_NAMES[dotted]
             return getattr(importlib.import_module(module), attribute)
-        if dotted in ("True", "False", "None"):
-            return {"True": True, "False": False, "None": None}[dotted]
         raise HyperparameterError(
             f"cannot parse {text!r}: {dotted!r} is not an allowed name (use nn.ReLU/nn.Tanh/... or th.optim.Adam/...)"
         )
@@ -158,19 +151,116 @@ def describe_arguments(cls: type) -> list[tuple[str, str, str]]:
     return rows
 
 
+#: A ``:param [type] name: text`` field of a reST docstring: its text runs on to a blank line or the next field.
+_PARAM_FIELD = re.compile(r"^[ \t]*:param\s+(?:[^:\n]*\s)?(\w+):((?:.|\n(?![ \t]*(?::|$)))*)", re.MULTILINE)
+
+
 def _param_fields(docstring: str) -> dict[str, str]:
     """``:param name: text`` fields of a reST docstring, continuation lines joined."""
-    fields: dict[str, str] = {}
-    current: str | None = None
-    for line in docstring.splitlines():
-        stripped = line.strip()
-        if stripped.startswith(":param "):
-            name, _, text = stripped[len(":param ") :].partition(":")
-            current = name.strip().split()[-1] if name.strip() else None
-            if current is not None:
-                fields[current] = text.strip()
-        elif stripped.startswith(":") or not stripped:
-            current = None
-        elif current is not None:
-            fields[current] = f"{fields[current]} {stripped}"
-    return fields
+    return {match[1]: " ".join(match[2].split()) for match in _PARAM_FIELD.finditer(docstring)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The one hyperparameter check: which keys of a zoo section (or of ``-p`` values) an algorithm accepts
+# --------------------------------------------------------------------------------------------------------------
+
+#: rl-zoo keys that ``train`` understands itself; they are not constructor arguments.
+ZOO_KEYS = ("policy", "n_timesteps", "n_envs", "normalize", "noise_type", "noise_std", "env_kwargs")
+#: rl-zoo keys that only the zoo itself applies.
+ZOO_ONLY_KEYS = ("frame_stack", "env_wrapper", "callback", "vec_env_wrapper", "normalize_kwargs", "monitor_kwargs")
+#: Every key of a zoo section that never reaches the algorithm's constructor.
+SECTION_ONLY_KEYS = frozenset(ZOO_KEYS) | frozenset(ZOO_ONLY_KEYS)
+#: The constructor arguments that each command sets from its own command line (the hyperparameters must not set
+#: them), with the option that does.
+COMMAND_LINE_OPTIONS: dict[str, dict[str, str]] = {
+    "sbx-lecture train": {
+        "env": "ALGO ENV",
+        "seed": "--seed N",
+        "verbose": "--verbose 1",
+        "device": "--device cpu",
+        "tensorboard_log": "--out DIR: the run folder holds the TensorBoard logs",
+    },
+    "sbx-lecture zoo train": {
+        "env": "--env ID",
+        "seed": "--seed N",
+        "verbose": "--verbose 1",
+        "device": "--device cpu",
+        "tensorboard_log": "--tensorboard-log DIR",
+    },
+}
+ZOO_COMMAND_LINE_KEYS = frozenset(COMMAND_LINE_OPTIONS["sbx-lecture zoo train"])
+#: Keys whose ``lin_<value>`` strings the zoo turns into linear schedules (rl_zoo3's ``_preprocess_schedules``).
+ZOO_SCHEDULE_KEYS = frozenset({"learning_rate", "clip_range", "clip_range_vf", "delta_std"})
+
+
+def either(names: Iterable[str]) -> str:
+    """``'a'``, ``'a' or 'b'``, ``'a', 'b' or 'c'``: names quoted for a "did you mean" hint."""
+    quoted = [repr(name) for name in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def accepted_hyperparameters(algorithm: type) -> frozenset[str] | None:
+    """The keyword arguments of ``algorithm``'s constructor, or ``None`` when it takes ``**kwargs``."""
+    import inspect
+
+    names = set()
+    for parameter in inspect.signature(algorithm.__init__).parameters.values():  # type: ignore[misc]
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            return None
+        if parameter.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+            names.add(parameter.name)
+    names.discard("self")
+    return frozenset(names)
+
+
+def refused_hyperparameters(
+    algorithm: type, hyperparams: Mapping[str, Any], command: str = "sbx-lecture train"
+) -> dict[str, str]:
+    """The keys of a zoo section that ``algorithm`` would refuse, each with the reason.
+
+    Section-only keys (:data:`SECTION_ONLY_KEYS`) are accepted; ``noise_type`` only when the constructor takes
+    ``action_noise``; the arguments ``command`` sets from its command line (:data:`COMMAND_LINE_OPTIONS`) are
+    refused, and so is a ``lin_<value>`` string for a key the zoo does not turn into a schedule
+    (:data:`ZOO_SCHEDULE_KEYS`).
+
+    :param command: the command that reads the hyperparameters, a key of :data:`COMMAND_LINE_OPTIONS`
+    """
+    import difflib
+
+    accepted = accepted_hyperparameters(algorithm)
+    refused: dict[str, str] = {}
+    for key, value in hyperparams.items():
+        if key in ZOO_COMMAND_LINE_KEYS:
+            option = COMMAND_LINE_OPTIONS[command][key]
+            refused[key] = f"is set on the command line ({command} {option}), not by the hyperparameters"
+        elif key == "noise_type" and value is not None and accepted is not None and "action_noise" not in accepted:
+            refused[key] = f"becomes action_noise, which {algorithm.__name__} does not take"
+        elif isinstance(value, str) and value.startswith("lin_") and key not in ZOO_SCHEDULE_KEYS:
+            refused[key] = f"is a lin_ schedule, which the zoo builds only for {', '.join(sorted(ZOO_SCHEDULE_KEYS))}"
+        elif key not in SECTION_ONLY_KEYS and accepted is not None and key not in accepted:
+            close = difflib.get_close_matches(key, sorted(accepted), n=3, cutoff=0.6)
+            hint = f" (did you mean {either(close)}?)" if close else ""
+            refused[key] = f"is not an argument of {algorithm.__name__}{hint}"
+    return refused
+
+
+def check_hyperparameters(
+    algorithm: type, hyperparams: Mapping[str, Any], where: str, command: str = "sbx-lecture train"
+) -> None:
+    """Raise :class:`HyperparameterError` naming every key of ``hyperparams`` that ``algorithm`` refuses.
+
+    :param algorithm: the algorithm class
+    :param hyperparams: the keys (and values) to check, as a zoo section or ``-p`` values give them
+    :param where: what the keys come from, for the message (``"section 'CartPole-v1' of npg.yml"``)
+    :param command: the command that reads them (``"sbx-lecture train"`` or ``"sbx-lecture zoo train"``), whose
+        options the message names
+    """
+    refused = refused_hyperparameters(algorithm, hyperparams, command)
+    if refused:
+        reasons = "; ".join(f"{key!r} {reason}" for key, reason in refused.items())
+        accepted = accepted_hyperparameters(algorithm) or frozenset()
+        valid = sorted((accepted - ZOO_COMMAND_LINE_KEYS) | SECTION_ONLY_KEYS)
+        raise HyperparameterError(
+            f"Invalid hyperparameters for {algorithm.__module__}.{algorithm.__qualname__} in {where}: {reasons}. "
+            f"Valid keys: {', '.join(key for key in valid if not key.startswith('_'))}"
+        )

@@ -24,21 +24,18 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
 
 import pluggy
 
-from sbx_lecture.hookspecs import ENTRY_POINT_GROUP, PROJECT_NAME, AlgorithmHookSpecs
+from sbx_lecture.hookspecs import ENTRY_POINT_GROUP, PROJECT_NAME, AlgorithmHookSpecs, RegisterFunction
 from sbx_lecture.registry import (
     AlgorithmRegistry,
     AlgorithmSpec,
     RegistryError,
     describe_exception,
-    space_names,
-    validate_registration,
+    plugin_origin,
 )
 
 LOAD_PLUGINS_VARIABLE = "SBX_LECTURE_LOAD_PLUGINS"
@@ -58,38 +55,26 @@ class PluginWarning(UserWarning):
 
 @dataclass
 class PluginInfo:
-    """A loaded plugin and what it registered."""
+    """A plugin: what it registered, or why it was skipped.
+
+    :param reason: one line saying why it failed (empty for a loaded plugin)
+    """
 
     name: str
     distribution: str | None = None
     version: str | None = None
     algorithms: list[str] = field(default_factory=list)
-
-
-@dataclass
-class PluginFailure:
-    """A plugin that was skipped, with a one-line reason."""
-
-    name: str
-    distribution: str | None
-    version: str | None
-    reason: str
+    reason: str = ""
 
     @property
     def origin(self) -> str:
         """``name (distribution==version)``."""
-        return f"{self.name} ({self.distribution}=={self.version})" if self.distribution else self.name
+        return plugin_origin(self.name, self.distribution, self.version)
 
 
 def _names_from_variable(variable: str) -> set[str] | None:
     value = os.environ.get(variable)
-    if value is None:
-        return None
-    return {part.strip() for part in value.split(",") if part.strip()}
-
-
-def _is_strict() -> bool:
-    return os.environ.get(STRICT_VARIABLE, "").strip().lower() not in ("", "0", "false", "no", "off")
+    return None if value is None else {part.strip() for part in value.split(",") if part.strip()}
 
 
 class PluginManager:
@@ -99,125 +84,82 @@ class PluginManager:
     """
 
     def __init__(self, load_entry_points: bool = True) -> None:
+        from sbx_lecture import __version__, builtin
+
         self.pluggy = pluggy.PluginManager(PROJECT_NAME)
         self.pluggy.add_hookspecs(AlgorithmHookSpecs)
         self.registry = AlgorithmRegistry()
         self.plugins: dict[str, PluginInfo] = {}
-        self.failures: list[PluginFailure] = []
-        self._lock = threading.RLock()
-        from sbx_lecture import builtin
-
-        self.add_plugin(builtin, BUILTIN_PLUGIN_NAME, "sbx-lecture", _own_version())
+        self.failures: list[PluginInfo] = []
+        self.add_plugin(builtin, BUILTIN_PLUGIN_NAME, "sbx-lecture", __version__)
         if load_entry_points:
-            self._load_entry_points(metadata.entry_points(group=ENTRY_POINT_GROUP))
+            self._load_entry_points()
 
     def add_plugin(
         self, plugin: object, name: str, distribution: str | None = None, version: str | None = None
     ) -> bool:
-        """Register ``plugin`` (an object with hook implementations) and collect its algorithms now.
+        """Register ``plugin`` (an object with hook implementations) and collect its algorithms now, all or none.
 
         :return: whether it loaded; a broken plugin is reported and skipped (or raises in strict mode)
         """
-        with self._lock:
-            info = PluginInfo(name, distribution, version)
-            try:
-                if name in self.plugins:
-                    raise ValueError(f"a plugin named {name!r} is loaded already")
-                self.pluggy.register(plugin, name=name)
-            except BaseException as exc:  # a plugin must not end the command
-                self._fail(info, exc)
-                return False
-            try:
-                staged = self._call_hook(name, info)
-                names = [spec.name for spec, _ in staged]
-                for duplicate in {n for n in names if names.count(n) > 1}:
-                    raise ValueError(f"plugin {name!r} registers {duplicate!r} more than once")
-                for spec, override in staged:
-                    self.registry.check_can_add(spec, override)
-            except BaseException as exc:  # sys.exit() or KeyboardInterrupt in a hook included
-                self.pluggy.unregister(name=name)
-                self._fail(info, exc)
-                return False
+        info = PluginInfo(name, distribution, version)
+        registered = False
+        try:
+            if name in self.plugins:
+                raise ValueError(f"a plugin named {name!r} is loaded already")
+            self.pluggy.register(plugin, name=name)
+            registered = True
+            staged = self._call_hook(info)
             for spec, override in staged:
-                self.registry.add(spec, override)
-            info.algorithms = [spec.name for spec, _ in staged]
-            self.plugins[name] = info
-            return True
+                self.registry.check_can_add(spec, override)
+        except BaseException as exc:  # a plugin must not end the command: sys.exit() or Ctrl-C in a hook included
+            if registered:
+                self.pluggy.unregister(name=name)
+            self._fail(info, exc, "registering its algorithms")
+            return False
+        for spec, override in staged:
+            self.registry.add(spec, override)
+        info.algorithms = [spec.name for spec, _ in staged]
+        self.plugins[name] = info
+        return True
 
-    def _call_hook(self, name: str, info: PluginInfo) -> list[tuple[AlgorithmSpec, bool]]:
-        staged: list[tuple[AlgorithmSpec, bool]] = []
-
-        def register(
-            algorithm_name: str,
-            target: object,
-            *,
-            description: str = "",
-            zoo_hyperparams: str | None = None,
-            zoo_sampler: Any = None,
-            action_spaces: Sequence[str] | None = None,
-            observation_spaces: Sequence[str] | None = None,
-            override: bool = False,
-            **extra: Any,
-        ) -> None:
-            normalized = validate_registration(algorithm_name, target)
-            spec = AlgorithmSpec(
-                name=normalized,
-                target=target,  # type: ignore[arg-type]
-                plugin=name,
-                distribution=info.distribution,
-                version=info.version,
-                description=description,
-                zoo_hyperparams=zoo_hyperparams,
-                zoo_sampler=zoo_sampler,
-                action_spaces=space_names(action_spaces, "action_spaces"),
-                observation_spaces=space_names(observation_spaces, "observation_spaces"),
-                extra=extra,
-            )
-            staged.append((spec, override))
-
+    def _call_hook(self, info: PluginInfo) -> list[tuple[AlgorithmSpec, bool]]:
+        """Run the ``register_algorithms`` hook of the plugin ``info.name`` alone: its registrations, not yet added."""
+        register = RegisterFunction(info.name, info.distribution, info.version)
         for hook_impl in self.pluggy.hook.register_algorithms.get_hookimpls():
-            if hook_impl.plugin_name == name:
-                hook_impl.function(*[{"register": register}[arg] for arg in hook_impl.argnames])
-        return staged
+            if hook_impl.plugin_name == info.name:
+                hook_impl.function(**dict.fromkeys(hook_impl.argnames, register))
+        return register.registrations
 
-    def _load_entry_points(self, entry_points: Iterable[metadata.EntryPoint]) -> None:
+    def _load_entry_points(self) -> None:
         only = _names_from_variable(LOAD_PLUGINS_VARIABLE)
         blocked = _names_from_variable(DISABLE_PLUGINS_VARIABLE) or set()
-        for entry_point in entry_points:
-            distribution = entry_point.dist.name if entry_point.dist is not None else None
-            version = entry_point.dist.version if entry_point.dist is not None else None
-            aliases = {entry_point.name, distribution}
-            if only is not None and not aliases & only:
-                continue
-            if aliases & blocked:
+        for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = entry_point.dist
+            info = PluginInfo(entry_point.name, dist.name if dist else None, dist.version if dist else None)
+            aliases = {info.name, info.distribution}
+            if (only is not None and not aliases & only) or aliases & blocked:
                 continue
             try:
                 plugin = entry_point.load()
             except BaseException as exc:  # sys.exit() or KeyboardInterrupt at import included
-                self._fail(PluginInfo(entry_point.name, distribution, version), exc, while_doing="importing it")
+                self._fail(info, exc, "importing it")
                 continue
-            self.add_plugin(plugin, entry_point.name, distribution, version)
+            self.add_plugin(plugin, info.name, info.distribution, info.version)
 
-    def _fail(self, info: PluginInfo, exc: BaseException, while_doing: str = "registering its algorithms") -> None:
-        failure = PluginFailure(info.name, info.distribution, info.version, describe_exception(exc))
-        if _is_strict():
+    def _fail(self, info: PluginInfo, exc: BaseException, while_doing: str) -> None:
+        info.reason = describe_exception(exc)
+        if os.environ.get(STRICT_VARIABLE, "").strip().lower() not in ("", "0", "false", "no", "off"):
             raise PluginLoadError(
-                f"plugin {failure.origin} failed while {while_doing}: {failure.reason} ({STRICT_VARIABLE} is set; "
+                f"plugin {info.origin} failed while {while_doing}: {info.reason} ({STRICT_VARIABLE} is set; "
                 f"fix or update the plugin, or skip it with {DISABLE_PLUGINS_VARIABLE}={info.name})"
             ) from exc
-        self.failures.append(failure)
+        self.failures.append(info)
         warnings.warn(
-            f"sbx-lecture: plugin {failure.origin} failed while {while_doing} and was skipped: {failure.reason}",
+            f"sbx-lecture: plugin {info.origin} failed while {while_doing} and was skipped: {info.reason}",
             PluginWarning,
             stacklevel=3,
         )
-
-
-def _own_version() -> str | None:
-    try:
-        return metadata.version("sbx-lecture")
-    except metadata.PackageNotFoundError:
-        return None
 
 
 _manager: PluginManager | None = None

@@ -10,7 +10,7 @@ A run folder holds::
     progress.csv             the SB3 logger's table of the first segment (progress_<k>.csv for the k-th)
     events.out.tfevents.*    TensorBoard events
     learning_curve.png       episode return against cumulative environment steps
-    .lock                    held by the one process writing the run
+    .lock                    held by the one process writing the run (removed when it is done)
 """
 
 from __future__ import annotations
@@ -18,16 +18,15 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import matplotlib.axes
 
 RUN_FILE = "run.json"
 MODEL_FILE = "model.zip"
@@ -50,7 +49,7 @@ def _user_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None], suffix: str = "") -> None:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object], suffix: str = "") -> None:
     """Call ``write(temporary_path)``, flush it to disk, then rename it over ``path``: readers never see half a file.
 
     The file gets the permissions the user's umask gives a new file (not the 0600 of a temporary file).
@@ -76,28 +75,12 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None], suf
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
-
-    def write(temporary: str) -> None:
-        Path(temporary).write_text(text)
-
-    atomic_write(path, write)
+    atomic_write(path, lambda temporary: Path(temporary).write_text(text))
 
 
 def write_json(path: str | os.PathLike[str], content: Any) -> None:
     """Write ``content`` as indented JSON, atomically."""
     write_text(path, json.dumps(content, indent=2))
-
-
-def read_json_object(path: Path, what: str, fix: str) -> dict[str, Any]:
-    """Read a JSON file that must hold an object; anything else is a :class:`RunFolderError` naming ``fix``."""
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        reason = " ".join(str(exc).split())
-        raise RunFolderError(f"{what} {path} is not readable JSON ({reason}); {fix}") from None
-    if not isinstance(content, dict):
-        raise RunFolderError(f"{what} {path} holds a JSON {type(content).__name__}, not an object; {fix}")
-    return content
 
 
 def fsync_folder(folder: Path) -> None:
@@ -110,14 +93,17 @@ def fsync_folder(folder: Path) -> None:
             os.close(descriptor)
 
 
-def remove_stale(folder: Path) -> None:
-    """Remove what a crashed atomic write left behind in ``folder`` (not recursive)."""
-    for path in folder.glob(f".*{TEMPORARY_MARK}*"):
-        with suppress(OSError):
-            path.unlink()
+def remove_stale(run_dir: Path) -> None:
+    """Remove what crashed writes left behind: temporary files in the run folder, and the hidden staging and trash
+    folders of checkpoint bundles in ``checkpoints/``."""
+    for path in [*run_dir.glob(f".*{TEMPORARY_MARK}*"), *(run_dir / CHECKPOINT_DIR).glob(".*")]:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
-# -- one writer per run folder ---------------------------------------------------------------------------------------
+# -- the run folder: where it is, one writer at a time ---------------------------------------------------------------
 
 
 @contextmanager
@@ -127,6 +113,10 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     The lock is an advisory file lock (``filelock``): it is released when the process ends, however it ends. It is
     reentrant in the thread that holds it (the bench runner holds it around ``train``, which takes it too); another
     thread of the same process is refused like another process.
+
+    The last release removes the lock file first, while it still holds it: no second writer can hold the old file
+    while a third creates a new one, and filelock gives up a lock that it took on a file removed meanwhile (it checks
+    ``st_nlink`` after ``flock``), so a writer that opened the old file tries again on the new one.
     """
     from filelock import FileLock, Timeout
 
@@ -141,6 +131,8 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     try:
         yield
     finally:
+        if lock.lock_counter == 1:
+            Path(lock.lock_file).unlink(missing_ok=True)
         lock.release()
 
 
@@ -154,12 +146,39 @@ def prepare_folder(path: Path) -> bool:
         raise RunFolderError(f"run folder {path} is a file, not a folder: choose another --out")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=f".probe{TEMPORARY_MARK}")  # noqa: SIM115
-        probe.close()
+        tempfile.NamedTemporaryFile(dir=path, prefix=f".probe{TEMPORARY_MARK}").close()
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise RunFolderError(f"cannot write the run folder {path} ({reason}): choose another --out") from None
     return not existed
+
+
+def numbered_run_dirs(root: Path, algo: str, env_id: str) -> tuple[str, list[int]]:
+    """The stem ``<algo>_<env>`` of the default run folders ``root/<stem>_<k>``, and the numbers ``k`` taken."""
+    stem = f"{algo}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', env_id)}"
+    numbers = [path.name.rsplit("_", 1)[1] for path in root.glob(f"{stem}_*")]
+    return stem, sorted(int(number) for number in numbers if number.isdigit())
+
+
+def new_run_dir(root: Path, algo: str, env_id: str) -> Path:
+    """``root/<algo>_<env>_<k>`` with the next free ``k``, created now (two commands never get the same one)."""
+    prepare_folder(root)
+    while True:
+        stem, taken = numbered_run_dirs(root, algo, env_id)
+        candidate = root / f"{stem}_{taken[-1] + 1 if taken else 1}"
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RunFolderError(f"cannot create a run folder in {root} ({exc.strerror}): pass --out DIR") from None
+        return candidate
+
+
+def latest_run_dir(root: Path, algo: str, env_id: str) -> Path | None:
+    """The most recent ``root/<algo>_<env>_<k>``."""
+    stem, taken = numbered_run_dirs(root, algo, env_id)
+    return root / f"{stem}_{taken[-1]}" if taken else None
 
 
 def is_empty_run_folder(path: Path) -> bool:
@@ -167,18 +186,23 @@ def is_empty_run_folder(path: Path) -> bool:
     return all(entry.name == LOCK_FILE for entry in path.iterdir())
 
 
-def clear_folder(path: Path, keep: tuple[str, ...] = (LOCK_FILE,)) -> None:
-    """Remove everything inside ``path`` except the names in ``keep``."""
-    import shutil
-
+def clear_folder(path: Path) -> None:
+    """Remove everything inside ``path`` except its lock file."""
     for entry in path.iterdir():
-        if entry.name in keep:
-            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
-        else:
-            with suppress(FileNotFoundError):
-                entry.unlink()
+        elif entry.name != LOCK_FILE:
+            entry.unlink(missing_ok=True)
+
+
+def discard_folder(path: Path, created: bool) -> None:
+    """Leave nothing of a run that saved nothing: clear ``path``, and remove it when it was ``created`` for the run
+    (its lock file first, while it is still held, as :func:`run_lock` does; nobody else holds a folder made now)."""
+    clear_folder(path)
+    if created:
+        with suppress(OSError):
+            (path / LOCK_FILE).unlink()
+            path.rmdir()
 
 
 # -- the run file ----------------------------------------------------------------------------------------------------
@@ -194,7 +218,13 @@ def read_run_file(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RUN_FILE
     if not path.exists():
         return {}
-    content = read_json_object(path, "run file", "restore it, or start a new run with another --out")
+    fix = "restore it, or start a new run with another --out"
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RunFolderError(f"run file {path} is not readable JSON ({' '.join(str(exc).split())}); {fix}") from None
+    if not isinstance(content, dict):
+        raise RunFolderError(f"run file {path} holds a JSON {type(content).__name__}, not an object; {fix}")
     for key in ("algo", "env"):
         if key in content and not isinstance(content[key], str):
             raise RunFolderError(f"run file {path} has a {key!r} that is not text: {content[key]!r}; restore it")
@@ -215,52 +245,37 @@ def read_monitor_file(path: Path) -> list[tuple[float, float, int]]:
     """(time since the Monitor started, return, length) of each finished episode in one Monitor CSV, in order."""
     episodes: list[tuple[float, float, int]] = []
     with suppress(FileNotFoundError), open(path, newline="") as handle:
-        lines = [line for line in handle if not line.startswith("#")]
-        for row in csv.DictReader(lines):
+        for row in csv.DictReader(line for line in handle if not line.startswith("#")):
             with suppress(KeyError, ValueError, TypeError):
                 episodes.append((float(row["t"]), float(row["r"]), int(float(row["l"]))))
     return episodes
 
 
-def count_monitor_episodes(folder: Path, run_dir: Path) -> dict[str, int]:
-    """Finished episodes per Monitor file of ``folder``, keyed by the path relative to ``run_dir``."""
-    return {
-        str(path.relative_to(run_dir)): len(read_monitor_file(path)) for path in sorted(folder.glob("*monitor.csv"))
-    }
-
-
-def curve_points(run_dir: Path, history: list[dict[str, Any]], current: dict[str, Any] | None) -> np.ndarray:
+def curve_points(run_dir: Path, segments: list[dict[str, Any]]) -> np.ndarray:
     """Episodes of the run as rows (cumulative steps, return), segment after segment.
 
-    :param history: earlier segments as ``{"start": steps, "episodes": {file: count}}``; only the first ``count``
-        episodes of each file count (later ones were trained past the checkpoint the run resumed from)
-    :param current: the segment being trained, ``{"start": steps, "folder": relative folder}``; all its episodes
+    :param segments: ``{"start": steps, "episodes": {file: count}}`` for each segment of the run; only the first
+        ``count`` episodes of each Monitor file count (later ones were trained past the checkpoint the run resumed
+        from)
     """
-    segments = [(entry["start"], entry["episodes"]) for entry in history]
-    if current is not None:
-        folder = run_dir / current["folder"]
-        segments.append((current["start"], {str(p.relative_to(run_dir)): None for p in folder.glob("*monitor.csv")}))
     rows: list[tuple[float, float]] = []
-    for start, files in segments:
+    for segment in segments:
         episodes: list[tuple[float, float, int]] = []
-        for name, count in files.items():
+        for name, count in segment["episodes"].items():
             episodes.extend(read_monitor_file(run_dir / name)[:count])
         episodes.sort()
-        steps = int(start) + np.cumsum([length for _, _, length in episodes])
+        steps = int(segment["start"]) + np.cumsum([length for _, _, length in episodes])
         rows.extend((float(step), episode_return) for step, (_, episode_return, _) in zip(steps, episodes, strict=True))
     return np.array(rows, dtype=float).reshape(-1, 2)
 
 
 def plot_learning_curve(
-    run_dir: Path,
-    points: np.ndarray,
-    title: str = "",
-    evaluations: np.ndarray | None = None,
+    run_dir: Path, points: np.ndarray, title: str, evaluations: list[tuple[int, float, float]]
 ) -> Path | None:
     """Plot episode returns against cumulative steps (with a moving average) into ``learning_curve.png``.
 
     :param points: rows of (cumulative steps, episode return), from :func:`curve_points`
-    :param evaluations: optional rows of (steps, mean evaluation return)
+    :param evaluations: (steps, mean evaluation return, standard deviation) of the periodic evaluations
     :return: the PNG's path, or ``None`` when matplotlib is missing or no episode has finished yet
     """
     try:
@@ -279,19 +294,14 @@ def plot_learning_curve(
     axis.plot(steps, returns, alpha=0.3, linewidth=0.8, label="episode return")
     if window > 1:
         axis.plot(steps, smoothed, linewidth=2, label=f"mean of the last {window} episodes")
-    if evaluations is not None and len(evaluations):
-        axis.plot(evaluations[:, 0], evaluations[:, 1], "o-", linewidth=1.5, label="evaluation (deterministic)")
-    _decorate(axis, title)
+    if evaluations:
+        evaluated = np.array(evaluations, dtype=float)
+        axis.plot(evaluated[:, 0], evaluated[:, 1], "o-", linewidth=1.5, label="evaluation (deterministic)")
+    axis.set(xlabel="environment steps", ylabel="return", title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     figure.tight_layout()
     output = run_dir / CURVE_FILE
     atomic_write(output, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
     plt.close(figure)
     return output
-
-
-def _decorate(axis: matplotlib.axes.Axes, title: str) -> None:
-    axis.set_xlabel("environment steps")
-    axis.set_ylabel("return")
-    axis.set_title(title)
-    axis.grid(alpha=0.3)
-    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)

@@ -12,7 +12,7 @@ confirmation of the best setting, and that setting as an RL Zoo section.
 - **Trial**: asked from the study (``study.ask``); its K seeds (0..K-1, the same for every trial) train at once as
   Dask tasks with the bench's run engine (:func:`.bench.runner.execute_run`); its value is the IQM over seeds of each
   seed's score (:func:`.bench.stats.run_score`: the mean evaluation return in the last 10 % of training). A process
-  keeps as many trials running as its cluster has workers for (one at least).
+  starts a trial whenever a worker would otherwise idle, so several trials may run at once (one at least).
 - **Pruning**: the IQM over seeds at each evaluation point is reported to the pruner while the seeds train. When it
   prunes, or a seed fails (NaN or infinity stop training with ``NonFiniteError``; any other error too), the trial's
   other seeds are stopped and the trial is told PRUNED with the reason in its user attribute ``pruned``. Its user
@@ -57,6 +57,7 @@ try:
 except ModuleNotFoundError:  # pragma: no cover - the zoo extra brings it
     raise SystemExit("sbx-lecture sweep: error: the sweep needs optuna: pip install 'sbx-lecture[zoo,bench]'") from None
 
+from sbx_lecture.bench import add_dask_options, check_dask_options
 from sbx_lecture.bench.harness import WORKER_OUT_ENV, connect
 from sbx_lecture.bench.plots import sweep_chart
 from sbx_lecture.bench.runner import execute_run
@@ -64,6 +65,7 @@ from sbx_lecture.bench.stats import Group, check_packages, column_iqm, per_envir
 from sbx_lecture.bench.suites import FINISHED, RunJob, SuiteError
 from sbx_lecture.evaluation import EVALUATIONS_FILE, Evaluations
 from sbx_lecture.hyperparams import parse_assignments, to_json_value
+from sbx_lecture.infra.validation import CommandLineParser
 from sbx_lecture.training import USER_ERRORS, UsageError, make_environment, resolve_algorithm
 from sbx_lecture.zoo import ZooBridgeError, ensure_study, mask_url, open_study_storage, register_with_zoo
 from sbx_lecture.zoo_config import zoo_budget, zoo_settings
@@ -236,8 +238,10 @@ def _settle(study: Any, state: _Running, args: argparse.Namespace) -> bool:
 
 def _wanted(study: Any, args: argparse.Namespace, client: Any, running: dict[int, _Running]) -> bool:
     """Whether to start a trial: the study holds fewer than ``--trials`` (complete, pruned or running) and the
-    cluster has workers to spare (or none of ours runs)."""
-    if running and len(running) * args.seeds >= sum(client.nthreads().values()):
+    cluster has a worker to spare (or none of ours runs): with K seeds on fewer workers, the next trial starts when
+    a worker would otherwise wait for this trial's last seeds."""
+    unfinished = sum(len(state.futures) for state in running.values())
+    if running and unfinished >= sum(client.nthreads().values()):
         return False
     return len(study.get_trials(deepcopy=False, states=COUNTED)) < args.trials
 
@@ -361,7 +365,7 @@ def write_report(study: Any, args: argparse.Namespace, best: Any, confirmation: 
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROGRAM, allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = CommandLineParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
     parser.add_argument("algo", help="registry name with a zoo sampler (see `sbx-lecture list`)")
     parser.add_argument("env", help="gymnasium environment id")
     parser.add_argument("--trials", type=int, default=20, help="trials the study is to hold (default 20)")
@@ -370,9 +374,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--storage", help="Optuna storage: a .log journal file, a database or redis:// URL "
                         "(default: <out>/study.log)")  # fmt: skip
     parser.add_argument("--study-name", help="default: <algo>_<env>_t<timesteps>")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--jobs", "-j", type=int, help="worker processes of a local Dask cluster (default K)")
-    where.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="use the Dask cluster of this scheduler")
+    add_dask_options(parser, jobs_default="K")
     parser.add_argument("--out", type=Path, help=f"output folder (default {DEFAULT_OUT}/<study name>)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="pin a value")
     parser.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
@@ -380,7 +382,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--confirm-seeds", type=int, default=5, help=f"held-out seeds {CONFIRM_SEED}.. (default 5)")
     parser.add_argument("--evaluations", type=int, default=10, help="evaluations per run (default 10)")
     parser.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation (default 5)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     return parser
 
 
@@ -388,8 +389,9 @@ def sweep(args: argparse.Namespace) -> int:
     """The sweep ``args`` asks for: search, confirmation, report; the exit status."""
     from gymnasium import spaces
 
-    counts = (args.trials, args.seeds, args.timesteps or 1, args.jobs or 1, args.evaluations, args.eval_episodes)
-    if min(*counts, args.threads, args.confirm_seeds + 1) < 1 or args.seeds > CONFIRM_SEED:
+    check_dask_options(args)
+    counts = (args.trials, args.seeds, args.timesteps or 1, args.evaluations, args.eval_episodes)
+    if min(*counts, args.confirm_seeds + 1) < 1 or args.seeds > CONFIRM_SEED:
         raise UsageError(f"counts must be positive (--confirm-seeds may be 0), --seeds at most {CONFIRM_SEED}")
     args.algo, args.pins = resolve_algorithm(args.algo)[0].name, parse_assignments(args.param)
     check_packages()

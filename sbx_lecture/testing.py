@@ -86,21 +86,12 @@ KNOWN_UPSTREAM_ISSUES: dict[tuple[str, type[spaces.Space]], str] = {
         "(binary cross-entropy with an int8 target)"
     ),
 }
-#: The names of the checks, in the order they run.
-CHECKS = (
-    "learn",
-    "seeding",
-    "predict",
-    "save_load",
-    "evaluate_policy",
-    "set_env",
-    "action_spaces",
-    "dict_observations",
-    "box_actions",
-    "policy_save_load",
-)
-#: The checks that build their own models (on other environments) instead of using the one ``learn`` trained.
+#: The checks of the model that the ``learn`` check trains, in the order they run.
+_MODEL_CHECKS = ("seeding", "predict", "save_load", "evaluate_policy", "set_env")
+#: The checks that build their own models (on other environments), in the order they run.
 _STANDALONE_CHECKS = ("action_spaces", "dict_observations", "box_actions", "policy_save_load")
+#: The names of the checks, in the order they run.
+CHECKS = ("learn", *_MODEL_CHECKS, *_STANDALONE_CHECKS)
 #: The Box action shape of the ``box_actions`` check.
 MULTI_DIMENSIONAL_BOX_SHAPE = (2, 2)
 
@@ -187,17 +178,12 @@ def tiny_hyperparams(cls: type, hyperparams: dict[str, Any] | None = None) -> di
     """:data:`TINY_HYPERPARAMS` that ``cls``'s constructor takes, updated with ``hyperparams``."""
     from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-    from sbx_lecture.training import constructor_arguments
+    from sbx_lecture.hyperparams import accepted_hyperparameters
 
-    accepted = constructor_arguments(cls) or set()  # None: it takes **kwargs, so none is known to be taken
-    off_policy = issubclass(cls, OffPolicyAlgorithm)
-    chosen = {
-        key: value
-        for key, value in TINY_HYPERPARAMS.items()
-        if key in accepted and not (off_policy and key == "n_steps")
-    }
-    chosen.update(hyperparams or {})
-    return chosen
+    accepted = set(accepted_hyperparameters(cls) or ())  # None: it takes **kwargs, so none is known to be taken
+    if issubclass(cls, OffPolicyAlgorithm):
+        accepted.discard("n_steps")
+    return {key: value for key, value in TINY_HYPERPARAMS.items() if key in accepted} | (hyperparams or {})
 
 
 def _build(cls: type[BaseAlgorithm], env: VecEnv, hyperparams: dict[str, Any] | None, seed: int) -> BaseAlgorithm:
@@ -280,11 +266,10 @@ def _observations(env: VecEnv, n: int = 8) -> Any:
     env.action_space.seed(0)
     observations: list[Any] = [env.reset()]
     for _ in range(n - 1):
-        obs, _, _, _ = env.step(np.array([env.action_space.sample() for _ in range(env.num_envs)]))
-        observations.append(obs)
+        observations.append(env.step(np.array([env.action_space.sample()]))[0])
     if isinstance(observations[0], dict):
-        return {key: np.concatenate([obs[key] for obs in observations])[:n] for key in observations[0]}
-    return np.concatenate(observations)[:n]  # type: ignore[arg-type]
+        return {key: np.concatenate([obs[key] for obs in observations]) for key in observations[0]}
+    return np.concatenate(observations)
 
 
 def _first(observations: Any) -> Any:
@@ -292,10 +277,6 @@ def _first(observations: Any) -> Any:
     if isinstance(observations, dict):
         return {key: value[0] for key, value in observations.items()}
     return observations[0]
-
-
-def _batch_size(observations: Any) -> int:
-    return len(next(iter(observations.values()))) if isinstance(observations, dict) else len(observations)
 
 
 class ProbeFeaturesExtractor(BaseFeaturesExtractor):
@@ -315,44 +296,40 @@ class ProbeFeaturesExtractor(BaseFeaturesExtractor):
         return self.net(observations)  # type: ignore[no-any-return]
 
 
-def _predict(model: Any, obs: Any, deterministic: bool) -> tuple[np.ndarray, Any]:
-    """``model.predict`` (of an algorithm or a policy) on a batch that starts new episodes."""
-    episode_start = np.ones(_batch_size(obs), dtype=bool)
-    return model.predict(obs, state=None, episode_start=episode_start, deterministic=deterministic)  # type: ignore[no-any-return]
+def _save_and_load(saved: Any, load: Callable[..., Any]) -> Any:
+    """``saved`` (a model or a policy) written to a temporary file with its ``save`` and read back with ``load``."""
+    with tempfile.TemporaryDirectory() as folder:
+        saved.save(f"{folder}/saved.zip")
+        return load(f"{folder}/saved.zip", device="cpu")
 
 
 def _same_predictions(a: Any, b: Any, obs: Any) -> bool:
     """Whether models (or policies) ``a`` and ``b`` predict the same deterministic actions on ``obs``."""
-    return np.array_equal(_predict(a, obs, True)[0], _predict(b, obs, True)[0])
+    return np.array_equal(a.predict(obs, deterministic=True)[0], b.predict(obs, deterministic=True)[0])
 
 
 def _same(a: Any, b: Any) -> bool:
-    """Equality that treats NaN as equal to NaN and compares arrays element-wise."""
+    """Equality that treats NaN as equal to NaN and compares arrays and (CPU) tensors element-wise."""
     with contextlib.suppress(TypeError):  # raised by the NaN test on what is not a number (a string, None)
         return bool(np.array_equal(a, b, equal_nan=True))
     return bool(a == b)
 
 
-def _diff(a: Any, b: Any, path: str, out: list[str], where: str = "after load") -> None:
-    """Append to ``out`` where nested state dicts ``a`` and ``b`` (``b`` is ``a`` ``where``) differ."""
-    if len(out) >= 5:
-        return
+def _differences(a: Any, b: Any, where: str, path: str = "") -> list[str]:
+    """Where nested dicts, lists and tuples ``a`` and ``b`` (``b`` is ``a`` ``where``) differ."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        length = [f"{path.rstrip('.')} has {len(b)} entries {where}, {len(a)} before"] if len(a) != len(b) else []
+        return length + _differences(dict(enumerate(a)), dict(enumerate(b)), where, path)
     if isinstance(a, dict) and isinstance(b, dict):
-        for key in a:
-            if key not in b:
-                out.append(f"{path}{key} is missing {where}")
-            else:
-                _diff(a[key], b[key], f"{path}{key}.", out, where)
-    elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        if len(a) != len(b):
-            out.append(f"{path.rstrip('.')} has {len(b)} entries {where}, {len(a)} before")
-        for i, (x, y) in enumerate(zip(a, b, strict=False)):
-            _diff(x, y, f"{path}{i}.", out, where)
-    elif isinstance(a, th.Tensor):
-        if not isinstance(b, th.Tensor) or a.shape != b.shape or not th.equal(a.cpu(), b.cpu()):
-            out.append(f"{path.rstrip('.')} differs {where}")
-    elif not _same(a, b):
-        out.append(f"{path.rstrip('.')} is {b!r} {where}, was {a!r}")
+        differences = [f"{path}{key} is missing {where}" for key in a if key not in b]
+        for key in [key for key in a if key in b]:
+            differences += _differences(a[key], b[key], where, f"{path}{key}.")
+        return differences
+    if _same(a, b):
+        return []
+    if isinstance(a, th.Tensor):
+        return [f"{path.rstrip('.')} differs {where}"]
+    return [f"{path.rstrip('.')} is {b!r} {where}, was {a!r}"]
 
 
 def _state(model: BaseAlgorithm) -> dict[str, Any]:
@@ -374,6 +351,18 @@ def _state(model: BaseAlgorithm) -> dict[str, Any]:
 def _scalar_attributes(model: BaseAlgorithm) -> dict[str, Any]:
     simple = (bool, int, float, str, type(None), np.integer, np.floating)
     return {key: value for key, value in vars(model).items() if isinstance(value, simple) and not key.startswith("__")}
+
+
+def _policy_settings(policy: th.nn.Module) -> dict[str, Any]:
+    """What ``policy.save`` must keep besides the tensors: its features extractors and optimizer settings."""
+    return {
+        "features extractors": [
+            type(module).__name__ for module in policy.modules() if isinstance(module, BaseFeaturesExtractor)
+        ],
+        "optimizer_class": getattr(policy, "optimizer_class", None),
+        "optimizer_kwargs": getattr(policy, "optimizer_kwargs", None),
+        "tensors": policy.state_dict(),
+    }
 
 
 # --- the checks ------------------------------------------------------------------------------------------------
@@ -410,41 +399,38 @@ class _Checker:
         """Record ``problem`` and how to ``fix`` it under ``check`` (default: the running check)."""
         self.failures.append(CheckFailure(check or self.check, problem, fix))
 
-    def build_and_learn(self, seed: int) -> BaseAlgorithm:
-        model = _build(self.cls, _make_env(self.env_id, seed), self.hyperparams, seed)
-        returned = model.learn(total_timesteps=self.timesteps)
-        if returned is not model:
-            self.fail(f"learn() returned {returned!r}, not the model", "end learn() with `return self`", "learn")
-        return model
+    def expect_same(self, before: Any, after: Any, problem: str, fix: str, where: str = "after load") -> bool:
+        """Whether ``before`` and ``after`` (nested dicts of tensors and values) are equal; if not, record
+        ``problem`` followed by the first differences."""
+        differences = _differences(before, after, where)
+        if differences:
+            self.fail(f"{problem}: {'; '.join(differences[:3])}", fix)
+        return not differences
 
-    def learn_on(self, env: VecEnv, hyperparams: dict[str, Any], problem: str, fix: str) -> BaseAlgorithm | None:
-        """A model built on ``env`` that learned and sampled a prediction, or ``None`` after recording that
-        ``problem`` (followed by the exception) happened."""
+    def learn_on(self, env: VecEnv, problem: str, fix: str, **hyperparams: Any) -> None:
+        """Build a model on ``env``, learn, and check its predictions (:meth:`check_actions`); record ``problem``
+        (followed by the exception) when one of these raises."""
         try:
             model = _build(self.cls, env, {**self.hyperparams, **hyperparams}, self.seed)
             model.learn(total_timesteps=self.timesteps)
-            _predict(model, _observations(env, 4), deterministic=False)
+            self.check_actions(model, _observations(env, 4))
         except Exception as exc:
             self.fail(f"{problem}: {_describe(exc)}", fix)
-            return None
-        return model
 
-    def check_actions(
-        self, model: BaseAlgorithm, obs: Any, what: str, modes: tuple[bool, ...] = (True, False)
-    ) -> tuple[np.ndarray, Any] | None:
-        """Predictions on the batch ``obs`` (in each ``deterministic`` mode of ``modes``) have one action per
-        observation, shaped like the action space and inside it, and one unbatched observation gives one action.
+    def check_actions(self, model: BaseAlgorithm, obs: Any) -> tuple[np.ndarray, Any] | None:
+        """Predictions on the batch ``obs`` (deterministic and not) have one action per observation, shaped like
+        the action space and inside it, and one unbatched observation gives one action.
 
-        :return: the actions and state predicted in the first mode; ``None`` when their shape is wrong
+        :return: the deterministic actions and the state predicted with them; ``None`` when their shape is wrong
         """
         space = model.action_space
-        n, first = _batch_size(obs), None
+        n = len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
         expected = (n, *(space.shape or ()))
-        for deterministic in modes:
-            actions, state = _predict(model, obs, deterministic)
+        for deterministic in (False, True):  # deterministic last: its actions are returned
+            actions, state = model.predict(obs, deterministic=deterministic)
             if np.shape(actions) != expected:
                 self.fail(
-                    f"predict() on {n} {what} returned actions of shape {np.shape(actions)}, expected {expected}",
+                    f"predict() on {n} observations returned actions of shape {np.shape(actions)}, expected {expected}",
                     "return one action per observation, shaped like the action space: reshape actions to "
                     "(n_envs, *action_space.shape) wherever they leave the network",
                 )
@@ -452,27 +438,33 @@ class _Checker:
             outside = [action for action in actions if not space.contains(np.asarray(action, dtype=space.dtype))]
             if outside:
                 self.fail(
-                    f"predicted actions {outside[:2]} on {what} are outside the action space {space}",
+                    f"predicted actions {outside[:2]} are outside the action space {space}",
                     "clip or unscale actions to the action space's bounds in predict()",
                 )
-            first = first or (actions, state)
         single, _ = model.predict(_first(obs), deterministic=True)
         if np.shape(single) != space.shape:
             self.fail(
                 f"predict() on one unbatched observation returned shape {np.shape(single)}, expected {space.shape}",
                 "accept unbatched observations as SB3's predict does",
             )
-        return first
+        return actions, state
+
+    def _probes(self, kind: type[spaces.Space]) -> bool:
+        """Whether the class supports ``kind`` and its probes may be used."""
+        return kind in self.probe_spaces and _covers(self.supported, kind)
 
     def learn(self) -> None:
         try:
-            model = self.build_and_learn(self.seed)
+            model = _build(self.cls, _make_env(self.env_id, self.seed), self.hyperparams, self.seed)
+            returned = model.learn(total_timesteps=self.timesteps)
         except Exception as exc:
             self.fail(
                 f"constructing or learning on {self.env_id} failed: {_describe(exc)}",
                 "make the class construct and learn with SB3's arguments (policy, env, seed, device, ...)",
             )
             return
+        if returned is not model:
+            self.fail(f"learn() returned {returned!r}, not the model", "end learn() with `return self`")
         if model.num_timesteps < self.timesteps:
             self.fail(
                 f"learn(total_timesteps={self.timesteps}) stopped after {model.num_timesteps} steps",
@@ -481,93 +473,78 @@ class _Checker:
         self.model = model
         self.observations = _observations(_make_env(self.env_id, self.seed + 7))
 
-    def seeding(self) -> None:
-        assert self.model is not None
-        twin = self.build_and_learn(self.seed)
-        differences: list[str] = []
-        _diff(_state(self.model), _state(twin), "", differences, where="in the second model")
-        if differences:
-            self.fail(
-                f"two models built and trained with seed={self.seed} differ: {'; '.join(differences[:3])}",
-                "draw every random number from generators seeded by set_random_seed (torch, numpy, "
-                "self.action_space) and seed the environments from self.seed",
-            )
-        elif not _same_predictions(self.model, twin, self.observations):
+    def seeding(self, model: BaseAlgorithm) -> None:
+        twin = _build(self.cls, _make_env(self.env_id, self.seed), self.hyperparams, self.seed)
+        twin.learn(total_timesteps=self.timesteps)
+        fix = "draw every random number from generators seeded by set_random_seed (torch, numpy, self.action_space) "
+        fix += "and seed the environments from self.seed"
+        problem = f"two models built and trained with seed={self.seed} differ"
+        same = self.expect_same(_state(model), _state(twin), problem, fix, where="in the second model")
+        if same and not _same_predictions(model, twin, self.observations):
             self.fail(
                 f"two models trained with seed={self.seed} predict differently",
                 "make predict depend only on the parameters and the observation",
             )
 
-    def predict(self) -> None:
-        model, obs = self.model, self.observations
-        assert model is not None
-        predicted = self.check_actions(model, obs, "observations", modes=(True,))
+    def predict(self, model: BaseAlgorithm) -> None:
+        obs = self.observations
+        predicted = self.check_actions(model, obs)
         if predicted is None:
             return
         actions, state = predicted
         if state is not None:
             # recurrent policies: the returned state must be accepted back
-            episode_start = np.zeros(_batch_size(obs), dtype=bool)
-            model.predict(obs, state=state, episode_start=episode_start, deterministic=True)
-        if any(not np.array_equal(actions, _predict(model, obs, True)[0]) for _ in range(4)):
+            model.predict(obs, state=state, episode_start=np.zeros(len(actions), dtype=bool), deterministic=True)
+        if any(not np.array_equal(actions, model.predict(obs, deterministic=True)[0]) for _ in range(4)):
             self.fail(
                 "predict(deterministic=True) returned different actions for the same observations",
                 "with deterministic=True return the policy's mode (pass `deterministic` down to the policy) "
                 "and use no randomness",
             )
         stochastic = hasattr(model.policy, "action_dist")
-        if stochastic and all(np.array_equal(_predict(model, obs, False)[0], actions) for _ in range(10)):
+        if stochastic and all(np.array_equal(model.predict(obs, deterministic=False)[0], actions) for _ in range(10)):
             self.fail(
                 "predict(deterministic=False) always returned the deterministic actions of a stochastic policy",
                 "with deterministic=False sample from the policy's distribution",
             )
 
-    def save_load(self) -> None:
-        model = self.model
-        assert model is not None
-        with tempfile.TemporaryDirectory() as folder:
-            model.save(f"{folder}/model.zip")
-            loaded = self.cls.load(f"{folder}/model.zip", env=_make_env(self.env_id, self.seed + 3), device="cpu")
+    def save_load(self, model: BaseAlgorithm) -> None:
+        loaded = _save_and_load(model, partial(self.cls.load, env=_make_env(self.env_id, self.seed + 3)))
         if type(loaded) is not self.cls:
             self.fail(
                 f"{self.cls.__name__}.load returned a {type(loaded).__name__}",
                 "do not override load(), or return an instance of the class",
             )
-        problems: list[str] = []
-        _diff(_state(model), _state(loaded), "", problems)
-        if problems:
-            self.fail(
-                f"parameters do not round-trip: {'; '.join(problems[:3])}",
-                "list every torch module and optimizer in _get_torch_save_params() and build them in _setup_model()",
-            )
-        changed: list[str] = []
-        _diff(_scalar_attributes(model), _scalar_attributes(loaded), "", changed)
-        if changed:
-            self.fail(
-                f"attributes do not round-trip: {'; '.join(changed[:3])}",
-                "do not list hyperparameters in _excluded_save_params(), and do not reset them in _setup_model()",
-            )
+        self.expect_same(
+            _state(model),
+            _state(loaded),
+            "parameters do not round-trip",
+            "list every torch module and optimizer in _get_torch_save_params() and build them in _setup_model()",
+        )
+        self.expect_same(
+            _scalar_attributes(model),
+            _scalar_attributes(loaded),
+            "attributes do not round-trip",
+            "do not list hyperparameters in _excluded_save_params(), and do not reset them in _setup_model()",
+        )
         if not _same_predictions(model, loaded, self.observations):
             self.fail(
                 "the loaded model predicts different actions from the saved one",
                 "save every tensor that predict() uses (_get_torch_save_params)",
             )
 
-    def evaluate_policy(self) -> None:
+    def evaluate_policy(self, model: BaseAlgorithm) -> None:
         from stable_baselines3.common.evaluation import evaluate_policy
 
-        assert self.model is not None
         env = _make_env(self.env_id, self.seed + 5)
-        mean, std = evaluate_policy(self.model, env, n_eval_episodes=2, deterministic=True, warn=False)
+        mean, std = evaluate_policy(model, env, n_eval_episodes=2, deterministic=True, warn=False)
         if not (np.isfinite(mean) and np.isfinite(std)):
             self.fail(
                 f"evaluate_policy returned {mean} ± {std}",
                 "predict() must return valid actions for evaluate_policy's single environment",
             )
 
-    def set_env(self) -> None:
-        model = self.model
-        assert model is not None
+    def set_env(self, model: BaseAlgorithm) -> None:
         steps_before = model.num_timesteps
         model.set_env(_make_env(self.env_id, self.seed + 11))
         model.learn(total_timesteps=min(32, self.timesteps), reset_num_timesteps=False)
@@ -591,20 +568,18 @@ class _Checker:
             fix = "declare `supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Box, ...)`"
             self.fail(str(exc), fix)
             return
-        declared = getattr(self.cls, "supported_action_spaces", None)
-        for kind, env_id in PROBE_ENV_IDS.items():
-            if kind not in self.probe_spaces:
-                continue
+        declared = getattr(self.cls, "supported_action_spaces", None) is not None
+        for kind in self.probe_spaces:
+            name = _kind_name(kind)
             known = KNOWN_UPSTREAM_ISSUES.get((f"{self.cls.__module__}:{self.cls.__qualname__}", kind))
             if known is not None:
-                self.skipped.append(f"action_spaces on {_kind_name(kind)}: {known}")
+                self.skipped.append(f"action_spaces on {name}: {known}")
                 continue
-            env, name = _make_env(env_id, self.seed), _kind_name(kind)
+            env = _make_env(PROBE_ENV_IDS[kind], self.seed)
             if _covers(self.supported, kind):
-                how = "declares" if declared is not None else "accepts (when constructed; it declares nothing)"
+                how = "declares" if declared else "accepts (when constructed; it declares nothing)"
                 self.learn_on(
                     env,
-                    {},
                     f"{how} {name} but fails on a {name} environment ({env.action_space})",
                     f"support {name} or remove it from supported_action_spaces "
                     "(refuse it in __init__ with a ValueError naming the supported spaces)",
@@ -636,15 +611,13 @@ class _Checker:
         if not kinds:
             raise _Skip("SimpleMultiObsEnv has Box or Discrete actions, and neither is supported (or probed)")
         env = _make_env(SimpleMultiObsEnv, self.seed, discrete_actions=kinds[0] is spaces.Discrete)
-        model = self.learn_on(
+        self.learn_on(
             env,
-            {"policy": aliases[0]},
             f"the {aliases[0]} alias promises Dict observations, but learning on {env.observation_space} fails",
             "treat observations as a dict of tensors wherever they are stored, sliced or concatenated (SB3's "
             "DictReplayBuffer / DictRolloutBuffer show how), or drop the MultiInput alias",
+            policy=aliases[0],
         )
-        if model is not None:
-            self.check_actions(model, _observations(env, 4), "Dict observations")
 
     def box_actions(self) -> None:
         """A class that supports Box learns and predicts with a multi-dimensional Box action space."""
@@ -652,25 +625,20 @@ class _Checker:
             raise _Skip("Box action spaces are not supported")
         space = spaces.Box(-1.0, 1.0, MULTI_DIMENSIONAL_BOX_SHAPE, dtype=np.float32)
         env = _make_env(identity_env, self.seed, space=space, ep_length=16)
-        model = self.learn_on(
+        self.learn_on(
             env,
-            {},
             f"learning with the action space {env.action_space} fails",
             "networks output flat actions of size prod(shape): reshape them to (n_envs, *action_space.shape) "
             "before unscaling or stepping the environment",
         )
-        if model is not None:
-            self.check_actions(model, _observations(env, 4), "observations")
-
-    def _probes(self, kind: type[spaces.Space]) -> bool:
-        """Whether the class supports ``kind`` and its probes may be used."""
-        return kind in self.probe_spaces and _covers(self.supported, kind)
 
     def policy_save_load(self) -> None:
         """``policy.save`` then ``PolicyClass.load`` keep a custom features extractor and the optimizer settings."""
+        from sbx_lecture.training import default_policy
+
         env = _make_env(self.env_id, self.seed)
-        probe = self.model if self.model is not None else _build(self.cls, env, self.hyperparams, self.seed)
-        policy_class = type(probe.policy)
+        policy = self.hyperparams.get("policy") or default_policy(self.cls, env.observation_space)
+        policy_class = getattr(self.cls, "policy_aliases", {}).get(policy, policy)
         parameters = inspect.signature(policy_class).parameters
         if "features_extractor_class" not in parameters:
             raise _Skip(f"{policy_class.__name__} takes no features_extractor_class")
@@ -683,40 +651,18 @@ class _Checker:
         }
         if "optimizer_class" in parameters and "optimizer_kwargs" in parameters:
             policy_kwargs.update(optimizer_class=th.optim.AdamW, optimizer_kwargs={"weight_decay": 0.0123})
-        policy = _build(self.cls, env, {**self.hyperparams, "policy_kwargs": policy_kwargs}, self.seed).policy
+        saved = _build(self.cls, env, {**self.hyperparams, "policy_kwargs": policy_kwargs}, self.seed).policy
         fix = "return every constructor argument (features_extractor_class/kwargs, optimizer_class/kwargs, ...) from "
         fix += "_get_constructor_parameters()"
-        with tempfile.TemporaryDirectory() as folder:
-            policy.save(f"{folder}/policy.pth")
-            try:
-                loaded = policy_class.load(f"{folder}/policy.pth", device="cpu")
-            except Exception as exc:
-                what = f"{policy_class.__name__}.load of a policy with a custom features extractor fails"
-                self.fail(f"{what}: {_describe(exc)}", fix)
-                return
-
-        def extractors(module: th.nn.Module) -> int:
-            return sum(isinstance(sub, ProbeFeaturesExtractor) for sub in module.modules())
-
-        if extractors(loaded) != extractors(policy):
-            self.fail(
-                f"the loaded policy has {extractors(loaded)} ProbeFeaturesExtractor modules, the saved one "
-                f"{extractors(policy)}: the custom features extractor was replaced",
-                fix,
-            )
-        if getattr(policy, "optimizer_class", None) is th.optim.AdamW:
-            kwargs = getattr(loaded, "optimizer_kwargs", None) or {}
-            if getattr(loaded, "optimizer_class", None) is not th.optim.AdamW or kwargs.get("weight_decay") != 0.0123:
-                self.fail(
-                    f"optimizer settings are lost: the loaded policy has {getattr(loaded, 'optimizer_class', None)} "
-                    f"with {kwargs}, the saved one AdamW with weight_decay=0.0123",
-                    fix,
-                )
-        problems: list[str] = []
-        _diff(policy.state_dict(), loaded.state_dict(), "", problems)
-        if problems:
-            self.fail(f"the policy's tensors do not round-trip: {'; '.join(problems[:3])}", fix)
-        elif not _same_predictions(policy, loaded, _observations(env, 4)):
+        try:
+            loaded = _save_and_load(saved, type(saved).load)
+        except Exception as exc:
+            what = f"{type(saved).__name__}.load of a policy with a custom features extractor fails"
+            self.fail(f"{what}: {_describe(exc)}", fix)
+            return
+        problem = "the features extractor, the optimizer settings or the tensors do not round-trip"
+        same = self.expect_same(_policy_settings(saved), _policy_settings(loaded), problem, fix)
+        if same and not _same_predictions(saved, loaded, _observations(env, 4)):
             self.fail("the loaded policy predicts different actions from the saved one", fix)
 
 
@@ -753,16 +699,15 @@ def check_algorithm(
         problem = f"{cls!r} is not a subclass of stable_baselines3's BaseAlgorithm"
         fix = "derive the algorithm from BaseAlgorithm, OnPolicyAlgorithm or OffPolicyAlgorithm"
         raise ConformanceError(name, env_id or "-", [CheckFailure("class", problem, fix)], 1)
-    selected = list(CHECKS) if checks is None else list(checks)
-    unknown = [check for check in selected if check not in CHECKS]
-    if unknown:
-        raise ValueError(f"unknown checks {unknown}: choose from {', '.join(CHECKS)}")
+    selected = set(CHECKS if checks is None else checks)
+    if not selected <= set(CHECKS):
+        raise ValueError(f"unknown checks {sorted(selected - set(CHECKS))}: choose from {', '.join(CHECKS)}")
     if timesteps < 1:
         raise ValueError(f"timesteps must be >= 1, got {timesteps}")
-    kinds = tuple(PROBE_ENV_IDS) if probe_spaces is None else tuple(probe_spaces)
-    unknown_kinds = [kind for kind in kinds if kind not in PROBE_ENV_IDS]
-    if unknown_kinds:
-        raise ValueError(f"probe_spaces {unknown_kinds}: choose from {', '.join(map(_kind_name, PROBE_ENV_IDS))}")
+    kinds = set(PROBE_ENV_IDS if probe_spaces is None else probe_spaces)
+    if not kinds <= set(PROBE_ENV_IDS):
+        unknown = [kind for kind in kinds if kind not in PROBE_ENV_IDS]
+        raise ValueError(f"probe_spaces {unknown}: choose from {', '.join(map(_kind_name, PROBE_ENV_IDS))}")
     try:
         env_id = env_id or suitable_env_id(cls)
     except (TypeError, ValueError) as exc:
@@ -773,18 +718,23 @@ def check_algorithm(
     with contextlib.suppress(TypeError):  # an invalid declaration: the action_spaces check reports it
         report.action_spaces = supported_action_spaces(cls)
     supported = report.action_spaces or _probe_action_spaces(cls)
-    checker = _Checker(cls, env_id, hyperparams or {}, timesteps, seed, kinds, supported)
-    needs_model = [check for check in selected if check not in ("learn", *_STANDALONE_CHECKS)]
+    probes = tuple(kind for kind in PROBE_ENV_IDS if kind in kinds)
+    checker = _Checker(cls, env_id, hyperparams or {}, timesteps, seed, probes, supported)
+    if selected & set(_MODEL_CHECKS):
+        selected.add("learn")  # the checks of the trained model need it
     ran = 0
-    for check in [check for check in CHECKS if check in selected or (check == "learn" and needs_model)]:
-        if check in needs_model and checker.model is None:
-            checker.skipped.append(check)  # learning failed: there is no model to check
-            continue
+    for check in [check for check in CHECKS if check in selected]:
+        run = getattr(checker, check)
+        if check in _MODEL_CHECKS:
+            if checker.model is None:
+                checker.skipped.append(check)  # learning failed: there is no model to check
+                continue
+            run = partial(run, checker.model)
         ran += 1
         checker.check = check
         count = len(checker.failures)
         try:
-            getattr(checker, check)()
+            run()
         except _Skip as skip:
             checker.skipped.append(f"{check}: {skip}")
             continue
@@ -826,21 +776,3 @@ class NonFiniteAfter(gym.Wrapper):
             if self.corrupt_observation is not None:
                 observation = np.full_like(observation, self.corrupt_observation)
         return observation, reward, terminated, truncated, info
-
-
-__all__ = [
-    "CHECKS",
-    "KNOWN_UPSTREAM_ISSUES",
-    "PROBE_ENV_IDS",
-    "SUITABLE_ENV_IDS",
-    "TINY_HYPERPARAMS",
-    "CheckFailure",
-    "ConformanceError",
-    "ConformanceReport",
-    "NonFiniteAfter",
-    "check_algorithm",
-    "identity_env",
-    "suitable_env_id",
-    "supported_action_spaces",
-    "tiny_hyperparams",
-]

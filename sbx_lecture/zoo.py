@@ -1,26 +1,20 @@
 """The RL Baselines3 Zoo bridge: every registered algorithm in rl_zoo3's train, enjoy, optimize and plots.
 
-The zoo has no plugin mechanism. Its scripts read three shared tables: ``rl_zoo3.utils.ALGOS`` (``--algo`` name →
-class, turned into the ``--algo`` choices when the argument parser is built), and
-``rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER`` / ``HYPERPARAMS_CONVERTER`` (Optuna samplers for ``--optimize`` and
-the converters that turn a stored trial back into hyperparameters). :func:`register_with_zoo` fills them from the
-sbx-lecture registry, built-in and third-party algorithms alike, before any zoo parser runs.
+``sbx-lecture zoo SCRIPT ARGS...`` (:func:`main`) fills the zoo's tables (:func:`register_with_zoo`, in
+:mod:`sbx_lecture.zoo_adapters`, with the adapters that the plain ``python -m rl_zoo3.train`` gets too), then runs
+the zoo's script in this process with ``sys.argv`` set to ``ARGS``. Unlike the plain zoo, it runs no code from a
+command line or a hyperparameter file: the values that rl_zoo3 evaluates with ``eval`` (``-params``, ``--env-kwargs``,
+a section's ``policy_kwargs``, ...) are parsed by :func:`sbx_lecture.hyperparams.parse_value` (:func:`zoo_value`).
+For ``train`` it first
 
-``sbx-lecture zoo SCRIPT ARGS...`` (:func:`main`) registers, then runs the zoo's script in this process with
-``sys.argv`` set to ``ARGS``. For ``train`` it first
-
-- uses the algorithm's registered zoo file (``zoo_configs/<algo>.yml`` for the lecture's algorithms) when no
-  ``-conf``/``--conf-file`` is given; the zoo's own files stay in force for SB3's and sb3-contrib's algorithms;
-- checks that every hyperparameter of the chosen section is accepted by the algorithm's constructor, and says which
-  one is not (with the closest accepted names) before anything is trained;
+- checks that the environment exists and that every hyperparameter of the section in force (the algorithm's
+  registered zoo file, ``zoo_configs/<algo>.yml`` for the lecture's algorithms, else the zoo's own, unless ``-conf``
+  names another) and of ``-params`` parses and is accepted by the algorithm's constructor, and says which one is
+  not (with the closest accepted names) before anything is trained;
 - with ``--optimize``, defaults to the zoo's journal-file storage ``<log-folder>/<algo>/<env>_optuna.log`` and the
   study ``<algo>_<env>_n<budget>``, so that runs (and worker processes) with one budget add to one study; creates
   the study before any trial and says in one line whether it joins an existing one; ``--workers K`` starts K worker
   processes on that study (or on any ``--storage`` URL shared by several machines: a database, a Redis journal).
-
-:func:`register_with_zoo` also wraps rl_zoo3's ``ExperimentManager`` (registered zoo files, one-line errors, Redis
-storages, studies created once), for the bridge and for the plain zoo alike: with sbx-lecture installed, the start-up
-hook ``_sbx_lecture_zoo_hook`` calls :func:`autoregister` when ``rl_zoo3`` is first imported.
 """
 
 from __future__ import annotations
@@ -30,69 +24,55 @@ import contextlib
 import difflib
 import importlib
 import importlib.util
-import inspect
 import os
-import random
-import re
 import runpy
 import subprocess
 import sys
-import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any
+from unittest import mock
 
 from sbx_lecture import zoo_config
-from sbx_lecture.infra.validation import is_action_space_error
+from sbx_lecture.factory import UsageError, check_environment
+from sbx_lecture.hyperparams import HyperparameterError, check_hyperparameters, either, parse_value
+from sbx_lecture.loading import ModelFileError
 from sbx_lecture.loading.zoo_run import LOADING_SCRIPTS, pop_trusted
-from sbx_lecture.plugins import PluginManager, get_plugin_manager
-from sbx_lecture.registry import AlgorithmSpec, RegistryError, normalize_name, unknown_name_message
-
-if TYPE_CHECKING:
-    from stable_baselines3.common.base_class import BaseAlgorithm
+from sbx_lecture.plugins import get_plugin_manager
+from sbx_lecture.registry import RegistryError, normalize_name, unknown_name_message
+from sbx_lecture.zoo_adapters import (  # noqa: F401  (ensure_study, open_study_storage: for sweep and users)
+    LazyAlgorithms,
+    ZooBridgeError,
+    check_storage_driver,
+    ensure_study,
+    mask_url,
+    open_study_storage,
+    register_with_zoo,
+)
+from sbx_lecture.zoo_config import ZooConfigError
 
 PROGRAM = "sbx-lecture zoo"
 USAGE_ERROR_STATUS = 2
-
-#: Keys of a zoo hyperparameter section that the zoo consumes itself; they never reach the constructor.
-ZOO_ONLY_KEYS = zoo_config.SECTION_ONLY_KEYS
-
-#: Constructor arguments the zoo passes from its own command line; a hyperparameter file must not set them.
-ZOO_COMMAND_LINE_KEYS = frozenset({"env", "seed", "verbose", "device", "tensorboard_log"})
-
-#: Keys whose ``lin_<value>`` strings the zoo turns into linear schedules (any other key receives the string).
-ZOO_SCHEDULE_KEYS = frozenset({"learning_rate", "clip_range", "clip_range_vf", "delta_std"})
-
 #: Flag of ``sbx-lecture zoo train`` (not of rl_zoo3) that starts several optimization workers.
 WORKERS_FLAG = "--workers"
 #: Flag of every ``sbx-lecture zoo`` script (not of rl_zoo3): torch CPU threads, 1 unless given.
 THREADS_FLAG = "--threads"
+#: Set in the environment of the processes that ``--workers`` starts (their parent announced the study).
+WORKER_VARIABLE = "SBX_LECTURE_ZOO_WORKER"
 
 
-class ZooScript(NamedTuple):
-    """One rl_zoo3 script that ``sbx-lecture zoo`` can run.
-
-    :param module: the rl_zoo3 module
-    :param function: the function that parses ``sys.argv`` and runs; ``None``: run the module as ``__main__``
-    :param summary: one line for ``sbx-lecture zoo --help``
-    """
-
-    module: str
-    function: str | None
-    summary: str
-
-
-ZOO_SCRIPTS: dict[str, ZooScript] = {
-    "train": ZooScript("rl_zoo3.train", "train", "train an agent, or --optimize its hyperparameters with Optuna"),
-    "enjoy": ZooScript("rl_zoo3.enjoy", "enjoy", "run a trained agent (--no-render for no window)"),
-    "record_video": ZooScript("rl_zoo3.record_video", None, "record a video of a trained agent"),
-    "record_training": ZooScript("rl_zoo3.record_training", None, "record videos of a run's checkpoints"),
-    "plot_train": ZooScript("rl_zoo3.plots.plot_train", "plot_train", "training curves from the monitor files"),
-    "all_plots": ZooScript("rl_zoo3.plots.all_plots", "all_plots", "evaluation curves of algorithms × environments"),
-    "plot_from_file": ZooScript("rl_zoo3.plots.plot_from_file", "plot_from_file", "plots from an all_plots file"),
-    "load_from_hub": ZooScript("rl_zoo3.load_from_hub", None, "download a trained agent from the Hugging Face hub"),
+#: The rl_zoo3 scripts that ``sbx-lecture zoo`` runs (each module run as ``__main__``), with a line for ``--help``.
+ZOO_SCRIPTS: dict[str, tuple[str, str]] = {
+    "train": ("rl_zoo3.train", "train an agent, or --optimize its hyperparameters with Optuna"),
+    "enjoy": ("rl_zoo3.enjoy", "run a trained agent (--no-render for no window)"),
+    "record_video": ("rl_zoo3.record_video", "record a video of a trained agent"),
+    "record_training": ("rl_zoo3.record_training", "record videos of a run's checkpoints"),
+    "plot_train": ("rl_zoo3.plots.plot_train", "training curves from the monitor files"),
+    "all_plots": ("rl_zoo3.plots.all_plots", "evaluation curves of algorithms × environments"),
+    "plot_from_file": ("rl_zoo3.plots.plot_from_file", "plots from an all_plots file"),
+    "load_from_hub": ("rl_zoo3.load_from_hub", "download a trained agent from the Hugging Face hub"),
 }
 
 #: Zoo scripts that are not offered, with the reason (said in one line when one is asked for).
@@ -105,394 +85,37 @@ UNAVAILABLE_SCRIPTS: dict[str, str] = {
 }
 
 
-class ZooBridgeError(Exception):
-    """A zoo command line that cannot work, explained before rl_zoo3 starts."""
+#: What the bridge reports in one line (exit status 2) instead of a traceback (``ModelFileError``: a run's file that
+#: is damaged or needs trust).
+USER_ERRORS = (ZooBridgeError, ZooConfigError, RegistryError, HyperparameterError, ModelFileError, UsageError)
+#: Keys of a section whose text rl_zoo3 runs with ``eval`` (``policy_kwargs: "dict(net_arch=[64])"``).
+EVALUATED_KEYS = ("policy_kwargs", "replay_buffer_class", "replay_buffer_kwargs", "monitor_kwargs", "normalize")
 
 
-class ZooConfigError(ZooBridgeError, zoo_config.ZooConfigError):
-    """A zoo hyperparameter file that is missing, has no section for the environment, or names a refused key."""
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The ALGOS table and the Optuna tables
-# --------------------------------------------------------------------------------------------------------------
-
-
-class LazyAlgorithms(MutableMapping[str, "type[BaseAlgorithm]"]):
-    """rl_zoo3's ``ALGOS`` with the registry's algorithms added; a registered class is imported on first lookup.
-
-    The zoo only reads ``ALGOS.keys()`` (its ``--algo`` choices), ``ALGOS[name]`` and the class's ``__name__``, so
-    listing the names never imports an algorithm module.
-
-    :param zoo_algorithms: the zoo's own table, kept for the names no plugin registers
-    """
-
-    def __init__(self, zoo_algorithms: Mapping[str, type[BaseAlgorithm]]) -> None:
-        self.zoo_algorithms: Mapping[str, type[BaseAlgorithm]] = zoo_algorithms
-        self._entries: dict[str, type[BaseAlgorithm] | AlgorithmSpec] = dict(zoo_algorithms)
-
-    def sync(self, specs: Sequence[AlgorithmSpec]) -> None:
-        """Make the table the zoo's algorithms plus ``specs`` (which win on a shared name), and nothing older."""
-        for name, entry in list(self._entries.items()):
-            if isinstance(entry, AlgorithmSpec):
-                if name in self.zoo_algorithms:
-                    self._entries[name] = self.zoo_algorithms[name]
-                else:
-                    del self._entries[name]
-        for spec in specs:
-            self._entries[spec.name] = spec
-
-    def spec(self, name: str) -> AlgorithmSpec | None:
-        """The registry entry behind ``name``, or ``None`` for one of the zoo's own or a hand-added class."""
-        entry = self._entries.get(name)
-        return entry if isinstance(entry, AlgorithmSpec) else None
-
-    def is_loaded(self, name: str) -> bool:
-        """Whether looking ``name`` up would not import anything any more."""
-        entry = self._entries[name]
-        return entry.is_loaded if isinstance(entry, AlgorithmSpec) else True
-
-    def __contains__(self, name: object) -> bool:  # without importing the algorithm, as Mapping's would
-        return name in self._entries
-
-    def __getitem__(self, name: str) -> type[BaseAlgorithm]:
-        entry = self._entries[name]
-        return entry.load() if isinstance(entry, AlgorithmSpec) else entry
-
-    def __setitem__(self, name: str, algorithm: type[BaseAlgorithm]) -> None:
-        self._entries[name] = algorithm
-
-    def __delitem__(self, name: str) -> None:
-        del self._entries[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({sorted(self._entries)})"
-
-
-@dataclass(frozen=True, eq=False)
-class LazySampler:
-    """The registered Optuna sampler of an algorithm, imported on first call (the zoo's sampler signature)."""
-
-    spec: AlgorithmSpec
-
-    def __call__(self, trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
-        sampler = self.spec.load_zoo_sampler()
-        if sampler is None:
-            raise ZooBridgeError(f"algorithm {self.spec.name!r} ({self.spec.origin}) registers no Optuna sampler")
-        return sampler(trial, n_actions, n_envs, additional_args)
-
-
-@dataclass(frozen=True, eq=False)
-class LazyConverter:
-    """Turns a stored trial's parameters back into hyperparameters (the zoo's ``--trial-id``), imported on use.
-
-    It is the plugin's ``zoo_converter`` when it registered one, else the ``convert`` attribute of its sampler
-    (as the samplers of :mod:`sbx_lecture.zoo_samplers` carry).
-    """
-
-    spec: AlgorithmSpec
-
-    def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
-        converter = self.spec.extra.get("zoo_converter")
-        if isinstance(converter, str):
-            converter = _import_object(converter)
-        if converter is None:
-            converter = getattr(self.spec.load_zoo_sampler(), "convert", None)
-        if converter is None:
-            raise ZooBridgeError(
-                f"algorithm {self.spec.name!r} ({self.spec.origin}) registers no converter for stored trials: "
-                "register it with zoo_converter=..., or give the sampler a 'convert' attribute"
-            )
-        return dict(converter(params))
-
-
-def _import_object(location: str) -> Any:
-    module_name, _, attribute_path = location.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for attribute in attribute_path.split("."):
-        obj = getattr(obj, attribute)
-    return obj
-
-
-def register_with_zoo(manager: PluginManager | None = None) -> LazyAlgorithms:
-    """Put every registered algorithm into rl_zoo3's ``ALGOS``, samplers and converters; safe to call again.
-
-    ``ALGOS`` becomes a :class:`LazyAlgorithms` (rebound in every loaded ``rl_zoo3`` module that held the zoo's
-    dict, so the modules imported later get it too); the Optuna tables are the zoo's dicts, updated in place. A
-    registered name wins over the zoo's own entry of the same name. A sampler is set only where the plugin gave one,
-    so SB3's algorithms keep the zoo's samplers.
-
-    :param manager: the plugin manager to read (default: the process-wide one)
-    :return: the zoo's ``ALGOS`` table
-    """
+def zoo_value(key: str, value: Any) -> Any:
+    """The value of the hyperparameter ``key`` as the bridge gives it to rl_zoo3 instead of the zoo's ``eval``:
+    text parsed by :func:`~sbx_lecture.hyperparams.parse_value`, which runs no code; ``lin_0.001`` stays text (the
+    zoo builds the schedule), and so do names (``MlpPolicy``), except where the zoo would run them as Python."""
+    if not isinstance(value, str) or value.strip().startswith("lin_"):
+        return value
     try:
-        import rl_zoo3  # noqa: F401  (imports rl_zoo3.utils and with it the zoo's ALGOS)
-        import rl_zoo3.hyperparams_opt as zoo_optimization
-        import rl_zoo3.utils as zoo_utils
-    except ModuleNotFoundError as error:
-        if error.name is None or not error.name.startswith(("rl_zoo3", "optuna")):
-            raise
-        raise ZooBridgeError(f"the zoo bridge needs {error.name}: pip install 'sbx-lecture[zoo]'") from None
-
-    manager = manager or get_plugin_manager()
-    current = zoo_utils.ALGOS
-    table = current if isinstance(current, LazyAlgorithms) else LazyAlgorithms(dict(current))
-    specs = list(manager.registry)
-    table.sync(specs)
-    for module_name, module in list(sys.modules.items()):
-        if (module_name == "rl_zoo3" or module_name.startswith("rl_zoo3.")) and (
-            getattr(module, "ALGOS", None) is current
-        ):
-            module.ALGOS = table  # type: ignore[attr-defined]
-
-    for spec in specs:
-        if spec.zoo_sampler is not None:
-            zoo_optimization.HYPERPARAMS_SAMPLER[spec.name] = LazySampler(spec)
-        if spec.zoo_sampler is not None or spec.extra.get("zoo_converter") is not None:
-            zoo_optimization.HYPERPARAMS_CONVERTER[spec.name] = LazyConverter(spec)  # type: ignore[assignment]
-    _patch_experiment_manager()
-    return table
+        parsed = parse_value(value)
+    except HyperparameterError as error:
+        raise HyperparameterError(f"hyperparameter {key!r}: {error}") from None
+    if key == "replay_buffer_class" and isinstance(parsed, str):
+        parsed = getattr(importlib.import_module("stable_baselines3"), parsed, parsed)  # HerReplayBuffer
+    if key in EVALUATED_KEYS and isinstance(parsed, str):
+        raise HyperparameterError(f"hyperparameter {key!r}: {value!r} is not a value; write it as dict(...)")
+    return parsed
 
 
-#: Value of ``SBX_LECTURE_ZOO_AUTOREGISTER`` that switches the plain zoo's automatic registration off.
-AUTOREGISTER_VARIABLE = "SBX_LECTURE_ZOO_AUTOREGISTER"
-
-
-def autoregister() -> None:
-    """Called by the start-up hook (``_sbx_lecture_zoo_hook``) when a plain zoo script first imports ``rl_zoo3``.
-
-    It registers every algorithm (:func:`register_with_zoo`) and makes the bridge's errors (:class:`ZooBridgeError`)
-    and the zoo's own "missing package" errors (an ``ImportError`` that names the ``pip install``) one line on
-    stderr instead of a traceback. A registration that fails (a broken plugin) leaves the zoo with its
-    own algorithms and says so in one line (``SBX_LECTURE_DEBUG=1``: the traceback).
-    """
-    try:
-        register_with_zoo()
-    except Exception as error:  # a broken plugin must not break the zoo itself
-        if os.environ.get("SBX_LECTURE_DEBUG"):
-            raise
-        reason = " ".join(str(error).split()) or type(error).__name__
-        print(
-            f"sbx-lecture: the RL Zoo sees only its own algorithms ({reason}); "
-            f"{AUTOREGISTER_VARIABLE}=0 stops this registration",
-            file=sys.stderr,
-        )
-        return
-    previous = sys.excepthook
-    if getattr(previous, "_sbx_lecture_zoo", False):
-        return
-
-    def excepthook(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
-        # the bridge's errors, and the zoo's "install this package" ones (--track without wandb, ...)
-        one_line = isinstance(error, ZooBridgeError) or (isinstance(error, ImportError) and "pip install" in str(error))
-        if one_line and not os.environ.get("SBX_LECTURE_DEBUG"):
-            message = " ".join(str(error).split())
-            print(f"{Path(sys.argv[0]).name or 'rl_zoo3'}: error: {message}", file=sys.stderr)
-        else:
-            previous(kind, error, traceback)
-
-    excepthook._sbx_lecture_zoo = True  # type: ignore[attr-defined]
-    sys.excepthook = excepthook
+def section_values(section: Mapping[str, Any]) -> dict[str, Any]:
+    """``section`` with the values that rl_zoo3 would run with ``eval`` (:data:`EVALUATED_KEYS`) parsed instead."""
+    return {key: zoo_value(key, value) if key in EVALUATED_KEYS else value for key, value in section.items()}
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The zoo's ExperimentManager: registered zoo files, one-line errors, storages that are not a journal file
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _registered_table() -> LazyAlgorithms | None:
-    import rl_zoo3.utils as zoo_utils
-
-    table = zoo_utils.ALGOS
-    return table if isinstance(table, LazyAlgorithms) else None
-
-
-def _refusal(algo: str, env: Any, hyperparams: Mapping[str, Any]) -> ZooBridgeError:
-    """The error for action noise (``noise_type``) on an action space that is not a Box.
-
-    When the algorithm itself refuses the space, the error is the one ``sbx-lecture train`` gives (the algorithm is
-    built without the noise to learn it); else it names the noise settings.
-    """
-    from sbx_lecture.training import UsageError, build_model
-
-    table = _registered_table()
-    noise_keys = ("noise_type", "noise_std", "policy")
-    try:
-        algorithm = table[algo] if table is not None else None
-        if algorithm is not None:
-            kwargs = {key: value for key, value in hyperparams.items() if key not in noise_keys}
-            build_model(algo, algorithm, env, {"policy": hyperparams.get("policy")}, kwargs, seed=0)
-    except UsageError as error:
-        return ZooBridgeError(str(error))
-    return ZooConfigError(
-        f"noise_type {hyperparams['noise_type']!r} is action noise, which needs a Box action space, not "
-        f"{env.action_space}: remove noise_type and noise_std from the hyperparameters (-params noise_type:None)"
-    )
-
-
-def _patch_experiment_manager() -> None:
-    """Wrap four methods of rl_zoo3's ``ExperimentManager``, once (the plain zoo and the bridge both get them).
-
-    - ``__init__``: without ``-conf``, an algorithm that registers a zoo file uses it (the zoo would look for
-      ``rl_zoo3/hyperparams/<algo>.yml``);
-    - ``_preprocess_action_noise`` and ``setup_experiment``: an action space the algorithm (or the zoo's action
-      noise) cannot use is a :class:`ZooBridgeError`, worded as ``sbx-lecture train`` words it;
-    - ``hyperparameters_optimization`` and ``load_trial``: the study is created before any trial (with retries, so
-      that workers started at once on a fresh database do not race on its tables), and ``--storage`` may be a
-      Redis URL as well (see :func:`open_study_storage`).
-    """
-    from gymnasium import spaces
-    from rl_zoo3.exp_manager import ExperimentManager
-
-    if getattr(ExperimentManager, "_sbx_lecture_patched", False):
-        return
-    original_init = ExperimentManager.__init__
-    original_noise = ExperimentManager._preprocess_action_noise
-    original_setup = ExperimentManager.setup_experiment
-    original_optimization = ExperimentManager.hyperparameters_optimization
-    original_load_trial = ExperimentManager.load_trial
-    config_index = list(inspect.signature(original_init).parameters).index("config")
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        config = kwargs.get("config", args[config_index - 1] if len(args) >= config_index else None)
-        table = _registered_table()
-        spec = table.spec(self.algo) if table is not None and not config else None
-        registered = zoo_config.registered_zoo_file(spec) if spec is not None else None
-        if registered is not None:
-            self.config = str(registered)
-
-    def _preprocess_action_noise(
-        self: Any, hyperparams: dict[str, Any], saved_hyperparams: dict[str, Any], env: Any
-    ) -> dict[str, Any]:
-        self._sbx_lecture_action_space = env.action_space
-        if hyperparams.get("noise_type") is not None and not isinstance(env.action_space, spaces.Box):
-            raise _refusal(self.algo, env, hyperparams)
-        return original_noise(self, hyperparams, saved_hyperparams, env)
-
-    def setup_experiment(self: Any) -> Any:
-        try:
-            return original_setup(self)
-        except (AssertionError, ValueError, TypeError, KeyError) as error:
-            space = getattr(self, "_sbx_lecture_action_space", None)
-            if space is None or not is_action_space_error(error):
-                raise
-            message = " ".join(str(error).split())
-            raise ZooBridgeError(
-                f"algorithm {self.algo!r} does not support the action space {space} of this environment: {message}"
-            ) from error
-
-    def hyperparameters_optimization(self: Any) -> None:
-        if self.storage is not None and self.study_name is not None:
-            ensure_study(self.storage, self.study_name)
-        with _storages_from_urls():
-            original_optimization(self)
-
-    def load_trial(self: Any, storage: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        with _storages_from_urls():
-            return original_load_trial(self, storage, *args, **kwargs)
-
-    ExperimentManager.__init__ = __init__  # type: ignore[method-assign]
-    ExperimentManager._preprocess_action_noise = _preprocess_action_noise  # type: ignore[method-assign]
-    ExperimentManager.setup_experiment = setup_experiment  # type: ignore[method-assign]
-    ExperimentManager.hyperparameters_optimization = hyperparameters_optimization  # type: ignore[method-assign]
-    ExperimentManager.load_trial = load_trial  # type: ignore[method-assign]
-    ExperimentManager._sbx_lecture_patched = True  # type: ignore[attr-defined]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Hyperparameter files
-# --------------------------------------------------------------------------------------------------------------
-
-
-def select_section(config: Mapping[str, Any], env_id: str, algo: str, source: str | Path) -> tuple[str, dict[str, Any]]:
-    """The section rl_zoo3 will use for ``env_id``: its own, ``atari`` for Atari games, else ``default``.
-
-    :return: the section's name and a copy of its hyperparameters
-    :raises ZooConfigError: when there is none, with the closest section names
-    """
-    name = zoo_config.select_section(config, env_id, newest_version=False)
-    if name is None:
-        close = difflib.get_close_matches(env_id, list(config), n=3, cutoff=0.6)
-        hint = f"; did you mean {_either(close)}?" if close else f"; sections: {', '.join(config)}"
-        raise ZooConfigError(f"Hyperparameters not found for {algo}-{env_id} in {source}{hint}")
-    return name, dict(config[name] or {})
-
-
-def accepted_hyperparameters(algorithm: type[BaseAlgorithm]) -> frozenset[str] | None:
-    """The keyword arguments of ``algorithm``'s constructor, or ``None`` when it takes ``**kwargs``."""
-    names = set()
-    for parameter in inspect.signature(algorithm.__init__).parameters.values():
-        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
-            return None
-        if parameter.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
-            names.add(parameter.name)
-    names.discard("self")
-    return frozenset(names)
-
-
-def refused_hyperparameters(algorithm: type[BaseAlgorithm], hyperparams: Mapping[str, Any]) -> dict[str, str]:
-    """The keys of a zoo section that ``algorithm`` would refuse, each with the reason.
-
-    Zoo-only keys (:data:`ZOO_ONLY_KEYS`) are accepted; ``noise_type`` only when the constructor takes
-    ``action_noise``; the arguments the zoo sets from its command line (:data:`ZOO_COMMAND_LINE_KEYS`) are refused,
-    and so is a ``lin_<value>`` string for a key the zoo does not turn into a schedule (:data:`ZOO_SCHEDULE_KEYS`).
-    """
-    accepted = accepted_hyperparameters(algorithm)
-    refused: dict[str, str] = {}
-    for key in hyperparams:
-        if key in ZOO_COMMAND_LINE_KEYS:
-            refused[key] = "is set by the zoo's command line, not by the hyperparameter file"
-        elif (
-            key == "noise_type"
-            and hyperparams[key] is not None
-            and accepted is not None
-            and ("action_noise" not in accepted)
-        ):
-            refused[key] = f"becomes action_noise, which {algorithm.__name__} does not take"
-        elif (
-            isinstance(hyperparams[key], str) and hyperparams[key].startswith("lin_") and (key not in ZOO_SCHEDULE_KEYS)
-        ):
-            refused[key] = f"is a lin_ schedule, which the zoo builds only for {', '.join(sorted(ZOO_SCHEDULE_KEYS))}"
-        elif key in ZOO_ONLY_KEYS or accepted is None or key in accepted:
-            continue
-        else:
-            close = difflib.get_close_matches(key, sorted(accepted), n=3, cutoff=0.6)
-            refused[key] = f"is not an argument of {algorithm.__name__}" + (
-                f" (did you mean {_either(close)}?)" if close else ""
-            )
-    return refused
-
-
-def _either(names: Sequence[str]) -> str:
-    quoted = [repr(name) for name in names]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
-
-
-def check_hyperparameters(algorithm: type[BaseAlgorithm], hyperparams: Mapping[str, Any], where: str) -> None:
-    """Raise :class:`ZooConfigError` naming every key of ``hyperparams`` that ``algorithm`` refuses.
-
-    :param where: what the keys come from, for the message (``"section 'CartPole-v1' of npg.yml"``)
-    """
-    refused = refused_hyperparameters(algorithm, hyperparams)
-    if refused:
-        reasons = "; ".join(f"{key!r} {reason}" for key, reason in refused.items())
-        accepted = accepted_hyperparameters(algorithm) or frozenset()
-        valid = sorted((accepted - ZOO_COMMAND_LINE_KEYS) | ZOO_ONLY_KEYS)
-        raise ZooConfigError(
-            f"Invalid hyperparameters for {algorithm.__module__}.{algorithm.__qualname__} in {where}: {reasons}. "
-            f"Valid keys: {', '.join(key for key in valid if not key.startswith('_'))}"
-        )
-
-
-# --------------------------------------------------------------------------------------------------------------
-# ``train``: the hyperparameter file, its check and the optimization defaults, before rl_zoo3 parses
+# ``train``: the hyperparameter check and the optimization defaults, before rl_zoo3 parses
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -519,6 +142,7 @@ def _train_pre_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=-1)
     parser.add_argument("-n", "--n-timesteps", type=int, default=0)
     parser.add_argument("--track", action="store_true")
+    parser.add_argument("--gym-packages", nargs="+", default=[])
     return parser
 
 
@@ -529,7 +153,7 @@ class TrainPlan:
     :param argv: the arguments for rl_zoo3's train (the user's, with the bridge's additions at the end)
     :param algo: the ``--algo`` name
     :param env_id: the ``--env`` id
-    :param config: the hyperparameter file in force (``None``: left to the zoo)
+    :param config: the hyperparameter file in force (``None``: left to the zoo, for ``--help``)
     :param workers: optimization worker processes to start (1: run in this process)
     :param storage: Optuna storage of ``--optimize`` (``None`` when not optimizing)
     :param study_name: Optuna study name of ``--optimize``
@@ -573,7 +197,9 @@ def plan_train(argv: Sequence[str], table: LazyAlgorithms) -> TrainPlan:
     """Read ``sbx-lecture zoo train`` arguments and decide what rl_zoo3 gets (see the module docstring).
 
     :raises ZooBridgeError: for an unknown algorithm, a missing sampler, a bad ``--workers``
-    :raises ZooConfigError: for a missing hyperparameter file or section, or a key the constructor refuses
+    :raises UsageError: for an unknown environment
+    :raises ZooConfigError: for a missing hyperparameter file or section
+    :raises HyperparameterError: for a value that does not parse, a key the constructor refuses
     """
     arguments, workers = _pop_count(list(argv), WORKERS_FLAG)
     if {"-h", "--help"} & set(arguments):
@@ -584,23 +210,25 @@ def plan_train(argv: Sequence[str], table: LazyAlgorithms) -> TrainPlan:
         return TrainPlan(arguments, "", "", None)  # rl_zoo3's parser explains the mistake
 
     arguments = _check_algo_choice(arguments, table)
-    algo = normalize_name(options.algo) if options.algo not in table else options.algo
-
-    config = options.conf_file
+    algo = options.algo if options.algo in table else normalize_name(options.algo)
+    for module in ["rl_zoo3.import_envs", *options.gym_packages]:  # the environments the zoo's train registers
+        importlib.import_module(module)
+    check_environment(options.env)
     spec = table.spec(algo)
-    if config is None:
-        registered = zoo_config.registered_zoo_file(spec) if spec is not None else None
-        if registered is not None:
-            config = str(registered)
-            arguments += ["--conf-file", config]
-        elif zoo_config.rl_zoo_file(algo) is None:
-            origin = f"plugin {spec.origin}" if spec is not None else "its provider"
-            raise ZooConfigError(
-                f"no zoo hyperparameters for {algo!r}: {origin} registers no zoo file and rl_zoo3 ships none; "
-                f"pass -conf FILE.yml with a section {options.env!r} (or 'default')"
-            )
-    if config is not None and config.endswith((".yml", ".yaml")):
-        _check_config(table, algo, options.env, config, options.hyperparams)
+    registered = zoo_config.registered_zoo_file(spec) if spec is not None else None
+    config = options.conf_file or str(registered or zoo_config.rl_zoo_file(algo) or "")
+    if not config:
+        origin = f"plugin {spec.origin}" if spec is not None else "its provider"
+        raise ZooConfigError(
+            f"no zoo hyperparameters for {algo!r}: {origin} registers no zoo file and rl_zoo3 ships none; "
+            f"pass -conf FILE.yml with a section {options.env!r} (or 'default')"
+        )
+    command = f"{PROGRAM} train"
+    if config.endswith((".yml", ".yaml")):
+        name, section = _section(config, algo, options.env)
+        check_hyperparameters(table[algo], section_values(section), f"section {name!r} of {config}", command)
+    overrides = {key: zoo_value(key, text) for key, _, text in (item.partition(":") for item in options.hyperparams)}
+    check_hyperparameters(table[algo], overrides, "-params/--hyperparams", command)
 
     if options.track and importlib.util.find_spec("wandb") is None:
         raise ZooBridgeError("--track logs to Weights & Biases, which needs the package 'wandb': pip install wandb")
@@ -612,13 +240,11 @@ def plan_train(argv: Sequence[str], table: LazyAlgorithms) -> TrainPlan:
     return plan
 
 
-def _check_config(table: LazyAlgorithms, algo: str, env_id: str, config: str, overrides: Sequence[str]) -> None:
+def _section(config: str | Path, algo: str, env_id: str) -> tuple[str, dict[str, Any]]:
+    """The section of the zoo file ``config`` that rl_zoo3 will use for ``algo`` on ``env_id``: name and values."""
     if not Path(config).is_file():
         raise ZooConfigError(f"hyperparameter file {config} does not exist")
-    section_name, section = select_section(zoo_config.read_sections(Path(config)), env_id, algo, config)
-    check_hyperparameters(table[algo], section, f"section {section_name!r} of {config}")
-    override_keys = {item.split(":", 1)[0]: None for item in overrides if ":" in item}
-    check_hyperparameters(table[algo], override_keys, "-params/--hyperparams")
+    return zoo_config.section_for(zoo_config.read_sections(Path(config)), env_id, algo, config)
 
 
 def _plan_optimization(plan: TrainPlan, options: argparse.Namespace, table: LazyAlgorithms) -> None:
@@ -646,18 +272,32 @@ def _plan_optimization(plan: TrainPlan, options: argparse.Namespace, table: Lazy
 
 def _file_budget(plan: TrainPlan) -> int | None:
     """The ``n_timesteps`` of the hyperparameter section in force, or ``None`` when it cannot be read."""
-    path = plan.config or zoo_config.rl_zoo_file(plan.algo)
-    if path is None or not str(path).endswith((".yml", ".yaml")):
+    if plan.config is None or not plan.config.endswith((".yml", ".yaml")):
         return None
     try:
-        _, section = select_section(zoo_config.read_sections(Path(path)), plan.env_id, plan.algo, path)
-        return int(float(section["n_timesteps"]))
+        return int(float(_section(plan.config, plan.algo, plan.env_id)[1]["n_timesteps"]))
     except (ZooConfigError, KeyError, TypeError, ValueError, OSError):
         return None
 
 
-#: Set in the environment of the processes that ``--workers`` starts (their parent announced the study).
-WORKER_VARIABLE = "SBX_LECTURE_ZOO_WORKER"
+def _check_algo_choice(arguments: list[str], table: LazyAlgorithms) -> list[str]:
+    """An unknown ``--algo`` is refused with the closest names; a spelling such as ``PPO-KL`` becomes ``ppo_kl``.
+
+    :return: the arguments, with every ``--algo`` value in the zoo's spelling
+    """
+    checked = list(arguments)
+    for index, argument in enumerate(arguments):
+        if argument == "--algo" and index + 1 < len(arguments):
+            position, value, prefix = index + 1, arguments[index + 1], ""
+        elif argument.startswith("--algo="):
+            position, value, prefix = index, argument.partition("=")[2], "--algo="
+        else:
+            continue
+        if value not in table:
+            if normalize_name(value) not in table:
+                raise ZooBridgeError(unknown_name_message("algorithm", value, sorted(table)))
+            checked[position] = prefix + normalize_name(value)
+    return checked
 
 
 def announce_study(plan: TrainPlan) -> None:
@@ -682,145 +322,6 @@ def announce_study(plan: TrainPlan) -> None:
         print(f"{PROGRAM}: created the study {plan.study_name!r} at {where}")
 
 
-#: URL schemes of Optuna's Redis journal backend.
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-
-#: Attempts at creating a study's tables and the study itself before giving up (see :func:`ensure_study`).
-STUDY_CREATION_ATTEMPTS = 8
-
-
-def mask_url(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***`` (``postgresql://user:***@host/db``)."""
-    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)[^@/\s]*@", r"\1***@", text)
-
-
-#: The package each storage scheme needs, and the ``pip install`` that brings it.
-STORAGE_DRIVERS = {
-    "postgresql": ("psycopg", "pip install 'sbx-lecture[zoo]' (or: pip install 'psycopg[binary]')"),
-    "postgresql+psycopg": ("psycopg", "pip install 'psycopg[binary]'"),
-    "postgresql+psycopg2": ("psycopg2", "pip install psycopg2-binary"),
-    "mysql": ("MySQLdb", "pip install mysqlclient"),
-    "mysql+pymysql": ("pymysql", "pip install pymysql"),
-    "redis": ("redis", "pip install 'sbx-lecture[zoo]' (or: pip install redis)"),
-    "rediss": ("redis", "pip install 'sbx-lecture[zoo]' (or: pip install redis)"),
-    "unix": ("redis", "pip install 'sbx-lecture[zoo]' (or: pip install redis)"),
-}
-
-
-def check_storage_driver(storage: str) -> None:
-    """Raise :class:`ZooBridgeError` when the driver of the storage URL ``storage`` is not installed."""
-    scheme = storage.partition("://")[0].lower() if "://" in storage else ""
-    driver = STORAGE_DRIVERS.get(scheme)
-    if driver is not None and importlib.util.find_spec(driver[0]) is None:
-        raise ZooBridgeError(f"the storage {mask_url(storage)} needs the package {driver[0]!r}: {driver[1]}")
-
-
-def open_study_storage(storage: str) -> Any:
-    """An Optuna storage from the zoo's ``--storage``.
-
-    A path ending in ``.log`` is a journal file, a ``redis://`` (``rediss://``, ``unix://``) URL a Redis journal
-    (with an optional ``?prefix=NAME``, see :func:`split_redis_prefix`), any other string a database URL
-    (SQLAlchemy's; ``postgresql://`` uses psycopg 3).
-    """
-    import optuna
-    from optuna.storages import JournalStorage
-
-    if storage.endswith(".log") and "://" not in storage:
-        from optuna.storages.journal import JournalFileBackend
-
-        Path(storage).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(storage))
-    check_storage_driver(storage)
-    if storage.startswith(REDIS_SCHEMES):
-        from optuna.storages.journal import JournalRedisBackend
-
-        url, prefix = split_redis_prefix(storage)
-        with warnings.catch_warnings():  # "JournalRedisBackend is experimental", at every start of every worker
-            warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
-            return JournalStorage(JournalRedisBackend(url, prefix=prefix))
-    return storage
-
-
-def split_redis_prefix(url: str) -> tuple[str, str]:
-    """A Redis URL without its ``prefix`` query parameter, and that prefix (``""`` without one).
-
-    ``redis://host:6379/0?prefix=lecture`` keeps the journal under keys ``lecture:...``, so that several journals can
-    share one Redis database (Optuna's ``JournalRedisBackend(url, prefix=...)``).
-    """
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = "".join(value for key, value in query if key == "prefix")
-    rest = urlencode([(key, value) for key, value in query if key != "prefix"])
-    return urlunsplit(parts._replace(query=rest)), prefix
-
-
-@contextlib.contextmanager
-def _storages_from_urls() -> Iterator[None]:
-    """Within the block, ``optuna.create_study``/``load_study`` accept a Redis URL as ``storage`` (the zoo passes
-    ``--storage`` on as it is)."""
-    import optuna
-
-    originals = optuna.create_study, optuna.load_study
-
-    def converting(function: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            storage = kwargs.get("storage")
-            if isinstance(storage, str) and storage.startswith(REDIS_SCHEMES):
-                kwargs["storage"] = open_study_storage(storage)
-            return function(*args, **kwargs)
-
-        return call
-
-    optuna.create_study, optuna.load_study = converting(originals[0]), converting(originals[1])
-    try:
-        yield
-    finally:
-        optuna.create_study, optuna.load_study = originals
-
-
-def ensure_study(storage: str, study_name: str) -> tuple[int, bool]:
-    """Create the study ``study_name`` in ``storage`` (and a database's tables) unless it exists.
-
-    Several processes started at once on a fresh database race to create Optuna's tables; the losers' attempts fail
-    (a unique violation) and are retried after a short random pause, when the tables exist.
-
-    :return: the number of trials the study holds and whether it existed already
-    """
-    import optuna
-
-    check_storage_driver(storage)
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            opened = open_study_storage(storage)
-            try:
-                optuna.create_study(study_name=study_name, storage=opened, direction="maximize")
-                return 0, False
-            except optuna.exceptions.DuplicatedStudyError:
-                return len(optuna.load_study(study_name=study_name, storage=opened).trials), True
-        except Exception as error:
-            if attempt >= STUDY_CREATION_ATTEMPTS or not _is_creation_race(error):
-                raise
-            time.sleep(random.uniform(0.1, 0.5) * attempt)
-
-
-def _is_creation_race(error: Exception) -> bool:
-    """Whether ``error`` is another process creating the same tables, type or study at the same time."""
-    try:
-        from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-    except ModuleNotFoundError:
-        return False
-    if isinstance(error, IntegrityError):
-        return True
-    text = str(error).lower()
-    return isinstance(error, (ProgrammingError, OperationalError)) and (
-        "already exists" in text or "duplicate" in text or "deadlock" in text
-    )
-
-
 def run_workers(plan: TrainPlan) -> int:
     """Start ``plan.workers`` processes of ``sbx-lecture zoo train`` that fill one Optuna study; wait for them.
 
@@ -830,10 +331,9 @@ def run_workers(plan: TrainPlan) -> int:
     :return: the highest exit status of the workers
     """
     assert plan.storage is not None and plan.study_name is not None
-    environment = dict(os.environ)
+    environment = dict(os.environ, **{WORKER_VARIABLE: "1"})
     package_root = str(Path(__file__).resolve().parent.parent)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))
-    environment[WORKER_VARIABLE] = "1"
     processes = []
     for worker in range(plan.workers):
         seed = ["--seed", str(plan.seed + worker)] if plan.seed >= 0 else []
@@ -851,96 +351,6 @@ def run_workers(plan: TrainPlan) -> int:
 # --------------------------------------------------------------------------------------------------------------
 # Running a script
 # --------------------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _command_line(program: str, arguments: Sequence[str]) -> Iterator[None]:
-    saved = sys.argv
-    sys.argv = [program, *arguments]
-    try:
-        yield
-    finally:
-        sys.argv = saved
-
-
-@contextlib.contextmanager
-def _zoo_subprocesses_through_bridge() -> Iterator[None]:
-    """record_training starts ``python -m rl_zoo3.record_video``: run it through the bridge (and this Python)."""
-    original = subprocess.call
-
-    def call(command: Any, *args: Any, **kwargs: Any) -> int:
-        if isinstance(command, list) and command[:3] == ["python", "-m", "rl_zoo3.record_video"]:
-            command = [sys.executable, "-m", "sbx_lecture.zoo", "record_video", *command[3:]]
-        return original(command, *args, **kwargs)
-
-    subprocess.call = call  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        subprocess.call = original
-
-
-class TrialsTable:
-    """The part of ``study.trials_dataframe()`` that rl_zoo3 uses (``.to_csv(path)``), written without pandas.
-
-    :param trials: the study's trials
-    """
-
-    def __init__(self, trials: Sequence[Any]) -> None:
-        self.trials = list(trials)
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per trial: number, value, state, times, then ``params_*`` and ``user_attrs_*`` columns."""
-        rows = []
-        for trial in self.trials:
-            row: dict[str, Any] = {
-                "number": trial.number,
-                "value": trial.value,
-                "datetime_start": trial.datetime_start,
-                "datetime_complete": trial.datetime_complete,
-                "duration": (
-                    trial.datetime_complete - trial.datetime_start
-                    if trial.datetime_complete and trial.datetime_start
-                    else None
-                ),
-                "state": trial.state.name,
-            }
-            row.update({f"params_{key}": value for key, value in sorted(trial.params.items())})
-            row.update({f"user_attrs_{key}": value for key, value in sorted(trial.user_attrs.items())})
-            rows.append(row)
-        return rows
-
-    def to_csv(self, path: str | Path) -> None:
-        """Write the table as CSV, the columns in first-seen order."""
-        import csv
-
-        rows = self.rows()
-        columns = list(dict.fromkeys(column for row in rows for column in row))
-        with open(path, "w", newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-
-
-@contextlib.contextmanager
-def _optimization_report_without_pandas() -> Iterator[None]:
-    """rl_zoo3 writes its optimization report with ``study.trials_dataframe()``, which needs pandas (only in the
-    zoo's ``plots`` extra); when pandas is missing, the report is written with :class:`TrialsTable` instead."""
-    if importlib.util.find_spec("pandas") is not None:
-        yield
-        return
-    from optuna.study import Study
-
-    original = Study.trials_dataframe
-
-    def trials_table(study: Study, *args: Any, **kwargs: Any) -> Any:
-        return TrialsTable(study.trials)
-
-    Study.trials_dataframe = trials_table  # type: ignore[assignment,method-assign]
-    try:
-        yield
-    finally:
-        Study.trials_dataframe = original  # type: ignore[method-assign]
 
 
 def one_run_last_evals(results: Any) -> Any:
@@ -961,48 +371,86 @@ def one_run_last_evals(results: Any) -> Any:
 
 @contextlib.contextmanager
 def _plots_of_single_runs() -> Iterator[None]:
-    """Within the block, results files read with ``pickle.load`` go through :func:`one_run_last_evals`."""
+    """plot_from_file's adapter: within the block, its ``pickle.load`` goes through :func:`one_run_last_evals`."""
     import pickle
 
-    original = pickle.load
-
-    def load(*args: Any, **kwargs: Any) -> Any:
-        return one_run_last_evals(original(*args, **kwargs))
-
-    pickle.load = load
-    try:
+    load = pickle.load
+    with mock.patch.object(pickle, "load", lambda *args, **kwargs: one_run_last_evals(load(*args, **kwargs))):
         yield
-    finally:
-        pickle.load = original
 
 
 @contextlib.contextmanager
-def _ffmpeg_on_path() -> Iterator[None]:
-    """record_training runs the program ``ffmpeg``: without one on ``PATH``, imageio-ffmpeg's (a dependency of
-    moviepy, which the zoo's video recorder needs) is put there for the block."""
+def _record_training_programs() -> Iterator[None]:
+    """record_training's adapters: the ``python -m rl_zoo3.record_video`` it starts with ``subprocess.call`` runs
+    through the bridge (and this Python, loading safely); without an ``ffmpeg`` on ``PATH``, imageio-ffmpeg's (a
+    dependency of moviepy, which the zoo's video recorder needs) is put there for the block."""
     import shutil
     import tempfile
 
-    if shutil.which("ffmpeg") is not None:
-        yield
-        return
-    try:
-        import imageio_ffmpeg
+    call = subprocess.call
 
-        executable = imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError):
-        raise ZooBridgeError(
-            "record_training runs the program ffmpeg, which is not installed: pip install imageio-ffmpeg "
-            "(sbx-lecture[zoo] installs it), or install ffmpeg with the system's package manager"
-        ) from None
-    saved = os.environ.get("PATH", "")
-    with tempfile.TemporaryDirectory(prefix="sbx-lecture-ffmpeg-") as folder:
-        os.symlink(executable, os.path.join(folder, "ffmpeg"))
-        os.environ["PATH"] = os.pathsep.join([folder, saved])
+    def through_the_bridge(command: Any, *args: Any, **kwargs: Any) -> int:
+        if isinstance(command, list) and command[:3] == ["python", "-m", "rl_zoo3.record_video"]:
+            command = [sys.executable, "-m", "sbx_lecture.zoo", "record_video", *command[3:]]
+        return call(command, *args, **kwargs)
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.object(subprocess, "call", through_the_bridge))
+        if shutil.which("ffmpeg") is None:
+            try:
+                import imageio_ffmpeg
+
+                executable = imageio_ffmpeg.get_ffmpeg_exe()
+            except (ImportError, RuntimeError):
+                raise ZooBridgeError(
+                    "record_training runs the program ffmpeg, which is not installed: pip install imageio-ffmpeg "
+                    "(sbx-lecture[zoo] installs it), or install ffmpeg with the system's package manager"
+                ) from None
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="sbx-lecture-ffmpeg-"))
+            os.symlink(executable, os.path.join(folder, "ffmpeg"))
+            stack.enter_context(mock.patch.dict(os.environ, PATH=os.pathsep.join([folder, os.environ.get("PATH", "")])))
+        yield
+
+
+@contextlib.contextmanager
+def _values_without_eval() -> Iterator[None]:
+    """Within the block, rl_zoo3 runs no code from a command line or a section: its ``StoreDict`` (``-params``,
+    ``--env-kwargs``) and its preprocessing of :data:`EVALUATED_KEYS` get the values through :func:`zoo_value`."""
+    import rl_zoo3.utils as zoo_utils
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    preprocess = ExperimentManager._preprocess_hyperparams
+
+    def storing(action: Any, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        pairs = (value.partition(":") for value in values)
+        setattr(namespace, action.dest, {key: zoo_value(key, text) for key, _, text in pairs})
+
+    def preprocessing(self: Any, hyperparams: dict[str, Any]) -> Any:
+        return preprocess(self, section_values(hyperparams))
+
+    with (
+        mock.patch.object(zoo_utils.StoreDict, "__call__", storing),
+        mock.patch.object(ExperimentManager, "_preprocess_hyperparams", preprocessing),
+    ):
+        yield
+
+
+def _model_path_in_one_line(get_model_path: Any) -> Any:
+    """rl_zoo3's ``get_model_path`` (of enjoy and record_video), whose "folder not found" / "no model found" becomes
+    a one-line :class:`ZooBridgeError` (but in the zoo's ``rl-trained-agents``, from which enjoy downloads)."""
+
+    def finding(exp_id: int, folder: str, *args: Any, **kwargs: Any) -> Any:
         try:
-            yield
-        finally:
-            os.environ["PATH"] = saved
+            return get_model_path(exp_id, folder, *args, **kwargs)
+        except (AssertionError, ValueError) as error:
+            if "rl-trained-agents" in folder:
+                raise
+            raise ZooBridgeError(
+                f"{error}: pass -f the log folder of `{PROGRAM} train` (its -f, default logs) and the run's --algo, "
+                "--env and --exp-id"
+            ) from None
+
+    return finding
 
 
 def absolute_output_folder(arguments: Sequence[str]) -> list[str]:
@@ -1017,76 +465,52 @@ def absolute_output_folder(arguments: Sequence[str]) -> list[str]:
     return result
 
 
-def _exit_status(code: object) -> int:
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)
-    return 1
-
-
 def run_script(name: str, arguments: Sequence[str], trusted: bool = False) -> int:
     """Run the zoo script ``name`` in this process with ``sys.argv`` set to ``arguments``; return its status.
 
     :param trusted: let the scripts that load a run unpickle its files as rl_zoo3 does (see
         :mod:`sbx_lecture.loading.zoo_run`)
     """
-    from sbx_lecture.loading.zoo_run import LOADING_SCRIPTS, loading_without_unpickling
+    import rl_zoo3.utils as zoo_utils
 
-    script = ZOO_SCRIPTS[name]
+    from sbx_lecture.loading.zoo_run import loading_without_unpickling
+
+    module = ZOO_SCRIPTS[name][0]
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_values_without_eval())
         if name in LOADING_SCRIPTS:
             stack.enter_context(loading_without_unpickling(trusted))
-        stack.enter_context(_command_line(f"{PROGRAM} {name}", arguments))
-        stack.enter_context(_zoo_subprocesses_through_bridge())
-        stack.enter_context(_optimization_report_without_pandas())
+            model_path = _model_path_in_one_line(zoo_utils.get_model_path)
+            stack.enter_context(mock.patch.object(zoo_utils, "get_model_path", model_path))
+        stack.enter_context(mock.patch.object(sys, "argv", [f"{PROGRAM} {name}", *arguments]))
+        stack.enter_context(warnings.catch_warnings())
+        # runpy's "found in sys.modules" warning: the zoo's package imports some scripts, which define functions only
+        warnings.filterwarnings("ignore", r".* found in sys\.modules", RuntimeWarning, "runpy")
         if name == "plot_from_file":
             stack.enter_context(_plots_of_single_runs())
         if name == "record_training":
-            stack.enter_context(_ffmpeg_on_path())
+            stack.enter_context(_record_training_programs())
         try:
-            if script.function is None:
-                runpy.run_module(script.module, run_name="__main__", alter_sys=False)
-            else:
-                function: Callable[[], object] = getattr(importlib.import_module(script.module), script.function)
-                function()
+            runpy.run_module(module, run_name="__main__", alter_sys=False)
         except SystemExit as exit_:
-            return _exit_status(exit_.code)
+            if exit_.code is None or isinstance(exit_.code, int):
+                return exit_.code or 0
+            print(exit_.code, file=sys.stderr)
+            return 1
         except ModuleNotFoundError as error:
             if error.name is None or error.name.split(".")[0] in ("rl_zoo3", "sbx_lecture"):
                 raise
             # An optional dependency of the zoo: the plots need its ``plots`` extra (seaborn, pandas, scipy, ...).
-            hint = "pip install 'rl_zoo3[plots]'" if "plots" in script.module else f"pip install {error.name}"
+            hint = "pip install 'rl_zoo3[plots]'" if "plots" in module else f"pip install {error.name}"
             missing = f"rl_zoo3's {name} needs the module {error.name!r}, which is not installed"
             raise ZooBridgeError(f"{missing}: {hint}") from None
     return 0
 
 
-def _check_algo_choice(arguments: list[str], table: LazyAlgorithms) -> list[str]:
-    """An unknown ``--algo`` is refused with the closest names; a spelling such as ``PPO-KL`` becomes ``ppo_kl``.
-
-    :return: the arguments, with every ``--algo`` value in the zoo's spelling
-    """
-    checked = list(arguments)
-    for index, argument in enumerate(arguments):
-        if argument == "--algo" and index + 1 < len(arguments):
-            position, value, prefix = index + 1, arguments[index + 1], ""
-        elif argument.startswith("--algo="):
-            position, value, prefix = index, argument.partition("=")[2], "--algo="
-        else:
-            continue
-        if value not in table:
-            if normalize_name(value) not in table:
-                raise ZooBridgeError(unknown_name_message("algorithm", value, sorted(table)))
-            checked[position] = prefix + normalize_name(value)
-    return checked
-
-
 def usage() -> str:
     """The text of ``sbx-lecture zoo --help``."""
     width = max(map(len, ZOO_SCRIPTS))
-    scripts = "\n".join(f"  {name.ljust(width)}  {script.summary}" for name, script in ZOO_SCRIPTS.items())
+    scripts = "\n".join(f"  {name.ljust(width)}  {summary}" for name, (_, summary) in ZOO_SCRIPTS.items())
     names = ", ".join(get_plugin_manager().registry.names())
     return f"""usage: {PROGRAM} SCRIPT [ARGUMENTS...]
 
@@ -1109,6 +533,14 @@ algorithms: {names}
 """
 
 
+def _refuse(message: str) -> int:
+    """Say ``message`` as the bridge's one-line error (``SBX_LECTURE_DEBUG=1``: raise) and return status 2."""
+    if os.environ.get("SBX_LECTURE_DEBUG") and sys.exc_info()[1] is not None:
+        raise
+    print(f"{PROGRAM}: error: {' '.join(message.split())}", file=sys.stderr)
+    return USAGE_ERROR_STATUS
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``sbx-lecture zoo SCRIPT ARGUMENTS...``: register every algorithm with the zoo and run its script.
 
@@ -1120,17 +552,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage())
         return 0 if arguments else USAGE_ERROR_STATUS
     name, rest = arguments[0], arguments[1:]
-    trusted = False
-    if name in LOADING_SCRIPTS:
-        rest, trusted = pop_trusted(rest)
     if name in UNAVAILABLE_SCRIPTS:
-        print(f"{PROGRAM}: error: {UNAVAILABLE_SCRIPTS[name]}", file=sys.stderr)
-        return USAGE_ERROR_STATUS
+        return _refuse(UNAVAILABLE_SCRIPTS[name])
     if name not in ZOO_SCRIPTS:
         close = difflib.get_close_matches(name.replace("-", "_"), list(ZOO_SCRIPTS), n=3, cutoff=0.5)
-        hint = f"did you mean {_either(close)}?" if close else f"use one of {', '.join(ZOO_SCRIPTS)}"
-        print(f"{PROGRAM}: error: unknown zoo script {name!r}; {hint}", file=sys.stderr)
-        return USAGE_ERROR_STATUS
+        hint = f"did you mean {either(close)}?" if close else f"use one of {', '.join(ZOO_SCRIPTS)}"
+        return _refuse(f"unknown zoo script {name!r}; {hint}")
+    rest, trusted = pop_trusted(rest) if name in LOADING_SCRIPTS else (rest, False)
     try:
         import torch as th
 
@@ -1149,25 +577,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             rest = _check_algo_choice(rest, table)
             if name == "record_training":
                 rest = absolute_output_folder(rest)
-    except (ZooBridgeError, RegistryError) as error:
-        if os.environ.get("SBX_LECTURE_DEBUG"):
-            raise
-        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
-        return USAGE_ERROR_STATUS
-    from sbx_lecture.loading import ModelFileError
-
-    try:
         return run_script(name, rest, trusted)
-    except (ZooBridgeError, ModelFileError) as error:  # ModelFileError: a run's file that is damaged or needs trust
-        if os.environ.get("SBX_LECTURE_DEBUG"):
-            raise
-        print(f"{PROGRAM}: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return USAGE_ERROR_STATUS
+    except USER_ERRORS as error:
+        return _refuse(str(error))
 
 
 if __name__ == "__main__":
-    # Run the imported module's main, not this copy's: the start-up hook imports sbx_lecture.zoo when rl_zoo3 is
-    # imported, and its classes (LazyAlgorithms) must be the ones this run checks against.
-    from sbx_lecture.zoo import main as imported_main
-
-    sys.exit(imported_main())
+    sys.exit(main())

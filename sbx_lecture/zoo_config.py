@@ -2,9 +2,10 @@
 
 - **Which file**: a ``-conf FILE`` the user names; else the yml the algorithm registered (ours ship in
   ``zoo_configs/``); else the RL Zoo's own ``rl_zoo3/hyperparams/<algo>.yml``; else none (library defaults).
-- **Which section**: the environment's exact id; else the newest version of the same task (the zoo still names the
-  MuJoCo tasks ``-v4``, so ``HalfCheetah-v5`` reads ``HalfCheetah-v4``); then ``atari`` for Atari games; then
-  ``default``.
+- **Which section**: one rule for ``train``, ``bench`` and the zoo bridge (``sbx-lecture zoo train`` and the plain
+  ``python -m rl_zoo3.train``, whose ``read_hyperparameters`` the bridge adapts): the environment's exact id; else
+  the same task's newest older version (the zoo still names the MuJoCo tasks ``-v4``, so ``Hopper-v5`` reads
+  ``Hopper-v4``); else the zoo's own fallbacks, ``atari`` for Atari games, then ``default``.
 - **Which keys**: the zoo keys ``train`` applies itself (``n_envs``, ``n_timesteps``, ``normalize``, ``policy``, action
   noise) are split from the constructor arguments; text values are parsed once (``lin_0.001`` becomes a schedule,
   ``dict(net_arch=[64])`` a dict, never by ``eval``); keys only the zoo itself can apply are named in a warning.
@@ -15,6 +16,7 @@ Every run records the file and section it used (:attr:`ZooSettings.source`).
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import importlib.util
 import json
@@ -26,20 +28,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sbx_lecture.hyperparams import parse_value
+from sbx_lecture.hyperparams import ZOO_KEYS, ZOO_ONLY_KEYS, either, parse_value
 from sbx_lecture.infra.validation import InvalidValueError, check_common_arguments, require_integer, require_number
 from sbx_lecture.registry import AlgorithmSpec
 
 DEFAULT_TIMESTEPS = 100_000
-#: rl-zoo keys that ``train`` understands itself; they are not constructor arguments.
-ZOO_KEYS = ("policy", "n_timesteps", "n_envs", "normalize", "noise_type", "noise_std", "env_kwargs")
 #: Keys whose values are names, kept as text rather than parsed (``noise_type: ornstein-uhlenbeck``).
 TEXT_KEYS = ("policy", "noise_type")
-#: rl-zoo keys that only the zoo itself applies.
-ZOO_ONLY_KEYS = ("frame_stack", "env_wrapper", "callback", "vec_env_wrapper", "normalize_kwargs", "monitor_kwargs")
-#: Every key of a zoo section that never reaches the algorithm's constructor.
-SECTION_ONLY_KEYS = frozenset(ZOO_KEYS) | frozenset(ZOO_ONLY_KEYS)
-_VERSION = re.compile(r"^(?P<base>.+)-v(?P<version>\d+)$")
+_VERSION = re.compile(r"^(?P<task>.+)-v(?P<version>\d+)$")
 
 
 class ZooConfigError(ValueError):
@@ -95,26 +91,39 @@ def _is_atari(env_id: str) -> bool:
     return entry is not None and "AtariEnv" in str(entry.entry_point)
 
 
-def select_section(sections: Mapping[str, Any], env_id: str, newest_version: bool = True) -> str | None:
-    """The section of a zoo file that applies to ``env_id`` (see the module docstring), or ``None``.
-
-    :param newest_version: fall back to the newest version of the same task (``rl_zoo3`` itself does not: the zoo
-        bridge, which hands the file to rl_zoo3, asks for its exact rule)
-    """
+def select_section(sections: Mapping[str, Any], env_id: str) -> str | None:
+    """The section of a zoo file that applies to ``env_id`` (the rule of the module docstring), or ``None``."""
     if env_id in sections:
         return env_id
-    match = _VERSION.match(env_id) if newest_version else None
-    if match is not None:
-        versions = [
-            (int(other.group("version")), key)
+    wanted = _VERSION.match(env_id)
+    if wanted is not None:
+        older = [
+            (int(other["version"]), key)
             for key in sections
-            if (other := _VERSION.match(str(key))) is not None and other.group("base") == match.group("base")
+            if (other := _VERSION.match(str(key))) and other["task"] == wanted["task"]
+            if int(other["version"]) < int(wanted["version"])
         ]
-        if versions:
-            return max(versions)[1]
+        if older:
+            return max(older)[1]
     if "atari" in sections and _is_atari(env_id):
         return "atari"
     return "default" if "default" in sections else None
+
+
+def section_for(sections: Mapping[str, Any], env_id: str, algo: str, path: str | Path) -> tuple[str, dict[str, Any]]:
+    """The section of the file ``path`` (read as ``sections``) that ``algo`` uses on ``env_id``: name and a copy.
+
+    :raises ZooConfigError: when there is none, naming the closest sections
+    """
+    name = select_section(sections, env_id)
+    if name is None:
+        close = difflib.get_close_matches(env_id, list(sections), n=3, cutoff=0.6)
+        hint = f"did you mean {either(close)}?" if close else f"sections: {', '.join(sections) or 'none'}"
+        raise ZooConfigError(
+            f"Hyperparameters not found for {algo}-{env_id} in {path}: it has no section for {env_id} (nor an "
+            f"older version of it, nor 'default'); add one ({hint})"
+        )
+    return name, dict(sections[name] or {})
 
 
 @cache
@@ -182,14 +191,10 @@ def zoo_entry(algo: str, env_id: str, conf_file: Path | None = None) -> tuple[di
     if conf_file is not None and not conf_file.is_file():
         raise ZooConfigError(f"hyperparameter file {conf_file} does not exist: check the -conf path")
     sections = read_sections(path)
-    name = select_section(sections, env_id)
-    if name is None:
-        if conf_file is not None:
-            raise ZooConfigError(
-                f"hyperparameter file {conf_file} has no section for {env_id} (nor 'default'): add one"
-            )
+    if conf_file is None and select_section(sections, env_id) is None:
         return {}, "library defaults"
-    return dict(sections[name] or {}), f"{_shown_path(path)}[{name}]"
+    name, section = section_for(sections, env_id, algo, path)
+    return section, f"{_shown_path(path)}[{name}]"
 
 
 def _shown_path(path: Path) -> str:

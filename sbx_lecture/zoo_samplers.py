@@ -3,9 +3,10 @@
 Each ``sample_<algo>_params(trial, n_actions, n_envs, additional_args) -> dict`` has the signature of the zoo's
 ``HYPERPARAMS_SAMPLER`` entries (``rl_zoo3/hyperparams_opt.py``) and is registered through the plugin hook
 (``zoo_sampler="sbx_lecture.zoo_samplers:sample_npg_params"``). As in the zoo, a sampler first suggests raw values
-(``one_minus_gamma``, ``batch_size_pow``, ``net_arch`` as a size name, ...) and then converts them; the conversion is
-its ``convert`` attribute, which :mod:`sbx_lecture.zoo` uses as the zoo's ``HYPERPARAMS_CONVERTER`` to rebuild the
-hyperparameters of a stored trial (``--trial-id``) from ``trial.params``.
+(``one_minus_gamma``, ``batch_size_pow``, ``net_arch`` as a size name, ...) and then converts them with the zoo's own
+``convert_onpolicy_params`` / ``convert_offpolicy_params``; the conversion is its ``convert`` attribute, which
+:mod:`sbx_lecture.zoo` uses as the zoo's ``HYPERPARAMS_CONVERTER`` to rebuild the hyperparameters of a stored trial
+(``--trial-id``) from ``trial.params``.
 
 The search spaces follow the zoo's for the nearest SB3 algorithm (TRPO for NPG/TNPG, PPO for KL-PPO, TD3 for DPG,
 SAC for soft Q-learning) plus each algorithm's own knobs: the natural step size α of NPG, the KL bound δ of TNPG,
@@ -15,17 +16,20 @@ the initial penalty β and the KL target of KL-PPO, the critic type of DPG, the 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
+from rl_zoo3.hyperparams_opt import convert_offpolicy_params, convert_onpolicy_params
 
 #: ``(trial, n_actions, n_envs, additional_args) -> raw values``; the raw values' keys are the trial's param names.
 SuggestFunction = Callable[[Any, int, int, dict[str, Any]], dict[str, Any]]
 ConvertFunction = Callable[[dict[str, Any]], dict[str, Any]]
 
+#: Names the zoo's converters know: activations, and network sizes (``tiny`` [64], ``small`` [64, 64], ``medium``
+#: [256, 256] with separate ``pi`` and ``vf`` layers on policy; ``small``, ``medium``, ``big`` [400, 300] off policy).
 ACTIVATIONS = ("tanh", "relu")
-ON_POLICY_NETS: dict[str, list[int]] = {"tiny": [64], "small": [64, 64], "medium": [256, 256]}
-OFF_POLICY_NETS: dict[str, list[int]] = {"small": [64, 64], "medium": [256, 256], "big": [400, 300]}
+ON_POLICY_NETS = ("tiny", "small", "medium")
+OFF_POLICY_NETS = ("small", "medium", "big")
 
 
 class ZooSampler:
@@ -49,39 +53,15 @@ class ZooSampler:
 
 
 def with_action_noise(hyperparams: dict[str, Any], n_actions: int) -> dict[str, Any]:
-    """Replace the zoo keys ``noise_type``/``noise_std`` by an SB3 ``action_noise`` with ``n_actions`` dimensions."""
-    noise_type = hyperparams.pop("noise_type", None)
-    noise_std = float(hyperparams.pop("noise_std", 0.1))
-    if noise_type is None:
-        return hyperparams
-    from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+    """Replace the zoo keys ``noise_type``/``noise_std`` by an SB3 ``action_noise`` with ``n_actions`` dimensions, as
+    ``sbx-lecture train`` builds it."""
+    from gymnasium.spaces import Box
 
-    mean, sigma = np.zeros(n_actions), noise_std * np.ones(n_actions)
-    if noise_type == "normal":
-        hyperparams["action_noise"] = NormalActionNoise(mean=mean, sigma=sigma)
-    elif noise_type == "ornstein-uhlenbeck":
-        hyperparams["action_noise"] = OrnsteinUhlenbeckActionNoise(mean=mean, sigma=sigma)
-    else:
-        raise ValueError(f"unknown noise_type {noise_type!r}: use 'normal' or 'ornstein-uhlenbeck'")
-    return hyperparams
+    from sbx_lecture.factory import action_noise_from_zoo
 
-
-def _activation(name: str) -> Any:
-    from torch import nn
-
-    return {"tanh": nn.Tanh, "relu": nn.ReLU}[name]
-
-
-def _convert_common(raw: dict[str, Any]) -> dict[str, Any]:
-    """``one_minus_gamma`` → ``gamma``, ``one_minus_gae_lambda`` → ``gae_lambda``, ``<name>_pow`` → ``2**value``."""
-    hyperparams = dict(raw)
-    for name in ("gamma", "gae_lambda"):
-        if f"one_minus_{name}" in hyperparams:
-            hyperparams[name] = 1.0 - hyperparams.pop(f"one_minus_{name}")
-    for name in ("batch_size", "n_steps"):
-        if f"{name}_pow" in hyperparams:
-            hyperparams[name] = 2 ** hyperparams.pop(f"{name}_pow")
-    return hyperparams
+    zoo = {key: hyperparams.pop(key) for key in ("noise_type", "noise_std") if key in hyperparams}
+    noise = action_noise_from_zoo(zoo, SimpleNamespace(action_space=Box(-1.0, 1.0, (n_actions,))))  # type: ignore[arg-type]
+    return hyperparams if noise is None else {**hyperparams, "action_noise": noise}
 
 
 def _suggest_on_policy(trial: Any) -> dict[str, Any]:
@@ -92,23 +72,13 @@ def _suggest_on_policy(trial: Any) -> dict[str, Any]:
         "one_minus_gamma": trial.suggest_float("one_minus_gamma", 1e-4, 0.03, log=True),
         "one_minus_gae_lambda": trial.suggest_float("one_minus_gae_lambda", 1e-4, 0.1, log=True),
         "learning_rate": trial.suggest_float("learning_rate", 1e-5, 3e-3, log=True),
-        "net_arch": trial.suggest_categorical("net_arch", list(ON_POLICY_NETS)),
+        "net_arch": trial.suggest_categorical("net_arch", ON_POLICY_NETS),
         "activation_fn": trial.suggest_categorical("activation_fn", list(ACTIVATIONS)),
     }
     trial.set_user_attr("gamma", 1.0 - raw["one_minus_gamma"])
     trial.set_user_attr("n_steps", 2 ** raw["n_steps_pow"])
     trial.set_user_attr("batch_size", 2 ** raw["batch_size_pow"])
     return raw
-
-
-def convert_on_policy_params(raw: dict[str, Any]) -> dict[str, Any]:
-    """Raw values of an on-policy trial → hyperparameters (``net_arch`` with separate ``pi`` and ``vf`` layers)."""
-    hyperparams = _convert_common(raw)
-    layers = ON_POLICY_NETS[hyperparams.pop("net_arch")]
-    activation_fn = _activation(hyperparams.pop("activation_fn"))
-    net_arch = {"pi": list(layers), "vf": list(layers)}
-    hyperparams["policy_kwargs"] = {"net_arch": net_arch, "activation_fn": activation_fn}
-    return hyperparams
 
 
 def suggest_npg_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +129,7 @@ def suggest_dpg_params(trial: Any, n_actions: int, n_envs: int, additional_args:
         "target_networks": trial.suggest_categorical("target_networks", [False, True]),
         "noise_type": trial.suggest_categorical("noise_type", ["normal", "ornstein-uhlenbeck"]),
         "noise_std": trial.suggest_float("noise_std", 0.05, 0.5),
-        "net_arch": trial.suggest_categorical("net_arch", list(OFF_POLICY_NETS)),
+        "net_arch": trial.suggest_categorical("net_arch", OFF_POLICY_NETS),
     }
     if raw["critic"] == "compatible":
         raw["natural"] = trial.suggest_categorical("natural", [False, True])
@@ -169,11 +139,11 @@ def suggest_dpg_params(trial: Any, n_actions: int, n_envs: int, additional_args:
 
 
 def convert_dpg_params(raw: dict[str, Any]) -> dict[str, Any]:
-    """Raw values of a DPG trial → hyperparameters (``noise_type``/``noise_std`` stay zoo keys)."""
-    hyperparams = _convert_common(raw)
-    hyperparams["policy_kwargs"] = {"net_arch": list(OFF_POLICY_NETS[hyperparams.pop("net_arch")])}
-    # Online (no buffer): one pass over each rollout; with replay: one gradient step per collected step.
-    hyperparams["gradient_steps"] = 1 if hyperparams.get("buffer_size") is None else hyperparams["train_freq"]
+    """Raw values of a DPG trial → hyperparameters (``noise_type``/``noise_std`` stay zoo keys): the zoo's off-policy
+    conversion (one gradient step per collected step), but one pass over each rollout online (no buffer)."""
+    hyperparams = convert_offpolicy_params(raw)
+    if hyperparams.get("buffer_size") is None:
+        hyperparams["gradient_steps"] = 1
     return hyperparams
 
 
@@ -190,7 +160,7 @@ def suggest_sql_params(trial: Any, n_actions: int, n_envs: int, additional_args:
         "tau": trial.suggest_float("tau", 1e-3, 1.0, log=True),
         "ent_coef": trial.suggest_float("ent_coef", 1e-3, 1.0, log=True),
         "twin_critics": trial.suggest_categorical("twin_critics", [False, True]),
-        "net_arch": trial.suggest_categorical("net_arch", list(OFF_POLICY_NETS)),
+        "net_arch": trial.suggest_categorical("net_arch", OFF_POLICY_NETS),
     }
     if n_actions > 0:  # continuous actions: particles for the soft value and for amortized SVGD
         raw["value_n_particles"] = trial.suggest_categorical("value_n_particles", [8, 16, 32])
@@ -200,25 +170,9 @@ def suggest_sql_params(trial: Any, n_actions: int, n_envs: int, additional_args:
     return raw
 
 
-def convert_sql_params(raw: dict[str, Any]) -> dict[str, Any]:
-    """Raw values of a soft Q-learning trial → hyperparameters (one gradient step per collected step)."""
-    hyperparams = _convert_common(raw)
-    hyperparams["policy_kwargs"] = {"net_arch": list(OFF_POLICY_NETS[hyperparams.pop("net_arch")])}
-    hyperparams["gradient_steps"] = hyperparams["train_freq"]
-    return hyperparams
-
-
-sample_npg_params = ZooSampler(suggest_npg_params, convert_on_policy_params)
-sample_tnpg_params = ZooSampler(suggest_tnpg_params, convert_on_policy_params)
-sample_ppo_kl_params = ZooSampler(suggest_ppo_kl_params, convert_on_policy_params)
+sample_npg_params = ZooSampler(suggest_npg_params, convert_onpolicy_params)
+sample_tnpg_params = ZooSampler(suggest_tnpg_params, convert_onpolicy_params)
+sample_ppo_kl_params = ZooSampler(suggest_ppo_kl_params, convert_onpolicy_params)
 sample_dpg_params = ZooSampler(suggest_dpg_params, convert_dpg_params)
-sample_sql_params = ZooSampler(suggest_sql_params, convert_sql_params)
-
-#: Registry name → sampler, for plugin authors and tests.
-SAMPLERS: dict[str, ZooSampler] = {
-    "npg": sample_npg_params,
-    "tnpg": sample_tnpg_params,
-    "ppo_kl": sample_ppo_kl_params,
-    "dpg": sample_dpg_params,
-    "sql": sample_sql_params,
-}
+#: Soft Q-learning: the zoo's off-policy conversion as it is (one gradient step per collected step).
+sample_sql_params = ZooSampler(suggest_sql_params, convert_offpolicy_params)

@@ -21,9 +21,10 @@ from typing import Any
 import psutil
 import pytest
 import yaml
+from rich.progress import Progress, TaskID
 
 from sbx_lecture.bench import harness, main
-from sbx_lecture.bench.harness import JobProgress, job_folder
+from sbx_lecture.bench.harness import job_folder
 from sbx_lecture.bench.runner import ERROR_FILE, RESULT_FILE
 from sbx_lecture.bench.speed import speed_steps, warmup_length
 from sbx_lecture.bench.suites import RunJob, Selection, expand, load_suite_file
@@ -75,12 +76,31 @@ def listening(processes: list[psutil.Process]) -> dict[int, list[str]]:
     return found
 
 
-class KillingDisplay(JobProgress):
+class WatchingDisplay(Progress):
+    """The bench's progress display, which hands each job's step count to :meth:`advanced` (the tests' hook): the
+    harness adds a task per running job, with the job's folder as its field ``folder``."""
+
+    def update(self, task_id: TaskID, **changes: Any) -> None:
+        super().update(task_id, **changes)
+        task = next(task for task in self.tasks if task.id == task_id)
+        if "folder" in task.fields and changes.get("completed") is not None:
+            self.advanced(task.fields["folder"], int(changes["completed"]))
+
+    def advanced(self, key: str, steps: int) -> None:
+        """The job in folder ``key`` reached ``steps`` environment steps."""
+
+    @property
+    def done(self) -> int:
+        """Jobs ended so far (the count of the harness's first task)."""
+        return int(self.tasks[0].completed)
+
+
+class KillingDisplay(WatchingDisplay):
     """Plain lines; records the sockets of the cluster once, and kills the worker training the A2C run once it
     has a checkpoint and ``KILL_AT`` steps."""
 
-    def __init__(self, total: int, live: bool | None = None) -> None:
-        super().__init__(total, live)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.sockets: dict[int, list[str]] = {}
         self.workers: list[int] = []
         self.environments: list[dict[str, str]] = []
@@ -109,16 +129,16 @@ def killed_run(tmp_path_factory):
     return display, out, status
 
 
-def bench_with(display_class: type[JobProgress], suite_file: Path, out: Path, jobs: int) -> tuple[Any, int]:
+def bench_with(display_class: type[WatchingDisplay], suite_file: Path, out: Path, jobs: int) -> tuple[Any, int]:
     """``sbx-lecture bench SUITE --jobs N`` in this process, shown through ``display_class``; (display, status)."""
-    displays: list[JobProgress] = []
+    displays: list[WatchingDisplay] = []
 
-    def make_display(total: int, live: bool | None = None) -> JobProgress:
-        displays.append(display_class(total, live))
+    def make_display(*args: Any, **kwargs: Any) -> WatchingDisplay:
+        displays.append(display_class(*args, **kwargs))
         return displays[-1]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(harness, "JobProgress", make_display)
+        patch.setattr(harness, "Progress", make_display)
         status = main([str(suite_file), "--jobs", str(jobs), "--out", str(out), "--plain", "--no-plots"])
     (display,) = displays
     return display, status
@@ -144,12 +164,12 @@ def test_a_killed_worker_does_not_stop_the_suite(killed_run):
         assert (job_folder(job, out) / RESULT_FILE).exists()
 
 
-class InterruptingDisplay(JobProgress):
-    """Kills the worker of the first job to take a step, then raises KeyboardInterrupt as Ctrl-C in the command
-    would: the job is run again on the nanny's new worker while the command waits for its jobs to stop."""
+class InterruptingDisplay(WatchingDisplay):
+    """Kills the worker of the first job to take a step, then sends the command Ctrl-C (SIGINT): the job is run
+    again on the nanny's new worker while the command waits for its jobs to stop."""
 
-    def __init__(self, total: int, live: bool | None = None) -> None:
-        super().__init__(total, live)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.killed = False
 
     def advanced(self, key: str, steps: int) -> None:
@@ -159,7 +179,7 @@ class InterruptingDisplay(JobProgress):
             if any(Path(file.path) == Path(key) / LOCK_FILE for file in child.open_files()):
                 os.kill(child.pid, signal.SIGKILL)
                 self.killed = True
-                raise KeyboardInterrupt
+                os.kill(os.getpid(), signal.SIGINT)  # steps arrive in the client's thread; Ctrl-C reaches the main one
 
 
 def test_a_job_run_again_after_ctrl_c_sees_the_stop_request(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""The benchmark figures that are not training runs (sbx_lecture.bench.figures), as suite entries of the harness.
+"""The benchmark figures that are not training runs (sbx_lecture.bench.figures), as suite entries the command draws.
 
 Tiny budgets: a few hundred bandit steps, a 64-state batch on CartPole-v1, 600 multi-goal steps.
 """
@@ -86,7 +86,7 @@ def test_a_failing_figure_is_reported_in_one_line(tmp_path):
     assert not (tmp_path / "result.json").exists()
 
 
-def test_a_figure_suite_runs_through_the_harness_reports_and_skips(tmp_path, capsys):
+def test_a_figure_suite_is_drawn_by_the_command_reported_and_skipped(tmp_path, capsys):
     suite_file = tmp_path / "figs.yml"
     suite_file.write_text(
         yaml.safe_dump(
@@ -109,7 +109,7 @@ def test_a_figure_suite_runs_through_the_harness_reports_and_skips(tmp_path, cap
     first = (folder / "result.json").read_text()
     capsys.readouterr()
     assert main([str(suite_file), "--out", str(out), "--plain"]) == 0
-    assert "1 of 1 jobs already finished" in capsys.readouterr().out
+    assert "figure fisher_product: skipped: " in capsys.readouterr().out
     assert (folder / "result.json").read_text() == first
 
 

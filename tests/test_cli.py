@@ -145,7 +145,10 @@ def test_default_run_folder_and_bad_out(workdir: Path, capsys: pytest.CaptureFix
     [
         (["train", "tnpo", "Pendulum-v1"], "unknown algorithm 'tnpo'; did you mean"),
         (["train", "ppo", "Pendulm-v1"], "unknown environment 'Pendulm-v1'"),
-        (["train", "ppo", "CartPole-v1", "-p", "n_stepz=64"], "hyperparameter 'n_stepz'; did you mean 'n_steps'"),
+        (
+            ["train", "ppo", "CartPole-v1", "-p", "n_stepz=64"],
+            "'n_stepz' is not an argument of PPO (did you mean 'n_steps'?)",
+        ),
         (["train", "ppo", "CartPole-v1", "-p", "n_steps=__import__('os')"], "cannot parse"),
         (["train", "dqn", "Pendulum-v1"], "does not support the action space Box"),
         (["train", "td3", "CartPole-v1"], "does not support the action space Discrete"),

@@ -4,13 +4,17 @@ subprocess environments, a zoo hyperparameter file, ``eval --device``, normalisa
 
 from __future__ import annotations
 
+import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from sbx_lecture import loading
 from sbx_lecture.cli import main
 from sbx_lecture.plugins import get_plugin_manager
 
@@ -28,16 +32,31 @@ TINY_PPO = [
 ]
 
 
-def test_list_shows_the_spaces_each_algorithm_supports(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["list", "--json"]) == 0
+def test_list_check_shows_the_spaces_each_algorithm_supports(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "--check", "--json"]) == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)["algorithms"]}
     assert rows["dqn"]["action_spaces"] == ["Discrete"]
     assert rows["sql"]["action_spaces"] == ["Box", "Discrete"]
     assert "Dict" in rows["dpg"]["observation_spaces"] and "Dict" not in rows["crossq"]["observation_spaces"]
-    assert main(["list"]) == 0
+    assert main(["list", "--check"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert "actions" in table[0] and "observations" in table[0]
     assert any(line.startswith("td3 ") and " Box " in line for line in table)
+
+
+def test_plain_list_imports_no_algorithm_module() -> None:
+    """Listing never imports an algorithm (the design's rule): the spaces, read from the classes, need ``--check``."""
+    code = "import sys; from sbx_lecture.cli import main; main(['list']); print(sorted(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    modules = out.splitlines()[-1]
+    for module in (
+        "sbx_lecture.dpg.dpg",
+        "sbx_lecture.sql.sql",
+        "sbx_lecture.npg.npg",
+        "sbx_lecture.ppo_kl",
+        "sb3_contrib",
+    ):
+        assert f"'{module}'" not in modules
 
 
 def test_declared_spaces_are_the_ones_the_classes_support() -> None:
@@ -155,7 +174,8 @@ def test_run_file_records_typed_hyperparameters(workdir: Path) -> None:
                 "--out",
                 "run",
                 "--no-progress",
-                *TINY_PPO[:-2],  # all but its policy_kwargs, given below (a key given twice is refused)
+                *[value.replace("=64", "=6.4e1") for value in TINY_PPO[:-2]],  # a whole float: n_steps stays an int
+                # all but its policy_kwargs, given below (a key given twice is refused)
                 "-p",
                 "learning_rate=lin_0.001",
                 "-p",
@@ -167,7 +187,9 @@ def test_run_file_records_typed_hyperparameters(workdir: Path) -> None:
     hyperparams = json.loads((workdir / "run" / "run.json").read_text())["hyperparams"]
     assert hyperparams["learning_rate"] == "lin_0.001"
     assert hyperparams["policy_kwargs"] == {"net_arch": [8], "activation_fn": "nn.ReLU"}
-    assert hyperparams["n_steps"] == 64
+    assert hyperparams["n_steps"] == 64 and isinstance(hyperparams["n_steps"], int)
+    model = loading.load(workdir / "run" / "model.zip")
+    assert model.n_steps == 64 and isinstance(model.n_steps, int)
 
 
 def test_eval_device_and_normalisation_found_beside_the_model(
@@ -237,6 +259,9 @@ def test_eval_of_a_zoo_run_uses_the_zoos_statistics_as_the_zoo_does(
     out = capsys.readouterr().out
     assert f"normalisation statistics: {stats}" in out
     ours = float(out.split("Acrobot-v1: ")[1].split(" ±")[0])
+    # the run folder says which algorithm and environment (Acrobot-v1/args.yml): nothing to pass
+    assert main(["eval", str(model_path), "--episodes", "3", "--seed", "5"]) == 0
+    assert capsys.readouterr().out == out
 
     # the zoo's own enjoy (its own loading: our test's file), deterministic, same seed, episode returns printed
     assert (
@@ -265,6 +290,14 @@ def test_eval_of_a_zoo_run_uses_the_zoos_statistics_as_the_zoo_does(
     zoo_returns = [float(line.split(":")[1]) for line in printed[:3]]
     assert len(zoo_returns) == 3
     assert ours == pytest.approx(float(np.mean(zoo_returns)), abs=0.01)
+
+    # a Python tag other than the zoo's OrderedDict is refused in one line, without running it
+    marker = workdir / "marker"
+    (run / "Acrobot-v1" / "args.yml").write_text(f"!!python/object/apply:os.system ['touch {marker}']\n")
+    assert main(["eval", str(model_path), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "args.yml: a YAML tag of a Python object needs unpickling" in err
+    assert not marker.exists()
 
 
 def test_inspect_names_what_would_need_trust(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -304,21 +337,40 @@ def test_a_short_off_policy_run_leaves_logs_with_content(workdir: Path) -> None:
     accumulator = EventAccumulator(str(events))
     accumulator.Reload()
     assert "time/total_timesteps" in accumulator.Tags()["scalars"]
+    # a run that records nothing after SB3's last row (here: no update at all) gets no row of total_timesteps alone
+    idle = [
+        "train",
+        "sac",
+        "Pendulum-v1",
+        "--timesteps",
+        "30",
+        "--out",
+        "idle",
+        "--no-progress",
+        "-p",
+        "learning_starts=99",
+    ]
+    assert main(idle) == 0
+    rows = [row for row in csv.reader((workdir / "idle" / "progress.csv").read_text().splitlines()[1:]) if row]
+    assert all(sum(bool(cell) for cell in row) > 1 for row in rows), rows
 
 
 def test_train_bench_and_the_zoo_bridge_read_the_same_section() -> None:
-    """One reader: ``train`` and ``bench`` use the same settings; the bridge takes the section rl_zoo3 itself takes."""
-    from sbx_lecture.zoo import select_section
-    from sbx_lecture.zoo_config import read_sections, zoo_file, zoo_settings
+    """One reader and one section rule for ``train``, ``bench`` and the zoo bridge: the exact id; else the same task's
+    newest older version (the zoo's MuJoCo sections are ``-v4``); else the zoo's own fallbacks."""
+    from sbx_lecture.zoo_config import read_sections, section_for, zoo_file, zoo_settings
 
     pairs = [("ppo", "CartPole-v1"), ("tnpg", "Pendulum-v1"), ("sql", "CartPole-v1"), ("td3", "Pendulum-v1")]
     for algo, env_id in pairs:
         settings = zoo_settings(algo, env_id)
         path = zoo_file(algo)
         assert path is not None and settings.source.endswith(f"{path.name}[{env_id}]")
-        assert select_section(read_sections(path), env_id, algo, path) == (env_id, settings.raw)
-    mujoco = zoo_settings("ppo", "HalfCheetah-v5")  # rl_zoo3 names it -v4: train and bench read that section
+        assert section_for(read_sections(path), env_id, algo, path) == (env_id, settings.raw)
+    mujoco = zoo_settings("ppo", "HalfCheetah-v5")  # rl_zoo3 names it -v4: train, bench and the bridge read that one
     assert mujoco.source.endswith("ppo.yml[HalfCheetah-v4]") and mujoco.normalize
+    path = zoo_file("ppo")
+    assert path is not None
+    assert section_for(read_sections(path), "HalfCheetah-v5", "ppo", path) == ("HalfCheetah-v4", mujoco.raw)
 
 
 @pytest.mark.parametrize(
@@ -327,14 +379,18 @@ def test_train_bench_and_the_zoo_bridge_read_the_same_section() -> None:
         (["train", "--timestep", "10"], "unrecognized arguments: --timestep"),  # no prefix of --timesteps
         (["eval", "model.zip", "--episode", "3"], "unrecognized arguments: --episode"),
         (["train", "-p", "n_steps=64", "-p", "n_steps=32"], "'n_steps' is given twice"),
+        (["train", "--out", ""], "argument --out: an empty path names no file or folder"),  # not the current folder
+        (["train", "-conf", ""], "argument -conf/--conf-file: an empty path"),
+        (["eval", ""], "argument model: an empty path"),
+        (["eval", "model.zip", "--episodes", "1000000"], "--episodes must be at most 100000"),
     ],
 )
 def test_abbreviations_and_repeated_keys_are_refused_in_one_line(
     argv: list[str], says: str, workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     try:
-        status = main([*argv, "--out", str(workdir / "run")] if argv[0] == "train" else argv)
+        status = main([*argv, "--out", str(workdir / "run")] if argv[:2] == ["train", "-p"] else argv)
     except SystemExit as stop:  # argparse's own refusal
         status = stop.code
     assert status == 2 and says in capsys.readouterr().err
-    assert not (workdir / "run").exists()
+    assert not any(workdir.iterdir()), "nothing is left behind"

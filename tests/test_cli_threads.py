@@ -64,6 +64,15 @@ def test_a_bad_thread_count_is_one_line(
     assert not (workdir / "runs").exists()
 
 
+@pytest.mark.parametrize("command", [["train", "--timesteps", "10"], ["eval", "missing.zip"]])
+def test_a_thread_count_beyond_the_bound_is_one_line(
+    workdir: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    assert main([*command, "--threads", "100000"]) == 2  # torch itself would crash
+    assert capsys.readouterr().err.strip() == "sbx-lecture: error: --threads must be at most 1024, got 100000"
+    assert not any(workdir.iterdir())
+
+
 def test_zoo_consumes_threads_before_rl_zoo3(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[list[str], int]] = []
     monkeypatch.setattr(zoo, "run_script", lambda name, rest, trusted=False: calls.append((rest, th.get_num_threads())))

@@ -230,6 +230,7 @@ def test_two_trainings_started_together_have_one_winner(workdir: Path) -> None:
     run = json.loads((workdir / "run" / "run.json").read_text())
     assert len(run["segments"]) == 1
     assert newest_valid_bundle(workdir / "run")[0].steps == 400
+    assert not (workdir / "run" / ".lock").exists(), "the lock file goes with the last writer"
 
 
 # -- logs ------------------------------------------------------------------------------------------------------------
@@ -259,7 +260,7 @@ def test_resuming_twice_keeps_every_log_segment(workdir: Path) -> None:
     assert [s["start"] for s in segments] == [0, 192, 384]
     assert [s["monitor"] for s in segments] == [f"monitor/segment_{k}" for k in range(3)]
     bundle, _ = newest_valid_bundle(run_dir)
-    points = curve_points(run_dir, bundle.manifest["monitor"], None)
+    points = curve_points(run_dir, bundle.manifest["monitor"])
     assert np.all(np.diff(points[:, 0]) > 0), "the curve runs on cumulative steps"
     assert points[-1, 0] <= 576
 
@@ -272,8 +273,9 @@ def test_episodes_past_the_resumed_checkpoint_leave_the_curve(tmp_path: Path) ->
     second = tmp_path / "monitor" / "segment_1"
     second.mkdir()
     (second / "0.monitor.csv").write_text(header + "50,50,1\n")
-    history = [{"start": 0, "episodes": {"monitor/segment_0/0.monitor.csv": 2}}]  # the bundle was at step 100
-    points = curve_points(tmp_path, history, {"start": 100, "folder": "monitor/segment_1"})
+    resumed = {"start": 0, "episodes": {"monitor/segment_0/0.monitor.csv": 2}}  # the bundle was at step 100
+    current = {"start": 100, "episodes": {"monitor/segment_1/0.monitor.csv": 1}}
+    points = curve_points(tmp_path, [resumed, current])
     assert points.tolist() == [[50, 10], [100, 20], [150, 50]]
 
 
@@ -400,6 +402,19 @@ BAD_TRAIN_INPUT = [
     (["a2c", "CartPole-v1", "-p", "n_steps=0"], "n_steps must be a positive integer"),
     (["a2c", "CartPole-v1", "--timesteps", "0"], "--timesteps must be a positive integer"),
     (["a2c", "CartPole-v1", "--timesteps", "-5"], "--timesteps must be a positive integer"),
+    (
+        ["a2c", "CartPole-v1", "--timesteps", str(10**30)],
+        "--timesteps must be at most 9007199254740991, got 1" + "0" * 30,
+    ),
+    (["a2c", "CartPole-v1", "--checkpoint-freq", str(2**53)], "--checkpoint-freq must be at most 9007199254740991"),
+    (["a2c", "CartPole-v1", "--eval-freq", str(2**53)], "--eval-freq must be at most 9007199254740991"),
+    (["a2c", "CartPole-v1", "--n-envs", "100000"], "--n-envs must be at most 1024, got 100000"),
+    (["a2c", "CartPole-v1", "--eval-episodes", "1000000"], "--eval-episodes must be at most 100000"),
+    (["TNPG", "Pendulum-v1"], "unknown algorithm 'TNPG'; did you mean 'tnpg'?"),
+    (["Ppo-Kl", "CartPole-v1"], "unknown algorithm 'Ppo-Kl'; did you mean 'ppo_kl'?"),
+    (["a2c", "CartPole-v1", "-p", "n_steps=1.5"], "n_steps must be an integer, got 1.5"),
+    (["sac", "Pendulum-v1", "-p", "train_freq=2.5"], "train_freq must be an integer, got 2.5"),
+    (["tnpg", "Pendulum-v1", "-p", "policy_kwargs=dict(net_arch=[-1])"], "with policy_kwargs={'net_arch': [-1]} from"),
 ]
 
 
@@ -607,6 +622,29 @@ def test_a_crafted_replay_buffer_in_a_bundle_never_runs(
     assert main(["train", "sac", "Pendulum-v1", "--timesteps", "80", "--out", "run", "--resume", "--no-progress"]) == 2
     _error_line(capsys)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["object array", "pickle"])
+def test_crafted_random_states_in_a_bundle_are_one_line(
+    payload_type: type, workdir: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    import pickle
+
+    assert main(["train", "a2c", "CartPole-v1", "--timesteps", "16", "--out", "run", "--no-progress", *TINY_A2C]) == 0
+    (bundle,) = committed_bundles(workdir / "run")[:1]
+    marker = workdir / "marker"
+    if kind == "pickle":
+        (bundle / "rng.npz").write_bytes(pickle.dumps(payload_type(marker)))
+    else:
+        states = dict(np.load(bundle / "rng.npz"))
+        np.savez(bundle / "rng.npz", **{**states, "torch": np.array([payload_type(marker)], dtype=object)})
+    _reseal(bundle)
+    capsys.readouterr()
+    assert main(["train", "a2c", "CartPole-v1", "--timesteps", "32", "--out", "run", "--resume", "--no-progress"]) == 2
+    assert "rng.npz is not the plain arrays sbx-lecture writes" in _error_line(capsys)
+    assert not marker.exists()
+    assert [path.name for path in (workdir / "run" / "monitor").iterdir()] == ["segment_0"], "nothing left behind"
+    assert not (workdir / "run" / ".lock").exists()
 
 
 @pytest.mark.parametrize("name", ["vecnormalize.pkl", "vecnormalize.npz"])

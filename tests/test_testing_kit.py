@@ -223,7 +223,10 @@ def test_catches_a_policy_that_forgets_its_extractor_on_save():
 def test_catches_a_policy_that_forgets_its_optimizer_on_save():
     error = _failures(ForgetsOptimizer, checks=["policy_save_load"])
     (failure,) = error.failures
-    assert "optimizer settings are lost" in failure.problem
+    assert "optimizer_class is <class 'torch.optim.adam.Adam'> after load, was <class 'torch.optim.adamw.AdamW'>" in (
+        failure.problem
+    )
+    assert "optimizer_kwargs.weight_decay is missing after load" in failure.problem
 
 
 def test_new_checks_skip_what_the_class_does_not_claim():

@@ -19,6 +19,7 @@ import yaml
 
 from sbx_lecture.builtin import LECTURE_ALGORITHMS
 from sbx_lecture.hookspecs import hookimpl
+from sbx_lecture.hyperparams import refused_hyperparameters
 from sbx_lecture.plugins import PluginManager, get_plugin_manager
 from sbx_lecture.zoo import (
     ZOO_SCRIPTS,
@@ -26,7 +27,6 @@ from sbx_lecture.zoo import (
     announce_study,
     main,
     plan_train,
-    refused_hyperparameters,
     register_with_zoo,
 )
 from sbx_lecture.zoo_config import read_sections, registered_zoo_file
@@ -151,7 +151,8 @@ def test_algorithms_are_imported_on_lookup_only_and_a_resync_drops_them() -> Non
     table = register_with_zoo(manager)
     try:
         assert "lazyprobe" in list(table)
-        assert not table.is_loaded("lazyprobe")
+        spec = table.spec("lazyprobe")
+        assert spec is not None and not spec.is_loaded
         with pytest.raises(InvalidAlgorithmError, match="sbx_lecture_no_such_module"):
             table["lazyprobe"]
     finally:
@@ -281,7 +282,7 @@ def test_zoo_optimize_runs_a_trial_into_the_default_journal(algo: str, workdir: 
         [optuna.trial.TrialState.COMPLETE],
         [optuna.trial.TrialState.PRUNED],
     )
-    # The zoo's report (written by the bridge when pandas is missing) lists the trial with its parameters.
+    # The zoo's own report (study.trials_dataframe(), with pandas) lists the trial with its parameters.
     (report,) = (workdir / "logs" / algo).glob(f"report_{env_id}_*.csv")
     header, row = report.read_text().splitlines()[:2]
     assert "params_learning_rate" in header.split(",") and row.startswith("0,")
@@ -322,7 +323,88 @@ def test_bad_overrides_and_missing_sections_are_clear_errors(workdir: Path, caps
     assert main(["train", "--algo", "ppo_kl", "-conf", str(conf), "-params", "klcoef:0.1"]) == 2
     assert "'klcoef' is not an argument of KLPPO (did you mean 'kl_coef'" in _error(capsys)
     assert main(["train", "--algo", "ppo_kl", "-conf", str(conf), "-params", "seed:3"]) == 2
-    assert "'seed' is set by the zoo's command line" in _error(capsys)
+    assert "'seed' is set on the command line (sbx-lecture zoo train --seed N)" in _error(capsys)
+
+
+def test_a_command_line_key_is_refused_naming_the_option_of_the_command_in_use(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sbx_lecture.cli import main as cli_main
+
+    assert cli_main(["train", "ppo", "CartPole-v1", "-p", "seed=3", "-p", "device=cpu"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "'seed' is set on the command line (sbx-lecture train --seed N)" in line
+    assert "'device' is set on the command line (sbx-lecture train --device cpu)" in line
+    assert main(["train", "--algo", "ppo", "--env", "CartPole-v1", "-params", "tensorboard_log:'tb'"]) == 2
+    assert "(sbx-lecture zoo train --tensorboard-log DIR)" in _one_line_error(capsys)
+
+
+#: Hyperparameter text that runs code when rl_zoo3 evaluates it.
+PAYLOAD = "__import__('os').system('touch MARK')"
+
+
+@pytest.mark.parametrize("algo", ["tnpg", "ppo"])
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["-params", f"policy_kwargs:{PAYLOAD}"],
+        ["-params", f"policy_kwargs:{PAYLOAD!r}"],  # text the zoo would evaluate after parsing it
+        ["--hyperparams", f"normalize:{PAYLOAD}"],
+        ["--env-kwargs", f"g:{PAYLOAD}"],
+        ["-conf", "payload.yml"],
+    ],
+    ids=["params", "quoted", "hyperparams", "env-kwargs", "conf"],
+)
+def test_no_code_runs_from_the_command_line_or_a_section(
+    algo: str, arguments: list[str], workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "payload.yml").write_text(yaml.safe_dump({"Pendulum-v1": {"n_timesteps": 64, "policy_kwargs": PAYLOAD}}))
+    assert main(["train", "--algo", algo, "--env", "Pendulum-v1", "-n", "64", "-f", "logs", *arguments]) == 2
+    message = _one_line_error(capsys)
+    assert message.startswith(
+        ("hyperparameter 'policy_kwargs': ", "hyperparameter 'normalize': ", "hyperparameter 'g': ")
+    )
+    assert "dict(...)" in message
+    assert sorted(path.name for path in workdir.iterdir()) == ["payload.yml"]  # no MARK, no logs
+
+
+def test_safe_text_keeps_working_on_the_zoo_path(workdir: Path) -> None:
+    from torch import nn
+
+    from sbx_lecture.zoo import zoo_value
+
+    assert zoo_value("policy_kwargs", "dict(net_arch=[64, 64])") == {"net_arch": [64, 64]}
+    assert zoo_value("activation_fn", "nn.Tanh") is nn.Tanh
+    assert zoo_value("learning_rate", "lin_0.001") == "lin_0.001"  # the zoo builds the schedule
+    assert zoo_value("policy", "MlpPolicy") == "MlpPolicy"
+    safe = ["policy_kwargs:dict(net_arch=[8], activation_fn=nn.Tanh)", "learning_rate:lin_0.001"]
+    assert main([*_train("tnpg", workdir / "logs"), *safe]) == 0
+    saved = dict(_saved_config(workdir / "logs" / "tnpg" / "CartPole-v1_1"))
+    assert saved["policy_kwargs"] == {"net_arch": [8], "activation_fn": nn.Tanh}
+    assert saved["learning_rate"] == "lin_0.001"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (
+            ["train", "--algo", "ppo", "--env", "CartPole-v1", "-params", "n_stepz:256"],
+            "'n_stepz' is not an argument of PPO (did you mean 'n_steps'?)",
+        ),
+        (["train", "--algo", "ppo", "--env", "NoSuch-v0"], "unknown environment 'NoSuch-v0'"),
+        (
+            ["enjoy", "--algo", "ppo", "--env", "CartPole-v1", "-f", "/no/such/folder"],
+            "The /no/such/folder/ppo folder was not found: pass -f the log folder of `sbx-lecture zoo train`",
+        ),
+    ],
+    ids=["unknown-key", "unknown-environment", "no-such-folder"],
+)
+def test_mistakes_of_the_zoo_s_own_algorithms_are_one_line(
+    arguments: list[str], expected: str, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(arguments) == 2
+    assert expected in _one_line_error(capsys)
+    assert list(workdir.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -560,3 +642,89 @@ def test_push_to_hub_is_not_offered_and_says_why(capsys: pytest.CaptureFixture[s
     assert "push_to_hub" not in ZOO_SCRIPTS
     assert main(["push_to_hub", "--algo", "tnpg"]) == 2
     assert "generate_metadata" in _one_line_error(capsys)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The adapters of other packages, and one section rule
+# ---------------------------------------------------------------------------------------------------------------
+
+#: Every function of another package that the bridge adapts (or calls as the zoo does), with the signature its
+#: adapter was written for: a new rl_zoo3, Optuna or Python that changes one fails here, not in a user's run.
+ADAPTED_SIGNATURES = {
+    "rl_zoo3.exp_manager:ExperimentManager.read_hyperparameters": (
+        "(self) -> tuple[dict[str, typing.Any], dict[str, typing.Any]]"
+    ),
+    "rl_zoo3.exp_manager:ExperimentManager.setup_experiment": (
+        "(self) -> tuple[stable_baselines3.common.base_class.BaseAlgorithm, dict[str, typing.Any]] | None"
+    ),
+    "rl_zoo3.exp_manager:ExperimentManager.create_envs": (
+        "(self, n_envs: int, eval_env: bool = False, no_log: bool = False) -> "
+        "stable_baselines3.common.vec_env.base_vec_env.VecEnv"
+    ),
+    "rl_zoo3.exp_manager:ExperimentManager.objective": "(self, trial: optuna.trial._trial.Trial) -> float",
+    "rl_zoo3.exp_manager:ExperimentManager.hyperparameters_optimization": "(self) -> None",
+    "rl_zoo3.exp_manager:ExperimentManager._preprocess_hyperparams": (
+        "(self, hyperparams: dict[str, typing.Any]) -> tuple[dict[str, typing.Any], collections.abc.Callable | None, "
+        "list[stable_baselines3.common.callbacks.BaseCallback], collections.abc.Callable | None]"
+    ),
+    "rl_zoo3.utils:StoreDict.__call__": "(self, parser, namespace, values, option_string=None)",
+    "rl_zoo3.utils:get_model_path": (
+        "(exp_id: int, folder: str, algo: str, env_name: huggingface_sb3.naming_schemes.EnvironmentName, "
+        "load_best: bool = False, load_checkpoint: str | None = None, load_last_checkpoint: bool = False) -> "
+        "tuple[str, str, str]"
+    ),
+    "optuna.storages:get_storage": "(storage: 'None | str | BaseStorage') -> 'BaseStorage'",
+    "subprocess:call": "(*popenargs, timeout=None, **kwargs)",
+    "pickle:load": "(file, *, fix_imports=True, encoding='ASCII', errors='strict', buffers=())",
+}
+
+
+@pytest.mark.parametrize("target", sorted(ADAPTED_SIGNATURES))
+def test_adapted_functions_keep_the_signature_their_adapter_was_written_for(target: str) -> None:
+    import inspect
+    import pkgutil
+
+    register_with_zoo()  # the adapters wrap with functools.wraps: the signature shown is the original's
+    function = pkgutil.resolve_name(target)
+    assert str(inspect.signature(function)) == ADAPTED_SIGNATURES[target], f"{target} changed: check its adapter"
+
+
+def test_the_adapters_are_installed_once_and_keep_the_originals() -> None:
+    import optuna
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    names = ("read_hyperparameters", "setup_experiment", "objective", "hyperparameters_optimization")
+    register_with_zoo()
+    adapted = *(getattr(ExperimentManager, name) for name in names), optuna.storages.get_storage
+    register_with_zoo()
+    assert (*(getattr(ExperimentManager, name) for name in names), optuna.storages.get_storage) == adapted
+    for function in adapted:
+        assert not hasattr(function.__wrapped__, "__wrapped__"), "an adapter wraps another adapter"
+
+
+def test_train_and_zoo_train_pick_the_same_section_of_one_file(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One rule: the exact id; else the same task's newest older version; else the zoo's fallbacks."""
+    from sbx_lecture.zoo_config import zoo_settings
+
+    tiny = {"policy": "MlpPolicy", "n_timesteps": 64, "n_envs": 1, "batch_size": 32, "n_epochs": 1}
+    sections = {
+        "CartPole-v0": {**tiny, "n_steps": 16},  # the newest older version of CartPole-v1
+        "CartPole-v2": {**tiny, "n_steps": 48},  # a newer version: never read for CartPole-v1
+        "atari": {**tiny, "n_steps": 24},
+        "default": {**tiny, "n_steps": 32},
+        "Acrobot-v1": {**tiny, "n_steps": 64},
+    }
+    conf = workdir / "sections.yml"
+    conf.write_text(yaml.safe_dump(sections))
+    for env_id, expected in (("CartPole-v1", "CartPole-v0"), ("Acrobot-v1", "Acrobot-v1"), ("Pendulum-v1", "default")):
+        settings = zoo_settings("ppo_kl", env_id, conf_file=conf)  # what `sbx-lecture train -conf` (and bench) read
+        assert settings.source.endswith(f"sections.yml[{expected}]")
+        logs = workdir / f"logs-{env_id}"
+        arguments = ["train", "--algo", "ppo_kl", "--env", env_id, "-f", str(logs), "--seed", "0", "-conf", str(conf)]
+        assert main([*arguments, "--eval-freq", "-1"]) == 0
+        said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Using the section")]
+        assert said == ([] if expected == env_id else [f"Using the section {expected!r} of {conf} for {env_id}"])
+        saved = dict(_saved_config(logs / "ppo_kl" / f"{env_id}_1"))
+        assert saved["n_steps"] == settings.raw["n_steps"] == sections[expected]["n_steps"]

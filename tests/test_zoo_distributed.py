@@ -8,6 +8,7 @@ trust local connections, so any password in the URL is accepted, and must still 
 from __future__ import annotations
 
 import os
+import pickle
 import secrets
 import subprocess
 import sys
@@ -92,6 +93,67 @@ def test_two_workers_started_at_once_on_a_redis_journal(redis_prefix: str, tmp_p
     storage = f"redis://:{PASSWORD}@127.0.0.1:6379/0?prefix={redis_prefix}"
     results = _start_workers(storage, 2, tmp_path)
     _check_shared_study(results, storage, "tnpg_CartPole-v1_n128")
+
+
+#: An environment module for ``--gym-packages``: CartPole whose first reward in a process is NaN, so that the first
+#: trial of each worker diverges (NonFiniteError) and the next ones do not.
+FIRST_REWARD_NAN = """
+import gymnasium as gym
+from gymnasium.envs.classic_control import CartPoleEnv
+
+
+class FirstRewardNaN(CartPoleEnv):
+    diverged = False
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = super().step(action)
+        if not FirstRewardNaN.diverged:
+            FirstRewardNaN.diverged = True
+            reward = float("nan")
+        return observation, reward, terminated, truncated, info
+
+
+gym.register("FirstRewardNaN-v0", entry_point=FirstRewardNaN, max_episode_steps=500)
+"""
+
+
+def test_two_workers_prune_a_diverging_trial_go_on_and_keep_their_reports(
+    postgres_database: str, tmp_path: Path
+) -> None:
+    """Two workers in one log folder: a trial that diverges is pruned with its reason in one line and each worker goes
+    on to its next trial; each writes a report of its own (the zoo names them by the second), and no report holds the
+    password of the storage URL."""
+    (tmp_path / "first_reward_nan.py").write_text(FIRST_REWARD_NAN)
+    storage = f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/{postgres_database}"
+    worker = [*WORKER, "--gym-packages", "first_reward_nan", "-f", "logs", "--storage", storage]
+    worker[worker.index("CartPole-v1")] = "FirstRewardNaN-v0"
+    worker[worker.index("--n-trials") + 1] = "2"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sbx_lecture.zoo", *worker, "--seed", str(seed)],
+            cwd=tmp_path,
+            env=dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (0, 1)
+    ]
+    outputs = [process.communicate() for process in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr[-3000:]
+        pruned = [line for line in stderr.splitlines() if " pruned. " in line]
+        assert len(pruned) == 1 and "NaN" in pruned[0] and "rollout rewards" in pruned[0], stderr[-3000:]
+    study = optuna.load_study(study_name="tnpg_FirstRewardNaN-v0_n128", storage=storage)
+    states = sorted(trial.state.name for trial in study.trials)
+    assert states == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED"]
+    assert all("NaN" in trial.user_attrs["pruned"] for trial in study.trials if trial.state.name == "PRUNED")
+    reports = sorted(path.name for path in (tmp_path / "logs" / "tnpg").glob("report_*"))
+    assert len(reports) == 4 and len({name.rsplit(".", 1)[0] for name in reports}) == 2, reports
+    for path in tmp_path.rglob("*"):
+        assert not path.is_file() or PASSWORD.encode() not in path.read_bytes(), f"{path} holds the password"
+    with open(tmp_path / "logs" / "tnpg" / reports[-1], "rb") as report:  # our own report: trusted
+        assert len(pickle.load(report).trials) >= 2
 
 
 def test_urls_are_masked() -> None:

@@ -24,23 +24,61 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sbx_lecture.bench.suites import FINISHED, SUITES, Job, Selection, Suite, SuiteError, expand, get_suite, seed_range
+from sbx_lecture.bench.suites import (
+    FINISHED,
+    SUITES,
+    FigureJob,
+    Selection,
+    Suite,
+    SuiteError,
+    expand,
+    get_suite,
+    seed_range,
+)
+from sbx_lecture.infra.validation import CommandLineParser
 
 DEFAULT_SUITE = "classic"
 DEFAULT_OUT = Path("bench_results")
-__all__ = ["main", "report_folder", "run_suite"]
+__all__ = ["add_dask_options", "check_dask_options", "main", "report_folder", "run_suite"]
 
 
-def _names(text: str | None) -> frozenset[str] | None:
-    if text is None:
-        return None
+def add_dask_options(parser: argparse.ArgumentParser, jobs_default: str) -> None:
+    """Add ``--jobs J | --scheduler tcp://HOST:PORT`` and ``--threads N`` (where a command's runs go, and the torch
+    threads of each) to ``parser`` (the bench's and the sweep's); :func:`check_dask_options` checks them."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--jobs", "-j", type=int, help=f"worker processes of a local Dask cluster (default {jobs_default})"
+    )
+    where.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on the Dask cluster of this scheduler")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+
+
+def check_dask_options(args: argparse.Namespace) -> None:
+    """Refuse ``--jobs`` or ``--threads`` below 1, and a scheduler address Dask would spend a minute failing to reach:
+    anything but ``tcp://`` or ``tls://HOST:PORT``."""
+    from urllib.parse import urlsplit
+
+    if (args.jobs is not None and args.jobs < 1) or args.threads < 1:
+        raise SuiteError("--jobs and --threads must be at least 1")
+    if args.scheduler is None:
+        return
+    try:
+        parts = urlsplit(args.scheduler)
+        reachable = parts.scheme in ("tcp", "tls") and bool(parts.hostname) and parts.port is not None
+    except ValueError:  # a port that is not a number
+        reachable = False
+    if not reachable:
+        raise SuiteError(f"--scheduler {args.scheduler!r} is not a Dask scheduler address: give tcp://HOST:PORT")
+
+
+def _names(text: str) -> frozenset[str]:
+    """The names of a comma-separated list (``--algos``, ``--envs``)."""
     return frozenset(part.strip() for part in text.split(",") if part.strip())
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sbx-lecture bench",
-        description="Benchmark suites: learning curves, final returns, speed.",
+    parser = CommandLineParser(
+        prog="sbx-lecture bench", description="Benchmark suites: learning curves, final returns, speed."
     )
     parser.add_argument(
         "suite",
@@ -48,18 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_SUITE,
         help=f"one of {', '.join(SUITES)}, or a .yml/.json suite file (default {DEFAULT_SUITE})",
     )
-    parser.add_argument(
-        "--jobs",
-        "-j",
-        type=int,
-        default=1,
-        help="runs in parallel: worker processes of the local Dask cluster (default 1)",
-    )
-    parser.add_argument(
-        "--scheduler",
-        metavar="tcp://HOST:PORT",
-        help="run on the Dask cluster of this scheduler instead of a local one (--jobs is ignored)",
-    )
+    add_dask_options(parser, jobs_default="1")
     parser.add_argument(
         "--seeds",
         type=seed_range,
@@ -74,9 +101,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="F",
         help="multiply every budget by F (e.g. 0.1 for a quick look; reported separately)",
     )
-    parser.add_argument("--algos", help="comma-separated algorithms to keep (a speed row is kept if either is)")
-    parser.add_argument("--envs", help="comma-separated environment ids to keep")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
+    parser.add_argument(
+        "--algos", type=_names, help="comma-separated algorithms to keep (a speed row is kept if either is)"
+    )
+    parser.add_argument("--envs", type=_names, help="comma-separated environment ids to keep")
     parser.add_argument(
         "--device",
         default="cpu",
@@ -115,16 +143,12 @@ def _list_suites() -> None:
         print(f"{suite.name:<8} {count:>3} {unit:<14} {suite.description}")
 
 
-def _dry_run(jobs: list[Job], out: Path) -> None:
-    from sbx_lecture.bench.harness import job_folder, job_steps, run_again, stored_result
+def _dry_run(jobs: list[Any], out: Path) -> None:
+    from sbx_lecture.bench.harness import job_folder, job_state, job_steps
 
     total = 0
     for job in jobs:
-        stored = stored_result(job, out)
-        if stored is None or run_again(job, stored):
-            state = "to run"
-        else:
-            state = "stale" if stored["status"] == "stale" else "finished"
+        state, _ = job_state(job, out)
         print(f"{state:<9} {job.label:<48} {job_steps(job):>10} steps  {job_folder(job, out)}")
         total += job_steps(job) if state == "to run" else 0
     print(f"{len(jobs)} jobs, {total:,} environment steps still to run")
@@ -184,18 +208,23 @@ def run_suite(
     reps: int | None = None,
     scheduler: str | None = None,
 ) -> tuple[list[dict[str, Any]], Path]:
-    """Run the selected jobs of ``suite`` (unless ``run`` is false) and write its report.
+    """Run the selected jobs of ``suite`` (unless ``run`` is false) and write its report: training runs and speed
+    pairs on Dask (:func:`.harness.run_jobs`), then the figures in this process (:func:`.figures.draw_figures`).
 
     The report covers every job of the suite at this scale and seed count that has a result, so a suite run in
     filtered parts (``--algos``, ``--envs``) still gets one report.
 
     :return: the results of the selected jobs, and the report's path
     """
+    from sbx_lecture.bench.figures import draw_figures
     from sbx_lecture.bench.harness import job_folder, run_jobs, stored_result
     from sbx_lecture.zoo_config import zoo_budget
 
     jobs = expand(suite, selection, zoo_budget)
-    results = run_jobs(jobs, out, n_jobs, threads, live=live, scheduler=scheduler) if run else []
+    figures = [job for job in jobs if isinstance(job, FigureJob)]
+    benchmark = [job for job in jobs if not isinstance(job, FigureJob)]
+    results = run_jobs(benchmark, out, n_jobs, threads, live=live, scheduler=scheduler) if run else []
+    results += draw_figures(figures, out) if run else []
     fresh = {job_folder(job, out): result for job, result in zip(jobs, results, strict=False)}
     reported = []
     everything = Selection(selection.seeds, selection.timesteps_scale, device=selection.device)
@@ -236,32 +265,21 @@ def write_report(
     summary = compact_summary(stats) if stats is not None else ""
     if summary:
         write_text(folder / "summary.md", summary)
-    images: list[Path] = []
+    images: list[Path | None] = []
     if plots:
-        from sbx_lecture.bench.plots import (
-            improvement_chart,
-            interval_chart,
-            learning_curves,
-            profile_chart,
-            speed_chart,
-        )
+        from sbx_lecture.bench import plots as plotting
 
         if stats is not None:
-            images = learning_curves(stats.groups, folder, suite.name, stats.reps)
-            charts = (
-                profile_chart(stats.matrices, folder, suite.name, stats.reps),
-                interval_chart(stats.aggregate, folder, suite.name),
-                improvement_chart(stats.improvements, folder, suite.name),
-            )
-            images += [chart for chart in charts if chart is not None]
-        chart = speed_chart(results, folder, suite.name)
-        if chart is not None:
-            images.append(chart)
-        images += _copy_figures(results, folder)
+            images += plotting.learning_curves(stats.groups, folder, suite.name, stats.reps)
+            images.append(plotting.profile_chart(stats.matrices, folder, suite.name, stats.reps))
+            images.append(plotting.interval_chart(stats.aggregate, folder, suite.name))
+            images.append(plotting.improvement_chart(stats.improvements, folder, suite.name))
+        images += [plotting.speed_chart(results, folder, suite.name), *_copy_figures(results, folder)]
     description = suite.description
     if selection.timesteps_scale != 1.0:
         description += f" (budgets scaled by {selection.timesteps_scale:g})"
-    text = markdown_report(suite.name, description, results, images, folder, stats)
+    drawn = [image for image in images if image is not None]
+    text = markdown_report(suite.name, description, results, drawn, folder, stats)
     path = folder / "report.md"
     write_text(path, text)
     return path
@@ -292,8 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         _list_suites()
         return 0
     try:
-        if args.jobs < 1 or args.threads < 1:
-            raise SuiteError("--jobs and --threads must be at least 1")
+        check_dask_options(args)
         if not 0 < args.timesteps_scale < float("inf"):  # NaN fails this too
             raise SuiteError(f"--timesteps-scale must be a positive number, got {args.timesteps_scale}")
         if args.out.exists() and not args.out.is_dir():
@@ -301,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.bootstrap_reps is not None and args.bootstrap_reps < 1:
             raise SuiteError("--bootstrap-reps must be at least 1")
         suite = get_suite(args.suite)
-        selection = Selection(args.seeds, args.timesteps_scale, _names(args.algos), _names(args.envs), args.device)
+        selection = Selection(args.seeds, args.timesteps_scale, args.algos, args.envs, args.device)
         _check_suite(suite, selection)
         _check_device(suite, args.device, local=args.scheduler is None and not args.report_only)
         if suite.entries and not args.dry_run:
@@ -321,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                 suite,
                 selection,
                 args.out,
-                args.jobs,
+                args.jobs or 1,
                 args.threads,
                 run=not args.report_only,
                 plots=not args.no_plots,

@@ -8,8 +8,9 @@
 - ``fisher_product``: CPU time of our Fisher-vector product against sb3-contrib TRPO's Hessian-vector product of
   the KL, same policy, same batch (TRPO's zoo settings), median of interleaved repeats.
 
-The harness runs them like training runs and speed pairs: each writes ``result.json`` and ``figure.png`` into its
-folder (``<out>/figures/<name>/<settings hash>``), is skipped once finished, and appears in the suite's report.
+They are not benchmark runs: the command line draws them in its own process, one after the other
+(:func:`draw_figures`), never on the Dask workers. Each writes ``result.json`` and ``figure.png`` into its folder
+(``<out>/figures/<name>/<settings hash>``), is skipped once finished, and appears in the suite's report.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import copy
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +27,26 @@ import numpy as np
 
 from sbx_lecture.bench.plots import pyplot
 from sbx_lecture.bench.runner import job_outcome, run_once, write_result
-from sbx_lecture.bench.speed import interleaved_samples, timed
+from sbx_lecture.bench.speed import build_with_environment, interleaved_samples, timed
 from sbx_lecture.bench.suites import FigureJob
+from sbx_lecture.zoo_config import ZooSettings
 
 IMAGE_FILE = "figure.png"
 MULTIGOAL_ID = "sbx_lecture/MultiGoal-v0"
+
+
+def draw_figures(jobs: list[FigureJob], out: Path) -> list[dict[str, Any]]:
+    """Draw the figures of ``jobs`` in ``out`` (a finished one is read, not drawn again), one line each; return
+    their results. Ctrl-C stops at the figure being drawn (nothing of it is kept)."""
+    from sbx_lecture.bench.harness import describe
+
+    results = []
+    for job in jobs:
+        results.append(execute_figure(job, out / job.folder))
+        print(f"{job.label}: {describe(results[-1])}", flush=True)
+        if results[-1]["status"] == "interrupted":
+            raise KeyboardInterrupt
+    return results
 
 
 def execute_figure(job: FigureJob, folder: Path) -> dict[str, Any]:
@@ -102,39 +119,30 @@ def bandit_a2c(bandit: Any, seed: int, learning_rate: float) -> Any:
     return model
 
 
-def _a2c_with_rate(learning_rate: float) -> Callable[[Any, int], Any]:
-    return lambda bandit, seed: bandit_a2c(bandit, seed, learning_rate)
-
-
 def bandit_curve(build: Callable[[Any, int], Any], m: int, seeds: int, timesteps: int) -> tuple[list[int], list[float]]:
     """Median over seeds of the cost of the deterministic action, every ``timesteps / 50`` steps."""
-    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.callbacks import ConvertCallback, EveryNTimesteps
 
     from sbx_lecture.envs.continuous_bandit import ContinuousBandit
 
-    class CostRecorder(BaseCallback):
-        def __init__(self, bandit: ContinuousBandit, every: int) -> None:
-            super().__init__()
-            self.bandit, self.every = bandit, every
-            self.steps: list[int] = []
-            self.costs: list[float] = []
+    def cost_curve(seed: int) -> tuple[list[int], list[float]]:
+        bandit = ContinuousBandit(action_dim=m)
+        model = build(bandit, seed)
+        steps: list[int] = []
+        costs: list[float] = []
 
-        def _on_step(self) -> bool:
-            if self.num_timesteps % self.every == 0 or not self.steps:
-                action, _ = self.model.predict(np.zeros(1, np.float32), deterministic=True)
-                self.steps.append(self.num_timesteps)
-                self.costs.append(self.bandit.cost(action))
+        def record(*_: Any) -> bool:  # the cost of the deterministic action now
+            steps.append(model.num_timesteps)
+            costs.append(bandit.cost(model.predict(np.zeros(1, np.float32), deterministic=True)[0]))
             return True
 
-    curves, steps = [], []
-    for seed in range(seeds):
-        bandit = ContinuousBandit(action_dim=m)
-        recorder = CostRecorder(bandit, max(timesteps // 50, 1))
-        build(bandit, seed).learn(timesteps, callback=recorder)
-        curves.append(recorder.costs)
-        steps = recorder.steps
-    length = min(len(curve) for curve in curves)
-    return steps[:length], np.median(np.array([curve[:length] for curve in curves]), axis=0).tolist()
+        record()
+        model.learn(timesteps, callback=EveryNTimesteps(max(timesteps // 50, 1), ConvertCallback(record)))
+        return steps, costs
+
+    runs = [cost_curve(seed) for seed in range(seeds)]
+    length = min(len(costs) for _, costs in runs)
+    return runs[0][0][:length], np.median(np.array([costs[:length] for _, costs in runs]), axis=0).tolist()
 
 
 def _first_below(steps: list[int], costs: list[float], threshold: float) -> int | None:
@@ -157,7 +165,10 @@ def dpg_bandit(
     rows = []
     for m in dims:
         steps, dpg_costs = bandit_curve(bandit_dpg, m, seeds, timesteps)
-        a2c_runs = {rate: bandit_curve(_a2c_with_rate(rate), m, seeds, timesteps) for rate in a2c_learning_rates}
+        a2c_runs = {
+            rate: bandit_curve(partial(bandit_a2c, learning_rate=rate), m, seeds, timesteps)
+            for rate in a2c_learning_rates
+        }
         best_rate = min(a2c_runs, key=lambda rate: a2c_runs[rate][1][-1])
         a2c_steps, a2c_costs = a2c_runs[best_rate]
         rows.append(
@@ -190,6 +201,15 @@ def dpg_bandit(
     return {"summary": f"final cost A2C / DPG after {timesteps} steps, median of {seeds} seeds: {ratios}", "rows": rows}
 
 
+def _zoo_model(algo: str, env_id: str, seed: int) -> tuple[Any, ZooSettings]:
+    """``algo`` with its zoo settings for ``env_id``, on the CPU, and those settings."""
+    from sbx_lecture.training import resolve_algorithm
+    from sbx_lecture.zoo_config import zoo_settings
+
+    settings = zoo_settings(algo, env_id)
+    return build_with_environment(env_id, algo, resolve_algorithm(algo)[1], settings, settings.kwargs, seed), settings
+
+
 # --- soft Q-learning on the multi-goal environment ---------------------------------------------------------------
 
 
@@ -199,17 +219,10 @@ def sql_multigoal(folder: Path, timesteps: int = 20_000, seed: int = 0, episodes
     A policy that keeps the reward's multimodality reaches several goals; the plot shows the trajectories.
     """
     from sbx_lecture.envs.multigoal import MultiGoalEnv
-    from sbx_lecture.training import build_model, make_environment, resolve_algorithm
-    from sbx_lecture.zoo_config import zoo_settings
 
-    _, cls = resolve_algorithm("sql")
-    settings = zoo_settings("sql", MULTIGOAL_ID)
-    train_env = make_environment(
-        MULTIGOAL_ID, settings.n_envs, seed, normalize=settings.normalize, gamma=settings.gamma
-    )
-    model = build_model("sql", cls, train_env, settings.zoo, settings.kwargs, seed, device="cpu")
+    model, settings = _zoo_model("sql", MULTIGOAL_ID, seed)
     model.learn(timesteps)
-    train_env.close()
+    model.get_env().close()
     env = MultiGoalEnv()
     paths: list[np.ndarray] = []
     goals: list[int] = []
@@ -275,16 +288,11 @@ def fisher_product(
 
     from sbx_lecture.common.fisher import FisherVectorProduct, policy_parameters_of_distribution
     from sbx_lecture.common.flat_params import flatten_tensors
-    from sbx_lecture.training import build_model, make_environment, resolve_algorithm
-    from sbx_lecture.zoo_config import zoo_settings
 
-    _, cls = resolve_algorithm("trpo")
-    settings = zoo_settings("trpo", env)
-    vec_env = make_environment(env, settings.n_envs, 0, normalize=settings.normalize, gamma=settings.gamma)
-    model: Any = build_model("trpo", cls, vec_env, settings.zoo, settings.kwargs, 0, device="cpu")
+    model, settings = _zoo_model("trpo", env, 0)
     policy = model.policy
     observations = th.as_tensor(_visited_observations(model, batch_size), dtype=th.float32)
-    vec_env.close()
+    model.get_env().close()
     names = policy_parameters_of_distribution(policy, observations)
     product = FisherVectorProduct(policy, observations, names, action_reduction="mean")
     vector = th.randn(product.n_parameters, generator=th.Generator().manual_seed(0))

@@ -15,29 +15,25 @@ worker afterwards stops too. A worker process that is ended instead loses the st
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
 import signal
-import time
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from sbx_lecture.bench.figures import execute_figure
-from sbx_lecture.bench.runner import RESULT_FILE, changed_settings, execute_run, read_result, write_result
-from sbx_lecture.bench.speed import contestant_settings, execute_speed, lacks_sbx, speed_steps
+from sbx_lecture.bench.runner import RESULT_FILE, changed_settings, execute_run, job_outcome, read_result, write_result
+from sbx_lecture.bench.speed import execute_speed, lacks_sbx, speed_steps
 from sbx_lecture.bench.suites import FigureJob, Job, RunJob, SpeedJob, SuiteError
-from sbx_lecture.zoo_config import zoo_settings
 
 if TYPE_CHECKING:
-    from distributed import Client, Future
+    from distributed import Client
 
 RUNS_DIR = "runs"
 #: Address every process of a local cluster binds to.
@@ -64,9 +60,7 @@ def job_steps(job: Job) -> int:
     """Environment steps a job will take (for the progress bars; 0 when the budget is settled at run time)."""
     if isinstance(job, SpeedJob):
         return speed_steps(job)
-    if isinstance(job, FigureJob):
-        return 0
-    return job.timesteps
+    return job.timesteps if isinstance(job, RunJob) else 0
 
 
 def stored_result(job: Job, out: Path) -> dict[str, Any] | None:
@@ -76,12 +70,7 @@ def stored_result(job: Job, out: Path) -> dict[str, Any] | None:
     result = read_result(job_folder(job, out))
     if result is None or isinstance(job, FigureJob):
         return result
-    current = (
-        partial(contestant_settings, job, job.ours)
-        if isinstance(job, SpeedJob)
-        else partial(zoo_settings, job.algo, job.env_id, dict(job.hyperparams), job.conf_file)
-    )
-    stale = changed_settings(result, current)
+    stale = changed_settings(result, job.settings)
     return result if stale is None else {**result, "status": "stale", "error": stale}
 
 
@@ -91,12 +80,19 @@ def run_again(job: Job, stored: dict[str, Any]) -> bool:
     return isinstance(job, SpeedJob) and stored["status"] != "stale" and lacks_sbx(job, stored)
 
 
-def execute(job: Job, out: Path, report: Any = None) -> dict[str, Any]:
-    """Run one job in this process."""
+def job_state(job: Job, out: Path) -> tuple[str, dict[str, Any] | None]:
+    """How ``job`` stands in ``out``: ``("to run", None)``, or ``("stale", result)`` or ``("finished", result)`` with
+    its :func:`stored_result`."""
+    stored = stored_result(job, out)
+    if stored is None or run_again(job, stored):
+        return "to run", None
+    return ("stale" if stored["status"] == "stale" else "finished"), stored
+
+
+def execute(job: RunJob | SpeedJob, out: Path, report: Any = None) -> dict[str, Any]:
+    """Run one training run or speed pair in this process."""
     if isinstance(job, RunJob):
         return execute_run(job, job_folder(job, out), report)
-    if isinstance(job, FigureJob):
-        return execute_figure(job, job_folder(job, out), report)
     return execute_speed(job, job_folder(job, out), report)
 
 
@@ -124,64 +120,6 @@ def describe(result: dict[str, Any]) -> str:
     )
 
 
-class JobProgress:
-    """What the user sees while jobs run, on :class:`rich.progress.Progress`: live bars (the suite, and one per
-    running job), or with ``live=False`` (``--plain``) plain lines for logs, one when a job starts and one when it
-    ends::
-
-        [0/4] start ppo CartPole-v1 seed 0 (3000 steps)
-        [1/4] ppo CartPole-v1 seed 0: done: return 500.0 ± 0.0, 2210 steps/s, 4 s
-
-    The end line comes in both modes; ``live=None``: bars on a terminal, lines otherwise. The harness names a job by
-    its folder (``key``) and tells its step counts to :meth:`advanced`.
-    """
-
-    def __init__(self, total: int, live: bool | None = None) -> None:
-        # Lines as they are: no markup, highlighting or wrapping (labels and errors hold brackets and long paths).
-        console = Console(markup=False, emoji=False, highlight=False, soft_wrap=True)
-        live = console.is_terminal if live is None else live
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        self.progress = Progress(*columns, console=console, disable=not live)
-        self.total = total
-        self.suite = self.progress.add_task("jobs", total=total)
-        self.jobs: dict[str, TaskID] = {}
-        self.progress.start()
-
-    @property
-    def done(self) -> int:
-        """Jobs ended so far (the suite bar's count)."""
-        return int(next(task.completed for task in self.progress.tasks if task.id == self.suite))
-
-    def _line(self, text: str) -> str:
-        return f"[{self.done}/{self.total}] {text}"
-
-    def started(self, key: str, label: str, total: int) -> None:
-        """A job began; ``total``: its steps (0: not known yet)."""
-        self.jobs[key] = self.progress.add_task(f"  {label}", total=total or None)
-        if self.progress.disable:
-            self.message(self._line(f"start {label} ({total or '?'} steps)"))
-
-    def advanced(self, key: str, steps: int) -> None:
-        """A job reached ``steps`` environment steps."""
-        if key in self.jobs:
-            self.progress.update(self.jobs[key], completed=steps)
-
-    def finished(self, key: str, label: str, result: dict[str, Any]) -> None:
-        """A job ended (done, failed or interrupted)."""
-        if key in self.jobs:
-            self.progress.remove_task(self.jobs.pop(key))
-        self.progress.advance(self.suite)
-        self.message(self._line(f"{label}: {describe(result)}"))
-
-    def message(self, text: str) -> None:
-        """A line for the user (above the bars)."""
-        self.progress.console.print(text)
-
-    def close(self) -> None:
-        """No more updates."""
-        self.progress.stop()
-
-
 #: XLA's CPU flags for one compute thread, as torch gets with ``--threads 1``.
 SINGLE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
@@ -200,32 +138,21 @@ def _ignore_interrupt() -> Any:
     return IgnoreInterrupt()
 
 
-def _stopped(job: Job, status: str = "interrupted") -> dict[str, Any]:
-    """The result of a job that did not get to run (or whose workers kept dying)."""
-    if isinstance(job, RunJob):
-        what: dict[str, Any] = {"kind": "run", "algo": job.algo, "env": job.env_id, "seed": job.seed}
-        what.update(family=job.family, timesteps=job.timesteps)
-    elif isinstance(job, SpeedJob):
-        what = {"kind": "speed", "ours": job.ours, "sibling": job.sibling, "env": job.env_id}
-    else:
-        what = {"kind": job.kind, "name": job.name}
-    return {**what, "status": status, "label": job.label}
-
-
-def _work(job: Job, out: Path, threads: int, topic: str, token: str) -> dict[str, Any]:
+def _work(job: RunJob | SpeedJob, out: Path, threads: int, topic: str, token: str) -> dict[str, Any]:
     """One job, in a worker: its step counts go to ``topic``; the command's stop event interrupts it."""
     import torch as th
     from distributed import Event, get_worker
 
+    here = Path(os.environ.get(WORKER_OUT_ENV) or out)
     stop = Event(STOP_EVENT + token)
     if stop.is_set():  # queued before Ctrl-C
-        return {**_stopped(job), "detail": "not started (interrupted); run the command again"}
+        detail = "not started (interrupted); run the command again"
+        return job_outcome(job, job_folder(job, here), "interrupted", detail=detail)
     th.set_num_threads(threads)
     if threads == 1:  # JAX (SBX, the speed suite's optional sibling) reads its thread settings when first imported
         os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA_FLAGS)
     worker = get_worker()
     key = str(job_folder(job, out))  # the command's name for the job
-    here = Path(os.environ.get(WORKER_OUT_ENV) or out)
 
     def report(steps: int) -> None:  # about once a second
         worker.log_event(topic, [key, int(steps)])
@@ -240,19 +167,6 @@ def _work(job: Job, out: Path, threads: int, topic: str, token: str) -> dict[str
 TRIM_SETTING = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
 
-def _check_scheduler_address(scheduler: str) -> None:
-    """Refuse an address Dask would spend a minute failing to reach: anything but ``tcp://`` or ``tls://HOST:PORT``."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(scheduler)
-        reachable = parts.scheme in ("tcp", "tls") and bool(parts.hostname) and parts.port is not None
-    except ValueError:  # a port that is not a number
-        reachable = False
-    if not reachable:
-        raise SuiteError(f"--scheduler {scheduler!r} is not a Dask scheduler address: give tcp://HOST:PORT")
-
-
 @contextlib.contextmanager
 def connect(n_workers: int = 1, scheduler: str | None = None) -> Iterator[Client]:
     """A Dask client: of the cluster at ``scheduler``, or of a new local cluster of ``n_workers`` processes.
@@ -263,7 +177,8 @@ def connect(n_workers: int = 1, scheduler: str | None = None) -> Iterator[Client
     that setting hands freed memory back to the kernel at every gradient step, and SQL then spent 45 % of its CPU
     time in the kernel faulting the same pages in again (see :mod:`sbx_lecture.infra.allocator`).
 
-    :raises SuiteError: when the scheduler cannot be reached
+    :raises SuiteError: when the scheduler cannot be reached (its address is checked by
+        :func:`sbx_lecture.bench.check_dask_options`)
     """
     try:
         import dask
@@ -271,7 +186,6 @@ def connect(n_workers: int = 1, scheduler: str | None = None) -> Iterator[Client
     except ImportError:
         raise SuiteError('the bench engine needs Dask: pip install "sbx-lecture[bench]"') from None
     if scheduler is not None:
-        _check_scheduler_address(scheduler)
         try:
             client = Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
         except (OSError, ValueError, TimeoutError) as exc:
@@ -303,81 +217,123 @@ def connect(n_workers: int = 1, scheduler: str | None = None) -> Iterator[Client
 
 
 def run_jobs(
-    jobs: Sequence[Job],
+    jobs: Sequence[RunJob | SpeedJob],
     out: Path,
     n_jobs: int = 1,
     threads: int = 1,
     live: bool | None = None,
     scheduler: str | None = None,
-    client: Client | None = None,
 ) -> list[dict[str, Any]]:
     """Run the unfinished ``jobs`` on Dask workers; return every job's result, in order.
 
-    Finished jobs are read from their ``result.json`` and reported as ``"skipped"``. The others run on ``client``'s
-    cluster when given, else on the cluster at ``scheduler``, else on a local cluster of ``n_jobs`` worker processes
-    (:func:`connect`); each worker uses ``threads`` torch threads. Progress (:class:`JobProgress`): live bars on a
-    terminal (``live=None``) or when ``live`` is true, plain lines otherwise.
+    Finished jobs are read from their ``result.json`` and reported as ``"skipped"``. The others run on the cluster at
+    ``scheduler``, else on a local cluster of ``n_jobs`` worker processes (:func:`connect`); each worker uses
+    ``threads`` torch threads. Progress, on :class:`rich.progress.Progress`: live bars (the suite, and one per running
+    job) on a terminal (``live=None``) or when ``live`` is true; otherwise (``--plain``) plain lines for logs, one when
+    a job starts and one when it ends (the end line comes in both modes)::
+
+        [0/4] start ppo CartPole-v1 seed 0 (3000 steps)
+        [1/4] ppo CartPole-v1 seed 0: done: return 500.0 ± 0.0, 2210 steps/s, 4 s
     """
     out = Path(out).absolute()  # the workers' working folder need not be ours
-    results: list[dict[str, Any] | None] = [None] * len(jobs)
-    pending: list[int] = []
-    for index, job in enumerate(jobs):
-        stored = stored_result(job, out)
-        if stored is None or run_again(job, stored):
-            pending.append(index)
+    # Lines as they are: no markup, highlighting or wrapping (labels and errors hold brackets and long paths).
+    console = Console(markup=False, emoji=False, highlight=False, soft_wrap=True)
+    results: dict[str, dict[str, Any]] = {}  # by job folder: unique per job (labels are not)
+    pending = []
+    for job in jobs:
+        key = str(job_folder(job, out))
+        state, stored = job_state(job, out)
+        if stored is None:
+            pending.append(job)
+        elif state == "stale":
+            results[key] = stored
+            console.print(f"{job.label}: {describe(stored)} ({key})")
         else:
-            results[index] = stored if stored["status"] == "stale" else {**stored, "status": "skipped"}
-    display = JobProgress(len(pending), live)
-    skipped = sum(result is not None and result["status"] == "skipped" for result in results)
+            results[key] = {**stored, "status": "skipped"}
+    skipped = len(jobs) - len(pending) - sum(result["status"] == "stale" for result in results.values())
     if skipped:
-        display.message(f"{skipped} of {len(jobs)} jobs already finished in {out}: skipped")
-    for job, result in zip(jobs, results, strict=True):
-        if result is not None and result["status"] == "stale":
-            display.message(f"{job.label}: {describe(result)} ({job_folder(job, out)})")
-    try:
-        if pending and client is not None:
-            _run_pending(client, jobs, pending, results, out, threads, display)
-        elif pending:
-            with connect(max(1, min(n_jobs, len(pending))), scheduler) as own:
-                _run_pending(own, jobs, pending, results, out, threads, display)
-    finally:
-        display.close()
-    return [result for result in results if result is not None]
+        console.print(f"{skipped} of {len(jobs)} jobs already finished in {out}: skipped")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    live = console.is_terminal if live is None else live
+    with Progress(*columns, console=console, disable=not live) as progress:
+        progress.add_task("jobs", total=len(pending))
+        if pending:
+            with connect(max(1, min(n_jobs, len(pending))), scheduler) as client:
+                _run_pending(client, pending, results, out, threads, progress)
+    return [results[key] for key in (str(job_folder(job, out)) for job in jobs) if key in results]
 
 
 def _run_pending(
     client: Client,
-    jobs: Sequence[Job],
-    pending: list[int],
-    results: list[dict[str, Any] | None],
+    pending: list[RunJob | SpeedJob],
+    results: dict[str, dict[str, Any]],
     out: Path,
     threads: int,
-    display: JobProgress,
+    progress: Progress,
 ) -> None:
-    from distributed import Event
+    """Submit ``pending``, show the steps the workers send (in the client's event-loop thread) on ``progress`` (its
+    first task counts the jobs; each running job has a task whose field ``folder`` names it) and keep each result as
+    it comes; Ctrl-C sets the command's stop event and waits for the running jobs to stop."""
+    from distributed import Event, as_completed
 
     token = uuid.uuid4().hex[:8]
     topic = f"sbx-lecture-bench-{token}"
-    events: collections.deque[Any] = collections.deque()
-    client.subscribe_topic(topic, events.append)  # called in the client's event-loop thread
-    futures: dict[Future, int] = {}
-    started: set[str] = set()  # the keys of the jobs shown as started
-    for index in pending:
-        job = jobs[index]
-        # Dask runs one task per key and hands its result to every future of that key: the key names the job's
-        # folder, which is unique per job (labels are not: speed pairs that differ only in their settings).
-        key = f"{job.label} [{job_folder(job, out).relative_to(out)} {token}]"
-        futures[client.submit(_work, job, out, threads, topic, token, key=key, pure=False)] = index
+    jobs = {str(job_folder(job, out)): job for job in pending}
+    bars: dict[str, TaskID] = {}  # the running jobs' tasks
+    lock = threading.Lock()  # one of the two threads at a time on the display and the results
+    suite = progress.tasks[0]
+
+    def say(text: str) -> None:
+        progress.console.print(f"[{int(suite.completed)}/{len(pending)}] {text}")
+
+    def steps_taken(event: tuple[float, list[Any]]) -> None:
+        key, steps = event[1]
+        with lock:
+            if key in jobs and key not in results:
+                if key not in bars:
+                    total = job_steps(jobs[key])
+                    bars[key] = progress.add_task(f"  {jobs[key].label}", total=total or None, folder=key)
+                    if progress.disable:
+                        say(f"start {jobs[key].label} ({total or '?'} steps)")
+                progress.update(bars[key], completed=steps)
+
+    client.subscribe_topic(topic, steps_taken)
+    # Dask runs one task per key and hands its result to every future of that key: the key names the job's folder.
+    futures = {
+        client.submit(_work, job, out, threads, topic, token, key=f"{job.label} [{key} {token}]", pure=False): key
+        for key, job in jobs.items()
+    }
+    remaining = as_completed(futures, loop=client.loop)
+
+    def collect() -> None:
+        for future in remaining:
+            key = futures[future]
+            try:
+                result = future.result()
+            except Exception as exc:  # the task failed too often (its workers died), or was cancelled
+                message = " ".join(str(exc).split()) or type(exc).__name__
+                error = f"worker died: {type(exc).__name__}: {message}"
+                result = job_outcome(jobs[key], Path(key), "failed", error=error)
+            _keep(Path(key), result)
+            with lock:
+                results[key] = result
+                if key in bars:
+                    progress.remove_task(bars.pop(key))
+                progress.advance(suite.id)
+                say(f"{jobs[key].label}: {describe(result)}")
+
     try:
-        _wait_for(client, futures, jobs, results, out, events, display, started)
+        collect()
     except KeyboardInterrupt:
-        display.message("interrupted: running training runs save a checkpoint; run the same command again to resume")
+        progress.console.print(
+            "interrupted: running training runs save a checkpoint; run the same command again to resume"
+        )
         try:
             with contextlib.suppress(Exception):
                 Event(STOP_EVENT + token, client=client).set()
-            _wait_for(client, futures, jobs, results, out, events, display, started)
+            collect()
         except KeyboardInterrupt:
-            display.message("stopped waiting: the running jobs lose the steps since their last checkpoint")
+            progress.console.print("stopped waiting: the running jobs lose the steps since their last checkpoint")
         client.cancel(list(futures))
         raise
     finally:
@@ -385,59 +341,8 @@ def _run_pending(
             client.unsubscribe_topic(topic)
 
 
-def _wait_for(
-    client: Client,
-    futures: dict[Future, int],
-    jobs: Sequence[Job],
-    results: list[dict[str, Any] | None],
-    out: Path,
-    events: collections.deque[Any],
-    display: JobProgress,
-    started: set[str],
-) -> None:
-    """Feed the display from the workers' events until every future has a result."""
-    from distributed import as_completed
-
-    keys = {str(job_folder(jobs[index], out)): index for index in futures.values()}
-    finished = {str(job_folder(jobs[index], out)) for index in futures.values() if results[index] is not None}
-
-    def drain() -> None:
-        while events:
-            _, (key, steps) = events.popleft()
-            if key in finished or key not in keys:
-                continue
-            if key not in started:
-                started.add(key)
-                job = jobs[keys[key]]
-                display.started(key, job.label, job_steps(job))
-            display.advanced(key, steps)
-
-    remaining = as_completed([future for future, index in futures.items() if results[index] is None], loop=client.loop)
-    while not remaining.is_empty():
-        done = remaining.next_batch(block=False)
-        drain()
-        if not done:
-            time.sleep(0.2)
-        for future in done:
-            index = futures[future]
-            job = jobs[index]
-            try:
-                result = future.result()
-            except Exception as exc:  # the task failed too often (its workers died), or was cancelled
-                message = " ".join(str(exc).split()) or type(exc).__name__
-                result = {**_stopped(job, "failed"), "error": f"worker died: {type(exc).__name__}: {message}"}
-            _keep(job, out, result)
-            results[index] = result
-            key = str(job_folder(job, out))
-            finished.add(key)
-            display.finished(key, job.label, result)
-
-
-def _keep(job: Job, out: Path, result: dict[str, Any]) -> None:
+def _keep(folder: Path, result: dict[str, Any]) -> None:
     """Write a finished job's ``result.json`` here unless its worker did (a worker without our filesystem)."""
-    if result.get("status") != "done":
-        return
-    folder = job_folder(job, out)
-    if not (folder / RESULT_FILE).exists():
+    if result.get("status") == "done" and not (folder / RESULT_FILE).exists():
         folder.mkdir(parents=True, exist_ok=True)
         write_result(folder, result)

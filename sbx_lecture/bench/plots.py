@@ -10,16 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from sbx_lecture.bench import stats as bench_stats
 from sbx_lecture.bench.baselines import return_range
-from sbx_lecture.bench.stats import (
-    DEFAULT_REPS,
-    PROFILE_TAUS,
-    Group,
-    ScoreMatrix,
-    curve_iqm,
-    curve_matrix,
-    performance_profiles,
-)
 from sbx_lecture.bench.suites import FAMILIES, FINISHED, SIBLINGS, family_of
 from sbx_lecture.runs import atomic_write
 
@@ -34,88 +26,79 @@ def pyplot() -> Any:
     return plt
 
 
+def _plot_file(folder: Path, prefix: str, name: str) -> Path:
+    """``<folder>/<prefix>_<name>.png`` (``prefix``: the suite, so that several suites' plots can share a folder)."""
+    return folder / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', f'{prefix}_{name}' if prefix else name)}.png"
+
+
 def _save(figure: Any, path: Path, tight: bool = False) -> Path:
+    """Write ``figure`` to ``path`` atomically and close it."""
     options = {"bbox_inches": "tight"} if tight else {}
     atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=110, **options))
+    pyplot().close(figure)
     return path
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+def _panels(count: int) -> tuple[Any, list[Any]]:
+    """A figure with ``count`` panels, two to a row, and its panels' axes."""
+    columns = min(2, count)
+    rows = -(-count // columns)
+    figure, axes = pyplot().subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)
+    for axis in axes.flat[count:]:
+        axis.set_visible(False)
+    return figure, list(axes.flat[:count])
 
 
-def algorithm_color(algo: str) -> str:
-    """The same colour for an algorithm in every plot."""
-    palette = (
-        "tab:blue",
-        "tab:orange",
-        "tab:green",
-        "tab:red",
-        "tab:purple",
-        "tab:brown",
-        "tab:pink",
-        "tab:gray",
-        "tab:olive",
-        "tab:cyan",
-    )
+def algorithm_color(algo: str) -> tuple[float, ...]:
+    """The same colour for an algorithm in every plot (matplotlib's ``tab10`` palette, in family order)."""
+    import matplotlib
+
     order = list(FAMILIES)
     index = order.index(algo) if algo in order else len(order) + sum(map(ord, algo))
-    return palette[index % len(palette)]
+    return tuple(matplotlib.colormaps["tab10"](index % 10))
 
 
-def learning_curves(groups: list[Group], folder: Path, prefix: str = "", reps: int = DEFAULT_REPS) -> list[Path]:
+def learning_curves(
+    groups: list[bench_stats.Group], folder: Path, prefix: str = "", reps: int = bench_stats.DEFAULT_REPS
+) -> list[Path]:
     """One PNG per environment, one panel per family: each algorithm's IQM over seeds at each evaluation, with the
     95 % stratified-bootstrap interval shaded.
 
     Curve and band are clipped to the returns the environment can reach (:func:`.baselines.return_range`). The
     lecture's algorithms are drawn solid, the SB3 / sb3-contrib siblings dashed. Files are named
-    ``<prefix>_curves_<env>.png`` (``prefix``: the suite, so that several suites' plots can share a folder).
+    ``<prefix>_curves_<env>.png``.
     """
-    plt = pyplot()
-    by_env: dict[str, dict[str, list[Group]]] = defaultdict(lambda: defaultdict(list))
+    by_env: dict[str, dict[str, list[bench_stats.Group]]] = defaultdict(lambda: defaultdict(list))
     for group in groups:
         if group.curves:
             by_env[group.env][group.family].append(group)
     written = []
     for env_id, families in by_env.items():
-        observed = np.concatenate([np.ravel(curve_matrix(g.curves)[1]) for f in families.values() for g in f])
+        observed = np.concatenate(
+            [np.ravel(bench_stats.curve_matrix(g.curves)[1]) for f in families.values() for g in f]
+        )
         bounds = return_range(env_id, observed)
-        columns = min(2, len(families))
-        rows = -(-len(families) // columns)
-        figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)
-        for axis in axes.flat[len(families) :]:
-            axis.set_visible(False)
-        for axis, (family, members) in zip(axes.flat, sorted(families.items()), strict=False):
+        figure, axes = _panels(len(families))
+        for axis, (family, members) in zip(axes, sorted(families.items()), strict=True):
             for group in sorted(members, key=lambda g: (g.algo, g.timesteps)):
-                steps, iqm, low, high = curve_iqm(group.curves, bounds, reps)
+                steps, iqm, low, high = bench_stats.curve_iqm(group.curves, bounds, reps)
                 color = algorithm_color(group.algo)
                 seeds = f"{len(group.curves)} seed{'s' if len(group.curves) > 1 else ''}"
-                axis.plot(
-                    steps,
-                    iqm,
-                    linewidth=2,
-                    color=color,
-                    linestyle="-" if group.algo in SIBLINGS else "--",
-                    label=f"{group.algo} ({seeds})",
-                )
+                style = "-" if group.algo in SIBLINGS else "--"
+                axis.plot(steps, iqm, linewidth=2, color=color, linestyle=style, label=f"{group.algo} ({seeds})")
                 axis.fill_between(steps, low, high, alpha=0.2, color=color)
-            axis.set_title(f"{env_id}: {family}")
-            axis.set_xlabel("environment steps")
-            axis.set_ylabel("deterministic evaluation return, IQM")
+            axis.set(
+                title=f"{env_id}: {family}", xlabel="environment steps", ylabel="deterministic evaluation return, IQM"
+            )
             axis.grid(alpha=0.3)
             axis.legend(loc="best", fontsize="small")
         figure.tight_layout()
-        written.append(_save(figure, folder / f"{_slug(prefix) + '_' if prefix else ''}curves_{_slug(env_id)}.png"))
-        plt.close(figure)
+        written.append(_save(figure, _plot_file(folder, prefix, f"curves_{env_id}")))
     return written
 
 
-def _colors(algos: list[str]) -> dict[str, str]:
-    return {algo: algorithm_color(algo) for algo in algos}
-
-
 def profile_chart(
-    matrices: dict[str, ScoreMatrix], folder: Path, prefix: str = "", reps: int = DEFAULT_REPS
+    matrices: dict[str, bench_stats.ScoreMatrix], folder: Path, prefix: str = "", reps: int = bench_stats.DEFAULT_REPS
 ) -> Path | None:
     """Performance profiles (rliable): per family, the fraction of runs whose normalised score exceeds τ, with
     95 % intervals. The file is ``<prefix>_performance_profiles.png``."""
@@ -123,23 +106,18 @@ def profile_chart(
         return None
     from rliable import plot_utils
 
-    plt = pyplot()
     families: dict[str, list[str]] = defaultdict(list)
-    for algo in matrices:
+    for algo in sorted(matrices):
         families[family_of(algo)].append(algo)
-    columns = min(2, len(families))
-    rows = -(-len(families) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)
-    for axis in axes.flat[len(families) :]:
-        axis.set_visible(False)
-    for axis, (family, algos) in zip(axes.flat, sorted(families.items()), strict=False):
-        chosen = {algo: matrices[algo] for algo in sorted(algos)}
-        profiles, intervals = performance_profiles(chosen, PROFILE_TAUS, reps)
+    figure, axes = _panels(len(families))
+    for axis, (family, algos) in zip(axes, sorted(families.items()), strict=True):
+        chosen = {algo: matrices[algo] for algo in algos}
+        profiles, intervals = bench_stats.performance_profiles(chosen, bench_stats.PROFILE_TAUS, reps)
         plot_utils.plot_performance_profiles(
             profiles,
-            PROFILE_TAUS,
+            bench_stats.PROFILE_TAUS,
             performance_profile_cis=intervals,
-            colors=_colors(list(chosen)),
+            colors={algo: algorithm_color(algo) for algo in algos},
             ax=axis,
             xlabel="normalised score τ",
             ylabel="fraction of runs above τ",
@@ -147,16 +125,21 @@ def profile_chart(
             ticklabelsize="small",
         )
         axis.set_title(family)
-        axis.legend(
-            handles=axis.get_lines(),
-            labels=[f"{algo} ({', '.join(m.envs)})" for algo, m in chosen.items()],
-            fontsize="x-small",
-            loc="best",
-        )
+        labels = [f"{algo} ({', '.join(matrix.envs)})" for algo, matrix in chosen.items()]
+        axis.legend(handles=axis.get_lines(), labels=labels, fontsize="x-small", loc="best")
     figure.tight_layout()
-    path = _save(figure, folder / f"{_slug(prefix) + '_' if prefix else ''}performance_profiles.png")
-    plt.close(figure)
-    return path
+    return _save(figure, _plot_file(folder, prefix, "performance_profiles"))
+
+
+def _estimates(table: Any, key: str, statistics: list[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """rliable's point estimates and intervals, keyed by the column ``key``, of the ``statistics`` columns of a
+    :mod:`.stats` table (``<name>``, ``<name>_low``, ``<name>_high``)."""
+    points = {row[key]: np.array([row[name] for name in statistics]) for _, row in table.iterrows()}
+    intervals = {
+        row[key]: np.array([[row[f"{name}_{end}"] for name in statistics] for end in ("low", "high")])
+        for _, row in table.iterrows()
+    }
+    return points, intervals
 
 
 def interval_chart(table: Any, folder: Path, prefix: str = "") -> Path | None:
@@ -166,25 +149,16 @@ def interval_chart(table: Any, folder: Path, prefix: str = "") -> Path | None:
         return None
     from rliable import plot_utils
 
-    plt = pyplot()
     algos = list(table["algo"])
-    points = {row.algo: np.array([row.iqm, row.median]) for row in table.itertuples()}
-    intervals = {
-        row.algo: np.array([[row.iqm_low, row.median_low], [row.iqm_high, row.median_high]])
-        for row in table.itertuples()
-    }
     figure, _ = plot_utils.plot_interval_estimates(
-        points,
-        intervals,
+        *_estimates(table, "algo", ["iqm", "median"]),
         ["IQM", "Median"],
         algorithms=algos,
-        colors=_colors(algos),
-        xlabel="normalised score (0: random policy, 1: best published)",
+        colors={algo: algorithm_color(algo) for algo in algos},
+        xlabel="normalised score (0: random policy, 1: the task's reference)",
         xlabel_y_coordinate=-0.12,
     )
-    path = _save(figure, folder / f"{_slug(prefix) + '_' if prefix else ''}aggregate.png", tight=True)
-    plt.close(figure)
-    return path
+    return _save(figure, _plot_file(folder, prefix, "aggregate"), tight=True)
 
 
 def improvement_chart(table: Any, folder: Path, prefix: str = "") -> Path | None:
@@ -194,24 +168,20 @@ def improvement_chart(table: Any, folder: Path, prefix: str = "") -> Path | None
         return None
     from rliable import plot_utils
 
-    plt = pyplot()
-    points = {f"{row.algo},{row.sibling}": np.array([row.probability]) for row in table.itertuples()}
-    intervals = {f"{row.algo},{row.sibling}": np.array([[row.low], [row.high]]) for row in table.itertuples()}
-    figure, axis = plt.subplots(figsize=(5, 0.5 * len(points) + 1.2))
+    points, intervals = _estimates(table.assign(pair=table["algo"] + "," + table["sibling"]), "pair", ["probability"])
+    figure, axis = pyplot().subplots(figsize=(5, 0.5 * len(points) + 1.2))
     plot_utils.plot_probability_of_improvement(
         points,
         intervals,
         ax=axis,
-        colors=[algorithm_color(key.split(",")[0]) for key in points],
+        colors=[algorithm_color(algo) for algo in table["algo"]],
         xticks=[0.0, 0.25, 0.5, 0.75, 1.0],
         left_ylabel="ours (X)",
         right_ylabel="sibling (Y)",
         ticklabelsize="medium",
         labelsize="medium",
     )
-    path = _save(figure, folder / f"{_slug(prefix) + '_' if prefix else ''}probability_of_improvement.png", tight=True)
-    plt.close(figure)
-    return path
+    return _save(figure, _plot_file(folder, prefix, "probability_of_improvement"), tight=True)
 
 
 def speed_chart(results: list[dict[str, Any]], folder: Path, prefix: str = "") -> Path | None:
@@ -222,35 +192,23 @@ def speed_chart(results: list[dict[str, Any]], folder: Path, prefix: str = "") -
     rows = [r for r in results if r.get("kind") == "speed" and r.get("status") in FINISHED]
     if not rows:
         return None
-    plt = pyplot()
     labels = [f"{r['ours']} / {r['sibling']}\n{r['env']}" for r in rows]
     positions = np.arange(len(rows))
-    figure, (ratio_axis, rate_axis) = plt.subplots(1, 2, figsize=(max(9, 1.6 * len(rows) + 4), 4.5))
+    figure, (ratio_axis, rate_axis) = pyplot().subplots(1, 2, figsize=(max(9, 1.6 * len(rows) + 4), 4.5))
     ratio_axis.bar(positions, [r["ratio"] for r in rows], color="tab:blue")
     ratio_axis.axhline(1.0, color="black", linewidth=1, linestyle="--")
-    ratio_axis.set_xticks(positions, labels, rotation=45, ha="right", fontsize="small")
-    ratio_axis.set_ylabel("steps/s ratio, ours / SB3 sibling")
-    ratio_axis.set_title("relative speed at identical settings")
+    ratio_axis.set(ylabel="steps/s ratio, ours / SB3 sibling", title="relative speed at identical settings")
     width = 0.38
     rate_axis.bar(positions - width / 2, [r["ours_steps_per_second"] for r in rows], width, label="ours")
     rate_axis.bar(positions + width / 2, [r["sibling_steps_per_second"] for r in rows], width, label="sibling")
-    rate_axis.scatter(
-        positions,
-        [r["env_steps_per_second"] for r in rows],
-        marker="_",
-        s=400,
-        color="black",
-        label="environment alone",
-    )
-    rate_axis.set_yscale("log")
-    rate_axis.set_xticks(positions, labels, rotation=45, ha="right", fontsize="small")
-    rate_axis.set_ylabel("environment steps per second")
-    rate_axis.set_title("absolute rates (log scale)")
+    ceiling = [r["env_steps_per_second"] for r in rows]
+    rate_axis.scatter(positions, ceiling, marker="_", s=400, color="black", label="environment alone")
+    rate_axis.set(yscale="log", ylabel="environment steps per second", title="absolute rates (log scale)")
     rate_axis.legend(fontsize="small")
+    for axis in (ratio_axis, rate_axis):
+        axis.set_xticks(positions, labels, rotation=45, ha="right", fontsize="small")
     figure.tight_layout()
-    path = _save(figure, folder / f"{_slug(prefix) + '_' if prefix else ''}steps_per_second.png")
-    plt.close(figure)
-    return path
+    return _save(figure, _plot_file(folder, prefix, "steps_per_second"))
 
 
 def sweep_chart(
@@ -258,8 +216,7 @@ def sweep_chart(
 ) -> Path:
     """A sweep's top trials and its confirmation: each run's per-seed scores (dots) and IQM with its 95 % interval
     (bar), one row per run (``runs``: label, scores, IQM, low, high); beside it Optuna's parameter importances."""
-    plt = pyplot()
-    figure, (score_axis, importance_axis) = plt.subplots(1, 2, figsize=(11, 0.45 * max(len(runs), 4) + 1.5))
+    figure, (score_axis, importance_axis) = pyplot().subplots(1, 2, figsize=(11, 0.45 * max(len(runs), 4) + 1.5))
     for row, (label, scores, iqm, low, high) in enumerate(runs):
         color = "tab:orange" if label == "confirmation" else "tab:blue"
         score_axis.plot([low, high], [row, row], color=color, linewidth=6, alpha=0.35, solid_capstyle="butt")
@@ -272,6 +229,4 @@ def sweep_chart(
     importance_axis.barh(names, [importances[name] for name in names], color="tab:green")
     importance_axis.set_xlabel("parameter importance (fANOVA)")
     figure.tight_layout()
-    _save(figure, path)
-    plt.close(figure)
-    return path
+    return _save(figure, path)

@@ -1,49 +1,30 @@
 """Tables from a suite's results: CSV and JSON for machines, markdown for the report.
 
 The report gives, per environment and algorithm, the interquartile mean and the median over seeds of the final
-deterministic return with 95 % stratified-bootstrap intervals (:mod:`.stats`, rliable), next to the published
-figures for the same algorithm, task and budget (labelled with their source and caveats: they are not ours); then
-the same statistics across environments on normalised scores, and the probability that each lecture algorithm
-beats its sibling.
+deterministic return with 95 % stratified-bootstrap intervals (:mod:`.stats`, rliable); the published figures for
+the suite's algorithms on its tasks beside our IQM at the same budget (labelled with their source and caveats: they
+are not ours); then the same statistics across environments on normalised scores, and the probability that each
+lecture algorithm beats its sibling.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sbx_lecture.bench.baselines import (
-    PUBLISHED_SOURCE,
-    RANDOM_CACHE_FILE,
-    RANDOM_EPISODES,
-    Reference,
-    random_scores,
-    references,
-)
-from sbx_lecture.bench.published import CAVEATS, PublishedFigure, published_for
-from sbx_lecture.bench.stats import (
-    DEFAULT_REPS,
-    MIN_SPEED_REPEATS,
-    Group,
-    ScoreMatrix,
-    aggregate,
-    group_runs,
-    improvements,
-    per_environment,
-    ratio_interval,
-    score_matrices,
-)
+from sbx_lecture.bench import baselines
+from sbx_lecture.bench import stats as bench_stats
 from sbx_lecture.bench.suites import FINISHED
 from sbx_lecture.bench.zoo_logs import ZOO_LOGS
 from sbx_lecture.runs import write_text
 
-RUN_COLUMNS = (
+#: The columns of ``results.csv``, ``curves.csv`` and ``speed.csv``.
+RUN_COLUMNS = [
     "algo",
     "env",
     "family",
@@ -59,8 +40,9 @@ RUN_COLUMNS = (
     "settings_source",
     "folder",
     "error",
-)
-SPEED_COLUMNS = (
+]
+CURVE_COLUMNS = ["algo", "env", "seed", "steps", "mean_return", "std_return"]
+SPEED_COLUMNS = [
     "ours",
     "sibling",
     "env",
@@ -85,26 +67,11 @@ SPEED_COLUMNS = (
     "dropped_for_sibling",
     "sbx_note",
     "error",
-)
-
-
-def _csv_text(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: _cell(row.get(key)) for key in columns})
-    return buffer.getvalue()
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, list | tuple):
-        return " ".join(str(item) for item in value)
-    if isinstance(value, dict):
-        return " ".join(f"{key}={_cell(item)}" for key, item in value.items())
-    return "" if value is None else value
+]
+#: Column order of the compact summary: each lecture algorithm followed by its siblings.
+SUMMARY_ORDER = ("npg", "tnpg", "trpo", "ppo_kl", "ppo", "dpg", "ddpg", "td3", "sql", "sac", "dqn")
+#: Marks a speed ratio whose interval contains 1.0.
+NO_DIFFERENCE = "≈"
 
 
 @dataclass
@@ -121,167 +88,54 @@ class SuiteStatistics:
     :param reps: bootstrap replications
     """
 
-    groups: list[Group]
+    groups: list[bench_stats.Group]
     per_env: Any
-    references: dict[str, Reference]
+    references: dict[str, baselines.Reference]
     random_episodes: int
-    matrices: dict[str, ScoreMatrix]
+    matrices: dict[str, bench_stats.ScoreMatrix]
     aggregate: Any
     improvements: Any
     reps: int
 
 
 def suite_statistics(
-    results: list[dict[str, Any]], folder: Path, reps: int = DEFAULT_REPS, random_episodes: int = RANDOM_EPISODES
+    results: list[dict[str, Any]],
+    folder: Path,
+    reps: int = bench_stats.DEFAULT_REPS,
+    random_episodes: int = baselines.RANDOM_EPISODES,
 ) -> SuiteStatistics:
     """The report's statistics; the random policy's returns are measured once and cached in ``folder``."""
-    groups = group_runs(results)
-    finished = [group for group in groups if group.finals]
-    envs = sorted({group.env for group in finished})
+    groups = bench_stats.group_runs(results)
     measured_best: dict[str, tuple[float, str]] = {}
-    for group in finished:
-        best = max(group.finals)
-        if group.env not in measured_best or best > measured_best[group.env][0]:
-            measured_best[group.env] = (best, group.algo)
-    refs = references(random_scores(envs, folder, random_episodes), measured_best) if envs else {}
-    matrices = score_matrices(groups, refs)
+    for group in groups:
+        if group.finals and max(group.finals) > measured_best.get(group.env, (-math.inf, ""))[0]:
+            measured_best[group.env] = (max(group.finals), group.algo)
+    refs = baselines.references(baselines.random_scores(sorted(measured_best), folder, random_episodes), measured_best)
+    matrices = bench_stats.score_matrices(groups, refs)
     return SuiteStatistics(
         groups,
-        per_environment(groups, reps),
+        bench_stats.per_environment(groups, reps),
         refs,
         random_episodes,
         matrices,
-        aggregate(matrices, reps),
-        improvements(matrices, reps),
+        bench_stats.aggregate(matrices, reps),
+        bench_stats.improvements(matrices, reps),
         reps,
     )
 
 
-def _interval(point: float, low: float, high: float, digits: int = 1) -> str:
+def _table(header: str, rows: Iterable[str], numbers: slice) -> str:
+    """A markdown table. ``header`` and each of ``rows`` hold their cells separated by `` | ``; the columns in
+    ``numbers`` (numbers) are aligned right, the others left."""
+    columns = range(len(header.split(" | ")))
+    rule = "|".join(" ---: " if column in columns[numbers] else " --- " for column in columns)
+    return "\n".join([f"| {header} |", f"|{rule}|", *(f"| {row} |" for row in rows)]) + "\n"
+
+
+def _interval(row: Any, name: str, digits: int = 1) -> str:
+    """``point [low, high]``: the statistic ``name`` of a table's row with its interval (:func:`.stats._estimate`)."""
+    point, low, high = (getattr(row, f"{name}{suffix}") for suffix in ("", "_low", "_high"))
     return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
-def summary_table(stats: SuiteStatistics) -> tuple[str, set[str]]:
-    """The markdown table of final returns per environment and the published-source keys it quotes."""
-    lines = [
-        "| environment | family | algorithm | budget | seeds | IQM [95% CI] | median [95% CI] | steps/s "
-        "| published, same budget (not ours) |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    sources: set[str] = set()
-    for row in stats.per_env.itertuples():
-        figures = published_for(row.algo, row.env, row.timesteps)
-        sources.update(figure.source_key for figure in figures)
-        quoted = "<br>".join(_quoted(figure) for figure in figures) or "–"
-        seeds = f"{row.seeds}" + (f" (+{row.failed} failed)" if row.failed else "")
-        if row.seeds:
-            iqm, median = (
-                _interval(row.iqm, row.iqm_low, row.iqm_high),
-                _interval(row.median, row.median_low, row.median_high),
-            )
-            speed = f"{row.steps_per_second:.0f}"
-        else:
-            iqm, median, speed = "no finished run", "–", "–"
-        lines.append(
-            f"| {row.env} | {row.family} | {row.algo} | {row.timesteps:,} | {seeds} | {iqm} | {median} "
-            f"| {speed} | {quoted} |"
-        )
-    return "\n".join(lines) + "\n", sources
-
-
-def _quoted(figure: PublishedFigure) -> str:
-    note = f", {figure.env_version_note}" if figure.env_version_note else ""
-    return f"{figure.text()} ({figure.source_key}{note})"
-
-
-def normalisation_table(stats: SuiteStatistics) -> str:
-    """The markdown table of each environment's normalisation: random policy and best published return."""
-    lines = ["| environment | random policy (0) | best (1) | source of the best |", "| --- | ---: | ---: | --- |"]
-    for env_id, ref in sorted(stats.references.items()):
-        source = ref.best_source if ref.published else f"**no published figure**; {ref.best_source}"
-        lines.append(f"| {env_id} | {ref.random:.1f} | {ref.best:.1f} | {source} |")
-    return "\n".join(lines) + "\n"
-
-
-def aggregate_table(stats: SuiteStatistics) -> str:
-    """The markdown table of the normalised statistics across environments, one row per algorithm."""
-    lines = [
-        "| algorithm | family | environments | seeds per environment | IQM [95% CI] | median [95% CI] |",
-        "| --- | --- | --- | ---: | ---: | ---: |",
-    ]
-    for row in stats.aggregate.itertuples():
-        runs = f"{row.runs}" + (f" ({row.dropped} dropped)" if row.dropped else "")
-        lines.append(
-            f"| {row.algo} | {row.family} | {row.envs} | {runs} | "
-            f"{_interval(row.iqm, row.iqm_low, row.iqm_high, 2)} | "
-            f"{_interval(row.median, row.median_low, row.median_high, 2)} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def defaults_table(stats: SuiteStatistics) -> str:
-    """The markdown table of :func:`.stats.sibling_gains`: each lecture class's gain as a fraction of its
-    sibling's, per environment."""
-    from sbx_lecture.bench.stats import sibling_gains
-
-    lines = [
-        "| environment | ours | sibling | steps | seeds | ours IQM | sibling IQM | random | fraction [95 % CI] |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for row in sibling_gains(stats.groups, stats.references, stats.reps).itertuples():
-        cell = "n/a" if math.isnan(row.fraction) else _interval(row.fraction, row.low, row.high, 2)
-        lines.append(
-            f"| {row.env} | {row.algo} | {row.sibling} | {_steps(row.timesteps)} | {row.seeds} | {row.iqm:.1f} | "
-            f"{row.sibling_iqm:.1f} | {row.random:.1f} | {cell} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def improvement_table(stats: SuiteStatistics) -> str:
-    """The markdown table of P(lecture algorithm > sibling)."""
-    lines = [
-        "| ours (X) | sibling (Y) | environments | seeds X / Y | P(X > Y) [95% CI] |",
-        "| --- | --- | --- | ---: | ---: |",
-    ]
-    for row in stats.improvements.itertuples():
-        lines.append(
-            f"| {row.algo} | {row.sibling} | {row.envs} | {row.runs} / {row.sibling_runs} | "
-            f"{_interval(row.probability, row.low, row.high, 2)} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-#: Column order of the compact summary: each lecture algorithm followed by its siblings.
-SUMMARY_ORDER = ("npg", "tnpg", "trpo", "ppo_kl", "ppo", "dpg", "ddpg", "td3", "sql", "sac", "dqn")
-
-
-def compact_summary(stats: SuiteStatistics) -> str:
-    """A short markdown table for the README: one row per environment, one column per algorithm, final returns.
-
-    A cell is the IQM over seeds with its 95 % interval; the budget of each environment's runs is given in its row
-    when all of them share it, else in the cell.
-    """
-    rows = [row for row in stats.per_env.itertuples() if row.seeds]
-    if not rows:
-        return ""
-    present = {row.algo for row in rows}
-    columns = [algo for algo in SUMMARY_ORDER if algo in present] + sorted(present - set(SUMMARY_ORDER))
-    lines = ["| environment | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
-    for env_id in dict.fromkeys(row.env for row in rows):
-        cells = {row.algo: row for row in rows if row.env == env_id}
-        budgets = {row.timesteps for row in cells.values()}
-        single = len(budgets) == 1
-
-        label = f"{env_id} ({_steps(next(iter(budgets)))})" if single else env_id
-        lines.append(f"| {label} | " + " | ".join(_summary_cell(cells.get(algo), single) for algo in columns) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _summary_cell(row: Any, budget_in_row: bool) -> str:
-    if row is None:
-        return "–"
-    text = _interval(row.iqm, row.iqm_low, row.iqm_high, 0)
-    return text if budget_in_row else f"{text} ({_steps(row.timesteps)})"
 
 
 def _steps(timesteps: int) -> str:
@@ -290,6 +144,108 @@ def _steps(timesteps: int) -> str:
     if int(mantissa) * 10 ** int(exponent) != timesteps:
         return f"{timesteps:,}"
     return f"{mantissa}e{int(exponent)}"
+
+
+def summary_table(stats: SuiteStatistics) -> str:
+    """The markdown table of final returns per environment."""
+    rows: list[str] = []
+    for row in stats.per_env.itertuples():
+        seeds = f"{row.seeds}" + (f" (+{row.failed} failed)" if row.failed else "")
+        estimates = "no finished run | – | –"
+        if row.seeds:
+            estimates = f"{_interval(row, 'iqm')} | {_interval(row, 'median')} | {row.steps_per_second:.0f}"
+        rows.append(f"{row.env} | {row.family} | {row.algo} | {row.timesteps:,} | {seeds} | {estimates}")
+    header = "environment | family | algorithm | budget | seeds | IQM [95% CI] | median [95% CI] | steps/s"
+    return _table(header, rows, slice(3, 8))
+
+
+def anchors_table(stats: SuiteStatistics) -> tuple[str, set[str]]:
+    """The markdown table of the published figures for each (task, algorithm) of the suite, at the budgets they
+    were published for, beside our IQM for the same algorithm and budget where we ran it; and the source keys it
+    quotes."""
+    ours = {(row.env, row.algo, row.timesteps): row for row in stats.per_env.itertuples() if row.seeds}
+    rows: list[str] = []
+    sources: set[str] = set()
+    for env_id, algo in dict.fromkeys((row.env, row.algo) for row in stats.per_env.itertuples()):
+        for figure in baselines.published_for(algo, env_id):
+            sources.add(figure.source_key)
+            row = ours.get((env_id, algo, figure.timesteps))
+            rows.append(
+                f"{env_id} | {algo} | {figure.timesteps:,} | {figure.text()} | {figure.source_key} | "
+                f"{figure.env_version_note or 'as ours'} | {_interval(row, 'iqm') if row else '–'}"
+            )
+    header = "environment | algorithm | budget | published (not ours) | source | task version | ours: IQM [95% CI]"
+    return (_table(header, rows, slice(2, 4)) if rows else ""), sources
+
+
+def normalisation_table(stats: SuiteStatistics) -> str:
+    """The markdown table of each environment's normalisation: random policy and reference return."""
+    rows = [
+        f"{env_id} | {ref.random:.1f} | {ref.value:.1f} | "
+        + (f"**no cited reference**; {ref.source}" if ref.measured else ref.source)
+        for env_id, ref in sorted(stats.references.items())
+    ]
+    return _table("environment | random policy (0) | reference (1) | source of the reference", rows, slice(1, 3))
+
+
+def aggregate_table(stats: SuiteStatistics) -> str:
+    """The markdown table of the normalised statistics across environments, one row per algorithm."""
+    rows = [
+        f"{row.algo} | {row.family} | {row.envs} | {row.runs}"
+        + (f" ({row.dropped} dropped)" if row.dropped else "")
+        + f" | {_interval(row, 'iqm', 2)} | {_interval(row, 'median', 2)}"
+        for row in stats.aggregate.itertuples()
+    ]
+    header = "algorithm | family | environments | seeds per environment | IQM [95% CI] | median [95% CI]"
+    return _table(header, rows, slice(3, None))
+
+
+def defaults_table(stats: SuiteStatistics) -> str:
+    """The markdown table of :func:`.stats.sibling_gains`: each lecture class's gain as a fraction of its
+    sibling's, per environment."""
+    rows = [
+        f"{row.env} | {row.algo} | {row.sibling} | {_steps(row.timesteps)} | {row.seeds} | {row.iqm:.1f} | "
+        f"{row.sibling_iqm:.1f} | {row.random:.1f} | "
+        + ("n/a" if math.isnan(row.fraction) else _interval(row, "fraction", 2))
+        for row in bench_stats.sibling_gains(stats.groups, stats.references, stats.reps).itertuples()
+    ]
+    header = "environment | ours | sibling | steps | seeds | ours IQM | sibling IQM | random | fraction [95 % CI]"
+    return _table(header, rows, slice(3, None))
+
+
+def improvement_table(stats: SuiteStatistics) -> str:
+    """The markdown table of P(lecture algorithm > sibling)."""
+    rows = [
+        f"{row.algo} | {row.sibling} | {row.envs} | {row.runs} / {row.sibling_runs} "
+        f"| {_interval(row, 'probability', 2)}"
+        for row in stats.improvements.itertuples()
+    ]
+    return _table("ours (X) | sibling (Y) | environments | seeds X / Y | P(X > Y) [95% CI]", rows, slice(3, None))
+
+
+def compact_summary(stats: SuiteStatistics) -> str:
+    """A short markdown table for the README: one row per environment, one column per algorithm, final returns.
+
+    A cell is the IQM over seeds with its 95 % interval; the budget of each environment's runs is given in its row
+    when all of them share it, else in the cell.
+    """
+    finished = [row for row in stats.per_env.itertuples() if row.seeds]
+    if not finished:
+        return ""
+    present = {row.algo for row in finished}
+    columns = [algo for algo in SUMMARY_ORDER if algo in present] + sorted(present - set(SUMMARY_ORDER))
+    rows = []
+    for env_id in dict.fromkeys(row.env for row in finished):
+        cells = {row.algo: row for row in finished if row.env == env_id}
+        budgets = {row.timesteps for row in cells.values()}
+        single = len(budgets) == 1
+        texts = {
+            algo: _interval(row, "iqm", 0) + ("" if single else f" ({_steps(row.timesteps)})")
+            for algo, row in cells.items()
+        }
+        label = f"{env_id} ({_steps(budgets.pop())})" if single else env_id
+        rows.append(" | ".join([label, *(texts.get(algo, "–") for algo in columns)]))
+    return _table(" | ".join(["environment", *columns]), rows, slice(1, None))
 
 
 def _speed_conditions(result: dict[str, Any]) -> list[str]:
@@ -303,56 +259,48 @@ def _speed_conditions(result: dict[str, Any]) -> list[str]:
     return conditions
 
 
-#: Marks a speed ratio whose interval contains 1.0.
-NO_DIFFERENCE = "≈"
-
-
 def _ratio_cell(ratio: float, ours: list[float] | None, theirs: list[float] | None) -> str:
     """``ratio`` with its 95 % bootstrap interval over the rounds (:func:`.stats.ratio_interval`), marked
     :data:`NO_DIFFERENCE` where that contains 1.0; without an interval, and why, for fewer than
     :data:`.stats.MIN_SPEED_REPEATS` rounds or none kept (results written before each repeat's rate was)."""
     rounds = min(len(ours or ()), len(theirs or ()))
-    if rounds < MIN_SPEED_REPEATS:
+    if rounds < bench_stats.MIN_SPEED_REPEATS:
         return f"{ratio:.2f} (no interval: " + (f"timed {rounds}×)" if rounds else "rates per repeat not kept)")
-    low, high = ratio_interval(ours or [], theirs or [])
+    low, high = bench_stats.ratio_interval(ours or [], theirs or [])
     return f"{ratio:.2f} [{low:.2f}, {high:.2f}]" + (f" {NO_DIFFERENCE}" if low <= 1.0 <= high else "")
 
 
 def speed_table(results: list[dict[str, Any]]) -> str:
     """The markdown table of the speed measurements."""
-    lines = [
-        "| ours | sibling | environment | overrides | measured on | ours steps/s | sibling steps/s "
-        "| ratio ours/sibling | SBX steps/s | ratio ours/SBX | env steps/s (ceiling) | ours compiling (s) "
-        "| not passed to the sibling |",
-        "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    notes = sorted({result["sbx_note"] for result in results if result.get("kind") == "speed" and "sbx_note" in result})
-    for result in results:
-        if result.get("kind") != "speed":
-            continue
-        overrides = ", ".join(_speed_conditions(result)) or "–"
+    speeds = [result for result in results if result.get("kind") == "speed"]
+    rows = []
+    for result in speeds:
+        pair = (
+            f"{result['ours']} | {result['sibling']} | {result['env']} | {', '.join(_speed_conditions(result)) or '–'}"
+        )
         if result.get("status") not in FINISHED:
-            lines.append(
-                f"| {result['ours']} | {result['sibling']} | {result['env']} | {overrides} | – | – | – | "
-                f"{result.get('status')}: {result.get('error', '')} | – | – | – | – | – |"
-            )
+            rows.append(f"{pair} | – | – | – | {result.get('status')}: {result.get('error', '')} | – | – | – | – | –")
             continue
-        dropped = ", ".join(result.get("dropped_for_sibling") or []) or "–"
         sbx_rate, sbx_ratio = "–", "–"
         if "sbx_steps_per_second" in result:
             sbx_rate = f"{result['sbx_steps_per_second']:.0f}"
             sbx_ratio = _ratio_cell(result["ratio_vs_sbx"], result.get("ours_samples"), result.get("sbx_samples"))
         compiling = "–" if result.get("compile_seconds") is None else f"{result['compile_seconds']:.1f}"
-        lines.append(
-            f"| {result['ours']} | {result['sibling']} | {result['env']} | {overrides} "
-            f"| {result.get('measured_on', '–')} | {result['ours_steps_per_second']:.0f} "
+        rows.append(
+            f"{pair} | {result.get('measured_on', '–')} | {result['ours_steps_per_second']:.0f} "
             f"| {result['sibling_steps_per_second']:.0f} "
             f"| {_ratio_cell(result['ratio'], result.get('ours_samples'), result.get('sibling_samples'))} "
-            f"| {sbx_rate} | {sbx_ratio} | {result['env_steps_per_second']:.0f} | {compiling} | {dropped} |"
+            f"| {sbx_rate} | {sbx_ratio} | {result['env_steps_per_second']:.0f} | {compiling} "
+            f"| {', '.join(result.get('dropped_for_sibling') or []) or '–'}"
         )
-    if any(NO_DIFFERENCE in line for line in lines[2:]):
+    notes = sorted({result["sbx_note"] for result in speeds if "sbx_note" in result})
+    if any(NO_DIFFERENCE in row for row in rows):
         notes.append(f"{NO_DIFFERENCE}: the ratio's 95 % interval contains 1.0: no difference in speed was shown")
-    return "\n".join(lines) + "\n" + "".join(f"\n{note}.\n" for note in notes)
+    header = (
+        "ours | sibling | environment | overrides | measured on | ours steps/s | sibling steps/s | ratio ours/sibling "
+        "| SBX steps/s | ratio ours/SBX | env steps/s (ceiling) | ours compiling (s) | not passed to the sibling"
+    )
+    return _table(header, rows, slice(5, 12)) + "".join(f"\n{note}.\n" for note in notes)
 
 
 def failures(results: list[dict[str, Any]]) -> list[str]:
@@ -387,14 +335,9 @@ def markdown_report(
     parts = [f"# Benchmark suite `{suite}`\n", f"{description}\n"]
     if any(result.get("kind") == "run" for result in results):
         stats = stats if stats is not None else suite_statistics(results, base)
-        table, sources = summary_table(stats)
-        episodes = sorted(
-            {
-                int(r["final_episodes"])
-                for r in results
-                if r.get("status") in FINISHED and r.get("kind") == "run" and "final_episodes" in r
-            }
-        )
+        anchors, sources = anchors_table(stats)
+        finished = [r for r in results if r.get("status") in FINISHED and r.get("kind") == "run"]
+        episodes = sorted({int(r["final_episodes"]) for r in finished if "final_episodes" in r})
         count = "/".join(str(e) for e in episodes) or "the suite's"
         parts += [
             "## Final return per environment\n",
@@ -404,21 +347,29 @@ def markdown_report(
             "each end); median over seeds; 95 % intervals from rliable's percentile bootstrap over seeds "
             f"({stats.reps} replications). Steps/s: median over seeds of training steps per second, "
             "evaluation time excluded.\n",
-            table,
+            summary_table(stats),
         ]
-        if sources:
-            parts.append("Published figures are the sources' own, measured differently from ours:\n")
-            parts += [f"- {key}: {CAVEATS.get(key, key)}" for key in sorted(sources)]
-            parts.append("")
+        if anchors:
+            parts += [
+                "## Published figures\n",
+                "Every published figure for an algorithm of this suite on its task, at the budget it was published "
+                "for, beside our IQM for the same algorithm and budget where we ran it. They are the sources' own, "
+                "measured differently from ours:\n",
+                *(f"- {key}: {baselines.CAVEATS.get(key, key)}" for key in sorted(sources)),
+                "",
+                anchors,
+            ]
         if stats.references:
             parts += [
                 "## Normalised scores\n",
-                "Across environments scores are normalised per environment: (score − random) / (best − "
+                "Across environments scores are normalised per environment: (score − random) / (reference − "
                 f"random), where *random* is the mean return of a uniformly random policy over "
-                f"{stats.random_episodes} episodes (measured, cached in `{RANDOM_CACHE_FILE}`) and *best* "
-                f"the best published return in `{PUBLISHED_SOURCE}` for the task (any algorithm, budget or "
-                "version of the task; see the caveats above). Where no figure is published, the best final "
-                "return measured in this suite stands in, as the table says.\n",
+                f"{stats.random_episodes} episodes (measured, cached in `{baselines.RANDOM_CACHE_FILE}`) and "
+                "*reference* one cited figure per task, by one rule: the published TRPO figure for the task in "
+                f"`{baselines.PUBLISHED_SOURCE}`, the RL Zoo's, or Tianshou's (10 seeds) where the zoo's single run "
+                "lies far below the multi-seed figures (HalfCheetah); else the most an episode can return; else the "
+                "best final return measured in this suite, marked in the table. The reference is a scale, not a "
+                "ceiling: a score above it is above 1.\n",
                 normalisation_table(stats),
             ]
         if len(stats.aggregate):
@@ -451,14 +402,12 @@ def markdown_report(
             "## Speed\n",
             "Medians of interleaved repeats in one process, identical settings. Each ratio (ours / other) has "
             "its 95 % bootstrap interval, which resamples the rounds of repeats (both rates of a round together); "
-            f"a pair timed fewer than {MIN_SPEED_REPEATS} times has none.\n",
+            f"a pair timed fewer than {bench_stats.MIN_SPEED_REPEATS} times has none.\n",
             speed_table(results),
         ]
     figures = [r for r in results if r.get("kind") == "figure" and r.get("status") in FINISHED]
     if figures:
-        parts.append("## Figures\n")
-        parts += [f"- `{r['name']}`: {r.get('summary', '')}" for r in figures]
-        parts.append("")
+        parts += ["## Figures\n", *(f"- `{r['name']}`: {r.get('summary', '')}" for r in figures), ""]
     if images:
         parts.append("## Plots\n")
     if stats is not None and images:  # the curves and profiles are drawn from the runs' statistics
@@ -487,50 +436,53 @@ def _relative(path: Path | str, base: Path) -> str:
     return os.path.relpath(Path(path).resolve(), base.resolve())
 
 
+def _cell(value: Any) -> Any:
+    """A CSV cell: floats to 6 significant digits, lists and dicts spelt out, nothing for ``None``."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list | tuple):
+        return " ".join(str(item) for item in value)
+    if isinstance(value, dict):
+        return " ".join(f"{key}={_cell(item)}" for key, item in value.items())
+    return "" if value is None else value
+
+
 def write_tables(results: list[dict[str, Any]], folder: Path, stats: SuiteStatistics | None = None) -> list[Path]:
     """``results.json`` (everything, curves included), ``results.csv``, ``curves.csv``, ``speed.csv``; with
     ``stats``, ``stats_per_env.csv``, ``normalisation.csv``, ``stats_aggregate.csv`` and
-    ``probability_of_improvement.csv``. Folders are written relative to ``folder``."""
+    ``probability_of_improvement.csv``. Folders are written relative to ``folder``; a table without rows is not
+    written."""
+    import pandas as pd
+
     folder.mkdir(parents=True, exist_ok=True)
     results = [
         {**result, "folder": _relative(result["folder"], folder)} if "folder" in result else result
         for result in results
     ]
-    written = [folder / "results.json"]
-    write_text(written[0], json.dumps(results, indent=2))
+    write_text(folder / "results.json", json.dumps(results, indent=2))
     runs = [result for result in results if result.get("kind") == "run"]
+    curves = [
+        dict(zip(CURVE_COLUMNS, [run["algo"], run["env"], run["seed"], *point], strict=True))
+        for run in runs
+        for point in run.get("curve", [])
+    ]
     speeds = [result for result in results if result.get("kind") == "speed"]
-    if runs:
-        written.append(folder / "results.csv")
-        write_text(written[-1], _csv_text(RUN_COLUMNS, runs))
-        curve_rows = [
-            {
-                "algo": run["algo"],
-                "env": run["env"],
-                "seed": run["seed"],
-                "steps": steps,
-                "mean_return": mean,
-                "std_return": std,
-            }
-            for run in runs
-            for steps, mean, std in run.get("curve", [])
-        ]
-        written.append(folder / "curves.csv")
-        write_text(written[-1], _csv_text(("algo", "env", "seed", "steps", "mean_return", "std_return"), curve_rows))
-    if speeds:
-        written.append(folder / "speed.csv")
-        write_text(written[-1], _csv_text(SPEED_COLUMNS, speeds))
+    tables = {
+        name: pd.DataFrame([[_cell(row.get(key)) for key in columns] for row in rows], columns=columns)
+        for name, columns, rows in (
+            ("results.csv", RUN_COLUMNS, runs),
+            ("curves.csv", CURVE_COLUMNS, curves),
+            ("speed.csv", SPEED_COLUMNS, speeds),
+        )
+    }
     if stats is not None:
-        import pandas as pd
-
-        references = pd.DataFrame([vars(ref) for ref in stats.references.values()])
-        for name, frame in (
-            ("stats_per_env.csv", stats.per_env),
-            ("normalisation.csv", references),
-            ("stats_aggregate.csv", stats.aggregate),
-            ("probability_of_improvement.csv", stats.improvements),
-        ):
-            if len(frame):
-                written.append(folder / name)
-                write_text(written[-1], frame.to_csv(index=False, float_format="%.6g"))
+        tables["stats_per_env.csv"] = stats.per_env
+        tables["normalisation.csv"] = pd.DataFrame([vars(ref) for ref in stats.references.values()])
+        tables["stats_aggregate.csv"] = stats.aggregate
+        tables["probability_of_improvement.csv"] = stats.improvements
+    written = [folder / "results.json"]
+    for name, frame in tables.items():
+        if len(frame):
+            written.append(folder / name)
+            write_text(written[-1], frame.to_csv(index=False, float_format="%.6g"))
     return written

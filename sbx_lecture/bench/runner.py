@@ -17,15 +17,14 @@ import json
 import shutil
 import traceback
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sbx_lecture.bench.suites import RunJob
+from sbx_lecture.bench.suites import Job, RunJob
 from sbx_lecture.checkpoints import interrupt_once, stop_signals_handled
 from sbx_lecture.evaluation import ProgressCallback, ProgressReport
 from sbx_lecture.runs import CHECKPOINT_DIR, LOCK_FILE, RUN_FILE, RunFolderError, read_run_file, run_lock, write_json
-from sbx_lecture.zoo_config import ZooSettings, zoo_settings
+from sbx_lecture.zoo_config import ZooSettings
 
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
@@ -79,69 +78,79 @@ def write_result(folder: Path, result: dict[str, Any]) -> None:
     write_json(folder / RESULT_FILE, {key: value for key, value in result.items() if key != "folder"})
 
 
+#: What a job stopped before it saved anything tells the user.
+NOTHING_SAVED = "interrupted: nothing was saved; run the command again"
+
+
+def run_once(
+    job: Job,
+    folder: Path,
+    work: Callable[[], dict[str, Any]],
+    stopped: Callable[[], str] = lambda: NOTHING_SAVED,
+    finished: Callable[[Path], dict[str, Any] | None] = read_result,
+) -> dict[str, Any]:
+    """Run ``work`` (which writes ``job``'s ``result.json`` into ``folder`` and returns the result) unless the job is
+    ``finished`` already; return its result.
+
+    The folder's lock is held from the check of ``result.json`` until it is written, so that a second bench on the
+    same folder can neither run the job beside us nor start it again after we finished (``train`` takes the lock
+    again). Errors do not propagate: they come back as ``{"status": "failed", "error": ...}`` and their traceback is
+    kept in ``error.txt``. A ``KeyboardInterrupt`` comes back as ``{"status": "interrupted", "detail": stopped()}``;
+    in a main thread (not a Dask worker's) a first Ctrl-C or SIGTERM raises it. A job another process is running
+    comes back as ``{"status": "busy"}``.
+    """
+    stored = finished(folder)
+    if stored is not None:
+        return {**stored, "status": "skipped"}
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with stop_signals_handled(interrupt_once), run_lock(folder):
+            stored = finished(folder)
+            if stored is not None:  # finished by another process since the first look
+                return {**stored, "status": "skipped"}
+            return work()
+    except KeyboardInterrupt:
+        return job_outcome(job, folder, "interrupted", detail=stopped())
+    except RunFolderError as exc:
+        if "another process" in str(exc):
+            return job_outcome(job, folder, "busy", error=f"another process is running it ({LOCK_FILE})")
+        return _failed(job, folder, exc)
+    except Exception as exc:
+        return _failed(job, folder, exc)
+
+
+def job_outcome(job: Job, folder: Path, status: str, **details: Any) -> dict[str, Any]:
+    """The head of ``job``'s result in ``folder``, with ``status`` and the ``details`` (``error``, ``detail``)."""
+    return {**job.outcome(status), "folder": str(folder), **details}
+
+
+def _failed(job: Job, folder: Path, exc: Exception) -> dict[str, Any]:
+    """The result of a job that raised ``exc``; its traceback goes to ``error.txt``."""
+    (folder / ERROR_FILE).write_text(traceback.format_exc())
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    return job_outcome(job, folder, "failed", error=f"{type(exc).__name__}: {message}")
+
+
 def execute_run(
     job: RunJob, run_dir: Path, report: ProgressReport | None = None, stop_after: int | None = None
 ) -> dict[str, Any]:
-    """Train ``job`` in ``run_dir`` (resuming from its newest checkpoint bundle if it has one) and return its result.
+    """Train ``job`` in ``run_dir`` (resuming from its newest checkpoint bundle if it has one) and return its result
+    (see :func:`run_once`).
 
-    Errors do not propagate: they come back as ``{"status": "failed", "error": ...}`` and their traceback is kept
-    in ``error.txt``. A ``KeyboardInterrupt`` during training commits a checkpoint and returns
-    ``{"status": "interrupted"}``, as does ``stop_after`` (used by the tests to interrupt a run for real). A run
-    another process is training comes back as ``{"status": "busy"}``.
+    A ``KeyboardInterrupt`` during training commits a checkpoint and returns ``{"status": "interrupted"}``, as does
+    ``stop_after`` (used by the tests to interrupt a run for real). A run started with other settings than its zoo
+    entry gives now is ``"stale"``: its checkpoints would continue the old settings.
     """
-    finished = read_result(run_dir)
-    if finished is not None:
-        return {**finished, "status": "skipped"}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    busy = {**_summary(job, run_dir, "busy"), "error": f"another process is training it ({LOCK_FILE})"}
-    try:
-        # Held from the check of result.json until it is written, so that a second bench on the same folder can
-        # neither train the run beside us nor start it again after we finished; train() takes the lock again.
-        # Called in a main thread (not a Dask worker's), a first Ctrl-C or SIGTERM commits a checkpoint.
-        with stop_signals_handled(interrupt_once), run_lock(run_dir):
-            finished = read_result(run_dir)
-            if finished is not None:  # finished by another process since the first look
-                return {**finished, "status": "skipped"}
-            started = read_run_file(run_dir) if (run_dir / RUN_FILE).exists() else {}
-            current = partial(zoo_settings, job.algo, job.env_id, dict(job.hyperparams), job.conf_file)
-            stale = changed_settings(started, current)
-            if stale is not None:  # its checkpoints would continue the old settings
-                return {**_summary(job, run_dir, "stale"), "error": f"started with other settings: {stale}"}
-            return _train(job, run_dir, report, stop_after)
-    except KeyboardInterrupt:
-        return _interrupted(job, run_dir, "interrupted before training: nothing was saved; run the command again")
-    except RunFolderError as exc:
-        if "another process" in str(exc):
-            return busy
-        return _failed(job, run_dir, exc)
-    except Exception as exc:
-        return _failed(job, run_dir, exc)
 
+    def train_unless_stale() -> dict[str, Any]:
+        started = read_run_file(run_dir) if (run_dir / RUN_FILE).exists() else {}
+        stale = changed_settings(started, job.settings)
+        if stale is not None:
+            return job_outcome(job, run_dir, "stale", error=f"started with other settings: {stale}")
+        return _train(job, run_dir, report, stop_after)
 
-def _failed(job: RunJob, run_dir: Path, exc: Exception) -> dict[str, Any]:
-    """The result of a run that raised ``exc``; its traceback goes to ``error.txt``."""
-    (run_dir / ERROR_FILE).write_text(traceback.format_exc())
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    return {**_summary(job, run_dir, "failed"), "error": f"{type(exc).__name__}: {message}"}
-
-
-def _interrupted(job: RunJob, run_dir: Path, detail: str) -> dict[str, Any]:
-    """The result of a stopped run; ``detail`` says what was saved and what to do (see ``harness.describe``)."""
-    return {**_summary(job, run_dir, "interrupted"), "detail": detail}
-
-
-def _summary(job: RunJob, run_dir: Path, status: str) -> dict[str, Any]:
-    return {
-        "kind": "run",
-        "status": status,
-        "algo": job.algo,
-        "env": job.env_id,
-        "seed": job.seed,
-        "family": job.family,
-        "timesteps": job.timesteps,
-        "folder": str(run_dir),
-        **({"own_defaults": True} if job.own_defaults else {}),
-    }
+    before = "interrupted before training: nothing was saved; run the command again"
+    return run_once(job, run_dir, train_unless_stale, lambda: before)
 
 
 def _train(job: RunJob, run_dir: Path, report: ProgressReport | None, stop_after: int | None) -> dict[str, Any]:
@@ -171,15 +180,15 @@ def _train(job: RunJob, run_dir: Path, report: ProgressReport | None, stop_after
         trained = train(config, callbacks=[ProgressCallback(report, stop_after)])
     except TrainingInterrupted as exc:
         if exc.saved_at is None:  # nothing new was saved: the message says why (and which older checkpoint is kept)
-            return _interrupted(job, run_dir, f"{exc}; run the command again")
-        return _interrupted(job, run_dir, f"interrupted at step {exc.saved_at} ({RESUMES})")
+            return job_outcome(job, run_dir, "interrupted", detail=f"{exc}; run the command again")
+        return job_outcome(job, run_dir, "interrupted", detail=f"interrupted at step {exc.saved_at} ({RESUMES})")
     run = read_run_file(run_dir)
     segments = run.get("segments", [])
     seconds = [float(segment.get("seconds", 0.0)) for segment in segments]
     if not trained.finished or trained.final is None:  # stopped early: the checkpoint written at its end resumes it
-        return _interrupted(job, run_dir, f"stopped at step {trained.num_timesteps} ({RESUMES})")
+        return job_outcome(job, run_dir, "interrupted", detail=f"stopped at step {trained.num_timesteps} ({RESUMES})")
     result = {
-        **_summary(job, run_dir, "done"),
+        **job_outcome(job, run_dir, "done"),
         "timesteps": target,
         "final_mean": trained.final[0],
         "final_std": trained.final[1],

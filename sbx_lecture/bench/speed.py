@@ -27,13 +27,12 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from sbx_lecture.bench.runner import read_result, write_result
+from sbx_lecture.bench.runner import job_outcome, read_result, run_once, write_result
 from sbx_lecture.bench.suites import SpeedJob
 from sbx_lecture.evaluation import ProgressCallback, ProgressReport
-from sbx_lecture.runs import LOCK_FILE, RunFolderError, run_lock
-from sbx_lecture.zoo_config import ZooSettings, split_hyperparams, zoo_settings
+from sbx_lecture.zoo_config import ZooSettings
 
 #: Off-policy algorithms start learning after at most this fraction of the timed steps (else only the env is timed).
 LEARNING_STARTS_FRACTION = 0.1
@@ -49,14 +48,14 @@ def sibling_arguments(
     Keys of ``policy_kwargs`` that the sibling's ``policy`` class does not take are dropped too (named
     ``policy_kwargs.<key>``).
     """
-    from sbx_lecture.training import constructor_arguments
+    from sbx_lecture.hyperparams import accepted_hyperparameters
 
-    accepted = constructor_arguments(sibling)
+    accepted = accepted_hyperparameters(sibling)
     kept = dict(kwargs) if accepted is None else {key: value for key, value in kwargs.items() if key in accepted}
     dropped = sorted(set(kwargs) - set(kept))
     policy_class = getattr(sibling, "policy_aliases", {}).get(policy)
     if isinstance(kept.get("policy_kwargs"), dict) and policy_class is not None:
-        policy_accepts = constructor_arguments(policy_class)
+        policy_accepts = accepted_hyperparameters(policy_class)
         if policy_accepts is not None:
             options = kept["policy_kwargs"]
             kept["policy_kwargs"] = {key: value for key, value in options.items() if key in policy_accepts}
@@ -67,24 +66,14 @@ def sibling_arguments(
 def _learning_early(kwargs: dict[str, Any], timesteps: int, cls: type) -> dict[str, Any]:
     """``kwargs`` with learning starting early enough that the timed steps include learning: ``learning_starts``
     (given, else ``cls``'s default) capped at a fraction of ``timesteps``, for a class that takes it."""
-    from sbx_lecture.training import constructor_arguments
+    from sbx_lecture.hyperparams import accepted_hyperparameters
 
-    accepted = constructor_arguments(cls)
+    accepted = accepted_hyperparameters(cls)
     if accepted is not None and "learning_starts" not in accepted:
         return dict(kwargs)
     default = inspect.signature(cls).parameters.get("learning_starts")
     starts = int(kwargs.get("learning_starts", 100 if default is None else default.default))
     return {**kwargs, "learning_starts": min(starts, int(timesteps * LEARNING_STARTS_FRACTION))}
-
-
-def contestant_settings(job: SpeedJob, algo: str) -> ZooSettings:
-    """What ``job`` gives its contestants: ``algo``'s zoo entry for the environment with the job's overrides, or,
-    for a job of each one's own defaults, the overrides alone."""
-    if not job.own_defaults:
-        return zoo_settings(algo, job.env_id, job.hyperparams)
-    zoo, kwargs = split_hyperparams(job.hyperparams)
-    source = "each contestant's constructor defaults" + (" + overrides" if job.hyperparams else "")
-    return ZooSettings(dict(job.hyperparams), zoo, kwargs, source)
 
 
 def interleaved_samples(measures: Sequence[Callable[[], float]], repeats: int) -> list[list[float]]:
@@ -132,21 +121,26 @@ def time_learning(
         the call (a stop request), which then propagates. Every contestant pays the same callback.
     :param device: the torch device of the model (SBX's models run where JAX puts them)
     """
-    from sbx_lecture.training import build_model, make_environment
-
-    env = make_environment(env_id, settings.n_envs, seed, normalize=settings.normalize, gamma=settings.gamma)
-    model = build_model(algo, cls, env, settings.zoo, kwargs, seed, device=device)  # type: ignore[arg-type]
-    callback = ProgressCallback(report)
-    start = time.perf_counter()
+    model = build_with_environment(env_id, algo, cls, settings, kwargs, seed, device)
     try:
-        model.learn(timesteps, callback=callback)
+        seconds = timed(lambda: model.learn(timesteps, callback=ProgressCallback(report)))()
     finally:
-        env.close()
-    seconds = time.perf_counter() - start
+        model.get_env().close()
     compiling = getattr(model, "compile_seconds", None)
     if compile_seconds is not None and compiling is not None:
         compile_seconds.append(float(compiling))
     return timesteps / seconds
+
+
+def build_with_environment(
+    env_id: str, algo: str, cls: type, settings: ZooSettings, kwargs: dict[str, Any], seed: int, device: str = "cpu"
+) -> Any:
+    """``algo`` built as ``train`` builds it with ``settings`` and the constructor arguments ``kwargs``, on a new
+    vectorised ``env_id`` (``model.get_env()``: close it when done)."""
+    from sbx_lecture.training import build_model, make_environment
+
+    env = make_environment(env_id, settings.n_envs, seed, normalize=settings.normalize, gamma=settings.gamma)
+    return build_model(algo, cls, env, settings.zoo, kwargs, seed, device=device)
 
 
 def environment_rate(env_id: str, n_envs: int, timesteps: int, seed: int = 0) -> float:
@@ -208,12 +202,6 @@ def lacks_sbx(job: SpeedJob, result: dict[str, Any]) -> bool:
     return job.sbx is not None and "sbx_steps_per_second" not in result and _sbx_installed()
 
 
-def _finished(job: SpeedJob, folder: Path) -> dict[str, Any] | None:
-    """The stored result of ``job``, unless there is none or it is to be measured again (:func:`lacks_sbx`)."""
-    finished = read_result(folder)
-    return None if finished is None or lacks_sbx(job, finished) else finished
-
-
 def warmup_length(job: SpeedJob) -> int:
     """The steps of each contestant's untimed warm-up run."""
     return max(job.timesteps // WARMUP_FRACTION, 1)
@@ -226,26 +214,9 @@ def speed_steps(job: SpeedJob) -> int:
 
 
 def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = None) -> dict[str, Any]:
-    """Measure ``job`` (or return its stored result) and write ``result.json`` into ``folder``.
-
-    A stored result without the SBX sibling is measured again once SBX is installed.
+    """Measure ``job`` (or return its stored result) and write ``result.json`` into ``folder`` (see
+    :func:`.runner.run_once`). A stored result without the SBX sibling is measured again once SBX is installed.
     """
-    finished = _finished(job, folder)
-    if finished is not None:
-        return {**finished, "status": "skipped"}
-    summary = {
-        "kind": "speed",
-        "ours": job.ours,
-        "sibling": job.sibling,
-        "env": job.env_id,
-        "timesteps": job.timesteps,
-        "repeats": job.repeats,
-        "overrides": {key: repr(value) for key, value in job.hyperparams.items()},
-        "own_defaults": job.own_defaults,
-        "device": job.device,
-        "folder": str(folder),
-    }
-    folder.mkdir(parents=True, exist_ok=True)
     taken = 0  # the steps the job had taken when last reported
 
     def counted(steps: int) -> None:
@@ -254,123 +225,119 @@ def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = N
         if report is not None:
             report(steps)  # raises KeyboardInterrupt when the command asked its jobs to stop
 
-    try:
-        with run_lock(folder):  # two benches on one folder: one times the pair, the other reports it busy
-            finished = _finished(job, folder)
-            if finished is not None:
-                return {**finished, "status": "skipped"}
-            result = {**summary, **_measure(job, counted), "status": "done"}
-            write_result(folder, result)
-    except KeyboardInterrupt:
-        detail = f"interrupted after {taken} of {speed_steps(job)} steps: nothing was saved; run the command again"
-        return {**summary, "status": "interrupted", "detail": detail}
-    except RunFolderError:
-        return {**summary, "status": "busy", "error": f"another process is timing it ({LOCK_FILE})"}
-    except Exception as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        return {**summary, "status": "failed", "error": f"{type(exc).__name__}: {message}"}
-    return result
+    def measure() -> dict[str, Any]:
+        result = {**job_outcome(job, folder, "done"), **_measure(job, counted)}
+        write_result(folder, result)
+        return result
+
+    def stopped() -> str:
+        return f"interrupted after {taken} of {speed_steps(job)} steps: nothing was saved; run the command again"
+
+    def finished(folder: Path) -> dict[str, Any] | None:
+        stored = read_result(folder)
+        return None if stored is None or lacks_sbx(job, stored) else stored
+
+    return run_once(job, folder, measure, stopped, finished)
 
 
-def _measure(job: SpeedJob, report: ProgressReport) -> dict[str, Any]:
+class Contestant(NamedTuple):
+    """One algorithm of a speed pair as it is timed: its keyword arguments, and the pair's settings it leaves out."""
+
+    name: str
+    cls: type
+    settings: ZooSettings
+    kwargs: dict[str, Any]
+    device: str
+    dropped: list[str]
+
+
+def contestants(job: SpeedJob) -> list[Contestant]:
+    """Ours with ``job``'s settings, its SB3 sibling and, when ``job`` names one and SBX is installed, its SBX sibling;
+    the siblings get what of ours' settings they take with the same meaning (see :func:`sibling_arguments`)."""
     from sbx_lecture.training import resolve_algorithm
 
     ours_spec, ours_cls = resolve_algorithm(job.ours)
-    sibling_spec, sibling_cls = resolve_algorithm(job.sibling)
-    settings = contestant_settings(job, ours_spec.name)
-    policy = str(settings.zoo.get("policy", "MlpPolicy"))
+    settings = job.settings(ours_spec.name)
     ours_kwargs = _learning_early(settings.kwargs, job.timesteps, ours_cls)
     # Identical settings share ours' learning start; with their own defaults, each contestant keeps its own.
     shared_base = settings.kwargs if job.own_defaults else ours_kwargs
     shared = {key: value for key, value in shared_base.items() if key not in job.not_shared}
     not_passed = set(job.not_shared) & set(ours_kwargs)
+    sibling_zoo = {key: value for key, value in settings.zoo.items() if key != "policy"}
 
-    def sibling_kwargs_for(cls: type) -> tuple[dict[str, Any], list[str]]:
-        kwargs, dropped = sibling_arguments(shared, cls, policy)
+    def sibling(name: str, cls: type, device: str) -> Contestant:
+        kwargs, dropped = sibling_arguments(shared, cls, str(settings.zoo.get("policy", "MlpPolicy")))
         if job.own_defaults:
             kwargs = _learning_early(kwargs, job.timesteps, cls)
-        return kwargs, sorted(set(dropped) | not_passed)
+        sibling_settings = ZooSettings(settings.raw, sibling_zoo, kwargs, settings.source)
+        return Contestant(name, cls, sibling_settings, kwargs, device, sorted(set(dropped) | not_passed))
 
-    sibling_kwargs, dropped = sibling_kwargs_for(sibling_cls)
-    sibling_settings = ZooSettings(
-        settings.raw, {k: v for k, v in settings.zoo.items() if k != "policy"}, sibling_kwargs, settings.source
-    )
-    # (name, class, settings, keyword arguments, torch device): SBX's arrays live where JAX puts them
-    contestants = [
-        (ours_spec.name, ours_cls, settings, ours_kwargs, job.device),
-        (sibling_spec.name, sibling_cls, sibling_settings, sibling_kwargs, job.device),
-    ]
-    sbx_part: dict[str, Any] = {}
-    sbx_name = f"sbx.{job.sbx}" if job.sbx else ""
+    sibling_spec, sibling_cls = resolve_algorithm(job.sibling)
+    found = [Contestant(ours_spec.name, ours_cls, settings, ours_kwargs, job.device, [])]
+    found.append(sibling(sibling_spec.name, sibling_cls, job.device))
     sbx_cls = sbx_algorithm(job.sbx) if job.sbx else None
-    if job.sbx and sbx_cls is None:
-        sbx_part["sbx_note"] = SBX_NOT_INSTALLED
-    elif sbx_cls is not None:
-        sbx_kwargs, sbx_part["sbx_dropped"] = sibling_kwargs_for(sbx_cls)
-        contestants.append((sbx_name, sbx_cls, sibling_settings, sbx_kwargs, "cpu"))
-        sbx_part["sbx_backend"] = jax_backend()
+    if sbx_cls is not None:  # SBX's arrays live where JAX puts them: its device is left at "cpu"
+        found.append(sibling(f"sbx.{job.sbx}", sbx_cls, "cpu"))
+    return found
+
+
+def _measure(job: SpeedJob, report: ProgressReport) -> dict[str, Any]:
+    timed_contestants = contestants(job)
+    ours, sibling, *sbx = timed_contestants
     done = 0  # steps of the finished learn calls (warm-ups included), for the progress bar
 
     def progress(steps: int) -> None:
         report(done + steps)
 
+    def learn(contestant: Contestant, steps: int, seed: int, costs: list[float] | None = None) -> float:
+        nonlocal done
+        name, cls, settings, kwargs, device, _ = contestant
+        rate = time_learning(name, cls, settings, kwargs, job.env_id, steps, seed, costs, progress, device)
+        done += steps
+        return rate
+
     # One untimed warm-up per contestant: it pays the costs paid once per process (SBX's jit compilation, lazy
     # imports, allocator growth), reported apart as ``warmup_seconds``.
     warmup_steps = warmup_length(job)
-    warmup_seconds: dict[str, float] = {}
-    for name, cls, these_settings, kwargs, device in contestants:
-        rate = time_learning(
-            name, cls, these_settings, kwargs, job.env_id, warmup_steps, job.repeats, None, progress, device
-        )
-        warmup_seconds[name] = warmup_steps / rate
-        done += warmup_steps
+    warmup_seconds = {entry.name: warmup_steps / learn(entry, warmup_steps, job.repeats) for entry in timed_contestants}
     # Our update's compilation (``compile_update``), paid by the first timed run long enough to compile: torch
     # reuses the compiled code for the next models of the process, and the median leaves that run out.
     compile_seconds: list[float] = []
 
-    def measure(
-        name: str, cls: type, these_settings: ZooSettings, kwargs: dict[str, Any], device: str
-    ) -> Callable[[], float]:
+    def measure(contestant: Contestant) -> Callable[[], float]:
         seeds = iter(range(job.repeats))  # repeat k of each contestant uses seed k
-        costs = compile_seconds if name == ours_spec.name else None
+        costs = compile_seconds if contestant is ours else None
 
         def rate() -> float:
-            nonlocal done
-            seed = next(seeds)
-            value = time_learning(
-                name, cls, these_settings, kwargs, job.env_id, job.timesteps, seed, costs, progress, device
-            )
-            done += job.timesteps
+            value = learn(contestant, job.timesteps, next(seeds), costs)
             progress(0)
             return value
 
         return rate
 
-    samples = interleaved_samples([measure(*entry) for entry in contestants], job.repeats)
-    rates = {name: values for (name, *_), values in zip(contestants, samples, strict=True)}
-    env_rate = environment_rate(job.env_id, settings.n_envs, max(job.timesteps, 10_000))
-    ours_rate = statistics.median(rates[ours_spec.name])
-    sibling_rate = statistics.median(rates[sibling_spec.name])
-    if sbx_cls is not None:
-        sbx_rate = statistics.median(rates[sbx_name])
-        sbx_part.update(
-            sbx=sbx_name, sbx_steps_per_second=sbx_rate, ratio_vs_sbx=ours_rate / sbx_rate, sbx_samples=rates[sbx_name]
-        )
+    samples = interleaved_samples([measure(entry) for entry in timed_contestants], job.repeats)
+    rates = {entry.name: values for entry, values in zip(timed_contestants, samples, strict=True)}
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    sbx_part: dict[str, Any] = {"sbx_note": SBX_NOT_INSTALLED} if job.sbx and not sbx else {}
+    for entry in sbx:  # the SBX sibling, when it was timed
+        sbx_part.update(sbx=entry.name, sbx_steps_per_second=median[entry.name], sbx_dropped=entry.dropped)
+        sbx_part.update(ratio_vs_sbx=median[ours.name] / median[entry.name], sbx_samples=rates[entry.name])
+        sbx_part.update(sbx_backend=jax_backend())
     return {
         "measured_on": datetime.date.today().isoformat(),  # rates of different days differ: say which day
-        "ours_steps_per_second": ours_rate,
-        "sibling_steps_per_second": sibling_rate,
-        "ratio": ours_rate / sibling_rate,
-        "env_steps_per_second": env_rate,
-        "ours_samples": rates[ours_spec.name],
-        "sibling_samples": rates[sibling_spec.name],
+        "ours_steps_per_second": median[ours.name],
+        "sibling_steps_per_second": median[sibling.name],
+        "ratio": median[ours.name] / median[sibling.name],
+        "env_steps_per_second": environment_rate(job.env_id, ours.settings.n_envs, max(job.timesteps, 10_000)),
+        "ours_samples": rates[ours.name],
+        "sibling_samples": rates[sibling.name],
         **sbx_part,
         "warmup_steps": warmup_steps,
         "warmup_seconds": warmup_seconds,
         "compile_seconds": max(compile_seconds) if compile_seconds else None,
-        "n_envs": settings.n_envs,
-        "settings_source": settings.source,
-        "settings_digest": settings.digest,
-        "dropped_for_sibling": dropped,
-        "hyperparams": {key: repr(value) for key, value in settings.raw.items()},
+        "n_envs": ours.settings.n_envs,
+        "settings_source": ours.settings.source,
+        "settings_digest": ours.settings.digest,
+        "dropped_for_sibling": sibling.dropped,
+        "hyperparams": {key: repr(value) for key, value in ours.settings.raw.items()},
     }

@@ -5,7 +5,7 @@ probabilities of improvement.
 The score of a run is the mean of its deterministic evaluations in the last 10 % of training, the final one included
 (:func:`run_score`): one evaluation of a few episodes is too noisy a number. Per environment the statistics are over
 seeds, in the environment's own units. Across environments they are over normalised scores (:mod:`.baselines`: 0 a
-uniformly random policy, 1 the best published figure): the IQM over every (seed, environment) score, the median over
+uniformly random policy, 1 the task's cited reference): the IQM over every (seed, environment) score, the median over
 environments of the per-environment mean (rliable's definitions). Every interval is rliable's percentile bootstrap
 that resamples seeds within each environment; the bootstrap draws from a seeded generator, so a report is the same
 each time it is written.
@@ -113,10 +113,15 @@ def _intervals(
     return np.asarray(intervals["scores"]).reshape(2, -1)
 
 
+def _estimate(name: str, point: float, bounds: np.ndarray) -> dict[str, float]:
+    """The columns of one statistic in a row: ``name`` (the point), ``name_low`` and ``name_high`` (its interval)."""
+    return {name: float(point), f"{name}_low": float(bounds[0]), f"{name}_high": float(bounds[1])}
+
+
 # The bootstrap evaluates its statistic once per replication, and scipy's trim_mean and mannwhitneyu (behind
 # rliable's aggregate_iqm and probability_of_improvement) cost milliseconds a call. The statistics below are the same
-# numbers (tests/test_bench_stats.py asserts it) from plain numpy, vectorised over columns; the point estimates in
-# the tables come from rliable.metrics itself.
+# numbers (tests/test_bench_stats.py asserts it) from plain numpy, vectorised over columns; the point estimates of
+# the aggregate and improvement tables come from rliable.metrics itself.
 
 
 def column_iqm(scores: np.ndarray) -> np.ndarray:
@@ -157,11 +162,9 @@ def per_environment(groups: list[Group], reps: int = DEFAULT_REPS, seed: int = B
     :return: a pandas DataFrame, one row per group
     """
     import pandas as pd
-    from rliable import metrics
 
-    rows = []
-    for group in groups:
-        row: dict[str, Any] = {
+    rows: list[dict[str, Any]] = [
+        {
             "env": group.env,
             "family": group.family,
             "algo": group.algo,
@@ -169,25 +172,18 @@ def per_environment(groups: list[Group], reps: int = DEFAULT_REPS, seed: int = B
             "seeds": len(group.finals),
             "failed": group.failed,
         }
-        if group.finals:
-            scores = np.array(group.finals, dtype=float)[:, None]
-            row.update(
-                iqm=float(metrics.aggregate_iqm(scores)),
-                median=float(np.median(scores)),
-                steps_per_second=float(np.median(group.speeds)),
-            )
-        rows.append(row)
+        for group in groups
+    ]
     for count in sorted({len(group.finals) for group in groups if group.finals}):
         members = [index for index, group in enumerate(groups) if len(group.finals) == count]
         scores = np.stack([np.array(groups[index].finals, dtype=float) for index in members], axis=1)
+        points = column_iqm_and_median(scores)
         bounds = _intervals(scores, column_iqm_and_median, reps, seed)
         for column, index in enumerate(members):
-            rows[index].update(
-                iqm_low=bounds[0, column],
-                iqm_high=bounds[1, column],
-                median_low=bounds[0, len(members) + column],
-                median_high=bounds[1, len(members) + column],
-            )
+            median = len(members) + column
+            rows[index] |= _estimate("iqm", points[column], bounds[:, column])
+            rows[index] |= _estimate("median", points[median], bounds[:, median])
+            rows[index]["steps_per_second"] = float(np.median(groups[index].speeds))
     return pd.DataFrame(rows)
 
 
@@ -248,22 +244,15 @@ def aggregate(matrices: dict[str, ScoreMatrix], reps: int = DEFAULT_REPS, seed: 
     for algo, matrix in matrices.items():
         points = [metrics.aggregate_iqm(matrix.scores), metrics.aggregate_median(matrix.scores)]
         bounds = _intervals(matrix.scores, iqm_and_median, reps, seed)
-        rows.append(
-            {
-                "algo": algo,
-                "family": family_of(algo),
-                "envs": ", ".join(matrix.envs),
-                "n_envs": len(matrix.envs),
-                "runs": matrix.scores.shape[0],
-                "dropped": matrix.dropped,
-                "iqm": points[0],
-                "iqm_low": bounds[0, 0],
-                "iqm_high": bounds[1, 0],
-                "median": points[1],
-                "median_low": bounds[0, 1],
-                "median_high": bounds[1, 1],
-            }
-        )
+        row = {
+            "algo": algo,
+            "family": family_of(algo),
+            "envs": ", ".join(matrix.envs),
+            "n_envs": len(matrix.envs),
+            "runs": matrix.scores.shape[0],
+            "dropped": matrix.dropped,
+        }
+        rows.append(row | _estimate("iqm", points[0], bounds[:, 0]) | _estimate("median", points[1], bounds[:, 1]))
     frame = pd.DataFrame(rows)
     return frame.sort_values(["family", "algo"], ignore_index=True) if rows else frame
 
@@ -295,9 +284,7 @@ def improvements(matrices: dict[str, ScoreMatrix], reps: int = DEFAULT_REPS, see
                     "envs": ", ".join(shared),
                     "runs": x.shape[0],
                     "sibling_runs": y.shape[0],
-                    "probability": float(metrics.probability_of_improvement(x, y)),
-                    "low": bounds[0, 0],
-                    "high": bounds[1, 0],
+                    **_estimate("probability", metrics.probability_of_improvement(x, y), bounds[:, 0]),
                 }
             )
     return pd.DataFrame(rows)
@@ -324,7 +311,7 @@ def sibling_gains(
             if other is None or env not in refs:
                 continue
             random = refs[env].random
-            low, high = return_range(env, np.array(group.finals + other.finals + [random, refs[env].best]))
+            low, high = return_range(env, np.array(group.finals + other.finals + [random, refs[env].value]))
             floor = 0.01 * (high - low)
 
             def fraction(x: np.ndarray, y: np.ndarray, random: float = random, floor: float = floor) -> np.ndarray:
@@ -343,9 +330,7 @@ def sibling_gains(
                     "iqm": float(column_iqm(x)[0]),
                     "sibling_iqm": float(column_iqm(y)[0]),
                     "random": random,
-                    "fraction": float(fraction(x, y)[0]),
-                    "low": bounds[0, 0],
-                    "high": bounds[1, 0],
+                    **_estimate("fraction", fraction(x, y)[0], bounds[:, 0]),
                 }
             )
     return pd.DataFrame(rows)

@@ -1,47 +1,41 @@
 """Benchmark suites as data: which algorithm runs on which environment, for how many steps, with which overrides.
 
-A learning suite is a list of :class:`Entry` rows; each row becomes one :class:`RunJob` per seed. A speed suite is
-a list of :class:`SpeedEntry` rows, each timing one of our algorithms against its SB3 sibling in the same process.
-A :class:`FigureJob` is a measurement that is not a training run (a figure of :mod:`.figures`).
-Hyperparameters are not written here: they come from the algorithm's rl-zoo file (see :mod:`.settings`); an entry
-only overrides what a comparison needs. Every suite is a suite file (YAML or JSON), read by :func:`load_suite_file`:
-the built-in ones are the files of :data:`SUITE_FILES`, a user's is given by its path.
+Every suite is a YAML file (JSON is YAML too), read by :func:`load_suite_file`: the built-in ones are the files of
+:data:`SUITE_FILES`, a user's is given by its path. A learning suite's rows are :class:`RunJob` templates; each
+becomes one run per seed. A speed suite's rows are :class:`SpeedJob` s, each timing one of our algorithms against
+its SB3 sibling in the same process. A :class:`FigureJob` is a measurement that is not a training run (a figure of
+:mod:`.figures`, drawn by the command line). Hyperparameters are not written here: they come from the algorithm's
+rl-zoo file (see :mod:`sbx_lecture.zoo_config`); a row only overrides what a comparison needs.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
 
-from sbx_lecture.zoo_config import settings_digest
+from sbx_lecture.zoo_config import ZooSettings, settings_digest, split_hyperparams, zoo_settings
 
 #: The hyperparameter file of runs with their class's own constructor defaults (only ``policy: MlpPolicy``).
 CONSTRUCTOR_DEFAULTS = Path(__file__).with_name("constructor_defaults.yml")
 #: The built-in suites: one suite file each, ``<name>.yml``.
 SUITE_FILES = Path(__file__).with_name("suite_files")
 
-#: Family of each algorithm: the learning-curve plots put one family's algorithms side by side.
-FAMILIES: dict[str, str] = {
-    "npg": "natural gradient",
-    "tnpg": "natural gradient",
-    "trpo": "natural gradient",
-    "ppo_kl": "proximal",
-    "ppo": "proximal",
-    "a2c": "actor-critic",
-    "reinforce": "actor-critic",
-    "ispg": "actor-critic",
-    "dpg": "deterministic",
-    "ddpg": "deterministic",
-    "td3": "deterministic",
-    "sql": "soft Q",
-    "sac": "soft Q",
-    "dqn": "soft Q",
+#: The algorithms of each family: the learning-curve plots put one family's algorithms side by side.
+FAMILY_MEMBERS: dict[str, tuple[str, ...]] = {
+    "natural gradient": ("npg", "tnpg", "trpo"),
+    "proximal": ("ppo_kl", "ppo"),
+    "actor-critic": ("a2c", "reinforce", "ispg"),
+    "deterministic": ("dpg", "ddpg", "td3"),
+    "soft Q": ("sql", "sac", "dqn"),
 }
+#: Family of each algorithm, in family order (the plots' colours follow it).
+FAMILIES = {algo: family for family, members in FAMILY_MEMBERS.items() for algo in members}
 
 #: Each lecture algorithm and the SB3 / sb3-contrib algorithms it is measured against.
 SIBLINGS: dict[str, tuple[str, ...]] = {
@@ -54,6 +48,9 @@ SIBLINGS: dict[str, tuple[str, ...]] = {
     "ispg": ("a2c",),
 }
 
+#: The statuses of a job with a result: finished by this command, or by an earlier one.
+FINISHED = ("done", "skipped")
+
 
 def family_of(algo: str) -> str:
     """The family ``algo`` is plotted with (its own name for an algorithm outside :data:`FAMILIES`)."""
@@ -61,97 +58,25 @@ def family_of(algo: str) -> str:
 
 
 @dataclass(frozen=True)
-class Entry:
-    """One algorithm on one environment in a learning suite.
+class RunJob:
+    """One training run; in a suite, a row whose seed and evaluation settings :func:`expand` fills in.
 
     :param algo: registry name
     :param env_id: gymnasium environment id
-    :param timesteps: training budget in environment steps (``None``: the zoo entry's ``n_timesteps``)
+    :param timesteps: training budget (0: the zoo entry's ``n_timesteps``, settled when the run starts)
+    :param seed: random seed of the run
     :param hyperparams: overrides of the zoo entry, zoo-style (``{"n_steps": 256, "learning_rate": "lin_1e-3"}``)
+    :param eval_freq: environment steps between evaluations (0: ``timesteps / 20``)
+    :param eval_episodes: episodes per evaluation during training
+    :param final_eval_episodes: episodes of the final evaluation
     :param own_defaults: train with the class's own constructor defaults instead of its zoo entry
         (:data:`CONSTRUCTOR_DEFAULTS`); ``hyperparams`` still apply
     """
 
     algo: str
     env_id: str
-    timesteps: int | None = None
-    hyperparams: dict[str, Any] = field(default_factory=dict)
-    own_defaults: bool = False
-
-
-@dataclass(frozen=True)
-class SpeedEntry:
-    """One of our algorithms timed against one sibling on one environment, at identical settings.
-
-    :param ours: registry name of the lecture's algorithm (its zoo entry sets the hyperparameters of both)
-    :param sibling: registry name of the SB3 / sb3-contrib algorithm
-    :param env_id: gymnasium environment id
-    :param timesteps: environment steps per timed ``learn`` call
-    :param hyperparams: overrides applied to both
-    :param not_shared: our arguments whose name the sibling takes with another meaning (not passed to it)
-    :param sbx: class name in SBX (``sbx-rl``, SB3's API in JAX) timed as a second sibling with the same
-        arguments as the SB3 one, when SBX is installed (the ``sbx`` extra); ``None``: no SBX sibling
-    :param own_defaults: give every contestant its own constructor defaults instead of our zoo entry (the speed a
-        user gets without choosing settings); ``hyperparams`` still apply to all of them
-    """
-
-    ours: str
-    sibling: str
-    env_id: str
-    timesteps: int = 20_000
-    hyperparams: dict[str, Any] = field(default_factory=dict)
-    not_shared: tuple[str, ...] = ()
-    sbx: str | None = None
-    own_defaults: bool = False
-
-
-@dataclass(frozen=True)
-class Suite:
-    """A named benchmark: learning entries (with seeds) or speed entries.
-
-    :param name: the name given on the command line
-    :param description: one line for ``--list``
-    :param entries: learning-curve rows
-    :param speed_entries: speed rows (a speed suite has only these)
-    :param figures: measurements that are not training runs (:mod:`.figures`)
-    :param seeds: default number of seeds (0, 1, ...)
-    :param eval_points: evaluations over the budget of a run (the curve's resolution)
-    :param eval_episodes: deterministic episodes per evaluation during training
-    :param final_eval_episodes: deterministic episodes of the final evaluation
-    :param repeats: interleaved repetitions of each speed measurement
-    """
-
-    name: str
-    description: str
-    entries: tuple[Entry, ...] = ()
-    speed_entries: tuple[SpeedEntry, ...] = ()
-    figures: tuple[FigureJob, ...] = ()
-    seeds: int = 3
-    eval_points: int = 20
-    eval_episodes: int = 5
-    final_eval_episodes: int = 10
-    repeats: int = 5
-
-
-@dataclass(frozen=True)
-class RunJob:
-    """One training run: an entry with its budget settled and a seed.
-
-    :param algo: registry name
-    :param env_id: environment id
-    :param timesteps: training budget (0: the zoo entry's, settled when the run starts)
-    :param seed: random seed of the run
-    :param hyperparams: overrides of the zoo entry
-    :param eval_freq: environment steps between evaluations (0: ``timesteps / 20``)
-    :param eval_episodes: episodes per evaluation during training
-    :param final_eval_episodes: episodes of the final evaluation
-    :param own_defaults: the class's constructor defaults instead of its zoo entry
-    """
-
-    algo: str
-    env_id: str
-    timesteps: int
-    seed: int
+    timesteps: int = 0
+    seed: int = 0
     hyperparams: dict[str, Any] = field(default_factory=dict)
     eval_freq: int = 0
     eval_episodes: int = 5
@@ -159,11 +84,6 @@ class RunJob:
     own_defaults: bool = False
 
     kind: ClassVar[str] = "run"
-
-    @property
-    def family(self) -> str:
-        """The family this run is plotted with."""
-        return family_of(self.algo)
 
     @property
     def conf_file(self) -> Path | None:
@@ -188,16 +108,41 @@ class RunJob:
         """Short text for progress lines."""
         return f"{self.algo} {self.env_id} seed {self.seed}"
 
+    def settings(self) -> ZooSettings:
+        """The settings the run trains with: its zoo entry (or :data:`CONSTRUCTOR_DEFAULTS`) with its overrides."""
+        return zoo_settings(self.algo, self.env_id, dict(self.hyperparams), self.conf_file)
+
+    def outcome(self, status: str) -> dict[str, Any]:
+        """The head of this run's result: what was run, and ``status``."""
+        head: dict[str, Any] = {"kind": self.kind, "status": status, "algo": self.algo, "env": self.env_id}
+        head.update(seed=self.seed, family=family_of(self.algo), timesteps=self.timesteps)
+        return {**head, **({"own_defaults": True} if self.own_defaults else {})}
+
 
 @dataclass(frozen=True)
 class SpeedJob:
-    """One speed measurement: a :class:`SpeedEntry` with its repeat count."""
+    """One speed measurement: one of our algorithms timed against one sibling on one environment, at identical
+    settings.
+
+    :param ours: registry name of the lecture's algorithm (its zoo entry sets the hyperparameters of both)
+    :param sibling: registry name of the SB3 / sb3-contrib algorithm
+    :param env_id: gymnasium environment id
+    :param timesteps: environment steps per timed ``learn`` call
+    :param repeats: interleaved repetitions (in a suite: the suite's ``repeats``, filled in by :func:`expand`)
+    :param hyperparams: overrides applied to both
+    :param not_shared: our arguments whose name the sibling takes with another meaning (not passed to it)
+    :param sbx: class name in SBX (``sbx-rl``, SB3's API in JAX) timed as a second sibling with the same
+        arguments as the SB3 one, when SBX is installed (the ``sbx`` extra); ``None``: no SBX sibling
+    :param own_defaults: give every contestant its own constructor defaults instead of our zoo entry (the speed a
+        user gets without choosing settings); ``hyperparams`` still apply to all of them
+    :param device: the torch device our algorithm and its sibling are timed on
+    """
 
     ours: str
     sibling: str
     env_id: str
-    timesteps: int
-    repeats: int
+    timesteps: int = 20_000
+    repeats: int = 5
     hyperparams: dict[str, Any] = field(default_factory=dict)
     not_shared: tuple[str, ...] = ()
     kind: ClassVar[str] = "speed"
@@ -223,6 +168,22 @@ class SpeedJob:
         """Short text for progress lines."""
         on = f" on {self.device}" if self.device != "cpu" else ""
         return f"speed {self.ours}/{self.sibling} {self.env_id}{on}"
+
+    def settings(self, algo: str | None = None) -> ZooSettings:
+        """What the pair gives its contestants: ``algo``'s (default: ours') zoo entry for the environment with the
+        overrides, or, for a pair of each one's own defaults, the overrides alone."""
+        if not self.own_defaults:
+            return zoo_settings(algo or self.ours, self.env_id, self.hyperparams)
+        zoo, kwargs = split_hyperparams(self.hyperparams)
+        source = "each contestant's constructor defaults" + (" + overrides" if self.hyperparams else "")
+        return ZooSettings(dict(self.hyperparams), zoo, kwargs, source)
+
+    def outcome(self, status: str) -> dict[str, Any]:
+        """The head of this measurement's result: what was timed, how, and ``status``."""
+        head: dict[str, Any] = {"kind": self.kind, "status": status, "ours": self.ours, "sibling": self.sibling}
+        head.update(env=self.env_id, timesteps=self.timesteps, repeats=self.repeats)
+        head.update(own_defaults=self.own_defaults, device=self.device)
+        return {**head, "overrides": {key: repr(value) for key, value in self.hyperparams.items()}}
 
 
 @dataclass(frozen=True)
@@ -251,10 +212,40 @@ class FigureJob:
         """Short text for progress lines."""
         return f"figure {self.name}"
 
+    def outcome(self, status: str) -> dict[str, Any]:
+        """The head of this figure's result: which one, with which parameters, and ``status``."""
+        return {"kind": self.kind, "status": status, "name": self.name, "params": self.params}
+
 
 Job = RunJob | SpeedJob | FigureJob
-#: The statuses of a job with a result: finished by this command, or by an earlier one.
-FINISHED = ("done", "skipped")
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named benchmark: learning rows (with seeds), speed rows, figures.
+
+    :param name: the name given on the command line
+    :param description: one line for ``--list``
+    :param entries: learning rows (run templates without seed)
+    :param speed_entries: speed rows
+    :param figures: measurements that are not training runs (:mod:`.figures`)
+    :param seeds: default number of seeds (0, 1, ...)
+    :param eval_points: evaluations over the budget of a run (the curve's resolution)
+    :param eval_episodes: deterministic episodes per evaluation during training
+    :param final_eval_episodes: deterministic episodes of the final evaluation
+    :param repeats: interleaved repetitions of each speed measurement
+    """
+
+    name: str
+    description: str
+    entries: tuple[RunJob, ...] = ()
+    speed_entries: tuple[SpeedJob, ...] = ()
+    figures: tuple[FigureJob, ...] = ()
+    seeds: int = 3
+    eval_points: int = 20
+    eval_episodes: int = 5
+    final_eval_episodes: int = 10
+    repeats: int = 5
 
 
 class SuiteError(ValueError):
@@ -262,11 +253,11 @@ class SuiteError(ValueError):
 
 
 def load_suite_file(path: Path) -> Suite:
-    """Read a suite from YAML (``.yml``/``.yaml``) or JSON.
+    """Read a suite from a YAML (or JSON) file.
 
     The file holds the :class:`Suite` fields (``name`` defaults to the file's stem); ``runs`` lists learning
-    entries (``algo``, ``env``, optional ``timesteps``, ``hyperparams`` and ``own_defaults``), ``speed`` lists speed
-    entries (``ours``, ``sibling``, ``env``, optional ``timesteps``, ``hyperparams``, ``not_shared``, ``sbx`` and
+    rows (``algo``, ``env``, optional ``timesteps``, ``hyperparams`` and ``own_defaults``), ``speed`` lists speed
+    rows (``ours``, ``sibling``, ``env``, optional ``timesteps``, ``hyperparams``, ``not_shared``, ``sbx`` and
     ``own_defaults``), ``figures`` lists figures (``name``, optional ``params``, ``algos`` and ``env``). A run's
     ``algo`` and ``env`` may each be a list: the row stands for every algorithm on every environment, environment by
     environment::
@@ -277,34 +268,23 @@ def load_suite_file(path: Path) -> Suite:
           - {algo: ppo, env: CartPole-v1, timesteps: 3000, hyperparams: {n_steps: 64}}
           - {algo: [a2c, trpo], env: [CartPole-v1, Acrobot-v1], timesteps: 3000}
     """
-    text = path.read_text()
-    data = yaml.safe_load(text) if path.suffix in (".yml", ".yaml") else json.loads(text)
+    data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict):
         raise SuiteError(f"suite file {path} must hold a mapping with 'runs', 'speed' or 'figures'")
     try:
         entries = tuple(
-            Entry(algo, env_id, row.get("timesteps"), dict(row.get("hyperparams") or {}), bool(row.get("own_defaults")))
+            RunJob(algo, env_id, **_options(row, timesteps=int, hyperparams=dict, own_defaults=bool))
             for row in data.get("runs") or []
             for env_id in _one_or_more(row["env"])
             for algo in _one_or_more(row["algo"])
         )
+        speed_options = {"timesteps": int, "hyperparams": dict, "not_shared": tuple, "sbx": str, "own_defaults": bool}
         speed = tuple(
-            SpeedEntry(
-                row["ours"],
-                row["sibling"],
-                row["env"],
-                int(row.get("timesteps", 20_000)),
-                dict(row.get("hyperparams") or {}),
-                tuple(row.get("not_shared") or ()),
-                row.get("sbx"),
-                bool(row.get("own_defaults", False)),
-            )
+            SpeedJob(row["ours"], row["sibling"], row["env"], **_options(row, **speed_options))
             for row in data.get("speed") or []
         )
         figures = tuple(
-            FigureJob(
-                str(row["name"]), dict(row.get("params") or {}), tuple(row.get("algos") or ()), str(row.get("env", ""))
-            )
+            FigureJob(str(row["name"]), env_id=str(row.get("env", "")), **_options(row, params=dict, algos=tuple))
             for row in data.get("figures") or []
         )
     except (KeyError, TypeError) as exc:
@@ -319,14 +299,13 @@ def load_suite_file(path: Path) -> Suite:
         for key in ("seeds", "eval_points", "eval_episodes", "final_eval_episodes", "repeats")
         if key in data
     }
-    return Suite(
-        str(data.get("name", path.stem)),
-        str(data.get("description", f"from {path}")),
-        entries,
-        speed,
-        figures,
-        **options,
-    )
+    name, description = str(data.get("name", path.stem)), str(data.get("description", f"from {path}"))
+    return Suite(name, description, entries, speed, figures, **options)
+
+
+def _options(row: dict[str, Any], **types: Callable[[Any], Any]) -> dict[str, Any]:
+    """The optional keys ``types`` names that a suite file's ``row`` gives (not as null), each converted by its type."""
+    return {key: convert(row[key]) for key, convert in types.items() if row.get(key) is not None}
 
 
 def _one_or_more(value: Any) -> list[Any]:
@@ -374,8 +353,8 @@ class Selection:
         return self.algos is None or any(algo in self.algos for algo in algos)
 
     def scale(self, timesteps: int) -> int:
-        """The scaled budget (at least 1000 steps, rounded to a hundred)."""
-        if self.timesteps_scale == 1.0:
+        """The scaled budget (at least 1000 steps, rounded to a hundred; 0, the zoo's budget, stays 0)."""
+        if self.timesteps_scale == 1.0 or not timesteps:
             return timesteps
         return max(1_000, math.ceil(timesteps * self.timesteps_scale / 100.0) * 100)
 
@@ -395,50 +374,33 @@ def seed_range(text: str) -> range:
 def expand(suite: Suite, selection: Selection, zoo_budget: Any = None) -> list[Job]:
     """The suite's jobs after filtering and scaling, seed-major so that early results cover every algorithm.
 
-    :param zoo_budget: ``(algo, env_id) -> int`` for entries without a budget (``None``: settled at run time)
+    :param zoo_budget: ``(algo, env_id) -> int`` for rows without a budget (``None``: settled at run time)
     """
     jobs: list[Job] = []
     seeds = selection.seeds if selection.seeds is not None else range(suite.seeds)
+    runs = [entry for entry in suite.entries if selection.keeps((entry.algo,), entry.env_id)]
     for seed in seeds:
-        for entry in suite.entries:
-            if not selection.keeps((entry.algo,), entry.env_id):
-                continue
-            budget = entry.timesteps or (zoo_budget(entry.algo, entry.env_id) if zoo_budget else 0)
-            budget = selection.scale(budget) if budget else 0
+        for entry in runs:
+            budget = selection.scale(entry.timesteps or (zoo_budget(entry.algo, entry.env_id) if zoo_budget else 0))
             eval_freq = max(budget // suite.eval_points, 1) if budget else 0
             jobs.append(
-                RunJob(
-                    entry.algo,
-                    entry.env_id,
-                    budget,
-                    seed,
-                    entry.hyperparams,
-                    eval_freq,
-                    suite.eval_episodes,
-                    suite.final_eval_episodes,
-                    entry.own_defaults,
+                dataclasses.replace(
+                    entry,
+                    timesteps=budget,
+                    seed=seed,
+                    eval_freq=eval_freq,
+                    eval_episodes=suite.eval_episodes,
+                    final_eval_episodes=suite.final_eval_episodes,
                 )
             )
     for speed in suite.speed_entries:
         if selection.keeps((speed.ours, speed.sibling), speed.env_id):
-            jobs.append(
-                SpeedJob(
-                    speed.ours,
-                    speed.sibling,
-                    speed.env_id,
-                    selection.scale(speed.timesteps),
-                    suite.repeats,
-                    speed.hyperparams,
-                    speed.not_shared,
-                    speed.sbx,
-                    speed.own_defaults,
-                    selection.device,
-                )
-            )
+            scaled = selection.scale(speed.timesteps)
+            jobs.append(dataclasses.replace(speed, timesteps=scaled, repeats=suite.repeats, device=selection.device))
     for figure in suite.figures:
         if selection.keeps(figure.algos, figure.env_id):
             params = dict(figure.params)
             if "timesteps" in params:
                 params["timesteps"] = selection.scale(int(params["timesteps"]))
-            jobs.append(FigureJob(figure.name, params, figure.algos, figure.env_id))
+            jobs.append(dataclasses.replace(figure, params=params))
     return jobs

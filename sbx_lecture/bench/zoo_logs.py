@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from sbx_lecture.bench.suites import FINISHED
 from sbx_lecture.evaluation import EVALUATIONS_FILE, Evaluations
 
 ZOO_LOGS = "zoo_logs"
-FINISHED = ("done", "skipped")
 
 
 def rectangular(rows: list[list[float]]) -> np.ndarray:

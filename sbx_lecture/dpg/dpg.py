@@ -42,7 +42,7 @@ from sbx_lecture.infra.validation import (
     require_integer,
     require_number,
 )
-from sbx_lecture.loading.base import SafeLoadMixin
+from sbx_lecture.loading import SafeLoadMixin
 
 SelfDPG = TypeVar("SelfDPG", bound="DPG")
 

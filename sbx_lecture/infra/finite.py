@@ -13,7 +13,6 @@ operations on small tensors). The counts of the message and the ``causes`` are c
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -47,16 +46,6 @@ class NonFiniteError(FloatingPointError, ValueError):
         self.step = step
 
 
-def _algorithm_name_and_step(algorithm: object, step: int | None) -> tuple[str, int | None]:
-    if isinstance(algorithm, str):
-        return algorithm, step
-    name = type(algorithm).__name__
-    if step is None:
-        found = getattr(algorithm, "num_timesteps", None)
-        step = int(found) if found is not None else None
-    return name, step
-
-
 def _default_hint(quantity: str) -> str:
     if "reward" in quantity:
         return REWARD_HINT
@@ -68,70 +57,47 @@ def _default_hint(quantity: str) -> str:
 def _as_numpy(value: Value) -> np.ndarray:
     if isinstance(value, th.Tensor):
         tensor = value.detach().cpu()
-        return (tensor.float() if tensor.dtype == th.bfloat16 else tensor).numpy()
+        return (tensor.float() if tensor.dtype == th.bfloat16 else tensor).numpy()  # numpy has no bfloat16
     return np.asarray(value)
 
 
-def _describe(values: Iterable[Value]) -> tuple[str, int, int]:
-    """``("NaN and inf", non-finite count, total count)`` of ``values`` (the slow path, on failure only)."""
-    n_nan = n_inf = total = 0
-    for value in values:
-        array = _as_numpy(value)
-        if not np.issubdtype(array.dtype, np.inexact):
-            total += array.size
-            continue
-        n_nan += int(np.isnan(array).sum())
-        n_inf += int(np.isinf(array).sum())
-        total += array.size
+def _describe(values: Iterable[Value]) -> tuple[str, str]:
+    """``("NaN and inf", " (2 of 8 values)")`` for ``values``: the slow path, on failure only."""
+    arrays = [_as_numpy(value) for value in values]
+    n_nan = sum(int(np.isnan(array).sum()) for array in arrays)
+    n_inf = sum(int(np.isinf(array).sum()) for array in arrays)
+    n_total = sum(array.size for array in arrays)
     kinds = " and ".join(kind for kind, count in (("NaN", n_nan), ("inf", n_inf)) if count) or "NaN/inf"
-    return kinds, n_nan + n_inf, total
+    return kinds, f" ({n_nan + n_inf} of {n_total} values)" if n_total else ""
 
 
 def non_finite_error(
     quantity: str, *values: Value, algorithm: object, step: int | None = None, hint: str | None = None
 ) -> NonFiniteError:
     """The :class:`NonFiniteError` that :func:`check_finite` raises, for callers that tested finiteness already."""
-    name, step = _algorithm_name_and_step(algorithm, step)
-    kinds, n_bad, n_total = _describe(values)
-    counts = f" ({n_bad} of {n_total} values)" if n_total else ""
+    name = algorithm if isinstance(algorithm, str) else type(algorithm).__name__
+    if step is None and not isinstance(algorithm, str):
+        step = getattr(algorithm, "num_timesteps", None)
+    kinds, counts = _describe(values)
     where = f" at step {step}" if step is not None else ""
     message = f"{name} found {kinds} in {quantity}{where}{counts}; training stopped: {hint or _default_hint(quantity)}"
     return NonFiniteError(message, name, quantity, step)
-
-
-def _cpu_tensor_is_finite(tensor: th.Tensor) -> bool:
-    tensor = tensor.detach()
-    if tensor.numel() == 1 and not tensor.is_complex():
-        return math.isfinite(tensor.item())
-    try:
-        return bool(np.isfinite(tensor.numpy()).all())  # far cheaper than torch's per-op overhead on small tensors
-    except TypeError:  # a dtype numpy lacks (bfloat16)
-        return bool(th.isfinite(tensor).all())
 
 
 def all_finite(*values: Value) -> bool:
     """Whether every value (tensors, arrays, numbers) is free of NaN and infinity.
 
     Tensors on an accelerator cost one host synchronisation in all (their ``isfinite(...).all()`` flags are stacked
-    and read once); CPU tensors and arrays are read directly.
+    and read once); CPU tensors, arrays and numbers are read directly through numpy, cheaper than torch's per-operation
+    overhead on small tensors.
     """
     flags: list[th.Tensor] = []
     for value in values:
-        if isinstance(value, th.Tensor):
-            if not (value.is_floating_point() or value.is_complex()):
-                continue
-            if value.device.type != "cpu":
-                flags.append(th.isfinite(value).all())
-            elif not _cpu_tensor_is_finite(value):
-                return False
-        elif isinstance(value, np.ndarray):
-            if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
-                return False
-        elif not math.isfinite(value):
+        if isinstance(value, th.Tensor) and value.device.type != "cpu":
+            flags.append(th.isfinite(value).all())
+        elif not np.isfinite(_as_numpy(value)).all():
             return False
-    if not flags:
-        return True
-    return bool(flags[0] if len(flags) == 1 else th.stack(flags).all())
+    return not flags or bool(th.stack(flags).all())
 
 
 def check_finite(
@@ -161,6 +127,7 @@ def check_finite(
 
 
 def _tensors(value: Any) -> list[Value]:
+    """The arrays of an observation or a batch field: a dict's values, nothing for ``None``."""
     if isinstance(value, Mapping):
         return [item for part in value.values() for item in _tensors(part)]
     return [] if value is None else [value]
@@ -181,35 +148,14 @@ def batch_causes(batch: Any) -> dict[str, list[Value]]:
     }
 
 
-def rollout_causes(model: Any) -> dict[str, list[Value]]:
-    """The observations of an on-policy model's rollout buffer and its last observation, as ``causes``."""
-    observations = [*_tensors(getattr(model.rollout_buffer, "observations", None)), *_tensors(model._last_obs)]
-    return {"the observations": [np.asarray(value) for value in observations]}
-
-
 def check_rollout_finite(model: Any) -> None:
     """Raise :class:`NonFiniteError` before an on-policy update whose rollout holds NaN or infinity: the rewards
-    first (the usual source), then the advantages and returns computed from them, blaming the observations."""
+    first (the usual source), then the advantages and returns computed from them, blaming the observations of the
+    rollout buffer and the last observation."""
     buffer = model.rollout_buffer
     check_finite("the rollout rewards", buffer.rewards, algorithm=model)
-    check_finite(
-        "the advantages and returns", buffer.advantages, buffer.returns, algorithm=model, causes=rollout_causes(model)
-    )
-
-
-def _model_modules(model: Any) -> list[tuple[str, th.nn.Module]]:
-    names: list[str] = []
-    if hasattr(model, "_get_torch_save_params"):
-        state_dicts, _ = model._get_torch_save_params()
-        names = [name for name in state_dicts if "optimizer" not in name]
-    modules = []
-    for name in names or ["policy"]:
-        module: Any = model
-        for attribute in name.split("."):
-            module = getattr(module, attribute, None)
-        if isinstance(module, th.nn.Module):
-            modules.append((name, module))
-    return modules
+    causes = {"the observations": [*_tensors(getattr(buffer, "observations", None)), *_tensors(model._last_obs)]}
+    check_finite("the advantages and returns", buffer.advantages, buffer.returns, algorithm=model, causes=causes)
 
 
 def assert_finite_parameters(
@@ -220,26 +166,25 @@ def assert_finite_parameters(
     :param model: an SB3 algorithm (every module it saves is checked, optimizers excepted) or a torch module
     :param hint: what the user can do, appended to the message
     """
-    modules = [("", model)] if isinstance(model, th.nn.Module) else _model_modules(model)
+    if isinstance(model, th.nn.Module):
+        state_dicts = {"": model.state_dict()}
+    else:
+        state_dicts = {name: state for name, state in model.get_parameters().items() if "optimizer" not in name}
     tensors = [
         (f"{prefix}.{name}" if prefix else name, tensor)
-        for prefix, module in modules
-        for name, tensor in module.state_dict().items()
+        for prefix, state in state_dicts.items()
+        for name, tensor in state.items()
         if isinstance(tensor, th.Tensor) and tensor.is_floating_point()
     ]
     if all_finite(*(tensor for _, tensor in tensors)):
         return
-    for name, tensor in tensors:
-        if not all_finite(tensor):
-            kinds, n_bad, n_total = _describe([tensor])
-            algorithm = type(model).__name__
-            what = "module" if isinstance(model, th.nn.Module) else "model"
-            raise NonFiniteError(
-                f"the {algorithm} {what} has non-finite weights: {kinds} in {name} ({n_bad} of {n_total} values); "
-                f"{hint}",
-                algorithm,
-                name,
-            )
+    name, tensor = next((name, tensor) for name, tensor in tensors if not all_finite(tensor))
+    kinds, counts = _describe([tensor])
+    algorithm = type(model).__name__
+    what = "module" if isinstance(model, th.nn.Module) else "model"
+    raise NonFiniteError(
+        f"the {algorithm} {what} has non-finite weights: {kinds} in {name}{counts}; {hint}", algorithm, name
+    )
 
 
 def raise_for_non_finite_observations(model: Any, error: BaseException) -> None:
@@ -251,12 +196,9 @@ def raise_for_non_finite_observations(model: Any, error: BaseException) -> None:
     :param model: an SB3 algorithm (``model._last_obs`` is checked)
     :param error: the exception being handled
     """
-    observation = getattr(model, "_last_obs", None)
-    parts = list(observation.values()) if isinstance(observation, dict) else [observation]
-    arrays = [np.asarray(part) for part in parts if part is not None]
-    numeric: list[Value] = [array for array in arrays if np.issubdtype(array.dtype, np.inexact)]
-    if numeric and not all_finite(*numeric):
-        raise non_finite_error("the observations", *numeric, algorithm=model) from error
+    observations = _tensors(getattr(model, "_last_obs", None))
+    if not all_finite(*observations):
+        raise non_finite_error("the observations", *observations, algorithm=model) from error
 
 
 class RolloutObservationCheck:

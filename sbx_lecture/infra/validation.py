@@ -6,11 +6,12 @@ so the command line can print it as one line and an SB3 user sees a plain ``Valu
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
 import re
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 
 class InvalidValueError(ValueError):
@@ -153,35 +154,32 @@ def require_finite_values(name: str, value: Any) -> None:
             require_finite_values(f"{name}[{index}]", item)
 
 
-#: Constructor arguments shared by SB3's algorithms and ours, with the range SB3's semantics allow. Values that are
-#: schedules (callables) are not checked here: the algorithm sees them per update; nor is ``None``, which some
-#: algorithms take as a setting (DPG's ``buffer_size=None``: online updates) and the others refuse themselves.
-COMMON_RANGES: dict[str, tuple[str, float, float | None]] = {
-    "n_steps": ("integer", 1, None),
-    "batch_size": ("integer", 1, None),
-    "n_epochs": ("integer", 1, None),
-    "buffer_size": ("integer", 1, None),
-    "learning_starts": ("integer", 0, None),
-    "gradient_steps": ("integer", -1, None),
-    "target_update_interval": ("integer", 1, None),
-    "gamma": ("number", 0.0, 1.0),
-    "gae_lambda": ("number", 0.0, 1.0),
-    "tau": ("number", 0.0, 1.0),
+#: Constructor arguments shared by SB3's algorithms and ours, with the range SB3's semantics allow: the integers'
+#: minimums, and the numbers in [0, 1]. Values that are schedules (callables) are not checked here: the algorithm sees
+#: them per update; nor is ``None``, which some algorithms take as a setting (DPG's ``buffer_size=None``: online
+#: updates) and the others refuse themselves.
+COMMON_INTEGER_MINIMUMS = {
+    "n_steps": 1,
+    "batch_size": 1,
+    "n_epochs": 1,
+    "buffer_size": 1,
+    "learning_starts": 0,
+    "gradient_steps": -1,
+    "target_update_interval": 1,
 }
+COMMON_FRACTIONS = ("gamma", "gae_lambda", "tau")
 
 
 def check_common_arguments(arguments: Mapping[str, Any]) -> None:
-    """Check the arguments of :data:`COMMON_RANGES` that are given as plain values, and NaN/inf everywhere."""
+    """Check the arguments named above that are given as plain values, and NaN/inf everywhere."""
     for key, value in arguments.items():
         require_finite_values(key, value)
-        rule = COMMON_RANGES.get(key)
-        if rule is None or value is None or callable(value):
+        if value is None or callable(value):
             continue
-        kind, low, high = rule
-        if kind == "integer":
-            require_integer(key, value, int(low))
-        else:
-            require_number(key, value, low, high)
+        if key in COMMON_INTEGER_MINIMUMS:
+            require_integer(key, value, COMMON_INTEGER_MINIMUMS[key])
+        elif key in COMMON_FRACTIONS:
+            require_number(key, value, 0.0, 1.0)
 
 
 def require_action_space(algorithm: Any, action_space: Any) -> None:
@@ -203,3 +201,15 @@ def is_action_space_error(error: BaseException) -> bool:
     """Whether ``error``, raised while building an algorithm, is its refusal of the action space (ours say so in
     :func:`require_action_space`'s words, SB3's own in its assertion)."""
     return re.search(r"action[ _]space", str(error), flags=re.IGNORECASE) is not None
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse with the command line's two rules: an option is never taken for a prefix of it (``--timestep`` is
+    a mistake, not ``--timesteps``), and a refusal is one line with exit status 2 (no usage block above it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -1,35 +1,42 @@
-"""Model zips: one path that reads a zip, decides each field safely and rebuilds the model as SB3 does.
+"""Model zips: one path that reads a zip, decides each field safely and hands the result to SB3's own loader.
 
-:func:`load` (``trusted=False``, the default) is the one path; :class:`~sbx_lecture.loading.base.SafeLoadMixin`
-leads our algorithm classes' ``load`` here:
+:func:`load` (``trusted=False``, the default) is the one path; :class:`SafeLoadMixin` leads our algorithm classes'
+``load`` here. It keeps SB3's load contract (a path or a file object, ``custom_objects``, ``policy_kwargs``, the
+exception types SB3 raises):
 
 1. **read the zip**: :func:`check_model_file`, the ``sbx_lecture.json`` metadata (:func:`read_model_metadata`), the
-   ``data`` member's JSON, and the weights and optimizer states through SB3's ``load_from_zip_file`` without its
-   ``data`` (``torch.load(weights_only=True)``);
-2. **decide each field** (:func:`_decide`): a JSON value is kept as it is; a pickled one is parsed by the symbolic
-   unpickler and rebuilt from plain data only (:mod:`sbx_lecture.loading.pickles`); a schedule that cannot be rebuilt
-   is replaced (:func:`_fallback_schedule`); anything else is refused with :class:`UntrustedContentError`;
+   ``data`` member's JSON, and every ``.pth`` member as SB3 reads it (``torch.load(weights_only=True)``), so that a
+   member torch refuses is refused here in one line;
+2. **decide each field** (:func:`_decide`) that ``custom_objects`` does not replace: a JSON value is kept as it is; a
+   pickled one is parsed by the symbolic unpickler and rebuilt from plain data only
+   (:mod:`sbx_lecture.loading.pickles`), and only if every global its pickle names is allow-listed; a function or
+   schedule that cannot be rebuilt is left out with SB3's ``UserWarning`` naming ``custom_objects`` (SB3 leaves out a
+   field it cannot deserialize); anything else is refused with :class:`UntrustedContentError`;
 3. **rebuild the model**: its class (the one given, the one the metadata names, or the one registered class whose
-   policy fits), then what SB3's ``BaseAlgorithm.load`` does once it has the data (:func:`_build`).
+   policy fits), refused when another algorithm saved the file, then SB3's ``BaseAlgorithm.load`` with every decided
+   field as a ``custom_objects`` entry, so that it unpickles nothing and reads the weights and optimizer states with
+   ``torch.load(weights_only=True)``.
 
-``trusted=True`` hands the file to SB3's own ``BaseAlgorithm.load``, which unpickles.
+``trusted=True`` hands the file to SB3's own ``BaseAlgorithm.load`` as it is, which unpickles.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import inspect
 import io
 import json
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sbx_lecture.loading.pickles import RefusedContent, class_path, decode, materialize, referenced_globals
+from sbx_lecture.loading.pickles import RefusedContent, allowed_global, class_path, decode, materialize
 from sbx_lecture.runs import atomic_write
 
 if TYPE_CHECKING:
@@ -41,12 +48,44 @@ METADATA_NAME = "sbx_lecture.json"
 CLASS_KEY = "algorithm_class"
 #: Metadata key under which older saves of ours described their pickled fields in JSON: only its class is read.
 _LEGACY_DESCRIPTION = "safe_load"
-_TRUST_HINT = "pass trusted=True (--trusted) only if you trust its source"
+_TRUST_HINT = (
+    "only if you trust its source, load it with trusted=True (eval and zoo enjoy: --trusted; "
+    "train --resume never unpickles: start a new run)"
+)
+SelfSafeLoad = TypeVar("SelfSafeLoad", bound="SafeLoadMixin")
 _SCHEDULE_NAMES = re.compile(r"(^learning_rate$|schedule|^clip_range|^target_kl$)")
+#: What :func:`_decide` returns for a field that is left out (SB3's loader then never sees it).
+_LEFT_OUT = object()
 
 
-class ModelFileError(Exception):
-    """A model file that is missing, truncated, corrupted or of an unknown algorithm."""
+class ModelFileError(ValueError):
+    """A model file that is missing, truncated, corrupted or of an unknown algorithm (a ``ValueError``, as SB3's
+    loader raises for a file that is not a model zip)."""
+
+
+class ModelFileNotFoundError(ModelFileError, FileNotFoundError):
+    """A model file that does not exist (SB3 raises ``FileNotFoundError``)."""
+
+
+class ModelFileAssertionError(ModelFileError, AssertionError):
+    """A model zip that SB3's loader asserts on (no ``data`` member, a setting SB3 checks with ``assert``)."""
+
+
+class ModelFileRuntimeError(ModelFileError, RuntimeError):
+    """Weights that do not fit the model (SB3's loader raises torch's ``RuntimeError``)."""
+
+
+#: Our error for each exception type SB3's loader raises (others become a plain ModelFileError).
+_LIKE_SB3 = {
+    FileNotFoundError: ModelFileNotFoundError,
+    AssertionError: ModelFileAssertionError,
+    RuntimeError: ModelFileRuntimeError,
+}
+
+
+def _error_like(exc: Exception) -> type[ModelFileError]:
+    """The :class:`ModelFileError` to raise for ``exc`` of SB3's loader: one of its type where we have one."""
+    return next((ours for theirs, ours in _LIKE_SB3.items() if isinstance(exc, theirs)), ModelFileError)
 
 
 class UntrustedContentError(ModelFileError):
@@ -58,17 +97,15 @@ class UntrustedContentError(ModelFileError):
         self.path, self.field, self.what = str(path), field, what
 
 
-class UnavailableSchedule:
-    """Stands for a schedule that could not be rebuilt safely: calling it (training does) raises the error."""
+class _InMemory(io.BytesIO):
+    """A model zip held in memory (read from a file object, or with fields left out), with its name for messages."""
 
-    def __init__(self, path: str, field: str) -> None:
-        self.path, self.field = path, field
+    def __init__(self, content: bytes, name: str) -> None:
+        super().__init__(content)
+        self.name = name
 
-    def __call__(self, progress_remaining: float) -> float:
-        raise UntrustedContentError(self.path, f"schedule {self.field!r} (needed to train)", "a pickled function")
 
-    def __repr__(self) -> str:
-        return f"UnavailableSchedule({self.field!r})"
+Source = str | os.PathLike[str] | io.BufferedIOBase
 
 
 # ----------------------------------------------------------------------------------------------------- saving
@@ -92,33 +129,55 @@ def save(model: BaseAlgorithm, path: str | os.PathLike[str], metadata: dict[str,
 # ----------------------------------------------------------------------------------------------------- 1. reading
 
 
-def check_model_file(path: str | os.PathLike[str]) -> None:
-    """Raise :class:`ModelFileError` with a readable reason if ``path`` is not an intact SB3 model zip."""
-    path = Path(path)
+def _label(source: Source) -> str:
+    """How messages name a model file: its path, or the name of the file object."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return str(getattr(source, "name", "the model file object"))
+
+
+def _source(path: Source) -> str | os.PathLike[str] | _InMemory:
+    """``path`` as the readers below take it: a file object is read from its start into memory (SB3 reads file
+    objects too), a path without ``.zip`` is completed as SB3 does."""
+    if isinstance(path, io.BufferedIOBase):
+        path.seek(0)
+        return _InMemory(path.read(), _label(path))
+    if not Path(path).exists() and Path(f"{path}.zip").is_file():
+        return f"{path}.zip"
+    return path
+
+
+def check_model_file(path: Source) -> None:
+    """Raise :class:`ModelFileError` with a readable reason if ``path`` is not an intact SB3 model zip.
+
+    :param path: a path or a file object
+    """
+    label = _label(path)
     hint = "re-save the model, or use a checkpoint from the run folder's checkpoints/"
-    if not path.exists():
-        raise ModelFileError(f"model file {path} does not exist")
-    if not path.is_file():
-        raise ModelFileError(f"model file {path} is not a file")
+    if isinstance(path, (str, os.PathLike)):
+        if not Path(path).exists():
+            raise ModelFileNotFoundError(f"model file {label} does not exist")
+        if not Path(path).is_file():
+            raise ModelFileError(f"model file {label} is not a file")
     if not zipfile.is_zipfile(path):
-        raise ModelFileError(f"model file {path} is truncated or corrupted (not a readable zip archive); {hint}")
+        raise ModelFileError(f"model file {label} is truncated or corrupted (not a readable zip archive); {hint}")
     try:
         with zipfile.ZipFile(path) as archive:
             broken = archive.testzip()
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise ModelFileError(f"model file {path} is truncated or corrupted ({exc}); {hint}") from None
+        raise ModelFileError(f"model file {label} is truncated or corrupted ({exc}); {hint}") from None
     if broken is not None:
-        raise ModelFileError(f"model file {path} is corrupted (member {broken!r} fails its checksum); {hint}")
+        raise ModelFileError(f"model file {label} is corrupted (member {broken!r} fails its checksum); {hint}")
     if "data" not in names:
         # A truncated model can still look like a zip: the torch archives nested inside it carry their own index.
-        raise ModelFileError(
-            f"model file {path} is truncated or corrupted, or is not a Stable-Baselines3 model (no 'data' member); "
+        raise ModelFileAssertionError(
+            f"model file {label} is truncated or corrupted, or is not a Stable-Baselines3 model (no 'data' member); "
             f"{hint}"
         )
 
 
-def _read_json_member(path: str | os.PathLike[str], member: str) -> dict[str, Any]:
+def _read_json_member(path: Source, member: str) -> dict[str, Any]:
     """The JSON object in ``member`` of the zip (empty when there is no such member)."""
     with zipfile.ZipFile(path) as archive:
         if member not in archive.namelist():
@@ -127,13 +186,13 @@ def _read_json_member(path: str | os.PathLike[str], member: str) -> dict[str, An
     try:
         content = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
-        raise ModelFileError(f"model file {path}: its {member} is not JSON; re-save the model") from None
+        raise ModelFileError(f"model file {_label(path)}: its {member} is not JSON; re-save the model") from None
     if not isinstance(content, dict):
-        raise ModelFileError(f"model file {path}: its {member} is not a JSON object; re-save the model")
+        raise ModelFileError(f"model file {_label(path)}: its {member} is not a JSON object; re-save the model")
     return content
 
 
-def read_model_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_model_metadata(path: Source) -> dict[str, Any]:
     """The metadata sbx-lecture stored in the model zip (empty for models saved by plain SB3).
 
     :raises ModelFileError: when that member is not a JSON object with text ``algo``/``env``
@@ -141,64 +200,84 @@ def read_model_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     content = _read_json_member(path, METADATA_NAME)
     for key in ("algo", "env"):
         if key in content and not isinstance(content[key], str):
-            raise ModelFileError(f"model file {path}: {METADATA_NAME} has a {key!r} that is not text; pass --algo")
+            raise ModelFileError(
+                f"model file {_label(path)}: {METADATA_NAME} has a {key!r} that is not text; pass --algo"
+            )
     return content
+
+
+def _refused_tensor_members(path: Source) -> dict[str, str]:
+    """Each ``.pth`` member that ``torch.load(weights_only=True)``, as SB3's loader calls it, refuses, with torch's
+    reason (the global it will not import)."""
+    import torch as th
+
+    refused: dict[str, str] = {}
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if not name.endswith(".pth"):
+                continue
+            with archive.open(name) as member:
+                try:
+                    th.load(member, map_location="cpu", weights_only=True)
+                except pickle.UnpicklingError as exc:
+                    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s+Please|\n|$)", str(exc))
+                    refused[name] = f"torch refuses it: {found.group(1) if found else 'not plain tensors'}"
+                except Exception as exc:  # SB3's loader would fail on it too
+                    raise _error_like(exc)(
+                        f"model file {_label(path)}: member {name!r} is corrupted ({type(exc).__name__}); re-save it"
+                    ) from None
+    return refused
 
 
 # ----------------------------------------------------------------------------------------------------- 2. deciding
 
 
-def _unpickled(path: str, name: str, item: dict[str, Any]) -> Any:
-    """A ``:serialized:`` field rebuilt through the symbolic unpickler (raises :class:`RefusedContent`)."""
+def _unpickled(path: str, name: str, item: dict[str, Any], references: list[str] | None = None) -> Any:
+    """A ``:serialized:`` field rebuilt through the symbolic unpickler (raises :class:`RefusedContent`), refused too
+    when its pickle names a global outside the allow-list that its value does not hold (a trusted load would still
+    import it, and call it if the pickle does).
+
+    :param references: gets the globals the pickle refers to (see :func:`~sbx_lecture.loading.pickles.decode`)
+    """
+    references = [] if references is None else references
     try:
-        tree = decode(base64.b64decode(str(item[":serialized:"]).encode(), validate=True))
+        tree = decode(base64.b64decode(str(item[":serialized:"]).encode(), validate=True), references)
     except (binascii.Error, pickle.UnpicklingError, EOFError, ValueError):
         raise ModelFileError(
             f"{path}: field {name!r} is corrupted (not a readable pickle); re-save the model"
         ) from None
-    return materialize(tree, name)
+    value = materialize(tree, name)
+    unlisted = [target for target in dict.fromkeys(references) if not allowed_global(target)]
+    if unlisted:
+        raise RefusedContent(f"{', '.join(unlisted)} outside the allow-list")
+    return value
 
 
-def _saved_learning_rate(params: dict[str, Any]) -> float | None:
-    for name, state in params.items():
-        if name.endswith("optimizer") and isinstance(state, dict):
-            groups = state.get("param_groups") or [{}]
-            if isinstance(groups[0].get("lr"), (int, float)):
-                return float(groups[0]["lr"])
-    return None
-
-
-def _fallback_schedule(path: str, name: str, item: dict[str, Any], params: dict[str, Any]) -> Any:
-    """A replacement for a schedule field that could not be rebuilt, ``None`` for a field that is no schedule.
-
-    ``learning_rate`` / ``lr_schedule`` become constant at the learning rate stored in the saved optimizer state; any
-    other schedule becomes an :class:`UnavailableSchedule`, which raises when training calls it (prediction never
-    does).
-    """
-    from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule
-
+def _is_schedule(name: str, item: dict[str, Any]) -> bool:
+    """Whether a pickled field holds a function or a schedule, which is left out when it cannot be rebuilt."""
     kind = str(item.get(":type:", ""))
-    if not re.search(r"function|Schedule", kind) or not (_SCHEDULE_NAMES.search(name) or "function" in kind):
-        return None
-    learning_rate = _saved_learning_rate(params)
-    if name == "learning_rate" and learning_rate is not None:
-        return learning_rate
-    if name == "lr_schedule" and learning_rate is not None:
-        return FloatSchedule(ConstantSchedule(learning_rate))
-    return UnavailableSchedule(path, name)
+    return "function" in kind or ("Schedule" in kind and _SCHEDULE_NAMES.search(name) is not None)
 
 
-def _decide(path: str, name: str, item: Any, params: dict[str, Any]) -> Any:
-    """The value of the saved field ``name``: its JSON, its plain data rebuilt, a fallback schedule, or a refusal."""
+def _decide(path: str, name: str, item: Any) -> Any:
+    """The value of the saved field ``name``: its JSON, its plain data rebuilt, :data:`_LEFT_OUT`, or a refusal.
+
+    A function or schedule that cannot be rebuilt is left out with SB3's ``UserWarning`` (the model keeps what its
+    constructor sets, as with SB3 when a field cannot be deserialized); anything else is refused.
+    """
     if not (isinstance(item, dict) and ":serialized:" in item):
         return item
     try:
         return _unpickled(path, name, item)
     except RefusedContent as exc:
-        replacement = _fallback_schedule(path, name, item, params)
-        if replacement is None:
+        if not _is_schedule(name, item):
             raise UntrustedContentError(path, f"field {name!r} of 'data'", str(exc)) from None
-        return replacement
+        warnings.warn(
+            f"Could not deserialize object {name} without trusted=True ({exc}). Consider using `custom_objects` "
+            "argument to replace this object.",
+            UserWarning,
+        )
+    return _LEFT_OUT
 
 
 # ----------------------------------------------------------------------------------------------------- 3. rebuilding
@@ -207,15 +286,36 @@ def _decide(path: str, name: str, item: Any, params: dict[str, Any]) -> Any:
 def _policy_class_of(path: str, fields: dict[str, Any]) -> type | None:
     """The saved policy class where it is safe to rebuild (it tells the algorithm of a zip without metadata)."""
     try:
-        cls = _decide(path, "policy_class", fields.get("policy_class"), {})
-    except ModelFileError:
+        cls = _unpickled(path, "policy_class", fields["policy_class"])
+    except (KeyError, TypeError, RefusedContent, ModelFileError):
         return None
     return cls if isinstance(cls, type) else None
 
 
+def _registered_classes() -> dict[type, str]:
+    """Every registered algorithm class that imports, with its registry name (a file never names what is imported)."""
+    from sbx_lecture.plugins import get_plugin_manager
+    from sbx_lecture.registry import RegistryError
+
+    classes: dict[type, str] = {}
+    for spec in get_plugin_manager().registry:
+        try:
+            classes.setdefault(spec.load(), spec.name)
+        except (RegistryError, ImportError):
+            continue
+    return classes
+
+
+def _saved_class(metadata: dict[str, Any]) -> str | None:
+    """The ``"module:qualname"`` of the class that saved the zip, where our metadata records it."""
+    legacy = metadata.get(_LEGACY_DESCRIPTION)
+    saved = metadata.get(CLASS_KEY) or (legacy.get("algorithm") if isinstance(legacy, dict) else None)
+    return saved if isinstance(saved, str) else None
+
+
 def _choose_class(path: str, metadata: dict[str, Any], algo: str | type | None, policy_class: type | None) -> type:
     from sbx_lecture.plugins import get_plugin_manager
-    from sbx_lecture.registry import RegistryError, normalize_name
+    from sbx_lecture.registry import normalize_name
 
     if isinstance(algo, type):
         return algo
@@ -229,26 +329,65 @@ def _choose_class(path: str, metadata: dict[str, Any], algo: str | type | None, 
         return registry.get(saved)
     if algo is not None:
         return registry.get(algo)
-    legacy = metadata.get(_LEGACY_DESCRIPTION)
-    saved_class = metadata.get(CLASS_KEY) or (legacy.get("algorithm") if isinstance(legacy, dict) else None)
-    candidates: dict[type, str] = {}
-    for spec in registry:  # only registered classes are considered: a file never names what gets imported
-        try:
-            cls = spec.load()
-        except (RegistryError, ImportError):
-            continue
-        if saved_class is not None and class_path(cls) == saved_class:
+    classes = _registered_classes()
+    saved_class = _saved_class(metadata)
+    for cls in classes:
+        if class_path(cls) == saved_class:
             return cls
-        if policy_class is not None and policy_class in getattr(cls, "policy_aliases", {}).values():
-            candidates.setdefault(cls, spec.name)
-    if len(candidates) == 1:
-        return next(iter(candidates))
-    names = ", ".join(sorted(candidates.values())) or "no registered algorithm"
-    raise ModelFileError(f"cannot tell which algorithm saved {path} (its policy fits {names}); pass algo= (--algo)")
+    candidates = [cls for cls in classes if policy_class in getattr(cls, "policy_aliases", {}).values()]
+    if policy_class is not None and len(candidates) == 1:
+        return candidates[0]
+    names = ", ".join(sorted(classes[cls] for cls in candidates)) if policy_class else ""
+    raise ModelFileError(
+        f"cannot tell which algorithm saved {path} (its policy fits {names or 'no registered algorithm'}); "
+        "pass algo= (--algo)"
+    )
+
+
+def _check_saved_by(path: str, cls: type, metadata: dict[str, Any], fields: dict[str, Any], policy: Any) -> None:
+    """Refuse a zip that another algorithm saved: the class our metadata names, or else (SB3's data names no class)
+    constructor arguments of registered algorithms among its fields that an instance of ``cls`` does not store."""
+    saved = _saved_class(metadata)
+    if saved is not None:
+        if saved in {class_path(base) for base in cls.__mro__}:
+            return
+        saver, detail = saved.rpartition(":")[2], ""
+    else:
+        try:  # the instance SB3's loader builds first
+            stored = set(vars(cls(policy=policy, env=None, device="cpu", _init_setup_model=False)))
+        except Exception:  # SB3's loader, building the same instance, reports why in one line
+            return
+        others = {
+            other: set(inspect.signature(other).parameters) for other in _registered_classes() if other is not cls
+        }
+        arguments = set(fields) & set().union(*others.values())
+        foreign = sorted(arguments - stored)
+        if not foreign:
+            return
+        taken = {other.__name__: len(arguments & own) for other, own in others.items()}
+        saver = " or ".join(name for name, count in taken.items() if count == max(taken.values()))
+        detail = f" (its fields {', '.join(foreign)} are no attributes of {cls.__name__})"
+    raise ModelFileError(
+        f"{path} was saved by {saver}, not by {cls.__name__}{detail}; "
+        "load it with that algorithm's class, or with sbx_lecture.load"
+    )
+
+
+def _without_fields(path: Source, names: list[str]) -> _InMemory:
+    """A copy of the zip in memory whose ``data`` lacks ``names``: SB3's loader must not see (and unpickle) them."""
+    copy = io.BytesIO()
+    with zipfile.ZipFile(path) as original, zipfile.ZipFile(copy, "w") as result:
+        for info in original.infolist():
+            content = original.read(info)
+            if info.filename == "data":
+                kept = {name: item for name, item in json.loads(content).items() if name not in names}
+                content = json.dumps(kept).encode()
+            result.writestr(info, content)
+    return _InMemory(copy.getvalue(), _label(path))
 
 
 def load(
-    path: str | os.PathLike[str] | io.BufferedIOBase,
+    path: Source,
     env: Any = None,
     *,
     trusted: bool = False,
@@ -259,50 +398,78 @@ def load(
 ) -> BaseAlgorithm:
     """Load a model zip of any registered algorithm without unpickling anything (see the module docstring).
 
-    :param path: the model zip (a file object only with ``trusted=True`` and the class as ``algo``)
+    :param path: the model zip: a path, or a file object (read from its start) as SB3 takes
     :param env: environment to run it on (its spaces must match); ``None`` to only predict
     :param trusted: use SB3's own loader, which unpickles: only for files from a source you trust
     :param device: torch device
-    :param algo: registry name or class, for zips without sbx-lecture metadata
-    :param custom_objects: values replacing the saved fields of those names, as in SB3
-    :param kwargs: ``force_reset``, ``print_system_info``, or attributes to set on the model, as SB3's ``load``
-    :raises UntrustedContentError: a field would need unpickling
-    :raises ModelFileError: missing, corrupted or unreadable file, or an unknown algorithm
+    :param algo: registry name or class, for zips without sbx-lecture metadata; a zip that another algorithm saved
+        is refused
+    :param custom_objects: values replacing the saved fields of those names, as in SB3: a replaced field is never
+        read
+    :param kwargs: ``force_reset``, ``print_system_info``, ``policy_kwargs`` (must equal the saved ones, as SB3
+        checks) or attributes to set on the model, as SB3's ``load``
+    :raises UntrustedContentError: a field or a ``.pth`` member would need unpickling
+    :raises ModelFileError: missing, corrupted or unreadable file, an unknown algorithm or another algorithm's file
+        (a ``ValueError``, and a ``FileNotFoundError``, ``AssertionError`` or ``RuntimeError`` where SB3 raises one)
     """
     if trusted and isinstance(algo, type):  # Class.load(..., trusted=True): SB3's own loader, as with plain SB3
         return _sb3_load(algo, path, env, device, custom_objects, kwargs)
-    if isinstance(path, io.BufferedIOBase):
-        caller = f"{algo.__name__}.load" if isinstance(algo, type) else "load"
-        raise TypeError(f"{caller} reads a file path; a file object needs trusted=True")
-    if not Path(path).exists() and Path(f"{path}.zip").is_file():  # SB3 appends .zip to a path without it
-        path = f"{path}.zip"
-    path_text = str(path)
-    check_model_file(path)
-    metadata = read_model_metadata(path)
-    fields = _read_json_member(path, "data")
+    source = _source(path)
+    label = _label(source)
+    check_model_file(source)
+    metadata = read_model_metadata(source)
+    fields = _read_json_member(source, "data")
+    given = custom_objects or {}
     if trusted:
-        cls = _choose_class(path_text, metadata, algo, _policy_class_of(path_text, fields))
-        return _wrap(path_text, cls, lambda: _sb3_load(cls, path, env, device, custom_objects, kwargs))
-    from stable_baselines3.common.save_util import load_from_zip_file
+        objects, policy_class = dict(given), _policy_class_of(label, fields)
+    else:  # every field decided here: SB3's loader then takes them all from custom_objects and unpickles nothing
+        for member, reason in _refused_tensor_members(source).items():
+            raise UntrustedContentError(label, f"member {member!r}", reason)
+        decided = {name: _decide(label, name, item) for name, item in fields.items() if name not in given}
+        left_out = [name for name, value in decided.items() if value is _LEFT_OUT]
+        objects = {**{name: value for name, value in decided.items() if value is not _LEFT_OUT}, **given}
+        source = _without_fields(source, left_out) if left_out else source
+        policy_class = objects.get("policy_class")
+    cls = _choose_class(label, metadata, algo, policy_class if isinstance(policy_class, type) else None)
+    _check_saved_by(label, cls, metadata, fields, policy_class)
+    return _wrap(label, cls, lambda: _sb3_load(cls, source, env, device, objects, kwargs))
 
-    print_info = bool(kwargs.pop("print_system_info", False))
-    if print_info:
-        from stable_baselines3.common.utils import get_system_info
 
-        print("== CURRENT SYSTEM INFO ==")
-        get_system_info()
-    _, params, pytorch_variables = load_from_zip_file(
-        path_text, load_data=False, device=device, print_system_info=print_info
-    )
-    data = {
-        name: custom_objects[name]
-        if custom_objects and name in custom_objects
-        else _decide(path_text, name, item, params)
-        for name, item in fields.items()
-    }
-    policy_class = data.get("policy_class")
-    cls = _choose_class(path_text, metadata, algo, policy_class if isinstance(policy_class, type) else None)
-    return _wrap(path_text, cls, lambda: _build(cls, data, params, pytorch_variables, env, device, kwargs))
+class SafeLoadMixin:
+    """Makes ``cls.load`` read model zips through :func:`load` (nothing unpickled): the one ``load`` our classes and
+    plugins' classes override.
+
+    Put it first among the bases: ``class TNPG(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm)``.
+    ``trusted=True`` uses Stable-Baselines3's own ``load``, which unpickles the file's pickled fields.
+    """
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfSafeLoad],
+        path: str | os.PathLike[str] | io.BufferedIOBase,
+        env: Any = None,
+        device: Any = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        trusted: bool = False,
+        **kwargs: Any,
+    ) -> SelfSafeLoad:
+        """Load a model of this class from ``path`` (see :func:`load`).
+
+        :param trusted: unpickle with Stable-Baselines3's ``load``: only for files from a source you trust
+        """
+        return load(  # type: ignore[return-value]
+            path,
+            env,
+            trusted=trusted,
+            device=device,
+            algo=cls,
+            custom_objects=custom_objects,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
+        )
 
 
 def _sb3_load(
@@ -322,100 +489,63 @@ def _wrap(path: str, cls: type, build: Callable[[], BaseAlgorithm]) -> BaseAlgor
         raise
     except Exception as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
-        raise ModelFileError(f"cannot load {path} as {cls.__name__}: {message}") from exc
-
-
-def _build(
-    cls: Any, data: dict[str, Any], params: dict[str, Any], variables: Any, env: Any, device: Any, kwargs: Any
-) -> BaseAlgorithm:
-    """What SB3's ``BaseAlgorithm.load`` does once it has the data (mirrors stable_baselines3 2.x)."""
-    from stable_baselines3.common.save_util import recursive_setattr
-    from stable_baselines3.common.utils import check_for_correct_spaces
-
-    kwargs = dict(kwargs)
-    force_reset = kwargs.pop("force_reset", True)
-    policy_kwargs = data.get("policy_kwargs")
-    if isinstance(policy_kwargs, dict):
-        policy_kwargs.pop("device", None)
-        net_arch = policy_kwargs.get("net_arch")
-        if net_arch and isinstance(net_arch, list) and isinstance(net_arch[0], dict):
-            policy_kwargs["net_arch"] = net_arch[0]
-    if "policy_kwargs" in kwargs and kwargs["policy_kwargs"] != policy_kwargs:
-        raise ValueError(f"the given policy_kwargs {kwargs['policy_kwargs']} differ from the saved {policy_kwargs}")
-    if "observation_space" not in data or "action_space" not in data:
-        raise ModelFileError("the saved data has no observation_space or action_space")
-    if not isinstance(data.get("policy_class"), type):
-        raise ModelFileError("the saved data has no policy class")
-    if env is not None:
-        env = cls._wrap_env(env, data.get("verbose", 0))
-        check_for_correct_spaces(env, data["observation_space"], data["action_space"])
-        if force_reset:
-            data["_last_obs"] = None
-        data["n_envs"] = env.num_envs
-    model = cls(policy=data["policy_class"], env=env, device=device, _init_setup_model=False)
-    model.__dict__.update(data)
-    model.__dict__.update(kwargs)
-    model._setup_model()
-    model.set_parameters(params, exact_match=True, device=device)
-    for name, value in (variables or {}).items():
-        if value is not None:
-            recursive_setattr(model, f"{name}.data", value.data)
-    if model.use_sde:
-        model.policy.reset_noise()
-    return model  # type: ignore[no-any-return]
+        raise _error_like(exc)(f"cannot load {path} as {cls.__name__}: {message}") from exc
 
 
 # ----------------------------------------------------------------------------------------------------- inspecting
 
 
-def inspect_model_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """What a model zip holds and which fields would need trust, without running anything from it.
+def inspect_model_file(path: Source) -> dict[str, Any]:
+    """What a model zip holds and what would need trust, without running anything from it.
 
-    Each pickled field goes through the same decision as in :func:`load`.
+    Each pickled field and each ``.pth`` member goes through the same decision as in :func:`load`.
 
-    :return: plain JSON: ``members`` (name, size), ``metadata``, ``sb3_version``, ``fields`` (name →
-        ``{"value": ...}`` for JSON fields, ``{"type", "references", "safe"}`` for pickled ones, with ``refused``
-        and ``fallback`` when not safe), ``needs_trust`` (field names), ``safe_load`` (whether :func:`load` can
-        rebuild it) and ``reason`` (why not)
+    :return: plain JSON: ``members`` (name, size, and ``refused`` for a ``.pth`` member torch refuses),
+        ``metadata``, ``sb3_version``, ``fields`` (name → ``{"value": ...}`` for JSON fields, ``{"type",
+        "references", "safe"}`` for pickled ones, ``references`` being every global a trusted load would import, with
+        ``refused`` and ``left_out`` when not safe), ``needs_trust`` (field and member names), ``safe_load``
+        (whether :func:`load` can rebuild it) and ``reason`` (what needs trust, and what :func:`load` does without it)
     """
-    check_model_file(path)
-    with zipfile.ZipFile(path) as archive:
+    source = _source(path)
+    check_model_file(source)
+    refused_members = _refused_tensor_members(source)
+    with zipfile.ZipFile(source) as archive:
         members = [{"name": info.filename, "size": info.file_size} for info in archive.infolist()]
         version = (
             archive.read("_stable_baselines3_version").decode()
             if "_stable_baselines3_version" in [m["name"] for m in members]
             else None
         )
-    metadata = _read_json_member(path, METADATA_NAME)
+    for member in members:
+        if member["name"] in refused_members:
+            member["refused"] = refused_members[member["name"]]
+    metadata = _read_json_member(source, METADATA_NAME)
     metadata.pop(_LEGACY_DESCRIPTION, None)
     report: dict[str, Any] = {}
-    needs_trust: list[str] = []
-    for name, item in _read_json_member(path, "data").items():
+    for name, item in _read_json_member(source, "data").items():
         if not (isinstance(item, dict) and ":serialized:" in item):
             report[name] = {"value": item}
             continue
+        references: list[str] = []
         entry: dict[str, Any] = {"type": item.get(":type:")}
         try:
-            entry["references"] = referenced_globals(base64.b64decode(str(item[":serialized:"])))
-            _unpickled(str(path), name, item)
+            _unpickled(_label(source), name, item, references)
             entry["safe"] = True
         except RefusedContent as exc:
-            entry.update(
-                safe=False, refused=str(exc), fallback=_fallback_schedule(str(path), name, item, {}) is not None
-            )
-        except Exception as exc:
-            entry.update(safe=False, refused=f"unreadable ({type(exc).__name__})", fallback=False)
-        if not entry["safe"]:
-            needs_trust.append(name)
-        report[name] = entry
-    blocking = [name for name in needs_trust if not report[name]["fallback"]]
+            entry.update(safe=False, refused=str(exc), left_out=_is_schedule(name, item))
+        except Exception as exc:  # a report, whatever the file holds
+            entry.update(safe=False, refused=f"unreadable ({type(exc).__name__})", left_out=False)
+        report[name] = {**entry, "references": list(dict.fromkeys(references))}
+    needs_trust = [name for name, entry in report.items() if entry.get("safe") is False] + list(refused_members)
+    blocking = [name for name in needs_trust if not report.get(name, {}).get("left_out")]
+    outcome = "load refuses the file without it" if blocking else "without it load leaves them out with a warning"
     return {
-        "path": str(path),
+        "path": _label(source),
         "members": members,
         "sb3_version": version,
         "metadata": metadata,
         "fields": report,
         "needs_trust": needs_trust,
         "safe_load": not blocking,
-        "reason": f"fields {', '.join(blocking)} need unpickling" if blocking else None,
+        "reason": f"{', '.join(needs_trust)} need unpickling; {outcome}" if needs_trust else None,
     }

@@ -6,21 +6,23 @@ cloudpickle's ``_function_setstate``. Every other global the pickle names become
 it, creating it or setting its state only records what was asked. So nothing named in the file runs, whatever it
 holds.
 
-:func:`materialize` then turns that tree into real objects, but only through recipes for plain data: numpy arrays,
-containers, gymnasium's standard spaces, SB3's schedules, rl-zoo3's ``SimpleLinearSchedule``, sbx-lecture's
-``lin_X`` schedule (a function pickled by value, recognised by its module and name and rebuilt from our own code),
-SB3's action noise, ``TrainFreq``, ``RunningMeanStd``, and *classes* (never instances) that :func:`resolve_class`
+:func:`materialize` then turns that tree into real objects, from plain data only: numpy arrays and containers;
+instances of a short list of classes (gymnasium's standard spaces, SB3's schedules, action noise, ``TrainFreq``,
+``RunningMeanStd``), replayed as pickle would (call or ``__new__``, items, state) once their contents are plain
+data; rl-zoo3's ``SimpleLinearSchedule``; sbx-lecture's ``lin_X`` schedule (a function pickled by value, recognised by
+its module and name and rebuilt from our own code); and *classes* (never instances) that :func:`resolve_class`
 allows: torch.nn modules, torch.optim optimizers, SB3 / sb3-contrib classes and those of the packages of registered
 algorithms. Anything else raises :class:`RefusedContent`, which names it.
+
+:func:`allowed_global` tells whether a global that a pickle names is one of these (or inert): a pickle may name a
+global that its value does not hold (a call whose result it drops), which a trusted load would still import and run.
 """
 
 from __future__ import annotations
 
-import collections
 import importlib
 import io
 import pickle
-import pickletools
 import re
 from typing import Any
 
@@ -114,15 +116,17 @@ _REAL_GLOBALS = {**_NUMPY_GLOBALS, ("cloudpickle.cloudpickle", "_function_setsta
 
 
 class _SymbolicUnpickler(pickle.Unpickler):
-    def __init__(self, file: io.BytesIO) -> None:
+    def __init__(self, file: io.BytesIO, references: list[str]) -> None:
         super().__init__(file)
         self._stand_ins: dict[str, _StandInMeta] = {}
+        self.references = references
 
     def find_class(self, module: str, name: str) -> Any:
+        target = f"{module}:{name}"
+        self.references.append(target)
         real = _REAL_GLOBALS.get((module, name))
         if real is not None:
             return real
-        target = f"{module}:{name}"
         if target not in self._stand_ins:
             self._stand_ins[target] = _StandInMeta(name, (_Node,), {"_target": target})
         return self._stand_ins[target]
@@ -131,32 +135,19 @@ class _SymbolicUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("persistent references are not supported")
 
 
-def decode(raw: bytes) -> Any:
+def decode(raw: bytes, references: list[str] | None = None) -> Any:
     """Parse pickle bytes into plain values and inert :class:`_Node` stand-ins; nothing named in them runs.
 
+    :param references: a list that gets the ``"module:name"`` of every global the pickle refers to (for reports)
     :raises pickle.UnpicklingError: for bytes that are not a well-formed pickle (also ``EOFError`` when truncated)
     :raises RefusedContent: for a pickle that the stand-ins cannot follow (it is not plain data)
     """
     try:
-        return _SymbolicUnpickler(io.BytesIO(raw)).load()
+        return _SymbolicUnpickler(io.BytesIO(raw), [] if references is None else references).load()
     except (pickle.UnpicklingError, EOFError):
         raise
     except Exception as exc:
         raise RefusedContent(f"a pickle that is not plain data ({type(exc).__name__}: {exc})") from None
-
-
-def referenced_globals(raw: bytes) -> list[str]:
-    """``"module:name"`` of every global a pickle refers to, read from its opcodes only (for reports)."""
-    found: list[str] = []
-    strings: list[str] = []
-    for opcode, argument, _ in pickletools.genops(raw):
-        if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
-            strings.append(str(argument))
-        elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-            found.append(f"{strings[-2]}:{strings[-1]}")
-        elif opcode.name in ("GLOBAL", "INST"):
-            found.append(str(argument).replace(" ", ":", 1))
-    return list(dict.fromkeys(found))
 
 
 # --------------------------------------------------------------------------------------------------- allow-list
@@ -210,110 +201,65 @@ def class_path(cls: type) -> str:
 # --------------------------------------------------------------------------------------------------- rebuilding
 
 
-def build_space(kind: str, parts: dict[str, Any]) -> Any:
-    """A standard gymnasium space from its parts (``kind`` is the class name)."""
-    from gymnasium import spaces
-
-    if kind == "Box":
-        dtype = np.dtype(parts["dtype"])
-        low, high = np.asarray(parts["low"], dtype=dtype), np.asarray(parts["high"], dtype=dtype)
-        return spaces.Box(low=low, high=high, shape=tuple(parts["shape"]), dtype=dtype)
-    if kind == "Discrete":
-        return spaces.Discrete(int(parts["n"]), start=int(parts.get("start", 0)))
-    if kind == "MultiDiscrete":
-        dtype = np.dtype(parts.get("dtype", "int64"))
-        start = parts.get("start")
-        return spaces.MultiDiscrete(
-            np.asarray(parts["nvec"], dtype=dtype), dtype=dtype, start=None if start is None else np.asarray(start)
-        )
-    if kind == "MultiBinary":
-        n = parts["n"]
-        return spaces.MultiBinary(int(n) if np.ndim(n) == 0 else [int(v) for v in np.asarray(n).ravel()])
-    if kind == "Dict":
-        return spaces.Dict(collections.OrderedDict(parts["spaces"]))
-    if kind == "Tuple":
-        return spaces.Tuple(tuple(parts["spaces"]))
-    raise RefusedContent(f"space {kind} (not a standard gymnasium space)")
-
-
-_SPACE_TARGETS = {
-    f"gymnasium.spaces.{module}:{name}": name
-    for module, name in (
-        ("box", "Box"),
-        ("discrete", "Discrete"),
-        ("multi_discrete", "MultiDiscrete"),
-        ("multi_binary", "MultiBinary"),
-        ("dict", "Dict"),
-        ("tuple", "Tuple"),
-    )
+#: Classes whose instances a pickle may rebuild as pickle itself does (called or created with ``__new__``, then
+#: given their items and their state), but from plain data only: containers, gymnasium's standard spaces, SB3's
+#: schedules, ``TrainFreq``, ``RunningMeanStd`` and action noise. Their constructors and ``__setstate__`` only
+#: store what they are given.
+_PLAIN_CLASSES = {
+    "collections:deque",
+    "collections:OrderedDict",
+    "builtins:set",
+    "builtins:frozenset",
+    "gymnasium.spaces.box:Box",
+    "gymnasium.spaces.discrete:Discrete",
+    "gymnasium.spaces.multi_discrete:MultiDiscrete",
+    "gymnasium.spaces.multi_binary:MultiBinary",
+    "gymnasium.spaces.dict:Dict",
+    "gymnasium.spaces.tuple:Tuple",
+    "stable_baselines3.common.utils:FloatSchedule",
+    "stable_baselines3.common.utils:ConstantSchedule",
+    "stable_baselines3.common.utils:LinearSchedule",
+    "stable_baselines3.common.type_aliases:TrainFrequencyUnit",
+    "stable_baselines3.common.type_aliases:TrainFreq",
+    "stable_baselines3.common.running_mean_std:RunningMeanStd",
+    "stable_baselines3.common.noise:NormalActionNoise",
+    "stable_baselines3.common.noise:OrnsteinUhlenbeckActionNoise",
+    "stable_baselines3.common.noise:VectorizedActionNoise",
 }
+#: State entries holding a random generator (a space's): not rebuilt, the object seeds a fresh one when it needs it.
+_RANDOM_STATE = ("_np_random", "np_random")
 
 
-def _space_from_node(node: _Node, path: str) -> Any:
-    state = node.state if isinstance(node.state, dict) else {}
-    kind = _SPACE_TARGETS[node.target]
-    wanted = {
-        "Box": ("dtype", "_shape", "low", "high"),
-        "Discrete": ("n", "start"),
-        "MultiDiscrete": ("nvec", "dtype", "start"),
-        "MultiBinary": ("n",),
-        "Dict": ("spaces",),
-        "Tuple": ("spaces",),
-    }[kind]
-    parts = {key.lstrip("_"): _materialize(state[key], f"{path}.{key}") for key in wanted if key in state}
-    return build_space(kind, parts)
+def _replay(node: _Node, path: str) -> Any:
+    """An instance of an allowed class, rebuilt the way pickle would from the node's materialized contents."""
+    module_name, _, name = node.target.partition(":")
+    cls = getattr(importlib.import_module(module_name), name)
+    args = [_materialize(arg, f"{path}[{i}]") for i, arg in enumerate(node.args)]
+    obj = cls(*args) if node.how == "call" else cls.__new__(cls, *args)
+    if node.items:
+        obj.extend(_materialize(node.items, f"{path}[]"))
+    for key, value in node.entries:
+        obj[_materialize(key, path)] = _materialize(value, f"{path}[{key!r}]")
+    if node.state is None:
+        return obj
+    state = node.state
+    if isinstance(state, dict):
+        state = {key: None if key in _RANDOM_STATE else value for key, value in state.items()}
+    state = _materialize(state, f"{path}.__dict__")
+    if hasattr(obj, "__setstate__"):
+        obj.__setstate__(state)
+    elif isinstance(state, dict) and all(isinstance(key, str) for key in state):
+        obj.__dict__.update(state)
+    else:
+        raise RefusedContent(f"{node.target} with a state that is not a dict")
+    return obj
 
 
-def _schedule_from_node(node: _Node, path: str) -> Any:
-    from stable_baselines3.common import utils
+def _zoo_linear_schedule_from_node(node: _Node, path: str) -> Any:
+    """rl_zoo3's ``SimpleLinearSchedule`` (progress_remaining · initial_value) as SB3's ``LinearSchedule`` to 0."""
+    from stable_baselines3.common.utils import LinearSchedule
 
-    state = {k: _materialize(v, f"{path}.{k}") for k, v in (node.state or {}).items()}
-    name = node.target.split(":")[1]
-    if name == "FloatSchedule":
-        return utils.FloatSchedule(state["value_schedule"])
-    if name == "ConstantSchedule":
-        return utils.ConstantSchedule(float(state["val"]))
-    if name == "LinearSchedule":
-        return utils.LinearSchedule(float(state["start"]), float(state["end"]), float(state["end_fraction"]))
-    # rl_zoo3's SimpleLinearSchedule: progress_remaining · initial_value, i.e. linear from initial_value to 0
-    return utils.LinearSchedule(float(state["initial_value"]), 0.0, 1.0)
-
-
-def _container_from_node(node: _Node, path: str) -> Any:
-    name = node.target.split(":")[1]
-    args = [_materialize(a, f"{path}[{i}]") for i, a in enumerate(node.args)]
-    items = [_materialize(item, f"{path}[]") for item in node.items]
-    entries = [(_materialize(k, path), _materialize(v, f"{path}[{k!r}]")) for k, v in node.entries]
-    if name == "deque":
-        maxlen = args[1] if len(args) > 1 else None
-        return collections.deque([*(args[0] if args else []), *items], maxlen=maxlen)
-    if name == "OrderedDict":
-        return collections.OrderedDict([*(args[0] if args else []), *entries])
-    if name in ("set", "frozenset"):
-        return {"set": set, "frozenset": frozenset}[name]([*(args[0] if args else []), *items])
-    raise RefusedContent(node.target)
-
-
-def _other_from_node(node: _Node, path: str) -> Any:
-    if node.target == "stable_baselines3.common.type_aliases:TrainFrequencyUnit":
-        from stable_baselines3.common.type_aliases import TrainFrequencyUnit
-
-        return TrainFrequencyUnit(str(_materialize(node.args[0], path)))
-    if node.target == "stable_baselines3.common.type_aliases:TrainFreq":
-        from stable_baselines3.common.type_aliases import TrainFreq
-
-        frequency, unit = (_materialize(a, path) for a in node.args)
-        return TrainFreq(int(frequency), unit)
-    if node.target == "stable_baselines3.common.running_mean_std:RunningMeanStd":
-        from stable_baselines3.common.running_mean_std import RunningMeanStd
-
-        state = node.state or {}
-        mean = np.asarray(_materialize(state["mean"], f"{path}.mean"), dtype=np.float64)
-        rms = RunningMeanStd(shape=mean.shape)
-        rms.mean, rms.var = mean, np.asarray(_materialize(state["var"], f"{path}.var"), dtype=np.float64)
-        rms.count = float(_materialize(state["count"], f"{path}.count"))
-        return rms
-    raise RefusedContent(node.target)
+    return LinearSchedule(float(_materialize(node.state["initial_value"], path)), 0.0, 1.0)
 
 
 #: ``__qualname__`` that :func:`sbx_lecture.hyperparams.linear_schedule` gives its schedule (every version so far).
@@ -327,55 +273,62 @@ def _function_from_node(node: _Node, path: str) -> Any:
     slots = node.state[1] if isinstance(node.state, tuple) and len(node.state) == 2 else None
     match = _OUR_LINEAR.fullmatch(str(slots.get("__qualname__"))) if isinstance(slots, dict) else None
     if match is None or slots.get("__module__") != "sbx_lecture.hyperparams":  # type: ignore[union-attr]
-        raise RefusedContent(node.target)
+        raise RefusedContent(f"code pickled by value ({node.target})")
     from sbx_lecture.hyperparams import linear_schedule
 
     return linear_schedule(float(match.group(1)))
 
 
-#: Plain classes of SB3 whose state is only arrays and numbers: rebuilt as ``object.__new__`` plus their state.
-_PLAIN_OBJECTS = {
-    f"stable_baselines3.common.noise:{name}"
-    for name in ("NormalActionNoise", "OrnsteinUhlenbeckActionNoise", "VectorizedActionNoise")
-}
-
-
-def _plain_object_from_node(node: _Node, path: str) -> Any:
-    module_name, _, name = node.target.partition(":")
-    cls = getattr(importlib.import_module(module_name), name)
-    state = _materialize(node.state, f"{path}.__dict__")
-    if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):
-        raise RefusedContent(f"{node.target} with a state that is not a dict")
-    obj = object.__new__(cls)
-    obj.__dict__.update(state)
-    return obj
-
-
 _RECIPES = {
+    **dict.fromkeys(_PLAIN_CLASSES, _replay),
+    "rl_zoo3.utils:SimpleLinearSchedule": _zoo_linear_schedule_from_node,
     "cloudpickle.cloudpickle:_make_function": _function_from_node,
-    **dict.fromkeys(_PLAIN_OBJECTS, _plain_object_from_node),
-    **dict.fromkeys(_SPACE_TARGETS, _space_from_node),
-    **dict.fromkeys(
-        [
-            "stable_baselines3.common.utils:FloatSchedule",
-            "stable_baselines3.common.utils:ConstantSchedule",
-            "stable_baselines3.common.utils:LinearSchedule",
-            "rl_zoo3.utils:SimpleLinearSchedule",
-        ],
-        _schedule_from_node,
-    ),
-    **dict.fromkeys(
-        ["collections:deque", "collections:OrderedDict", "builtins:set", "builtins:frozenset"], _container_from_node
-    ),
-    **dict.fromkeys(
-        [
-            "stable_baselines3.common.type_aliases:TrainFrequencyUnit",
-            "stable_baselines3.common.type_aliases:TrainFreq",
-            "stable_baselines3.common.running_mean_std:RunningMeanStd",
-        ],
-        _other_from_node,
-    ),
 }
+
+
+#: Globals that pickles of plain data name and whose objects are dropped or never run: numpy's random generator
+#: reconstructors (a space's generator, not rebuilt) and cloudpickle's function rebuilders (of a function pickled by
+#: value only sbx-lecture's ``linear_schedule`` is recognised, and rebuilt from our own code).
+_INERT_GLOBALS = {
+    "numpy.random._pickle:__bit_generator_ctor",
+    "numpy.random._pickle:__generator_ctor",
+    "numpy.random._pickle:__randomstate_ctor",
+    "numpy.random._pcg64:PCG64",
+    "numpy.random._mt19937:MT19937",
+    "numpy.random.bit_generator:SeedSequence",
+    "numpy.random.bit_generator:__pyx_unpickle_SeedSequence",
+    "cloudpickle.cloudpickle:_builtin_type",
+    "cloudpickle.cloudpickle:_function_setstate",
+    "cloudpickle.cloudpickle:_make_cell",
+    "cloudpickle.cloudpickle:_make_empty_cell",
+    "cloudpickle.cloudpickle:_make_function",
+}
+
+
+def _numpy_scalar_type(target: str) -> type | None:
+    """The numpy scalar type ``numpy:float32`` names (a dtype given as a type), else ``None``."""
+    module_name, _, name = target.partition(":")
+    numpy_type = getattr(np, name, None) if module_name == "numpy" else None
+    return numpy_type if isinstance(numpy_type, type) and issubclass(numpy_type, np.generic) else None
+
+
+def allowed_global(target: str) -> bool:
+    """Whether the global ``"module:name"`` is one that plain data may name: numpy's array reconstructors, a class
+    with a recipe above, an inert global, a numpy scalar type or a class :func:`resolve_class` admits."""
+    module_name, _, name = target.partition(":")
+    if (module_name, name) in _REAL_GLOBALS or target in _RECIPES or target in _INERT_GLOBALS:
+        return True
+    if _numpy_scalar_type(target) is not None:
+        return True
+    try:
+        resolve_class(target)
+    except RefusedContent:
+        return False
+    return True
+
+
+#: What a constructor or ``__setstate__`` of an allowed class raises for contents it cannot take.
+_CONTENT_ERRORS = (LookupError, TypeError, ValueError, ArithmeticError, AssertionError, AttributeError, MemoryError)
 
 
 def materialize(value: Any, path: str = "") -> Any:
@@ -402,23 +355,19 @@ def _materialize(value: Any, path: str) -> Any:
         if value.dtype.hasobject:
             raise RefusedContent("a numpy array of Python objects")
         return value
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, set, frozenset)):
         items = [_materialize(item, f"{path}[{i}]") for i, item in enumerate(value)]
-        return items if isinstance(value, list) else tuple(items)
+        return items if isinstance(value, list) else type(value)(items)
     if isinstance(value, dict):
         return {_materialize(k, path): _materialize(v, f"{path}[{k!r}]") for k, v in value.items()}
     if isinstance(value, _StandInMeta):  # a class named by reference
-        module_name, _, name = value._target.partition(":")
-        numpy_type = getattr(np, name, None) if module_name == "numpy" else None
-        if isinstance(numpy_type, type) and issubclass(numpy_type, np.generic):  # a dtype given as np.float32
-            return numpy_type
-        return resolve_class(value._target)
+        return _numpy_scalar_type(value._target) or resolve_class(value._target)
     if isinstance(value, _Node):
         recipe = _RECIPES.get(value.target)
         if recipe is None:
             raise RefusedContent(value.target)
         try:
             return recipe(value, path)
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
+        except _CONTENT_ERRORS as exc:
             raise RefusedContent(f"{value.target} with unexpected contents ({type(exc).__name__})") from None
     raise RefusedContent(f"an object of type {type(value).__name__}")

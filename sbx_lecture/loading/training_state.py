@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sbx_lecture.loading.model import ModelFileError, UntrustedContentError
+from sbx_lecture.loading.model import ModelFileError, ModelFileNotFoundError, UntrustedContentError
 from sbx_lecture.loading.pickles import RefusedContent, class_path, decode, materialize
 from sbx_lecture.runs import atomic_write
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.buffers import ReplayBuffer
-    from stable_baselines3.common.running_mean_std import RunningMeanStd
     from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 _SETTINGS = "settings.json"
@@ -64,42 +63,33 @@ def _read_npz(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict
 
 def _is_pickle(path: str | os.PathLike[str]) -> bool:
     if not Path(path).is_file():
-        raise ModelFileError(f"{path} does not exist")
+        raise ModelFileNotFoundError(f"{path} does not exist")
     return not zipfile.is_zipfile(path)
 
 
 # ------------------------------------------------------------------------------------------------ normalisation
 
 
+def _named_statistics(obs_rms: Any, ret_rms: Any) -> dict[str, Any]:
+    """The names statistics are stored under: ``obs_rms`` (or ``obs_rms/<key>`` for dict observations), ``ret_rms``."""
+    if isinstance(obs_rms, dict):
+        return {**{f"obs_rms/{key}": rms for key, rms in obs_rms.items()}, "ret_rms": ret_rms}
+    return {"obs_rms": obs_rms, "ret_rms": ret_rms}
+
+
 def save_normalization(normalizer: VecNormalize, path: str | os.PathLike[str]) -> None:
     """Write the statistics and settings of ``normalizer`` to an ``.npz`` file (atomically, no pickle)."""
     arrays: dict[str, np.ndarray] = {}
-
-    def add(prefix: str, rms: RunningMeanStd) -> None:
+    for prefix, rms in _named_statistics(normalizer.obs_rms, normalizer.ret_rms).items():
         arrays[f"{prefix}/mean"], arrays[f"{prefix}/var"] = np.asarray(rms.mean), np.asarray(rms.var)
         arrays[f"{prefix}/count"] = np.asarray(rms.count, dtype=np.float64)
-
-    if isinstance(normalizer.obs_rms, dict):
-        for key, rms in normalizer.obs_rms.items():
-            add(f"obs_rms/{key}", rms)
-    else:
-        add("obs_rms", normalizer.obs_rms)
-    add("ret_rms", normalizer.ret_rms)
     settings = {name: getattr(normalizer, name) for name in _NORMALIZATION_SETTINGS}
     settings["obs_keys"] = sorted(normalizer.obs_rms) if isinstance(normalizer.obs_rms, dict) else None
     _write_npz(path, arrays, settings)
 
 
-def _set_rms(path: Any, rms: RunningMeanStd, mean: Any, var: Any, count: Any, name: str) -> None:
-    mean, var = np.asarray(mean, dtype=np.float64), np.asarray(var, dtype=np.float64)
-    if mean.shape != rms.mean.shape or var.shape != rms.var.shape:
-        raise ModelFileError(
-            f"{path}: statistics {name!r} have shape {mean.shape}, the environment needs {rms.mean.shape}"
-        )
-    rms.mean, rms.var, rms.count = mean, var, float(count)
-
-
 def _normalizer(path: Any, venv: VecEnv, settings: dict[str, Any], stats: dict[str, tuple[Any, Any, Any]]) -> Any:
+    """A ``VecNormalize`` around ``venv`` with ``settings`` and the ``(mean, var, count)`` of each named statistic."""
     from stable_baselines3.common.vec_env import VecNormalize
 
     kwargs = {name: settings[name] for name in _NORMALIZATION_SETTINGS if name in settings}
@@ -107,20 +97,22 @@ def _normalizer(path: Any, venv: VecEnv, settings: dict[str, Any], stats: dict[s
         normalizer = VecNormalize(venv, **kwargs)
     except (AssertionError, ValueError, TypeError, KeyError) as exc:
         raise ModelFileError(f"{path}: its settings do not fit the environment ({exc})") from None
+    targets = _named_statistics(normalizer.obs_rms, normalizer.ret_rms)
     for name, (mean, var, count) in stats.items():
-        if name == "ret_rms":
-            _set_rms(path, normalizer.ret_rms, mean, var, count, name)
-        elif isinstance(normalizer.obs_rms, dict):
-            key = name.split("/", 1)[1] if "/" in name else name
-            if key not in normalizer.obs_rms:
-                raise ModelFileError(f"{path}: statistics for observation key {key!r}, which the environment lacks")
-            _set_rms(path, normalizer.obs_rms[key], mean, var, count, name)
-        else:
-            _set_rms(path, normalizer.obs_rms, mean, var, count, name)
+        if name not in targets:
+            raise ModelFileError(f"{path}: statistics {name!r}, which the environment has no place for")
+        rms = targets[name]
+        mean, var = np.asarray(mean, dtype=np.float64), np.asarray(var, dtype=np.float64)
+        if mean.shape != rms.mean.shape or var.shape != rms.var.shape:
+            raise ModelFileError(
+                f"{path}: statistics {name!r} have shape {mean.shape}, the environment needs {rms.mean.shape}"
+            )
+        rms.mean, rms.var, rms.count = mean, var, float(count)
     return normalizer
 
 
 def _stats_from_pickle(path: Any) -> tuple[dict[str, Any], dict[str, tuple[Any, Any, Any]]]:
+    """Settings and statistics of a ``VecNormalize.save`` pickle, read by the symbolic unpickler."""
     from stable_baselines3.common.running_mean_std import RunningMeanStd
 
     try:
@@ -140,9 +132,7 @@ def _stats_from_pickle(path: Any) -> tuple[dict[str, Any], dict[str, tuple[Any, 
     except KeyError as exc:
         raise ModelFileError(f"{path}: the VecNormalize state lacks {exc}") from None
     stats: dict[str, tuple[Any, Any, Any]] = {}
-    named = dict(obs_rms) if isinstance(obs_rms, dict) else {"": obs_rms}
-    pairs = [(f"obs_rms/{key}" if key else "obs_rms", rms) for key, rms in named.items()] + [("ret_rms", ret_rms)]
-    for name, rms in pairs:
+    for name, rms in _named_statistics(obs_rms, ret_rms).items():
         if not isinstance(rms, RunningMeanStd):
             raise ModelFileError(f"{path}: {name} is not a RunningMeanStd")
         stats[name] = (rms.mean, rms.var, rms.count)

@@ -17,13 +17,16 @@ zoo's own loading back, for files whose source the user trusts.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import sys
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 
 from sbx_lecture.loading.model import UntrustedContentError, load
 from sbx_lecture.loading.training_state import load_normalization
@@ -61,34 +64,6 @@ def _plain_yaml_loader() -> type:
     return ZooFileLoader
 
 
-class _SafeAlgorithm:
-    """What ``ALGOS[algo]`` gives the zoo's scripts: a ``load`` that unpickles nothing."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def load(self, path: str | Path, env: Any = None, **kwargs: Any) -> Any:
-        return load(path, env, algo=self.name, **kwargs)
-
-
-class _SafeAlgorithms(Mapping[str, Any]):
-    """The zoo's algorithm table, with loading through :class:`_SafeAlgorithm`."""
-
-    def __init__(self, table: Mapping[str, Any]) -> None:
-        self.table = table
-
-    def __getitem__(self, name: str) -> _SafeAlgorithm:
-        if name not in self.table:
-            raise KeyError(name)
-        return _SafeAlgorithm(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.table)
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-
 def _normalization_loader() -> type:
     from stable_baselines3.common.vec_env import VecNormalize
 
@@ -110,8 +85,7 @@ def loading_without_unpickling(trusted: bool) -> Iterator[None]:
     With ``trusted``, nothing is changed except that scripts the bridge starts itself are trusted too.
     """
     with contextlib.ExitStack() as stack:
-        previous = os.environ.get(TRUSTED_VARIABLE)
-        stack.callback(_restore_variable, previous)
+        stack.callback(_restore_variable, os.environ.get(TRUSTED_VARIABLE))
         if trusted:
             os.environ[TRUSTED_VARIABLE] = "1"
             yield
@@ -119,13 +93,13 @@ def loading_without_unpickling(trusted: bool) -> Iterator[None]:
         import yaml
 
         modules = [importlib.import_module(name) for name in _MODULES]
-        stack.enter_context(_replaced(yaml, "UnsafeLoader", _plain_yaml_loader()))
-        utils = importlib.import_module("rl_zoo3.utils")
-        stack.enter_context(_replaced(utils, "VecNormalize", _normalization_loader()))
+        stack.enter_context(mock.patch.object(yaml, "UnsafeLoader", _plain_yaml_loader()))
+        stack.enter_context(mock.patch("rl_zoo3.utils.VecNormalize", _normalization_loader()))
         for module in modules:
             table = getattr(module, "ALGOS", None)
-            if table is not None:
-                stack.enter_context(_replaced(module, "ALGOS", _SafeAlgorithms(table)))
+            if table is not None:  # what ALGOS[algo] gives the zoo's scripts: a ``load`` that unpickles nothing
+                safe = {name: SimpleNamespace(load=functools.partial(load, algo=name)) for name in table}
+                stack.enter_context(mock.patch.object(module, "ALGOS", safe))
         yield
 
 
@@ -134,13 +108,3 @@ def _restore_variable(previous: str | None) -> None:
         os.environ.pop(TRUSTED_VARIABLE, None)
     else:
         os.environ[TRUSTED_VARIABLE] = previous
-
-
-@contextlib.contextmanager
-def _replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
-    original = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, original)

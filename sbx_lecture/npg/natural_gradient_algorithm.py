@@ -50,7 +50,7 @@ from sbx_lecture.infra.validation import (
     require_normalizable_rollout,
     require_number,
 )
-from sbx_lecture.loading.base import SafeLoadMixin
+from sbx_lecture.loading import SafeLoadMixin
 from sbx_lecture.npg.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 _MAX_EXACT_FISHER_PARAMETERS = 20_000

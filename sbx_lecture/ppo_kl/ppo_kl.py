@@ -33,7 +33,7 @@ from sbx_lecture.infra.validation import (
     require_normalizable_rollout,
     require_number,
 )
-from sbx_lecture.loading.base import SafeLoadMixin
+from sbx_lecture.loading import SafeLoadMixin
 from sbx_lecture.ppo_kl.old_policy import (
     OLD_POLICY_CHUNK,
     KLDictRolloutBuffer,

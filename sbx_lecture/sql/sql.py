@@ -29,7 +29,7 @@ from sbx_lecture.infra.compilation import CompiledUpdateMixin
 from sbx_lecture.infra.finite import batch_causes, check_finite
 from sbx_lecture.infra.schedules import ClampedProgressMixin
 from sbx_lecture.infra.validation import InvalidValueError, require_action_space, require_integer, require_number
-from sbx_lecture.loading.base import SafeLoadMixin
+from sbx_lecture.loading import SafeLoadMixin
 from sbx_lecture.sql.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SQLPolicy
 
 SelfSQL = TypeVar("SelfSQL", bound="SQL")

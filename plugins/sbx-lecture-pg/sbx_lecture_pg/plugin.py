@@ -18,8 +18,6 @@ def register_algorithms(register: RegisterFunction) -> None:
         description="REINFORCE: Monte-Carlo policy gradient, reward-to-go, optional learned baseline",
         zoo_hyperparams="sbx_lecture_pg:zoo/reinforce.yml",
         zoo_sampler="sbx_lecture_pg.samplers:sample_reinforce_params",
-        action_spaces=("Box", "Discrete", "MultiDiscrete", "MultiBinary"),
-        observation_spaces=("Box", "Discrete", "MultiDiscrete", "MultiBinary", "Dict"),
     )
     register(
         "ispg",
@@ -27,6 +25,4 @@ def register_algorithms(register: RegisterFunction) -> None:
         description="off-policy policy gradient from the last K rollouts, per-decision weights truncated at rho_bar",
         zoo_hyperparams="sbx_lecture_pg:zoo/ispg.yml",
         zoo_sampler="sbx_lecture_pg.samplers:sample_ispg_params",
-        action_spaces=("Box", "Discrete", "MultiDiscrete", "MultiBinary"),
-        observation_spaces=("Box", "Discrete", "MultiDiscrete", "MultiBinary", "Dict"),
     )
