@@ -156,7 +156,7 @@ def interval_chart(table: Any, folder: Path, prefix: str = "") -> Path | None:
         algorithms=algos,
         colors={algo: algorithm_color(algo) for algo in algos},
         xlabel="normalised score (0: random policy, 1: the task's reference)",
-        xlabel_y_coordinate=-0.12,
+        xlabel_y_coordinate=-0.3,
     )
     return _save(figure, _plot_file(folder, prefix, "aggregate"), tight=True)
 
