@@ -41,6 +41,7 @@ COUNT_LIMITS = {
     "--eval-freq": _MAX_STEPS,
     "--n-envs": 1024,
     "--threads": 1024,
+    "--workers": 1024,
     "--eval-episodes": 100_000,
     "--episodes": 100_000,
 }

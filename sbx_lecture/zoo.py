@@ -36,8 +36,9 @@ from typing import Any
 from unittest import mock
 
 from sbx_lecture import zoo_config
-from sbx_lecture.factory import UsageError, check_environment
+from sbx_lecture.factory import UsageError, check_environment, require_count
 from sbx_lecture.hyperparams import HyperparameterError, check_hyperparameters, either, parse_value
+from sbx_lecture.infra.validation import InvalidValueError
 from sbx_lecture.loading import ModelFileError
 from sbx_lecture.loading.zoo_run import LOADING_SCRIPTS, pop_trusted
 from sbx_lecture.plugins import get_plugin_manager
@@ -179,11 +180,10 @@ def _pop_count(argv: list[str], flag: str) -> tuple[list[str], int]:
         if argument == flag or argument.startswith(flag + "="):
             value = argument.partition("=")[2] if "=" in argument else next(arguments, "")
             try:
-                count = int(value)
-            except ValueError:
-                raise ZooBridgeError(f"{flag} needs a whole number, got {value!r}") from None
-            if count < 1:
-                raise ZooBridgeError(f"{flag} must be at least 1, got {count}")
+                count = require_count(flag, int(value))
+            except ValueError as error:
+                reason = str(error) if isinstance(error, InvalidValueError) else f"needs a whole number, got {value!r}"
+                raise ZooBridgeError(reason if reason.startswith(flag) else f"{flag} {reason}") from None
         else:
             rest.append(argument)
     return rest, count
@@ -209,8 +209,8 @@ def plan_train(argv: Sequence[str], table: LazyAlgorithms) -> TrainPlan:
     except _PreParseError:
         return TrainPlan(arguments, "", "", None)  # rl_zoo3's parser explains the mistake
 
-    arguments = _check_algo_choice(arguments, table)
-    algo = options.algo if options.algo in table else normalize_name(options.algo)
+    _check_algo_choice(arguments, table)
+    algo = options.algo
     for module in ["rl_zoo3.import_envs", *options.gym_packages]:  # the environments the zoo's train registers
         importlib.import_module(module)
     check_environment(options.env)
@@ -280,24 +280,20 @@ def _file_budget(plan: TrainPlan) -> int | None:
         return None
 
 
-def _check_algo_choice(arguments: list[str], table: LazyAlgorithms) -> list[str]:
-    """An unknown ``--algo`` is refused with the closest names; a spelling such as ``PPO-KL`` becomes ``ppo_kl``.
-
-    :return: the arguments, with every ``--algo`` value in the zoo's spelling
-    """
-    checked = list(arguments)
+def _check_algo_choice(arguments: list[str], table: LazyAlgorithms) -> None:
+    """An unknown ``--algo`` is refused with the closest names, and so is another spelling of a registered one
+    (``TNPG`` or ``PPO-KL``: the zoo takes the exact name, as ``train`` does)."""
     for index, argument in enumerate(arguments):
         if argument == "--algo" and index + 1 < len(arguments):
-            position, value, prefix = index + 1, arguments[index + 1], ""
+            value = arguments[index + 1]
         elif argument.startswith("--algo="):
-            position, value, prefix = index, argument.partition("=")[2], "--algo="
+            value = argument.partition("=")[2]
         else:
             continue
         if value not in table:
-            if normalize_name(value) not in table:
-                raise ZooBridgeError(unknown_name_message("algorithm", value, sorted(table)))
-            checked[position] = prefix + normalize_name(value)
-    return checked
+            if normalize_name(value) in table:
+                raise ZooBridgeError(f"unknown algorithm {value!r}; did you mean {normalize_name(value)!r}?")
+            raise ZooBridgeError(unknown_name_message("algorithm", value, sorted(table)))
 
 
 def announce_study(plan: TrainPlan) -> None:
@@ -574,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run_workers(plan)
             rest = plan.argv
         else:
-            rest = _check_algo_choice(rest, table)
+            _check_algo_choice(rest, table)
             if name == "record_training":
                 rest = absolute_output_folder(rest)
         return run_script(name, rest, trusted)

@@ -166,9 +166,21 @@ def test_unknown_algorithm_is_refused_with_suggestions(workdir: Path, capsys: py
     assert "'tnpg'" in _error(capsys)
     assert main(["enjoy", "--algo", "ppo_lk", "--env", "CartPole-v1"]) == 2
     assert "'ppo_kl'" in _error(capsys)
-    plan = plan_train(["--algo", "PPO-KL", "--env", "CartPole-v1"], register_with_zoo())
+    for spelling in ("PPO-KL", "TNPG"):  # not silently another name: the zoo takes the exact name, as train does
+        assert main(["train", "--algo", spelling, "--env", "CartPole-v1"]) == 2
+        assert f"unknown algorithm '{spelling}'; did you mean '{spelling.lower().replace('-', '_')}'?" in _error(capsys)
+    plan = plan_train(["--algo", "ppo_kl", "--env", "CartPole-v1"], register_with_zoo())
     assert plan.algo == "ppo_kl" and plan.argv[:2] == ["--algo", "ppo_kl"]
     assert plan.config is not None and plan.config.endswith("ppo_kl.yml")
+
+
+@pytest.mark.parametrize("flag", ["--threads", "--workers"])
+def test_zoo_counts_are_bounded(flag: str, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--algo", "ppo", "--env", "CartPole-v1", flag, "100000"]) == 2
+    assert f"{flag} must be at most 1024, got 100000" in _error(capsys)
+    assert main(["train", "--algo", "ppo", "--env", "CartPole-v1", flag, "x"]) == 2
+    assert f"{flag} needs a whole number, got 'x'" in _error(capsys)
+    assert not any(workdir.iterdir())
 
 
 # ---------------------------------------------------------------------------------------------------------------
