@@ -25,6 +25,7 @@ from sbx_lecture import checkpoints, loading, runs
 from sbx_lecture.factory import UsageError, check_device, make_environment, require_count, resolve_algorithm
 from sbx_lecture.infra.finite import assert_finite_parameters
 from sbx_lecture.infra.validation import require_integer
+from sbx_lecture.loading.zoo_run import zoo_file_loader
 
 EVALUATIONS_FILE = "evaluations.npz"
 BEST_MODEL_FILE = "best_model.zip"
@@ -247,20 +248,6 @@ def find_normalization(model_path: Path, env_id: str) -> Path | None:
     return None
 
 
-class ZooFileLoader(yaml.SafeLoader):
-    """Plain YAML and the two Python types that rl_zoo3's ``yaml.dump`` writes in a run folder: ``OrderedDict`` (read
-    as a ``dict``) and ``tuple``. Any other Python tag is a ``ConstructorError``, as in ``yaml.SafeLoader``."""
-
-
-ZooFileLoader.add_constructor(
-    "tag:yaml.org,2002:python/object/apply:collections.OrderedDict",
-    lambda loader, node: dict(loader.construct_sequence(node, deep=True)[0]),
-)
-ZooFileLoader.add_constructor(
-    "tag:yaml.org,2002:python/tuple", lambda loader, node: tuple(loader.construct_sequence(node))
-)
-
-
 def read_zoo_run(model_path: Path, env_id: str | None = None, trusted: bool = False) -> dict[str, Any]:
     """What the RL Zoo recorded about a model of its run folder (``<env>.zip``, ``best_model.zip`` or a checkpoint
     beside ``<env>/args.yml`` and ``<env>/config.yml``): ``algo``, ``env`` and ``env_kwargs`` as its ``enjoy`` reads
@@ -278,12 +265,12 @@ def read_zoo_run(model_path: Path, env_id: str | None = None, trusted: bool = Fa
         path = found[0] / name
         try:
             with open(path) as handle:
-                content = yaml.load(handle, Loader=yaml.UnsafeLoader if trusted else ZooFileLoader)
+                content = yaml.load(handle, Loader=yaml.UnsafeLoader if trusted else zoo_file_loader())
             read.update({key: content[key] for key in ("algo", "env", "env_kwargs") if content.get(key) is not None})
         except FileNotFoundError:
             continue
-        except yaml.constructor.ConstructorError as exc:
-            raise loading.UntrustedContentError(path, "a YAML tag of a Python object", str(exc.problem)) from None
+        except loading.UntrustedContentError:
+            raise
         except (OSError, ValueError, TypeError, LookupError, AttributeError, yaml.YAMLError) as exc:
             raise UsageError(
                 f"{path} is not the YAML mapping the RL Zoo writes ({' '.join(str(exc).split())})"

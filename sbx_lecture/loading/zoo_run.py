@@ -44,12 +44,15 @@ def pop_trusted(arguments: list[str]) -> tuple[list[str], bool]:
     return [argument for argument in arguments if argument != TRUSTED_FLAG], trusted
 
 
-def _plain_yaml_loader() -> type:
-    """A YAML loader for the zoo's saved files: plain data, and ``!!python/object/apply:collections.OrderedDict``."""
+@functools.cache
+def zoo_file_loader() -> type:
+    """A YAML loader for the files rl_zoo3 writes into a run folder (``args.yml``, ``config.yml``): plain data plus the
+    two Python types its ``yaml.dump`` writes there, ``OrderedDict`` and ``tuple``; any other Python tag is refused
+    with :class:`UntrustedContentError` (naming the file when the loader reads an open file)."""
     import yaml
 
     class ZooFileLoader(yaml.SafeLoader):
-        """Plain YAML plus the ordered dictionaries the zoo writes; any other Python tag is refused."""
+        """Plain YAML plus the ordered dictionaries and tuples the zoo writes; any other Python tag is refused."""
 
     def ordered_dict(loader: yaml.SafeLoader, node: yaml.Node) -> OrderedDict[Any, Any]:
         (pairs,) = loader.construct_sequence(node, deep=True)  # type: ignore[arg-type]
@@ -57,9 +60,13 @@ def _plain_yaml_loader() -> type:
 
     def refuse(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
         source = Path(str(getattr(loader, "name", "a YAML file")))
-        raise UntrustedContentError(source, f"its YAML tag {node.tag!r}", "a Python object built by running code")
+        raise UntrustedContentError(source, "a YAML tag of a Python object", f"{node.tag}: code would build it")
 
     ZooFileLoader.add_constructor("tag:yaml.org,2002:python/object/apply:collections.OrderedDict", ordered_dict)
+    ZooFileLoader.add_constructor(
+        "tag:yaml.org,2002:python/tuple",
+        lambda loader, node: tuple(loader.construct_sequence(node)),  # type: ignore[arg-type]
+    )
     ZooFileLoader.add_multi_constructor("tag:yaml.org,2002:python/", refuse)
     return ZooFileLoader
 
@@ -93,7 +100,7 @@ def loading_without_unpickling(trusted: bool) -> Iterator[None]:
         import yaml
 
         modules = [importlib.import_module(name) for name in _MODULES]
-        stack.enter_context(mock.patch.object(yaml, "UnsafeLoader", _plain_yaml_loader()))
+        stack.enter_context(mock.patch.object(yaml, "UnsafeLoader", zoo_file_loader()))
         stack.enter_context(mock.patch("rl_zoo3.utils.VecNormalize", _normalization_loader()))
         for module in modules:
             table = getattr(module, "ALGOS", None)
