@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import os
 import sys
 import textwrap
 import warnings
@@ -13,11 +12,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from sbx_lecture.infra.validation import CommandLineParser
+from sbx_lecture.infra.validation import INTERRUPTED_STATUS, USAGE_ERROR_STATUS, CommandLineParser, run_command
 
 PROGRAM = "sbx-lecture"
-USAGE_ERROR_STATUS = 2
-INTERRUPTED_STATUS = 130
 #: Exit status of ``list --check`` when a registered target does not resolve (2 stays for usage errors).
 CHECK_FAILED_STATUS = 1
 THREADS_HELP = "torch CPU threads (default 1: small networks train several times faster on one thread)"
@@ -350,30 +347,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(arguments: list[str]) -> int:
-    import importlib
-
     from sbx_lecture.training import USER_ERRORS
 
-    try:
-        if arguments and arguments[0] in PASS_THROUGH_COMMANDS:
-            module: Any = importlib.import_module(f"sbx_lecture.{arguments[0]}")
-            return int(module.main(arguments[1:]) or 0)
-        parser = _build_parser()
-        args = parser.parse_args(arguments)
-        if args.command is None:
-            parser.print_help()
-            return USAGE_ERROR_STATUS
-        if "threads" in args:
-            _use_threads(args.threads)
-        return int(args.handler(args))
-    except USER_ERRORS as exc:
-        if os.environ.get("SBX_LECTURE_DEBUG"):
-            raise
-        print(f"{PROGRAM}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+    return run_command(PROGRAM, lambda: _run(arguments), USER_ERRORS, "interrupted")
+
+
+def _run(arguments: list[str]) -> int:
+    import importlib
+
+    if arguments and arguments[0] in PASS_THROUGH_COMMANDS:
+        module: Any = importlib.import_module(f"sbx_lecture.{arguments[0]}")
+        return int(module.main(arguments[1:]) or 0)
+    parser = _build_parser()
+    args = parser.parse_args(arguments)
+    if args.command is None:
+        parser.print_help()
         return USAGE_ERROR_STATUS
-    except KeyboardInterrupt:
-        print(f"{PROGRAM}: interrupted", file=sys.stderr)
-        return INTERRUPTED_STATUS
+    if "threads" in args:
+        _use_threads(args.threads)
+    return int(args.handler(args))
 
 
 if __name__ == "__main__":

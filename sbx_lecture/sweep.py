@@ -44,12 +44,13 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gymnasium.spaces import Box
 
 try:
     import optuna
@@ -60,14 +61,16 @@ except ModuleNotFoundError:  # pragma: no cover - the zoo extra brings it
 from sbx_lecture.bench import add_dask_options, check_dask_options
 from sbx_lecture.bench.harness import WORKER_OUT_ENV, connect
 from sbx_lecture.bench.plots import sweep_chart
+from sbx_lecture.bench.report import interval_cell, markdown_table
 from sbx_lecture.bench.runner import execute_run
 from sbx_lecture.bench.stats import Group, check_packages, column_iqm, per_environment, run_score
 from sbx_lecture.bench.suites import FINISHED, RunJob, SuiteError
+from sbx_lecture.checkpoints import stop_signals_handled
 from sbx_lecture.evaluation import EVALUATIONS_FILE, Evaluations
 from sbx_lecture.hyperparams import parse_assignments, to_json_value
-from sbx_lecture.infra.validation import CommandLineParser
+from sbx_lecture.infra.validation import CommandLineParser, positive_integer, run_command
 from sbx_lecture.training import USER_ERRORS, UsageError, make_environment, resolve_algorithm
-from sbx_lecture.zoo import ZooBridgeError, ensure_study, mask_url, open_study_storage, register_with_zoo
+from sbx_lecture.zoo import ZooBridgeError, ensure_study, mask_url, register_with_zoo, zoo_sampler
 from sbx_lecture.zoo_config import zoo_budget, zoo_settings
 
 PROGRAM = "sbx-lecture sweep"
@@ -78,25 +81,14 @@ CONFIRM_SEED = 1000
 STARTUP_TRIALS, TOP_TRIALS = 5, 10
 #: The trials that count towards ``--trials``.
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-#: Exit statuses: a usage error, no complete trial, stopped by Ctrl-C or SIGTERM.
-USAGE_ERROR_STATUS, NOTHING_COMPLETE_STATUS, INTERRUPTED_STATUS = 2, 1, 130
+#: Exit status when no trial completed (2: a usage error, 130: stopped by Ctrl-C or SIGTERM).
+NOTHING_COMPLETE_STATUS = 1
 #: Errors reported as one line with exit status 2.
 REPORTED_ERRORS: tuple[type[Exception], ...] = (*USER_ERRORS, ZooBridgeError, SuiteError)
 
 
 def _say(text: str) -> None:
     print(mask_url(text), flush=True)
-
-
-def zoo_sampler(algo: str) -> Callable[..., dict[str, Any]]:
-    """The Optuna sampler of ``algo`` (``(trial, n_actions, n_envs, additional_args) -> hyperparameters``) as the zoo
-    sees it: the registered one (ours, plugins') or the zoo's own (SB3's)."""
-    register_with_zoo()
-    import rl_zoo3.hyperparams_opt as optimization
-
-    if algo not in optimization.HYPERPARAMS_SAMPLER:
-        raise UsageError(f"{algo} has no zoo sampler to search with: its plugin can register one with zoo_sampler=")
-    return optimization.HYPERPARAMS_SAMPLER[algo]  # type: ignore[no-any-return]
 
 
 def zoo_text(value: Any) -> Any:
@@ -108,13 +100,15 @@ def zoo_text(value: Any) -> Any:
     return "dict(" + ", ".join(f"{key}={text}" for key, text in inner.items()) + ")"
 
 
-def _zoo_noise(hyperparams: dict[str, Any]) -> dict[str, Any]:
-    """The zoo keys ``noise_type``/``noise_std`` in place of a sampled SB3 ``action_noise`` object."""
-    noise = hyperparams.pop("action_noise", None)
-    if noise is not None:
-        kind = "normal" if type(noise).__name__ == "NormalActionNoise" else "ornstein-uhlenbeck"
-        hyperparams.update(noise_type=kind, noise_std=float(np.ravel(noise._sigma)[0]))
-    return hyperparams
+def sample(trial: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The zoo sampler's setting for ``trial``, with the zoo keys ``noise_type``/``noise_std`` (which the sampler drew)
+    in place of the ``action_noise`` object it built from them."""
+    sampled = dict(
+        args.sample(trial, args.n_actions, args.n_envs, {"using_her_replay_buffer": False, "her_kwargs": {}})
+    )
+    if sampled.pop("action_noise", None) is not None:
+        sampled.update({key: trial.params[key] for key in ("noise_type", "noise_std")})
+    return sampled
 
 
 def zoo_section(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -132,14 +126,8 @@ def open_study(args: argparse.Namespace) -> Any:
     sampler = optuna.samplers.RandomSampler() if random else optuna.samplers.TPESampler(n_startup_trials=STARTUP_TRIALS)
     median = optuna.pruners.MedianPruner(STARTUP_TRIALS, n_warmup_steps=args.timesteps // 3)
     pruner = median if args.pruner == "median" else optuna.pruners.NopPruner()
-    try:
-        count, _ = ensure_study(args.storage, args.study_name)
-        storage = open_study_storage(args.storage)
-        study = optuna.load_study(study_name=args.study_name, storage=storage, sampler=sampler, pruner=pruner)
-    except Exception as error:
-        reason = " ".join(str(error).split("\n")[0].split()) or type(error).__name__
-        raise UsageError(f"cannot open the Optuna storage {mask_url(args.storage)}: {mask_url(reason)}") from None
-    _say(f"{PROGRAM}: study {args.study_name!r} at {args.storage}: {count} trials so far")
+    study, _ = ensure_study(args.storage, args.study_name, sampler=sampler, pruner=pruner)
+    _say(f"{PROGRAM}: study {args.study_name!r} at {args.storage}: {len(study.trials)} trials so far")
     return study
 
 
@@ -195,9 +183,7 @@ def _launch(study: Any, client: Any, args: argparse.Namespace, running: dict[int
     """Ask the study for a trial, sample its setting and start its seeds."""
     trial = study.ask()
     try:
-        zoo = {"using_her_replay_buffer": False, "her_kwargs": {}}
-        sampled = _zoo_noise(dict(args.sample(trial, args.n_actions, args.n_envs, zoo)))
-        section = zoo_section(args, {**sampled, **args.pins})
+        section = zoo_section(args, {**sample(trial, args), **args.pins})
         trial.set_user_attr("hyperparams", section)
         stop = f"{args.topic}-stop-{trial.number}"
         seeds = {_submit(client, args, section, seed, trial.number, stop): seed for seed in range(args.seeds)}
@@ -291,20 +277,11 @@ def confirm(client: Any, args: argparse.Namespace, best: Any) -> list[dict[str, 
     return [_result(future) for future in futures]
 
 
-def _group(args: argparse.Namespace, label: str, scores: list[float]) -> Group:
-    return Group(args.algo, label, args.algo, args.timesteps, list(range(len(scores))), scores, [0.0] * len(scores))
-
-
 def _text(values: Any) -> str:
     """Scores, or a trial's sampled parameters, in a table cell."""
     if isinstance(values, dict):
         return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
     return ", ".join(f"{value:.1f}" for value in values)
-
-
-def _table(title: str, header: str, rows: list[str]) -> list[str]:
-    """A markdown section with a table (none without rows)."""
-    return ["", f"## {title}", "", f"| {header} |", "|-" * (header.count("|") + 1) + "|", *rows] if rows else []
 
 
 def write_report(study: Any, args: argparse.Namespace, best: Any, confirmation: list[dict[str, Any]]) -> str:
@@ -317,11 +294,14 @@ def write_report(study: Any, args: argparse.Namespace, best: Any, confirmation: 
     held_out, seeds = f"{CONFIRM_SEED}-{CONFIRM_SEED + args.confirm_seeds - 1}", f"0-{args.seeds - 1}"
     runs = [("confirmation", held_out, confirmed, {"setting": f"trial {best.number}"})] if confirmed else []
     runs += [(f"trial {t.number}", seeds, list(t.user_attrs["seed_scores"].values()), t.params) for t in complete]
-    table = per_environment([_group(args, run[0], run[2]) for run in runs]).set_index("env") if runs else None
+    groups = [Group(args.algo, label, "", 0, finals=scores, speeds=[0.0]) for label, _, scores, _ in runs]
+    table: Any = per_environment(groups).set_index("env") if runs else None
 
     def iqm(label: str) -> str:
-        row = table.loc[label]  # type: ignore[union-attr]
-        return f"{row.iqm:.2f} [{row.iqm_low:.2f}, {row.iqm_high:.2f}]"
+        return interval_cell(table.loc[label], "iqm", 2)
+
+    def section(title: str, header: str, rows: list[str]) -> list[str]:
+        return ["", f"## {title}", "", markdown_table(header, rows, slice(0, 0)).rstrip()] if rows else []
 
     counts = collections.Counter(t.state.name.lower() for t in trials)
     lines = [f"# Sweep: {args.algo} on {args.env}", "", f"Study `{args.study_name}` at `{args.storage}`: "]
@@ -333,32 +313,30 @@ def write_report(study: Any, args: argparse.Namespace, best: Any, confirmation: 
         summary += f"; confirmation IQM {iqm('confirmation')} (held-out seeds {held_out})" if confirmed else ""
         if len(confirmed) < args.confirm_seeds:
             summary += f"; {args.confirm_seeds - len(confirmed)} confirmation seeds failed"
-        section = yaml.safe_dump({args.env: best.user_attrs["hyperparams"]}, sort_keys=False)
-        (args.out / "best.yml").write_text(mask_url(f"# {args.algo} on {args.env}: {summary}\n{section}"))
+        best_yaml = yaml.safe_dump({args.env: best.user_attrs["hyperparams"]}, sort_keys=False)
+        (args.out / "best.yml").write_text(mask_url(f"# {args.algo} on {args.env}: {summary}\n{best_yaml}"))
         use = f"`best.yml`, for `sbx-lecture train {args.algo} {args.env} -conf best.yml`"
-        lines += ["", f"**{summary}**", "", f"## Best setting: {use}", "", "```yaml", section.rstrip(), "```"]
+        lines += ["", f"**{summary}**", "", f"## Best setting: {use}", "", "```yaml", best_yaml.rstrip(), "```"]
     rows = [
-        f"| {label} | {used} | {iqm(label)} | {_text(scores)} | {_text(sampled)} |"
-        for label, used, scores, sampled in runs
+        f"{label} | {used} | {iqm(label)} | {_text(scores)} | {_text(sampled)}" for label, used, scores, sampled in runs
     ]
-    lines += _table("Top trials and confirmation", "run | seeds | IQM [95 %] | scores | sampled", rows)
+    lines += section("Top trials and confirmation", "run | seeds | IQM [95 %] | scores | sampled", rows)
     ended = [t for t in trials if t.state in (TrialState.PRUNED, TrialState.FAIL)]
     reasons = [str(t.user_attrs.get("pruned") or t.user_attrs.get("stopped", "")).replace("|", "/") for t in ended]
-    rows = [f"| {t.number} | {t.state.name.lower()} | {why} |" for t, why in zip(ended, reasons, strict=True)]
-    lines += _table("Pruned and stopped trials", "trial | state | reason", rows)
+    rows = [f"{t.number} | {t.state.name.lower()} | {why}" for t, why in zip(ended, reasons, strict=True)]
+    lines += section("Pruned and stopped trials", "trial | state | reason", rows)
     importances: dict[str, float] = {}
     if len(complete) >= 2:
         try:
             free = [name for name in complete[0].params if name not in args.pins]
             importances = optuna.importance.get_param_importances(study, params=free)
-            rows = [f"| {name} | {value:.3f} |" for name, value in importances.items()]
+            rows = [f"{name} | {value:.3f}" for name, value in importances.items()]
         except Exception as error:  # e.g. a search space that differs between trials
-            rows = [f"| not available: {' '.join(str(error).split())} | |"]
-        lines += _table("Parameter importances (fANOVA, complete trials)", "parameter | importance", rows)
+            rows = [f"not available: {' '.join(str(error).split())} | "]
+        lines += section("Parameter importances (fANOVA, complete trials)", "parameter | importance", rows)
     if runs:
-        columns = ["iqm", "iqm_low", "iqm_high"]
-        rows_drawn = [(label, scores, *table.loc[label, columns]) for label, _, scores, _ in runs]  # type: ignore[union-attr]
-        sweep_chart(rows_drawn, importances, args.out / "report.png")
+        drawn = [(label, scores, *table.loc[label, ["iqm", "iqm_low", "iqm_high"]]) for label, _, scores, _ in runs]
+        sweep_chart(drawn, importances, args.out / "report.png")
         lines[3:3] = ["", "![top trials, confirmation and parameter importances](report.png)"]
     (args.out / "report.md").write_text(mask_url("\n".join(lines) + "\n"))
     return summary
@@ -368,11 +346,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = CommandLineParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
     parser.add_argument("algo", help="registry name with a zoo sampler (see `sbx-lecture list`)")
     parser.add_argument("env", help="gymnasium environment id")
-    parser.add_argument("--trials", type=int, default=20, help="trials the study is to hold (default 20)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per trial, 0..K-1 (default 3)")
-    parser.add_argument("--timesteps", type=int, help="steps per run (default: the zoo entry's budget)")
-    parser.add_argument("--storage", help="Optuna storage: a .log journal file, a database or redis:// URL "
-                        "(default: <out>/study.log)")  # fmt: skip
+    parser.add_argument("--trials", type=positive_integer, default=20, help="trials the study is to hold (default 20)")
+    parser.add_argument("--seeds", type=positive_integer, default=3, help="seeds per trial, 0..K-1 (default 3)")
+    parser.add_argument("--timesteps", type=positive_integer, help="steps per run (default: the zoo entry's budget)")
+    parser.add_argument("--storage", help="a .log journal file, a database or redis:// URL (default <out>/study.log)")
     parser.add_argument("--study-name", help="default: <algo>_<env>_t<timesteps>")
     add_dask_options(parser, jobs_default="K")
     parser.add_argument("--out", type=Path, help=f"output folder (default {DEFAULT_OUT}/<study name>)")
@@ -380,25 +357,23 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
     parser.add_argument("--pruner", choices=("median", "none"), default="median")
     parser.add_argument("--confirm-seeds", type=int, default=5, help=f"held-out seeds {CONFIRM_SEED}.. (default 5)")
-    parser.add_argument("--evaluations", type=int, default=10, help="evaluations per run (default 10)")
-    parser.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation (default 5)")
+    parser.add_argument("--evaluations", type=positive_integer, default=10, help="evaluations per run (default 10)")
+    parser.add_argument("--eval-episodes", type=positive_integer, default=5, help="episodes per evaluation (default 5)")
     return parser
 
 
 def sweep(args: argparse.Namespace) -> int:
     """The sweep ``args`` asks for: search, confirmation, report; the exit status."""
-    from gymnasium import spaces
-
     check_dask_options(args)
-    counts = (args.trials, args.seeds, args.timesteps or 1, args.evaluations, args.eval_episodes)
-    if min(*counts, args.confirm_seeds + 1) < 1 or args.seeds > CONFIRM_SEED:
-        raise UsageError(f"counts must be positive (--confirm-seeds may be 0), --seeds at most {CONFIRM_SEED}")
+    if args.confirm_seeds < 0 or args.seeds > CONFIRM_SEED:
+        raise UsageError(f"--confirm-seeds must be at least 0 and --seeds at most {CONFIRM_SEED}")
     args.algo, args.pins = resolve_algorithm(args.algo)[0].name, parse_assignments(args.param)
     check_packages()
-    args.sample, args.timesteps = zoo_sampler(args.algo), args.timesteps or zoo_budget(args.algo, args.env)
+    args.sample = zoo_sampler(args.algo, register_with_zoo())
+    args.timesteps = args.timesteps or zoo_budget(args.algo, args.env)
     args.n_envs = zoo_settings(args.algo, args.env, args.pins).n_envs  # the pins are checked before any trial
     env = make_environment(args.env, 1, 0)
-    args.n_actions = env.action_space.shape[0] if isinstance(env.action_space, spaces.Box) else 0
+    args.n_actions = env.action_space.shape[0] if isinstance(env.action_space, Box) else 0  # for the zoo's noise
     env.close()
     args.study_name = args.study_name or f"{args.algo}_{args.env}_t{args.timesteps}"
     args.out = (args.out or DEFAULT_OUT / args.study_name).absolute()
@@ -418,17 +393,9 @@ def sweep(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """``sbx-lecture sweep``; returns the exit status (2: a usage error, 1: no trial completed, 130: stopped)."""
     args = _parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        return sweep(args)
-    except REPORTED_ERRORS as error:
-        print(f"{PROGRAM}: error: {mask_url(' '.join(str(error).split()))}", file=sys.stderr)
-        return USAGE_ERROR_STATUS
-    except KeyboardInterrupt:
-        print(f"{PROGRAM}: stopped: running trials told FAIL; the same command continues the study", file=sys.stderr)
-        return INTERRUPTED_STATUS
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    stopped = "stopped: running trials told FAIL; the same command continues the study"
+    with stop_signals_handled(signal.default_int_handler):
+        return run_command(PROGRAM, lambda: sweep(args), REPORTED_ERRORS, stopped, mask_url)
 
 
 if __name__ == "__main__":

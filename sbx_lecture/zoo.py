@@ -247,15 +247,20 @@ def _section(config: str | Path, algo: str, env_id: str) -> tuple[str, dict[str,
     return zoo_config.section_for(zoo_config.read_sections(Path(config)), env_id, algo, config)
 
 
-def _plan_optimization(plan: TrainPlan, options: argparse.Namespace, table: LazyAlgorithms) -> None:
+def zoo_sampler(algo: str, table: LazyAlgorithms) -> Any:
+    """The Optuna sampler the zoo holds for ``algo`` (``(trial, n_actions, n_envs, additional_args) ->
+    hyperparameters``): the registered one (ours, plugins') or the zoo's own (SB3's), for ``-optimize`` and sweeps."""
     import rl_zoo3.hyperparams_opt as zoo_optimization
 
-    if plan.algo not in zoo_optimization.HYPERPARAMS_SAMPLER:
-        spec = table.spec(plan.algo)
+    if algo not in zoo_optimization.HYPERPARAMS_SAMPLER:
+        spec = table.spec(algo)
         origin = f" (plugin {spec.origin})" if spec is not None else ""
-        raise ZooBridgeError(
-            f"algorithm {plan.algo!r}{origin} has no Optuna sampler for -optimize: register it with zoo_sampler=..."
-        )
+        raise ZooBridgeError(f"{algo!r}{origin} has no zoo sampler to search with: register one with zoo_sampler=...")
+    return zoo_optimization.HYPERPARAMS_SAMPLER[algo]
+
+
+def _plan_optimization(plan: TrainPlan, options: argparse.Namespace, table: LazyAlgorithms) -> None:
+    zoo_sampler(plan.algo, table)
     plan.storage = options.storage
     if plan.storage is None:
         plan.storage = os.path.join(options.log_folder, plan.algo, f"{_file_safe(plan.env_id)}_optuna.log")
@@ -300,13 +305,8 @@ def announce_study(plan: TrainPlan) -> None:
     """Create ``plan``'s study unless it exists, and say in one line which it is (and whether it is joined)."""
     assert plan.storage is not None and plan.study_name is not None
     where = mask_url(plan.storage)
-    try:
-        trials, existed = ensure_study(plan.storage, plan.study_name)
-    except ZooBridgeError:
-        raise
-    except Exception as error:
-        reason = mask_url(" ".join(str(error).split("\n")[0].split())) or type(error).__name__
-        raise ZooBridgeError(f"cannot open the Optuna storage {where}: {reason}") from None
+    study, existed = ensure_study(plan.storage, plan.study_name)
+    trials = len(study.trials)
     if os.environ.get(WORKER_VARIABLE):
         return
     if existed:

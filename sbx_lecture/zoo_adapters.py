@@ -401,26 +401,33 @@ def open_study_storage(storage: str) -> Any:
         return JournalStorage(JournalRedisBackend(url, prefix=prefix))
 
 
-def ensure_study(storage: str, study_name: str) -> tuple[int, bool]:
-    """Create the study ``study_name`` in ``storage`` (and a database's tables) unless it exists.
+def ensure_study(storage: str, study_name: str, **options: Any) -> tuple[Any, bool]:
+    """Create the study ``study_name`` in ``storage`` (and a database's tables) unless it exists, and open it.
 
     Several processes started at once on a fresh database race to create Optuna's tables and the study; the losers'
-    attempts fail (a unique violation) and are retried after a short random pause, when the tables exist.
+    attempts fail (a unique violation) and are retried after a short random pause, when the tables exist. A storage
+    that cannot be opened is a :class:`ZooBridgeError` that names it, its password masked.
 
-    :return: the number of trials the study holds and whether it existed already
+    :param options: for ``optuna.load_study`` (``sampler``, ``pruner``)
+    :return: the study and whether it existed already
     """
     import optuna
 
-    def create_or_count() -> tuple[int, bool]:
+    def create_and_load() -> tuple[Any, bool]:
         opened = open_study_storage(storage)
         try:
             optuna.create_study(study_name=study_name, storage=opened, direction="maximize")
-            return 0, False
+            existed = False
         except optuna.exceptions.DuplicatedStudyError:
-            return len(optuna.load_study(study_name=study_name, storage=opened).trials), True
+            existed = True
+        return optuna.load_study(study_name=study_name, storage=opened, **options), existed
 
     check_storage_driver(storage)
-    return _retrying_creation_races(create_or_count)
+    try:
+        return _retrying_creation_races(create_and_load)
+    except Exception as error:
+        reason = mask_url(" ".join(str(error).split("\n")[0].split())) or type(error).__name__
+        raise ZooBridgeError(f"cannot open the Optuna storage {mask_url(storage)}: {reason}") from None
 
 
 Result = TypeVar("Result")

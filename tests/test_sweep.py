@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import signal
@@ -28,8 +29,9 @@ from optuna.trial import TrialState
 from sbx_lecture import cli
 from sbx_lecture.bench.harness import connect
 from sbx_lecture.hyperparams import parse_value
-from sbx_lecture.sweep import INTERRUPTED_STATUS, NOTHING_COMPLETE_STATUS, _zoo_noise, main, zoo_sampler, zoo_text
-from sbx_lecture.zoo import mask_url, open_study_storage
+from sbx_lecture.infra.validation import INTERRUPTED_STATUS
+from sbx_lecture.sweep import NOTHING_COMPLETE_STATUS, main, sample, zoo_text
+from sbx_lecture.zoo import mask_url, open_study_storage, register_with_zoo, zoo_sampler
 from sbx_lecture.zoo_config import split_hyperparams
 
 PASSWORD = "pw-" + secrets.token_hex(6)
@@ -52,7 +54,8 @@ def _load(storage: str, name: str = STUDY) -> Any:
 def test_samplers_of_ours_plugins_and_sb3_give_zoo_sections_that_read_back() -> None:
     for algo, n_actions in (("tnpg", 0), ("dpg", 2), ("reinforce", 0), ("ppo", 0), ("td3", 2)):
         trial = optuna.create_study(direction="maximize").ask()
-        sampled = _zoo_noise(dict(zoo_sampler(algo)(trial, n_actions, 1, {"using_her_replay_buffer": False})))
+        args = argparse.Namespace(sample=zoo_sampler(algo, register_with_zoo()), n_actions=n_actions, n_envs=1)
+        sampled = sample(trial, args)
         section = yaml.safe_load(yaml.safe_dump({key: zoo_text(value) for key, value in sampled.items()}))
         zoo, kwargs = split_hyperparams(section)  # what `train -conf` does with a section
         assert "action_noise" not in kwargs and set(zoo) <= {"noise_type", "noise_std"}, algo
@@ -63,7 +66,7 @@ def test_samplers_of_ours_plugins_and_sb3_give_zoo_sections_that_read_back() -> 
     assert text == "dict(net_arch=dict(pi=[64], vf=[64]), activation_fn=nn.Tanh, ortho=False)"
     assert parse_value(text)["activation_fn"] is parse_value("nn.Tanh")
     with pytest.raises(Exception, match="no zoo sampler"):
-        zoo_sampler("crossq")
+        zoo_sampler("crossq", register_with_zoo())
 
 
 def test_two_sweeps_at_once_share_a_fresh_postgresql_study(postgres_database: str, tmp_path: Path) -> None:

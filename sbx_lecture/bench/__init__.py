@@ -35,7 +35,7 @@ from sbx_lecture.bench.suites import (
     get_suite,
     seed_range,
 )
-from sbx_lecture.infra.validation import CommandLineParser
+from sbx_lecture.infra.validation import CommandLineParser, positive_integer, run_command
 
 DEFAULT_SUITE = "classic"
 DEFAULT_OUT = Path("bench_results")
@@ -46,20 +46,17 @@ def add_dask_options(parser: argparse.ArgumentParser, jobs_default: str) -> None
     """Add ``--jobs J | --scheduler tcp://HOST:PORT`` and ``--threads N`` (where a command's runs go, and the torch
     threads of each) to ``parser`` (the bench's and the sweep's); :func:`check_dask_options` checks them."""
     where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--jobs", "-j", type=int, help=f"worker processes of a local Dask cluster (default {jobs_default})"
-    )
+    jobs_help = f"worker processes of a local Dask cluster (default {jobs_default})"
+    where.add_argument("--jobs", "-j", type=positive_integer, help=jobs_help)
     where.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on the Dask cluster of this scheduler")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    parser.add_argument("--threads", type=positive_integer, default=1, help="torch threads per run (default 1)")
 
 
 def check_dask_options(args: argparse.Namespace) -> None:
-    """Refuse ``--jobs`` or ``--threads`` below 1, and a scheduler address Dask would spend a minute failing to reach:
-    anything but ``tcp://`` or ``tls://HOST:PORT``."""
+    """Refuse a scheduler address Dask would spend a minute failing to reach: anything but ``tcp://`` or
+    ``tls://HOST:PORT``."""
     from urllib.parse import urlsplit
 
-    if (args.jobs is not None and args.jobs < 1) or args.threads < 1:
-        raise SuiteError("--jobs and --threads must be at least 1")
     if args.scheduler is None:
         return
     try:
@@ -117,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument(
         "--bootstrap-reps",
-        type=int,
+        type=positive_integer,
         metavar="N",
         help="bootstrap replications of the report's confidence intervals (default 2000)",
     )
@@ -309,49 +306,45 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         _list_suites()
         return 0
-    try:
-        check_dask_options(args)
-        if not 0 < args.timesteps_scale < float("inf"):  # NaN fails this too
-            raise SuiteError(f"--timesteps-scale must be a positive number, got {args.timesteps_scale}")
-        if args.out.exists() and not args.out.is_dir():
-            raise SuiteError(f"--out {args.out} is a file: give a folder for the runs and the report")
-        if args.bootstrap_reps is not None and args.bootstrap_reps < 1:
-            raise SuiteError("--bootstrap-reps must be at least 1")
-        suite = get_suite(args.suite)
-        selection = Selection(args.seeds, args.timesteps_scale, args.algos, args.envs, args.device)
-        _check_suite(suite, selection)
-        _check_device(suite, args.device, local=args.scheduler is None and not args.report_only)
-        if suite.entries and not args.dry_run:
-            from sbx_lecture.bench.stats import check_packages
+    stopped = "interrupted; run the same command again to resume"
+    return run_command("sbx-lecture bench", lambda: _bench(args), (SuiteError,), stopped)
 
-            check_packages()  # before hours of training, not after
-        if args.dry_run:
-            from sbx_lecture.zoo_config import zoo_budget
 
-            _dry_run(expand(suite, selection, zoo_budget), args.out)
-            return 0
-        from sbx_lecture.checkpoints import stop_signals_handled
+def _bench(args: argparse.Namespace) -> int:
+    check_dask_options(args)
+    if not 0 < args.timesteps_scale < float("inf"):  # NaN fails this too
+        raise SuiteError(f"--timesteps-scale must be a positive number, got {args.timesteps_scale}")
+    if args.out.exists() and not args.out.is_dir():
+        raise SuiteError(f"--out {args.out} is a file: give a folder for the runs and the report")
+    suite = get_suite(args.suite)
+    selection = Selection(args.seeds, args.timesteps_scale, args.algos, args.envs, args.device)
+    _check_suite(suite, selection)
+    _check_device(suite, args.device, local=args.scheduler is None and not args.report_only)
+    if suite.entries and not args.dry_run:
+        from sbx_lecture.bench.stats import check_packages
 
-        # SIGTERM (kill, a batch system's end of job) stops the suite as Ctrl-C does: each running run saves.
-        with stop_signals_handled(signal.default_int_handler):
-            results, report = run_suite(
-                suite,
-                selection,
-                args.out,
-                args.jobs or 1,
-                args.threads,
-                run=not args.report_only,
-                plots=not args.no_plots,
-                live=False if args.plain else None,
-                reps=args.bootstrap_reps,
-                scheduler=args.scheduler,
-            )
-    except SuiteError as exc:
-        print(f"sbx-lecture bench: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("sbx-lecture bench: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        check_packages()  # before hours of training, not after
+    if args.dry_run:
+        from sbx_lecture.zoo_config import zoo_budget
+
+        _dry_run(expand(suite, selection, zoo_budget), args.out)
+        return 0
+    from sbx_lecture.checkpoints import stop_signals_handled
+
+    # SIGTERM (kill, a batch system's end of job) stops the suite as Ctrl-C does: each running run saves.
+    with stop_signals_handled(signal.default_int_handler):
+        results, report = run_suite(
+            suite,
+            selection,
+            args.out,
+            args.jobs or 1,
+            args.threads,
+            run=not args.report_only,
+            plots=not args.no_plots,
+            live=False if args.plain else None,
+            reps=args.bootstrap_reps,
+            scheduler=args.scheduler,
+        )
     print(f"report: {report}")
     unfinished = [r for r in results if r.get("status") not in FINISHED]
     if unfinished:

@@ -124,7 +124,7 @@ def suite_statistics(
     )
 
 
-def _table(header: str, rows: Iterable[str], numbers: slice) -> str:
+def markdown_table(header: str, rows: Iterable[str], numbers: slice) -> str:
     """A markdown table. ``header`` and each of ``rows`` hold their cells separated by `` | ``; the columns in
     ``numbers`` (numbers) are aligned right, the others left."""
     columns = range(len(header.split(" | ")))
@@ -132,7 +132,7 @@ def _table(header: str, rows: Iterable[str], numbers: slice) -> str:
     return "\n".join([f"| {header} |", f"|{rule}|", *(f"| {row} |" for row in rows)]) + "\n"
 
 
-def _interval(row: Any, name: str, digits: int = 1) -> str:
+def interval_cell(row: Any, name: str, digits: int = 1) -> str:
     """``point [low, high]``: the statistic ``name`` of a table's row with its interval (:func:`.stats._estimate`)."""
     point, low, high = (getattr(row, f"{name}{suffix}") for suffix in ("", "_low", "_high"))
     return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
@@ -153,10 +153,10 @@ def summary_table(stats: SuiteStatistics) -> str:
         seeds = f"{row.seeds}" + (f" (+{row.failed} failed)" if row.failed else "")
         estimates = "no finished run | – | –"
         if row.seeds:
-            estimates = f"{_interval(row, 'iqm')} | {_interval(row, 'median')} | {row.steps_per_second:.0f}"
+            estimates = f"{interval_cell(row, 'iqm')} | {interval_cell(row, 'median')} | {row.steps_per_second:.0f}"
         rows.append(f"{row.env} | {row.family} | {row.algo} | {row.timesteps:,} | {seeds} | {estimates}")
     header = "environment | family | algorithm | budget | seeds | IQM [95% CI] | median [95% CI] | steps/s"
-    return _table(header, rows, slice(3, 8))
+    return markdown_table(header, rows, slice(3, 8))
 
 
 def anchors_table(stats: SuiteStatistics) -> tuple[str, set[str]]:
@@ -172,10 +172,10 @@ def anchors_table(stats: SuiteStatistics) -> tuple[str, set[str]]:
             row = ours.get((env_id, algo, figure.timesteps))
             rows.append(
                 f"{env_id} | {algo} | {figure.timesteps:,} | {figure.text()} | {figure.source_key} | "
-                f"{figure.env_version_note or 'as ours'} | {_interval(row, 'iqm') if row else '–'}"
+                f"{figure.env_version_note or 'as ours'} | {interval_cell(row, 'iqm') if row else '–'}"
             )
     header = "environment | algorithm | budget | published (not ours) | source | task version | ours: IQM [95% CI]"
-    return (_table(header, rows, slice(2, 4)) if rows else ""), sources
+    return (markdown_table(header, rows, slice(2, 4)) if rows else ""), sources
 
 
 def normalisation_table(stats: SuiteStatistics) -> str:
@@ -185,7 +185,9 @@ def normalisation_table(stats: SuiteStatistics) -> str:
         + (f"**no cited reference**; {ref.source}" if ref.measured else ref.source)
         for env_id, ref in sorted(stats.references.items())
     ]
-    return _table("environment | random policy (0) | reference (1) | source of the reference", rows, slice(1, 3))
+    return markdown_table(
+        "environment | random policy (0) | reference (1) | source of the reference", rows, slice(1, 3)
+    )
 
 
 def aggregate_table(stats: SuiteStatistics) -> str:
@@ -193,11 +195,11 @@ def aggregate_table(stats: SuiteStatistics) -> str:
     rows = [
         f"{row.algo} | {row.family} | {row.envs} | {row.runs}"
         + (f" ({row.dropped} dropped)" if row.dropped else "")
-        + f" | {_interval(row, 'iqm', 2)} | {_interval(row, 'median', 2)}"
+        + f" | {interval_cell(row, 'iqm', 2)} | {interval_cell(row, 'median', 2)}"
         for row in stats.aggregate.itertuples()
     ]
     header = "algorithm | family | environments | seeds per environment | IQM [95% CI] | median [95% CI]"
-    return _table(header, rows, slice(3, None))
+    return markdown_table(header, rows, slice(3, None))
 
 
 def defaults_table(stats: SuiteStatistics) -> str:
@@ -206,21 +208,23 @@ def defaults_table(stats: SuiteStatistics) -> str:
     rows = [
         f"{row.env} | {row.algo} | {row.sibling} | {_steps(row.timesteps)} | {row.seeds} | {row.iqm:.1f} | "
         f"{row.sibling_iqm:.1f} | {row.random:.1f} | "
-        + ("n/a" if math.isnan(row.fraction) else _interval(row, "fraction", 2))
+        + ("n/a" if math.isnan(row.fraction) else interval_cell(row, "fraction", 2))
         for row in bench_stats.sibling_gains(stats.groups, stats.references, stats.reps).itertuples()
     ]
     header = "environment | ours | sibling | steps | seeds | ours IQM | sibling IQM | random | fraction [95 % CI]"
-    return _table(header, rows, slice(3, None))
+    return markdown_table(header, rows, slice(3, None))
 
 
 def improvement_table(stats: SuiteStatistics) -> str:
     """The markdown table of P(lecture algorithm > sibling)."""
     rows = [
         f"{row.algo} | {row.sibling} | {row.envs} | {row.runs} / {row.sibling_runs} "
-        f"| {_interval(row, 'probability', 2)}"
+        f"| {interval_cell(row, 'probability', 2)}"
         for row in stats.improvements.itertuples()
     ]
-    return _table("ours (X) | sibling (Y) | environments | seeds X / Y | P(X > Y) [95% CI]", rows, slice(3, None))
+    return markdown_table(
+        "ours (X) | sibling (Y) | environments | seeds X / Y | P(X > Y) [95% CI]", rows, slice(3, None)
+    )
 
 
 def compact_summary(stats: SuiteStatistics) -> str:
@@ -240,12 +244,12 @@ def compact_summary(stats: SuiteStatistics) -> str:
         budgets = {row.timesteps for row in cells.values()}
         single = len(budgets) == 1
         texts = {
-            algo: _interval(row, "iqm", 0) + ("" if single else f" ({_steps(row.timesteps)})")
+            algo: interval_cell(row, "iqm", 0) + ("" if single else f" ({_steps(row.timesteps)})")
             for algo, row in cells.items()
         }
         label = f"{env_id} ({_steps(budgets.pop())})" if single else env_id
         rows.append(" | ".join([label, *(texts.get(algo, "–") for algo in columns)]))
-    return _table(" | ".join(["environment", *columns]), rows, slice(1, None))
+    return markdown_table(" | ".join(["environment", *columns]), rows, slice(1, None))
 
 
 def _speed_conditions(result: dict[str, Any]) -> list[str]:
@@ -300,7 +304,7 @@ def speed_table(results: list[dict[str, Any]]) -> str:
         "ours | sibling | environment | overrides | measured on | ours steps/s | sibling steps/s | ratio ours/sibling "
         "| SBX steps/s | ratio ours/SBX | env steps/s (ceiling) | ours compiling (s) | not passed to the sibling"
     )
-    return _table(header, rows, slice(5, 12)) + "".join(f"\n{note}.\n" for note in notes)
+    return markdown_table(header, rows, slice(5, 12)) + "".join(f"\n{note}.\n" for note in notes)
 
 
 def failures(results: list[dict[str, Any]]) -> list[str]:

@@ -9,9 +9,14 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
+import os
 import re
-from collections.abc import Collection, Mapping
+import sys
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, NoReturn
+
+#: Exit statuses of every command: a refused input, and a stop by Ctrl-C or SIGTERM.
+USAGE_ERROR_STATUS, INTERRUPTED_STATUS = 2, 130
 
 
 class InvalidValueError(ValueError):
@@ -203,6 +208,14 @@ def is_action_space_error(error: BaseException) -> bool:
     return re.search(r"action[ _]space", str(error), flags=re.IGNORECASE) is not None
 
 
+def positive_integer(text: str) -> int:
+    """argparse ``type`` of a count option: a positive integer (anything else is argparse's one-line refusal)."""
+    number = int(text)
+    if number < 1:
+        raise ValueError(number)
+    return number
+
+
 class CommandLineParser(argparse.ArgumentParser):
     """argparse with the command line's two rules: an option is never taken for a prefix of it (``--timestep`` is
     a mistake, not ``--timesteps``), and a refusal is one line with exit status 2 (no usage block above it)."""
@@ -213,3 +226,25 @@ class CommandLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def run_command(
+    program: str,
+    command: Callable[[], int],
+    errors: tuple[type[BaseException], ...],
+    stopped: str,
+    redact: Callable[[str], str] = str,
+) -> int:
+    """Run ``command`` and return its exit status; one of ``errors`` is told as one line (``program: error: ...``,
+    through ``redact``) with :data:`USAGE_ERROR_STATUS` (``SBX_LECTURE_DEBUG=1`` raises it instead), and Ctrl-C or
+    SIGTERM as ``program: stopped`` with :data:`INTERRUPTED_STATUS`."""
+    try:
+        return command()
+    except errors as error:
+        if os.environ.get("SBX_LECTURE_DEBUG"):
+            raise
+        print(f"{program}: error: {redact(' '.join(str(error).split()))}", file=sys.stderr)
+        return USAGE_ERROR_STATUS
+    except KeyboardInterrupt:
+        print(f"{program}: {stopped}", file=sys.stderr)
+        return INTERRUPTED_STATUS
