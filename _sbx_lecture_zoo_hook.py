@@ -5,12 +5,12 @@ imports nothing: it puts at the front of ``sys.meta_path`` a finder whose ``find
 ``"rl_zoo3"`` and returns ``None`` for every other name (a third of a microsecond per import). Only when ``rl_zoo3``
 is first imported does it import this module and call :func:`find_spec`, which
 
-1. takes the finder off ``sys.meta_path`` (it acts once) and, if ``SBX_LECTURE_ZOO_AUTOREGISTER`` switches the
-   registration off, stops there;
-2. lets the usual finders locate the package and wraps its loader, so that
-3. once ``rl_zoo3`` (and with it ``rl_zoo3.utils`` and its ``ALGOS``) has executed,
-   :func:`sbx_lecture.zoo_adapters.autoregister` fills the zoo's tables (``ALGOS``, samplers, converters) and
-   adapts it (registered zoo files, one-line errors, Redis storages) before any zoo script builds its parser.
+1. takes the finder off ``sys.meta_path`` if ``SBX_LECTURE_ZOO_AUTOREGISTER`` switches the registration off;
+2. else lets the usual finders locate the package and wraps its loader's ``exec_module``, which takes the finder off
+   ``sys.meta_path`` (it acts once) and, once ``rl_zoo3`` (and with it ``rl_zoo3.utils`` and its ``ALGOS``) has
+   executed, calls :func:`sbx_lecture.zoo_adapters.autoregister`: it fills the zoo's tables (``ALGOS``, samplers,
+   converters) and adapts it (registered zoo files, one-line errors, Redis storages) before any zoo script builds
+   its parser.
 
 ``SBX_LECTURE_ZOO_AUTOREGISTER=0`` (or ``false``, ``no``, ``off``) switches it off: the zoo
 then behaves as it does without sbx-lecture (``sbx-lecture zoo ...`` and ``register_with_zoo()`` still work).
@@ -34,39 +34,43 @@ def enabled() -> bool:
     return os.environ.get(ENVIRONMENT_VARIABLE, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-class _RegisteringLoader:
-    """Wraps rl_zoo3's loader: executes the package as usual, then registers sbx-lecture's algorithms."""
+def _register() -> None:
+    """Register sbx-lecture's algorithms with the zoo that has just executed (a broken sbx-lecture leaves it as is)."""
+    try:
+        from sbx_lecture.zoo_adapters import autoregister
+    except ImportError as error:
+        print(f"sbx-lecture: the RL Zoo sees only its own algorithms ({error})", file=sys.stderr)
+        return
+    autoregister()
 
-    def __init__(self, loader: "Any") -> None:
-        self.loader = loader
 
-    def create_module(self, spec: "Any") -> "Any":
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module: "Any") -> None:
-        self.loader.exec_module(module)
-        try:
-            from sbx_lecture.zoo_adapters import autoregister
-        except ImportError as error:  # sbx-lecture removed or broken: leave the zoo as it is
-            print(f"sbx-lecture: the RL Zoo sees only its own algorithms ({error})", file=sys.stderr)
-            return
-        autoregister()
-
-    def __getattr__(self, name: str) -> "Any":  # get_resource_reader, is_package, get_filename, ...
-        return getattr(self.loader, name)
+def _remove_finder() -> None:
+    """Take the ``.pth`` line's finder off ``sys.meta_path``."""
+    sys.meta_path[:] = [finder for finder in sys.meta_path if type(finder).__name__ != FINDER_NAME]
 
 
 def find_spec(name: str, path: "Any" = None, target: "Any" = None) -> "Any":
-    """The finder's work once ``rl_zoo3`` is imported: its spec, with a loader that registers after executing."""
+    """The finder's work once ``rl_zoo3`` is imported: its spec, whose loader registers after executing it (the
+    finder is removed then: a mere ``importlib.util.find_spec("rl_zoo3")`` leaves it in place)."""
     if name != TARGET:
         return None
-    sys.meta_path[:] = [finder for finder in sys.meta_path if type(finder).__name__ != FINDER_NAME]  # acts once
     if not enabled():
+        _remove_finder()
         return None
     from importlib.util import find_spec as usual_find_spec
 
+    finders = sys.meta_path[:]
+    _remove_finder()  # the usual finders locate the package
     spec = usual_find_spec(name)
-    if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+    sys.meta_path[:] = finders
+    if spec is None or not hasattr(spec.loader, "exec_module"):
         return spec
-    spec.loader = _RegisteringLoader(spec.loader)  # type: ignore[assignment]
+    execute = spec.loader.exec_module  # type: ignore[union-attr]
+
+    def exec_module(module: "Any") -> None:  # this spec's own loader object: executes the package, then registers
+        _remove_finder()
+        execute(module)
+        _register()
+
+    spec.loader.exec_module = exec_module  # type: ignore[method-assign,union-attr]
     return spec

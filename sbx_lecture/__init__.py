@@ -9,37 +9,29 @@ from __future__ import annotations
 import pkgutil
 from typing import TYPE_CHECKING, Any
 
+from sbx_lecture.builtin import LECTURE_ALGORITHMS, SB3_ALGORITHMS, SB3_CONTRIB_ALGORITHMS
 from sbx_lecture.hookspecs import hookimpl
 from sbx_lecture.plugins import get_plugin_manager
 from sbx_lecture.registry import AlgorithmSpec
 
-if TYPE_CHECKING:
-    from sb3_contrib import TRPO
-    from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
+if TYPE_CHECKING:  # the lazy names below, for type checkers (F401: __all__ lists them through _LAZY_NAMES)
+    from sb3_contrib import TRPO  # noqa: F401
+    from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3  # noqa: F401
     from stable_baselines3.common.base_class import BaseAlgorithm
 
-    from sbx_lecture.dpg import DPG
-    from sbx_lecture.loading import load
-    from sbx_lecture.npg import NPG, TNPG
-    from sbx_lecture.ppo_kl import KLPPO
-    from sbx_lecture.sql import SQL
+    from sbx_lecture.dpg import DPG  # noqa: F401
+    from sbx_lecture.loading import load  # noqa: F401
+    from sbx_lecture.npg import NPG, TNPG  # noqa: F401
+    from sbx_lecture.ppo_kl import KLPPO  # noqa: F401
+    from sbx_lecture.sql import SQL  # noqa: F401
 
 __version__ = "0.1.0"
 
-#: Public name → its ``"module:attribute"``, imported on first access by :func:`__getattr__`.
+#: Public name → its ``"module:attribute"``, imported on first access by :func:`__getattr__`: the classes of the
+#: built-in plugin's tables (the lecture's, SB3's, sb3-contrib's TRPO) under their class names, and the safe loader.
 _LAZY_NAMES = {
-    "NPG": "sbx_lecture.npg:NPG",
-    "TNPG": "sbx_lecture.npg:TNPG",
-    "KLPPO": "sbx_lecture.ppo_kl:KLPPO",
-    "DPG": "sbx_lecture.dpg:DPG",
-    "SQL": "sbx_lecture.sql:SQL",
-    "PPO": "stable_baselines3:PPO",
-    "A2C": "stable_baselines3:A2C",
-    "DDPG": "stable_baselines3:DDPG",
-    "TD3": "stable_baselines3:TD3",
-    "SAC": "stable_baselines3:SAC",
-    "DQN": "stable_baselines3:DQN",
-    "TRPO": "sb3_contrib:TRPO",
+    **{row.target.partition(":")[2]: row.target for row in (*LECTURE_ALGORITHMS, *SB3_ALGORITHMS)},
+    "TRPO": SB3_CONTRIB_ALGORITHMS["trpo"].target,
     "load": "sbx_lecture.loading:load",  # safe loading of any registered algorithm's model zip
 }
 
@@ -65,23 +57,4 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = [
-    "A2C",
-    "DDPG",
-    "DPG",
-    "DQN",
-    "KLPPO",
-    "NPG",
-    "PPO",
-    "SAC",
-    "SQL",
-    "TD3",
-    "TNPG",
-    "TRPO",
-    "AlgorithmSpec",
-    "__version__",
-    "get_algorithm",
-    "hookimpl",
-    "list_algorithms",
-    "load",
-]
+__all__ = ["AlgorithmSpec", "__version__", "get_algorithm", "hookimpl", "list_algorithms", *_LAZY_NAMES]

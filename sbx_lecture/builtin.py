@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from sbx_lecture.hookspecs import RegisterFunction, hookimpl
-
-ALL_ACTIONS = ("Box", "Discrete", "MultiBinary", "MultiDiscrete")
+from sbx_lecture.registry import BASIC_SPACES as ALL_ACTIONS
 
 
 class BuiltinAlgorithm(NamedTuple):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import signal
@@ -29,19 +28,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnv
 
 from sbx_lecture import loading
 from sbx_lecture.infra.finite import assert_finite_parameters
-from sbx_lecture.runs import CHECKPOINT_DIR, TEMPORARY_MARK, fsync_folder, read_monitor_file
-
-if TYPE_CHECKING:
-    from stable_baselines3.common.base_class import BaseAlgorithm
-    from stable_baselines3.common.vec_env import VecEnv
+from sbx_lecture.runs import CHECKPOINT_DIR, TEMPORARY_MARK, atomic_write, fsync_folder, read_monitor_file, write_json
 
 MANIFEST_FILE = "manifest.json"
 MODEL_MEMBER = "model.zip"
@@ -75,28 +72,34 @@ class Bundle:
 
 
 @dataclass
-class MonitorLog:
-    """Which Monitor episodes belong to the run's learning curve.
+class Segment:
+    """What one ``train`` call adds to a run: where its checkpoints go, and which Monitor episodes they count.
 
+    :param run_dir: the run folder
+    :param metadata: algorithm, environment and plugin, stored in each bundle's model and manifest
+    :param folder: the segment's Monitor folder, relative to the run folder
+    :param start: environment steps at which the segment started
     :param history: earlier segments, ``{"start": steps, "episodes": {file: count}}``, as the resumed bundle
         recorded them (episodes a crashed segment logged past that bundle are left out)
-    :param start: environment steps at which the current segment started
-    :param folder: the current segment's Monitor folder, relative to the run folder
+    :param keep: committed bundles to keep; older ones are removed after a new one is in place
     """
 
-    history: list[dict[str, Any]] = field(default_factory=list)
-    start: int = 0
+    run_dir: Path
+    metadata: dict[str, Any]
     folder: str = "monitor/segment_0"
+    start: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    keep: int = 3
 
     @property
-    def segment(self) -> int:
-        """The number ``k`` of the current segment's folder ``monitor/segment_<k>``."""
+    def number(self) -> int:
+        """The number ``k`` of the segment's folder ``monitor/segment_<k>``."""
         return int(self.folder.rsplit("_", 1)[1])
 
-    def snapshot(self, run_dir: Path) -> list[dict[str, Any]]:
-        """The history with the current segment's episode counts appended (what a bundle records)."""
-        files = sorted((run_dir / self.folder).glob("*monitor.csv"))
-        episodes = {str(path.relative_to(run_dir)): len(read_monitor_file(path)) for path in files}
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The history with this segment's episode counts appended (what a bundle records)."""
+        files = sorted((self.run_dir / self.folder).glob("*monitor.csv"))
+        episodes = {str(path.relative_to(self.run_dir)): len(read_monitor_file(path)) for path in files}
         return [*self.history, {"start": self.start, "episodes": episodes}]
 
 
@@ -105,17 +108,18 @@ def bundle_name(steps: int) -> str:
     return f"{_PREFIX}{steps:012d}"
 
 
+def _hidden(path: Path, mark: str) -> Path:
+    """A hidden, unique sibling of the bundle folder ``path``: its staging folder (``mark`` is ``TEMPORARY_MARK``) or
+    where it goes to be removed (``_TRASH_MARK``); :func:`sbx_lecture.runs.remove_stale` removes what a crash leaves."""
+    return path.with_name(f".{path.name}{mark}-{uuid.uuid4().hex[:8]}")
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
 
 
 def _save_rng_states(path: Path) -> None:
@@ -130,10 +134,9 @@ def _save_rng_states(path: Path) -> None:
         "numpy_position": [position, has_gauss],
         "numpy_gauss": numpy_gauss,
         "torch": th.get_rng_state().numpy(),
+        **{f"cuda_{index}": state.numpy() for index, state in enumerate(th.cuda.get_rng_state_all())},
     }
-    for index, state in enumerate(th.cuda.get_rng_state_all()):
-        arrays[f"cuda_{index}"] = state.numpy()
-    np.savez(path, **arrays)
+    atomic_write(path, lambda temporary: np.savez(temporary, **arrays), suffix=".npz")
 
 
 def restore_rng_states(path: Path) -> None:
@@ -143,25 +146,21 @@ def restore_rng_states(path: Path) -> None:
         or a pickle is never loaded)
     """
     try:
-        _restore_rng_states(path)
+        with np.load(path, allow_pickle=False) as saved:
+            gauss = float(saved["python_gauss"])
+            state = tuple(int(x) for x in saved["python_state"])
+            random.setstate((int(saved["python_version"]), state, None if np.isnan(gauss) else gauss))
+            position, has_gauss = (int(x) for x in saved["numpy_position"])
+            np.random.set_state(("MT19937", saved["numpy_keys"], position, has_gauss, float(saved["numpy_gauss"])))
+            th.set_rng_state(th.from_numpy(saved["torch"].copy()))
+            cuda = sorted((name for name in saved.files if name.startswith("cuda_")), key=lambda name: int(name[5:]))
+            if cuda and len(cuda) == th.cuda.device_count():
+                th.cuda.set_rng_state_all([th.from_numpy(saved[name].copy()) for name in cuda])
     except Exception as exc:  # a wrong key, shape or type anywhere, or not an npz at all
         raise CheckpointError(
             f"checkpoint {path.parent}: {path.name} is not the plain arrays sbx-lecture writes ({exc}); "
             "remove that checkpoint folder to resume from an older one, or start a new run"
         ) from None
-
-
-def _restore_rng_states(path: Path) -> None:
-    with np.load(path, allow_pickle=False) as saved:
-        python_gauss = float(saved["python_gauss"])
-        python_state = tuple(int(x) for x in saved["python_state"])
-        random.setstate((int(saved["python_version"]), python_state, None if np.isnan(python_gauss) else python_gauss))
-        position, has_gauss = (int(x) for x in saved["numpy_position"])
-        np.random.set_state(("MT19937", saved["numpy_keys"], position, has_gauss, float(saved["numpy_gauss"])))
-        th.set_rng_state(th.from_numpy(saved["torch"].copy()))
-        cuda = sorted((name for name in saved.files if name.startswith("cuda_")), key=lambda name: int(name[5:]))
-        if cuda and len(cuda) == th.cuda.device_count():
-            th.cuda.set_rng_state_all([th.from_numpy(saved[name].copy()) for name in cuda])
 
 
 def replay_buffer_rows(model: BaseAlgorithm) -> int | None:
@@ -170,62 +169,48 @@ def replay_buffer_rows(model: BaseAlgorithm) -> int | None:
     return None if buffer is None else int(buffer.size())
 
 
-def write_bundle(
-    model: BaseAlgorithm, run_dir: Path, metadata: dict[str, Any], monitor: MonitorLog, keep: int = 3
-) -> Bundle:
-    """Write the checkpoint bundle of ``model`` at its current step count into ``run_dir/checkpoints``.
+def write_bundle(model: BaseAlgorithm, segment: Segment) -> Bundle:
+    """Write the checkpoint bundle of ``model`` at its current step count into the run's ``checkpoints/``, then
+    remove the bundles beyond the newest ``segment.keep``.
 
-    :param metadata: stored in the model zip and the manifest (algorithm, environment, plugin)
-    :param monitor: the run's Monitor log, whose episode counts the manifest records
-    :param keep: committed bundles to keep; older ones are removed after the new one is in place
     :raises NonFiniteError: when the model's weights hold NaN or infinity (nothing is written)
     """
-    from stable_baselines3.common.vec_env import VecNormalize
-
     assert_finite_parameters(model, hint="no checkpoint was written, so the last one holds finite weights")
-    folder = run_dir / CHECKPOINT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
     steps = int(model.num_timesteps)
-    final = folder / bundle_name(steps)
+    final = segment.run_dir / CHECKPOINT_DIR / bundle_name(steps)
     existing = verify_bundle(final) if final.exists() else None
     if isinstance(existing, Bundle):
         return existing  # this very step is committed already (a Ctrl-C right after a periodic checkpoint)
-    staging = folder / f".{final.name}{TEMPORARY_MARK}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
-        loading.save(model, staging / MODEL_MEMBER, metadata)
+    staging = _hidden(final, TEMPORARY_MARK)
+    staging.mkdir(parents=True)
+    try:  # each member is written atomically: it is on disk before the manifest that vouches for it
+        loading.save(model, staging / MODEL_MEMBER, segment.metadata)
         rows = replay_buffer_rows(model)
         if rows is not None:
             loading.save_replay_buffer(model.replay_buffer, staging / REPLAY_BUFFER_MEMBER)  # type: ignore[attr-defined]
         normalizer = model.get_vec_normalize_env()
-        if isinstance(normalizer, VecNormalize):
+        if normalizer is not None:
             loading.save_normalization(normalizer, staging / NORMALIZATION_MEMBER)
         _save_rng_states(staging / RNG_MEMBER)
-        files: dict[str, dict[str, Any]] = {}
-        for path in sorted(staging.iterdir()):
-            _fsync_file(path)
-            files[path.name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
         manifest: dict[str, Any] = {
             "format": BUNDLE_FORMAT,
             "steps": steps,
-            **{key: metadata[key] for key in ("algo", "env") if key in metadata},
+            **{key: segment.metadata[key] for key in ("algo", "env") if key in segment.metadata},
             "replay_buffer_rows": rows,
-            "monitor": monitor.snapshot(run_dir),
+            "monitor": segment.snapshot(),
             "created": time.time(),
-            "files": files,
+            "files": {path.name: {"bytes": path.stat().st_size, "sha256": _sha256(path)} for path in staging.iterdir()},
         }
-        manifest_path = staging / MANIFEST_FILE
-        manifest_path.write_text(json.dumps(manifest, indent=2))
-        _fsync_file(manifest_path)
+        write_json(staging / MANIFEST_FILE, manifest)
         fsync_folder(staging)
         if final.exists():  # a damaged bundle of the same step: move it out of the way first
-            final.rename(folder / f".{final.name}{_TRASH_MARK}-{uuid.uuid4().hex[:8]}")
+            final.rename(_hidden(final, _TRASH_MARK))
         staging.rename(final)
-        fsync_folder(folder)
+        fsync_folder(final.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    prune_bundles(run_dir, keep)
+    prune_bundles(segment.run_dir, segment.keep)
     return Bundle(final, manifest)
 
 
@@ -246,9 +231,8 @@ def load_bundle(bundle: Bundle, env: VecEnv, device: str, algo: str) -> BaseAlgo
 
 def verify_bundle(path: Path) -> Bundle | str:
     """The bundle at ``path`` if its manifest and every file check out, else the reason it does not."""
-    manifest_path = path / MANIFEST_FILE
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads((path / MANIFEST_FILE).read_text())
     except FileNotFoundError:
         return "no manifest"
     except (OSError, UnicodeDecodeError, ValueError):
@@ -287,14 +271,15 @@ def newest_valid_bundle(run_dir: Path) -> tuple[Bundle, list[str]]:
             return checked, passed_over
         passed_over.append(f"checkpoint {path.name} is damaged ({checked})")
     detail = f" ({'; '.join(passed_over)})" if passed_over else ""
-    raise CheckpointError(f"run folder {run_dir} has no usable checkpoint in {CHECKPOINT_DIR}/{detail}")
+    raise CheckpointError(
+        f"run folder {run_dir} has no usable checkpoint in {CHECKPOINT_DIR}/{detail}; start a new run instead"
+    )
 
 
 def prune_bundles(run_dir: Path, keep: int) -> None:
     """Remove committed bundles beyond the newest ``keep`` (renamed away first, so none is ever half there)."""
-    folder = run_dir / CHECKPOINT_DIR
     for path in committed_bundles(run_dir)[keep:]:
-        trash = folder / f".{path.name}{_TRASH_MARK}-{uuid.uuid4().hex[:8]}"
+        trash = _hidden(path, _TRASH_MARK)
         with suppress(OSError):
             path.rename(trash)
             shutil.rmtree(trash, ignore_errors=True)
@@ -356,10 +341,8 @@ def interrupts_deferred() -> Iterator[list[int]]:
 @contextmanager
 def _handlers_swapped(handler: Any) -> Iterator[None]:
     """``handler`` for each stop signal the process does not ignore, in the main thread, for the block."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {each: signal.getsignal(each) for each in STOP_SIGNALS}
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {each: signal.getsignal(each) for each in STOP_SIGNALS} if in_main_thread else {}
     for each, old in previous.items():
         if old is not signal.SIG_IGN:
             signal.signal(each, handler)
@@ -375,27 +358,15 @@ class CheckpointCallback(BaseCallback):
 
     A Ctrl-C while a bundle is written is held back until the bundle is committed, then raised.
 
-    :param run_dir: the run folder
+    :param segment: the run's segment being trained: where the bundles go and what they record
     :param save_freq: environment steps between checkpoints (counted over all parallel environments)
-    :param metadata: algorithm, environment and plugin, stored in each bundle
-    :param monitor: the run's Monitor log
-    :param keep: bundles to keep
     """
 
-    def __init__(
-        self, run_dir: Path, save_freq: int, metadata: dict[str, Any], monitor: MonitorLog, keep: int = 3
-    ) -> None:
+    def __init__(self, segment: Segment, save_freq: int) -> None:
         super().__init__()
-        self.run_dir = run_dir
+        self.segment = segment
         self.save_freq = save_freq
-        self.metadata = metadata
-        self.monitor = monitor
-        self.keep = keep
-        self.last_saved: int | None = None
-
-    def _on_training_start(self) -> None:
-        if self.last_saved is None:
-            self.last_saved = self.model.num_timesteps
+        self.last_saved = segment.start
 
     def _on_step(self) -> bool:
         if _stop_signalled.is_set():  # a stop signal whose interrupt got lost on the way: stop here instead
@@ -404,7 +375,7 @@ class CheckpointCallback(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         # At a rollout's end every transition is stored (SB3 calls on_step before storing the last one).
-        if self.model.num_timesteps - (self.last_saved or 0) >= self.save_freq:
+        if self.model.num_timesteps - self.last_saved >= self.save_freq:
             self.save_checkpoint()
 
     def _on_training_end(self) -> None:
@@ -414,7 +385,7 @@ class CheckpointCallback(BaseCallback):
     def save_checkpoint(self) -> Bundle:
         """Commit the bundle for the current step count now (a stop signal waits for it, then is delivered)."""
         with interrupts_deferred() as received:
-            bundle = write_bundle(self.model, self.run_dir, self.metadata, self.monitor, self.keep)
+            bundle = write_bundle(self.model, self.segment)
             self.last_saved = bundle.steps
         if received:  # to the handler it was meant for (interrupt_once ignores the next ones)
             signal.raise_signal(received[0])

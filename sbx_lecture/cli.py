@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import json
 import sys
@@ -10,9 +11,12 @@ import textwrap
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from sbx_lecture.infra.validation import INTERRUPTED_STATUS, USAGE_ERROR_STATUS, CommandLineParser, run_command
+from sbx_lecture.infra.validation import INTERRUPTED_STATUS, CommandLineParser, InvalidValueError, run_command
+
+if TYPE_CHECKING:
+    from sbx_lecture.registry import AlgorithmSpec
 
 PROGRAM = "sbx-lecture"
 #: Exit status of ``list --check`` when a registered target does not resolve (2 stays for usage errors).
@@ -32,7 +36,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = CommandLineParser(
         prog=PROGRAM, description="Policy-optimization algorithms of the lecture, on Stable-Baselines3."
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     json_option = argparse.ArgumentParser(add_help=False)
     json_option.add_argument("--json", action="store_true", help="machine-readable output")
     torch_options = argparse.ArgumentParser(add_help=False)
@@ -127,9 +131,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     inspector = command("inspect", _inspect, "what a model file holds and which fields would need trust", json_option)
-    inspector.add_argument("model", type=Path, help="model .zip file")
+    inspector.add_argument("model", type=_path, help="model .zip file")
 
-    for name, help_text in PASS_THROUGH_COMMANDS.items():  # listed in the help; _main hands them their arguments
+    for name, help_text in PASS_THROUGH_COMMANDS.items():  # listed in the help; _run hands them their arguments
         commands.add_parser(name, help=help_text, add_help=False).add_argument("arguments", nargs=argparse.REMAINDER)
     return parser
 
@@ -144,16 +148,23 @@ def _path(text: str) -> Path:
 _SPACE_ABBREVIATIONS = {"Discrete": "Disc", "MultiDiscrete": "MDisc", "MultiBinary": "MBin"}
 
 
-def _spaces(spec: Any, kind: str) -> list[str] | None:
-    """The ``action_spaces`` or ``observation_spaces`` of a registration (its class is imported); ``None`` when
-    the class does not say or does not load (``list --check`` tells why)."""
-    from sbx_lecture.registry import InvalidAlgorithmError
-
-    try:
-        names = getattr(spec, kind)
-    except InvalidAlgorithmError:
-        return None
-    return None if names is None else list(names)
+def _listing(spec: AlgorithmSpec, problems: dict[str, list[str]] | None) -> dict[str, Any]:
+    """One algorithm of ``list``. With ``--check`` (``problems`` given: every target was imported) also the spaces its
+    class supports (``None`` where it did not load, or where neither class nor plugin says) and its problems; a plain
+    ``list`` imports no algorithm."""
+    row: dict[str, Any] = {
+        "name": spec.name,
+        "target": spec.target_path,
+        "plugin": spec.plugin,
+        "distribution": f"{spec.distribution}=={spec.version}" if spec.distribution else None,
+        "description": spec.description,
+    }
+    if problems is not None:
+        actions = spec.action_spaces if spec.is_loaded else None
+        row["action_spaces"] = None if actions is None else list(actions)
+        row["observation_spaces"] = list(spec.observation_spaces) if spec.is_loaded else None
+        row["check"] = problems.get(spec.name, [])
+    return row
 
 
 def _abbreviated(names: list[str] | None) -> str:
@@ -165,27 +176,8 @@ def _list(args: argparse.Namespace) -> int:
     from sbx_lecture.plugins import get_plugin_manager
 
     manager = get_plugin_manager()
-    problems = manager.registry.check() if args.check else {}
-    algorithms: list[dict[str, Any]] = [
-        {
-            "name": spec.name,
-            "target": spec.target_path,
-            "plugin": spec.plugin,
-            "distribution": f"{spec.distribution}=={spec.version}" if spec.distribution else None,
-            "description": spec.description,
-            # reading the spaces imports the class: only when checking (listing imports no algorithm)
-            **(
-                {
-                    "action_spaces": _spaces(spec, "action_spaces"),
-                    "observation_spaces": _spaces(spec, "observation_spaces"),
-                    "check": problems.get(spec.name, []),
-                }
-                if args.check
-                else {}
-            ),
-        }
-        for spec in manager.registry
-    ]
+    problems = manager.registry.check() if args.check else None
+    algorithms = [_listing(spec, problems) for spec in manager.registry]
     status = CHECK_FAILED_STATUS if problems else 0
     if args.json:
         failures = [
@@ -193,7 +185,7 @@ def _list(args: argparse.Namespace) -> int:
             for f in manager.failures
         ]
         report: dict[str, Any] = {"algorithms": algorithms, "failed_plugins": failures}
-        if args.check:
+        if problems is not None:
             report["check"] = {"ok": not problems, "failed": sorted(problems)}
         print(json.dumps(report, indent=2))
         return status
@@ -210,7 +202,7 @@ def _list(args: argparse.Namespace) -> int:
         print("\nfailed plugins (skipped):")
         for failure in manager.failures:
             print(f"  {failure.origin}: {failure.reason}")
-    if args.check:
+    if problems is not None:
         failed = [message for messages in problems.values() for message in messages]
         print(f"\ncheck: {len(algorithms) - len(problems)} of {len(algorithms)} algorithms resolve", end="")
         print(f"; {len(failed)} problem{'s' if len(failed) != 1 else ''}:" if failed else "")
@@ -305,7 +297,6 @@ def _use_threads(value: int | str) -> None:
     import torch as th
 
     from sbx_lecture.factory import require_count
-    from sbx_lecture.infra.validation import InvalidValueError
 
     if not str(value).isdecimal():
         raise InvalidValueError(f"--threads must be a positive integer (1 suits small networks), got {value!r}")
@@ -317,9 +308,7 @@ def _one_line_plugin_warnings(original: Callable[..., str]) -> Callable[..., str
     from sbx_lecture.plugins import PluginWarning
 
     def formatwarning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
-        if issubclass(category, PluginWarning):
-            return f"{message}\n"
-        return original(message, category, *args, **kwargs)
+        return f"{message}\n" if issubclass(category, PluginWarning) else original(message, category, *args, **kwargs)
 
     return formatwarning
 
@@ -338,31 +327,22 @@ def run(argv: Sequence[str] | None = None) -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sbx-lecture`` console script; returns the exit status."""
+    from sbx_lecture.training import USER_ERRORS
+
+    arguments = list(sys.argv[1:] if argv is None else argv)
     original_format = warnings.formatwarning
     warnings.formatwarning = _one_line_plugin_warnings(original_format)
     try:
-        return _main(list(sys.argv[1:] if argv is None else argv))
+        return run_command(PROGRAM, lambda: _run(arguments), USER_ERRORS, "interrupted")
     finally:
         warnings.formatwarning = original_format
 
 
-def _main(arguments: list[str]) -> int:
-    from sbx_lecture.training import USER_ERRORS
-
-    return run_command(PROGRAM, lambda: _run(arguments), USER_ERRORS, "interrupted")
-
-
 def _run(arguments: list[str]) -> int:
-    import importlib
-
     if arguments and arguments[0] in PASS_THROUGH_COMMANDS:
         module: Any = importlib.import_module(f"sbx_lecture.{arguments[0]}")
         return int(module.main(arguments[1:]) or 0)
-    parser = _build_parser()
-    args = parser.parse_args(arguments)
-    if args.command is None:
-        parser.print_help()
-        return USAGE_ERROR_STATUS
+    args = _build_parser().parse_args(arguments)
     if "threads" in args:
         _use_threads(args.threads)
     return int(args.handler(args))

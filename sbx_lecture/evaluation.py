@@ -9,7 +9,6 @@ read the ``evaluations.npz`` it writes.
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -20,6 +19,8 @@ from typing import Any
 import numpy as np
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
 
 from sbx_lecture import checkpoints, loading, runs
 from sbx_lecture.factory import UsageError, check_device, make_environment, require_count, resolve_algorithm
@@ -29,6 +30,9 @@ from sbx_lecture.loading.zoo_run import zoo_file_loader
 
 EVALUATIONS_FILE = "evaluations.npz"
 BEST_MODEL_FILE = "best_model.zip"
+#: The normalisation statistics the RL Zoo saves (a pickle, which :func:`sbx_lecture.loading.load_normalization` reads
+#: without running it).
+ZOO_STATISTICS_FILE = "vecnormalize.pkl"
 #: Seed offset of the evaluation environment, so that it never replays the training episodes.
 EVAL_SEED_OFFSET = 10_000
 #: ``report(steps_done)``: how a caller hears about progress about once a second.
@@ -43,16 +47,16 @@ class Evaluations:
     returns: list[list[float]] = field(default_factory=list)
     lengths: list[list[int]] = field(default_factory=list)
 
-    def add(self, steps: int, returns: list[float], lengths: list[int]) -> None:
+    def add(self, steps: int, returns: Any, lengths: Any) -> None:
         """Record a point (replacing one at the same step)."""
         self.truncate(steps - 1)
         self.timesteps.append(steps)
-        self.returns.append(returns)
-        self.lengths.append(lengths)
+        self.returns.append([float(x) for x in returns])
+        self.lengths.append([int(x) for x in lengths])
 
     def truncate(self, steps: int) -> None:
         """Drop the points measured after ``steps`` (a resumed run measures them again)."""
-        kept = bisect.bisect_right(self.timesteps, steps)
+        kept = sum(step <= steps for step in self.timesteps)
         for column in (self.timesteps, self.returns, self.lengths):
             del column[kept:]
 
@@ -69,16 +73,12 @@ class Evaluations:
         :param layout: turns rows of different lengths into a 2-D array (default: shorter rows padded with NaN)
         """
         rows_to_array = layout or _padded_with_nan
-
-        def write(temporary: str) -> None:
-            np.savez(
-                temporary,
-                timesteps=np.array(self.timesteps, dtype=np.int64),
-                results=rows_to_array(self.returns),
-                ep_lengths=rows_to_array([[float(x) for x in row] for row in self.lengths]),
-            )
-
-        runs.atomic_write(path, write, suffix=".npz")
+        arrays: dict[str, Any] = {
+            "timesteps": np.array(self.timesteps, dtype=np.int64),
+            "results": rows_to_array(self.returns),
+            "ep_lengths": rows_to_array([[float(x) for x in row] for row in self.lengths]),
+        }
+        runs.atomic_write(path, lambda temporary: np.savez(temporary, **arrays), suffix=".npz")
 
     @classmethod
     def load(cls, path: Path) -> Evaluations:
@@ -96,10 +96,7 @@ class Evaluations:
 def _padded_with_nan(rows: list[list[float]]) -> np.ndarray:
     """Rows of equal length as a 2-D array; shorter rows padded with NaN."""
     width = max((len(row) for row in rows), default=0)
-    array: np.ndarray = np.full((len(rows), width), np.nan, dtype=float)
-    for index, row in enumerate(rows):
-        array[index, : len(row)] = row
-    return array
+    return np.array([[*row, *[np.nan] * (width - len(row))] for row in rows], dtype=float).reshape(len(rows), width)
 
 
 class ProgressCallback(BaseCallback):
@@ -124,91 +121,73 @@ class ProgressCallback(BaseCallback):
         return self.stop_after is None or self.model.num_timesteps < self.stop_after
 
 
+@dataclass(eq=False)
 class PeriodicEvaluation(BaseCallback):
     """Evaluate every ``eval_freq`` environment steps on an environment of its own; keep ``evaluations.npz`` and
-    the best model; evaluate once more when the budget is reached if ``final_episodes`` asks for it.
+    the best model in the run folder; evaluate once more when the budget is reached if ``final_episodes`` asks for it.
 
-    :param metadata: algorithm, environment and plugin of the run: the environment to evaluate on, and what the
-        best model's file records
-    :param seed: the run's seed; the evaluation environment's is :data:`EVAL_SEED_OFFSET` above it
+    Points already in ``evaluations.npz`` up to the model's step count are kept, later ones are measured again.
+
+    :param segment: the run's segment being trained: the run folder, and the algorithm, environment and plugin that
+        the best model's file records
+    :param run: the run's record: its seed (the evaluation environment's is :data:`EVAL_SEED_OFFSET` above it) and
+        its budget (``timesteps``)
     :param eval_freq: environment steps between evaluations, counted over all training environments
     :param episodes: deterministic episodes per evaluation
-    :param folder: where ``evaluations.npz`` and ``best_model.zip`` go; points already there up to the model's
-        step count are kept, later ones are measured again
-    :param budget: the run's environment steps
     :param final_episodes: episodes of the final evaluation (then no periodic point is taken at or past the budget)
     """
 
-    def __init__(
-        self,
-        metadata: dict[str, Any],
-        seed: int,
-        eval_freq: int,
-        episodes: int,
-        folder: Path,
-        budget: int,
-        final_episodes: int | None = None,
-    ) -> None:
+    segment: checkpoints.Segment
+    run: dict[str, Any]
+    eval_freq: int
+    episodes: int
+    final_episodes: int | None = None
+
+    def __post_init__(self) -> None:
         super().__init__()
-        self.metadata = metadata
-        self.seed = seed
-        self.eval_freq = max(int(eval_freq), 1)
-        self.episodes = episodes
-        self.folder = folder
-        self.budget = budget
-        self.final_episodes = final_episodes
-        self.evaluations = Evaluations.load(folder / EVALUATIONS_FILE)
+        self.evaluations = Evaluations.load(self.segment.run_dir / EVALUATIONS_FILE)
         self.final: tuple[float, float] | None = None
         self.eval_seconds = 0.0
 
     def _init_callback(self) -> None:
-        from stable_baselines3.common.vec_env import VecNormalize
-
-        self.eval_env = make_environment(self.metadata["env"], 1, self.seed + EVAL_SEED_OFFSET)
+        seed, env_kwargs = int(self.run["seed"]) + EVAL_SEED_OFFSET, self.run["hyperparams"].get("env_kwargs")
+        self.eval_env = make_environment(self.segment.metadata["env"], 1, seed, env_kwargs=env_kwargs)
         normalizer = self.model.get_vec_normalize_env()
         if normalizer is not None:
             self.eval_env = VecNormalize(self.eval_env, training=False, norm_reward=False, gamma=normalizer.gamma)
 
     def _on_training_start(self) -> None:
-        steps = self.model.num_timesteps
-        self.evaluations.truncate(steps)
-        self.best_mean = max((float(np.mean(r)) for r in self.evaluations.returns), default=-np.inf)
+        self.evaluations.truncate(self.model.num_timesteps)
         if not self.evaluations.timesteps:
             self.evaluate_now(self.episodes)
-        self._next_eval = (steps // self.eval_freq + 1) * self.eval_freq
 
     def _on_step(self) -> bool:
         steps = self.model.num_timesteps
-        if steps >= self._next_eval:
-            if self.final_episodes is None or steps < self.budget:
-                self.evaluate_now(self.episodes)
-            self._next_eval = (steps // self.eval_freq + 1) * self.eval_freq
+        due = steps // self.eval_freq > self.evaluations.timesteps[-1] // self.eval_freq
+        if due and (self.final_episodes is None or steps < self.run["timesteps"]):
+            self.evaluate_now(self.episodes)
         return True
 
     def _on_training_end(self) -> None:
-        if self.final_episodes and self.model.num_timesteps >= self.budget:
+        if self.final_episodes and self.model.num_timesteps >= self.run["timesteps"]:
             self.final = self.evaluate_now(self.final_episodes)
         self.eval_env.close()
 
     def evaluate_now(self, episodes: int) -> tuple[float, float]:
         """Evaluate the current policy for ``episodes`` episodes and record the point (and the best model); returns
         the mean return and its standard deviation (the returns are the raw ones that the Monitor wrapper records)."""
-        from stable_baselines3.common.evaluation import evaluate_policy
-        from stable_baselines3.common.vec_env import sync_envs_normalization
-
         start = time.perf_counter()
         sync_envs_normalization(self.training_env, self.eval_env)
         returns, lengths = evaluate_policy(
             self.model, self.eval_env, n_eval_episodes=episodes, warn=False, return_episode_rewards=True
         )
         self.eval_seconds += time.perf_counter() - start
-        self.evaluations.add(self.model.num_timesteps, [float(x) for x in returns], [int(x) for x in lengths])  # type: ignore[union-attr]
-        self.evaluations.save(self.folder / EVALUATIONS_FILE)
-        mean = float(np.mean(returns))
-        if mean > self.best_mean:
-            self.best_mean = mean
-            loading.save(self.model, self.folder / BEST_MODEL_FILE, self.metadata)
-        return mean, float(np.std(returns))
+        self.evaluations.add(self.model.num_timesteps, returns, lengths)  # type: ignore[arg-type]
+        self.evaluations.save(self.segment.run_dir / EVALUATIONS_FILE)
+        *earlier, (_, mean, std) = self.evaluations.curve()
+        if mean > max((point[1] for point in earlier), default=-np.inf):  # a new best
+            loading.save(self.model, self.segment.run_dir / BEST_MODEL_FILE, self.segment.metadata)
+        return mean, std
 
 
 # -- ``sbx-lecture eval`` ------------------------------------------------------------------------------------------
@@ -234,18 +213,12 @@ def find_normalization(model_path: Path, env_id: str) -> Path | None:
     bundle of the run folder the model is in.
     """
     folder = model_path.parent
-    candidates = [
-        folder / checkpoints.NORMALIZATION_MEMBER,
-        folder / "vecnormalize.pkl",
-        folder / env_id / "vecnormalize.pkl",
-    ]
-    found = next((path for path in candidates if path.is_file()), None)
-    if found is not None:
-        return found
-    if (folder / runs.CHECKPOINT_DIR).is_dir():
+    names = (checkpoints.NORMALIZATION_MEMBER, ZOO_STATISTICS_FILE, f"{env_id}/{ZOO_STATISTICS_FILE}")
+    found = next((folder / name for name in names if (folder / name).is_file()), None)
+    if found is None and (folder / runs.CHECKPOINT_DIR).is_dir():
         with suppress(checkpoints.CheckpointError):
-            return checkpoints.newest_valid_bundle(folder)[0].member(checkpoints.NORMALIZATION_MEMBER)
-    return None
+            found = checkpoints.newest_valid_bundle(folder)[0].member(checkpoints.NORMALIZATION_MEMBER)
+    return found
 
 
 def read_zoo_run(model_path: Path, env_id: str | None = None, trusted: bool = False) -> dict[str, Any]:
@@ -296,8 +269,6 @@ def evaluate(
 
     :param trusted: allow unpickling what the model file (or its statistics) would need
     """
-    from stable_baselines3.common.evaluation import evaluate_policy
-
     require_count("--episodes", episodes)
     require_integer("--seed", seed, 0)
     check_device(device)

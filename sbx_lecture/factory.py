@@ -11,19 +11,23 @@ import inspect
 import re
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import gymnasium as gym
 import numpy as np
+import torch as th
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
 from sbx_lecture import loading
 from sbx_lecture.hyperparams import HyperparameterError, check_hyperparameters, to_json_value
 from sbx_lecture.infra.validation import InvalidValueError, is_action_space_error, require_integer
 from sbx_lecture.plugins import get_plugin_manager
-from sbx_lecture.registry import AlgorithmSpec, UnknownAlgorithmError
-
-if TYPE_CHECKING:
-    from stable_baselines3.common.base_class import BaseAlgorithm
-    from stable_baselines3.common.vec_env import VecEnv
+from sbx_lecture.registry import AlgorithmSpec, UnknownAlgorithmError, either
 
 
 class UsageError(Exception):
@@ -34,16 +38,10 @@ class UsageError(Exception):
 #: that would fail deep inside SB3, numpy or the operating system. Step counts stay below 2**53, where the floats that
 #: SB3 computes its progress with stop being exact; every environment is an object in this process or a process of
 #: its own; 100 000 episodes pin a mean return far more closely than its noise; torch crashes at 100 000 threads.
-_MAX_STEPS = 2**53 - 1
 COUNT_LIMITS = {
-    "--timesteps": _MAX_STEPS,
-    "--checkpoint-freq": _MAX_STEPS,
-    "--eval-freq": _MAX_STEPS,
-    "--n-envs": 1024,
-    "--threads": 1024,
-    "--workers": 1024,
-    "--eval-episodes": 100_000,
-    "--episodes": 100_000,
+    **dict.fromkeys(("--timesteps", "--checkpoint-freq", "--eval-freq"), 2**53 - 1),
+    **dict.fromkeys(("--n-envs", "--threads", "--workers"), 1024),
+    **dict.fromkeys(("--eval-episodes", "--episodes"), 100_000),
 }
 
 
@@ -65,22 +63,18 @@ def resolve_algorithm(name: str) -> tuple[AlgorithmSpec, type[BaseAlgorithm]]:
 
 def check_environment(env_id: str) -> None:
     """Raise :class:`UsageError` unless gymnasium knows ``env_id``."""
-    import gymnasium as gym
-
     import sbx_lecture.envs  # noqa: F401  (registers the lecture's environments)
 
     try:
         gym.spec(env_id)
     except gym.error.Error as exc:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        hint = f"; did you mean {either(close)}?" if close else ""
         raise UsageError(f"unknown environment {env_id!r} ({exc}){hint}") from None
 
 
 def check_device(device: str) -> None:
     """Refuse a torch device name torch does not know (``auto`` is SB3's choice of CUDA when present)."""
-    import torch as th
-
     if device == "auto":
         return
     try:
@@ -96,16 +90,9 @@ def check_device(device: str) -> None:
 
 def default_policy(cls: type[BaseAlgorithm], observation_space: Any) -> str:
     """The policy alias to use: MultiInput for dict observations, Cnn for images, Mlp otherwise."""
-    from gymnasium import spaces
-    from stable_baselines3.common.preprocessing import is_image_space
-
     aliases = list(getattr(cls, "policy_aliases", {}))
-    if isinstance(observation_space, spaces.Dict):
-        wanted = "MultiInput"
-    elif is_image_space(observation_space):
-        wanted = "Cnn"
-    else:
-        wanted = "Mlp"
+    image = is_image_space(observation_space)
+    wanted = "MultiInput" if isinstance(observation_space, gym.spaces.Dict) else "Cnn" if image else "Mlp"
     return next((alias for alias in aliases if alias.startswith(wanted)), aliases[0] if aliases else "MlpPolicy")
 
 
@@ -134,10 +121,6 @@ def make_environment(
     :param vec_env: ``dummy`` (environments stepped in this process) or ``subproc`` (one process each)
     :param env_kwargs: keyword arguments of the environment's constructor (the zoo's ``env_kwargs``)
     """
-    import gymnasium as gym
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
-
     check_environment(env_id)
     try:
         env = make_vec_env(
@@ -165,8 +148,6 @@ def make_environment(
 
 def action_noise_from_zoo(zoo: dict[str, Any], env: VecEnv) -> Any:
     """The zoo's ``noise_type``/``noise_std`` as an SB3 action-noise object (``None`` without them)."""
-    from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
-
     noise_type = zoo.get("noise_type")
     if noise_type is None:
         return None
@@ -219,8 +200,6 @@ def build_model(
 
 def _policy_settings(error: Exception, kwargs: dict[str, Any]) -> list[str]:
     """``["policy_kwargs"]`` when ``error`` was raised while the policy was built from them, else none."""
-    from stable_baselines3.common.policies import BasePolicy
-
     frames = traceback.walk_tb(error.__traceback__)
     in_policy = any(isinstance(frame.f_locals.get("self"), BasePolicy) for frame, _ in frames)
     return ["policy_kwargs"] if in_policy and "policy_kwargs" in kwargs else []

@@ -87,12 +87,10 @@ class RegisterFunction:
         self.registrations.append((spec, override))
 
 
-class AlgorithmHookSpecs:
-    """Hook specifications; pluggy reads the marked methods' names and arguments."""
+@hookspec
+def register_algorithms(register: RegisterFunction) -> None:
+    """The hook: register algorithms by calling ``register(name, target, ...)`` once per algorithm (pluggy reads its
+    name and arguments; this module is the plugin manager's hook specification).
 
-    @hookspec
-    def register_algorithms(self, register: RegisterFunction) -> None:
-        """Register algorithms by calling ``register(name, target, ...)`` once per algorithm.
-
-        :param register: see :class:`RegisterFunction`
-        """
+    :param register: see :class:`RegisterFunction`
+    """

@@ -9,11 +9,15 @@ Anything else is refused with a message that says what is allowed.
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib
+import inspect
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from sbx_lecture.registry import either  # the zoo bridge and the zoo-file reader import it from here
 
 #: Attribute paths a value may name, mapped to (module, attribute); resolved only when used.
 _ALLOWED_NAMES: dict[str, tuple[str, str]] = {}
@@ -136,19 +140,20 @@ def to_json_value(value: Any) -> Any:
 def describe_arguments(cls: type) -> list[tuple[str, str, str]]:
     """Every constructor argument of ``cls`` as (name, default, meaning), the meaning read from the ``:param:``
     fields of the reST docstrings of ``cls`` and its bases (the first class that documents a name wins)."""
-    import inspect
-
     meanings: dict[str, str] = {}
     for klass in cls.__mro__:
         for name, text in _param_fields(inspect.getdoc(klass) or "").items():
             meanings.setdefault(name, text)
     rows = []
     for name, parameter in inspect.signature(cls).parameters.items():
-        if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD) or name.startswith("_"):
-            continue
-        default = "(required)" if parameter.default is inspect.Parameter.empty else repr(parameter.default)
-        rows.append((name, default, meanings.get(name, "")))
+        if parameter.kind not in _NOT_KEYWORDS and not name.startswith("_"):
+            default = "(required)" if parameter.default is parameter.empty else repr(parameter.default)
+            rows.append((name, default, meanings.get(name, "")))
     return rows
+
+
+#: Parameter kinds that a keyword argument cannot fill (``*args``, ``**kwargs`` and positional-only ones).
+_NOT_KEYWORDS = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD, inspect.Parameter.POSITIONAL_ONLY)
 
 
 #: A ``:param [type] name: text`` field of a reST docstring: its text runs on to a blank line or the next field.
@@ -172,45 +177,26 @@ ZOO_ONLY_KEYS = ("frame_stack", "env_wrapper", "callback", "vec_env_wrapper", "n
 SECTION_ONLY_KEYS = frozenset(ZOO_KEYS) | frozenset(ZOO_ONLY_KEYS)
 #: The constructor arguments that each command sets from its own command line (the hyperparameters must not set
 #: them), with the option that does.
+_OPTIONS_OF_BOTH = {"seed": "--seed N", "verbose": "--verbose 1", "device": "--device cpu"}
 COMMAND_LINE_OPTIONS: dict[str, dict[str, str]] = {
     "sbx-lecture train": {
         "env": "ALGO ENV",
-        "seed": "--seed N",
-        "verbose": "--verbose 1",
-        "device": "--device cpu",
+        **_OPTIONS_OF_BOTH,
         "tensorboard_log": "--out DIR: the run folder holds the TensorBoard logs",
     },
-    "sbx-lecture zoo train": {
-        "env": "--env ID",
-        "seed": "--seed N",
-        "verbose": "--verbose 1",
-        "device": "--device cpu",
-        "tensorboard_log": "--tensorboard-log DIR",
-    },
+    "sbx-lecture zoo train": {"env": "--env ID", **_OPTIONS_OF_BOTH, "tensorboard_log": "--tensorboard-log DIR"},
 }
 ZOO_COMMAND_LINE_KEYS = frozenset(COMMAND_LINE_OPTIONS["sbx-lecture zoo train"])
 #: Keys whose ``lin_<value>`` strings the zoo turns into linear schedules (rl_zoo3's ``_preprocess_schedules``).
 ZOO_SCHEDULE_KEYS = frozenset({"learning_rate", "clip_range", "clip_range_vf", "delta_std"})
 
 
-def either(names: Iterable[str]) -> str:
-    """``'a'``, ``'a' or 'b'``, ``'a', 'b' or 'c'``: names quoted for a "did you mean" hint."""
-    quoted = [repr(name) for name in names]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
-
-
 def accepted_hyperparameters(algorithm: type) -> frozenset[str] | None:
     """The keyword arguments of ``algorithm``'s constructor, or ``None`` when it takes ``**kwargs``."""
-    import inspect
-
-    names = set()
-    for parameter in inspect.signature(algorithm.__init__).parameters.values():  # type: ignore[misc]
-        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
-            return None
-        if parameter.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
-            names.add(parameter.name)
-    names.discard("self")
-    return frozenset(names)
+    parameters = inspect.signature(algorithm).parameters.values()
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+        return None
+    return frozenset(parameter.name for parameter in parameters if parameter.kind not in _NOT_KEYWORDS)
 
 
 def refused_hyperparameters(
@@ -225,8 +211,6 @@ def refused_hyperparameters(
 
     :param command: the command that reads the hyperparameters, a key of :data:`COMMAND_LINE_OPTIONS`
     """
-    import difflib
-
     accepted = accepted_hyperparameters(algorithm)
     refused: dict[str, str] = {}
     for key, value in hyperparams.items():

@@ -21,6 +21,7 @@ and reports each failure in one line.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import warnings
@@ -29,14 +30,8 @@ from importlib import metadata
 
 import pluggy
 
-from sbx_lecture.hookspecs import ENTRY_POINT_GROUP, PROJECT_NAME, AlgorithmHookSpecs, RegisterFunction
-from sbx_lecture.registry import (
-    AlgorithmRegistry,
-    AlgorithmSpec,
-    RegistryError,
-    describe_exception,
-    plugin_origin,
-)
+from sbx_lecture import hookspecs
+from sbx_lecture.registry import AlgorithmRegistry, RegistryError, describe_exception, plugin_origin
 
 LOAD_PLUGINS_VARIABLE = "SBX_LECTURE_LOAD_PLUGINS"
 DISABLE_PLUGINS_VARIABLE = "SBX_LECTURE_DISABLE_PLUGINS"
@@ -86,8 +81,8 @@ class PluginManager:
     def __init__(self, load_entry_points: bool = True) -> None:
         from sbx_lecture import __version__, builtin
 
-        self.pluggy = pluggy.PluginManager(PROJECT_NAME)
-        self.pluggy.add_hookspecs(AlgorithmHookSpecs)
+        self.pluggy = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pluggy.add_hookspecs(hookspecs)
         self.registry = AlgorithmRegistry()
         self.plugins: dict[str, PluginInfo] = {}
         self.failures: list[PluginInfo] = []
@@ -103,38 +98,28 @@ class PluginManager:
         :return: whether it loaded; a broken plugin is reported and skipped (or raises in strict mode)
         """
         info = PluginInfo(name, distribution, version)
-        registered = False
+        register = hookspecs.RegisterFunction(name, distribution, version)
         try:
             if name in self.plugins:
                 raise ValueError(f"a plugin named {name!r} is loaded already")
             self.pluggy.register(plugin, name=name)
-            registered = True
-            staged = self._call_hook(info)
-            for spec, override in staged:
-                self.registry.check_can_add(spec, override)
+            # the hook of this plugin alone: the others ran when they were added
+            others = [other for other in self.pluggy.get_plugins() if other is not plugin]
+            self.pluggy.subset_hook_caller("register_algorithms", others)(register=register)
+            self.registry.add_all(register.registrations)
         except BaseException as exc:  # a plugin must not end the command: sys.exit() or Ctrl-C in a hook included
-            if registered:
+            if self.pluggy.get_plugin(name) is plugin:
                 self.pluggy.unregister(name=name)
             self._fail(info, exc, "registering its algorithms")
             return False
-        for spec, override in staged:
-            self.registry.add(spec, override)
-        info.algorithms = [spec.name for spec, _ in staged]
+        info.algorithms = [spec.name for spec, _ in register.registrations]
         self.plugins[name] = info
         return True
-
-    def _call_hook(self, info: PluginInfo) -> list[tuple[AlgorithmSpec, bool]]:
-        """Run the ``register_algorithms`` hook of the plugin ``info.name`` alone: its registrations, not yet added."""
-        register = RegisterFunction(info.name, info.distribution, info.version)
-        for hook_impl in self.pluggy.hook.register_algorithms.get_hookimpls():
-            if hook_impl.plugin_name == info.name:
-                hook_impl.function(**dict.fromkeys(hook_impl.argnames, register))
-        return register.registrations
 
     def _load_entry_points(self) -> None:
         only = _names_from_variable(LOAD_PLUGINS_VARIABLE)
         blocked = _names_from_variable(DISABLE_PLUGINS_VARIABLE) or set()
-        for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        for entry_point in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
             dist = entry_point.dist
             info = PluginInfo(entry_point.name, dist.name if dist else None, dist.version if dist else None)
             aliases = {info.name, info.distribution}
@@ -162,21 +147,21 @@ class PluginManager:
         )
 
 
-_manager: PluginManager | None = None
 _manager_lock = threading.Lock()
+
+
+@functools.cache
+def _manager() -> PluginManager:
+    """The plugin manager of the process, made on the first call after a reset."""
+    return PluginManager()
 
 
 def get_plugin_manager() -> PluginManager:
     """The process-wide plugin manager, created (and every plugin loaded) on first use."""
-    global _manager
     with _manager_lock:
-        if _manager is None:
-            _manager = PluginManager()
-        return _manager
+        return _manager()
 
 
 def reset_plugin_manager() -> None:
     """Forget the loaded plugins; the next :func:`get_plugin_manager` reloads them (after env-variable changes)."""
-    global _manager
-    with _manager_lock:
-        _manager = None
+    _manager.cache_clear()

@@ -6,7 +6,7 @@ import difflib
 import inspect
 import pkgutil
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 
 _NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 _TARGET_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-#: The observation spaces SB3's policies take; ``Dict`` as well where the class has a ``MultiInputPolicy``.
-OBSERVATION_SPACES = ("Box", "Discrete", "MultiBinary", "MultiDiscrete")
+#: gymnasium's four basic spaces: the observation spaces SB3's policies take (``Dict`` as well where the class has a
+#: ``MultiInputPolicy``), and the action spaces of an algorithm that handles every kind.
+BASIC_SPACES = ("Box", "Discrete", "MultiBinary", "MultiDiscrete")
 
 
 class RegistryError(Exception):
@@ -58,16 +59,46 @@ def describe_exception(exc: BaseException) -> str:
             "KeyboardInterrupt: raised by it, or Ctrl-C while it loaded (a plugin that hangs: skip it with "
             "SBX_LECTURE_DISABLE_PLUGINS)"
         )
-    text = " ".join(str(exc).split())
-    if len(text) > 300:
-        text = text[:297] + "..."
+    text = " ".join(str(exc).split())  # one line
+    text = text if len(text) <= 300 else text[:297] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def either(names: Iterable[str]) -> str:
+    """``'a'``, ``'a' or 'b'``, ``'a', 'b' or 'c'``: names quoted for a "did you mean" hint."""
+    quoted = [repr(name) for name in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
+    """``unknown algorithm 'tnpo'; did you mean 'tnpg' or 'trpo'?``: up to three close names, else the known ones."""
+    close = difflib.get_close_matches(normalize_name(name), known, n=3, cutoff=0.5)
+    hint = f"did you mean {either(close)}?" if close else f"known: {', '.join(known)}"
+    return f"unknown {kind} {name!r}; {hint}"
 
 
 def _is_algorithm_class(target: object) -> bool:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
     return inspect.isclass(target) and issubclass(target, BaseAlgorithm)
+
+
+def validate_registration(name: object, target: object) -> str:
+    """Check a registration's name and target (a string's syntax only, without importing); the normalised name."""
+    normalized = normalize_name(name) if isinstance(name, str) else ""
+    if not _NAME_PATTERN.match(normalized):
+        raise InvalidAlgorithmError(
+            f"invalid algorithm name {name!r}: use lower-case letters, digits and underscores, starting with a letter"
+        )
+    if isinstance(target, str):
+        if _TARGET_PATTERN.match(target):
+            return normalized
+        expected = "'package.module:ClassName'"
+    elif _is_algorithm_class(target):
+        return normalized
+    else:
+        expected = "a BaseAlgorithm subclass or 'module:Class'"
+    raise InvalidAlgorithmError(f"invalid target {target!r} for algorithm {normalized!r}: expected {expected}")
 
 
 @dataclass
@@ -102,9 +133,7 @@ class AlgorithmSpec:
     @property
     def target_path(self) -> str:
         """``"module:Class"`` of the target, without importing it."""
-        if isinstance(self.target, str):
-            return self.target
-        return f"{self.target.__module__}:{self.target.__qualname__}"
+        return self.target if isinstance(self.target, str) else f"{self.target.__module__}:{self.target.__qualname__}"
 
     @property
     def origin(self) -> str:
@@ -116,16 +145,26 @@ class AlgorithmSpec:
         """Whether the target class has been imported already."""
         return self._loaded is not None
 
-    @property
-    def fix_hint(self) -> str:
-        """How a user gets rid of a broken registration."""
-        if self.plugin == "builtin":
-            return "reinstall sbx-lecture"
-        if self.distribution:
-            return (
+    def _invalid(self, problem: str) -> InvalidAlgorithmError:
+        """The one-line error of a broken registration: what is wrong, who registered it, how to get rid of it."""
+        if self.distribution == "sbx-lecture":
+            fix = "reinstall sbx-lecture"
+        elif self.distribution:
+            fix = (
                 f"fix or update {self.distribution}, or skip the plugin with SBX_LECTURE_DISABLE_PLUGINS={self.plugin}"
             )
-        return f"fix the code that registered it (plugin {self.plugin!r})"
+        else:
+            fix = f"fix the code that registered it (plugin {self.plugin!r})"
+        return InvalidAlgorithmError(f"algorithm {self.name!r} from plugin {self.origin} {problem}; {fix}")
+
+    def _import(self, target: str, what: str) -> Any:
+        """Import ``"module:attribute"``; whatever goes wrong, ``sys.exit()`` in the module included, raises
+        :class:`InvalidAlgorithmError` with a one-line message naming the plugin and the fix."""
+        try:
+            return pkgutil.resolve_name(target)
+        except BaseException as exc:  # SystemExit or KeyboardInterrupt raised by the plugin's module included
+            module = f"cannot import module {target.partition(':')[0]!r}: " if isinstance(exc, ImportError) else ""
+            raise self._invalid(f"cannot be loaded: {what} {target!r}: {module}{describe_exception(exc)}") from exc
 
     def load(self) -> type[BaseAlgorithm]:
         """Import the target on first use (then cached) and check that it is a ``BaseAlgorithm`` subclass.
@@ -134,12 +173,12 @@ class AlgorithmSpec:
         missing, it is not a ``BaseAlgorithm``) raises :class:`InvalidAlgorithmError` with a one-line message.
         """
         if self._loaded is None:
-            cls = _import_target(self.target, self) if isinstance(self.target, str) else self.target
+            cls = self._import(self.target, "target") if isinstance(self.target, str) else self.target
             if not _is_algorithm_class(cls):
                 shown = " ".join(repr(cls).split())[:120]
-                raise InvalidAlgorithmError(
-                    f"algorithm {self.name!r} from plugin {self.origin} points to {self.target_path}, which is "
-                    f"{shown}, not a subclass of stable_baselines3's BaseAlgorithm; {self.fix_hint}"
+                raise self._invalid(
+                    f"points to {self.target_path}, which is {shown}, not a subclass of stable_baselines3's "
+                    "BaseAlgorithm"
                 )
             self._loaded = cls
         return self._loaded
@@ -147,7 +186,7 @@ class AlgorithmSpec:
     def load_zoo_sampler(self) -> Callable[..., dict[str, Any]] | None:
         """The Optuna sampler, importing it first when it was given as ``"module:function"``."""
         if isinstance(self.zoo_sampler, str):
-            return _import_target(self.zoo_sampler, self, "zoo sampler")  # type: ignore[no-any-return]
+            return self._import(self.zoo_sampler, "zoo sampler")  # type: ignore[no-any-return]
         return self.zoo_sampler
 
     @property
@@ -164,7 +203,7 @@ class AlgorithmSpec:
         """Names of the observation spaces the class takes (it is imported): ``Dict`` with a ``MultiInputPolicy``."""
         aliases = getattr(self.load(), "policy_aliases", {})
         multi_input = any(alias.startswith("MultiInput") for alias in aliases)
-        return (*OBSERVATION_SPACES, "Dict") if multi_input else OBSERVATION_SPACES
+        return (*BASIC_SPACES, "Dict") if multi_input else BASIC_SPACES
 
     def resolve_zoo_hyperparams(self) -> str | None:
         """Filesystem path of :attr:`zoo_hyperparams`: ``"package:relative/path"`` inside the installed package, a
@@ -176,44 +215,6 @@ class AlgorithmSpec:
         return str(files(package).joinpath(relative))
 
 
-def _import_target(target: str, spec: AlgorithmSpec, what: str = "target") -> Any:
-    """Import ``"module:attribute"`` of ``spec``; whatever goes wrong, ``sys.exit()`` in the module included, raises
-    :class:`InvalidAlgorithmError` with a one-line message naming the plugin and the fix."""
-
-    def failure(reason: str) -> InvalidAlgorithmError:
-        return InvalidAlgorithmError(
-            f"algorithm {spec.name!r} from plugin {spec.origin} cannot be loaded: {what} {target!r}: {reason}; "
-            f"{spec.fix_hint}"
-        )
-
-    try:
-        return pkgutil.resolve_name(target)
-    except ImportError as exc:
-        module = target.partition(":")[0]
-        raise failure(f"cannot import module {module!r}: {describe_exception(exc)}") from exc
-    except BaseException as exc:  # SystemExit or KeyboardInterrupt raised by the plugin's module included
-        raise failure(describe_exception(exc)) from exc
-
-
-def validate_registration(name: object, target: object) -> str:
-    """Check a registration's name and target (a string's syntax only, without importing); the normalised name."""
-    normalized = normalize_name(name) if isinstance(name, str) else ""
-    if not _NAME_PATTERN.match(normalized):
-        raise InvalidAlgorithmError(
-            f"invalid algorithm name {name!r}: use lower-case letters, digits and underscores, starting with a letter"
-        )
-    if isinstance(target, str):
-        if not _TARGET_PATTERN.match(target):
-            raise InvalidAlgorithmError(
-                f"invalid target {target!r} for algorithm {normalized!r}: expected 'package.module:ClassName'"
-            )
-    elif not _is_algorithm_class(target):
-        raise InvalidAlgorithmError(
-            f"invalid target {target!r} for algorithm {normalized!r}: give a BaseAlgorithm subclass or 'module:Class'"
-        )
-    return normalized
-
-
 class AlgorithmRegistry:
     """Name → :class:`AlgorithmSpec`, filled by the plugins' ``register_algorithms`` hooks."""
 
@@ -222,18 +223,20 @@ class AlgorithmRegistry:
 
     def add(self, spec: AlgorithmSpec, override: bool = False) -> None:
         """Add ``spec``; a name taken by another plugin is an error unless ``override`` is set."""
-        self.check_can_add(spec, override)
-        self._specs[spec.name] = spec
+        self.add_all([(spec, override)])
 
-    def check_can_add(self, spec: AlgorithmSpec, override: bool = False) -> None:
-        """Raise :class:`AlgorithmConflictError` if ``spec.name`` is taken and ``override`` is not set."""
-        existing = self._specs.get(spec.name)
-        if existing is not None and not override:
-            raise AlgorithmConflictError(
-                f"algorithm {spec.name!r} is registered by both plugin {existing.origin} and plugin {spec.origin}; "
-                f"the later one must pass override=True to replace it (or disable one plugin with "
-                f"SBX_LECTURE_DISABLE_PLUGINS)"
-            )
+    def add_all(self, registrations: list[tuple[AlgorithmSpec, bool]]) -> None:
+        """Add every ``(spec, override)`` or, when one name is taken and its ``override`` not set, none of them:
+        :class:`AlgorithmConflictError` names both plugins."""
+        for spec, override in registrations:
+            existing = self._specs.get(spec.name)
+            if existing is not None and not override:
+                raise AlgorithmConflictError(
+                    f"algorithm {spec.name!r} is registered by both plugin {existing.origin} and plugin "
+                    f"{spec.origin}; the later one must pass override=True to replace it (or disable one plugin with "
+                    "SBX_LECTURE_DISABLE_PLUGINS)"
+                )
+        self._specs.update((spec.name, spec) for spec, _ in registrations)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and normalize_name(name) in self._specs
@@ -266,14 +269,3 @@ class AlgorithmRegistry:
                 except InvalidAlgorithmError as exc:
                     problems.setdefault(spec.name, []).append(str(exc))
         return problems
-
-
-def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
-    """``unknown algorithm 'tnpo'; did you mean 'tnpg' or 'trpo'?`` with up to three close names."""
-    close = difflib.get_close_matches(normalize_name(name), known, n=3, cutoff=0.5)
-    message = f"unknown {kind} {name!r}"
-    if close:
-        quoted = [repr(candidate) for candidate in close]
-        joined = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
-        return f"{message}; did you mean {joined}?"
-    return f"{message}; known: {', '.join(known)}"

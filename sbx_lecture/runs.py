@@ -69,8 +69,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object], s
             os.fsync(written.fileno())
         os.replace(temporary, path)
     finally:
-        with suppress(FileNotFoundError):
-            os.remove(temporary)
+        Path(temporary).unlink(missing_ok=True)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -153,19 +152,20 @@ def prepare_folder(path: Path) -> bool:
     return not existed
 
 
-def numbered_run_dirs(root: Path, algo: str, env_id: str) -> tuple[str, list[int]]:
-    """The stem ``<algo>_<env>`` of the default run folders ``root/<stem>_<k>``, and the numbers ``k`` taken."""
+def _latest_run(root: Path, algo: str, env_id: str) -> tuple[str, int]:
+    """The stem ``<algo>_<env>`` of the default run folders ``root/<stem>_<k>``, and the largest ``k`` (0: none)."""
+    from stable_baselines3.common.utils import get_latest_run_id
+
     stem = f"{algo}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', env_id)}"
-    numbers = [path.name.rsplit("_", 1)[1] for path in root.glob(f"{stem}_*")]
-    return stem, sorted(int(number) for number in numbers if number.isdigit())
+    return stem, get_latest_run_id(str(root), stem)
 
 
 def new_run_dir(root: Path, algo: str, env_id: str) -> Path:
     """``root/<algo>_<env>_<k>`` with the next free ``k``, created now (two commands never get the same one)."""
     prepare_folder(root)
     while True:
-        stem, taken = numbered_run_dirs(root, algo, env_id)
-        candidate = root / f"{stem}_{taken[-1] + 1 if taken else 1}"
+        stem, latest = _latest_run(root, algo, env_id)
+        candidate = root / f"{stem}_{latest + 1}"
         try:
             candidate.mkdir()
         except FileExistsError:
@@ -177,13 +177,14 @@ def new_run_dir(root: Path, algo: str, env_id: str) -> Path:
 
 def latest_run_dir(root: Path, algo: str, env_id: str) -> Path | None:
     """The most recent ``root/<algo>_<env>_<k>``."""
-    stem, taken = numbered_run_dirs(root, algo, env_id)
-    return root / f"{stem}_{taken[-1]}" if taken else None
+    stem, latest = _latest_run(root, algo, env_id)
+    return root / f"{stem}_{latest}" if latest else None
 
 
-def is_empty_run_folder(path: Path) -> bool:
-    """Whether ``path`` holds nothing but (perhaps) its lock file."""
-    return all(entry.name == LOCK_FILE for entry in path.iterdir())
+def require_empty(path: Path) -> None:
+    """Refuse a run folder that holds anything but (perhaps) its lock file: a new run never mixes with old files."""
+    if path.is_dir() and any(entry.name != LOCK_FILE for entry in path.iterdir()):
+        raise RunFolderError(f"run folder {path} is not empty: pass --resume to continue it, or another --out")
 
 
 def clear_folder(path: Path) -> None:
@@ -234,11 +235,13 @@ def read_run_file(run_dir: Path) -> dict[str, Any]:
 # -- Monitor logs and the learning curve -----------------------------------------------------------------------------
 
 
-def segment_folder(run_dir: Path) -> Path:
-    """A new, never used Monitor folder for the next segment of the run: ``monitor/segment_<k>``."""
+def segment_folder(run_dir: Path) -> str:
+    """A new, never used Monitor folder for the next segment of the run: ``monitor/segment_<k>`` (relative)."""
+    from stable_baselines3.common.utils import get_latest_run_id
+
     root = run_dir / MONITOR_DIR
-    taken = [int(p.name.split("_", 1)[1]) for p in root.glob("segment_*") if p.name.split("_", 1)[1].isdigit()]
-    return root / f"segment_{max(taken, default=-1) + 1}"
+    number = get_latest_run_id(str(root), "segment") + 1 if (root / "segment_0").exists() else 0
+    return f"{MONITOR_DIR}/segment_{number}"
 
 
 def read_monitor_file(path: Path) -> list[tuple[float, float, int]]:
@@ -260,10 +263,9 @@ def curve_points(run_dir: Path, segments: list[dict[str, Any]]) -> np.ndarray:
     """
     rows: list[tuple[float, float]] = []
     for segment in segments:
-        episodes: list[tuple[float, float, int]] = []
-        for name, count in segment["episodes"].items():
-            episodes.extend(read_monitor_file(run_dir / name)[:count])
-        episodes.sort()
+        # each file's first ``count`` episodes, all in the order they ended (by the Monitor's time ``t``)
+        files = segment["episodes"].items()
+        episodes = sorted(episode for name, count in files for episode in read_monitor_file(run_dir / name)[:count])
         steps = int(segment["start"]) + np.cumsum([length for _, _, length in episodes])
         rows.extend((float(step), episode_return) for step, (_, episode_return, _) in zip(steps, episodes, strict=True))
     return np.array(rows, dtype=float).reshape(-1, 2)
@@ -272,36 +274,30 @@ def curve_points(run_dir: Path, segments: list[dict[str, Any]]) -> np.ndarray:
 def plot_learning_curve(
     run_dir: Path, points: np.ndarray, title: str, evaluations: list[tuple[int, float, float]]
 ) -> Path | None:
-    """Plot episode returns against cumulative steps (with a moving average) into ``learning_curve.png``.
+    """Plot episode returns against cumulative steps into ``learning_curve.png`` with SB3's results plotter (which
+    adds the mean of the last 100 episodes once there are that many), and the evaluations on top.
 
     :param points: rows of (cumulative steps, episode return), from :func:`curve_points`
     :param evaluations: (steps, mean evaluation return, standard deviation) of the periodic evaluations
     :return: the PNG's path, or ``None`` when matplotlib is missing or no episode has finished yet
     """
+    if len(points) == 0:
+        return None
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from stable_baselines3.common.results_plotter import X_TIMESTEPS, plot_curves
     except ImportError:
         return None
-    if len(points) == 0:
-        return None
-    steps, returns = points[:, 0], points[:, 1]
-    window = max(1, min(50, len(returns) // 10))
-    smoothed = np.array([returns[max(0, i + 1 - window) : i + 1].mean() for i in range(len(returns))])
-    figure, axis = plt.subplots(figsize=(8, 4))
-    axis.plot(steps, returns, alpha=0.3, linewidth=0.8, label="episode return")
-    if window > 1:
-        axis.plot(steps, smoothed, linewidth=2, label=f"mean of the last {window} episodes")
+    plot_curves([(points[:, 0], points[:, 1])], X_TIMESTEPS, title, figsize=(8, 4))
     if evaluations:
         evaluated = np.array(evaluations, dtype=float)
-        axis.plot(evaluated[:, 0], evaluated[:, 1], "o-", linewidth=1.5, label="evaluation (deterministic)")
-    axis.set(xlabel="environment steps", ylabel="return", title=title)
-    axis.grid(alpha=0.3)
-    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
-    figure.tight_layout()
-    output = run_dir / CURVE_FILE
+        plt.plot(evaluated[:, 0], evaluated[:, 1], "o-", label="evaluation (deterministic)")
+        plt.xlim(right=max(plt.xlim()[1], evaluated[-1, 0]))  # the final evaluation may come after the last episode
+        plt.legend(loc="lower right")
+    figure, output = plt.gcf(), run_dir / CURVE_FILE
     atomic_write(output, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
     plt.close(figure)
     return output

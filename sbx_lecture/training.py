@@ -18,35 +18,25 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch as th
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger, make_output_format
+from stable_baselines3.common.vec_env import VecEnv
 
-from sbx_lecture import checkpoints, loading, runs
-from sbx_lecture.checkpoints import CheckpointCallback, CheckpointError, MonitorLog
+from sbx_lecture import checkpoints, factory, loading, runs
+from sbx_lecture.checkpoints import CheckpointCallback, Segment
 from sbx_lecture.evaluation import PeriodicEvaluation
 from sbx_lecture.evaluation import evaluate as evaluate  # the command line's ``eval`` imports it from here
-from sbx_lecture.factory import (  # the bench, the sweep and the zoo bridge import these from here too
-    UsageError,
-    build_model,
-    check_device,
-    check_environment,
-    make_environment,
-    require_count,
-    resolve_algorithm,
-    with_integers,
-)
-from sbx_lecture.factory import default_policy as default_policy  # imported from here by the testing kit
+from sbx_lecture.factory import UsageError, build_model, make_environment, resolve_algorithm  # imported from here too
 from sbx_lecture.hyperparams import HyperparameterError, to_json_value
 from sbx_lecture.infra.finite import NonFiniteError
 from sbx_lecture.infra.validation import InvalidValueError, require_integer
 from sbx_lecture.registry import RegistryError
-from sbx_lecture.runs import RunFolderError
 from sbx_lecture.zoo_config import DEFAULT_TIMESTEPS, ZooConfigError, zoo_settings
-
-if TYPE_CHECKING:
-    from stable_baselines3.common.base_class import BaseAlgorithm
-    from stable_baselines3.common.callbacks import BaseCallback
 
 DEFAULT_ALGORITHM = "tnpg"
 DEFAULT_ENVIRONMENT = "Pendulum-v1"
@@ -74,8 +64,8 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     HyperparameterError,
     InvalidValueError,
     loading.ModelFileError,
-    RunFolderError,
-    CheckpointError,
+    runs.RunFolderError,
+    checkpoints.CheckpointError,
     ZooConfigError,
     NonFiniteError,
 )
@@ -133,16 +123,10 @@ def check_train_config(config: TrainConfig) -> None:
     require_integer("--seed", config.seed, 0)
     if config.seed >= 2**32:
         raise InvalidValueError(f"--seed must be below 2**32, got {config.seed}")
-    for option, value in (
-        ("--timesteps", config.timesteps),
-        ("--n-envs", config.n_envs),
-        ("--checkpoint-freq", config.checkpoint_freq),
-        ("--eval-freq", config.eval_freq),
-        ("--eval-episodes", config.eval_episodes),
-    ):
-        if value is not None:
-            require_count(option, value)
-    check_device(config.device)
+    for name in ("timesteps", "n_envs", "checkpoint_freq", "eval_freq", "eval_episodes"):  # option --<name>
+        if getattr(config, name) is not None:
+            factory.require_count("--" + name.replace("_", "-"), getattr(config, name))
+    factory.check_device(config.device)
     if config.resume is True and config.hyperparams:
         raise UsageError("--resume continues the saved run with its own hyperparameters: drop the -p options")
 
@@ -166,7 +150,7 @@ def train(
     """
     check_train_config(config)
     spec, cls = resolve_algorithm(config.algo)
-    check_environment(config.env_id)
+    factory.check_environment(config.env_id)
     metadata = {"algo": spec.name, "env": config.env_id, "plugin": spec.origin}
     run_dir, created = _choose_run_dir(config, spec.name)
     with runs.run_lock(run_dir):
@@ -176,33 +160,21 @@ def train(
         if auto and not resuming:
             runs.clear_folder(run_dir)  # what a run that never committed a checkpoint left
         elif not resuming:
-            _require_empty(run_dir)  # again, now that the folder is ours
+            runs.require_empty(run_dir)  # a new run never mixes with old files
+        segment = Segment(run_dir, metadata, runs.segment_folder(run_dir), keep=config.keep_checkpoints)
+        run: dict[str, Any] | None = None  # the run's record, once start-up is over
         try:
             runs.remove_stale(run_dir)
-            monitor = MonitorLog(folder=str(runs.segment_folder(run_dir).relative_to(run_dir)))
-            try:
-                if resuming:
-                    run, model = _resume(config, run_dir, monitor, metadata, notify or warnings.warn)
-                else:
-                    run, model = _start(config, cls, run_dir, monitor, metadata)
-            except BaseException as exc:
-                shutil.rmtree(run_dir / monitor.folder, ignore_errors=True)  # no log of a segment that never ran
-                if isinstance(exc, KeyboardInterrupt):
-                    raise TrainingInterrupted(
-                        "interrupted during start-up, before any training: nothing was saved"
-                    ) from None
-                raise
-            return _learn(config, run_dir, run, model, monitor, callbacks or [])
-        except BaseException:
+            run, model = _resume(config, segment, notify or warnings.warn) if resuming else _start(config, cls, segment)
+            return _learn(config, segment, run, model, callbacks or [])
+        except BaseException as exc:
+            if run is None:  # no log of a segment that never ran
+                shutil.rmtree(run_dir / segment.folder, ignore_errors=True)
             if not resuming and not checkpoints.committed_bundles(run_dir):  # a new run that saved nothing leaves none
                 runs.discard_folder(run_dir, created)
+            if run is None and isinstance(exc, KeyboardInterrupt):
+                raise TrainingInterrupted("interrupted during start-up, before training: nothing was saved") from None
             raise
-
-
-def _require_empty(run_dir: Path) -> None:
-    """Refuse a run folder that holds anything but (perhaps) its lock file: a new run never mixes with old files."""
-    if run_dir.is_dir() and not runs.is_empty_run_folder(run_dir):
-        raise UsageError(f"run folder {run_dir} is not empty: pass --resume to continue it, or another --out")
 
 
 def _choose_run_dir(config: TrainConfig, algo: str) -> tuple[Path, bool]:
@@ -220,67 +192,43 @@ def _choose_run_dir(config: TrainConfig, algo: str) -> tuple[Path, bool]:
         if config.resume == RESUME_IF_POSSIBLE:
             raise UsageError("resuming if possible needs the run folder: pass --out")
         return runs.new_run_dir(root, algo, config.env_id), True
-    if config.resume != RESUME_IF_POSSIBLE:
-        _require_empty(config.out)
     return config.out, runs.prepare_folder(config.out)
 
 
-def _start(
-    config: TrainConfig, cls: type[BaseAlgorithm], run_dir: Path, monitor: MonitorLog, metadata: dict[str, Any]
-) -> tuple[dict[str, Any], BaseAlgorithm]:
+def _start(config: TrainConfig, cls: type[BaseAlgorithm], segment: Segment) -> tuple[dict[str, Any], BaseAlgorithm]:
     """A fresh model on a new environment, and the new run's ``run.json`` content."""
-    settings = zoo_settings(metadata["algo"], config.env_id, config.hyperparams, config.conf_file)
-    n_envs = config.n_envs or settings.n_envs
-    env = make_environment(
-        config.env_id,
-        n_envs,
-        config.seed,
-        run_dir / monitor.folder,
-        settings.normalize,
-        settings.gamma,
-        vec_env=config.vec_env,
-        env_kwargs=settings.zoo.get("env_kwargs"),
-    )
-    kwargs = with_integers(cls, settings.kwargs)
-    # recorded before construction: SB3 adds its own keys to the policy_kwargs it is given (use_sde, n_critics)
-    hyperparams = {key: to_json_value(value) for key, value in {**settings.zoo, **kwargs}.items()}
-    where = f"the hyperparameters ({settings.source})"
-    model = build_model(
-        metadata["algo"], cls, env, settings.zoo, kwargs, config.seed, config.device, config.verbose, where
-    )
+    settings = zoo_settings(segment.metadata["algo"], config.env_id, config.hyperparams, config.conf_file)
+    kwargs = factory.with_integers(cls, settings.kwargs)
     run = {
-        **metadata,
+        **segment.metadata,
         "seed": config.seed,
-        "n_envs": n_envs,
+        "n_envs": config.n_envs or settings.n_envs,
         "vec_env": config.vec_env,
         "timesteps": config.timesteps or settings.n_timesteps,
         "hyperparams_source": settings.source,
-        "hyperparams": hyperparams,
+        # recorded before construction: SB3 adds its own keys to the policy_kwargs it is given (use_sde, n_critics)
+        "hyperparams": {key: to_json_value(value) for key, value in {**settings.zoo, **kwargs}.items()},
         "settings_digest": settings.digest,
-        "segments": [{"start": 0, "monitor": monitor.folder}],
+        "segments": [{"start": 0, "monitor": segment.folder}],
     }
-    return run, model
+    zoo = settings.zoo
+    env = _environment(run, segment, zoo.get("env_kwargs"), normalize=settings.normalize, gamma=settings.gamma)
+    where = f"the hyperparameters ({settings.source})"
+    return run, build_model(run["algo"], cls, env, zoo, kwargs, config.seed, config.device, config.verbose, where)
 
 
 def _resume(
-    config: TrainConfig,
-    run_dir: Path,
-    monitor: MonitorLog,
-    metadata: dict[str, Any],
-    notify: Callable[[str], None],
+    config: TrainConfig, segment: Segment, notify: Callable[[str], None]
 ) -> tuple[dict[str, Any], BaseAlgorithm]:
-    """The model, replay buffer, statistics and random states of the newest verified bundle of ``run_dir``, and
-    its ``run.json`` content with the new segment."""
-    run = runs.read_run_file(run_dir)
-    if run.get("algo") not in (None, metadata["algo"]) or run.get("env") not in (None, config.env_id):
+    """The model, replay buffer, statistics and random states of the newest verified bundle of the run, and its
+    ``run.json`` content with the new segment."""
+    run_dir, algo = segment.run_dir, segment.metadata["algo"]
+    run = {"seed": config.seed, "n_envs": 1, "vec_env": "dummy", "hyperparams": {}, **runs.read_run_file(run_dir)}
+    if run.get("algo") not in (None, algo) or run.get("env") not in (None, config.env_id):
         raise UsageError(
-            f"run folder {run_dir} holds {run.get('algo')} on {run.get('env')}, "
-            f"not {metadata['algo']} on {config.env_id}"
+            f"run folder {run_dir} holds {run.get('algo')} on {run.get('env')}, not {algo} on {config.env_id}"
         )
-    try:
-        bundle, passed_over = checkpoints.newest_valid_bundle(run_dir)
-    except CheckpointError as exc:
-        raise UsageError(f"{exc}; start a new run instead") from None
+    bundle, passed_over = checkpoints.newest_valid_bundle(run_dir)
     for line in passed_over:
         notify(f"{line}: resuming from the older {bundle.path.name}")
     target = config.timesteps or int(run.get("timesteps", DEFAULT_TIMESTEPS))
@@ -289,20 +237,23 @@ def _resume(
             f"run folder {run_dir} has trained {bundle.steps} of its {target} steps already: "
             f"pass --timesteps N with N > {bundle.steps} to train further"
         )
-    monitor.history = list(bundle.manifest.get("monitor", []))
-    monitor.start = bundle.steps
-    env = make_environment(
-        config.env_id,
-        int(run.get("n_envs", 1)),
-        int(run.get("seed", config.seed)) + 1_000 * monitor.segment,
-        run_dir / monitor.folder,
-        normalize_stats=bundle.member(checkpoints.NORMALIZATION_MEMBER),
-        vec_env=str(run.get("vec_env", "dummy")),
-        env_kwargs=run.get("hyperparams", {}).get("env_kwargs"),
+    segment.history = list(bundle.manifest.get("monitor", []))
+    segment.start = bundle.steps
+    statistics = bundle.member(checkpoints.NORMALIZATION_MEMBER)
+    env = _environment(run, segment, run["hyperparams"].get("env_kwargs"), normalize_stats=statistics)
+    entry = {"start": bundle.steps, "monitor": segment.folder, "resumed_from": bundle.path.name}
+    run = {**run, **segment.metadata, "timesteps": target, "segments": [*run.get("segments", []), entry]}
+    return run, checkpoints.load_bundle(bundle, env, config.device, algo)
+
+
+def _environment(run: dict[str, Any], segment: Segment, env_kwargs: Any, **normalization: Any) -> VecEnv:
+    """The run's training environments, logging into the segment's Monitor folder; each segment draws new seeds
+    (a resumed segment does not replay the episodes of the one before)."""
+    seed = int(run["seed"]) + 1_000 * segment.number
+    folder = segment.run_dir / segment.folder
+    return make_environment(
+        run["env"], int(run["n_envs"]), seed, folder, vec_env=run["vec_env"], env_kwargs=env_kwargs, **normalization
     )
-    model = checkpoints.load_bundle(bundle, env, config.device, metadata["algo"])
-    entry = {"start": bundle.steps, "monitor": monitor.folder, "resumed_from": bundle.path.name}
-    return {**run, **metadata, "timesteps": target, "segments": [*run.get("segments", []), entry]}, model
 
 
 class _PlainProgress(CheckpointCallback):
@@ -310,9 +261,7 @@ class _PlainProgress(CheckpointCallback):
     end): a plain line at each checkpoint and at most every :data:`PLAIN_PROGRESS_SECONDS` between them."""
 
     def _on_training_start(self) -> None:
-        super()._on_training_start()
-        self.first, self.started = self.model.num_timesteps, time.monotonic()
-        self.printed = self.started
+        self.printed = time.monotonic()
 
     def _on_step(self) -> bool:
         if time.monotonic() - self.printed >= PLAIN_PROGRESS_SECONDS:
@@ -327,65 +276,43 @@ class _PlainProgress(CheckpointCallback):
     def report(self) -> None:
         """Print steps done of the budget, steps per second and the recent mean episode return."""
         self.printed, steps, episodes = time.monotonic(), self.model.num_timesteps, self.model.ep_info_buffer
-        rate = (steps - self.first) / max(self.printed - self.started, 1e-9)
+        seconds = (time.time_ns() - self.model.start_time) / 1e9  # since ``learn`` started
+        rate = (steps - self.segment.start) / max(seconds, 1e-9)
         ret = f", recent mean return {np.mean([e['r'] for e in episodes]):.2f}" if episodes else ""
         print(f"steps {steps}/{self.model._total_timesteps}, {rate:.0f} steps/s{ret}", flush=True)
 
 
 def _learn(
-    config: TrainConfig,
-    run_dir: Path,
-    run: dict[str, Any],
-    model: BaseAlgorithm,
-    monitor: MonitorLog,
-    callbacks: list[BaseCallback],
+    config: TrainConfig, segment: Segment, run: dict[str, Any], model: BaseAlgorithm, callbacks: list[BaseCallback]
 ) -> TrainResult:
     """Train the model to the run's budget with checkpoints (and evaluations); save the model, plot the curve."""
-    from stable_baselines3.common.callbacks import CallbackList
-    from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger, TensorBoardOutputFormat
-
-    metadata, target = {key: run[key] for key in ("algo", "env", "plugin")}, int(run["timesteps"])
-    progress = f"progress_{monitor.segment}.csv" if monitor.segment else "progress.csv"
-    run["segments"][-1]["progress"] = progress
+    run_dir, metadata, target = segment.run_dir, segment.metadata, int(run["timesteps"])
+    suffix = f"_{segment.number}" if segment.number else ""  # progress.csv, then progress_1.csv, ...
+    run["segments"][-1]["progress"] = f"progress{suffix}.csv"
     runs.write_run_file(run_dir, run)
-    formats: list[KVWriter] = [CSVOutputFormat(str(run_dir / progress))]
-    if config.tensorboard:
-        formats.append(TensorBoardOutputFormat(str(run_dir)))
-    model.set_logger(Logger(str(run_dir), formats))
+    formats = ["csv", "tensorboard"] if config.tensorboard else ["csv"]
+    model.set_logger(Logger(str(run_dir), [make_output_format(name, str(run_dir), suffix) for name in formats]))
     plain = config.progress_bar and not sys.stdout.isatty()
-    checkpoint_freq = config.checkpoint_freq or max(target // 10, 1)
-    saver = (_PlainProgress if plain else CheckpointCallback)(
-        run_dir, checkpoint_freq, metadata, monitor, config.keep_checkpoints
+    saver = (_PlainProgress if plain else CheckpointCallback)(segment, config.checkpoint_freq or max(target // 10, 1))
+    evaluation = PeriodicEvaluation(
+        segment, run, config.eval_freq or target, config.eval_episodes, config.final_eval_episodes
     )
-    evaluation = None
-    if config.eval_freq or config.final_eval_episodes:
-        evaluation = PeriodicEvaluation(
-            metadata,
-            run["seed"],
-            config.eval_freq or target,
-            config.eval_episodes,
-            run_dir,
-            target,
-            config.final_eval_episodes,
-        )
     steps_before, started = model.num_timesteps, time.perf_counter()
     try:
         model.learn(
             target - model.num_timesteps,
-            callback=CallbackList([saver, *([evaluation] if evaluation else []), *callbacks]),
+            callback=[saver, *([evaluation] if config.eval_freq or config.final_eval_episodes else []), *callbacks],
             progress_bar=config.progress_bar and not plain,
-            reset_num_timesteps=monitor.start == 0,
+            reset_num_timesteps=segment.start == 0,
         )
     except KeyboardInterrupt:
-        if monitor.start == model.num_timesteps == 0:
+        if segment.start == model.num_timesteps == 0:
             raise TrainingInterrupted("interrupted before the first environment step: nothing was saved") from None
-        _record_segment(run_dir, run, model.num_timesteps, time.perf_counter() - started)
-        with checkpoints.interrupts_deferred():  # a second Ctrl-C waits for the checkpoint, then is dropped
-            try:
-                bundle = checkpoints.write_bundle(model, run_dir, metadata, monitor, config.keep_checkpoints)
-            except Exception as exc:
-                failed = f"saving a checkpoint failed ({type(exc).__name__}: {exc})"
-                raise TrainingInterrupted(f"interrupted; {failed}; {_what_is_kept(run_dir)}") from None
+        try:  # a second Ctrl-C waits for the checkpoint (then the command ignores it)
+            bundle = saver.save_checkpoint()
+        except Exception as exc:
+            failed = f"saving a checkpoint failed ({type(exc).__name__}: {exc})"
+            raise TrainingInterrupted(f"interrupted; {failed}; {_what_is_kept(run_dir)}") from None
         saved = f"checkpoint {bundle.path.name} saved; continue with --resume --out {run_dir}"
         raise TrainingInterrupted(f"interrupted at step {bundle.steps}: {saved}", saved_at=bundle.steps) from None
     except Exception as exc:
@@ -398,18 +325,19 @@ def _learn(
         if model.logger.name_to_value:
             model.logger.record("time/total_timesteps", model.num_timesteps)
             model.logger.dump(step=model.num_timesteps)
-    finally:
+    finally:  # in run.json: where the segment ended, how long it took, with how many torch threads
         model.logger.close()
-    seconds = time.perf_counter() - started
-    _record_segment(run_dir, run, model.num_timesteps, seconds)
+        seconds = time.perf_counter() - started
+        run["segments"][-1].update(end=model.num_timesteps, seconds=round(seconds, 3), threads=th.get_num_threads())
+        runs.write_run_file(run_dir, run)
     finished = model.num_timesteps >= target
     if finished:  # the final model (and its statistics), atomically
         loading.save(model, run_dir / runs.MODEL_FILE, metadata)
         normalizer = model.get_vec_normalize_env()
         if normalizer is not None:
             loading.save_normalization(normalizer, run_dir / checkpoints.NORMALIZATION_MEMBER)
-    curve = evaluation.evaluations.curve() if evaluation else []
-    points = runs.curve_points(run_dir, monitor.snapshot(run_dir))
+    curve = evaluation.evaluations.curve()
+    points = runs.curve_points(run_dir, segment.snapshot())
     model.get_env().close()  # type: ignore[union-attr]
     return TrainResult(
         run_dir,
@@ -418,8 +346,8 @@ def _learn(
         runs.plot_learning_curve(run_dir, points, f"{metadata['algo']} on {metadata['env']}", curve),
         finished,
         curve,
-        evaluation.final if evaluation else None,
-        max(seconds - (evaluation.eval_seconds if evaluation else 0.0), 1e-9),
+        evaluation.final,
+        max(seconds - evaluation.eval_seconds, 1e-9),
         model.num_timesteps - steps_before,
     )
 
@@ -430,11 +358,3 @@ def _what_is_kept(run_dir: Path) -> str:
     if not kept:
         return "nothing was saved"
     return f"the run keeps its checkpoint {kept[0].name}: continue with --resume --out {run_dir}"
-
-
-def _record_segment(run_dir: Path, run: dict[str, Any], steps: int, seconds: float) -> None:
-    """Note in ``run.json`` where the current segment ended, how long it took and with how many torch threads."""
-    import torch as th
-
-    run["segments"][-1].update({"end": steps, "seconds": round(seconds, 3), "threads": th.get_num_threads()})
-    runs.write_run_file(run_dir, run)

@@ -1,13 +1,14 @@
-"""What the RL Baselines3 Zoo is given: its tables filled from the registry, three adapters, and Optuna storages.
+"""What the RL Baselines3 Zoo is given: its tables filled from the registry, a few adapters, and Optuna storages.
 
-The zoo has no plugin mechanism. Its scripts read three shared tables, which :func:`register_with_zoo` fills from
-the sbx-lecture registry (built-in and third-party algorithms alike) before any zoo parser runs, as SBX does:
+The zoo has no plugin mechanism. Its scripts read three shared tables, which :func:`register_with_zoo` fills from the
+sbx-lecture registry (built-in and third-party algorithms alike) before any zoo parser runs, as SBX does:
 ``rl_zoo3.utils.ALGOS`` (``--algo`` name → class) and ``rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER`` /
-``HYPERPARAMS_CONVERTER`` (Optuna samplers for ``--optimize``, converters of a stored trial for ``--trial-id``).
-What no table can say is done by a few small adapters (:func:`_adapt_the_zoo`), which the plain zoo gets too: with
-sbx-lecture installed, the start-up hook ``_sbx_lecture_zoo_hook`` calls :func:`autoregister` when ``rl_zoo3`` is
-first imported. The Optuna storages of ``--storage`` (:func:`open_study_storage`, :func:`ensure_study`) serve the
-zoo bridge (:mod:`sbx_lecture.zoo`) and ``sbx-lecture sweep``.
+``HYPERPARAMS_CONVERTER`` (Optuna samplers for ``-optimize``, converters of a stored trial for ``--trial-id``). What no
+table can say is done by a few small adapters of rl_zoo3 and Optuna (:func:`_adapt_the_zoo`), which the plain zoo gets
+too: with sbx-lecture installed, the start-up hook ``_sbx_lecture_zoo_hook`` calls :func:`autoregister` when
+``rl_zoo3`` is first imported. Each adapter is a function that gets the original first; ``tests/test_zoo.py`` fails
+when an adapted signature changes. The Optuna storages of ``--storage`` (:func:`open_study_storage`,
+:func:`ensure_study`) serve the zoo bridge (:mod:`sbx_lecture.zoo`) and ``sbx-lecture sweep``.
 """
 
 from __future__ import annotations
@@ -19,34 +20,32 @@ import pickle
 import pkgutil
 import random
 import re
-import shutil
 import sys
-import tempfile
 import time
-import uuid
 import warnings
 from collections import UserDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
 from unittest import mock
 
 from sbx_lecture import zoo_config
+from sbx_lecture.factory import UsageError, build_model
 from sbx_lecture.infra.validation import is_action_space_error
 from sbx_lecture.plugins import PluginManager, get_plugin_manager
 from sbx_lecture.registry import AlgorithmSpec
+from sbx_lecture.zoo_config import ZooConfigError
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
-#: Value of ``SBX_LECTURE_ZOO_AUTOREGISTER`` that switches the plain zoo's automatic registration off.
+#: ``SBX_LECTURE_ZOO_AUTOREGISTER=0`` switches the plain zoo's automatic registration off (``_sbx_lecture_zoo_hook``).
 AUTOREGISTER_VARIABLE = "SBX_LECTURE_ZOO_AUTOREGISTER"
 
 
 class ZooBridgeError(Exception):
-    """A zoo command line that cannot work, explained before rl_zoo3 starts."""
+    """A zoo command line that cannot work, explained in one line."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -83,34 +82,22 @@ class LazyAlgorithms(UserDict[str, Any]):
         return entry.load() if isinstance(entry, AlgorithmSpec) else entry
 
 
-@dataclass(frozen=True, eq=False)
-class LazySampler:
-    """The registered Optuna sampler of an algorithm, imported on first call (the zoo's sampler signature), and its
-    :meth:`convert`, the zoo's converter of a stored trial.
+def _sample(spec: AlgorithmSpec, trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> Any:
+    """The zoo's ``HYPERPARAMS_SAMPLER`` entry of ``spec``: its registered sampler, imported on first call."""
+    return spec.load_zoo_sampler()(trial, n_actions, n_envs, additional_args)  # type: ignore[misc]
 
-    :param spec: the algorithm's registry entry
-    """
 
-    spec: AlgorithmSpec
-
-    def __call__(self, trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
-        sampler = self.spec.load_zoo_sampler()
-        assert sampler is not None  # set only for a spec with a sampler
-        return sampler(trial, n_actions, n_envs, additional_args)
-
-    def convert(self, params: dict[str, Any]) -> dict[str, Any]:
-        """A stored trial's parameters as hyperparameters (the zoo's ``--trial-id``): by the plugin's
-        ``zoo_converter`` when it registered one, else by the ``convert`` attribute of its sampler (as the samplers of
-        :mod:`sbx_lecture.zoo_samplers` carry)."""
-        converter = self.spec.extra.get("zoo_converter") or getattr(self.spec.load_zoo_sampler(), "convert", None)
-        if isinstance(converter, str):
-            converter = pkgutil.resolve_name(converter)
-        if converter is None:
-            raise ZooBridgeError(
-                f"algorithm {self.spec.name!r} ({self.spec.origin}) registers no converter for stored trials: "
-                "register it with zoo_converter=..., or give the sampler a 'convert' attribute"
-            )
-        return dict(converter(params))
+def _convert(spec: AlgorithmSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """The zoo's ``HYPERPARAMS_CONVERTER`` entry of ``spec``: a stored trial's parameters as hyperparameters
+    (``--trial-id``), by the plugin's ``zoo_converter``, else by the ``convert`` attribute of its sampler (which the
+    samplers of :mod:`sbx_lecture.zoo_samplers` carry)."""
+    converter = spec.extra.get("zoo_converter") or getattr(spec.load_zoo_sampler(), "convert", None)
+    if converter is None:
+        raise ZooBridgeError(
+            f"algorithm {spec.name!r} ({spec.origin}) registers no converter for stored trials: register it with "
+            "zoo_converter=..., or give the sampler a 'convert' attribute"
+        )
+    return dict((pkgutil.resolve_name(converter) if isinstance(converter, str) else converter)(params))
 
 
 def register_with_zoo(manager: PluginManager | None = None) -> LazyAlgorithms:
@@ -125,8 +112,7 @@ def register_with_zoo(manager: PluginManager | None = None) -> LazyAlgorithms:
     :return: the zoo's ``ALGOS`` table
     """
     try:
-        import rl_zoo3  # noqa: F401  (imports rl_zoo3.utils and with it the zoo's ALGOS)
-        import rl_zoo3.hyperparams_opt as zoo_optimization
+        import rl_zoo3.hyperparams_opt as zoo_optimization  # imports rl_zoo3, and with it rl_zoo3.utils's ALGOS
         import rl_zoo3.utils as zoo_utils
     except ModuleNotFoundError as error:
         if error.name is None or not error.name.startswith(("rl_zoo3", "optuna")):
@@ -134,7 +120,7 @@ def register_with_zoo(manager: PluginManager | None = None) -> LazyAlgorithms:
         raise ZooBridgeError(f"the zoo bridge needs {error.name}: pip install 'sbx-lecture[zoo]'") from None
 
     current = zoo_utils.ALGOS
-    table = current if isinstance(current, LazyAlgorithms) else LazyAlgorithms(dict(current))
+    table = current if isinstance(current, LazyAlgorithms) else LazyAlgorithms(current)
     specs = list((manager or get_plugin_manager()).registry)
     table.sync(specs)
     for module_name, module in list(sys.modules.items()):
@@ -142,20 +128,32 @@ def register_with_zoo(manager: PluginManager | None = None) -> LazyAlgorithms:
             module.ALGOS = table  # type: ignore[attr-defined]
     for spec in specs:
         if spec.zoo_sampler is not None:
-            zoo_optimization.HYPERPARAMS_SAMPLER[spec.name] = LazySampler(spec)
+            zoo_optimization.HYPERPARAMS_SAMPLER[spec.name] = functools.partial(_sample, spec)
         if spec.zoo_sampler is not None or spec.extra.get("zoo_converter") is not None:
-            zoo_optimization.HYPERPARAMS_CONVERTER[spec.name] = LazySampler(spec).convert  # type: ignore[assignment]
+            zoo_optimization.HYPERPARAMS_CONVERTER[spec.name] = functools.partial(_convert, spec)
     _adapt_the_zoo()
     return table
+
+
+def zoo_sampler(algo: str, table: Mapping[str, Any]) -> Any:
+    """The Optuna sampler the zoo holds for ``algo`` (``(trial, n_actions, n_envs, additional_args) ->
+    hyperparameters``): the registered one (ours, plugins') or the zoo's own (SB3's), for ``-optimize`` and sweeps."""
+    import rl_zoo3.hyperparams_opt as zoo_optimization
+
+    if algo not in zoo_optimization.HYPERPARAMS_SAMPLER:
+        spec = table.spec(algo) if isinstance(table, LazyAlgorithms) else None
+        origin = f" (plugin {spec.origin})" if spec is not None else ""
+        raise ZooBridgeError(f"{algo!r}{origin} has no zoo sampler to search with: register one with zoo_sampler=...")
+    return zoo_optimization.HYPERPARAMS_SAMPLER[algo]
 
 
 def autoregister() -> None:
     """Called by the start-up hook (``_sbx_lecture_zoo_hook``) when a plain zoo script first imports ``rl_zoo3``.
 
-    It registers every algorithm (:func:`register_with_zoo`) and makes the bridge's errors (:class:`ZooBridgeError`)
-    and the zoo's own "missing package" errors (an ``ImportError`` that names the ``pip install``) one line on
-    stderr instead of a traceback. A registration that fails (a broken plugin) leaves the zoo with its
-    own algorithms and says so in one line (``SBX_LECTURE_DEBUG=1``: the traceback).
+    It registers every algorithm (:func:`register_with_zoo`) and makes the adapters' errors (:class:`ZooBridgeError`,
+    :class:`~sbx_lecture.zoo_config.ZooConfigError`) and the zoo's own "missing package" errors (an ``ImportError``
+    that names the ``pip install``) one line on stderr instead of a traceback. A registration that fails (a broken
+    plugin) leaves the zoo with its own algorithms and says so in one line (``SBX_LECTURE_DEBUG=1``: the traceback).
     """
     try:
         register_with_zoo()
@@ -170,11 +168,9 @@ def autoregister() -> None:
         )
         return
     previous = sys.excepthook
-    if getattr(previous, "_sbx_lecture_zoo", False):
-        return
 
     def excepthook(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
-        one_line = isinstance(error, (ZooBridgeError, zoo_config.ZooConfigError)) or (
+        one_line = isinstance(error, (ZooBridgeError, ZooConfigError)) or (
             isinstance(error, ImportError) and "pip install" in str(error)
         )
         if one_line and not os.environ.get("SBX_LECTURE_DEBUG"):
@@ -182,120 +178,127 @@ def autoregister() -> None:
         else:
             previous(kind, error, traceback)
 
-    excepthook._sbx_lecture_zoo = True  # type: ignore[attr-defined]
     sys.excepthook = excepthook
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The adapters: what no table of the zoo can say
+# The adapters: what no table of the zoo can say. Each gets the function it adapts first.
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _adapt_the_zoo() -> None:
-    """Install, once, the adapters of rl_zoo3 and Optuna. Each wraps the original with ``functools.wraps`` (so
-    ``__wrapped__`` and the signature stay the original's, which ``tests/test_zoo.py`` compares with the signature
-    the adapter was written for):
+def adapted(original: Callable[..., Any], adapter: Callable[..., Any]) -> Any:
+    """``adapter`` with ``original`` as its first argument, looking like ``original`` (``functools.wraps``: its name,
+    signature and ``__wrapped__``, which ``tests/test_zoo.py`` compares with the signature the adapter was written
+    for)."""
+    return functools.wraps(original)(lambda *args, **kwargs: adapter(original, *args, **kwargs))
 
-    - ``ExperimentManager.read_hyperparameters``: without ``-conf``, an algorithm that registers a zoo file reads it
-      (the zoo would read ``rl_zoo3/hyperparams/<algo>.yml``); a yml's section is chosen by
-      :func:`sbx_lecture.zoo_config.select_section`, the one rule of ``train`` and ``bench`` (``Hopper-v5`` reads
-      ``Hopper-v4``), said in one line when it is not the environment's own;
-    - ``ExperimentManager.objective``: a trial pruned because training failed (a ``ValueError`` such as
-      :class:`~sbx_lecture.infra.finite.NonFiniteError`) is pruned with the reason, which Optuna's "Trial N pruned."
-      line shows and the trial keeps as its user attribute ``pruned`` (as in ``sbx-lecture sweep``);
-    - ``ExperimentManager.hyperparameters_optimization``: the report files ``report_*.csv/.pkl`` get a name of their
-      own (the zoo's changes once a second, so workers that finish together overwrote each other's) and the pickled
-      study is an in-memory copy, which holds no storage URL (nor its password);
-    - ``ExperimentManager.setup_experiment``: an action space the algorithm (or the zoo's action noise) cannot use is
-      a one-line :class:`ZooBridgeError`, worded as ``sbx-lecture train`` words it;
-    - ``optuna.storages.get_storage`` (which ``create_study``/``load_study`` call on the zoo's ``--storage`` text): a
-      Redis URL becomes Optuna's Redis journal (see :func:`open_study_storage`), and a database's tables are created
-      safely when several workers start at once on a fresh database (see :func:`ensure_study`).
-    """
+
+def _adapt_the_zoo() -> None:
+    """Install, once, the adapters the plain zoo gets too: :func:`read_hyperparameters_adapter`,
+    :func:`_setup_experiment`, :func:`_objective` and :func:`_hyperparameters_optimization` of rl_zoo3's
+    ``ExperimentManager``, and :func:`_get_storage` of ``optuna.storages``."""
     import optuna
     from rl_zoo3.exp_manager import ExperimentManager
 
     if getattr(ExperimentManager, "_sbx_lecture_patched", False):
         return
-    import yaml
-
-    read_hyperparameters = ExperimentManager.read_hyperparameters
-    setup_experiment = ExperimentManager.setup_experiment
-    objective = ExperimentManager.objective
-    hyperparameters_optimization = ExperimentManager.hyperparameters_optimization
-    get_storage = optuna.storages.get_storage
-    zoo_module = sys.modules[ExperimentManager.__module__]
-    zoo_default_folder = Path(zoo_module.__file__ or "").parent / "hyperparams"
-
-    @functools.wraps(read_hyperparameters)
-    def reading_the_registered_file(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        spec = _table().spec(self.algo)
-        registered = zoo_config.registered_zoo_file(spec) if spec is not None else None
-        if registered is not None and self.config == str(zoo_default_folder / f"{self.algo}.yml"):
-            self.config = str(registered)
-        if not self.config.endswith((".yml", ".yaml")):
-            return read_hyperparameters(self)
-        env_id, sections = self.env_name.gym_id, zoo_config.read_sections(Path(self.config))
-        name, section = zoo_config.section_for(sections, env_id, self.algo, self.config)
-        if name != env_id:
-            print(f"Using the section {name!r} of {self.config} for {env_id}")
-        with mock.patch.object(yaml, "safe_load", lambda stream: {env_id: section}):  # the zoo reads the file
-            return read_hyperparameters(self)
-
-    @functools.wraps(objective)
-    def pruning_with_the_reason(self: Any, trial: Any) -> float:
-        try:
-            return objective(self, trial)
-        except optuna.TrialPruned as pruned:
-            if pruned.args or pruned.__cause__ is None:
-                raise
-            reason = " ".join(str(pruned.__cause__).split()) or type(pruned.__cause__).__name__
-            trial.set_user_attr("pruned", reason)
-            raise optuna.TrialPruned(reason) from pruned.__cause__
-
-    @functools.wraps(hyperparameters_optimization)
-    def writing_reports_of_their_own(self: Any) -> None:
-        folder = self.log_folder
-        with tempfile.TemporaryDirectory(prefix="sbx-lecture-report-") as scratch:
-            self.log_folder = scratch
-            try:
-                with mock.patch.object(zoo_module, "pkl", SimpleNamespace(dump=_pickle_report)):
-                    hyperparameters_optimization(self)
-            finally:
-                self.log_folder = folder
-                token = uuid.uuid4().hex[:8]
-                for report in sorted(Path(scratch, self.algo).glob("report_*")):
-                    destination = Path(folder, self.algo, f"{report.stem}_{token}{report.suffix}")
-                    destination.parent.mkdir(parents=True, exist_ok=True)
-                    print(f"Report: {shutil.move(report, destination)}")
-
-    @functools.wraps(setup_experiment)
-    def refusing_action_spaces_in_one_line(self: Any) -> Any:
-        try:
-            return setup_experiment(self)
-        except (AssertionError, ValueError, TypeError, KeyError) as error:
-            if not is_action_space_error(error):
-                raise
-            raise _action_space_refusal(self, error) from error
-
-    @functools.wraps(get_storage)
-    def opening_storage_urls(storage: Any) -> Any:
-        if isinstance(storage, str):
-            return _retrying_creation_races(lambda: get_storage(open_study_storage(storage)))
-        return get_storage(storage)
-
-    ExperimentManager.read_hyperparameters = reading_the_registered_file  # type: ignore[method-assign]
-    ExperimentManager.setup_experiment = refusing_action_spaces_in_one_line  # type: ignore[method-assign]
-    ExperimentManager.objective = pruning_with_the_reason  # type: ignore[method-assign]
-    ExperimentManager.hyperparameters_optimization = writing_reports_of_their_own  # type: ignore[method-assign]
-    optuna.storages.get_storage = opening_storage_urls
+    adapters: dict[str, Callable[..., Any]] = {
+        "read_hyperparameters": read_hyperparameters_adapter,
+        "setup_experiment": _setup_experiment,
+        "objective": _objective,
+        "hyperparameters_optimization": _hyperparameters_optimization,
+    }
+    for name, adapter in adapters.items():
+        setattr(ExperimentManager, name, adapted(getattr(ExperimentManager, name), adapter))
+    optuna.storages.get_storage = adapted(optuna.storages.get_storage, _get_storage)
     ExperimentManager._sbx_lecture_patched = True  # type: ignore[attr-defined]
 
 
-def _table() -> LazyAlgorithms:
-    import rl_zoo3.utils as zoo_utils
+def read_hyperparameters_adapter(read: Callable[..., Any], manager: Any, then: Callable[..., Any] | None = None) -> Any:
+    """``ExperimentManager.read_hyperparameters``: without ``-conf``, an algorithm that registers a zoo file reads it
+    (the zoo would read ``rl_zoo3/hyperparams/<algo>.yml``); a yml's section is chosen by
+    :func:`sbx_lecture.zoo_config.select_section`, the one rule of ``train`` and ``bench`` (``Hopper-v5`` reads
+    ``Hopper-v4``), said in one line when it is not the environment's own.
 
-    return zoo_utils.ALGOS if isinstance(zoo_utils.ALGOS, LazyAlgorithms) else LazyAlgorithms(zoo_utils.ALGOS)
+    :param then: what ``sbx-lecture zoo`` does next with ``(manager, hyperparameters, where)``
+        (:func:`sbx_lecture.zoo._check_train`)
+    """
+    import yaml
+    from rl_zoo3.utils import ALGOS
+
+    algo, env_id = manager.algo, manager.env_name.gym_id
+    spec = ALGOS.spec(algo) if isinstance(ALGOS, LazyAlgorithms) else None
+    registered = zoo_config.registered_zoo_file(spec) if spec is not None else None
+    if registered is not None and not getattr(manager.args, "conf_file", None):
+        manager.config = str(registered)
+    where = manager.config
+    if not where.endswith((".yml", ".yaml")):
+        hyperparams, saved = read(manager)  # a Python file or package named by -conf: the zoo's own reading
+    elif not Path(where).is_file():  # a -conf typo, or an algorithm with no file of its own nor of the zoo's
+        raise ZooConfigError(
+            f"hyperparameter file {where} does not exist: pass -conf FILE.yml with a section {env_id!r} (or 'default')"
+        )
+    else:
+        name, section = zoo_config.section_for(zoo_config.read_sections(Path(where)), env_id, algo, where)
+        if name != env_id:
+            print(f"Using the section {name!r} of {where} for {env_id}")
+        with mock.patch.object(yaml, "safe_load", lambda stream: {env_id: section}):  # the zoo reads the file
+            hyperparams, saved = read(manager)
+        where = f"section {name!r} of {where}"
+    return (hyperparams if then is None else then(manager, hyperparams, where)), saved
+
+
+def _setup_experiment(setup: Callable[..., Any], manager: Any) -> Any:
+    """``ExperimentManager.setup_experiment``: an action space the algorithm (or the zoo's action noise) cannot use is a
+    one-line :class:`ZooBridgeError`. When the algorithm, built with its defaults, refuses the space, it is the error of
+    ``sbx-lecture train``; else the zoo's action noise refused it, and the message says what to remove."""
+    from rl_zoo3.utils import ALGOS
+
+    try:
+        return setup(manager)
+    except (AssertionError, ValueError, TypeError, KeyError) as error:
+        if not is_action_space_error(error):
+            raise
+        env = manager.create_envs(1, no_log=True)
+        try:
+            build_model(manager.algo, ALGOS[manager.algo], env, {}, {}, seed=0)
+        except UsageError as refusal:
+            if is_action_space_error(refusal):
+                raise ZooBridgeError(str(refusal)) from error
+        finally:
+            env.close()
+        message = " ".join(str(error).split())
+        if "noise" in message.lower():
+            message += ": remove noise_type and noise_std from the hyperparameters (-params noise_type:None)"
+        raise ZooBridgeError(message) from error
+
+
+def _objective(objective: Callable[..., float], manager: Any, trial: Any) -> float:
+    """``ExperimentManager.objective``: a trial pruned because training failed (a ``ValueError`` such as
+    :class:`~sbx_lecture.infra.finite.NonFiniteError`) is pruned with the reason, which Optuna's "Trial N pruned." line
+    shows and the trial keeps as its user attribute ``pruned`` (as in ``sbx-lecture sweep``)."""
+    import optuna
+
+    try:
+        return objective(manager, trial)
+    except optuna.TrialPruned as pruned:
+        if pruned.args or pruned.__cause__ is None:
+            raise
+        reason = " ".join(str(pruned.__cause__).split()) or type(pruned.__cause__).__name__
+        trial.set_user_attr("pruned", reason)
+        raise optuna.TrialPruned(reason) from pruned.__cause__
+
+
+def _hyperparameters_optimization(optimize: Callable[..., None], manager: Any) -> None:
+    """``ExperimentManager.hyperparameters_optimization``: the report files ``report_..._<time>.csv/.pkl`` get a name of
+    their own, the zoo's ``int(time.time())`` followed by this process's id (the zoo's second alone let workers that
+    finish together overwrite each other's), and the pickled study is an in-memory copy (:func:`_pickle_report`),
+    which holds no storage URL (nor its password)."""
+    from rl_zoo3 import exp_manager
+
+    report_time = SimpleNamespace(time=lambda: int(time.time()) * 10**7 + os.getpid() % 10**7)
+    with mock.patch.object(exp_manager, "time", report_time), mock.patch.object(exp_manager, "pkl", _PICKLED_REPORT):
+        optimize(manager)
 
 
 def _pickle_report(study: Any, file: Any) -> None:
@@ -317,26 +320,17 @@ def _pickle_report(study: Any, file: Any) -> None:
     pickle.dump(copy, file)
 
 
-def _action_space_refusal(manager: Any, error: BaseException) -> ZooBridgeError:
-    """The error for an action space that the zoo refused while setting ``manager``'s experiment up.
+#: The zoo's ``pkl`` in :func:`_hyperparameters_optimization`.
+_PICKLED_REPORT = SimpleNamespace(dump=_pickle_report)
 
-    When the algorithm itself refuses the space, it is the error of ``sbx-lecture train`` (the algorithm is built
-    with its defaults to learn it); else (the zoo's action noise on a space that is not a Box) it says what to remove.
-    """
-    from sbx_lecture.factory import UsageError, build_model
 
-    env = manager.create_envs(1, no_log=True)
-    try:
-        build_model(manager.algo, _table()[manager.algo], env, {}, {}, seed=0)
-    except UsageError as refusal:
-        if is_action_space_error(refusal):
-            return ZooBridgeError(str(refusal))
-    finally:
-        env.close()
-    message = " ".join(str(error).split())
-    if "noise" in message.lower():
-        message += ": remove noise_type and noise_std from the hyperparameters (-params noise_type:None)"
-    return ZooBridgeError(message)
+def _get_storage(get_storage: Callable[[Any], Any], storage: Any) -> Any:
+    """``optuna.storages.get_storage``, which ``create_study``/``load_study`` call on the zoo's ``--storage`` text: the
+    storage of :func:`open_study_storage` (a Redis URL is Optuna's Redis journal), a database's tables created safely
+    when several workers start at once on a fresh database (:func:`_retrying_creation_races`)."""
+    if isinstance(storage, str):
+        return _retrying_creation_races(lambda: get_storage(open_study_storage(storage)))
+    return get_storage(storage)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -347,7 +341,6 @@ def _action_space_refusal(manager: Any, error: BaseException) -> ZooBridgeError:
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 #: Attempts at creating a study's tables and the study itself before giving up (see :func:`ensure_study`).
 STUDY_CREATION_ATTEMPTS = 8
-_REDIS_HINT = "pip install 'sbx-lecture[zoo]' (or: pip install redis)"
 #: The package each storage scheme needs, and the ``pip install`` that brings it.
 STORAGE_DRIVERS = {
     "postgresql": ("psycopg", "pip install 'sbx-lecture[zoo]' (or: pip install 'psycopg[binary]')"),
@@ -355,9 +348,7 @@ STORAGE_DRIVERS = {
     "postgresql+psycopg2": ("psycopg2", "pip install psycopg2-binary"),
     "mysql": ("MySQLdb", "pip install mysqlclient"),
     "mysql+pymysql": ("pymysql", "pip install pymysql"),
-    "redis": ("redis", _REDIS_HINT),
-    "rediss": ("redis", _REDIS_HINT),
-    "unix": ("redis", _REDIS_HINT),
+    **dict.fromkeys(("redis", "rediss", "unix"), ("redis", "pip install 'sbx-lecture[zoo]' (or: pip install redis)")),
 }
 
 
@@ -436,25 +427,18 @@ Result = TypeVar("Result")
 def _retrying_creation_races(action: Callable[[], Result]) -> Result:
     """``action()``, tried again (up to :data:`STUDY_CREATION_ATTEMPTS` times, after a short random pause) while it
     fails because another process creates the same tables, type or study at the same time."""
-    attempt = 0
-    while True:
-        attempt += 1
+    for attempt in range(1, STUDY_CREATION_ATTEMPTS):
         try:
             return action()
         except Exception as error:
-            if attempt >= STUDY_CREATION_ATTEMPTS or not _is_creation_race(error):
+            if not _is_creation_race(error):
                 raise
             time.sleep(random.uniform(0.1, 0.5) * attempt)
+    return action()
 
 
 def _is_creation_race(error: Exception) -> bool:
-    """Whether ``error`` is another process creating the same tables, type or study at the same time."""
-    try:
-        from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-    except ModuleNotFoundError:
-        return False
-    text = str(error).lower()
-    return isinstance(error, IntegrityError) or (
-        isinstance(error, (ProgrammingError, OperationalError))
-        and any(word in text for word in ("already exists", "duplicate", "deadlock"))
-    )
+    """Whether ``error``, a database's (SQLAlchemy's) error, is another process creating the same tables, type or
+    study at the same time: a unique (duplicate) key, an object that already exists, a deadlock between the creators."""
+    words = ("already exists", "duplicate", "unique", "deadlock")
+    return type(error).__module__.startswith("sqlalchemy") and any(word in str(error).lower() for word in words)

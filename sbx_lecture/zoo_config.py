@@ -129,14 +129,9 @@ def section_for(sections: Mapping[str, Any], env_id: str, algo: str, path: str |
 @cache
 def rl_zoo_file(algo: str) -> Path | None:
     """rl_zoo3's shipped ``hyperparams/<algo>.yml``, or ``None`` when the zoo (or its file for ``algo``) is missing."""
-    spec = importlib.util.find_spec("rl_zoo3")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        path = Path(location) / "hyperparams" / f"{algo}.yml"
-        if path.exists():
-            return path
-    return None
+    spec = importlib.util.find_spec("rl_zoo3")  # the package's location, without importing it
+    path = Path(spec.origin).parent / "hyperparams" / f"{algo}.yml" if spec is not None and spec.origin else None
+    return path if path is not None and path.is_file() else None
 
 
 def registered_zoo_file(spec: AlgorithmSpec) -> Path | None:

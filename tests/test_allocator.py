@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -50,17 +51,21 @@ def test_a_user_who_tunes_the_allocator_is_left_alone(monkeypatch: pytest.Monkey
     assert allocator._apply() is False
 
 
-def test_it_is_applied_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    monkeypatch.setattr(allocator, "_applied", None)
-    monkeypatch.setattr(allocator, "_apply", lambda: calls.append(1) or True)
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The calls of the setting itself, in a process where it was not made yet (and is forgotten afterwards)."""
+    made: list[int] = []
+    allocator.keep_freed_memory.cache_clear()
+    monkeypatch.setattr(allocator, "_apply", lambda: made.append(1) or True)
+    yield made
+    allocator.keep_freed_memory.cache_clear()
+
+
+def test_it_is_applied_once_per_process(calls: list[int]) -> None:
     assert allocator.keep_freed_memory() and allocator.keep_freed_memory()
     assert calls == [1]
 
 
-def test_sql_keeps_freed_memory_when_it_learns(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    monkeypatch.setattr(allocator, "_applied", None)
-    monkeypatch.setattr(allocator, "_apply", lambda: calls.append(1) or True)
+def test_sql_keeps_freed_memory_when_it_learns(calls: list[int]) -> None:
     SQL("MlpPolicy", "Pendulum-v1", learning_starts=10, batch_size=8, policy_kwargs=dict(net_arch=[8])).learn(20)
     assert calls == [1]

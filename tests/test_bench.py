@@ -620,8 +620,8 @@ def test_a_pair_of_own_defaults_gives_every_contestant_its_own_constructor_defau
 
     given: dict[str, list[dict[str, Any]]] = {}
 
-    def time_learning(algo: str, cls: type, settings: Any, kwargs: dict[str, Any], *args: Any) -> float:
-        given.setdefault(algo, []).append(dict(kwargs))
+    def time_learning(contestant: speed.Contestant, *args: Any) -> float:
+        given.setdefault(contestant.name, []).append(dict(contestant.kwargs))
         return 100.0
 
     monkeypatch.setattr(speed, "time_learning", time_learning)
@@ -669,8 +669,8 @@ def test_speed_pairs_timed_on_a_gpu_are_another_measurement_and_sbx_stays_where_
 
     devices: dict[str, set[str]] = {}
 
-    def time_learning(algo: str, cls: type, *args: Any) -> float:
-        devices.setdefault(algo, set()).add(args[-1])
+    def time_learning(contestant: speed.Contestant, *args: Any) -> float:
+        devices.setdefault(contestant.name, set()).add(contestant.device)
         return 100.0
 
     monkeypatch.setattr(speed, "time_learning", time_learning)

@@ -34,8 +34,8 @@ def test_builtin_figures_exist_and_take_their_parameters():
 
 def test_interleaved_samples_alternate_the_order():
     calls: list[str] = []
-    samples = interleaved_samples([lambda: calls.append("a") or 1.0, lambda: calls.append("b") or 2.0], 3)
-    assert calls == ["a", "b", "b", "a", "a", "b"]
+    samples = interleaved_samples([lambda k: calls.append(f"a{k}") or 1.0, lambda k: calls.append(f"b{k}") or 2.0], 3)
+    assert calls == ["a0", "b0", "b1", "a1", "a2", "b2"]  # each measure is told its round
     assert samples == [[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]]
 
 

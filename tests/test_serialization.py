@@ -238,7 +238,7 @@ def test_algorithm_inferred_from_the_policy_class_when_unambiguous(tmp_path: Pat
         load(ppo_zip)  # an ActorCriticPolicy fits PPO, A2C, TRPO, ...
     assert "\n" not in str(exc.value)
     save(SAC("MlpPolicy", "Pendulum-v1"), path, {"algo": "sac"})
-    with pytest.raises(ModelFileError, match="not 'dqn'"):
+    with pytest.raises(ModelFileError, match="saved by SAC, not by DQN"):
         load(path, algo="dqn")
 
 

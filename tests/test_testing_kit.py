@@ -57,6 +57,23 @@ class AcceptsUndeclaredSpaces(PPO):
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Discrete,)
 
 
+class RefusesUnclearly(PPO):
+    """Fault: declares only Discrete and refuses the other kinds, but with an error that does not say why."""
+
+    supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Discrete,)
+
+    def _setup_model(self) -> None:
+        if not isinstance(self.action_space, spaces.Discrete):
+            raise RuntimeError("boom")
+        super()._setup_model()
+
+
+class DeclaresAList(PPO):
+    """Fault: ``supported_action_spaces`` is a list, not a tuple of space classes."""
+
+    supported_action_spaces = [spaces.Discrete]  # type: ignore[assignment]
+
+
 class SlicesObservationsAsOneArray(PPO):
     """Fault: claims Dict observations (MultiInputPolicy) but slices the rollout's observations as one array."""
 
@@ -158,6 +175,18 @@ def test_catches_an_undeclared_space_it_accepts():
     assert "accepts a spaces.Box action space" in failure.problem
 
 
+def test_catches_an_unclear_refusal_and_an_invalid_declaration():
+    error = _failures(RefusesUnclearly, checks=["action_spaces"], probe_spaces=[spaces.Box, spaces.Discrete])
+    (failure,) = error.failures
+    assert "refuses the undeclared spaces.Box with an unclear error: RuntimeError: boom" in failure.problem
+    assert "does not support the action space" in failure.fix
+    error = _failures(DeclaresAList)  # no env_id: none can be chosen from the declaration
+    assert [failure.check for failure in error.failures] == ["action_spaces"]
+    assert "must be a non-empty tuple of gymnasium.spaces classes" in error.failures[0].problem
+    error = _failures(DeclaresAList, env_id="CartPole-v1", checks=["action_spaces"])
+    assert "ClassVar" in error.failures[0].fix
+
+
 def test_supported_spaces_and_suitable_envs_of_sb3_classes():
     assert supported_action_spaces(SAC) == (spaces.Box,)
     assert supported_action_spaces(DQN) == (spaces.Discrete,)
@@ -181,6 +210,8 @@ def test_bad_input():
         check_algorithm(PPO, checks=["fly"])
     with pytest.raises(ValueError, match="probe_spaces"):
         check_algorithm(PPO, probe_spaces=[spaces.Tuple])
+    with pytest.raises(ValueError, match="timesteps must be >= 1, got 0"):
+        check_algorithm(PPO, timesteps=0)
 
 
 @pytest.mark.parametrize("kind", list(PROBE_ENV_IDS))

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -21,14 +22,7 @@ from sbx_lecture.builtin import LECTURE_ALGORITHMS
 from sbx_lecture.hookspecs import hookimpl
 from sbx_lecture.hyperparams import refused_hyperparameters
 from sbx_lecture.plugins import PluginManager, get_plugin_manager
-from sbx_lecture.zoo import (
-    ZOO_SCRIPTS,
-    LazyAlgorithms,
-    announce_study,
-    main,
-    plan_train,
-    register_with_zoo,
-)
+from sbx_lecture.zoo import ZOO_SCRIPTS, LazyAlgorithms, main, register_with_zoo
 from sbx_lecture.zoo_config import read_sections, registered_zoo_file
 
 LECTURE = [row.name for row in LECTURE_ALGORITHMS]
@@ -169,9 +163,6 @@ def test_unknown_algorithm_is_refused_with_suggestions(workdir: Path, capsys: py
     for spelling in ("PPO-KL", "TNPG"):  # not silently another name: the zoo takes the exact name, as train does
         assert main(["train", "--algo", spelling, "--env", "CartPole-v1"]) == 2
         assert f"unknown algorithm '{spelling}'; did you mean '{spelling.lower().replace('-', '_')}'?" in _error(capsys)
-    plan = plan_train(["--algo", "ppo_kl", "--env", "CartPole-v1"], register_with_zoo())
-    assert plan.algo == "ppo_kl" and plan.argv[:2] == ["--algo", "ppo_kl"]
-    assert plan.config is not None and plan.config.endswith("ppo_kl.yml")
 
 
 @pytest.mark.parametrize("flag", ["--threads", "--workers"])
@@ -179,7 +170,7 @@ def test_zoo_counts_are_bounded(flag: str, workdir: Path, capsys: pytest.Capture
     assert main(["train", "--algo", "ppo", "--env", "CartPole-v1", flag, "100000"]) == 2
     assert f"{flag} must be at most 1024, got 100000" in _error(capsys)
     assert main(["train", "--algo", "ppo", "--env", "CartPole-v1", flag, "x"]) == 2
-    assert f"{flag} needs a whole number, got 'x'" in _error(capsys)
+    assert f"argument {flag}: invalid int value: 'x'" in _error(capsys)
     assert not any(workdir.iterdir())
 
 
@@ -444,7 +435,7 @@ def test_unsupported_action_space_is_the_message_of_train(workdir: Path, capsys:
 @pytest.mark.parametrize(
     ("missing", "arguments", "expected"),
     [
-        ("wandb", ["--track"], "needs the package 'wandb': pip install wandb"),
+        ("wandb", ["--track"], "pip install wandb"),  # the zoo's own message, in one line
         ("psycopg", ["-optimize", "--storage", "postgresql://me:hush@127.0.0.1/db"], "pip install 'sbx-lecture[zoo]'"),
         ("redis", ["-optimize", "--storage", "redis://:hush@127.0.0.1:6379/0"], "pip install 'sbx-lecture[zoo]'"),
     ],
@@ -474,23 +465,32 @@ def test_unreachable_storage_is_one_line_without_the_password(
     assert "hush" not in message
 
 
-def test_default_study_name_carries_the_budget_and_joining_is_said(
-    workdir: Path, capsys: pytest.CaptureFixture[str]
+def test_default_study_name_carries_the_budget_and_workers_join_it(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    table = register_with_zoo()
-    optimize = ["--algo", "tnpg", "--env", "CartPole-v1", "-f", str(workdir / "logs"), "-optimize"]
-    plan = plan_train([*optimize, "-n", "5000"], table)
-    assert plan.study_name == "tnpg_CartPole-v1_n5000"
+    """``--workers K`` checks the command line once, creates the default study (or says it joins it), then starts K
+    workers with seeds of their own; the study's name carries the budget, from ``-n`` or else the section in force."""
+    started: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "Popen", lambda command, env: started.append(command) or SimpleNamespace(wait=int))
+    optimize = ["train", "--algo", "tnpg", "--env", "CartPole-v1", "-f", str(workdir / "logs"), "--workers", "2"]
+    assert main(optimize) == 2  # without -optimize
+    assert "--workers starts optimization workers: it needs -optimize" in _one_line_error(capsys)
+    optimize += ["-optimize", "--seed", "3"]
+    journal = workdir / "logs" / "tnpg" / "CartPole-v1_optuna.log"
     # Without -n, the budget is the n_timesteps of the section in force (zoo_configs/tnpg.yml: 1e5 on CartPole-v1).
-    assert plan_train(optimize, table).study_name == "tnpg_CartPole-v1_n100000"
-    announce_study(plan)
-    assert capsys.readouterr().out.strip() == (
-        f"sbx-lecture zoo: created the study 'tnpg_CartPole-v1_n5000' at {plan.storage}"
-    )
-    announce_study(plan)
-    joined = capsys.readouterr().out.strip()
-    assert joined.startswith("sbx-lecture zoo: joining the existing study 'tnpg_CartPole-v1_n5000'")
-    assert "(0 trials so far)" in joined and "--study-name" in joined and "\n" not in joined
+    assert main(optimize) == 0
+    out = capsys.readouterr().out
+    assert f"sbx-lecture zoo: created the study 'tnpg_CartPole-v1_n100000' at {journal}" in out
+    assert "sbx-lecture zoo: worker 2/2 on study 'tnpg_CartPole-v1_n100000'" in out
+    assert [command[-4:] for command in started] == [
+        ["--threads", "1", "--seed", "3"],
+        ["--threads", "1", "--seed", "4"],
+    ]
+    assert main([*optimize, "-n", "5000"]) == main([*optimize, "-n", "5000"]) == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if "the study" in line or "existing study" in line]
+    assert said[0] == f"sbx-lecture zoo: created the study 'tnpg_CartPole-v1_n5000' at {journal}"
+    assert said[1].startswith("sbx-lecture zoo: joining the existing study 'tnpg_CartPole-v1_n5000'")
+    assert "(0 trials so far)" in said[1] and "--study-name" in said[1] and len(said) == 2
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -675,10 +675,6 @@ ADAPTED_SIGNATURES = {
     ),
     "rl_zoo3.exp_manager:ExperimentManager.objective": "(self, trial: optuna.trial._trial.Trial) -> float",
     "rl_zoo3.exp_manager:ExperimentManager.hyperparameters_optimization": "(self) -> None",
-    "rl_zoo3.exp_manager:ExperimentManager._preprocess_hyperparams": (
-        "(self, hyperparams: dict[str, typing.Any]) -> tuple[dict[str, typing.Any], collections.abc.Callable | None, "
-        "list[stable_baselines3.common.callbacks.BaseCallback], collections.abc.Callable | None]"
-    ),
     "rl_zoo3.utils:StoreDict.__call__": "(self, parser, namespace, values, option_string=None)",
     "rl_zoo3.utils:get_model_path": (
         "(exp_id: int, folder: str, algo: str, env_name: huggingface_sb3.naming_schemes.EnvironmentName, "
@@ -686,7 +682,11 @@ ADAPTED_SIGNATURES = {
         "tuple[str, str, str]"
     ),
     "optuna.storages:get_storage": "(storage: 'None | str | BaseStorage') -> 'BaseStorage'",
+    "stable_baselines3.common.vec_env:VecNormalize.load": (
+        "(load_path: str, venv: stable_baselines3.common.vec_env.base_vec_env.VecEnv) -> 'VecNormalize'"
+    ),
     "subprocess:call": "(*popenargs, timeout=None, **kwargs)",
+    "yaml:safe_load": "(stream)",
     "pickle:load": "(file, *, fix_imports=True, encoding='ASCII', errors='strict', buffers=())",
 }
 
@@ -699,6 +699,19 @@ def test_adapted_functions_keep_the_signature_their_adapter_was_written_for(targ
     register_with_zoo()  # the adapters wrap with functools.wraps: the signature shown is the original's
     function = pkgutil.resolve_name(target)
     assert str(inspect.signature(function)) == ADAPTED_SIGNATURES[target], f"{target} changed: check its adapter"
+
+
+def test_the_zoo_still_names_its_reports_by_the_second_and_pickles_the_study() -> None:
+    """``hyperparameters_optimization``'s adapter replaces the ``time`` and ``pkl`` of ``rl_zoo3.exp_manager`` for
+    these two calls only: it fails when the zoo writes its reports otherwise."""
+    import inspect
+
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    register_with_zoo()
+    source = inspect.getsource(ExperimentManager.hyperparameters_optimization.__wrapped__)
+    assert source.count("time.") == source.count("int(time.time())") == 1
+    assert source.count("pkl.") == source.count("pkl.dump(study, f)") == 1
 
 
 def test_the_adapters_are_installed_once_and_keep_the_originals() -> None:

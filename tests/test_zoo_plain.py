@@ -110,7 +110,8 @@ def test_start_up_imports_nothing_and_adds_one_finder(fresh: FreshEnvironment) -
 def test_importing_rl_zoo3_registers_and_removes_the_finder(fresh: FreshEnvironment) -> None:
     probe = textwrap.dedent(
         """
-        import sys
+        import importlib.util, sys
+        importlib.util.find_spec("rl_zoo3")  # locating the package (as zoo_config does) leaves the finder in place
         import rl_zoo3.utils
         print(type(rl_zoo3.utils.ALGOS).__name__, sorted(rl_zoo3.utils.ALGOS))
         print([type(finder).__name__ for finder in sys.meta_path])

@@ -19,6 +19,7 @@ finished runs and continues interrupted ones from their last checkpoint.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 from pathlib import Path
@@ -209,8 +210,11 @@ def run_suite(
     pairs on Dask (:func:`.harness.run_jobs`), then the figures in this process (:func:`.figures.draw_figures`).
 
     The report covers every job of the suite at this scale and seed count that has a result, so a suite run in
-    filtered parts (``--algos``, ``--envs``) still gets one report.
+    filtered parts (``--algos``, ``--envs``) still gets one report: tables, statistics, plots, ``report.md``,
+    ``summary.md`` (the compact table for the README) and the RL Zoo layout export (``zoo_logs/``), in
+    :func:`report_folder`.
 
+    :param reps: bootstrap replications of the report's intervals (``None``: :data:`.stats.DEFAULT_REPS`)
     :return: the results of the selected jobs, and the report's path
     """
     from sbx_lecture.bench.figures import draw_figures
@@ -224,34 +228,22 @@ def run_suite(
     results += draw_figures(figures, out) if run else []
     fresh = {job_folder(job, out): result for job, result in zip(jobs, results, strict=False)}
     reported = []
-    everything = Selection(selection.seeds, selection.timesteps_scale, device=selection.device)
-    for job in expand(suite, everything, zoo_budget):
-        folder = job_folder(job, out)
-        result = fresh[folder] if folder in fresh else stored_result(job, out)
+    for job in expand(suite, dataclasses.replace(selection, algos=None, envs=None), zoo_budget):
+        result = fresh.get(job_folder(job, out)) or stored_result(job, out)
         if result is not None:  # a result read from its folder is done, whichever command finished it
             reported.append({**result, "status": "done"} if result["status"] == "skipped" else result)
-    return results, write_report(suite, selection, reported, out, plots, reps)
+    return results, _write_report(suite, selection, reported, report_folder(out, suite, selection), plots, reps)
 
 
-def write_report(
-    suite: Suite,
-    selection: Selection,
-    results: list[dict[str, Any]],
-    out: Path,
-    plots: bool = True,
-    reps: int | None = None,
+def _write_report(
+    suite: Suite, selection: Selection, results: list[dict[str, Any]], folder: Path, plots: bool, reps: int | None
 ) -> Path:
-    """Tables, statistics, plots, ``report.md``, ``summary.md`` (the compact table for the README) and the RL Zoo
-    layout export (``zoo_logs/``) of ``results`` in the suite's report folder; returns the report's path.
-
-    :param reps: bootstrap replications of the intervals (``None``: :data:`.stats.DEFAULT_REPS`)
-    """
+    """Write the report of ``results`` into ``folder`` (see :func:`run_suite`); returns the report's path."""
     from sbx_lecture.bench.report import compact_summary, markdown_report, suite_statistics, write_tables
     from sbx_lecture.bench.stats import DEFAULT_REPS, check_packages
     from sbx_lecture.bench.zoo_logs import export_zoo_logs
     from sbx_lecture.runs import write_text
 
-    folder = report_folder(out, suite, selection)
     folder.mkdir(parents=True, exist_ok=True)
     runs = [result for result in results if result.get("kind") == "run"]
     if runs:
@@ -272,14 +264,12 @@ def write_report(
             images.append(plotting.interval_chart(stats.aggregate, folder, suite.name))
             images.append(plotting.improvement_chart(stats.improvements, folder, suite.name))
         images += [plotting.speed_chart(results, folder, suite.name), *_copy_figures(results, folder)]
-    description = suite.description
-    if selection.timesteps_scale != 1.0:
-        description += f" (budgets scaled by {selection.timesteps_scale:g})"
+    scaled = f" (budgets scaled by {selection.timesteps_scale:g})" if selection.timesteps_scale != 1.0 else ""
     drawn = [image for image in images if image is not None]
-    text = markdown_report(suite.name, description, results, drawn, folder, stats)
-    path = folder / "report.md"
-    write_text(path, text)
-    return path
+    write_text(
+        folder / "report.md", markdown_report(suite.name, suite.description + scaled, results, drawn, folder, stats)
+    )
+    return folder / "report.md"
 
 
 def _copy_figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
@@ -292,11 +282,10 @@ def _copy_figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
     copies = []
     for result in figures:
         source = Path(result["folder"]) / result.get("image", "figure.png")
-        if not source.exists():
-            continue
-        stem = result["name"] if names.count(result["name"]) == 1 else f"{result['name']}-{source.parent.name}"
-        copies.append(folder / f"{stem}.png")
-        shutil.copyfile(source, copies[-1])
+        if source.exists():
+            stem = result["name"] if names.count(result["name"]) == 1 else f"{result['name']}-{source.parent.name}"
+            copies.append(folder / f"{stem}.png")
+            shutil.copyfile(source, copies[-1])
     return copies
 
 

@@ -85,11 +85,6 @@ class PublishedFigure:
         lowered = self.source.lower()
         return next((key for marker, key in SOURCE_KEYS.items() if marker in lowered), lowered)
 
-    @property
-    def version_note(self) -> str:
-        """``", <the task version the source ran>"``, or nothing when it ran ours."""
-        return f", {self.env_version_note}" if self.env_version_note else ""
-
     def text(self) -> str:
         """``mean ± std`` (or the mean alone when the source gives no spread)."""
         return f"{self.mean:.1f} ± {self.std:.1f}" if self.std is not None else f"{self.mean:.1f}"
@@ -140,10 +135,9 @@ def random_policy_returns(env_id: str, episodes: int = RANDOM_EPISODES, seed: in
     """
     import gymnasium as gym
 
-    env = gym.make(env_id)
-    env.action_space.seed(seed)
     returns = []
-    try:
+    with gym.make(env_id) as env:
+        env.action_space.seed(seed)
         for episode in range(episodes):
             env.reset(seed=seed if episode == 0 else None)
             total, done = 0.0, False
@@ -152,8 +146,6 @@ def random_policy_returns(env_id: str, episodes: int = RANDOM_EPISODES, seed: in
                 total += float(reward)
                 done = terminated or truncated
             returns.append(total)
-    finally:
-        env.close()
     return returns
 
 
@@ -214,7 +206,8 @@ def references(random: dict[str, float], measured_best: dict[str, tuple[float, s
         cited = [figure for figure in published_figures() if figure.reference and same_task(figure.env, env_id)]
         if cited:
             figure = cited[0]
-            source = f"{figure.source}: {figure.algo} at {figure.timesteps:,} steps{figure.version_note}"
+            version = f", {figure.env_version_note}" if figure.env_version_note else ""  # the task version it ran
+            source = f"{figure.source}: {figure.algo} at {figure.timesteps:,} steps{version}"
             found[env_id] = Reference(env_id, zero, figure.mean, source, False)
         elif env_id in RETURN_RANGES:
             found[env_id] = Reference(env_id, zero, RETURN_RANGES[env_id][1], "maximum possible return", False)

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from sbx_lecture.bench.plots import pyplot
+from sbx_lecture.bench.plots import pyplot, save_figure
 from sbx_lecture.bench.runner import job_outcome, run_once, write_result
-from sbx_lecture.bench.speed import build_with_environment, interleaved_samples, timed
+from sbx_lecture.bench.speed import Contestant, build_with_environment, interleaved_samples, timed
 from sbx_lecture.bench.suites import FigureJob
 from sbx_lecture.zoo_config import ZooSettings
 
@@ -187,16 +187,14 @@ def dpg_bandit(
                 "a2c_costs": a2c_costs,
             }
         )
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.2), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(rows), figsize=(4 * len(rows), 3.2), squeeze=False)
     for ax, row in zip(axes[0], rows, strict=True):
         ax.plot(row["steps"], row["dpg_costs"], "-", label="DPG (COPDAC-B)")
         ax.plot(row["a2c_steps"], row["a2c_costs"], "--", label=f"stochastic PG (A2C, lr {row['a2c_learning_rate']})")
         ax.set(yscale="log", title=f"action dimension m = {row['m']}", xlabel="time-steps", ylabel="cost")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(folder / IMAGE_FILE, dpi=100)
-    plt.close(fig)
+    save_figure(fig, folder / IMAGE_FILE, dpi=100)
     ratios = ", ".join(f"m={row['m']}: {row['ratio_a2c_to_dpg']:.1f}" for row in rows)
     return {"summary": f"final cost A2C / DPG after {timesteps} steps, median of {seeds} seeds: {ratios}", "rows": rows}
 
@@ -207,7 +205,9 @@ def _zoo_model(algo: str, env_id: str, seed: int) -> tuple[Any, ZooSettings]:
     from sbx_lecture.zoo_config import zoo_settings
 
     settings = zoo_settings(algo, env_id)
-    return build_with_environment(env_id, algo, resolve_algorithm(algo)[1], settings, settings.kwargs, seed), settings
+    return build_with_environment(
+        Contestant(algo, resolve_algorithm(algo)[1], settings, settings.kwargs), env_id, seed
+    ), settings
 
 
 # --- soft Q-learning on the multi-goal environment ---------------------------------------------------------------
@@ -237,8 +237,7 @@ def sql_multigoal(folder: Path, timesteps: int = 20_000, seed: int = 0, episodes
         paths.append(np.array(visited))
         goals.append(int(info["goal"]))
     counts = np.bincount(np.array(goals) + 1, minlength=len(env.goals) + 1).tolist()
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = pyplot().subplots(figsize=(5, 5))
     for trajectory in paths:
         ax.plot(trajectory[:, 0], trajectory[:, 1], color="tab:blue", alpha=0.5, linewidth=1)
     ax.scatter(env.goals[:, 0], env.goals[:, 1], s=300, color="tab:red", marker="*", zorder=3, label="goals")
@@ -249,8 +248,7 @@ def sql_multigoal(folder: Path, timesteps: int = 20_000, seed: int = 0, episodes
         title="SQL on the multi-goal environment: sampled trajectories",
     )
     ax.legend(loc="upper right")
-    fig.savefig(folder / IMAGE_FILE, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, folder / IMAGE_FILE, tight=True, dpi=100)
     goal_list = [tuple(goal) for goal in env.goals.tolist()]
     return {
         "summary": f"of {episodes} sampled trajectories after {timesteps} steps, {counts[1:]} reached the goals "
@@ -312,13 +310,11 @@ def fisher_product(
         [timed(lambda: product(vector), time.process_time), timed(theirs, time.process_time)], repeats
     )
     ours_seconds, theirs_seconds = (statistics.median(values) for values in samples)
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = pyplot().subplots(figsize=(5, 3.2))
     ax.boxplot([np.array(values) * 1e3 for values in samples], tick_labels=["Fisher-vector product", "TRPO's HVP"])
     ax.set(ylabel="CPU ms per product", title=f"{env}, batch {batch_size}, {repeats} interleaved repeats")
     fig.tight_layout()
-    fig.savefig(folder / IMAGE_FILE, dpi=100)
-    plt.close(fig)
+    save_figure(fig, folder / IMAGE_FILE, dpi=100)
     ratio = ours_seconds / theirs_seconds
     return {
         "summary": f"{env} batch {batch_size}: Fisher-vector product {ours_seconds * 1e3:.2f} ms, TRPO's "

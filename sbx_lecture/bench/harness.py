@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from sbx_lecture.bench.runner import RESULT_FILE, changed_settings, execute_run, job_outcome, read_result, write_result
+from sbx_lecture.bench import runner
 from sbx_lecture.bench.speed import execute_speed, lacks_sbx, speed_steps
 from sbx_lecture.bench.suites import FigureJob, Job, RunJob, SpeedJob, SuiteError
 
@@ -67,10 +67,10 @@ def stored_result(job: Job, out: Path) -> dict[str, Any] | None:
     """The result of a finished job, or ``None``; status ``"stale"`` when the job's zoo entry now gives other
     settings than those it was made with (:func:`.runner.changed_settings`; a speed pair of each contestant's own
     defaults, when its overrides changed)."""
-    result = read_result(job_folder(job, out))
+    result = runner.read_result(job_folder(job, out))
     if result is None or isinstance(job, FigureJob):
         return result
-    stale = changed_settings(result, job.settings)
+    stale = runner.changed_settings(result, job.settings)
     return result if stale is None else {**result, "status": "stale", "error": stale}
 
 
@@ -92,31 +92,27 @@ def job_state(job: Job, out: Path) -> tuple[str, dict[str, Any] | None]:
 def execute(job: RunJob | SpeedJob, out: Path, report: Any = None) -> dict[str, Any]:
     """Run one training run or speed pair in this process."""
     if isinstance(job, RunJob):
-        return execute_run(job, job_folder(job, out), report)
+        return runner.execute_run(job, job_folder(job, out), report)
     return execute_speed(job, job_folder(job, out), report)
 
 
+#: The line about a finished job: by its status, else by its kind (``str.format`` templates of its result's fields).
+LINES = {
+    "failed": "FAILED: {error}",
+    "interrupted": "{detail}",  # a run's result says what it saved; nothing else keeps partial work
+    "stale": "stale: {error}",
+    "busy": "busy: another bench is running it; run the command again when it has finished",
+    "figure": "{status}: {summary}",
+    "speed": "{status}: {ours_steps_per_second:.0f} vs {sibling_steps_per_second:.0f} steps/s, ratio {ratio:.2f}",
+    "run": "{status}: return {final_mean:.1f} ± {final_std:.1f}, {steps_per_second:.0f} steps/s, {wall_seconds:.0f} s",
+}
+
+
 def describe(result: dict[str, Any]) -> str:
-    """One line about a finished job."""
-    status = result.get("status", "?")
-    if status == "failed":
-        return f"FAILED: {result.get('error', 'see error.txt')}"
-    if status == "interrupted":  # a run's result says what it saved; nothing else keeps partial work
-        return result.get("detail", "interrupted: nothing was saved; run the command again")
-    if result.get("kind") == "figure":
-        return f"{status}: {result.get('summary', '')}"
-    if status == "stale":
-        return f"stale: {result.get('error', '')}"
-    if status == "busy":
-        return "busy: another bench is running it; run the command again when it has finished"
-    if result.get("kind") == "speed":
-        return (
-            f"{status}: {result['ours_steps_per_second']:.0f} vs {result['sibling_steps_per_second']:.0f} steps/s, "
-            f"ratio {result['ratio']:.2f}"
-        )
-    return (
-        f"{status}: return {result['final_mean']:.1f} ± {result['final_std']:.1f}, "
-        f"{result['steps_per_second']:.0f} steps/s, {result['wall_seconds']:.0f} s"
+    """One line about a finished job (:data:`LINES`)."""
+    line = LINES.get(result.get("status", ""), LINES[result.get("kind", "run")])
+    return line.format_map(
+        {"status": "?", "error": "see error.txt", "detail": runner.NOTHING_SAVED, "summary": "", **result}
     )
 
 
@@ -147,7 +143,7 @@ def _work(job: RunJob | SpeedJob, out: Path, threads: int, topic: str, token: st
     stop = Event(STOP_EVENT + token)
     if stop.is_set():  # queued before Ctrl-C
         detail = "not started (interrupted); run the command again"
-        return job_outcome(job, job_folder(job, here), "interrupted", detail=detail)
+        return runner.job_outcome(job, job_folder(job, here), "interrupted", detail=detail)
     th.set_num_threads(threads)
     if threads == 1:  # JAX (SBX, the speed suite's optional sibling) reads its thread settings when first imported
         os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA_FLAGS)
@@ -201,10 +197,8 @@ def connect(n_workers: int = 1, scheduler: str | None = None) -> Iterator[Client
         dask.config.set({TRIM_SETTING: None}),  # None: the nannies leave the variable out
         LocalCluster(
             n_workers=n_workers,
-            threads_per_worker=1,
-            processes=True,
+            threads_per_worker=1,  # worker processes (the default), over TCP, on the loopback address only
             host=LOOPBACK,
-            protocol="tcp://",
             dashboard_address=None,  # no dashboard; the scheduler's HTTP routes (health) on a free loopback port:
             scheduler_kwargs={"dashboard_address": f"{LOOPBACK}:0"},
             worker_dashboard_address=None,
@@ -313,7 +307,7 @@ def _run_pending(
             except Exception as exc:  # the task failed too often (its workers died), or was cancelled
                 message = " ".join(str(exc).split()) or type(exc).__name__
                 error = f"worker died: {type(exc).__name__}: {message}"
-                result = job_outcome(jobs[key], Path(key), "failed", error=error)
+                result = runner.job_outcome(jobs[key], Path(key), "failed", error=error)
             _keep(Path(key), result)
             with lock:
                 results[key] = result
@@ -343,6 +337,6 @@ def _run_pending(
 
 def _keep(folder: Path, result: dict[str, Any]) -> None:
     """Write a finished job's ``result.json`` here unless its worker did (a worker without our filesystem)."""
-    if result.get("status") == "done" and not (folder / RESULT_FILE).exists():
+    if result.get("status") == "done" and not (folder / runner.RESULT_FILE).exists():
         folder.mkdir(parents=True, exist_ok=True)
-        write_result(folder, result)
+        runner.write_result(folder, result)

@@ -31,10 +31,10 @@ def _plot_file(folder: Path, prefix: str, name: str) -> Path:
     return folder / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', f'{prefix}_{name}' if prefix else name)}.png"
 
 
-def _save(figure: Any, path: Path, tight: bool = False) -> Path:
-    """Write ``figure`` to ``path`` atomically and close it."""
+def save_figure(figure: Any, path: Path, tight: bool = False, dpi: int = 110) -> Path:
+    """Write ``figure`` to ``path`` as a PNG, atomically, and close it; ``tight``: crop it to what it draws."""
     options = {"bbox_inches": "tight"} if tight else {}
-    atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=110, **options))
+    atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=dpi, **options))
     pyplot().close(figure)
     return path
 
@@ -93,7 +93,7 @@ def learning_curves(
             axis.grid(alpha=0.3)
             axis.legend(loc="best", fontsize="small")
         figure.tight_layout()
-        written.append(_save(figure, _plot_file(folder, prefix, f"curves_{env_id}")))
+        written.append(save_figure(figure, _plot_file(folder, prefix, f"curves_{env_id}")))
     return written
 
 
@@ -128,7 +128,7 @@ def profile_chart(
         labels = [f"{algo} ({', '.join(matrix.envs)})" for algo, matrix in chosen.items()]
         axis.legend(handles=axis.get_lines(), labels=labels, fontsize="x-small", loc="best")
     figure.tight_layout()
-    return _save(figure, _plot_file(folder, prefix, "performance_profiles"))
+    return save_figure(figure, _plot_file(folder, prefix, "performance_profiles"))
 
 
 def _estimates(table: Any, key: str, statistics: list[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -158,7 +158,7 @@ def interval_chart(table: Any, folder: Path, prefix: str = "") -> Path | None:
         xlabel="normalised score (0: random policy, 1: the task's reference)",
         xlabel_y_coordinate=-0.3,
     )
-    return _save(figure, _plot_file(folder, prefix, "aggregate"), tight=True)
+    return save_figure(figure, _plot_file(folder, prefix, "aggregate"), tight=True)
 
 
 def improvement_chart(table: Any, folder: Path, prefix: str = "") -> Path | None:
@@ -181,7 +181,7 @@ def improvement_chart(table: Any, folder: Path, prefix: str = "") -> Path | None
         ticklabelsize="medium",
         labelsize="medium",
     )
-    return _save(figure, _plot_file(folder, prefix, "probability_of_improvement"), tight=True)
+    return save_figure(figure, _plot_file(folder, prefix, "probability_of_improvement"), tight=True)
 
 
 def speed_chart(results: list[dict[str, Any]], folder: Path, prefix: str = "") -> Path | None:
@@ -208,7 +208,7 @@ def speed_chart(results: list[dict[str, Any]], folder: Path, prefix: str = "") -
     for axis in (ratio_axis, rate_axis):
         axis.set_xticks(positions, labels, rotation=45, ha="right", fontsize="small")
     figure.tight_layout()
-    return _save(figure, _plot_file(folder, prefix, "steps_per_second"))
+    return save_figure(figure, _plot_file(folder, prefix, "steps_per_second"))
 
 
 def sweep_chart(
@@ -229,4 +229,4 @@ def sweep_chart(
     importance_axis.barh(names, [importances[name] for name in names], color="tab:green")
     importance_axis.set_xlabel("parameter importance (fANOVA)")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)

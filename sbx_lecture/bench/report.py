@@ -4,18 +4,22 @@ The report gives, per environment and algorithm, the interquartile mean and the 
 deterministic return with 95 % stratified-bootstrap intervals (:mod:`.stats`, rliable); the published figures for
 the suite's algorithms on its tasks beside our IQM at the same budget (labelled with their source and caveats: they
 are not ours); then the same statistics across environments on normalised scores, and the probability that each
-lecture algorithm beats its sibling.
+lecture algorithm beats its sibling. The report's prose and the CSV tables' columns are data: ``report.yml``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from sbx_lecture.bench import baselines
 from sbx_lecture.bench import stats as bench_stats
@@ -23,55 +27,16 @@ from sbx_lecture.bench.suites import FINISHED
 from sbx_lecture.bench.zoo_logs import ZOO_LOGS
 from sbx_lecture.runs import write_text
 
-#: The columns of ``results.csv``, ``curves.csv`` and ``speed.csv``.
-RUN_COLUMNS = [
-    "algo",
-    "env",
-    "family",
-    "seed",
-    "timesteps",
-    "status",
-    "final_mean",
-    "final_std",
-    "final_episodes",
-    "steps_per_second",
-    "wall_seconds",
-    "n_envs",
-    "settings_source",
-    "folder",
-    "error",
-]
-CURVE_COLUMNS = ["algo", "env", "seed", "steps", "mean_return", "std_return"]
-SPEED_COLUMNS = [
-    "ours",
-    "sibling",
-    "env",
-    "measured_on",
-    "timesteps",
-    "repeats",
-    "status",
-    "ours_steps_per_second",
-    "sibling_steps_per_second",
-    "ratio",
-    "sbx",
-    "sbx_steps_per_second",
-    "ratio_vs_sbx",
-    "env_steps_per_second",
-    "warmup_seconds",
-    "compile_seconds",
-    "n_envs",
-    "overrides",
-    "own_defaults",
-    "device",
-    "sbx_backend",
-    "dropped_for_sibling",
-    "sbx_note",
-    "error",
-]
 #: Column order of the compact summary: each lecture algorithm followed by its siblings.
 SUMMARY_ORDER = ("npg", "tnpg", "trpo", "ppo_kl", "ppo", "dpg", "ddpg", "td3", "sql", "sac", "dqn")
 #: Marks a speed ratio whose interval contains 1.0.
 NO_DIFFERENCE = "≈"
+
+
+@functools.cache
+def report_text() -> dict[str, Any]:
+    """``report.yml``: each section's paragraph (a ``str.format`` template) and the columns of the CSV tables."""
+    return yaml.safe_load(resources.files("sbx_lecture.bench").joinpath("report.yml").read_text())  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -112,16 +77,9 @@ def suite_statistics(
             measured_best[group.env] = (max(group.finals), group.algo)
     refs = baselines.references(baselines.random_scores(sorted(measured_best), folder, random_episodes), measured_best)
     matrices = bench_stats.score_matrices(groups, refs)
-    return SuiteStatistics(
-        groups,
-        bench_stats.per_environment(groups, reps),
-        refs,
-        random_episodes,
-        matrices,
-        bench_stats.aggregate(matrices, reps),
-        bench_stats.improvements(matrices, reps),
-        reps,
-    )
+    per_env = bench_stats.per_environment(groups, reps)
+    aggregate, improvements = bench_stats.aggregate(matrices, reps), bench_stats.improvements(matrices, reps)
+    return SuiteStatistics(groups, per_env, refs, random_episodes, matrices, aggregate, improvements, reps)
 
 
 def markdown_table(header: str, rows: Iterable[str], numbers: slice) -> str:
@@ -133,7 +91,7 @@ def markdown_table(header: str, rows: Iterable[str], numbers: slice) -> str:
 
 
 def interval_cell(row: Any, name: str, digits: int = 1) -> str:
-    """``point [low, high]``: the statistic ``name`` of a table's row with its interval (:func:`.stats._estimate`)."""
+    """``point [low, high]``: the statistic ``name`` of a table's row with its interval (:func:`.stats.estimates`)."""
     point, low, high = (getattr(row, f"{name}{suffix}") for suffix in ("", "_low", "_high"))
     return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
@@ -185,9 +143,8 @@ def normalisation_table(stats: SuiteStatistics) -> str:
         + (f"**no cited reference**; {ref.source}" if ref.measured else ref.source)
         for env_id, ref in sorted(stats.references.items())
     ]
-    return markdown_table(
-        "environment | random policy (0) | reference (1) | source of the reference", rows, slice(1, 3)
-    )
+    header = "environment | random policy (0) | reference (1) | source of the reference"
+    return markdown_table(header, rows, slice(1, 3))
 
 
 def aggregate_table(stats: SuiteStatistics) -> str:
@@ -222,9 +179,8 @@ def improvement_table(stats: SuiteStatistics) -> str:
         f"| {interval_cell(row, 'probability', 2)}"
         for row in stats.improvements.itertuples()
     ]
-    return markdown_table(
-        "ours (X) | sibling (Y) | environments | seeds X / Y | P(X > Y) [95% CI]", rows, slice(3, None)
-    )
+    header = "ours (X) | sibling (Y) | environments | seeds X / Y | P(X > Y) [95% CI]"
+    return markdown_table(header, rows, slice(3, None))
 
 
 def compact_summary(stats: SuiteStatistics) -> str:
@@ -263,15 +219,17 @@ def _speed_conditions(result: dict[str, Any]) -> list[str]:
     return conditions
 
 
-def _ratio_cell(ratio: float, ours: list[float] | None, theirs: list[float] | None) -> str:
-    """``ratio`` with its 95 % bootstrap interval over the rounds (:func:`.stats.ratio_interval`), marked
-    :data:`NO_DIFFERENCE` where that contains 1.0; without an interval, and why, for fewer than
-    :data:`.stats.MIN_SPEED_REPEATS` rounds or none kept (results written before each repeat's rate was)."""
-    rounds = min(len(ours or ()), len(theirs or ()))
+def _ratio_cell(result: dict[str, Any], ratio: str, other: str) -> str:
+    """The ratio ``result[ratio]`` of ours to ``other`` (``"sibling"``, ``"sbx"``) with its 95 % bootstrap interval
+    over the rounds (:func:`.stats.ratio_interval`), marked :data:`NO_DIFFERENCE` where that contains 1.0; without
+    an interval, and why, for fewer than :data:`.stats.MIN_SPEED_REPEATS` rounds or none kept (results written
+    before each repeat's rate was)."""
+    ours, theirs = result.get("ours_samples") or [], result.get(f"{other}_samples") or []
+    rounds = min(len(ours), len(theirs))
     if rounds < bench_stats.MIN_SPEED_REPEATS:
-        return f"{ratio:.2f} (no interval: " + (f"timed {rounds}×)" if rounds else "rates per repeat not kept)")
-    low, high = bench_stats.ratio_interval(ours or [], theirs or [])
-    return f"{ratio:.2f} [{low:.2f}, {high:.2f}]" + (f" {NO_DIFFERENCE}" if low <= 1.0 <= high else "")
+        return f"{result[ratio]:.2f} (no interval: " + (f"timed {rounds}×)" if rounds else "rates per repeat not kept)")
+    low, high = bench_stats.ratio_interval(ours, theirs)
+    return f"{result[ratio]:.2f} [{low:.2f}, {high:.2f}]" + (f" {NO_DIFFERENCE}" if low <= 1.0 <= high else "")
 
 
 def speed_table(results: list[dict[str, Any]]) -> str:
@@ -279,23 +237,23 @@ def speed_table(results: list[dict[str, Any]]) -> str:
     speeds = [result for result in results if result.get("kind") == "speed"]
     rows = []
     for result in speeds:
-        pair = (
-            f"{result['ours']} | {result['sibling']} | {result['env']} | {', '.join(_speed_conditions(result)) or '–'}"
-        )
+        conditions = ", ".join(_speed_conditions(result)) or "–"
+        pair = f"{result['ours']} | {result['sibling']} | {result['env']} | {conditions}"
         if result.get("status") not in FINISHED:
             rows.append(f"{pair} | – | – | – | {result.get('status')}: {result.get('error', '')} | – | – | – | – | –")
             continue
-        sbx_rate, sbx_ratio = "–", "–"
-        if "sbx_steps_per_second" in result:
-            sbx_rate = f"{result['sbx_steps_per_second']:.0f}"
-            sbx_ratio = _ratio_cell(result["ratio_vs_sbx"], result.get("ours_samples"), result.get("sbx_samples"))
+        timed_sbx = "sbx_steps_per_second" in result
+        sbx = (
+            f"{result['sbx_steps_per_second']:.0f} | {_ratio_cell(result, 'ratio_vs_sbx', 'sbx')}"
+            if timed_sbx
+            else "– | –"
+        )
         compiling = "–" if result.get("compile_seconds") is None else f"{result['compile_seconds']:.1f}"
+        dropped = ", ".join(result.get("dropped_for_sibling") or []) or "–"
         rows.append(
             f"{pair} | {result.get('measured_on', '–')} | {result['ours_steps_per_second']:.0f} "
-            f"| {result['sibling_steps_per_second']:.0f} "
-            f"| {_ratio_cell(result['ratio'], result.get('ours_samples'), result.get('sibling_samples'))} "
-            f"| {sbx_rate} | {sbx_ratio} | {result['env_steps_per_second']:.0f} | {compiling} "
-            f"| {', '.join(result.get('dropped_for_sibling') or []) or '–'}"
+            f"| {result['sibling_steps_per_second']:.0f} | {_ratio_cell(result, 'ratio', 'sibling')} | {sbx} "
+            f"| {result['env_steps_per_second']:.0f} | {compiling} | {dropped}"
         )
     notes = sorted({result["sbx_note"] for result in speeds if "sbx_note" in result})
     if any(NO_DIFFERENCE in row for row in rows):
@@ -309,19 +267,16 @@ def speed_table(results: list[dict[str, Any]]) -> str:
 
 def failures(results: list[dict[str, Any]]) -> list[str]:
     """One line per job that did not finish."""
-    lines = []
-    for result in results:
-        if result.get("status") in FINISHED:
-            continue
-        what = (
-            f"{result.get('algo')} on {result.get('env')} seed {result.get('seed')}"
-            if result.get("kind") == "run"
-            else f"figure {result.get('name')}"
-            if result.get("kind") == "figure"
-            else f"speed {result.get('ours')}/{result.get('sibling')} on {result.get('env')}"
-        )
-        lines.append(f"- {what}: {result.get('status')} {result.get('error', '')}".rstrip())
-    return lines
+    what = {
+        "run": "{algo} on {env} seed {seed}",
+        "figure": "figure {name}",
+        "speed": "speed {ours}/{sibling} on {env}",
+    }
+    return [
+        f"- {what[result['kind']].format_map(result)}: {result.get('status')} {result.get('error', '')}".rstrip()
+        for result in results
+        if result.get("status") not in FINISHED
+    ]
 
 
 def markdown_report(
@@ -332,105 +287,51 @@ def markdown_report(
     base: Path,
     stats: SuiteStatistics | None = None,
 ) -> str:
-    """The suite's report: tables, the plots (linked relative to ``base``), caveats and unfinished jobs.
+    """The suite's report: tables, the plots (linked relative to ``base``), caveats and unfinished jobs; each
+    section's paragraph comes from ``report.yml``.
 
     :param stats: the runs' statistics (computed here when not given)
     """
+    text = report_text()["sections"]
     parts = [f"# Benchmark suite `{suite}`\n", f"{description}\n"]
+
+    def section(key: str, *body: str, **fields: Any) -> None:
+        """Add the section ``key`` of ``report.yml``: its title, its paragraph (if it has one), then ``body``."""
+        known = {"stats": stats, "baselines": baselines, "bench_stats": bench_stats, "zoo_logs": ZOO_LOGS, **fields}
+        paragraph = [text[key]["text"].format(**known)] if "text" in text[key] else []
+        parts.extend([f"## {text[key]['title']}\n", *paragraph, *body])
+
     if any(result.get("kind") == "run" for result in results):
         stats = stats if stats is not None else suite_statistics(results, base)
-        anchors, sources = anchors_table(stats)
         finished = [r for r in results if r.get("status") in FINISHED and r.get("kind") == "run"]
-        episodes = sorted({int(r["final_episodes"]) for r in finished if "final_episodes" in r})
-        count = "/".join(str(e) for e in episodes) or "the suite's"
-        parts += [
-            "## Final return per environment\n",
-            "Score of a run: the mean of its deterministic evaluations on a separate environment in the last "
-            f"10 % of training, the final one included ({count} episodes at the end). IQM: the mean of the "
-            "middle half of the seeds' scores (25 % trimmed from "
-            "each end); median over seeds; 95 % intervals from rliable's percentile bootstrap over seeds "
-            f"({stats.reps} replications). Steps/s: median over seeds of training steps per second, "
-            "evaluation time excluded.\n",
-            summary_table(stats),
-        ]
+        episodes = "/".join(map(str, sorted({int(r["final_episodes"]) for r in finished if "final_episodes" in r})))
+        section("final", summary_table(stats), episodes=episodes or "the suite's")
+        anchors, sources = anchors_table(stats)
         if anchors:
-            parts += [
-                "## Published figures\n",
-                "Every published figure for an algorithm of this suite on its task, at the budget it was published "
-                "for, beside our IQM for the same algorithm and budget where we ran it. They are the sources' own, "
-                "measured differently from ours:\n",
-                *(f"- {key}: {baselines.CAVEATS.get(key, key)}" for key in sorted(sources)),
-                "",
-                anchors,
-            ]
+            section(
+                "published", *(f"- {key}: {baselines.CAVEATS.get(key, key)}" for key in sorted(sources)), "", anchors
+            )
         if stats.references:
-            parts += [
-                "## Normalised scores\n",
-                "Across environments scores are normalised per environment: (score − random) / (reference − "
-                f"random), where *random* is the mean return of a uniformly random policy over "
-                f"{stats.random_episodes} episodes (measured, cached in `{baselines.RANDOM_CACHE_FILE}`) and "
-                "*reference* one cited figure per task, by one rule: the published TRPO figure for the task in "
-                f"`{baselines.PUBLISHED_SOURCE}`, the RL Zoo's, or Tianshou's (10 seeds) where the zoo's single run "
-                "lies far below the multi-seed figures (HalfCheetah); else the most an episode can return; else the "
-                "best final return measured in this suite, marked in the table. The reference is a scale, not a "
-                "ceiling: a score above it is above 1.\n",
-                normalisation_table(stats),
-            ]
+            section("normalised", normalisation_table(stats))
         if len(stats.aggregate):
-            parts += [
-                "## Across environments (normalised)\n",
-                "IQM over every (seed, environment) score; median over environments of the mean over seeds "
-                "(rliable's definitions). Intervals resample seeds within each environment (stratified "
-                "bootstrap). Rows with different environments are not directly comparable; an environment "
-                "with fewer finished seeds limits the others to its count (the rest dropped).\n",
-                aggregate_table(stats),
-            ]
+            section("aggregate", aggregate_table(stats))
         if any(result.get("own_defaults") for result in results):
-            parts += [
-                "## Defaults: gain over random as a fraction of the sibling's\n",
-                "Every class with its own constructor defaults. Fraction: (IQM − random) / (sibling's IQM − "
-                "random) at the same budget; the 95 % interval resamples each side's seeds. n/a: the sibling "
-                "gained less than 1 % of the return range over random, so there is no gain to compare with.\n",
-                defaults_table(stats),
-            ]
+            section("defaults", defaults_table(stats))
         if len(stats.improvements):
-            parts += [
-                "## Probability of improvement\n",
-                "P(X > Y): per environment, the probability that a seed of the lecture's algorithm X scores "
-                "above a seed of its sibling Y (ties count one half), averaged over the environments both "
-                "ran. Above 0.5 favours X; an interval that contains 0.5 decides nothing.\n",
-                improvement_table(stats),
-            ]
+            section("improvement", improvement_table(stats))
     if any(result.get("kind") == "speed" for result in results):
-        parts += [
-            "## Speed\n",
-            "Medians of interleaved repeats in one process, identical settings. Each ratio (ours / other) has "
-            "its 95 % bootstrap interval, which resamples the rounds of repeats (both rates of a round together); "
-            f"a pair timed fewer than {bench_stats.MIN_SPEED_REPEATS} times has none.\n",
-            speed_table(results),
-        ]
+        section("speed", speed_table(results))
     figures = [r for r in results if r.get("kind") == "figure" and r.get("status") in FINISHED]
     if figures:
-        parts += ["## Figures\n", *(f"- `{r['name']}`: {r.get('summary', '')}" for r in figures), ""]
-    if images:
-        parts.append("## Plots\n")
-    if stats is not None and images:  # the curves and profiles are drawn from the runs' statistics
-        parts.append(
-            "Evaluation curves: IQM over seeds at each evaluation with its 95 % bootstrap interval, both "
-            "clipped to the returns the environment can reach (its reward bounds and time limit; for "
-            "environments without known bounds, the range of the measured returns). Performance "
-            "profiles: fraction of runs whose normalised score exceeds τ.\n"
-        )
-    parts += [f"![{image.stem}]({_relative(image, base)})\n" for image in images]
+        section("figures", *(f"- `{r['name']}`: {r.get('summary', '')}" for r in figures), "")
+    if images:  # with runs, the curves and profiles drawn from their statistics are described
+        curves = [text["curves"]["text"]] if stats is not None else []
+        section("plots", *curves, *(f"![{image.stem}]({_relative(image, base)})\n" for image in images))
     if (base / ZOO_LOGS).is_dir():
-        parts += [
-            "## RL Zoo layout\n",
-            f"`{ZOO_LOGS}/<algo>/<env>_<k>/evaluations.npz` holds every run's evaluations for "
-            f"`python -m rl_zoo3.cli all_plots -f {ZOO_LOGS} ...` and `plot_from_file`.\n",
-        ]
+        section("zoo_logs")
     unfinished = failures(results)
     if unfinished:
-        parts += ["## Unfinished jobs\n", *unfinished, ""]
+        section("unfinished", *unfinished, "")
     return "\n".join(parts)
 
 
@@ -452,32 +353,29 @@ def _cell(value: Any) -> Any:
 
 
 def write_tables(results: list[dict[str, Any]], folder: Path, stats: SuiteStatistics | None = None) -> list[Path]:
-    """``results.json`` (everything, curves included), ``results.csv``, ``curves.csv``, ``speed.csv``; with
-    ``stats``, ``stats_per_env.csv``, ``normalisation.csv``, ``stats_aggregate.csv`` and
+    """``results.json`` (everything, curves included), ``results.csv``, ``curves.csv``, ``speed.csv`` (their columns:
+    ``report.yml``); with ``stats``, ``stats_per_env.csv``, ``normalisation.csv``, ``stats_aggregate.csv`` and
     ``probability_of_improvement.csv``. Folders are written relative to ``folder``; a table without rows is not
     written."""
     import pandas as pd
 
     folder.mkdir(parents=True, exist_ok=True)
-    results = [
-        {**result, "folder": _relative(result["folder"], folder)} if "folder" in result else result
-        for result in results
-    ]
+    results = [{**r, "folder": _relative(r["folder"], folder)} if "folder" in r else r for r in results]
     write_text(folder / "results.json", json.dumps(results, indent=2))
+    columns = report_text()["columns"]
     runs = [result for result in results if result.get("kind") == "run"]
-    curves = [
-        dict(zip(CURVE_COLUMNS, [run["algo"], run["env"], run["seed"], *point], strict=True))
-        for run in runs
-        for point in run.get("curve", [])
-    ]
-    speeds = [result for result in results if result.get("kind") == "speed"]
+    rows = {
+        "results.csv": runs,
+        "curves.csv": [
+            dict(zip(columns["curves.csv"], [r["algo"], r["env"], r["seed"], *point], strict=True))
+            for r in runs
+            for point in r.get("curve", [])
+        ],
+        "speed.csv": [result for result in results if result.get("kind") == "speed"],
+    }
     tables = {
-        name: pd.DataFrame([[_cell(row.get(key)) for key in columns] for row in rows], columns=columns)
-        for name, columns, rows in (
-            ("results.csv", RUN_COLUMNS, runs),
-            ("curves.csv", CURVE_COLUMNS, curves),
-            ("speed.csv", SPEED_COLUMNS, speeds),
-        )
+        name: pd.DataFrame([[_cell(row.get(key)) for key in columns[name]] for row in found], columns=columns[name])
+        for name, found in rows.items()
     }
     if stats is not None:
         tables["stats_per_env.csv"] = stats.per_env

@@ -40,16 +40,11 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
     Its ``folder`` is ``run_dir``, wherever the result was written: results copied to another machine or checkout
     (the published ones under ``docs/results/``) still lead to their evaluations and figures.
     """
-    path = run_dir / RESULT_FILE
-    if not path.exists():
-        return None
     try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError):
+        result = json.loads((run_dir / RESULT_FILE).read_text())
+    except (OSError, ValueError):  # no such file (not finished), or not readable
         return None
-    if not isinstance(result, dict):
-        return None
-    return {**result, "folder": str(run_dir)}
+    return {**result, "folder": str(run_dir)} if isinstance(result, dict) else None
 
 
 def changed_settings(recorded: dict[str, Any], current: Callable[[], ZooSettings]) -> str | None:

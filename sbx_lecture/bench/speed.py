@@ -22,6 +22,7 @@ arguments as the SB3 sibling; without SBX the result says so in one line (``sbx_
 from __future__ import annotations
 
 import datetime
+import functools
 import inspect
 import statistics
 import time
@@ -76,24 +77,25 @@ def _learning_early(kwargs: dict[str, Any], timesteps: int, cls: type) -> dict[s
     return {**kwargs, "learning_starts": min(starts, int(timesteps * LEARNING_STARTS_FRACTION))}
 
 
-def interleaved_samples(measures: Sequence[Callable[[], float]], repeats: int) -> list[list[float]]:
-    """Call each of ``measures`` ``repeats`` times, in alternating order; return the numbers each one returned.
+def interleaved_samples(measures: Sequence[Callable[[int], float]], repeats: int) -> list[list[float]]:
+    """Call each of ``measures`` with the round number ``repeats`` times, in alternating order; return the numbers
+    each one returned.
 
-    Every repeat calls all of them, the order reversed on odd repeats, so that a change of load on a shared machine
+    Every round calls all of them, the order reversed on odd rounds, so that a change of load on a shared machine
     hits every one alike. Report the median of each list; entry ``k`` of every list comes from round ``k``.
     """
     samples: list[list[float]] = [[] for _ in measures]
     indices = list(range(len(measures)))
     for repeat in range(repeats):
         for index in indices if repeat % 2 == 0 else indices[::-1]:
-            samples[index].append(float(measures[index]()))
+            samples[index].append(float(measures[index](repeat)))
     return samples
 
 
-def timed(function: Callable[[], Any], clock: Callable[[], float] = time.perf_counter) -> Callable[[], float]:
+def timed(function: Callable[[], Any], clock: Callable[[], float] = time.perf_counter) -> Callable[[int], float]:
     """A measure for :func:`interleaved_samples`: the seconds one call of ``function`` takes on ``clock``."""
 
-    def seconds() -> float:
+    def seconds(_: int) -> float:
         start = clock()
         function()
         return clock() - start
@@ -101,46 +103,46 @@ def timed(function: Callable[[], Any], clock: Callable[[], float] = time.perf_co
     return seconds
 
 
-def time_learning(
-    algo: str,
-    cls: type,
-    settings: ZooSettings,
-    kwargs: dict[str, Any],
-    env_id: str,
-    timesteps: int,
-    seed: int,
-    compile_seconds: list[float] | None = None,
-    report: ProgressReport | None = None,
-    device: str = "cpu",
-) -> float:
-    """Steps per second of one ``learn(timesteps)`` call (construction and environment creation not timed).
+class Contestant(NamedTuple):
+    """One algorithm of a speed pair as it is timed: its keyword arguments, and the pair's settings it leaves out."""
 
-    :param compile_seconds: where to append the seconds the model spent compiling its update (``compile_update``),
-        when it did
+    name: str
+    cls: type
+    settings: ZooSettings
+    kwargs: dict[str, Any]
+    device: str = "cpu"
+    dropped: Sequence[str] = ()
+
+
+def time_learning(
+    contestant: Contestant, env_id: str, timesteps: int, seed: int, costs: list[float] | None, report: ProgressReport
+) -> float:
+    """Steps per second of one ``learn(timesteps)`` call of ``contestant`` on ``env_id`` (construction and
+    environment creation not timed).
+
+    :param costs: where to append the seconds the model spent compiling its update (``compile_update``), when it did
     :param report: told the call's step count about once a second; it may raise :class:`KeyboardInterrupt` to stop
         the call (a stop request), which then propagates. Every contestant pays the same callback.
-    :param device: the torch device of the model (SBX's models run where JAX puts them)
     """
-    model = build_with_environment(env_id, algo, cls, settings, kwargs, seed, device)
+    model = build_with_environment(contestant, env_id, seed)
     try:
-        seconds = timed(lambda: model.learn(timesteps, callback=ProgressCallback(report)))()
+        seconds = timed(lambda: model.learn(timesteps, callback=ProgressCallback(report)))(0)
     finally:
         model.get_env().close()
     compiling = getattr(model, "compile_seconds", None)
-    if compile_seconds is not None and compiling is not None:
-        compile_seconds.append(float(compiling))
+    if costs is not None and compiling is not None:
+        costs.append(float(compiling))
     return timesteps / seconds
 
 
-def build_with_environment(
-    env_id: str, algo: str, cls: type, settings: ZooSettings, kwargs: dict[str, Any], seed: int, device: str = "cpu"
-) -> Any:
-    """``algo`` built as ``train`` builds it with ``settings`` and the constructor arguments ``kwargs``, on a new
-    vectorised ``env_id`` (``model.get_env()``: close it when done)."""
+def build_with_environment(contestant: Contestant, env_id: str, seed: int) -> Any:
+    """``contestant`` built as ``train`` builds it, with its settings and constructor arguments, on its device and
+    a new vectorised ``env_id`` (``model.get_env()``: close it when done)."""
     from sbx_lecture.training import build_model, make_environment
 
+    name, cls, settings, kwargs, device, _ = contestant
     env = make_environment(env_id, settings.n_envs, seed, normalize=settings.normalize, gamma=settings.gamma)
-    return build_model(algo, cls, env, settings.zoo, kwargs, seed, device=device)
+    return build_model(name, cls, env, settings.zoo, kwargs, seed, device=device)
 
 
 def environment_rate(env_id: str, n_envs: int, timesteps: int, seed: int = 0) -> float:
@@ -209,24 +211,34 @@ def warmup_length(job: SpeedJob) -> int:
 
 def speed_steps(job: SpeedJob) -> int:
     """Environment steps ``job`` takes: every contestant's warm-up and timed runs (SBX's when the job names it)."""
-    contestants = 3 if job.sbx else 2
-    return contestants * (warmup_length(job) + job.repeats * job.timesteps)
+    return (3 if job.sbx else 2) * (warmup_length(job) + job.repeats * job.timesteps)
 
 
 def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = None) -> dict[str, Any]:
     """Measure ``job`` (or return its stored result) and write ``result.json`` into ``folder`` (see
     :func:`.runner.run_once`). A stored result without the SBX sibling is measured again once SBX is installed.
+
+    :param report: told every step the job takes, warm-ups included (the progress bar); it may raise
+        :class:`KeyboardInterrupt` to stop the job
     """
+    done = 0  # steps of the finished learn calls
     taken = 0  # the steps the job had taken when last reported
 
-    def counted(steps: int) -> None:
+    def progress(steps: int) -> None:
         nonlocal taken
-        taken = steps
+        taken = done + steps
         if report is not None:
-            report(steps)  # raises KeyboardInterrupt when the command asked its jobs to stop
+            report(taken)  # raises KeyboardInterrupt when the command asked its jobs to stop
+
+    def learn(contestant: Contestant, steps: int, seed: int, costs: list[float] | None = None) -> float:
+        nonlocal done
+        rate = time_learning(contestant, job.env_id, steps, seed, costs, progress)
+        done += steps
+        progress(0)
+        return rate
 
     def measure() -> dict[str, Any]:
-        result = {**job_outcome(job, folder, "done"), **_measure(job, counted)}
+        result = {**job_outcome(job, folder, "done"), **_measure(job, learn)}
         write_result(folder, result)
         return result
 
@@ -238,17 +250,6 @@ def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = N
         return None if stored is None or lacks_sbx(job, stored) else stored
 
     return run_once(job, folder, measure, stopped, finished)
-
-
-class Contestant(NamedTuple):
-    """One algorithm of a speed pair as it is timed: its keyword arguments, and the pair's settings it leaves out."""
-
-    name: str
-    cls: type
-    settings: ZooSettings
-    kwargs: dict[str, Any]
-    device: str
-    dropped: list[str]
 
 
 def contestants(job: SpeedJob) -> list[Contestant]:
@@ -281,41 +282,23 @@ def contestants(job: SpeedJob) -> list[Contestant]:
     return found
 
 
-def _measure(job: SpeedJob, report: ProgressReport) -> dict[str, Any]:
+def _measure(job: SpeedJob, learn: Callable[..., float]) -> dict[str, Any]:
+    """Time ``job``'s contestants, ``learn(contestant, steps, seed, costs)`` giving each run's steps per second."""
     timed_contestants = contestants(job)
     ours, sibling, *sbx = timed_contestants
-    done = 0  # steps of the finished learn calls (warm-ups included), for the progress bar
-
-    def progress(steps: int) -> None:
-        report(done + steps)
-
-    def learn(contestant: Contestant, steps: int, seed: int, costs: list[float] | None = None) -> float:
-        nonlocal done
-        name, cls, settings, kwargs, device, _ = contestant
-        rate = time_learning(name, cls, settings, kwargs, job.env_id, steps, seed, costs, progress, device)
-        done += steps
-        return rate
-
     # One untimed warm-up per contestant: it pays the costs paid once per process (SBX's jit compilation, lazy
     # imports, allocator growth), reported apart as ``warmup_seconds``.
     warmup_steps = warmup_length(job)
     warmup_seconds = {entry.name: warmup_steps / learn(entry, warmup_steps, job.repeats) for entry in timed_contestants}
     # Our update's compilation (``compile_update``), paid by the first timed run long enough to compile: torch
-    # reuses the compiled code for the next models of the process, and the median leaves that run out.
+    # reuses the compiled code for the next models of the process, and the median leaves that run out. Round k of
+    # each contestant uses seed k.
     compile_seconds: list[float] = []
-
-    def measure(contestant: Contestant) -> Callable[[], float]:
-        seeds = iter(range(job.repeats))  # repeat k of each contestant uses seed k
-        costs = compile_seconds if contestant is ours else None
-
-        def rate() -> float:
-            value = learn(contestant, job.timesteps, next(seeds), costs)
-            progress(0)
-            return value
-
-        return rate
-
-    samples = interleaved_samples([measure(entry) for entry in timed_contestants], job.repeats)
+    measures = [
+        functools.partial(learn, entry, job.timesteps, costs=compile_seconds if entry is ours else None)
+        for entry in timed_contestants
+    ]
+    samples = interleaved_samples(measures, job.repeats)
     rates = {entry.name: values for entry, values in zip(timed_contestants, samples, strict=True)}
     median = {name: statistics.median(values) for name, values in rates.items()}
     sbx_part: dict[str, Any] = {"sbx_note": SBX_NOT_INSTALLED} if job.sbx and not sbx else {}

@@ -8,7 +8,8 @@ seeds, in the environment's own units. Across environments they are over normali
 uniformly random policy, 1 the task's cited reference): the IQM over every (seed, environment) score, the median over
 environments of the per-environment mean (rliable's definitions). Every interval is rliable's percentile bootstrap
 that resamples seeds within each environment; the bootstrap draws from a seeded generator, so a report is the same
-each time it is written.
+each time it is written. Every statistic has one definition below: its point estimate is the one rliable returns
+beside the interval, computed by the same function.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from sbx_lecture.bench.baselines import Reference
-from sbx_lecture.bench.suites import FINISHED, SIBLINGS, SuiteError
+from sbx_lecture.bench.baselines import Reference, return_range
+from sbx_lecture.bench.suites import FINISHED, SIBLINGS, SuiteError, family_of
 
 #: Bootstrap replications of a report (``--bootstrap-reps``).
 DEFAULT_REPS = 2000
@@ -30,6 +31,10 @@ CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 0
 #: Thresholds of the performance profiles, in normalised score.
 PROFILE_TAUS = np.linspace(-0.25, 1.25, 61)
+#: The share of training, at its end, whose evaluations make a run's score.
+SCORE_WINDOW = 0.1
+#: Repeats a speed ratio needs for a bootstrap interval: fewer rounds give too few distinct resamples.
+MIN_SPEED_REPEATS = 5
 
 
 def check_packages() -> None:
@@ -39,10 +44,6 @@ def check_packages() -> None:
     missing = [name for name in ("rliable", "pandas") if importlib.util.find_spec(name) is None]
     if missing:
         raise SuiteError(f"the report's statistics need {' and '.join(missing)}: pip install 'sbx-lecture[bench]'")
-
-
-#: The share of training, at its end, whose evaluations make a run's score.
-SCORE_WINDOW = 0.1
 
 
 def run_score(result: dict[str, Any]) -> float:
@@ -71,13 +72,9 @@ class Group:
 def group_runs(results: list[dict[str, Any]]) -> list[Group]:
     """Runs grouped by (env, algorithm, budget), sorted by environment, family and algorithm; failures counted."""
     groups: dict[tuple[str, str, int], Group] = {}
-    for result in results:
-        if result.get("kind") != "run":
-            continue
+    for result in (result for result in results if result.get("kind") == "run"):
         key = (result["env"], result["algo"], int(result.get("timesteps") or 0))
-        group = groups.setdefault(
-            key, Group(result["algo"], result["env"], result.get("family", result["algo"]), key[2])
-        )
+        group = groups.setdefault(key, Group(result["algo"], result["env"], result.get("family", key[1]), key[2]))
         if result.get("status") in FINISHED:
             group.seeds.append(int(result.get("seed", len(group.seeds))))
             group.finals.append(run_score(result))
@@ -100,28 +97,29 @@ def seeded_bootstrap(seed: int) -> Iterator[None]:
         np.random.set_state(state)
 
 
-def _intervals(
-    scores: np.ndarray | list[np.ndarray], func: Callable[..., np.ndarray], reps: int, seed: int
+def estimates(
+    scores: np.ndarray | list[np.ndarray], func: Callable[..., np.ndarray], reps: int, seed: int = BOOTSTRAP_SEED
 ) -> np.ndarray:
-    """rliable's percentile-bootstrap 95 % intervals of ``func`` on ``scores``: lower bounds, then upper (2 × k)."""
+    """rliable's point estimates of ``func`` on ``scores`` and their percentile-bootstrap 95 % intervals: three rows
+    (points, lower bounds, upper bounds), one column per value ``func`` returns."""
     from rliable import library
 
     with seeded_bootstrap(seed):
-        _, intervals = library.get_interval_estimates(
+        points, intervals = library.get_interval_estimates(
             {"scores": scores}, func, reps=reps, confidence_interval_size=CONFIDENCE
         )
-    return np.asarray(intervals["scores"]).reshape(2, -1)
+    return np.vstack([np.ravel(points["scores"]), np.asarray(intervals["scores"]).reshape(2, -1)])
 
 
-def _estimate(name: str, point: float, bounds: np.ndarray) -> dict[str, float]:
-    """The columns of one statistic in a row: ``name`` (the point), ``name_low`` and ``name_high`` (its interval)."""
-    return {name: float(point), f"{name}_low": float(bounds[0]), f"{name}_high": float(bounds[1])}
+def _columns(name: str, values: np.ndarray) -> dict[str, float]:
+    """The columns of one statistic in a table's row: ``name`` (the point), ``name_low`` and ``name_high`` (its
+    interval), from a column of :func:`estimates`."""
+    return dict(zip((name, f"{name}_low", f"{name}_high"), map(float, values), strict=True))
 
 
 # The bootstrap evaluates its statistic once per replication, and scipy's trim_mean and mannwhitneyu (behind
 # rliable's aggregate_iqm and probability_of_improvement) cost milliseconds a call. The statistics below are the same
-# numbers (tests/test_bench_stats.py asserts it) from plain numpy, vectorised over columns; the point estimates of
-# the aggregate and improvement tables come from rliable.metrics itself.
+# numbers (tests/test_bench_stats.py asserts it) from plain numpy, vectorised over columns.
 
 
 def column_iqm(scores: np.ndarray) -> np.ndarray:
@@ -163,28 +161,16 @@ def per_environment(groups: list[Group], reps: int = DEFAULT_REPS, seed: int = B
     """
     import pandas as pd
 
-    rows: list[dict[str, Any]] = [
-        {
-            "env": group.env,
-            "family": group.family,
-            "algo": group.algo,
-            "timesteps": group.timesteps,
-            "seeds": len(group.finals),
-            "failed": group.failed,
-        }
-        for group in groups
-    ]
-    for count in sorted({len(group.finals) for group in groups if group.finals}):
-        members = [index for index, group in enumerate(groups) if len(group.finals) == count]
-        scores = np.stack([np.array(groups[index].finals, dtype=float) for index in members], axis=1)
-        points = column_iqm_and_median(scores)
-        bounds = _intervals(scores, column_iqm_and_median, reps, seed)
-        for column, index in enumerate(members):
-            median = len(members) + column
-            rows[index] |= _estimate("iqm", points[column], bounds[:, column])
-            rows[index] |= _estimate("median", points[median], bounds[:, median])
-            rows[index]["steps_per_second"] = float(np.median(groups[index].speeds))
-    return pd.DataFrame(rows)
+    columns = ["env", "family", "algo", "timesteps", "seeds", "failed"]
+    frame = pd.DataFrame(
+        [[g.env, g.family, g.algo, g.timesteps, len(g.finals), g.failed] for g in groups], columns=columns
+    )
+    for _, members in frame[frame.seeds > 0].groupby("seeds"):
+        scores = np.stack([groups[index].finals for index in members.index], axis=1)
+        found = estimates(scores, column_iqm_and_median, reps, seed)
+        for name, values in (("iqm", found[:, : len(members)]), ("median", found[:, len(members) :])):
+            frame.loc[members.index, [name, f"{name}_low", f"{name}_high"]] = values.T
+    return frame.assign(steps_per_second=[float(np.median(g.speeds)) if g.finals else np.nan for g in groups])
 
 
 @dataclass
@@ -202,9 +188,9 @@ class ScoreMatrix:
     scores: np.ndarray
     dropped: int = 0
 
-    def restrict(self, envs: list[str]) -> ScoreMatrix:
-        """The columns of ``envs`` only."""
-        return ScoreMatrix(self.algo, envs, self.scores[:, [self.envs.index(env) for env in envs]], self.dropped)
+    def restrict(self, envs: list[str]) -> np.ndarray:
+        """The scores of the columns of ``envs`` only."""
+        return self.scores[:, [self.envs.index(env) for env in envs]]
 
 
 def score_matrices(groups: list[Group], refs: dict[str, Reference]) -> dict[str, ScoreMatrix]:
@@ -236,23 +222,13 @@ def score_matrices(groups: list[Group], refs: dict[str, Reference]) -> dict[str,
 def aggregate(matrices: dict[str, ScoreMatrix], reps: int = DEFAULT_REPS, seed: int = BOOTSTRAP_SEED) -> Any:
     """Normalised IQM and median across environments with 95 % intervals, one row per algorithm (a DataFrame)."""
     import pandas as pd
-    from rliable import metrics
-
-    from sbx_lecture.bench.suites import family_of
 
     rows = []
     for algo, matrix in matrices.items():
-        points = [metrics.aggregate_iqm(matrix.scores), metrics.aggregate_median(matrix.scores)]
-        bounds = _intervals(matrix.scores, iqm_and_median, reps, seed)
-        row = {
-            "algo": algo,
-            "family": family_of(algo),
-            "envs": ", ".join(matrix.envs),
-            "n_envs": len(matrix.envs),
-            "runs": matrix.scores.shape[0],
-            "dropped": matrix.dropped,
-        }
-        rows.append(row | _estimate("iqm", points[0], bounds[:, 0]) | _estimate("median", points[1], bounds[:, 1]))
+        found = estimates(matrix.scores, iqm_and_median, reps, seed)
+        row = {"algo": algo, "family": family_of(algo), "envs": ", ".join(matrix.envs), "n_envs": len(matrix.envs)}
+        row |= {"runs": matrix.scores.shape[0], "dropped": matrix.dropped}
+        rows.append(row | _columns("iqm", found[:, 0]) | _columns("median", found[:, 1]))
     frame = pd.DataFrame(rows)
     return frame.sort_values(["family", "algo"], ignore_index=True) if rows else frame
 
@@ -265,28 +241,17 @@ def improvements(matrices: dict[str, ScoreMatrix], reps: int = DEFAULT_REPS, see
     each environment. A DataFrame, one row per pair.
     """
     import pandas as pd
-    from rliable import metrics
 
     rows = []
-    for ours, siblings in SIBLINGS.items():
-        for sibling in siblings:
-            if ours not in matrices or sibling not in matrices:
-                continue
-            shared = [env for env in matrices[ours].envs if env in matrices[sibling].envs]
-            if not shared:
-                continue
-            x, y = matrices[ours].restrict(shared).scores, matrices[sibling].restrict(shared).scores
-            bounds = _intervals([x, y], improvement_probability, reps, seed)
-            rows.append(
-                {
-                    "algo": ours,
-                    "sibling": sibling,
-                    "envs": ", ".join(shared),
-                    "runs": x.shape[0],
-                    "sibling_runs": y.shape[0],
-                    **_estimate("probability", metrics.probability_of_improvement(x, y), bounds[:, 0]),
-                }
-            )
+    for ours, sibling in ((x, y) for x, siblings in SIBLINGS.items() for y in siblings):
+        if ours not in matrices or sibling not in matrices:
+            continue
+        shared = [env for env in matrices[ours].envs if env in matrices[sibling].envs]
+        if shared:
+            x, y = matrices[ours].restrict(shared), matrices[sibling].restrict(shared)
+            found = estimates([x, y], improvement_probability, reps, seed)
+            row = {"algo": ours, "sibling": sibling, "envs": ", ".join(shared), "runs": x.shape[0]}
+            rows.append(row | {"sibling_runs": y.shape[0]} | _columns("probability", found[:, 0]))
     return pd.DataFrame(rows)
 
 
@@ -301,13 +266,10 @@ def sibling_gains(
     """
     import pandas as pd
 
-    from sbx_lecture.bench.baselines import return_range
-
     found = {(group.env, group.algo): group for group in groups if group.finals}
     rows = []
     for (env, ours), group in found.items():
-        for sibling in SIBLINGS.get(ours, ()):
-            other = found.get((env, sibling))
+        for other in (found.get((env, sibling)) for sibling in SIBLINGS.get(ours, ())):
             if other is None or env not in refs:
                 continue
             random = refs[env].random
@@ -319,20 +281,9 @@ def sibling_gains(
                 return np.where(gain > floor, (column_iqm(x) - random) / np.maximum(gain, floor), np.nan)
 
             x, y = np.array(group.finals)[:, None], np.array(other.finals)[:, None]
-            bounds = _intervals([x, y], fraction, reps, seed)
-            rows.append(
-                {
-                    "env": env,
-                    "algo": ours,
-                    "sibling": sibling,
-                    "timesteps": group.timesteps,
-                    "seeds": f"{len(group.finals)}/{len(other.finals)}",
-                    "iqm": float(column_iqm(x)[0]),
-                    "sibling_iqm": float(column_iqm(y)[0]),
-                    "random": random,
-                    **_estimate("fraction", fraction(x, y)[0], bounds[:, 0]),
-                }
-            )
+            row = {"env": env, "algo": ours, "sibling": other.algo, "timesteps": group.timesteps}
+            row |= {"seeds": f"{len(x)}/{len(y)}", "iqm": column_iqm(x)[0], "sibling_iqm": column_iqm(y)[0]}
+            rows.append(row | {"random": random} | _columns("fraction", estimates([x, y], fraction, reps, seed)[:, 0]))
     return pd.DataFrame(rows)
 
 
@@ -385,14 +336,7 @@ def curve_iqm(
     :return: steps, IQM, lower and upper bound of the interval
     """
     grid, values = curve_matrix(curves)
-    iqm = column_iqm(values)
-    intervals = _intervals(values, column_iqm, reps, seed)
-    low, high = bounds
-    return grid, np.clip(iqm, low, high), np.clip(intervals[0], low, high), np.clip(intervals[1], low, high)
-
-
-#: Repeats a speed ratio needs for a bootstrap interval: fewer rounds give too few distinct resamples.
-MIN_SPEED_REPEATS = 5
+    return grid, *np.clip(estimates(values, column_iqm, reps, seed), *bounds)
 
 
 def ratio_interval(

@@ -11,6 +11,7 @@ rl-zoo file (see :mod:`sbx_lecture.zoo_config`); a row only overrides what a com
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -294,17 +295,14 @@ def load_suite_file(path: Path) -> Suite:
         ) from None
     if not entries and not speed and not figures:
         raise SuiteError(f"suite file {path} lists no 'runs', 'speed' or 'figures' rows")
-    options = {
-        key: data[key]
-        for key in ("seeds", "eval_points", "eval_episodes", "final_eval_episodes", "repeats")
-        if key in data
-    }
+    counts = dict.fromkeys(("seeds", "eval_points", "eval_episodes", "final_eval_episodes", "repeats"), int)
     name, description = str(data.get("name", path.stem)), str(data.get("description", f"from {path}"))
-    return Suite(name, description, entries, speed, figures, **options)
+    return Suite(name, description, entries, speed, figures, **_options(data, **counts))
 
 
 def _options(row: dict[str, Any], **types: Callable[[Any], Any]) -> dict[str, Any]:
-    """The optional keys ``types`` names that a suite file's ``row`` gives (not as null), each converted by its type."""
+    """The optional keys ``types`` names that a suite file's ``row`` (or the file itself) gives (not as null), each
+    converted by its type."""
     return {key: convert(row[key]) for key, convert in types.items() if row.get(key) is not None}
 
 
@@ -376,31 +374,23 @@ def expand(suite: Suite, selection: Selection, zoo_budget: Any = None) -> list[J
 
     :param zoo_budget: ``(algo, env_id) -> int`` for rows without a budget (``None``: settled at run time)
     """
-    jobs: list[Job] = []
     seeds = selection.seeds if selection.seeds is not None else range(suite.seeds)
     runs = [entry for entry in suite.entries if selection.keeps((entry.algo,), entry.env_id)]
-    for seed in seeds:
-        for entry in runs:
-            budget = selection.scale(entry.timesteps or (zoo_budget(entry.algo, entry.env_id) if zoo_budget else 0))
-            eval_freq = max(budget // suite.eval_points, 1) if budget else 0
-            jobs.append(
-                dataclasses.replace(
-                    entry,
-                    timesteps=budget,
-                    seed=seed,
-                    eval_freq=eval_freq,
-                    eval_episodes=suite.eval_episodes,
-                    final_eval_episodes=suite.final_eval_episodes,
-                )
-            )
+    evaluation: dict[str, Any] = dict(eval_episodes=suite.eval_episodes, final_eval_episodes=suite.final_eval_episodes)
+    jobs: list[Job] = []
+    for seed, entry in itertools.product(seeds, runs):
+        budget = selection.scale(entry.timesteps or (zoo_budget(entry.algo, entry.env_id) if zoo_budget else 0))
+        every = max(budget // suite.eval_points, 1) if budget else 0
+        jobs.append(dataclasses.replace(entry, timesteps=budget, seed=seed, eval_freq=every, **evaluation))
     for speed in suite.speed_entries:
         if selection.keeps((speed.ours, speed.sibling), speed.env_id):
             scaled = selection.scale(speed.timesteps)
             jobs.append(dataclasses.replace(speed, timesteps=scaled, repeats=suite.repeats, device=selection.device))
     for figure in suite.figures:
         if selection.keeps(figure.algos, figure.env_id):
-            params = dict(figure.params)
-            if "timesteps" in params:
-                params["timesteps"] = selection.scale(int(params["timesteps"]))
+            params = {
+                key: selection.scale(int(value)) if key == "timesteps" else value
+                for key, value in figure.params.items()
+            }
             jobs.append(dataclasses.replace(figure, params=params))
     return jobs

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
@@ -25,9 +26,8 @@ TRIM_THRESHOLD = 256 * 1024 * 1024
 #: The environment variables through which a user sets these themselves (then they are left alone).
 _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES", "LD_PRELOAD")
 
-_applied: bool | None = None
 
-
+@functools.cache
 def keep_freed_memory() -> bool:
     """Let glibc's malloc keep freed blocks of up to :data:`MMAP_THRESHOLD` bytes and up to
     :data:`TRIM_THRESHOLD` bytes of free heap for reuse (once per process).
@@ -38,10 +38,7 @@ def keep_freed_memory() -> bool:
 
     :return: whether the settings are in effect (made by this call or an earlier one)
     """
-    global _applied
-    if _applied is None:
-        _applied = _apply()
-    return _applied
+    return _apply()
 
 
 def _apply() -> bool:
@@ -52,6 +49,5 @@ def _apply() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # no C library by that name, or one without mallopt (musl)
         return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)  # and it returns an int, ctypes' default
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))

@@ -21,9 +21,12 @@ import torch as th
 
 Value = th.Tensor | np.ndarray | float | int
 
-#: What to do about non-finite rewards, observations, or anything the update itself computed.
-REWARD_HINT = "check the environment's rewards (or clip them with a wrapper)"
-OBSERVATION_HINT = "check the environment's observations (SB3's VecCheckNan wrapper finds the step that makes them)"
+#: What to do about non-finite values, by the word their quantity holds (rewards, observations); else UPDATE_HINT, for
+#: anything the update itself computed.
+HINTS = {
+    "reward": "check the environment's rewards (or clip them with a wrapper)",
+    "observation": "check the environment's observations (SB3's VecCheckNan wrapper finds the step that makes them)",
+}
 UPDATE_HINT = "lower the learning rate or step size, and check the environment's rewards and observations"
 
 
@@ -44,14 +47,6 @@ class NonFiniteError(FloatingPointError, ValueError):
         self.algorithm = algorithm
         self.quantity = quantity
         self.step = step
-
-
-def _default_hint(quantity: str) -> str:
-    if "reward" in quantity:
-        return REWARD_HINT
-    if "observation" in quantity:
-        return OBSERVATION_HINT
-    return UPDATE_HINT
 
 
 def _as_numpy(value: Value) -> np.ndarray:
@@ -76,11 +71,11 @@ def non_finite_error(
 ) -> NonFiniteError:
     """The :class:`NonFiniteError` that :func:`check_finite` raises, for callers that tested finiteness already."""
     name = algorithm if isinstance(algorithm, str) else type(algorithm).__name__
-    if step is None and not isinstance(algorithm, str):
-        step = getattr(algorithm, "num_timesteps", None)
+    step = getattr(algorithm, "num_timesteps", None) if step is None else step
     kinds, counts = _describe(values)
     where = f" at step {step}" if step is not None else ""
-    message = f"{name} found {kinds} in {quantity}{where}{counts}; training stopped: {hint or _default_hint(quantity)}"
+    hint = hint or next((text for word, text in HINTS.items() if word in quantity), UPDATE_HINT)
+    message = f"{name} found {kinds} in {quantity}{where}{counts}; training stopped: {hint}"
     return NonFiniteError(message, name, quantity, step)
 
 
@@ -126,11 +121,12 @@ def check_finite(
     raise non_finite_error(quantity, *values, algorithm=algorithm, step=step, hint=hint)
 
 
-def _tensors(value: Any) -> list[Value]:
-    """The arrays of an observation or a batch field: a dict's values, nothing for ``None``."""
-    if isinstance(value, Mapping):
-        return [item for part in value.values() for item in _tensors(part)]
-    return [] if value is None else [value]
+def _arrays(source: Any, *fields: str) -> list[Value]:
+    """The arrays held by the attributes ``fields`` of ``source`` (a batch, a rollout buffer, a model's ``_last_obs``):
+    a dict observation's values each, nothing for a missing or ``None`` attribute."""
+    values = [getattr(source, field, None) for field in fields]
+    arrays = [item for value in values for item in (value.values() if isinstance(value, Mapping) else [value])]
+    return [array for array in arrays if array is not None]
 
 
 def batch_causes(batch: Any) -> dict[str, list[Value]]:
@@ -140,11 +136,8 @@ def batch_causes(batch: Any) -> dict[str, list[Value]]:
     """
     # observations first: a NaN observation often makes NaN actions, states and then rewards, never the reverse
     return {
-        "the sampled observations": [
-            *_tensors(getattr(batch, "observations", None)),
-            *_tensors(getattr(batch, "next_observations", None)),
-        ],
-        "the sampled rewards": _tensors(getattr(batch, "rewards", None)),
+        "the sampled observations": _arrays(batch, "observations", "next_observations"),
+        "the sampled rewards": _arrays(batch, "rewards"),
     }
 
 
@@ -154,7 +147,7 @@ def check_rollout_finite(model: Any) -> None:
     rollout buffer and the last observation."""
     buffer = model.rollout_buffer
     check_finite("the rollout rewards", buffer.rewards, algorithm=model)
-    causes = {"the observations": [*_tensors(getattr(buffer, "observations", None)), *_tensors(model._last_obs)]}
+    causes = {"the observations": [*_arrays(buffer, "observations"), *_arrays(model, "_last_obs")]}
     check_finite("the advantages and returns", buffer.advantages, buffer.returns, algorithm=model, causes=causes)
 
 
@@ -166,25 +159,22 @@ def assert_finite_parameters(
     :param model: an SB3 algorithm (every module it saves is checked, optimizers excepted) or a torch module
     :param hint: what the user can do, appended to the message
     """
-    if isinstance(model, th.nn.Module):
-        state_dicts = {"": model.state_dict()}
-    else:
-        state_dicts = {name: state for name, state in model.get_parameters().items() if "optimizer" not in name}
-    tensors = [
-        (f"{prefix}.{name}" if prefix else name, tensor)
-        for prefix, state in state_dicts.items()
+    is_module = isinstance(model, th.nn.Module)
+    states = {"": model.state_dict()} if is_module else model.get_parameters()  # SB3's: "policy", "policy.optimizer"
+    tensors = {
+        f"{prefix}.{name}" if prefix else name: tensor
+        for prefix, state in states.items()
+        if "optimizer" not in prefix
         for name, tensor in state.items()
         if isinstance(tensor, th.Tensor) and tensor.is_floating_point()
-    ]
-    if all_finite(*(tensor for _, tensor in tensors)):
+    }
+    if all_finite(*tensors.values()):
         return
-    name, tensor = next((name, tensor) for name, tensor in tensors if not all_finite(tensor))
-    kinds, counts = _describe([tensor])
+    name = next(name for name, tensor in tensors.items() if not all_finite(tensor))
+    kinds, counts = _describe([tensors[name]])
     algorithm = type(model).__name__
-    what = "module" if isinstance(model, th.nn.Module) else "model"
-    raise NonFiniteError(
-        f"the {algorithm} {what} has non-finite weights: {kinds} in {name}{counts}; {hint}", algorithm, name
-    )
+    message = f"the {algorithm} {'module' if is_module else 'model'} has non-finite weights: {kinds} in {name}{counts}"
+    raise NonFiniteError(f"{message}; {hint}", algorithm, name)
 
 
 def raise_for_non_finite_observations(model: Any, error: BaseException) -> None:
@@ -196,7 +186,7 @@ def raise_for_non_finite_observations(model: Any, error: BaseException) -> None:
     :param model: an SB3 algorithm (``model._last_obs`` is checked)
     :param error: the exception being handled
     """
-    observations = _tensors(getattr(model, "_last_obs", None))
+    observations = _arrays(model, "_last_obs")
     if not all_finite(*observations):
         raise non_finite_error("the observations", *observations, algorithm=model) from error
 

@@ -23,19 +23,11 @@ class InvalidValueError(ValueError):
     """A value outside what its name allows."""
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _rule(base: str, *, schedule: bool = False, optional: bool = False) -> str:
-    """``base``, followed by the alternatives a value may also take (a schedule, ``None``)."""
-    alternatives = [base, *(["a schedule"] if schedule else []), *(["None"] if optional else [])]
-    return " or ".join(alternatives)
-
-
-def _fail(name: str, rule: str, value: Any) -> InvalidValueError:
-    return InvalidValueError(f"{name} must be {rule}, got {_shown(value)}")
+def _fail(name: str, rule: str, value: Any, *, schedule: bool = False, optional: bool = False) -> InvalidValueError:
+    """``<name> must be <rule>, got <value>``, the rule followed by what a value may also be (a schedule, ``None``)."""
+    alternatives = [rule, *(["a schedule"] if schedule else []), *(["None"] if optional else [])]
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return InvalidValueError(f"{name} must be {' or '.join(alternatives)}, got {shown}")
 
 
 def require_integer(name: str, value: Any, minimum: int | None = None, *, optional: bool = False) -> Any:
@@ -51,12 +43,11 @@ def require_integer(name: str, value: Any, minimum: int | None = None, *, option
         return None
     integral = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
     if isinstance(value, bool) or not integral:
-        raise _fail(name, _rule("an integer", optional=optional), value)
-    number = int(value)
-    if minimum is not None and number < minimum:
+        raise _fail(name, "an integer", value, optional=optional)
+    if minimum is not None and value < minimum:
         rule = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
-        raise _fail(name, _rule(rule, optional=optional), value)
-    return number
+        raise _fail(name, rule, value, optional=optional)
+    return int(value)
 
 
 def require_number(
@@ -89,10 +80,10 @@ def require_number(
     if (optional and value is None) or (schedule and callable(value)):
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise _fail(name, _rule("a number", schedule=schedule, optional=optional), value)
+        raise _fail(name, "a number", value, schedule=schedule, optional=optional)
     number = float(value)
     if math.isnan(number) or (math.isinf(number) and not infinite):
-        raise _fail(name, _rule("a finite number", schedule=schedule, optional=optional), value)
+        raise _fail(name, "a finite number", value, schedule=schedule, optional=optional)
     below = low is not None and (number <= low if low_open else number < low)
     above = high is not None and (number >= high if high_open else number > high)
     if below or above:
@@ -102,7 +93,7 @@ def require_number(
             rule = f"{'>' if low_open else '>='} {low:g}"
         else:
             rule = f"{'<' if high_open else '<='} {high:g}"
-        raise _fail(name, _rule(rule, schedule=schedule, optional=optional), value)
+        raise _fail(name, rule, value, schedule=schedule, optional=optional)
     return number
 
 
@@ -150,13 +141,12 @@ def require_minibatch_size(batch_size: Any, normalize_advantage: bool) -> int:
 def require_finite_values(name: str, value: Any) -> None:
     """Refuse NaN and infinities anywhere inside ``value`` (numbers, lists, tuples, dicts)."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidValueError(f"{name} must be a finite number, got {_shown(value)}")
+        raise _fail(name, "a finite number", value)
+    if isinstance(value, (list, tuple)):
+        value = dict(enumerate(value))
     if isinstance(value, Mapping):
         for key, item in value.items():
             require_finite_values(f"{name}[{key!r}]", item)
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            require_finite_values(f"{name}[{index}]", item)
 
 
 #: Constructor arguments shared by SB3's algorithms and ours, with the range SB3's semantics allow: the integers'
@@ -164,13 +154,9 @@ def require_finite_values(name: str, value: Any) -> None:
 #: them per update; nor is ``None``, which some algorithms take as a setting (DPG's ``buffer_size=None``: online
 #: updates) and the others refuse themselves.
 COMMON_INTEGER_MINIMUMS = {
-    "n_steps": 1,
-    "batch_size": 1,
-    "n_epochs": 1,
-    "buffer_size": 1,
+    **dict.fromkeys(("n_steps", "batch_size", "n_epochs", "buffer_size", "target_update_interval"), 1),
     "learning_starts": 0,
-    "gradient_steps": -1,
-    "target_update_interval": 1,
+    "gradient_steps": -1,  # SB3's -1: as many gradient steps as environment steps
 }
 COMMON_FRACTIONS = ("gamma", "gae_lambda", "tau")
 
@@ -225,7 +211,7 @@ class CommandLineParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(USAGE_ERROR_STATUS, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def run_command(

@@ -1,23 +1,24 @@
 """Model zips: one path that reads a zip, decides each field safely and hands the result to SB3's own loader.
 
-:func:`load` (``trusted=False``, the default) is the one path; :class:`SafeLoadMixin` leads our algorithm classes'
-``load`` here. It keeps SB3's load contract (a path or a file object, ``custom_objects``, ``policy_kwargs``, the
-exception types SB3 raises):
+:func:`load` is the one path, whoever calls it: ``sbx_lecture.load``, the run engine, the zoo bridge, and the
+``load`` of our algorithm classes (:class:`SafeLoadMixin` only forwards to it). It keeps SB3's load contract (a path
+or a file object, ``custom_objects``, ``policy_kwargs``, the exception types SB3 raises):
 
-1. **read the zip**: :func:`check_model_file`, the ``sbx_lecture.json`` metadata (:func:`read_model_metadata`), the
-   ``data`` member's JSON, and every ``.pth`` member as SB3 reads it (``torch.load(weights_only=True)``), so that a
-   member torch refuses is refused here in one line;
-2. **decide each field** (:func:`_decide`) that ``custom_objects`` does not replace: a JSON value is kept as it is; a
-   pickled one is parsed by the symbolic unpickler and rebuilt from plain data only
-   (:mod:`sbx_lecture.loading.pickles`), and only if every global its pickle names is allow-listed; a function or
-   schedule that cannot be rebuilt is left out with SB3's ``UserWarning`` naming ``custom_objects`` (SB3 leaves out a
-   field it cannot deserialize); anything else is refused with :class:`UntrustedContentError`;
+1. **read the zip** once (:func:`_read`): :func:`check_model_file`, the ``sbx_lecture.json`` metadata
+   (:func:`read_model_metadata`), the ``data`` member's JSON, and every ``.pth`` member as SB3 reads it
+   (``torch.load(weights_only=True)``), so that a member torch refuses is named in one line;
+2. **decide each pickled field** (:func:`_decide`) that ``custom_objects`` does not replace: it is parsed by the
+   symbolic unpickler and rebuilt from plain data only (:mod:`sbx_lecture.loading.pickles`), and only if every global
+   its pickle names is allow-listed; without trust, a function or schedule that cannot be rebuilt is left out with
+   SB3's ``UserWarning`` naming ``custom_objects`` (SB3 leaves out a field it cannot deserialize) and anything else is
+   refused with :class:`UntrustedContentError`;
 3. **rebuild the model**: its class (the one given, the one the metadata names, or the one registered class whose
    policy fits), refused when another algorithm saved the file, then SB3's ``BaseAlgorithm.load`` with every decided
    field as a ``custom_objects`` entry, so that it unpickles nothing and reads the weights and optimizer states with
    ``torch.load(weights_only=True)``.
 
-``trusted=True`` hands the file to SB3's own ``BaseAlgorithm.load`` as it is, which unpickles.
+``trusted=True`` takes the same path but leaves the fields to SB3's ``BaseAlgorithm.load``, which unpickles them.
+:func:`inspect_model_file` reports steps 1 and 2 field by field.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import pickle
 import re
 import warnings
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -46,16 +46,16 @@ if TYPE_CHECKING:
 METADATA_NAME = "sbx_lecture.json"
 #: Metadata key of the ``"module:qualname"`` of the saved model's class (see :func:`save`).
 CLASS_KEY = "algorithm_class"
-#: Metadata key under which older saves of ours described their pickled fields in JSON: only its class is read.
+#: Metadata key under which older saves of ours described their pickled fields in JSON: never read.
 _LEGACY_DESCRIPTION = "safe_load"
 _TRUST_HINT = (
     "only if you trust its source, load it with trusted=True (eval and zoo enjoy: --trusted; "
     "train --resume never unpickles: start a new run)"
 )
-SelfSafeLoad = TypeVar("SelfSafeLoad", bound="SafeLoadMixin")
+#: Pickled fields holding a schedule, which (as a function field) is left out when it cannot be rebuilt.
 _SCHEDULE_NAMES = re.compile(r"(^learning_rate$|schedule|^clip_range|^target_kl$)")
-#: What :func:`_decide` returns for a field that is left out (SB3's loader then never sees it).
-_LEFT_OUT = object()
+SelfSafeLoad = TypeVar("SelfSafeLoad", bound="SafeLoadMixin")
+Source = str | os.PathLike[str] | io.BufferedIOBase
 
 
 class ModelFileError(ValueError):
@@ -97,20 +97,6 @@ class UntrustedContentError(ModelFileError):
         self.path, self.field, self.what = str(path), field, what
 
 
-class _InMemory(io.BytesIO):
-    """A model zip held in memory (read from a file object, or with fields left out), with its name for messages."""
-
-    def __init__(self, content: bytes, name: str) -> None:
-        super().__init__(content)
-        self.name = name
-
-
-Source = str | os.PathLike[str] | io.BufferedIOBase
-
-
-# ----------------------------------------------------------------------------------------------------- saving
-
-
 def save(model: BaseAlgorithm, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> None:
     """Save ``model`` atomically as an SB3 zip plus ``sbx_lecture.json`` (``metadata`` and the model's class).
 
@@ -134,17 +120,6 @@ def _label(source: Source) -> str:
     if isinstance(source, (str, os.PathLike)):
         return str(source)
     return str(getattr(source, "name", "the model file object"))
-
-
-def _source(path: Source) -> str | os.PathLike[str] | _InMemory:
-    """``path`` as the readers below take it: a file object is read from its start into memory (SB3 reads file
-    objects too), a path without ``.zip`` is completed as SB3 does."""
-    if isinstance(path, io.BufferedIOBase):
-        path.seek(0)
-        return _InMemory(path.read(), _label(path))
-    if not Path(path).exists() and Path(f"{path}.zip").is_file():
-        return f"{path}.zip"
-    return path
 
 
 def check_model_file(path: Source) -> None:
@@ -177,18 +152,16 @@ def check_model_file(path: Source) -> None:
         )
 
 
-def _read_json_member(path: Source, member: str) -> dict[str, Any]:
-    """The JSON object in ``member`` of the zip (empty when there is no such member)."""
-    with zipfile.ZipFile(path) as archive:
-        if member not in archive.namelist():
-            return {}
-        raw = archive.read(member)
+def _json_member(archive: zipfile.ZipFile, member: str, label: str) -> dict[str, Any]:
+    """The JSON object in ``member`` of the open zip (empty when there is no such member)."""
+    if member not in archive.namelist():
+        return {}
     try:
-        content = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        raise ModelFileError(f"model file {_label(path)}: its {member} is not JSON; re-save the model") from None
+        content = json.loads(archive.read(member))
+    except ValueError:  # UnicodeDecodeError included
+        raise ModelFileError(f"model file {label}: its {member} is not JSON; re-save the model") from None
     if not isinstance(content, dict):
-        raise ModelFileError(f"model file {_label(path)}: its {member} is not a JSON object; re-save the model")
+        raise ModelFileError(f"model file {label}: its {member} is not a JSON object; re-save the model")
     return content
 
 
@@ -197,7 +170,8 @@ def read_model_metadata(path: Source) -> dict[str, Any]:
 
     :raises ModelFileError: when that member is not a JSON object with text ``algo``/``env``
     """
-    content = _read_json_member(path, METADATA_NAME)
+    with zipfile.ZipFile(path) as archive:
+        content = _json_member(archive, METADATA_NAME, _label(path))
     for key in ("algo", "env"):
         if key in content and not isinstance(content[key], str):
             raise ModelFileError(
@@ -206,98 +180,93 @@ def read_model_metadata(path: Source) -> dict[str, Any]:
     return content
 
 
-def _refused_tensor_members(path: Source) -> dict[str, str]:
-    """Each ``.pth`` member that ``torch.load(weights_only=True)``, as SB3's loader calls it, refuses, with torch's
-    reason (the global it will not import)."""
+def _torch_refusal(archive: zipfile.ZipFile, name: str, label: str) -> str | None:
+    """Why ``torch.load(weights_only=True)``, as SB3's loader calls it, refuses the ``.pth`` member ``name`` (the
+    global it will not import), or ``None`` when it reads the member."""
     import torch as th
 
-    refused: dict[str, str] = {}
+    with archive.open(name) as member:
+        try:
+            th.load(member, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s+Please|\n|$)", str(exc))
+            return f"torch refuses it: {found.group(1) if found else 'not plain tensors'}"
+        except Exception as exc:  # SB3's loader would fail on it too
+            raise _error_like(exc)(
+                f"model file {label}: member {name!r} is corrupted ({type(exc).__name__}); re-save it"
+            ) from None
+    return None
+
+
+def _read(path: Source) -> tuple[Source, dict[str, Any]]:
+    """Check and read a model zip once.
+
+    :return: what SB3's loader reads (``path``, completed with ``.zip`` as SB3 does), and the zip's content:
+        ``path`` (its name in messages), ``members`` (name, size, and ``refused`` for a ``.pth`` member that
+        ``torch.load(weights_only=True)`` refuses), ``sb3_version``, ``metadata`` and ``data`` (the fields' JSON)
+    """
+    if isinstance(path, (str, os.PathLike)) and not Path(path).exists() and Path(f"{path}.zip").is_file():
+        path = f"{path}.zip"
+    check_model_file(path)
+    label = _label(path)
+    metadata = read_model_metadata(path)
     with zipfile.ZipFile(path) as archive:
-        for name in archive.namelist():
-            if not name.endswith(".pth"):
-                continue
-            with archive.open(name) as member:
-                try:
-                    th.load(member, map_location="cpu", weights_only=True)
-                except pickle.UnpicklingError as exc:
-                    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s+Please|\n|$)", str(exc))
-                    refused[name] = f"torch refuses it: {found.group(1) if found else 'not plain tensors'}"
-                except Exception as exc:  # SB3's loader would fail on it too
-                    raise _error_like(exc)(
-                        f"model file {_label(path)}: member {name!r} is corrupted ({type(exc).__name__}); re-save it"
-                    ) from None
-    return refused
+        members: list[dict[str, Any]] = [{"name": i.filename, "size": i.file_size} for i in archive.infolist()]
+        for member in members:
+            if member["name"].endswith(".pth") and (refusal := _torch_refusal(archive, member["name"], label)):
+                member["refused"] = refusal
+        version = "_stable_baselines3_version"
+        content = {
+            "path": label,
+            "members": members,
+            "sb3_version": archive.read(version).decode() if version in archive.namelist() else None,
+            "metadata": metadata,
+            "data": _json_member(archive, "data", label),
+        }
+    return path, content
 
 
 # ----------------------------------------------------------------------------------------------------- 2. deciding
 
 
-def _unpickled(path: str, name: str, item: dict[str, Any], references: list[str] | None = None) -> Any:
-    """A ``:serialized:`` field rebuilt through the symbolic unpickler (raises :class:`RefusedContent`), refused too
-    when its pickle names a global outside the allow-list that its value does not hold (a trusted load would still
-    import it, and call it if the pickle does).
+def _decide(label: str, name: str, item: Any) -> dict[str, Any]:
+    """How the saved field ``name`` loads without trust, as :func:`inspect_model_file` reports it.
 
-    :param references: gets the globals the pickle refers to (see :func:`~sbx_lecture.loading.pickles.decode`)
-    """
-    references = [] if references is None else references
-    try:
-        tree = decode(base64.b64decode(str(item[":serialized:"]).encode(), validate=True), references)
-    except (binascii.Error, pickle.UnpicklingError, EOFError, ValueError):
-        raise ModelFileError(
-            f"{path}: field {name!r} is corrupted (not a readable pickle); re-save the model"
-        ) from None
-    value = materialize(tree, name)
-    unlisted = [target for target in dict.fromkeys(references) if not allowed_global(target)]
-    if unlisted:
-        raise RefusedContent(f"{', '.join(unlisted)} outside the allow-list")
-    return value
-
-
-def _is_schedule(name: str, item: dict[str, Any]) -> bool:
-    """Whether a pickled field holds a function or a schedule, which is left out when it cannot be rebuilt."""
-    kind = str(item.get(":type:", ""))
-    return "function" in kind or ("Schedule" in kind and _SCHEDULE_NAMES.search(name) is not None)
-
-
-def _decide(path: str, name: str, item: Any) -> Any:
-    """The value of the saved field ``name``: its JSON, its plain data rebuilt, :data:`_LEFT_OUT`, or a refusal.
-
-    A function or schedule that cannot be rebuilt is left out with SB3's ``UserWarning`` (the model keeps what its
-    constructor sets, as with SB3 when a field cannot be deserialized); anything else is refused.
+    A JSON value is ``{"value": item}``. A pickled one gets its ``type``, ``references`` (every global a trusted load
+    would import), ``safe`` and, when safe, ``rebuilt`` (its value from plain data); when not, ``refused`` (why) and
+    ``left_out`` (a function or schedule, which :func:`load` leaves out with SB3's warning instead of refusing the
+    file), or ``corrupted`` for a pickle that cannot be read at all.
     """
     if not (isinstance(item, dict) and ":serialized:" in item):
-        return item
+        return {"value": item}
+    references: list[str] = []
+    entry: dict[str, Any] = {"type": item.get(":type:"), "safe": False, "left_out": False}
     try:
-        return _unpickled(path, name, item)
+        tree = decode(base64.b64decode(str(item[":serialized:"]).encode(), validate=True), references)
+        value = materialize(tree, name)
+        unlisted = [target for target in dict.fromkeys(references) if not allowed_global(target)]
+        if unlisted:  # named but not held: a trusted load would still import it, and call it if the pickle does
+            raise RefusedContent(f"{', '.join(unlisted)} outside the allow-list")
+        entry.update(safe=True, rebuilt=value)
+    except (binascii.Error, pickle.UnpicklingError, EOFError, ValueError):
+        entry.update(refused="unreadable: not a readable pickle", corrupted=True)
     except RefusedContent as exc:
-        if not _is_schedule(name, item):
-            raise UntrustedContentError(path, f"field {name!r} of 'data'", str(exc)) from None
-        warnings.warn(
-            f"Could not deserialize object {name} without trusted=True ({exc}). Consider using `custom_objects` "
-            "argument to replace this object.",
-            UserWarning,
-        )
-    return _LEFT_OUT
+        kind = str(item.get(":type:", ""))
+        schedule = "Schedule" in kind and _SCHEDULE_NAMES.search(name) is not None
+        entry.update(refused=str(exc), left_out="function" in kind or schedule)
+    entry["references"] = list(dict.fromkeys(references))
+    return entry
 
 
 # ----------------------------------------------------------------------------------------------------- 3. rebuilding
 
 
-def _policy_class_of(path: str, fields: dict[str, Any]) -> type | None:
-    """The saved policy class where it is safe to rebuild (it tells the algorithm of a zip without metadata)."""
-    try:
-        cls = _unpickled(path, "policy_class", fields["policy_class"])
-    except (KeyError, TypeError, RefusedContent, ModelFileError):
-        return None
-    return cls if isinstance(cls, type) else None
-
-
-def _registered_classes() -> dict[type, str]:
+def _registered_classes() -> dict[type[BaseAlgorithm], str]:
     """Every registered algorithm class that imports, with its registry name (a file never names what is imported)."""
     from sbx_lecture.plugins import get_plugin_manager
     from sbx_lecture.registry import RegistryError
 
-    classes: dict[type, str] = {}
+    classes: dict[type[BaseAlgorithm], str] = {}
     for spec in get_plugin_manager().registry:
         try:
             classes.setdefault(spec.load(), spec.name)
@@ -306,49 +275,37 @@ def _registered_classes() -> dict[type, str]:
     return classes
 
 
-def _saved_class(metadata: dict[str, Any]) -> str | None:
-    """The ``"module:qualname"`` of the class that saved the zip, where our metadata records it."""
-    legacy = metadata.get(_LEGACY_DESCRIPTION)
-    saved = metadata.get(CLASS_KEY) or (legacy.get("algorithm") if isinstance(legacy, dict) else None)
-    return saved if isinstance(saved, str) else None
-
-
-def _choose_class(path: str, metadata: dict[str, Any], algo: str | type | None, policy_class: type | None) -> type:
+def _choose_class(label: str, metadata: dict[str, Any], algo: str | type | None, policy: Any) -> type:
+    """The class to load with: ``algo`` (a class or a registry name), else the algorithm or class our metadata names,
+    else the one registered class whose policy is the saved one."""
     from sbx_lecture.plugins import get_plugin_manager
-    from sbx_lecture.registry import normalize_name
 
     if isinstance(algo, type):
         return algo
     registry = get_plugin_manager().registry
-    saved = metadata.get("algo")
-    if isinstance(saved, str) and saved:
-        if algo is not None and normalize_name(algo) != normalize_name(saved):
-            raise ModelFileError(f"{path} holds a {saved!r} model, not {algo!r}; leave out algo= (--algo)")
-        if saved not in registry:
-            raise ModelFileError(f"{path} holds a {saved!r} model, which is not registered; install the plugin for it")
-        return registry.get(saved)
     if algo is not None:
         return registry.get(algo)
+    saved = metadata.get("algo")
+    if isinstance(saved, str) and saved:
+        if saved not in registry:
+            raise ModelFileError(f"{label} holds a {saved!r} model, which is not registered; install the plugin for it")
+        return registry.get(saved)
     classes = _registered_classes()
-    saved_class = _saved_class(metadata)
     for cls in classes:
-        if class_path(cls) == saved_class:
+        if class_path(cls) == metadata.get(CLASS_KEY):
             return cls
-    candidates = [cls for cls in classes if policy_class in getattr(cls, "policy_aliases", {}).values()]
-    if policy_class is not None and len(candidates) == 1:
+    candidates = [cls for cls in classes if isinstance(policy, type) and policy in cls.policy_aliases.values()]
+    if len(candidates) == 1:
         return candidates[0]
-    names = ", ".join(sorted(classes[cls] for cls in candidates)) if policy_class else ""
-    raise ModelFileError(
-        f"cannot tell which algorithm saved {path} (its policy fits {names or 'no registered algorithm'}); "
-        "pass algo= (--algo)"
-    )
+    names = ", ".join(sorted(classes[cls] for cls in candidates)) or "no registered algorithm"
+    raise ModelFileError(f"cannot tell which algorithm saved {label} (its policy fits {names}); pass algo= (--algo)")
 
 
-def _check_saved_by(path: str, cls: type, metadata: dict[str, Any], fields: dict[str, Any], policy: Any) -> None:
+def _check_saved_by(label: str, cls: type, metadata: dict[str, Any], fields: dict[str, Any], policy: Any) -> None:
     """Refuse a zip that another algorithm saved: the class our metadata names, or else (SB3's data names no class)
     constructor arguments of registered algorithms among its fields that an instance of ``cls`` does not store."""
-    saved = _saved_class(metadata)
-    if saved is not None:
+    saved = metadata.get(CLASS_KEY)
+    if isinstance(saved, str):
         if saved in {class_path(base) for base in cls.__mro__}:
             return
         saver, detail = saved.rpartition(":")[2], ""
@@ -368,12 +325,12 @@ def _check_saved_by(path: str, cls: type, metadata: dict[str, Any], fields: dict
         saver = " or ".join(name for name, count in taken.items() if count == max(taken.values()))
         detail = f" (its fields {', '.join(foreign)} are no attributes of {cls.__name__})"
     raise ModelFileError(
-        f"{path} was saved by {saver}, not by {cls.__name__}{detail}; "
+        f"{label} was saved by {saver}, not by {cls.__name__}{detail}; "
         "load it with that algorithm's class, or with sbx_lecture.load"
     )
 
 
-def _without_fields(path: Source, names: list[str]) -> _InMemory:
+def _without_fields(path: Source, names: list[str]) -> io.BytesIO:
     """A copy of the zip in memory whose ``data`` lacks ``names``: SB3's loader must not see (and unpickle) them."""
     copy = io.BytesIO()
     with zipfile.ZipFile(path) as original, zipfile.ZipFile(copy, "w") as result:
@@ -383,113 +340,88 @@ def _without_fields(path: Source, names: list[str]) -> _InMemory:
                 kept = {name: item for name, item in json.loads(content).items() if name not in names}
                 content = json.dumps(kept).encode()
             result.writestr(info, content)
-    return _InMemory(copy.getvalue(), _label(path))
+    return copy
 
 
 def load(
     path: Source,
     env: Any = None,
+    device: Any = "auto",
+    custom_objects: dict[str, Any] | None = None,
+    print_system_info: bool = False,
+    force_reset: bool = True,
     *,
     trusted: bool = False,
-    device: Any = "auto",
     algo: str | type | None = None,
-    custom_objects: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> BaseAlgorithm:
     """Load a model zip of any registered algorithm without unpickling anything (see the module docstring).
 
-    :param path: the model zip: a path, or a file object (read from its start) as SB3 takes
+    The arguments up to ``force_reset`` are SB3's ``load``'s.
+
+    :param path: the model zip: a path, or a file object as SB3 takes
     :param env: environment to run it on (its spaces must match); ``None`` to only predict
-    :param trusted: use SB3's own loader, which unpickles: only for files from a source you trust
     :param device: torch device
-    :param algo: registry name or class, for zips without sbx-lecture metadata; a zip that another algorithm saved
-        is refused
     :param custom_objects: values replacing the saved fields of those names, as in SB3: a replaced field is never
         read
-    :param kwargs: ``force_reset``, ``print_system_info``, ``policy_kwargs`` (must equal the saved ones, as SB3
-        checks) or attributes to set on the model, as SB3's ``load``
+    :param print_system_info: print the system the model was saved on, as SB3 does
+    :param force_reset: reset the environment before the next ``learn``, as SB3 does
+    :param trusted: leave the fields to SB3's own loader, which unpickles: only for files from a source you trust
+    :param algo: registry name or class, for zips without sbx-lecture metadata; a zip that another algorithm saved
+        is refused
+    :param kwargs: ``policy_kwargs`` (must equal the saved ones, as SB3 checks) or attributes to set on the model, as
+        SB3's ``load``
     :raises UntrustedContentError: a field or a ``.pth`` member would need unpickling
     :raises ModelFileError: missing, corrupted or unreadable file, an unknown algorithm or another algorithm's file
         (a ``ValueError``, and a ``FileNotFoundError``, ``AssertionError`` or ``RuntimeError`` where SB3 raises one)
     """
-    if trusted and isinstance(algo, type):  # Class.load(..., trusted=True): SB3's own loader, as with plain SB3
-        return _sb3_load(algo, path, env, device, custom_objects, kwargs)
-    source = _source(path)
-    label = _label(source)
-    check_model_file(source)
-    metadata = read_model_metadata(source)
-    fields = _read_json_member(source, "data")
-    given = custom_objects or {}
-    if trusted:
-        objects, policy_class = dict(given), _policy_class_of(label, fields)
-    else:  # every field decided here: SB3's loader then takes them all from custom_objects and unpickles nothing
-        for member, reason in _refused_tensor_members(source).items():
-            raise UntrustedContentError(label, f"member {member!r}", reason)
-        decided = {name: _decide(label, name, item) for name, item in fields.items() if name not in given}
-        left_out = [name for name, value in decided.items() if value is _LEFT_OUT]
-        objects = {**{name: value for name, value in decided.items() if value is not _LEFT_OUT}, **given}
-        source = _without_fields(source, left_out) if left_out else source
-        policy_class = objects.get("policy_class")
-    cls = _choose_class(label, metadata, algo, policy_class if isinstance(policy_class, type) else None)
-    _check_saved_by(label, cls, metadata, fields, policy_class)
-    return _wrap(label, cls, lambda: _sb3_load(cls, source, env, device, objects, kwargs))
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+    source, content = _read(path)
+    label, fields = content["path"], content["data"]
+    objects = dict(custom_objects or {})
+    decided = {name: _decide(label, name, item) for name, item in fields.items() if name not in objects}
+    refused = [(f"member {m['name']!r}", m["refused"]) for m in content["members"] if "refused" in m]
+    left_out = []
+    for name, entry in decided.items():
+        if entry.get("corrupted"):
+            raise ModelFileError(f"{label}: field {name!r} is corrupted (not a readable pickle); re-save the model")
+        if trusted or "value" in entry:
+            continue
+        if entry["safe"]:
+            objects[name] = entry["rebuilt"]
+        elif entry["left_out"]:
+            warnings.warn(
+                f"Could not deserialize object {name} without trusted=True ({entry['refused']}). Consider using "
+                "`custom_objects` argument to replace this object.",
+                UserWarning,
+            )
+            left_out.append(name)
+        else:
+            refused.append((f"field {name!r} of 'data'", entry["refused"]))
+    if refused and not trusted:
+        raise UntrustedContentError(label, *refused[0])
+    policy = objects.get("policy_class", decided.get("policy_class", {}).get("rebuilt"))
+    cls = _choose_class(label, content["metadata"], algo, policy)
+    _check_saved_by(label, cls, content["metadata"], fields, policy)
+    source = _without_fields(source, left_out) if left_out else source
+    sb3_load = vars(BaseAlgorithm)["load"].__func__  # SB3's own, past the safe ``load`` of our classes
+    try:
+        model: BaseAlgorithm = sb3_load(cls, source, env, device, objects, print_system_info, force_reset, **kwargs)
+    except Exception as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise _error_like(exc)(f"cannot load {label} as {cls.__name__}: {message}") from exc
+    return model
 
 
 class SafeLoadMixin:
-    """Makes ``cls.load`` read model zips through :func:`load` (nothing unpickled): the one ``load`` our classes and
-    plugins' classes override.
-
-    Put it first among the bases: ``class TNPG(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm)``.
-    ``trusted=True`` uses Stable-Baselines3's own ``load``, which unpickles the file's pickled fields.
-    """
+    """Makes ``cls.load`` the safe :func:`load` of this class (nothing unpickled without ``trusted=True``): put it
+    first among the bases, ``class TNPG(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm)``."""
 
     @classmethod
-    def load(  # type: ignore[override]
-        cls: type[SelfSafeLoad],
-        path: str | os.PathLike[str] | io.BufferedIOBase,
-        env: Any = None,
-        device: Any = "auto",
-        custom_objects: dict[str, Any] | None = None,
-        print_system_info: bool = False,
-        force_reset: bool = True,
-        trusted: bool = False,
-        **kwargs: Any,
-    ) -> SelfSafeLoad:
-        """Load a model of this class from ``path`` (see :func:`load`).
-
-        :param trusted: unpickle with Stable-Baselines3's ``load``: only for files from a source you trust
-        """
-        return load(  # type: ignore[return-value]
-            path,
-            env,
-            trusted=trusted,
-            device=device,
-            algo=cls,
-            custom_objects=custom_objects,
-            print_system_info=print_system_info,
-            force_reset=force_reset,
-            **kwargs,
-        )
-
-
-def _sb3_load(
-    cls: type, path: Any, env: Any, device: Any, custom_objects: dict[str, Any] | None, kwargs: dict[str, Any]
-) -> BaseAlgorithm:
-    """SB3's own ``BaseAlgorithm.load`` for ``cls`` (it unpickles), past the safe ``load`` of our classes."""
-    from stable_baselines3.common.base_class import BaseAlgorithm
-
-    sb3_load = vars(BaseAlgorithm)["load"].__func__
-    return sb3_load(cls, path, env, device, custom_objects, **kwargs)  # type: ignore[no-any-return]
-
-
-def _wrap(path: str, cls: type, build: Callable[[], BaseAlgorithm]) -> BaseAlgorithm:
-    try:
-        return build()
-    except ModelFileError:
-        raise
-    except Exception as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        raise _error_like(exc)(f"cannot load {path} as {cls.__name__}: {message}") from exc
+    def load(cls: type[SelfSafeLoad], path: Source, *args: Any, **kwargs: Any) -> SelfSafeLoad:  # type: ignore[override]
+        """:func:`load` for this class, with SB3's arguments and ``trusted``."""
+        return load(path, *args, algo=cls, **kwargs)  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------------------------------- inspecting
@@ -501,50 +433,22 @@ def inspect_model_file(path: Source) -> dict[str, Any]:
     Each pickled field and each ``.pth`` member goes through the same decision as in :func:`load`.
 
     :return: plain JSON: ``members`` (name, size, and ``refused`` for a ``.pth`` member torch refuses),
-        ``metadata``, ``sb3_version``, ``fields`` (name → ``{"value": ...}`` for JSON fields, ``{"type",
-        "references", "safe"}`` for pickled ones, ``references`` being every global a trusted load would import, with
-        ``refused`` and ``left_out`` when not safe), ``needs_trust`` (field and member names), ``safe_load``
-        (whether :func:`load` can rebuild it) and ``reason`` (what needs trust, and what :func:`load` does without it)
+        ``metadata``, ``sb3_version``, ``fields`` (name → :func:`_decide`'s report, without the rebuilt value),
+        ``needs_trust`` (field and member names), ``safe_load`` (whether :func:`load` can rebuild it) and ``reason``
+        (what needs trust, and what :func:`load` does without it)
     """
-    source = _source(path)
-    check_model_file(source)
-    refused_members = _refused_tensor_members(source)
-    with zipfile.ZipFile(source) as archive:
-        members = [{"name": info.filename, "size": info.file_size} for info in archive.infolist()]
-        version = (
-            archive.read("_stable_baselines3_version").decode()
-            if "_stable_baselines3_version" in [m["name"] for m in members]
-            else None
-        )
-    for member in members:
-        if member["name"] in refused_members:
-            member["refused"] = refused_members[member["name"]]
-    metadata = _read_json_member(source, METADATA_NAME)
-    metadata.pop(_LEGACY_DESCRIPTION, None)
-    report: dict[str, Any] = {}
-    for name, item in _read_json_member(source, "data").items():
-        if not (isinstance(item, dict) and ":serialized:" in item):
-            report[name] = {"value": item}
-            continue
-        references: list[str] = []
-        entry: dict[str, Any] = {"type": item.get(":type:")}
-        try:
-            _unpickled(_label(source), name, item, references)
-            entry["safe"] = True
-        except RefusedContent as exc:
-            entry.update(safe=False, refused=str(exc), left_out=_is_schedule(name, item))
-        except Exception as exc:  # a report, whatever the file holds
-            entry.update(safe=False, refused=f"unreadable ({type(exc).__name__})", left_out=False)
-        report[name] = {**entry, "references": list(dict.fromkeys(references))}
-    needs_trust = [name for name, entry in report.items() if entry.get("safe") is False] + list(refused_members)
-    blocking = [name for name in needs_trust if not report.get(name, {}).get("left_out")]
+    _, report = _read(path)
+    report["metadata"].pop(_LEGACY_DESCRIPTION, None)
+    fields = {name: _decide(report["path"], name, item) for name, item in report.pop("data").items()}
+    for entry in fields.values():
+        entry.pop("rebuilt", None)
+    needs_trust = [name for name, entry in fields.items() if entry.get("safe") is False]
+    needs_trust += [member["name"] for member in report["members"] if "refused" in member]
+    blocking = [name for name in needs_trust if not fields.get(name, {}).get("left_out")]
     outcome = "load refuses the file without it" if blocking else "without it load leaves them out with a warning"
     return {
-        "path": _label(source),
-        "members": members,
-        "sb3_version": version,
-        "metadata": metadata,
-        "fields": report,
+        **report,
+        "fields": fields,
         "needs_trust": needs_trust,
         "safe_load": not blocking,
         "reason": f"{', '.join(needs_trust)} need unpickling; {outcome}" if needs_trust else None,

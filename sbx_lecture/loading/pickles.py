@@ -49,17 +49,13 @@ _NUMPY_GLOBALS[("_codecs", "encode")] = lambda text, encoding="utf-8": str(text)
 
 
 class RefusedContent(Exception):
-    """Something in a pickle that is not plain data: ``what`` says which global or construct."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
-        self.what = what
+    """Something in a pickle that is not plain data; the message says which global or construct."""
 
 
 class _StandInMeta(type):
     """Metaclass of stand-ins: calling one (pickle's REDUCE) records the call instead of making anything."""
 
-    _target: str
+    target: str
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         node: _Node = object.__new__(cls)  # type: ignore[arg-type]
@@ -70,7 +66,7 @@ class _StandInMeta(type):
 class _Node(metaclass=_StandInMeta):
     """What a pickle built from a global: the global's name, the arguments, the state and items it was given."""
 
-    _target = "(code pickled by value)"
+    target = "(code pickled by value)"
 
     def __new__(cls, *args: Any, **kwargs: Any) -> _Node:  # pickle's NEWOBJ
         node = object.__new__(cls)
@@ -100,10 +96,6 @@ class _Node(metaclass=_StandInMeta):
     def extend(self, items: Any) -> None:
         self.items.extend(items)
 
-    @property
-    def target(self) -> str:
-        return type(self)._target
-
 
 def _record_function_state(function: Any, state: Any) -> None:
     """Stands for cloudpickle's ``_function_setstate``: the state is only recorded on the function's stand-in."""
@@ -128,7 +120,7 @@ class _SymbolicUnpickler(pickle.Unpickler):
         if real is not None:
             return real
         if target not in self._stand_ins:
-            self._stand_ins[target] = _StandInMeta(name, (_Node,), {"_target": target})
+            self._stand_ins[target] = _StandInMeta(name, (_Node,), {"target": target})
         return self._stand_ins[target]
 
     def persistent_load(self, pid: Any) -> Any:
@@ -164,21 +156,21 @@ def _registered_packages() -> set[str]:
         return set()
 
 
-def _allowed_bases() -> tuple[type, ...]:
-    import torch as th
-    from stable_baselines3.common.buffers import BaseBuffer
-
-    return (th.nn.Module, th.optim.Optimizer, BaseBuffer)
-
-
 def resolve_class(target: str) -> type:
     """The class ``"module:qualname"`` if the allow-list admits it, else :class:`RefusedContent`.
 
-    Admitted: classes deriving from ``torch.nn.Module`` (activations, policies, features extractors),
-    ``torch.optim.Optimizer`` or SB3's ``BaseBuffer``, defined in torch.nn, torch.optim, stable_baselines3,
-    sb3_contrib, sbx_lecture or the top-level package of a registered algorithm. No other module is imported.
+    Admitted: numpy's scalar types (``numpy:float32``, a dtype given as a type), and classes deriving from
+    ``torch.nn.Module`` (activations, policies, features extractors), ``torch.optim.Optimizer`` or SB3's
+    ``BaseBuffer``, defined in torch.nn, torch.optim, stable_baselines3, sb3_contrib, sbx_lecture or the top-level
+    package of a registered algorithm. No other module is imported.
     """
+    import torch as th
+    from stable_baselines3.common.buffers import BaseBuffer
+
     module_name, _, qualname = target.partition(":")
+    numpy_type = getattr(np, qualname, None) if module_name == "numpy" else None
+    if isinstance(numpy_type, type) and issubclass(numpy_type, np.generic):
+        return numpy_type
     allowed = (*_ALLOWED_PACKAGES, *sorted(_registered_packages()))
     if not qualname or "<" in qualname or not any(module_name == p or module_name.startswith(p + ".") for p in allowed):
         raise RefusedContent(f"class {target} (outside the allow-list)")
@@ -188,7 +180,7 @@ def resolve_class(target: str) -> type:
             obj = getattr(obj, part)
     except (ImportError, AttributeError):
         raise RefusedContent(f"class {target} (not found)") from None
-    if not (isinstance(obj, type) and issubclass(obj, _allowed_bases())):
+    if not (isinstance(obj, type) and issubclass(obj, (th.nn.Module, th.optim.Optimizer, BaseBuffer))):
         raise RefusedContent(f"{target} (not an allowed class)")
     return obj
 
@@ -287,8 +279,8 @@ _RECIPES = {
 
 
 #: Globals that pickles of plain data name and whose objects are dropped or never run: numpy's random generator
-#: reconstructors (a space's generator, not rebuilt) and cloudpickle's function rebuilders (of a function pickled by
-#: value only sbx-lecture's ``linear_schedule`` is recognised, and rebuilt from our own code).
+#: reconstructors (a space's generator, not rebuilt) and cloudpickle's helpers for a function pickled by value (of
+#: which only sbx-lecture's ``linear_schedule`` is recognised, and rebuilt from our own code: see ``_RECIPES``).
 _INERT_GLOBALS = {
     "numpy.random._pickle:__bit_generator_ctor",
     "numpy.random._pickle:__generator_ctor",
@@ -298,27 +290,16 @@ _INERT_GLOBALS = {
     "numpy.random.bit_generator:SeedSequence",
     "numpy.random.bit_generator:__pyx_unpickle_SeedSequence",
     "cloudpickle.cloudpickle:_builtin_type",
-    "cloudpickle.cloudpickle:_function_setstate",
     "cloudpickle.cloudpickle:_make_cell",
     "cloudpickle.cloudpickle:_make_empty_cell",
-    "cloudpickle.cloudpickle:_make_function",
 }
-
-
-def _numpy_scalar_type(target: str) -> type | None:
-    """The numpy scalar type ``numpy:float32`` names (a dtype given as a type), else ``None``."""
-    module_name, _, name = target.partition(":")
-    numpy_type = getattr(np, name, None) if module_name == "numpy" else None
-    return numpy_type if isinstance(numpy_type, type) and issubclass(numpy_type, np.generic) else None
 
 
 def allowed_global(target: str) -> bool:
     """Whether the global ``"module:name"`` is one that plain data may name: numpy's array reconstructors, a class
-    with a recipe above, an inert global, a numpy scalar type or a class :func:`resolve_class` admits."""
+    with a recipe above, an inert global or a class :func:`resolve_class` admits."""
     module_name, _, name = target.partition(":")
     if (module_name, name) in _REAL_GLOBALS or target in _RECIPES or target in _INERT_GLOBALS:
-        return True
-    if _numpy_scalar_type(target) is not None:
         return True
     try:
         resolve_class(target)
@@ -361,7 +342,7 @@ def _materialize(value: Any, path: str) -> Any:
     if isinstance(value, dict):
         return {_materialize(k, path): _materialize(v, f"{path}[{k!r}]") for k, v in value.items()}
     if isinstance(value, _StandInMeta):  # a class named by reference
-        return _numpy_scalar_type(value._target) or resolve_class(value._target)
+        return resolve_class(value.target)
     if isinstance(value, _Node):
         recipe = _RECIPES.get(value.target)
         if recipe is None:

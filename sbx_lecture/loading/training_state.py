@@ -1,7 +1,8 @@
 """Normalisation statistics and replay buffers in ``.npz`` files (no pickle), and safe reading of SB3's pickles.
 
 - **Normalisation statistics**: the ``.npz`` of :func:`save_normalization`, or a ``VecNormalize.save`` pickle (the
-  RL Zoo's ``vecnormalize.pkl``) through the symbolic unpickler, of which only the statistics and settings are kept.
+  RL Zoo's ``vecnormalize.pkl``) through the symbolic unpickler, of which only the statistics and settings are kept:
+  both then take the same path into a new ``VecNormalize``.
 - **Replay buffers**: the ``.npz`` of :func:`save_replay_buffer`. A pickled buffer needs ``trusted=True``.
 """
 
@@ -32,11 +33,9 @@ _VECNORMALIZE_TARGET = "stable_baselines3.common.vec_env.vec_normalize:VecNormal
 
 
 def _write_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], settings: dict[str, Any]) -> None:
-    members = {**arrays, _SETTINGS: np.array(json.dumps(settings))}
-
     def write(temporary: str) -> None:
         with open(temporary, "wb") as file:
-            np.savez(file, **members)  # type: ignore[arg-type]
+            np.savez(file, **arrays, **{_SETTINGS: np.array(json.dumps(settings))})  # type: ignore[arg-type]
 
     atomic_write(path, write)
 
@@ -70,8 +69,22 @@ def _is_pickle(path: str | os.PathLike[str]) -> bool:
 # ------------------------------------------------------------------------------------------------ normalisation
 
 
+def _statistics_arrays(path: Any, obs_rms: Any, ret_rms: Any) -> dict[str, np.ndarray]:
+    """The arrays statistics are stored in: ``<name>/mean``, ``<name>/var`` and ``<name>/count`` for ``obs_rms`` (or
+    ``obs_rms/<key>`` for dict observations) and ``ret_rms``."""
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
+
+    arrays: dict[str, np.ndarray] = {}
+    for name, rms in _named_statistics(obs_rms, ret_rms).items():
+        if not isinstance(rms, RunningMeanStd):
+            raise ModelFileError(f"{path}: {name} is not a RunningMeanStd")
+        arrays[f"{name}/mean"], arrays[f"{name}/var"] = np.asarray(rms.mean), np.asarray(rms.var)
+        arrays[f"{name}/count"] = np.asarray(rms.count, dtype=np.float64)
+    return arrays
+
+
 def _named_statistics(obs_rms: Any, ret_rms: Any) -> dict[str, Any]:
-    """The names statistics are stored under: ``obs_rms`` (or ``obs_rms/<key>`` for dict observations), ``ret_rms``."""
+    """Statistics by their stored names: ``obs_rms`` (or ``obs_rms/<key>`` for dict observations), ``ret_rms``."""
     if isinstance(obs_rms, dict):
         return {**{f"obs_rms/{key}": rms for key, rms in obs_rms.items()}, "ret_rms": ret_rms}
     return {"obs_rms": obs_rms, "ret_rms": ret_rms}
@@ -79,42 +92,14 @@ def _named_statistics(obs_rms: Any, ret_rms: Any) -> dict[str, Any]:
 
 def save_normalization(normalizer: VecNormalize, path: str | os.PathLike[str]) -> None:
     """Write the statistics and settings of ``normalizer`` to an ``.npz`` file (atomically, no pickle)."""
-    arrays: dict[str, np.ndarray] = {}
-    for prefix, rms in _named_statistics(normalizer.obs_rms, normalizer.ret_rms).items():
-        arrays[f"{prefix}/mean"], arrays[f"{prefix}/var"] = np.asarray(rms.mean), np.asarray(rms.var)
-        arrays[f"{prefix}/count"] = np.asarray(rms.count, dtype=np.float64)
     settings = {name: getattr(normalizer, name) for name in _NORMALIZATION_SETTINGS}
     settings["obs_keys"] = sorted(normalizer.obs_rms) if isinstance(normalizer.obs_rms, dict) else None
-    _write_npz(path, arrays, settings)
+    _write_npz(path, _statistics_arrays(path, normalizer.obs_rms, normalizer.ret_rms), settings)
 
 
-def _normalizer(path: Any, venv: VecEnv, settings: dict[str, Any], stats: dict[str, tuple[Any, Any, Any]]) -> Any:
-    """A ``VecNormalize`` around ``venv`` with ``settings`` and the ``(mean, var, count)`` of each named statistic."""
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    kwargs = {name: settings[name] for name in _NORMALIZATION_SETTINGS if name in settings}
-    try:
-        normalizer = VecNormalize(venv, **kwargs)
-    except (AssertionError, ValueError, TypeError, KeyError) as exc:
-        raise ModelFileError(f"{path}: its settings do not fit the environment ({exc})") from None
-    targets = _named_statistics(normalizer.obs_rms, normalizer.ret_rms)
-    for name, (mean, var, count) in stats.items():
-        if name not in targets:
-            raise ModelFileError(f"{path}: statistics {name!r}, which the environment has no place for")
-        rms = targets[name]
-        mean, var = np.asarray(mean, dtype=np.float64), np.asarray(var, dtype=np.float64)
-        if mean.shape != rms.mean.shape or var.shape != rms.var.shape:
-            raise ModelFileError(
-                f"{path}: statistics {name!r} have shape {mean.shape}, the environment needs {rms.mean.shape}"
-            )
-        rms.mean, rms.var, rms.count = mean, var, float(count)
-    return normalizer
-
-
-def _stats_from_pickle(path: Any) -> tuple[dict[str, Any], dict[str, tuple[Any, Any, Any]]]:
-    """Settings and statistics of a ``VecNormalize.save`` pickle, read by the symbolic unpickler."""
-    from stable_baselines3.common.running_mean_std import RunningMeanStd
-
+def _read_vecnormalize_pickle(path: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Statistics and settings of a ``VecNormalize.save`` pickle, read by the symbolic unpickler, as
+    :func:`_read_npz` gives those of our ``.npz``."""
     try:
         tree = decode(Path(path).read_bytes())
     except Exception as exc:
@@ -123,20 +108,14 @@ def _stats_from_pickle(path: Any) -> tuple[dict[str, Any], dict[str, tuple[Any, 
         raise UntrustedContentError(
             path, "its content", f"a {getattr(tree, 'target', type(tree).__name__)}, not a VecNormalize"
         )
-    state = tree.state
+    kept = {name: tree.state[name] for name in (*_NORMALIZATION_SETTINGS, "obs_rms", "ret_rms") if name in tree.state}
     try:
-        settings = {name: materialize(state[name], name) for name in _NORMALIZATION_SETTINGS if name in state}
-        obs_rms, ret_rms = materialize(state["obs_rms"], "obs_rms"), materialize(state["ret_rms"], "ret_rms")
+        state = materialize(kept, "VecNormalize")
+        return _statistics_arrays(path, state.pop("obs_rms"), state.pop("ret_rms")), state
     except RefusedContent as exc:
         raise UntrustedContentError(path, "a VecNormalize field", str(exc)) from None
     except KeyError as exc:
         raise ModelFileError(f"{path}: the VecNormalize state lacks {exc}") from None
-    stats: dict[str, tuple[Any, Any, Any]] = {}
-    for name, rms in _named_statistics(obs_rms, ret_rms).items():
-        if not isinstance(rms, RunningMeanStd):
-            raise ModelFileError(f"{path}: {name} is not a RunningMeanStd")
-        stats[name] = (rms.mean, rms.var, rms.count)
-    return settings, stats
 
 
 def load_normalization(path: str | os.PathLike[str], venv: VecEnv, *, trusted: bool = False) -> VecNormalize:
@@ -148,23 +127,32 @@ def load_normalization(path: str | os.PathLike[str], venv: VecEnv, *, trusted: b
     :param trusted: read a pickle with SB3's ``VecNormalize.load`` (unpickles)
     :raises UntrustedContentError: the pickle holds something other than plain statistics
     """
-    if _is_pickle(path):
-        if trusted:
-            from stable_baselines3.common.vec_env import VecNormalize
+    from stable_baselines3.common.vec_env import VecNormalize
 
-            return VecNormalize.load(str(path), venv)
-        settings, stats = _stats_from_pickle(path)
-        return _normalizer(path, venv, settings, stats)  # type: ignore[no-any-return]
-    arrays, settings = _read_npz(path)
-    stats = {}
-    for name in arrays:
-        if name.endswith("/mean"):
-            prefix = name[: -len("/mean")]
-            try:
-                stats[prefix] = (arrays[name], arrays[f"{prefix}/var"], arrays[f"{prefix}/count"])
-            except KeyError as exc:
-                raise ModelFileError(f"{path}: statistics {prefix!r} lack {exc}") from None
-    return _normalizer(path, venv, settings, stats)  # type: ignore[no-any-return]
+    pickled = _is_pickle(path)
+    if pickled and trusted:
+        return VecNormalize.load(str(path), venv)
+    arrays, settings = _read_vecnormalize_pickle(path) if pickled else _read_npz(path)
+    kwargs = {name: settings[name] for name in _NORMALIZATION_SETTINGS if name in settings}
+    try:
+        normalizer = VecNormalize(venv, **kwargs)
+    except (AssertionError, ValueError, TypeError, KeyError) as exc:
+        raise ModelFileError(f"{path}: its settings do not fit the environment ({exc})") from None
+    targets = _named_statistics(normalizer.obs_rms, normalizer.ret_rms)
+    for name in sorted({array.rpartition("/")[0] for array in arrays}):
+        if name not in targets:
+            raise ModelFileError(f"{path}: statistics {name!r}, which the environment has no place for")
+        try:
+            mean, var, count = (np.asarray(arrays[f"{name}/{part}"], np.float64) for part in ("mean", "var", "count"))
+        except KeyError as exc:
+            raise ModelFileError(f"{path}: statistics {name!r} lack {exc}") from None
+        rms = targets[name]
+        if mean.shape != rms.mean.shape or var.shape != rms.var.shape:
+            raise ModelFileError(
+                f"{path}: statistics {name!r} have shape {mean.shape}, the environment needs {rms.mean.shape}"
+            )
+        rms.mean, rms.var, rms.count = mean, var, float(count)
+    return normalizer
 
 
 # ------------------------------------------------------------------------------------------------ replay buffer

@@ -31,17 +31,13 @@ from unittest import mock
 from sbx_lecture.loading.model import UntrustedContentError, load
 from sbx_lecture.loading.training_state import load_normalization
 
+#: Flag of the scripts that load a run, through ``sbx-lecture zoo`` (not of rl_zoo3): rl_zoo3's own loading.
 TRUSTED_FLAG = "--trusted"
 TRUSTED_VARIABLE = "SBX_LECTURE_ZOO_TRUSTED"
 #: Scripts that load a trained run.
 LOADING_SCRIPTS = ("enjoy", "record_video", "record_training")
-_MODULES = ("rl_zoo3", "rl_zoo3.utils", "rl_zoo3.enjoy", "rl_zoo3.record_video")
-
-
-def pop_trusted(arguments: list[str]) -> tuple[list[str], bool]:
-    """The arguments without ``--trusted``, and whether it (or the environment variable) was given."""
-    trusted = TRUSTED_FLAG in arguments or os.environ.get(TRUSTED_VARIABLE, "") == "1"
-    return [argument for argument in arguments if argument != TRUSTED_FLAG], trusted
+#: The zoo's modules whose ``ALGOS`` its loading scripts read (``from rl_zoo3 import ALGOS``, ``rl_zoo3.utils``).
+_MODULES = ("rl_zoo3", "rl_zoo3.utils")
 
 
 @functools.cache
@@ -71,47 +67,31 @@ def zoo_file_loader() -> type:
     return ZooFileLoader
 
 
-def _normalization_loader() -> type:
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    class SafeVecNormalize(VecNormalize):
-        """``VecNormalize.load`` as the zoo calls it, reading the statistics without unpickling them."""
-
-        @staticmethod
-        def load(load_path: str, venv: Any) -> VecNormalize:  # type: ignore[override]
-            print(f"normalisation statistics: {load_path}", file=sys.stderr)
-            return load_normalization(load_path, venv)
-
-    return SafeVecNormalize
+def _load_normalization(load_path: str, venv: Any) -> Any:
+    """``VecNormalize.load`` as rl_zoo3's ``create_test_env`` calls it, reading the statistics without unpickling them
+    (and saying which file it read)."""
+    print(f"normalisation statistics: {load_path}", file=sys.stderr)
+    return load_normalization(load_path, venv)
 
 
 @contextlib.contextmanager
 def loading_without_unpickling(trusted: bool) -> Iterator[None]:
     """While the block runs, the zoo's scripts load models, statistics and YAML files without running code.
 
-    With ``trusted``, nothing is changed except that scripts the bridge starts itself are trusted too.
+    With ``trusted`` (or :data:`TRUSTED_VARIABLE` set to ``1``), nothing is changed except that the scripts the
+    bridge starts itself (record_training's record_video) are trusted too.
     """
     with contextlib.ExitStack() as stack:
-        stack.callback(_restore_variable, os.environ.get(TRUSTED_VARIABLE))
-        if trusted:
+        stack.enter_context(mock.patch.dict(os.environ))  # the environment as it was, afterwards
+        if trusted or os.environ.get(TRUSTED_VARIABLE) == "1":
             os.environ[TRUSTED_VARIABLE] = "1"
-            yield
-            return
-        import yaml
+        else:
+            import yaml
 
-        modules = [importlib.import_module(name) for name in _MODULES]
-        stack.enter_context(mock.patch.object(yaml, "UnsafeLoader", zoo_file_loader()))
-        stack.enter_context(mock.patch("rl_zoo3.utils.VecNormalize", _normalization_loader()))
-        for module in modules:
-            table = getattr(module, "ALGOS", None)
-            if table is not None:  # what ALGOS[algo] gives the zoo's scripts: a ``load`` that unpickles nothing
-                safe = {name: SimpleNamespace(load=functools.partial(load, algo=name)) for name in table}
+            stack.enter_context(mock.patch.object(yaml, "UnsafeLoader", zoo_file_loader()))
+            stack.enter_context(mock.patch("rl_zoo3.utils.VecNormalize", SimpleNamespace(load=_load_normalization)))
+            for module in map(importlib.import_module, _MODULES):
+                # what ALGOS[algo] gives the zoo's scripts: a ``load`` that unpickles nothing
+                safe = {name: SimpleNamespace(load=functools.partial(load, algo=name)) for name in module.ALGOS}
                 stack.enter_context(mock.patch.object(module, "ALGOS", safe))
         yield
-
-
-def _restore_variable(previous: str | None) -> None:
-    if previous is None:
-        os.environ.pop(TRUSTED_VARIABLE, None)
-    else:
-        os.environ[TRUSTED_VARIABLE] = previous

@@ -30,54 +30,67 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import tempfile
-import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cache, partial
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.envs import SimpleMultiObsEnv
-from stable_baselines3.common.preprocessing import get_flattened_obs_dim
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common import envs as sb3_envs
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecEnv
 
-if TYPE_CHECKING:
-    from stable_baselines3.common.base_class import BaseAlgorithm
-    from stable_baselines3.common.vec_env import VecEnv
+import sbx_lecture.envs  # noqa: F401  (registers the lecture's environments, which check_algorithm may be given)
+from sbx_lecture.infra.validation import is_action_space_error
+from sbx_lecture.testing.comparisons import (
+    describe_error,
+    list_differences,
+    model_tensors,
+    policy_settings,
+    same_predictions,
+    save_and_load,
+    scalar_attributes,
+)
+from sbx_lecture.testing.probes import (
+    PROBE_ENV_IDS,
+    SUITABLE_ENV_IDS,
+    TINY_HYPERPARAMS,
+    NonFiniteAfter,
+    ProbeFeaturesExtractor,
+    build_model,
+    first_observation,
+    identity_env,
+    kind_name,
+    make_env,
+    probe_action_spaces,
+    sample_observations,
+    suitable_env_id,
+    supported_action_spaces,
+    tiny_hyperparams,
+)
 
-#: The arguments of :func:`identity_env` behind each probe environment: SB3's identity environments (reward 1 for
-#: repeating the observation) with 16-step truncated episodes and Box observations.
-_PROBE_ENV_KWARGS: dict[type[spaces.Space], dict[str, Any]] = {
-    spaces.Box: {"name": "IdentityEnvBox", "ep_length": 16},
-    spaces.Discrete: {"name": "IdentityEnv", "dim": 3, "ep_length": 16},
-    spaces.MultiDiscrete: {"name": "IdentityEnvMultiDiscrete", "dim": 3, "ep_length": 16},
-    spaces.MultiBinary: {"name": "IdentityEnvMultiBinary", "dim": 3, "ep_length": 16},
-}
-#: Probe environments, one per kind of action space, registered with gymnasium under these ids.
-PROBE_ENV_IDS = {kind: f"SbxLectureProbe/{kind.__name__}-v0" for kind in _PROBE_ENV_KWARGS}
-#: The environment :func:`suitable_env_id` picks for each kind of action space, in order of preference.
-SUITABLE_ENV_IDS: dict[type[spaces.Space], str] = {
-    spaces.Discrete: "CartPole-v1",
-    spaces.Box: "Pendulum-v1",
-    spaces.MultiDiscrete: PROBE_ENV_IDS[spaces.MultiDiscrete],
-    spaces.MultiBinary: PROBE_ENV_IDS[spaces.MultiBinary],
-}
-#: Constructor arguments that keep the checks small, passed only to constructors that take them.
-TINY_HYPERPARAMS: dict[str, Any] = {
-    "n_steps": 32,  # on-policy rollout length (off-policy classes use it for n-step returns: not passed to them)
-    "batch_size": 32,
-    "n_epochs": 2,
-    "learning_starts": 96,  # off-policy: train only in the last steps of the budget
-    "buffer_size": 2_000,
-    "n_episodes": 1,  # Monte-Carlo methods: episodes per update
-    "n_delta": 2,  # ARS: perturbations per update
-    "gamma": 0.97,  # not the usual default, so that save/load must really restore it
-}
+#: The kit's public names (the probes' among them).
+__all__ = [
+    "CHECKS",
+    "KNOWN_UPSTREAM_ISSUES",
+    "MULTI_DIMENSIONAL_BOX_SHAPE",
+    "PROBE_ENV_IDS",
+    "SUITABLE_ENV_IDS",
+    "TINY_HYPERPARAMS",
+    "CheckFailure",
+    "ConformanceError",
+    "ConformanceReport",
+    "NonFiniteAfter",
+    "ProbeFeaturesExtractor",
+    "check_algorithm",
+    "identity_env",
+    "suitable_env_id",
+    "supported_action_spaces",
+    "tiny_hyperparams",
+]
 #: Upstream bugs the ``action_spaces`` check steps around: (``module:Class``, kind of space) → what goes wrong.
 #: Only the class itself is exempt, not subclasses, which may fix the bug.
 KNOWN_UPSTREAM_ISSUES: dict[tuple[str, type[spaces.Space]], str] = {
@@ -105,12 +118,8 @@ class ConformanceError(AssertionError):
         self.failures = failures
         failed = len(dict.fromkeys(failure.check for failure in failures))
         problems = f" ({len(failures)} problems)" if len(failures) > failed else ""
-        lines = [f"{algorithm} failed {failed} of {n_checks} conformance checks on {env_id}{problems}:"]
-        for failure in failures:
-            lines.append(f"  - [{failure.check}] {failure.problem}")
-            if failure.fix:
-                lines.append(f"    fix: {failure.fix}")
-        super().__init__("\n".join(lines))
+        header = f"{algorithm} failed {failed} of {n_checks} conformance checks on {env_id}{problems}:"
+        super().__init__("\n".join([header, *map(str, failures)]))
 
 
 @dataclass
@@ -120,6 +129,11 @@ class CheckFailure:
     check: str
     problem: str
     fix: str = ""
+
+    def __str__(self) -> str:
+        """The failure as :class:`ConformanceError` lists it: the check and the problem, then the fix."""
+        fix = f"\n    fix: {self.fix}" if self.fix else ""
+        return f"  - [{self.check}] {self.problem}{fix}"
 
 
 @dataclass
@@ -138,233 +152,6 @@ class _Skip(Exception):
     """Raised by a check that does not apply to the class; the message says why."""
 
 
-# --- probe environments ----------------------------------------------------------------------------------------
-
-
-def identity_env(name: str = "IdentityEnv", **kwargs: Any) -> gym.Env:
-    """SB3's identity environment ``name`` with its observations flattened into a Box (one-hot for the discrete
-    kinds), so that the probes differ in their action space only.
-
-    :param name: ``IdentityEnv``, ``IdentityEnvBox``, ``IdentityEnvMultiDiscrete`` or ``IdentityEnvMultiBinary``
-        (``stable_baselines3.common.envs``)
-    :param kwargs: the environment's arguments (``dim``, ``space``, ``ep_length``, ...)
-    """
-    from stable_baselines3.common import envs
-
-    return gym.wrappers.FlattenObservation(getattr(envs, name)(**kwargs))
-
-
-for _kind, _kwargs in _PROBE_ENV_KWARGS.items():
-    if PROBE_ENV_IDS[_kind] not in gym.registry:
-        gym.register(PROBE_ENV_IDS[_kind], "sbx_lecture.testing:identity_env", kwargs=_kwargs)
-
-
-# --- helpers ---------------------------------------------------------------------------------------------------
-
-
-def _make_env(env: str | Callable[..., gym.Env], seed: int, **env_kwargs: Any) -> VecEnv:
-    """One seeded copy of ``env`` (a gymnasium id or an environment class) in a vectorized environment."""
-    from stable_baselines3.common.env_util import make_vec_env
-
-    import sbx_lecture.envs  # noqa: F401  (registers the lecture's environments)
-
-    # an id goes through gym.make itself: make_vec_env would first try render_mode="rgb_array", which no check
-    # needs and SB3's test environments do not take (gymnasium warns about it)
-    maker = partial(gym.make, env) if isinstance(env, str) else env
-    return make_vec_env(maker, n_envs=1, seed=seed, env_kwargs=env_kwargs or None)
-
-
-def tiny_hyperparams(cls: type, hyperparams: dict[str, Any] | None = None) -> dict[str, Any]:
-    """:data:`TINY_HYPERPARAMS` that ``cls``'s constructor takes, updated with ``hyperparams``."""
-    from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-
-    from sbx_lecture.hyperparams import accepted_hyperparameters
-
-    accepted = set(accepted_hyperparameters(cls) or ())  # None: it takes **kwargs, so none is known to be taken
-    if issubclass(cls, OffPolicyAlgorithm):
-        accepted.discard("n_steps")
-    return {key: value for key, value in TINY_HYPERPARAMS.items() if key in accepted} | (hyperparams or {})
-
-
-def _build(cls: type[BaseAlgorithm], env: VecEnv, hyperparams: dict[str, Any] | None, seed: int) -> BaseAlgorithm:
-    from sbx_lecture.training import default_policy
-
-    kwargs = tiny_hyperparams(cls, hyperparams)
-    policy = kwargs.pop("policy", None) or default_policy(cls, env.observation_space)
-    return cls(policy, env, seed=seed, device="cpu", verbose=0, **kwargs)
-
-
-def _describe(exc: BaseException) -> str:
-    """``Type: message (at file:line in function)`` for the innermost frame of ``exc``."""
-    text = " ".join(str(exc).split()) or "(no message)"
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
-    return f"{type(exc).__name__}: {text}{where}"
-
-
-def _kind_name(kind: type[spaces.Space]) -> str:
-    return f"spaces.{kind.__name__}"
-
-
-def _covers(declared: Iterable[type[spaces.Space]], kind: type[spaces.Space]) -> bool:
-    return any(issubclass(kind, space) for space in declared)
-
-
-@cache
-def _probe_action_spaces(cls: type[BaseAlgorithm]) -> tuple[type[spaces.Space], ...]:
-    supported = []
-    for kind, env_id in PROBE_ENV_IDS.items():
-        with contextlib.closing(_make_env(env_id, seed=0)) as env, contextlib.suppress(Exception):
-            _build(cls, env, None, seed=0)
-            supported.append(kind)
-    return tuple(supported)
-
-
-def supported_action_spaces(cls: type[BaseAlgorithm]) -> tuple[type[spaces.Space], ...]:
-    """The kinds of action space ``cls`` supports.
-
-    Its ``supported_action_spaces`` class attribute when it has one; otherwise (SB3's own classes pass theirs to
-    the base constructor only) the kinds of the probe environments it can be constructed on.
-
-    :raises TypeError: when the attribute is not a non-empty tuple of ``gymnasium.spaces`` classes
-    """
-    declared = getattr(cls, "supported_action_spaces", None)
-    if declared is None:
-        return _probe_action_spaces(cls)
-    if not (
-        isinstance(declared, tuple)
-        and len(declared) > 0
-        and all(inspect.isclass(space) and issubclass(space, spaces.Space) for space in declared)
-    ):
-        raise TypeError(
-            f"{cls.__name__}.supported_action_spaces must be a non-empty tuple of gymnasium.spaces classes, "
-            f"got {declared!r}"
-        )
-    return tuple(declared)
-
-
-def suitable_env_id(cls: type[BaseAlgorithm]) -> str:
-    """A small environment whose action space ``cls`` supports: CartPole-v1 (Discrete), Pendulum-v1 (Box), else
-    a probe environment (MultiDiscrete, MultiBinary).
-
-    :raises ValueError: when ``cls`` supports none of these kinds of action space
-    """
-    supported = supported_action_spaces(cls)
-    for kind, env_id in SUITABLE_ENV_IDS.items():
-        if _covers(supported, kind):
-            return env_id
-    known = ", ".join(_kind_name(kind) for kind in SUITABLE_ENV_IDS)
-    raise ValueError(
-        f"{cls.__name__} supports the action spaces {supported or 'none that could be probed'}; check_algorithm "
-        f"knows environments for {known}: pass env_id explicitly"
-    )
-
-
-def _observations(env: VecEnv, n: int = 8) -> Any:
-    """``n`` observations from a short random rollout of ``env`` (in distribution, unlike space.sample()); a dict
-    of arrays for Dict observation spaces."""
-    env.action_space.seed(0)
-    observations: list[Any] = [env.reset()]
-    for _ in range(n - 1):
-        observations.append(env.step(np.array([env.action_space.sample()]))[0])
-    if isinstance(observations[0], dict):
-        return {key: np.concatenate([obs[key] for obs in observations]) for key in observations[0]}
-    return np.concatenate(observations)
-
-
-def _first(observations: Any) -> Any:
-    """The first observation of a batch (key by key for dicts)."""
-    if isinstance(observations, dict):
-        return {key: value[0] for key, value in observations.items()}
-    return observations[0]
-
-
-class ProbeFeaturesExtractor(BaseFeaturesExtractor):
-    """A custom features extractor for the ``policy_save_load`` check: flatten, one linear layer, ReLU.
-
-    :param observation_space: a Box observation space (images included)
-    :param features_dim: number of features
-    """
-
-    def __init__(self, observation_space: spaces.Space, features_dim: int = 7) -> None:
-        super().__init__(observation_space, features_dim)
-        self.net = th.nn.Sequential(
-            th.nn.Flatten(), th.nn.Linear(get_flattened_obs_dim(observation_space), features_dim), th.nn.ReLU()
-        )
-
-    def forward(self, observations: th.Tensor) -> th.Tensor:
-        return self.net(observations)  # type: ignore[no-any-return]
-
-
-def _save_and_load(saved: Any, load: Callable[..., Any]) -> Any:
-    """``saved`` (a model or a policy) written to a temporary file with its ``save`` and read back with ``load``."""
-    with tempfile.TemporaryDirectory() as folder:
-        saved.save(f"{folder}/saved.zip")
-        return load(f"{folder}/saved.zip", device="cpu")
-
-
-def _same_predictions(a: Any, b: Any, obs: Any) -> bool:
-    """Whether models (or policies) ``a`` and ``b`` predict the same deterministic actions on ``obs``."""
-    return np.array_equal(a.predict(obs, deterministic=True)[0], b.predict(obs, deterministic=True)[0])
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equality that treats NaN as equal to NaN and compares arrays and (CPU) tensors element-wise."""
-    with contextlib.suppress(TypeError):  # raised by the NaN test on what is not a number (a string, None)
-        return bool(np.array_equal(a, b, equal_nan=True))
-    return bool(a == b)
-
-
-def _differences(a: Any, b: Any, where: str, path: str = "") -> list[str]:
-    """Where nested dicts, lists and tuples ``a`` and ``b`` (``b`` is ``a`` ``where``) differ."""
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        length = [f"{path.rstrip('.')} has {len(b)} entries {where}, {len(a)} before"] if len(a) != len(b) else []
-        return length + _differences(dict(enumerate(a)), dict(enumerate(b)), where, path)
-    if isinstance(a, dict) and isinstance(b, dict):
-        differences = [f"{path}{key} is missing {where}" for key in a if key not in b]
-        for key in [key for key in a if key in b]:
-            differences += _differences(a[key], b[key], where, f"{path}{key}.")
-        return differences
-    if _same(a, b):
-        return []
-    if isinstance(a, th.Tensor):
-        return [f"{path.rstrip('.')} differs {where}"]
-    return [f"{path.rstrip('.')} is {b!r} {where}, was {a!r}"]
-
-
-def _state(model: BaseAlgorithm) -> dict[str, Any]:
-    """Every tensor of ``model``: its torch modules' state dicts, tensor attributes and ``get_parameters()``.
-
-    The modules are read directly, not only through ``get_parameters()``, which sees just what
-    ``_get_torch_save_params`` lists (the very list that may be incomplete).
-    """
-    state: dict[str, Any] = {}
-    for key, value in vars(model).items():
-        if isinstance(value, th.nn.Module):
-            state[key] = value.state_dict()
-        elif isinstance(value, th.Tensor):
-            state[key] = value.detach()
-    state["get_parameters()"] = model.get_parameters()
-    return state
-
-
-def _scalar_attributes(model: BaseAlgorithm) -> dict[str, Any]:
-    simple = (bool, int, float, str, type(None), np.integer, np.floating)
-    return {key: value for key, value in vars(model).items() if isinstance(value, simple) and not key.startswith("__")}
-
-
-def _policy_settings(policy: th.nn.Module) -> dict[str, Any]:
-    """What ``policy.save`` must keep besides the tensors: its features extractors and optimizer settings."""
-    return {
-        "features extractors": [
-            type(module).__name__ for module in policy.modules() if isinstance(module, BaseFeaturesExtractor)
-        ],
-        "optimizer_class": getattr(policy, "optimizer_class", None),
-        "optimizer_kwargs": getattr(policy, "optimizer_kwargs", None),
-        "tensors": policy.state_dict(),
-    }
-
-
 # --- the checks ------------------------------------------------------------------------------------------------
 
 
@@ -373,7 +160,7 @@ class _Checker:
     """The checks, one method each (named as in :data:`CHECKS`); :meth:`fail` records problems of the running one.
 
     :param cls: the algorithm class
-    :param env_id: the environment of the trained model
+    :param report: what runs, where: the environment of the trained model, the declaration, the skipped checks
     :param hyperparams: constructor arguments on top of :data:`TINY_HYPERPARAMS`
     :param timesteps: budget of each ``learn`` call
     :param seed: seed of the models and environments
@@ -383,7 +170,7 @@ class _Checker:
     """
 
     cls: type[BaseAlgorithm]
-    env_id: str
+    report: ConformanceReport
     hyperparams: dict[str, Any]
     timesteps: int
     seed: int
@@ -391,18 +178,17 @@ class _Checker:
     supported: tuple[type[spaces.Space], ...]
     check: str = "learn"
     failures: list[CheckFailure] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
     model: BaseAlgorithm | None = None
     observations: Any = None
 
-    def fail(self, problem: str, fix: str = "", check: str | None = None) -> None:
-        """Record ``problem`` and how to ``fix`` it under ``check`` (default: the running check)."""
-        self.failures.append(CheckFailure(check or self.check, problem, fix))
+    def fail(self, problem: str, fix: str = "") -> None:
+        """Record ``problem`` and how to ``fix`` it under the running check."""
+        self.failures.append(CheckFailure(self.check, problem, fix))
 
     def expect_same(self, before: Any, after: Any, problem: str, fix: str, where: str = "after load") -> bool:
         """Whether ``before`` and ``after`` (nested dicts of tensors and values) are equal; if not, record
         ``problem`` followed by the first differences."""
-        differences = _differences(before, after, where)
+        differences = list_differences(before, after, where)
         if differences:
             self.fail(f"{problem}: {'; '.join(differences[:3])}", fix)
         return not differences
@@ -411,11 +197,11 @@ class _Checker:
         """Build a model on ``env``, learn, and check its predictions (:meth:`check_actions`); record ``problem``
         (followed by the exception) when one of these raises."""
         try:
-            model = _build(self.cls, env, {**self.hyperparams, **hyperparams}, self.seed)
+            model = build_model(self.cls, env, {**self.hyperparams, **hyperparams}, self.seed)
             model.learn(total_timesteps=self.timesteps)
-            self.check_actions(model, _observations(env, 4))
+            self.check_actions(model, sample_observations(env, 4))
         except Exception as exc:
-            self.fail(f"{problem}: {_describe(exc)}", fix)
+            self.fail(f"{problem}: {describe_error(exc)}", fix)
 
     def check_actions(self, model: BaseAlgorithm, obs: Any) -> tuple[np.ndarray, Any] | None:
         """Predictions on the batch ``obs`` (deterministic and not) have one action per observation, shaped like
@@ -441,7 +227,7 @@ class _Checker:
                     f"predicted actions {outside[:2]} are outside the action space {space}",
                     "clip or unscale actions to the action space's bounds in predict()",
                 )
-        single, _ = model.predict(_first(obs), deterministic=True)
+        single, _ = model.predict(first_observation(obs), deterministic=True)
         if np.shape(single) != space.shape:
             self.fail(
                 f"predict() on one unbatched observation returned shape {np.shape(single)}, expected {space.shape}",
@@ -451,15 +237,15 @@ class _Checker:
 
     def _probes(self, kind: type[spaces.Space]) -> bool:
         """Whether the class supports ``kind`` and its probes may be used."""
-        return kind in self.probe_spaces and _covers(self.supported, kind)
+        return kind in self.probe_spaces and issubclass(kind, self.supported)
 
     def learn(self) -> None:
         try:
-            model = _build(self.cls, _make_env(self.env_id, self.seed), self.hyperparams, self.seed)
+            model = build_model(self.cls, make_env(self.report.env_id, self.seed), self.hyperparams, self.seed)
             returned = model.learn(total_timesteps=self.timesteps)
         except Exception as exc:
             self.fail(
-                f"constructing or learning on {self.env_id} failed: {_describe(exc)}",
+                f"constructing or learning on {self.report.env_id} failed: {describe_error(exc)}",
                 "make the class construct and learn with SB3's arguments (policy, env, seed, device, ...)",
             )
             return
@@ -471,16 +257,16 @@ class _Checker:
                 "count every environment step in self.num_timesteps and loop until total_timesteps is reached",
             )
         self.model = model
-        self.observations = _observations(_make_env(self.env_id, self.seed + 7))
+        self.observations = sample_observations(make_env(self.report.env_id, self.seed + 7))
 
     def seeding(self, model: BaseAlgorithm) -> None:
-        twin = _build(self.cls, _make_env(self.env_id, self.seed), self.hyperparams, self.seed)
+        twin = build_model(self.cls, make_env(self.report.env_id, self.seed), self.hyperparams, self.seed)
         twin.learn(total_timesteps=self.timesteps)
         fix = "draw every random number from generators seeded by set_random_seed (torch, numpy, self.action_space) "
         fix += "and seed the environments from self.seed"
         problem = f"two models built and trained with seed={self.seed} differ"
-        same = self.expect_same(_state(model), _state(twin), problem, fix, where="in the second model")
-        if same and not _same_predictions(model, twin, self.observations):
+        same = self.expect_same(model_tensors(model), model_tensors(twin), problem, fix, where="in the second model")
+        if same and not same_predictions(model, twin, self.observations):
             self.fail(
                 f"two models trained with seed={self.seed} predict differently",
                 "make predict depend only on the parameters and the observation",
@@ -509,34 +295,32 @@ class _Checker:
             )
 
     def save_load(self, model: BaseAlgorithm) -> None:
-        loaded = _save_and_load(model, partial(self.cls.load, env=_make_env(self.env_id, self.seed + 3)))
+        loaded = save_and_load(model, partial(self.cls.load, env=make_env(self.report.env_id, self.seed + 3)))
         if type(loaded) is not self.cls:
             self.fail(
                 f"{self.cls.__name__}.load returned a {type(loaded).__name__}",
                 "do not override load(), or return an instance of the class",
             )
         self.expect_same(
-            _state(model),
-            _state(loaded),
+            model_tensors(model),
+            model_tensors(loaded),
             "parameters do not round-trip",
             "list every torch module and optimizer in _get_torch_save_params() and build them in _setup_model()",
         )
         self.expect_same(
-            _scalar_attributes(model),
-            _scalar_attributes(loaded),
+            scalar_attributes(model),
+            scalar_attributes(loaded),
             "attributes do not round-trip",
             "do not list hyperparameters in _excluded_save_params(), and do not reset them in _setup_model()",
         )
-        if not _same_predictions(model, loaded, self.observations):
+        if not same_predictions(model, loaded, self.observations):
             self.fail(
                 "the loaded model predicts different actions from the saved one",
                 "save every tensor that predict() uses (_get_torch_save_params)",
             )
 
     def evaluate_policy(self, model: BaseAlgorithm) -> None:
-        from stable_baselines3.common.evaluation import evaluate_policy
-
-        env = _make_env(self.env_id, self.seed + 5)
+        env = make_env(self.report.env_id, self.seed + 5)
         mean, std = evaluate_policy(model, env, n_eval_episodes=2, deterministic=True, warn=False)
         if not (np.isfinite(mean) and np.isfinite(std)):
             self.fail(
@@ -546,15 +330,12 @@ class _Checker:
 
     def set_env(self, model: BaseAlgorithm) -> None:
         steps_before = model.num_timesteps
-        model.set_env(_make_env(self.env_id, self.seed + 11))
+        model.set_env(make_env(self.report.env_id, self.seed + 11))
         model.learn(total_timesteps=min(32, self.timesteps), reset_num_timesteps=False)
         if model.num_timesteps <= steps_before:
             self.fail("learn() after set_env() took no environment step", "use self.env (set by set_env) in learn()")
-        try:
-            model.set_env(_make_env(identity_env, 0, space=spaces.Box(-1.0, 1.0, (5,), dtype=np.float32)))
-        except ValueError:
-            pass
-        else:
+        with contextlib.suppress(ValueError):  # the refusal expected (SB3's check_for_correct_spaces)
+            model.set_env(make_env(identity_env, 0, space=spaces.Box(-1.0, 1.0, (5,), dtype=np.float32)))
             self.fail(
                 "set_env() accepted an environment with a different observation space",
                 "do not override set_env(), or call check_for_correct_spaces() in it",
@@ -568,16 +349,15 @@ class _Checker:
             fix = "declare `supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Box, ...)`"
             self.fail(str(exc), fix)
             return
-        declared = getattr(self.cls, "supported_action_spaces", None) is not None
         for kind in self.probe_spaces:
-            name = _kind_name(kind)
+            name = kind_name(kind)
             known = KNOWN_UPSTREAM_ISSUES.get((f"{self.cls.__module__}:{self.cls.__qualname__}", kind))
             if known is not None:
-                self.skipped.append(f"action_spaces on {name}: {known}")
+                self.report.skipped.append(f"action_spaces on {name}: {known}")
                 continue
-            env = _make_env(PROBE_ENV_IDS[kind], self.seed)
-            if _covers(self.supported, kind):
-                how = "declares" if declared else "accepts (when constructed; it declares nothing)"
+            env = make_env(PROBE_ENV_IDS[kind], self.seed)
+            if issubclass(kind, self.supported):
+                how = "declares" if self.report.declared else "accepts (when constructed; it declares nothing)"
                 self.learn_on(
                     env,
                     f"{how} {name} but fails on a {name} environment ({env.action_space})",
@@ -586,11 +366,11 @@ class _Checker:
                 )
                 continue
             try:
-                _build(self.cls, env, self.hyperparams, self.seed)
+                build_model(self.cls, env, self.hyperparams, self.seed)
             except Exception as exc:
-                if "action space" not in str(exc).lower():
+                if not is_action_space_error(exc):
                     self.fail(
-                        f"refuses the undeclared {name} with an unclear error: {_describe(exc)}",
+                        f"refuses the undeclared {name} with an unclear error: {describe_error(exc)}",
                         "raise ValueError('... does not support the action space ...: it supports ...') when "
                         "constructed on an unsupported action space",
                     )
@@ -610,7 +390,7 @@ class _Checker:
         kinds = [kind for kind in (spaces.Box, spaces.Discrete) if self._probes(kind)]
         if not kinds:
             raise _Skip("SimpleMultiObsEnv has Box or Discrete actions, and neither is supported (or probed)")
-        env = _make_env(SimpleMultiObsEnv, self.seed, discrete_actions=kinds[0] is spaces.Discrete)
+        env = make_env(sb3_envs.SimpleMultiObsEnv, self.seed, discrete_actions=kinds[0] is spaces.Discrete)
         self.learn_on(
             env,
             f"the {aliases[0]} alias promises Dict observations, but learning on {env.observation_space} fails",
@@ -624,7 +404,7 @@ class _Checker:
         if not self._probes(spaces.Box):
             raise _Skip("Box action spaces are not supported")
         space = spaces.Box(-1.0, 1.0, MULTI_DIMENSIONAL_BOX_SHAPE, dtype=np.float32)
-        env = _make_env(identity_env, self.seed, space=space, ep_length=16)
+        env = make_env(identity_env, self.seed, space=space, ep_length=16)
         self.learn_on(
             env,
             f"learning with the action space {env.action_space} fails",
@@ -634,16 +414,13 @@ class _Checker:
 
     def policy_save_load(self) -> None:
         """``policy.save`` then ``PolicyClass.load`` keep a custom features extractor and the optimizer settings."""
-        from sbx_lecture.training import default_policy
-
-        env = _make_env(self.env_id, self.seed)
-        policy = self.hyperparams.get("policy") or default_policy(self.cls, env.observation_space)
-        policy_class = getattr(self.cls, "policy_aliases", {}).get(policy, policy)
+        env = make_env(self.report.env_id, self.seed)
+        policy_class = type(build_model(self.cls, env, self.hyperparams, self.seed).policy)
         parameters = inspect.signature(policy_class).parameters
         if "features_extractor_class" not in parameters:
             raise _Skip(f"{policy_class.__name__} takes no features_extractor_class")
         if isinstance(env.observation_space, spaces.Dict):
-            raise _Skip(f"the probe extractor needs Box observations, not {self.env_id}'s")
+            raise _Skip(f"the probe extractor needs Box observations, not {self.report.env_id}'s")
         policy_kwargs = {
             **(self.hyperparams.get("policy_kwargs") or {}),
             "features_extractor_class": ProbeFeaturesExtractor,
@@ -651,18 +428,18 @@ class _Checker:
         }
         if "optimizer_class" in parameters and "optimizer_kwargs" in parameters:
             policy_kwargs.update(optimizer_class=th.optim.AdamW, optimizer_kwargs={"weight_decay": 0.0123})
-        saved = _build(self.cls, env, {**self.hyperparams, "policy_kwargs": policy_kwargs}, self.seed).policy
+        saved = build_model(self.cls, env, {**self.hyperparams, "policy_kwargs": policy_kwargs}, self.seed).policy
         fix = "return every constructor argument (features_extractor_class/kwargs, optimizer_class/kwargs, ...) from "
         fix += "_get_constructor_parameters()"
         try:
-            loaded = _save_and_load(saved, type(saved).load)
+            loaded = save_and_load(saved, type(saved).load)
         except Exception as exc:
             what = f"{type(saved).__name__}.load of a policy with a custom features extractor fails"
-            self.fail(f"{what}: {_describe(exc)}", fix)
+            self.fail(f"{what}: {describe_error(exc)}", fix)
             return
         problem = "the features extractor, the optimizer settings or the tensors do not round-trip"
-        same = self.expect_same(_policy_settings(saved), _policy_settings(loaded), problem, fix)
-        if same and not _same_predictions(saved, loaded, _observations(env, 4)):
+        same = self.expect_same(policy_settings(saved), policy_settings(loaded), problem, fix)
+        if same and not same_predictions(saved, loaded, sample_observations(env, 4)):
             self.fail("the loaded policy predicts different actions from the saved one", fix)
 
 
@@ -692,8 +469,6 @@ def check_algorithm(
     :return: what ran, when everything passed
     :raises ConformanceError: listing each failed check, what went wrong and what to fix
     """
-    from stable_baselines3.common.base_class import BaseAlgorithm
-
     name = getattr(cls, "__qualname__", repr(cls))
     if not (inspect.isclass(cls) and issubclass(cls, BaseAlgorithm)):
         problem = f"{cls!r} is not a subclass of stable_baselines3's BaseAlgorithm"
@@ -707,7 +482,7 @@ def check_algorithm(
     kinds = set(PROBE_ENV_IDS if probe_spaces is None else probe_spaces)
     if not kinds <= set(PROBE_ENV_IDS):
         unknown = [kind for kind in kinds if kind not in PROBE_ENV_IDS]
-        raise ValueError(f"probe_spaces {unknown}: choose from {', '.join(map(_kind_name, PROBE_ENV_IDS))}")
+        raise ValueError(f"probe_spaces {unknown}: choose from {', '.join(map(kind_name, PROBE_ENV_IDS))}")
     try:
         env_id = env_id or suitable_env_id(cls)
     except (TypeError, ValueError) as exc:
@@ -717,9 +492,9 @@ def check_algorithm(
     report = ConformanceReport(name, env_id, (), declared=getattr(cls, "supported_action_spaces", None) is not None)
     with contextlib.suppress(TypeError):  # an invalid declaration: the action_spaces check reports it
         report.action_spaces = supported_action_spaces(cls)
-    supported = report.action_spaces or _probe_action_spaces(cls)
+    supported = report.action_spaces or probe_action_spaces(cls)
     probes = tuple(kind for kind in PROBE_ENV_IDS if kind in kinds)
-    checker = _Checker(cls, env_id, hyperparams or {}, timesteps, seed, probes, supported)
+    checker = _Checker(cls, report, hyperparams or {}, timesteps, seed, probes, supported)
     if selected & set(_MODEL_CHECKS):
         selected.add("learn")  # the checks of the trained model need it
     ran = 0
@@ -727,7 +502,7 @@ def check_algorithm(
         run = getattr(checker, check)
         if check in _MODEL_CHECKS:
             if checker.model is None:
-                checker.skipped.append(check)  # learning failed: there is no model to check
+                report.skipped.append(check)  # learning failed: there is no model to check
                 continue
             run = partial(run, checker.model)
         ran += 1
@@ -736,43 +511,12 @@ def check_algorithm(
         try:
             run()
         except _Skip as skip:
-            checker.skipped.append(f"{check}: {skip}")
+            report.skipped.append(f"{check}: {skip}")
             continue
         except Exception as exc:
-            checker.fail(f"raised {_describe(exc)}")
+            checker.fail(f"raised {describe_error(exc)}")
         if len(checker.failures) == count:
             report.passed.append(check)
-    report.skipped = checker.skipped
     if checker.failures:
         raise ConformanceError(name, env_id, checker.failures, ran)
     return report
-
-
-class NonFiniteAfter(gym.Wrapper):
-    """Corrupts an environment after ``after`` steps: its reward, or every observation entry, becomes ``value``.
-
-    For tests that an algorithm stops with :class:`sbx_lecture.infra.finite.NonFiniteError` instead of training
-    into NaN parameters: ``NonFiniteAfter(gym.make("CartPole-v1"), reward=math.nan, after=50)``.
-
-    :param env: the environment to corrupt
-    :param reward: the reward returned from step ``after + 1`` on (``None``: rewards stay)
-    :param observation: the value of every observation entry from step ``after + 1`` on (``None``: they stay)
-    :param after: the number of environment steps (over all episodes) that stay intact
-    """
-
-    def __init__(self, env: gym.Env, reward: float | None = None, observation: float | None = None, after: int = 0):
-        super().__init__(env)
-        self.corrupt_reward = reward
-        self.corrupt_observation = observation
-        self.after = after
-        self.steps = 0
-
-    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
-        observation, reward, terminated, truncated, info = self.env.step(action)
-        self.steps += 1
-        if self.steps > self.after:
-            if self.corrupt_reward is not None:
-                reward = self.corrupt_reward
-            if self.corrupt_observation is not None:
-                observation = np.full_like(observation, self.corrupt_observation)
-        return observation, reward, terminated, truncated, info
