@@ -17,7 +17,6 @@ back to an older one); temporary folders of interrupted writes are removed.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import shutil
 import signal
@@ -36,9 +35,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
-from sbx_lecture import loading
+from sbx_lecture import loading, runs
 from sbx_lecture.infra.finite import assert_finite_parameters
-from sbx_lecture.runs import CHECKPOINT_DIR, TEMPORARY_MARK, atomic_write, fsync_folder, read_monitor_file, write_json
+from sbx_lecture.runs import CHECKPOINT_DIR, TEMPORARY_MARK, fsync_folder, read_monitor_file
 
 MANIFEST_FILE = "manifest.json"
 MODEL_MEMBER = "model.zip"
@@ -136,7 +135,7 @@ def _save_rng_states(path: Path) -> None:
         "torch": th.get_rng_state().numpy(),
         **{f"cuda_{index}": state.numpy() for index, state in enumerate(th.cuda.get_rng_state_all())},
     }
-    atomic_write(path, lambda temporary: np.savez(temporary, **arrays), suffix=".npz")
+    runs.write_npz(path, arrays)
 
 
 def restore_rng_states(path: Path) -> None:
@@ -169,6 +168,15 @@ def replay_buffer_rows(model: BaseAlgorithm) -> int | None:
     return None if buffer is None else int(buffer.size())
 
 
+def save_model(model: BaseAlgorithm, folder: Path, metadata: dict[str, Any]) -> None:
+    """Save ``model`` as ``folder/model.zip`` and, when its environment is normalised, the statistics beside it as
+    ``vecnormalize.npz`` (each atomically): the final model of a run, and the model of a checkpoint bundle."""
+    loading.save(model, folder / MODEL_MEMBER, metadata)
+    normalizer = model.get_vec_normalize_env()
+    if normalizer is not None:
+        loading.save_normalization(normalizer, folder / NORMALIZATION_MEMBER)
+
+
 def write_bundle(model: BaseAlgorithm, segment: Segment) -> Bundle:
     """Write the checkpoint bundle of ``model`` at its current step count into the run's ``checkpoints/``, then
     remove the bundles beyond the newest ``segment.keep``.
@@ -184,13 +192,10 @@ def write_bundle(model: BaseAlgorithm, segment: Segment) -> Bundle:
     staging = _hidden(final, TEMPORARY_MARK)
     staging.mkdir(parents=True)
     try:  # each member is written atomically: it is on disk before the manifest that vouches for it
-        loading.save(model, staging / MODEL_MEMBER, segment.metadata)
+        save_model(model, staging, segment.metadata)
         rows = replay_buffer_rows(model)
         if rows is not None:
             loading.save_replay_buffer(model.replay_buffer, staging / REPLAY_BUFFER_MEMBER)  # type: ignore[attr-defined]
-        normalizer = model.get_vec_normalize_env()
-        if normalizer is not None:
-            loading.save_normalization(normalizer, staging / NORMALIZATION_MEMBER)
         _save_rng_states(staging / RNG_MEMBER)
         manifest: dict[str, Any] = {
             "format": BUNDLE_FORMAT,
@@ -201,7 +206,7 @@ def write_bundle(model: BaseAlgorithm, segment: Segment) -> Bundle:
             "created": time.time(),
             "files": {path.name: {"bytes": path.stat().st_size, "sha256": _sha256(path)} for path in staging.iterdir()},
         }
-        write_json(staging / MANIFEST_FILE, manifest)
+        runs.write_json(staging / MANIFEST_FILE, manifest)
         fsync_folder(staging)
         if final.exists():  # a damaged bundle of the same step: move it out of the way first
             final.rename(_hidden(final, _TRASH_MARK))
@@ -232,12 +237,12 @@ def load_bundle(bundle: Bundle, env: VecEnv, device: str, algo: str) -> BaseAlgo
 def verify_bundle(path: Path) -> Bundle | str:
     """The bundle at ``path`` if its manifest and every file check out, else the reason it does not."""
     try:
-        manifest = json.loads((path / MANIFEST_FILE).read_text())
+        manifest = runs.json_record((path / MANIFEST_FILE).read_bytes(), MANIFEST_FILE, "")
     except FileNotFoundError:
         return "no manifest"
-    except (OSError, UnicodeDecodeError, ValueError):
+    except (OSError, ValueError):
         return "unreadable manifest"
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+    if manifest.get("format") != BUNDLE_FORMAT:
         return "manifest of an unknown format"
     files = manifest.get("files")
     if not isinstance(files, dict) or MODEL_MEMBER not in files or not isinstance(manifest.get("steps"), int):

@@ -78,7 +78,7 @@ class Evaluations:
             "results": rows_to_array(self.returns),
             "ep_lengths": rows_to_array([[float(x) for x in row] for row in self.lengths]),
         }
-        runs.atomic_write(path, lambda temporary: np.savez(temporary, **arrays), suffix=".npz")
+        runs.write_npz(path, arrays)
 
     @classmethod
     def load(cls, path: Path) -> Evaluations:

@@ -6,7 +6,6 @@ Shared by ``train``, ``eval``, the bench and the sweep. Every problem a user can
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import re
 import traceback
@@ -27,7 +26,7 @@ from sbx_lecture import loading
 from sbx_lecture.hyperparams import HyperparameterError, check_hyperparameters, to_json_value
 from sbx_lecture.infra.validation import InvalidValueError, is_action_space_error, require_integer
 from sbx_lecture.plugins import get_plugin_manager
-from sbx_lecture.registry import AlgorithmSpec, UnknownAlgorithmError, either
+from sbx_lecture.registry import AlgorithmSpec, UnknownAlgorithmError, did_you_mean
 
 
 class UsageError(Exception):
@@ -68,9 +67,8 @@ def check_environment(env_id: str) -> None:
     try:
         gym.spec(env_id)
     except gym.error.Error as exc:
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
-        hint = f"; did you mean {either(close)}?" if close else ""
-        raise UsageError(f"unknown environment {env_id!r} ({exc}){hint}") from None
+        hint = did_you_mean(env_id, gym.registry)
+        raise UsageError(f"unknown environment {env_id!r} ({exc}){hint and f'; {hint}'}") from None
 
 
 def check_device(device: str) -> None:

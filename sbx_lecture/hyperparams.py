@@ -9,7 +9,6 @@ Anything else is refused with a message that says what is allowed.
 from __future__ import annotations
 
 import ast
-import difflib
 import importlib
 import inspect
 import math
@@ -17,7 +16,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sbx_lecture.registry import either  # the zoo bridge and the zoo-file reader import it from here
+from sbx_lecture.registry import did_you_mean
 
 #: Attribute paths a value may name, mapped to (module, attribute); resolved only when used.
 _ALLOWED_NAMES: dict[str, tuple[str, str]] = {}
@@ -222,9 +221,8 @@ def refused_hyperparameters(
         elif isinstance(value, str) and value.startswith("lin_") and key not in ZOO_SCHEDULE_KEYS:
             refused[key] = f"is a lin_ schedule, which the zoo builds only for {', '.join(sorted(ZOO_SCHEDULE_KEYS))}"
         elif key not in SECTION_ONLY_KEYS and accepted is not None and key not in accepted:
-            close = difflib.get_close_matches(key, sorted(accepted), n=3, cutoff=0.6)
-            hint = f" (did you mean {either(close)}?)" if close else ""
-            refused[key] = f"is not an argument of {algorithm.__name__}{hint}"
+            hint = did_you_mean(key, sorted(accepted))
+            refused[key] = f"is not an argument of {algorithm.__name__}{hint and f' ({hint})'}"
     return refused
 
 

@@ -70,10 +70,15 @@ def either(names: Iterable[str]) -> str:
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
+def did_you_mean(name: str, known: Iterable[str], otherwise: str = "", cutoff: float = 0.6) -> str:
+    """``did you mean 'a' or 'b'?`` with up to three of ``known`` close to ``name``; ``otherwise`` when none is."""
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=cutoff)
+    return f"did you mean {either(close)}?" if close else otherwise
+
+
 def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
     """``unknown algorithm 'tnpo'; did you mean 'tnpg' or 'trpo'?``: up to three close names, else the known ones."""
-    close = difflib.get_close_matches(normalize_name(name), known, n=3, cutoff=0.5)
-    hint = f"did you mean {either(close)}?" if close else f"known: {', '.join(known)}"
+    hint = did_you_mean(normalize_name(name), known, f"known: {', '.join(known)}", cutoff=0.5)
     return f"unknown {kind} {name!r}; {hint}"
 
 

@@ -16,17 +16,26 @@ A run folder holds::
 from __future__ import annotations
 
 import csv
-import json
-import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sbx_lecture.infra.files import (  # noqa: F401  (re-exported: the bench writes through these names)
+    TEMPORARY_MARK,
+    atomic_write,
+    fsync_folder,
+    json_record,
+    user_file_mode,
+    write_json,
+    write_npz,
+    write_text,
+)
 
 RUN_FILE = "run.json"
 MODEL_FILE = "model.zip"
@@ -34,62 +43,10 @@ CHECKPOINT_DIR = "checkpoints"
 MONITOR_DIR = "monitor"
 LOCK_FILE = ".lock"
 CURVE_FILE = "learning_curve.png"
-#: Prefix of the temporary files :func:`atomic_write` makes; a crash can leave them, :func:`remove_stale` cleans up.
-TEMPORARY_MARK = ".tmp"
 
 
 class RunFolderError(Exception):
     """A run folder that cannot be used: unwritable, not a folder, a damaged run file, or busy with another writer."""
-
-
-def _user_mode() -> int:
-    """Permission bits a new file gets from the user's umask (``0o666 & ~umask``)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object], suffix: str = "") -> None:
-    """Call ``write(temporary_path)``, flush it to disk, then rename it over ``path``: readers never see half a file.
-
-    The file gets the permissions the user's umask gives a new file (not the 0600 of a temporary file).
-
-    :param path: final location
-    :param write: writes the whole file at the path it is given
-    :param suffix: ending the temporary name needs (SB3 appends ``.zip`` to a name without it)
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"{TEMPORARY_MARK}{suffix}", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temporary)
-        os.chmod(temporary, _user_mode())
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-
-
-def write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
-    atomic_write(path, lambda temporary: Path(temporary).write_text(text))
-
-
-def write_json(path: str | os.PathLike[str], content: Any) -> None:
-    """Write ``content`` as indented JSON, atomically."""
-    write_text(path, json.dumps(content, indent=2))
-
-
-def fsync_folder(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable (no-op where folders cannot be opened)."""
-    with suppress(OSError):
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
 
 
 def remove_stale(run_dir: Path) -> None:
@@ -119,7 +76,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     """
     from filelock import FileLock, Timeout
 
-    lock = FileLock(Path(run_dir).resolve() / LOCK_FILE, timeout=0, mode=_user_mode(), is_singleton=True)
+    lock = FileLock(Path(run_dir).resolve() / LOCK_FILE, timeout=0, mode=user_file_mode(), is_singleton=True)
     try:
         lock.acquire()
     except Timeout:
@@ -209,11 +166,6 @@ def discard_folder(path: Path, created: bool) -> None:
 # -- the run file ----------------------------------------------------------------------------------------------------
 
 
-def write_run_file(run_dir: Path, content: dict[str, Any]) -> None:
-    """Write ``run.json`` atomically."""
-    write_json(run_dir / RUN_FILE, content)
-
-
 def read_run_file(run_dir: Path) -> dict[str, Any]:
     """Read ``run.json`` (empty if missing); a damaged one is a :class:`RunFolderError`."""
     path = run_dir / RUN_FILE
@@ -221,15 +173,10 @@ def read_run_file(run_dir: Path) -> dict[str, Any]:
         return {}
     fix = "restore it, or start a new run with another --out"
     try:
-        content = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise RunFolderError(f"run file {path} is not readable JSON ({' '.join(str(exc).split())}); {fix}") from None
-    if not isinstance(content, dict):
-        raise RunFolderError(f"run file {path} holds a JSON {type(content).__name__}, not an object; {fix}")
-    for key in ("algo", "env"):
-        if key in content and not isinstance(content[key], str):
-            raise RunFolderError(f"run file {path} has a {key!r} that is not text: {content[key]!r}; restore it")
-    return content
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RunFolderError(f"run file {path} is not readable ({exc.strerror}); {fix}") from None
+    return json_record(raw, f"run file {path}", fix, RunFolderError, text_keys=("algo", "env"))
 
 
 # -- Monitor logs and the learning curve -----------------------------------------------------------------------------

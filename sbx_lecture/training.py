@@ -289,7 +289,7 @@ def _learn(
     run_dir, metadata, target = segment.run_dir, segment.metadata, int(run["timesteps"])
     suffix = f"_{segment.number}" if segment.number else ""  # progress.csv, then progress_1.csv, ...
     run["segments"][-1]["progress"] = f"progress{suffix}.csv"
-    runs.write_run_file(run_dir, run)
+    runs.write_json(run_dir / runs.RUN_FILE, run)
     formats = ["csv", "tensorboard"] if config.tensorboard else ["csv"]
     model.set_logger(Logger(str(run_dir), [make_output_format(name, str(run_dir), suffix) for name in formats]))
     plain = config.progress_bar and not sys.stdout.isatty()
@@ -329,13 +329,10 @@ def _learn(
         model.logger.close()
         seconds = time.perf_counter() - started
         run["segments"][-1].update(end=model.num_timesteps, seconds=round(seconds, 3), threads=th.get_num_threads())
-        runs.write_run_file(run_dir, run)
+        runs.write_json(run_dir / runs.RUN_FILE, run)
     finished = model.num_timesteps >= target
     if finished:  # the final model (and its statistics), atomically
-        loading.save(model, run_dir / runs.MODEL_FILE, metadata)
-        normalizer = model.get_vec_normalize_env()
-        if normalizer is not None:
-            loading.save_normalization(normalizer, run_dir / checkpoints.NORMALIZATION_MEMBER)
+        checkpoints.save_model(model, run_dir, metadata)
     curve = evaluation.evaluations.curve()
     points = runs.curve_points(run_dir, segment.snapshot())
     model.get_env().close()  # type: ignore[union-attr]

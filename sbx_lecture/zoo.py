@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
 import functools
 import importlib
 import os
@@ -43,10 +42,11 @@ from typing import Any
 from unittest import mock
 
 from sbx_lecture.factory import check_environment, require_count, resolve_algorithm
-from sbx_lecture.hyperparams import HyperparameterError, check_hyperparameters, either, parse_value
+from sbx_lecture.hyperparams import HyperparameterError, check_hyperparameters, parse_value
 from sbx_lecture.infra.validation import USAGE_ERROR_STATUS, run_command
 from sbx_lecture.loading.zoo_run import LOADING_SCRIPTS, TRUSTED_FLAG, loading_without_unpickling
 from sbx_lecture.plugins import get_plugin_manager
+from sbx_lecture.registry import unknown_name_message
 from sbx_lecture.training import USER_ERRORS
 from sbx_lecture.zoo_adapters import (  # noqa: F401  (the sweep and users import the storages from here)
     LazyAlgorithms,
@@ -383,9 +383,7 @@ def _run(name: str, arguments: list[str]) -> int:
     if name in UNAVAILABLE_SCRIPTS:
         raise ZooBridgeError(UNAVAILABLE_SCRIPTS[name])
     if name not in ZOO_SCRIPTS:
-        close = difflib.get_close_matches(name.replace("-", "_"), list(ZOO_SCRIPTS), n=3, cutoff=0.5)
-        hint = f"did you mean {either(close)}?" if close else f"use one of {', '.join(ZOO_SCRIPTS)}"
-        raise ZooBridgeError(f"unknown zoo script {name!r}; {hint}")
+        raise ZooBridgeError(unknown_name_message("zoo script", name, list(ZOO_SCRIPTS)))
     import torch as th
 
     options, arguments = _bridge_options(name, arguments)

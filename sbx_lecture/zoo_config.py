@@ -16,7 +16,6 @@ Every run records the file and section it used (:attr:`ZooSettings.source`).
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import importlib.util
 import json
@@ -28,9 +27,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sbx_lecture.hyperparams import ZOO_KEYS, ZOO_ONLY_KEYS, either, parse_value
+from sbx_lecture.hyperparams import ZOO_KEYS, ZOO_ONLY_KEYS, parse_value
 from sbx_lecture.infra.validation import InvalidValueError, check_common_arguments, require_integer, require_number
-from sbx_lecture.registry import AlgorithmSpec
+from sbx_lecture.registry import AlgorithmSpec, did_you_mean
 
 DEFAULT_TIMESTEPS = 100_000
 #: Keys whose values are names, kept as text rather than parsed (``noise_type: ornstein-uhlenbeck``).
@@ -117,8 +116,7 @@ def section_for(sections: Mapping[str, Any], env_id: str, algo: str, path: str |
     """
     name = select_section(sections, env_id)
     if name is None:
-        close = difflib.get_close_matches(env_id, list(sections), n=3, cutoff=0.6)
-        hint = f"did you mean {either(close)}?" if close else f"sections: {', '.join(sections) or 'none'}"
+        hint = did_you_mean(env_id, sections, f"sections: {', '.join(sections) or 'none'}")
         raise ZooConfigError(
             f"Hyperparameters not found for {algo}-{env_id} in {path}: it has no section for {env_id} (nor an "
             f"older version of it, nor 'default'); add one ({hint})"
@@ -223,10 +221,9 @@ def split_hyperparams(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str,
 
 
 def _check_zoo_keys(zoo: dict[str, Any]) -> None:
-    if "n_envs" in zoo:
-        zoo["n_envs"] = require_integer("n_envs", zoo["n_envs"], 1)
-    if "n_timesteps" in zoo:
-        zoo["n_timesteps"] = require_integer("n_timesteps", zoo["n_timesteps"], 1)
+    for key in ("n_envs", "n_timesteps"):
+        if key in zoo:
+            zoo[key] = require_integer(key, zoo[key], 1)
     if "env_kwargs" in zoo and not isinstance(zoo["env_kwargs"], dict):
         raise InvalidValueError(f"env_kwargs must be a dict of the environment's arguments, got {zoo['env_kwargs']!r}")
     if "noise_std" in zoo:

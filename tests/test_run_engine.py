@@ -510,10 +510,15 @@ def test_an_error_after_checkpoints_keeps_them(
     assert newest_valid_bundle(workdir / "run")[0].steps == 32
 
 
-@pytest.mark.parametrize(
-    ("content", "expected"),
-    [("{not json", "not readable JSON"), ("[1, 2]", "holds a JSON list"), ('{"algo": 5}', "'algo' that is not text")],
-)
+#: Damaged JSON records (the run file, a model's metadata: one reader) and what their one-line error says.
+DAMAGED_RECORDS = [
+    ("{not json", "is not JSON"),
+    ("[1, 2]", "holds a JSON list, not a JSON object"),
+    ('{"algo": 5}', "'algo' that is not text"),
+]
+
+
+@pytest.mark.parametrize(("content", "expected"), DAMAGED_RECORDS)
 def test_damaged_run_file_is_one_line(
     workdir: Path, capsys: pytest.CaptureFixture[str], content: str, expected: str
 ) -> None:
@@ -524,10 +529,7 @@ def test_damaged_run_file_is_one_line(
     assert expected in _error_line(capsys)
 
 
-@pytest.mark.parametrize(
-    ("content", "expected"),
-    [("{not json", "is not JSON"), ("[1, 2]", "not a JSON object"), ('{"algo": 5}', "'algo' that is not text")],
-)
+@pytest.mark.parametrize(("content", "expected"), DAMAGED_RECORDS)
 def test_damaged_model_metadata_is_one_line(
     workdir: Path, capsys: pytest.CaptureFixture[str], content: str, expected: str
 ) -> None:

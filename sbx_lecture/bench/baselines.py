@@ -39,13 +39,6 @@ RANDOM_CACHE_FILE = "random_policy.json"
 #: Episodes of the random policy per environment (the mean is the normalisation's zero).
 RANDOM_EPISODES = 50
 
-#: How each source measured, in a few words, for the table's footnotes.
-CAVEATS: dict[str, str] = {
-    "rl-zoo": "RL Zoo benchmark.md: a single run, deterministic evaluation",
-    "tianshou": "Tianshou MuJoCo examples: maximum average return over training, 10 seeds, MuJoCo v3",
-    "openai": "OpenAI Baselines 1M-step benchmark: 6 seeds, MuJoCo v1",
-    "ppo-paper": "Schulman et al. 2017, table 1: normalised score over 7 MuJoCo tasks",
-}
 #: The short key of a source, by a word of its name.
 SOURCE_KEYS = {"rl-zoo": "rl-zoo", "tianshou": "tianshou", "openai": "openai", "schulman": "ppo-paper"}
 _VERSION = re.compile(r"-v\d+$")

@@ -193,7 +193,6 @@ def dpg_bandit(
         ax.plot(row["a2c_steps"], row["a2c_costs"], "--", label=f"stochastic PG (A2C, lr {row['a2c_learning_rate']})")
         ax.set(yscale="log", title=f"action dimension m = {row['m']}", xlabel="time-steps", ylabel="cost")
         ax.legend()
-    fig.tight_layout()
     save_figure(fig, folder / IMAGE_FILE, dpi=100)
     ratios = ", ".join(f"m={row['m']}: {row['ratio_a2c_to_dpg']:.1f}" for row in rows)
     return {"summary": f"final cost A2C / DPG after {timesteps} steps, median of {seeds} seeds: {ratios}", "rows": rows}
@@ -313,7 +312,6 @@ def fisher_product(
     fig, ax = pyplot().subplots(figsize=(5, 3.2))
     ax.boxplot([np.array(values) * 1e3 for values in samples], tick_labels=["Fisher-vector product", "TRPO's HVP"])
     ax.set(ylabel="CPU ms per product", title=f"{env}, batch {batch_size}, {repeats} interleaved repeats")
-    fig.tight_layout()
     save_figure(fig, folder / IMAGE_FILE, dpi=100)
     ratio = ours_seconds / theirs_seconds
     return {

@@ -32,7 +32,10 @@ def _plot_file(folder: Path, prefix: str, name: str) -> Path:
 
 
 def save_figure(figure: Any, path: Path, tight: bool = False, dpi: int = 110) -> Path:
-    """Write ``figure`` to ``path`` as a PNG, atomically, and close it; ``tight``: crop it to what it draws."""
+    """Write ``figure`` to ``path`` as a PNG, atomically, and close it; ``tight``: crop it to what it draws (for
+    figures laid out by rliable), else lay its panels out first (matplotlib's ``tight_layout``)."""
+    if not tight:
+        figure.tight_layout()
     options = {"bbox_inches": "tight"} if tight else {}
     atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=dpi, **options))
     pyplot().close(figure)
@@ -92,7 +95,6 @@ def learning_curves(
             )
             axis.grid(alpha=0.3)
             axis.legend(loc="best", fontsize="small")
-        figure.tight_layout()
         written.append(save_figure(figure, _plot_file(folder, prefix, f"curves_{env_id}")))
     return written
 
@@ -127,19 +129,16 @@ def profile_chart(
         axis.set_title(family)
         labels = [f"{algo} ({', '.join(matrix.envs)})" for algo, matrix in chosen.items()]
         axis.legend(handles=axis.get_lines(), labels=labels, fontsize="x-small", loc="best")
-    figure.tight_layout()
     return save_figure(figure, _plot_file(folder, prefix, "performance_profiles"))
 
 
 def _estimates(table: Any, key: str, statistics: list[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """rliable's point estimates and intervals, keyed by the column ``key``, of the ``statistics`` columns of a
     :mod:`.stats` table (``<name>``, ``<name>_low``, ``<name>_high``)."""
-    points = {row[key]: np.array([row[name] for name in statistics]) for _, row in table.iterrows()}
-    intervals = {
-        row[key]: np.array([[row[f"{name}_{end}"] for name in statistics] for end in ("low", "high")])
-        for _, row in table.iterrows()
-    }
-    return points, intervals
+    indexed = table.set_index(key)
+    bounds = [indexed[[f"{name}_{end}" for name in statistics]] for end in ("low", "high")]
+    points = {label: indexed.loc[label, statistics].to_numpy(float) for label in indexed.index}
+    return points, {label: np.array([bound.loc[label] for bound in bounds], float) for label in indexed.index}
 
 
 def interval_chart(table: Any, folder: Path, prefix: str = "") -> Path | None:
@@ -207,7 +206,6 @@ def speed_chart(results: list[dict[str, Any]], folder: Path, prefix: str = "") -
     rate_axis.legend(fontsize="small")
     for axis in (ratio_axis, rate_axis):
         axis.set_xticks(positions, labels, rotation=45, ha="right", fontsize="small")
-    figure.tight_layout()
     return save_figure(figure, _plot_file(folder, prefix, "steps_per_second"))
 
 
@@ -228,5 +226,4 @@ def sweep_chart(
     names = list(importances)[::-1]
     importance_axis.barh(names, [importances[name] for name in names], color="tab:green")
     importance_axis.set_xlabel("parameter importance (fANOVA)")
-    figure.tight_layout()
     return save_figure(figure, path)

@@ -23,19 +23,18 @@ import yaml
 
 from sbx_lecture.bench import baselines
 from sbx_lecture.bench import stats as bench_stats
-from sbx_lecture.bench.suites import FINISHED
+from sbx_lecture.bench.suites import FAMILIES, FINISHED
 from sbx_lecture.bench.zoo_logs import ZOO_LOGS
 from sbx_lecture.runs import write_text
 
-#: Column order of the compact summary: each lecture algorithm followed by its siblings.
-SUMMARY_ORDER = ("npg", "tnpg", "trpo", "ppo_kl", "ppo", "dpg", "ddpg", "td3", "sql", "sac", "dqn")
 #: Marks a speed ratio whose interval contains 1.0.
 NO_DIFFERENCE = "≈"
 
 
 @functools.cache
 def report_text() -> dict[str, Any]:
-    """``report.yml``: each section's paragraph (a ``str.format`` template) and the columns of the CSV tables."""
+    """``report.yml``: each section's paragraph (a ``str.format`` template), the published sources' caveats and the
+    columns of the CSV tables."""
     return yaml.safe_load(resources.files("sbx_lecture.bench").joinpath("report.yml").read_text())  # type: ignore[no-any-return]
 
 
@@ -71,10 +70,9 @@ def suite_statistics(
 ) -> SuiteStatistics:
     """The report's statistics; the random policy's returns are measured once and cached in ``folder``."""
     groups = bench_stats.group_runs(results)
-    measured_best: dict[str, tuple[float, str]] = {}
-    for group in groups:
-        if group.finals and max(group.finals) > measured_best.get(group.env, (-math.inf, ""))[0]:
-            measured_best[group.env] = (max(group.finals), group.algo)
+    measured_best: dict[str, tuple[float, str]] = {}  # each environment's best final return, and whose
+    for group in sorted((group for group in groups if group.finals), key=lambda g: max(g.finals), reverse=True):
+        measured_best.setdefault(group.env, (max(group.finals), group.algo))
     refs = baselines.references(baselines.random_scores(sorted(measured_best), folder, random_episodes), measured_best)
     matrices = bench_stats.score_matrices(groups, refs)
     per_env = bench_stats.per_environment(groups, reps)
@@ -193,7 +191,8 @@ def compact_summary(stats: SuiteStatistics) -> str:
     if not finished:
         return ""
     present = {row.algo for row in finished}
-    columns = [algo for algo in SUMMARY_ORDER if algo in present] + sorted(present - set(SUMMARY_ORDER))
+    # Columns in family order (each lecture algorithm followed by its siblings), then any other algorithm.
+    columns = [algo for algo in FAMILIES if algo in present] + sorted(present - set(FAMILIES))
     rows = []
     for env_id in dict.fromkeys(row.env for row in finished):
         cells = {row.algo: row for row in finished if row.env == env_id}
@@ -308,9 +307,8 @@ def markdown_report(
         section("final", summary_table(stats), episodes=episodes or "the suite's")
         anchors, sources = anchors_table(stats)
         if anchors:
-            section(
-                "published", *(f"- {key}: {baselines.CAVEATS.get(key, key)}" for key in sorted(sources)), "", anchors
-            )
+            caveats = report_text()["caveats"]
+            section("published", *(f"- {key}: {caveats.get(key, key)}" for key in sorted(sources)), "", anchors)
         if stats.references:
             section("normalised", normalisation_table(stats))
         if len(stats.aggregate):

@@ -36,8 +36,8 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sbx_lecture.infra.files import atomic_write, json_record
 from sbx_lecture.loading.pickles import RefusedContent, allowed_global, class_path, decode, materialize
-from sbx_lecture.runs import atomic_write
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -152,17 +152,14 @@ def check_model_file(path: Source) -> None:
         )
 
 
-def _json_member(archive: zipfile.ZipFile, member: str, label: str) -> dict[str, Any]:
-    """The JSON object in ``member`` of the open zip (empty when there is no such member)."""
+def _json_member(
+    archive: zipfile.ZipFile, member: str, label: str, fix: str = "re-save the model", text_keys: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The JSON object in ``member`` of the open zip (empty when there is no such member); see
+    :func:`~sbx_lecture.infra.files.json_record` for ``fix`` and ``text_keys``."""
     if member not in archive.namelist():
         return {}
-    try:
-        content = json.loads(archive.read(member))
-    except ValueError:  # UnicodeDecodeError included
-        raise ModelFileError(f"model file {label}: its {member} is not JSON; re-save the model") from None
-    if not isinstance(content, dict):
-        raise ModelFileError(f"model file {label}: its {member} is not a JSON object; re-save the model")
-    return content
+    return json_record(archive.read(member), f"model file {label}: its {member}", fix, ModelFileError, text_keys)
 
 
 def read_model_metadata(path: Source) -> dict[str, Any]:
@@ -171,13 +168,7 @@ def read_model_metadata(path: Source) -> dict[str, Any]:
     :raises ModelFileError: when that member is not a JSON object with text ``algo``/``env``
     """
     with zipfile.ZipFile(path) as archive:
-        content = _json_member(archive, METADATA_NAME, _label(path))
-    for key in ("algo", "env"):
-        if key in content and not isinstance(content[key], str):
-            raise ModelFileError(
-                f"model file {_label(path)}: {METADATA_NAME} has a {key!r} that is not text; pass --algo"
-            )
-    return content
+        return _json_member(archive, METADATA_NAME, _label(path), "re-save the model, or pass --algo", ("algo", "env"))
 
 
 def _torch_refusal(archive: zipfile.ZipFile, name: str, label: str) -> str | None:

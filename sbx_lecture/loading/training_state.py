@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sbx_lecture.infra.files import json_record, write_npz
 from sbx_lecture.loading.model import ModelFileError, ModelFileNotFoundError, UntrustedContentError
 from sbx_lecture.loading.pickles import RefusedContent, class_path, decode, materialize
-from sbx_lecture.runs import atomic_write
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -33,11 +33,8 @@ _VECNORMALIZE_TARGET = "stable_baselines3.common.vec_env.vec_normalize:VecNormal
 
 
 def _write_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], settings: dict[str, Any]) -> None:
-    def write(temporary: str) -> None:
-        with open(temporary, "wb") as file:
-            np.savez(file, **arrays, **{_SETTINGS: np.array(json.dumps(settings))})  # type: ignore[arg-type]
-
-    atomic_write(path, write)
+    """Write ``arrays`` and, as the JSON text array ``settings.json``, ``settings`` to an ``.npz``, atomically."""
+    write_npz(path, {**arrays, _SETTINGS: np.array(json.dumps(settings))})
 
 
 def _read_npz(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -50,14 +47,12 @@ def _read_npz(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict
                     arrays[name] = archive[name]
                 except ValueError as exc:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
                     raise UntrustedContentError(path, f"array {name!r}", "an array of Python objects") from exc
-        settings = json.loads(str(arrays.pop(_SETTINGS)[()]))
+        settings = str(arrays.pop(_SETTINGS)[()])
     except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         if isinstance(exc, ModelFileError):
             raise
         raise ModelFileError(f"{path} is not a readable sbx-lecture .npz file ({type(exc).__name__})") from None
-    if not isinstance(settings, dict):
-        raise ModelFileError(f"{path}: its settings are not a JSON object")
-    return arrays, settings
+    return arrays, json_record(settings, f"{path}: its settings", "save it again", ModelFileError)
 
 
 def _is_pickle(path: str | os.PathLike[str]) -> bool:
