@@ -168,6 +168,19 @@ def replay_buffer_rows(model: BaseAlgorithm) -> int | None:
     return None if buffer is None else int(buffer.size())
 
 
+def drop_unstored_step(model: BaseAlgorithm) -> None:
+    """Undo the count of a step whose transition an interrupt kept out of the replay buffer.
+
+    SB3's off-policy loop counts a step (``num_timesteps``) before it stores the transition and moves the model's
+    last observation on; a Ctrl-C that lands in between leaves one step counted and not stored. That step is then
+    taken as not taken (the model still holds the observation it started from), so a checkpoint's step count and its
+    buffer agree. Nothing changes for models without a replay buffer, or once the buffer has wrapped around.
+    """
+    buffer = getattr(model, "replay_buffer", None)
+    if buffer is not None and not buffer.full and model.num_timesteps == (buffer.size() + 1) * model.n_envs:
+        model.num_timesteps = buffer.size() * model.n_envs
+
+
 def save_model(model: BaseAlgorithm, folder: Path, metadata: dict[str, Any]) -> None:
     """Save ``model`` as ``folder/model.zip`` and, when its environment is normalised, the statistics beside it as
     ``vecnormalize.npz`` (each atomically): the final model of a run, and the model of a checkpoint bundle."""

@@ -308,6 +308,7 @@ def _learn(
     except KeyboardInterrupt:
         if segment.start == model.num_timesteps == 0:
             raise TrainingInterrupted("interrupted before the first environment step: nothing was saved") from None
+        checkpoints.drop_unstored_step(model)
         try:  # a second Ctrl-C waits for the checkpoint (then the command ignores it)
             bundle = saver.save_checkpoint()
         except Exception as exc:

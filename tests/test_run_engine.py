@@ -682,3 +682,20 @@ def test_truncated_statistics_beside_a_model_are_one_line(
     capsys.readouterr()
     assert main(["eval", "run/model.zip", "--episodes", "1"]) == 2
     assert name in _error_line(capsys)
+
+
+def test_a_step_counted_but_not_stored_is_dropped_before_the_interrupt_checkpoint() -> None:
+    from stable_baselines3 import A2C, SAC
+
+    from sbx_lecture.checkpoints import drop_unstored_step, replay_buffer_rows
+
+    model = SAC("MlpPolicy", "Pendulum-v1", learning_starts=20, buffer_size=1000, seed=0, device="cpu").learn(30)
+    assert replay_buffer_rows(model) == model.num_timesteps == 30
+    drop_unstored_step(model)  # count and buffer agree: nothing to drop
+    assert model.num_timesteps == 30
+    model.num_timesteps += 1  # what a Ctrl-C between SB3's step count and its store leaves
+    drop_unstored_step(model)
+    assert model.num_timesteps == replay_buffer_rows(model) == 30
+    on_policy = A2C("MlpPolicy", "CartPole-v1", n_steps=5, seed=0, device="cpu").learn(10)
+    drop_unstored_step(on_policy)
+    assert on_policy.num_timesteps == 10
