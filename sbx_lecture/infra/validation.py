@@ -196,10 +196,7 @@ def is_action_space_error(error: BaseException) -> bool:
 
 def positive_integer(text: str) -> int:
     """argparse ``type`` of a count option: a positive integer (anything else is argparse's one-line refusal)."""
-    number = int(text)
-    if number < 1:
-        raise ValueError(number)
-    return number
+    return int(require_integer("a count", int(text), 1))
 
 
 class CommandLineParser(argparse.ArgumentParser):
