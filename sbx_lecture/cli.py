@@ -12,8 +12,9 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
+from unittest import mock
 
-from sbx_lecture.infra.validation import INTERRUPTED_STATUS, CommandLineParser, InvalidValueError, run_command
+from sbx_lecture.infra.validation import INTERRUPTED_STATUS, CommandLineParser, run_command
 
 if TYPE_CHECKING:
     from sbx_lecture.registry import AlgorithmSpec
@@ -238,8 +239,8 @@ def _arguments_of(function: Callable[..., Any], args: argparse.Namespace) -> dic
 
 
 def _hyperparams(args: argparse.Namespace) -> int:
+    from sbx_lecture.factory import resolve_algorithm
     from sbx_lecture.hyperparams import describe_arguments
-    from sbx_lecture.training import resolve_algorithm
 
     spec, cls = resolve_algorithm(args.algo)
     rows = describe_arguments(cls)
@@ -256,7 +257,7 @@ def _hyperparams(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from sbx_lecture.training import evaluate
+    from sbx_lecture.evaluation import evaluate
 
     result = evaluate(**_arguments_of(evaluate, args))
     if result.normalization is not None:
@@ -291,18 +292,6 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _use_threads(value: int | str) -> None:
-    """Give torch ``--threads`` CPU threads; anything but a positive integer up to its bound is one line (exit status
-    2)."""
-    import torch as th
-
-    from sbx_lecture.factory import require_count
-
-    if not str(value).isdecimal():
-        raise InvalidValueError(f"--threads must be a positive integer (1 suits small networks), got {value!r}")
-    th.set_num_threads(require_count("--threads", int(value)))
-
-
 def _one_line_plugin_warnings(original: Callable[..., str]) -> Callable[..., str]:
     """A ``warnings.formatwarning`` that prints a skipped plugin as its one-line message (not file, line and code)."""
     from sbx_lecture.plugins import PluginWarning
@@ -330,12 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sbx_lecture.training import USER_ERRORS
 
     arguments = list(sys.argv[1:] if argv is None else argv)
-    original_format = warnings.formatwarning
-    warnings.formatwarning = _one_line_plugin_warnings(original_format)
-    try:
+    with mock.patch.object(warnings, "formatwarning", _one_line_plugin_warnings(warnings.formatwarning)):
         return run_command(PROGRAM, lambda: _run(arguments), USER_ERRORS, "interrupted")
-    finally:
-        warnings.formatwarning = original_format
 
 
 def _run(arguments: list[str]) -> int:
@@ -344,7 +329,9 @@ def _run(arguments: list[str]) -> int:
         return int(module.main(arguments[1:]) or 0)
     args = _build_parser().parse_args(arguments)
     if "threads" in args:
-        _use_threads(args.threads)
+        from sbx_lecture.factory import use_threads
+
+        use_threads(args.threads)
     return int(args.handler(args))
 
 

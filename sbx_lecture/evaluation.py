@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -25,7 +26,7 @@ from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalizati
 from sbx_lecture import checkpoints, loading, runs
 from sbx_lecture.factory import UsageError, check_device, make_environment, require_count, resolve_algorithm
 from sbx_lecture.infra.finite import assert_finite_parameters
-from sbx_lecture.infra.validation import require_integer
+from sbx_lecture.infra.validation import one_line, require_integer
 from sbx_lecture.loading.zoo_run import zoo_file_loader
 
 EVALUATIONS_FILE = "evaluations.npz"
@@ -70,9 +71,10 @@ class Evaluations:
     def save(self, path: Path, layout: Callable[[list[list[float]]], np.ndarray] | None = None) -> None:
         """Write the RL Zoo's ``evaluations.npz`` (``timesteps``, ``results``, ``ep_lengths``) atomically.
 
-        :param layout: turns rows of different lengths into a 2-D array (default: shorter rows padded with NaN)
+        :param layout: turns rows of different lengths into a 2-D array (default: shorter rows padded with NaN, as a
+            pandas frame pads them)
         """
-        rows_to_array = layout or _padded_with_nan
+        rows_to_array = layout or (lambda rows: pd.DataFrame(rows, dtype=float).to_numpy(float))
         arrays: dict[str, Any] = {
             "timesteps": np.array(self.timesteps, dtype=np.int64),
             "results": rows_to_array(self.returns),
@@ -91,12 +93,6 @@ class Evaluations:
         except (OSError, ValueError, KeyError):
             return cls()
         return cls(timesteps, returns, lengths)
-
-
-def _padded_with_nan(rows: list[list[float]]) -> np.ndarray:
-    """Rows of equal length as a 2-D array; shorter rows padded with NaN."""
-    width = max((len(row) for row in rows), default=0)
-    return np.array([[*row, *[np.nan] * (width - len(row))] for row in rows], dtype=float).reshape(len(rows), width)
 
 
 class ProgressCallback(BaseCallback):
@@ -245,9 +241,7 @@ def read_zoo_run(model_path: Path, env_id: str | None = None, trusted: bool = Fa
         except loading.UntrustedContentError:
             raise
         except (OSError, ValueError, TypeError, LookupError, AttributeError, yaml.YAMLError) as exc:
-            raise UsageError(
-                f"{path} is not the YAML mapping the RL Zoo writes ({' '.join(str(exc).split())})"
-            ) from None
+            raise UsageError(f"{path} is not the YAML mapping the RL Zoo writes ({one_line(exc)})") from None
     return read
 
 

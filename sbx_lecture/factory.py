@@ -52,6 +52,12 @@ def require_count(option: str, value: Any) -> int:
     return number
 
 
+def use_threads(count: Any) -> None:
+    """Give torch ``--threads`` CPU threads: a positive integer (text of digits too) up to its bound, anything else is
+    a one-line :class:`InvalidValueError`."""
+    th.set_num_threads(require_count("--threads", int(count) if str(count).isdecimal() else count))
+
+
 def resolve_algorithm(name: str) -> tuple[AlgorithmSpec, type[BaseAlgorithm]]:
     """The registry spec and the class of ``name``, spelled exactly as registered (others suggest close names)."""
     spec = get_plugin_manager().registry.spec(name)

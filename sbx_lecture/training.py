@@ -30,11 +30,10 @@ from stable_baselines3.common.vec_env import VecEnv
 from sbx_lecture import checkpoints, factory, loading, runs
 from sbx_lecture.checkpoints import CheckpointCallback, Segment
 from sbx_lecture.evaluation import PeriodicEvaluation
-from sbx_lecture.evaluation import evaluate as evaluate  # the command line's ``eval`` imports it from here
 from sbx_lecture.factory import UsageError, build_model, make_environment, resolve_algorithm  # imported from here too
 from sbx_lecture.hyperparams import HyperparameterError, to_json_value
 from sbx_lecture.infra.finite import NonFiniteError
-from sbx_lecture.infra.validation import InvalidValueError, require_integer
+from sbx_lecture.infra.validation import InvalidValueError, one_line, require_integer
 from sbx_lecture.registry import RegistryError
 from sbx_lecture.zoo_config import DEFAULT_TIMESTEPS, ZooConfigError, zoo_settings
 
@@ -319,7 +318,7 @@ def _learn(
     except Exception as exc:
         # a NonFiniteError's message names the quantity and the step already
         where = "" if isinstance(exc, NonFiniteError) else f" at step {model.num_timesteps}: {type(exc).__name__}"
-        stopped = f"training of {metadata['algo']} stopped{where}: {str(exc) or type(exc).__name__}"
+        stopped = f"training of {metadata['algo']} stopped{where}: {one_line(exc)}"
         raise UsageError(f"{stopped}; {_what_is_kept(run_dir)}") from exc
     else:
         # SB3 writes its table every few episodes or rollouts: values recorded since its last row would be lost

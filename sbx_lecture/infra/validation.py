@@ -23,6 +23,11 @@ class InvalidValueError(ValueError):
     """A value outside what its name allows."""
 
 
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line (its type's name when it has none), as the command line prints it."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _fail(name: str, rule: str, value: Any, *, schedule: bool = False, optional: bool = False) -> InvalidValueError:
     """``<name> must be <rule>, got <value>``, the rule followed by what a value may also be (a schedule, ``None``)."""
     alternatives = [rule, *(["a schedule"] if schedule else []), *(["None"] if optional else [])]

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sbx_lecture.infra.files import atomic_write, json_record
+from sbx_lecture.infra.validation import one_line
 from sbx_lecture.loading.pickles import RefusedContent, allowed_global, class_path, decode, materialize
 
 if TYPE_CHECKING:
@@ -398,11 +399,9 @@ def load(
     source = _without_fields(source, left_out) if left_out else source
     sb3_load = vars(BaseAlgorithm)["load"].__func__  # SB3's own, past the safe ``load`` of our classes
     try:
-        model: BaseAlgorithm = sb3_load(cls, source, env, device, objects, print_system_info, force_reset, **kwargs)
+        return sb3_load(cls, source, env, device, objects, print_system_info, force_reset, **kwargs)
     except Exception as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        raise _error_like(exc)(f"cannot load {label} as {cls.__name__}: {message}") from exc
-    return model
+        raise _error_like(exc)(f"cannot load {label} as {cls.__name__}: {one_line(exc)}") from exc
 
 
 class SafeLoadMixin:
