@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 ENVIRONMENT_VARIABLE = "SBX_LECTURE_ZOO_AUTOREGISTER"
-TARGET = "rl_zoo3"
 #: Class name of the finder that the ``.pth`` line puts on ``sys.meta_path``.
 FINDER_NAME = "SbxLectureZooFinder"
 
@@ -35,13 +34,22 @@ def enabled() -> bool:
 
 
 def _register() -> None:
-    """Register sbx-lecture's algorithms with the zoo that has just executed (a broken sbx-lecture leaves it as is)."""
+    """Register sbx-lecture's algorithms with the zoo that has just executed (``autoregister``). A broken sbx-lecture
+    or plugin leaves the zoo with its own algorithms and says so in one line (``SBX_LECTURE_DEBUG=1``: the
+    traceback)."""
     try:
         from sbx_lecture.zoo_adapters import autoregister
-    except ImportError as error:
-        print(f"sbx-lecture: the RL Zoo sees only its own algorithms ({error})", file=sys.stderr)
-        return
-    autoregister()
+
+        autoregister()
+    except Exception as error:  # a broken plugin must not break the zoo itself
+        if os.environ.get("SBX_LECTURE_DEBUG"):
+            raise
+        reason = " ".join(str(error).split()) or type(error).__name__
+        print(
+            f"sbx-lecture: the RL Zoo sees only its own algorithms ({reason}); "
+            f"{ENVIRONMENT_VARIABLE}=0 stops this registration",
+            file=sys.stderr,
+        )
 
 
 def _remove_finder() -> None:
@@ -50,10 +58,9 @@ def _remove_finder() -> None:
 
 
 def find_spec(name: str, path: "Any" = None, target: "Any" = None) -> "Any":
-    """The finder's work once ``rl_zoo3`` is imported: its spec, whose loader registers after executing it (the
-    finder is removed then: a mere ``importlib.util.find_spec("rl_zoo3")`` leaves it in place)."""
-    if name != TARGET:
-        return None
+    """The finder's work once ``rl_zoo3`` is imported (the ``.pth`` line calls it for that name only): its spec, whose
+    loader registers after executing it (the finder is removed then: a mere ``importlib.util.find_spec("rl_zoo3")``
+    leaves it in place)."""
     if not enabled():
         _remove_finder()
         return None

@@ -37,14 +37,14 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from unittest import mock
 
 from sbx_lecture.factory import check_environment, require_count, resolve_algorithm
 from sbx_lecture.hyperparams import HyperparameterError, check_hyperparameters, parse_value
 from sbx_lecture.infra.validation import USAGE_ERROR_STATUS, run_command
-from sbx_lecture.loading.zoo_run import LOADING_SCRIPTS, TRUSTED_FLAG, loading_without_unpickling
+from sbx_lecture.loading.zoo_run import LOADING_SCRIPTS, TRUSTED_FLAG, load_without_unpickling
 from sbx_lecture.plugins import get_plugin_manager
 from sbx_lecture.registry import unknown_name_message
 from sbx_lecture.training import USER_ERRORS
@@ -93,8 +93,9 @@ UNAVAILABLE_SCRIPTS: dict[str, str] = {
 EVALUATED_KEYS = ("policy_kwargs", "replay_buffer_class", "replay_buffer_kwargs", "monitor_kwargs", "normalize")
 
 
-#: What the bridge reports in one line (exit status 2) instead of a traceback: the errors of ``sbx-lecture train``.
-REPORTED_ERRORS = (*USER_ERRORS, ZooBridgeError)
+#: What the bridge reports in one line (exit status 2) instead of a traceback: the errors of ``sbx-lecture train``,
+#: and a refusal of the parsers that read the bridge's own options and peek at ``--algo`` and ``--env``.
+REPORTED_ERRORS = (*USER_ERRORS, ZooBridgeError, argparse.ArgumentError)
 
 
 def zoo_value(key: str, value: Any) -> Any:
@@ -114,11 +115,6 @@ def zoo_value(key: str, value: Any) -> Any:
     return parsed
 
 
-def section_values(section: Mapping[str, Any]) -> dict[str, Any]:
-    """``section`` with the values that rl_zoo3 would run with ``eval`` (:data:`EVALUATED_KEYS`) parsed instead."""
-    return {key: zoo_value(key, value) if key in EVALUATED_KEYS else value for key, value in section.items()}
-
-
 # --------------------------------------------------------------------------------------------------------------
 # What sbx-lecture zoo adds for the script it runs
 # --------------------------------------------------------------------------------------------------------------
@@ -133,9 +129,9 @@ def _store_pairs(action: Any, parser: Any, namespace: Any, values: Any, option_s
 
 def _check_train(manager: Any, hyperparams: dict[str, Any], where: str, workers: int = 1) -> dict[str, Any]:
     """What ``sbx-lecture zoo train`` does once the zoo has read the hyperparameters (``where``: their section), before
-    anything is built: parse the section's values (:func:`section_values`), check its keys and those of ``-params``,
-    and for ``-optimize`` check the sampler, choose the default storage and study name, create the study (unless it
-    exists) and say in one line which it is and whether it is joined.
+    anything is built: parse the section's values that the zoo would ``eval`` (:func:`zoo_value`), check its keys and
+    those of ``-params``, and for ``-optimize`` check the sampler, choose the default storage and study name, create
+    the study (unless it exists) and say in one line which it is and whether it is joined.
 
     :param workers: more than 1: stop with :class:`_Checked` here, for :func:`run_workers`
     :return: the hyperparameters, parsed
@@ -143,7 +139,7 @@ def _check_train(manager: Any, hyperparams: dict[str, Any], where: str, workers:
     from rl_zoo3.utils import ALGOS
 
     algo, custom = manager.algo, manager.custom_hyperparams or {}
-    hyperparams = section_values(hyperparams)
+    hyperparams = {key: zoo_value(key, value) if key in EVALUATED_KEYS else value for key, value in hyperparams.items()}
     read = {key: value for key, value in hyperparams.items() if key not in custom}
     check_hyperparameters(ALGOS[algo], read, where, TRAIN_COMMAND)
     check_hyperparameters(ALGOS[algo], custom, "-params/--hyperparams", TRAIN_COMMAND)
@@ -238,10 +234,7 @@ def _bridge_options(name: str, arguments: list[str]) -> tuple[argparse.Namespace
         parser.add_argument(TRUSTED_FLAG, action="store_true")
     if name == "record_training":
         parser.add_argument("-o", "--output-folder", type=os.path.abspath)
-    try:
-        options, rest = parser.parse_known_args(arguments)
-    except argparse.ArgumentError as error:
-        raise ZooBridgeError(str(error)) from None
+    options, rest = parser.parse_known_args(arguments)
     require_count(THREADS_FLAG, options.threads)
     require_count(WORKERS_FLAG, options.workers)
     if options.output_folder is not None:
@@ -257,10 +250,7 @@ def _check_command_line(script: str, arguments: list[str], table: LazyAlgorithms
     parser.add_argument("--algo")
     parser.add_argument("--env")
     parser.add_argument("--gym-packages", nargs="+", default=[])
-    try:
-        options = parser.parse_known_args(arguments)[0]
-    except argparse.ArgumentError:
-        return  # the zoo's own parser explains the mistake
+    options = parser.parse_known_args(arguments)[0]
     if options.algo is not None and options.algo not in table:
         resolve_algorithm(options.algo)  # refuses it with the closest registered names (or its exact spelling)
     if script == "train" and options.env is not None:
@@ -289,7 +279,7 @@ def run_script(name: str, arguments: Sequence[str], trusted: bool = False, worke
             enter(mock.patch.object(zoo_utils.StoreDict, "__call__", _store_pairs))
             enter(mock.patch.object(ExperimentManager, "read_hyperparameters", adapted(read, checks)))
             if name in LOADING_SCRIPTS:
-                enter(loading_without_unpickling(trusted))
+                load_without_unpickling(stack, trusted)
                 enter(mock.patch.object(zoo_utils, "get_model_path", adapted(zoo_utils.get_model_path, _model_path)))
             if name == "plot_from_file":
                 enter(mock.patch.object(pickle, "load", adapted(pickle.load, _one_run_per_algorithm)))
@@ -307,15 +297,13 @@ def run_script(name: str, arguments: Sequence[str], trusted: bool = False, worke
         print(exit_.code, file=sys.stderr)
         return 1
     except ImportError as error:  # an optional dependency: wandb for --track, seaborn for the plots, imageio-ffmpeg
-        missing = getattr(error, "name", None) or ""
         if "pip install" in str(error):
             raise ZooBridgeError(str(error)) from None
-        if not isinstance(error, ModuleNotFoundError) or missing.split(".")[0] in ("", "rl_zoo3", "sbx_lecture"):
+        missing = (error.name or "").split(".")[0]
+        if not isinstance(error, ModuleNotFoundError) or missing in ("", "rl_zoo3", "sbx_lecture"):
             raise
-        message = (
-            f"rl_zoo3's {name} needs the module {missing!r}, which is not installed: pip install 'sbx-lecture[zoo]'"
-        )
-        raise ZooBridgeError(message) from None
+        needs = f"rl_zoo3's {name} needs the module {error.name!r}, which is not installed"
+        raise ZooBridgeError(f"{needs}: pip install 'sbx-lecture[zoo]'") from None
     return 0
 
 
@@ -333,20 +321,17 @@ def run_workers(arguments: list[str], workers: int, threads: int) -> int:
     except _Checked as checked:
         manager = checked.args[0]
     environment = dict(os.environ, **{WORKER_VARIABLE: "1"})  # the workers share this folder and environment
+    command = [sys.executable, "-m", "sbx_lecture.zoo", "train", *arguments, THREADS_FLAG, str(threads)]
+    study = f"study {manager.study_name!r} at {mask_url(manager.storage)}"
     processes = []
     for worker in range(workers):
-        seed = str((manager.seed + worker) % 2**32)
-        command = [sys.executable, "-m", "sbx_lecture.zoo", "train", *arguments, THREADS_FLAG, str(threads)]
-        print(
-            f"{PROGRAM}: worker {worker + 1}/{workers} on study {manager.study_name!r} at {mask_url(manager.storage)}"
-        )
-        processes.append(subprocess.Popen([*command, "--seed", seed], env=environment))
+        print(f"{PROGRAM}: worker {worker + 1}/{workers} on {study}")
+        processes.append(subprocess.Popen([*command, "--seed", str((manager.seed + worker) % 2**32)], env=environment))
     try:
         return max(process.wait() for process in processes)
-    except KeyboardInterrupt:  # the workers got the interrupt too: let them write their reports
+    finally:  # after Ctrl-C, which the workers got too: let them write their reports
         for process in processes:
             process.wait()
-        raise
 
 
 def usage() -> str:

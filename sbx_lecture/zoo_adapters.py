@@ -27,7 +27,7 @@ from collections import UserDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 from sbx_lecture import zoo_config
@@ -35,13 +35,9 @@ from sbx_lecture.factory import UsageError, build_model
 from sbx_lecture.infra.validation import is_action_space_error
 from sbx_lecture.plugins import PluginManager, get_plugin_manager
 from sbx_lecture.registry import AlgorithmSpec
-from sbx_lecture.zoo_config import ZooConfigError
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
-
-#: ``SBX_LECTURE_ZOO_AUTOREGISTER=0`` switches the plain zoo's automatic registration off (``_sbx_lecture_zoo_hook``).
-AUTOREGISTER_VARIABLE = "SBX_LECTURE_ZOO_AUTOREGISTER"
 
 
 class ZooBridgeError(Exception):
@@ -153,24 +149,13 @@ def autoregister() -> None:
     It registers every algorithm (:func:`register_with_zoo`) and makes the adapters' errors (:class:`ZooBridgeError`,
     :class:`~sbx_lecture.zoo_config.ZooConfigError`) and the zoo's own "missing package" errors (an ``ImportError``
     that names the ``pip install``) one line on stderr instead of a traceback. A registration that fails (a broken
-    plugin) leaves the zoo with its own algorithms and says so in one line (``SBX_LECTURE_DEBUG=1``: the traceback).
+    plugin) is said in one line by the hook, which leaves the zoo with its own algorithms.
     """
-    try:
-        register_with_zoo()
-    except Exception as error:  # a broken plugin must not break the zoo itself
-        if os.environ.get("SBX_LECTURE_DEBUG"):
-            raise
-        reason = " ".join(str(error).split()) or type(error).__name__
-        print(
-            f"sbx-lecture: the RL Zoo sees only its own algorithms ({reason}); "
-            f"{AUTOREGISTER_VARIABLE}=0 stops this registration",
-            file=sys.stderr,
-        )
-        return
+    register_with_zoo()
     previous = sys.excepthook
 
     def excepthook(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
-        one_line = isinstance(error, (ZooBridgeError, ZooConfigError)) or (
+        one_line = isinstance(error, (ZooBridgeError, zoo_config.ZooConfigError)) or (
             isinstance(error, ImportError) and "pip install" in str(error)
         )
         if one_line and not os.environ.get("SBX_LECTURE_DEBUG"):
@@ -234,10 +219,6 @@ def read_hyperparameters_adapter(read: Callable[..., Any], manager: Any, then: C
     where = manager.config
     if not where.endswith((".yml", ".yaml")):
         hyperparams, saved = read(manager)  # a Python file or package named by -conf: the zoo's own reading
-    elif not Path(where).is_file():  # a -conf typo, or an algorithm with no file of its own nor of the zoo's
-        raise ZooConfigError(
-            f"hyperparameter file {where} does not exist: pass -conf FILE.yml with a section {env_id!r} (or 'default')"
-        )
     else:
         name, section = zoo_config.section_for(zoo_config.read_sections(Path(where)), env_id, algo, where)
         if name != env_id:
@@ -326,11 +307,9 @@ _PICKLED_REPORT = SimpleNamespace(dump=_pickle_report)
 
 def _get_storage(get_storage: Callable[[Any], Any], storage: Any) -> Any:
     """``optuna.storages.get_storage``, which ``create_study``/``load_study`` call on the zoo's ``--storage`` text: the
-    storage of :func:`open_study_storage` (a Redis URL is Optuna's Redis journal), a database's tables created safely
-    when several workers start at once on a fresh database (:func:`_retrying_creation_races`)."""
-    if isinstance(storage, str):
-        return _retrying_creation_races(lambda: get_storage(open_study_storage(storage)))
-    return get_storage(storage)
+    storage of :func:`open_study_storage` (a Redis URL is Optuna's Redis journal, a database's tables are created
+    safely when several workers start at once on a fresh database)."""
+    return get_storage(open_study_storage(storage) if isinstance(storage, str) else storage)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -339,7 +318,7 @@ def _get_storage(get_storage: Callable[[Any], Any], storage: Any) -> Any:
 
 #: URL schemes of Optuna's Redis journal backend.
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-#: Attempts at creating a study's tables and the study itself before giving up (see :func:`ensure_study`).
+#: Attempts at opening a database storage (creating its tables) before giving up (see :func:`open_study_storage`).
 STUDY_CREATION_ATTEMPTS = 8
 #: The package each storage scheme needs, and the ``pip install`` that brings it.
 STORAGE_DRIVERS = {
@@ -369,7 +348,10 @@ def open_study_storage(storage: str) -> Any:
 
     A path ending in ``.log`` is a journal file, a ``redis://`` (``rediss://``, ``unix://``) URL a Redis journal, any
     other string a database URL (SQLAlchemy's; ``postgresql://`` uses psycopg 3). A Redis URL's ``?prefix=NAME``
-    keeps the journal under keys ``NAME:...``, so that several journals can share one Redis database.
+    keeps the journal under keys ``NAME:...``, so that several journals can share one Redis database. Several
+    processes started at once on a fresh database race to create Optuna's tables; the losers' attempts fail (a unique
+    violation, a deadlock) and are retried after a short random pause (up to :data:`STUDY_CREATION_ATTEMPTS` times),
+    when the tables exist.
     """
     import optuna
     from optuna.storages import JournalStorage
@@ -379,62 +361,47 @@ def open_study_storage(storage: str) -> Any:
         Path(storage).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(storage))
     check_storage_driver(storage)
-    if not storage.startswith(REDIS_SCHEMES):
-        return storage
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+    if storage.startswith(REDIS_SCHEMES):
+        from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-    parts = urlsplit(storage)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = "".join(value for key, value in query if key == "prefix")
-    url = urlunsplit(parts._replace(query=urlencode([(key, value) for key, value in query if key != "prefix"])))
-    with warnings.catch_warnings():  # "JournalRedisBackend is experimental", at every start of every worker
-        warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
-        return JournalStorage(JournalRedisBackend(url, prefix=prefix))
+        parts = urlsplit(storage)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        prefix = "".join(value for key, value in query if key == "prefix")
+        url = urlunsplit(parts._replace(query=urlencode([(key, value) for key, value in query if key != "prefix"])))
+        with warnings.catch_warnings():  # "JournalRedisBackend is experimental", at every start of every worker
+            warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+            return JournalStorage(JournalRedisBackend(url, prefix=prefix))
+    for attempt in range(1, STUDY_CREATION_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(storage)
+        except Exception as error:
+            if not _is_creation_race(error):
+                raise
+            time.sleep(random.uniform(0.1, 0.5) * attempt)
+    return optuna.storages.RDBStorage(storage)
 
 
 def ensure_study(storage: str, study_name: str, **options: Any) -> tuple[Any, bool]:
     """Create the study ``study_name`` in ``storage`` (and a database's tables) unless it exists, and open it.
 
-    Several processes started at once on a fresh database race to create Optuna's tables and the study; the losers'
-    attempts fail (a unique violation) and are retried after a short random pause, when the tables exist. A storage
-    that cannot be opened is a :class:`ZooBridgeError` that names it, its password masked.
+    Of several processes that create it at once, one does and the others load it (Optuna's ``DuplicatedStudyError``).
+    A storage that cannot be opened is a :class:`ZooBridgeError` that names it, its password masked.
 
-    :param options: for ``optuna.load_study`` (``sampler``, ``pruner``)
+    :param options: for ``optuna.create_study``/``load_study`` (``sampler``, ``pruner``)
     :return: the study and whether it existed already
     """
     import optuna
 
-    def create_and_load() -> tuple[Any, bool]:
-        opened = open_study_storage(storage)
-        try:
-            optuna.create_study(study_name=study_name, storage=opened, direction="maximize")
-            existed = False
-        except optuna.exceptions.DuplicatedStudyError:
-            existed = True
-        return optuna.load_study(study_name=study_name, storage=opened, **options), existed
-
     check_storage_driver(storage)
     try:
-        return _retrying_creation_races(create_and_load)
+        opened = open_study_storage(storage)
+        try:
+            return optuna.create_study(study_name=study_name, storage=opened, direction="maximize", **options), False
+        except optuna.exceptions.DuplicatedStudyError:
+            return optuna.load_study(study_name=study_name, storage=opened, **options), True
     except Exception as error:
         reason = mask_url(" ".join(str(error).split("\n")[0].split())) or type(error).__name__
         raise ZooBridgeError(f"cannot open the Optuna storage {mask_url(storage)}: {reason}") from None
-
-
-Result = TypeVar("Result")
-
-
-def _retrying_creation_races(action: Callable[[], Result]) -> Result:
-    """``action()``, tried again (up to :data:`STUDY_CREATION_ATTEMPTS` times, after a short random pause) while it
-    fails because another process creates the same tables, type or study at the same time."""
-    for attempt in range(1, STUDY_CREATION_ATTEMPTS):
-        try:
-            return action()
-        except Exception as error:
-            if not _is_creation_race(error):
-                raise
-            time.sleep(random.uniform(0.1, 0.5) * attempt)
-    return action()
 
 
 def _is_creation_race(error: Exception) -> bool:

@@ -161,6 +161,8 @@ def read_sections(path: Path) -> dict[str, Any]:
     """The sections of a zoo yml, read safely (no Python tags)."""
     import yaml
 
+    if not path.is_file():  # a -conf typo, or an algorithm with no file of its own nor of the zoo's
+        raise ZooConfigError(f"hyperparameter file {path} does not exist: pass -conf FILE.yml (check its path)")
     try:
         content = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -181,8 +183,6 @@ def zoo_entry(algo: str, env_id: str, conf_file: Path | None = None) -> tuple[di
     path = conf_file if conf_file is not None else zoo_file(algo)
     if path is None:
         return {}, "library defaults"
-    if conf_file is not None and not conf_file.is_file():
-        raise ZooConfigError(f"hyperparameter file {conf_file} does not exist: check the -conf path")
     sections = read_sections(path)
     if conf_file is None and select_section(sections, env_id) is None:
         return {}, "library defaults"

@@ -22,7 +22,6 @@ import importlib
 import os
 import sys
 from collections import OrderedDict
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -59,10 +58,8 @@ def zoo_file_loader() -> type:
         raise UntrustedContentError(source, "a YAML tag of a Python object", f"{node.tag}: code would build it")
 
     ZooFileLoader.add_constructor("tag:yaml.org,2002:python/object/apply:collections.OrderedDict", ordered_dict)
-    ZooFileLoader.add_constructor(
-        "tag:yaml.org,2002:python/tuple",
-        lambda loader, node: tuple(loader.construct_sequence(node)),  # type: ignore[arg-type]
-    )
+    tuples = yaml.constructor.FullConstructor.construct_python_tuple  # PyYAML's own, as its full loader builds them
+    ZooFileLoader.add_constructor("tag:yaml.org,2002:python/tuple", tuples)
     ZooFileLoader.add_multi_constructor("tag:yaml.org,2002:python/", refuse)
     return ZooFileLoader
 
@@ -74,24 +71,21 @@ def _load_normalization(load_path: str, venv: Any) -> Any:
     return load_normalization(load_path, venv)
 
 
-@contextlib.contextmanager
-def loading_without_unpickling(trusted: bool) -> Iterator[None]:
-    """While the block runs, the zoo's scripts load models, statistics and YAML files without running code.
+def load_without_unpickling(stack: contextlib.ExitStack, trusted: bool) -> None:
+    """For the block of ``stack``, the zoo's scripts load models, statistics and YAML files without running code.
 
     With ``trusted`` (or :data:`TRUSTED_VARIABLE` set to ``1``), nothing is changed except that the scripts the
     bridge starts itself (record_training's record_video) are trusted too.
     """
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(mock.patch.dict(os.environ))  # the environment as it was, afterwards
-        if trusted or os.environ.get(TRUSTED_VARIABLE) == "1":
-            os.environ[TRUSTED_VARIABLE] = "1"
-        else:
-            import yaml
+    stack.enter_context(mock.patch.dict(os.environ))  # the environment as it was, afterwards
+    if trusted or os.environ.get(TRUSTED_VARIABLE) == "1":
+        os.environ[TRUSTED_VARIABLE] = "1"
+        return
+    import yaml
 
-            stack.enter_context(mock.patch.object(yaml, "UnsafeLoader", zoo_file_loader()))
-            stack.enter_context(mock.patch("rl_zoo3.utils.VecNormalize", SimpleNamespace(load=_load_normalization)))
-            for module in map(importlib.import_module, _MODULES):
-                # what ALGOS[algo] gives the zoo's scripts: a ``load`` that unpickles nothing
-                safe = {name: SimpleNamespace(load=functools.partial(load, algo=name)) for name in module.ALGOS}
-                stack.enter_context(mock.patch.object(module, "ALGOS", safe))
-        yield
+    stack.enter_context(mock.patch.object(yaml, "UnsafeLoader", zoo_file_loader()))
+    stack.enter_context(mock.patch("rl_zoo3.utils.VecNormalize", SimpleNamespace(load=_load_normalization)))
+    for module in map(importlib.import_module, _MODULES):
+        # what ALGOS[algo] gives the zoo's scripts: a ``load`` that unpickles nothing
+        safe = {name: SimpleNamespace(load=functools.partial(load, algo=name)) for name in module.ALGOS}
+        stack.enter_context(mock.patch.object(module, "ALGOS", safe))
