@@ -1,4 +1,5 @@
-"""What a save/load round trip must keep, compared value by value, for the conformance kit's checks."""
+"""Model state compared value by value: what a save/load round trip must keep, for the conformance kit's checks
+(:mod:`sbx_lecture.testing`) and for tests."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-
-import sbx_lecture.envs  # noqa: F401  (registers the lecture's environments, which check_algorithm may be given)
 
 
 def describe_error(exc: BaseException) -> str:

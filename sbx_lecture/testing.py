@@ -19,7 +19,8 @@ parameters must round-trip). It raises one :class:`ConformanceError` listing eve
         check_algorithm(MyAlgo, "Pendulum-v1", hyperparams={"n_steps": 64})
 
 The probe environments are SB3's own test environments (:mod:`stable_baselines3.common.envs`): the identity
-environments, one per kind of action space, and ``SimpleMultiObsEnv`` for Dict observations.
+environments, one per kind of action space, registered with gymnasium under :data:`PROBE_ENV_IDS`, and
+``SimpleMultiObsEnv`` for Dict observations.
 
 Budgets are tiny (a few hundred steps): the checks test the interface, not learning. Hyperparameters that keep
 them tiny (``n_steps``, ``batch_size``, ``learning_starts``, ...) are passed when the constructor takes them; see
@@ -30,22 +31,30 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common import envs as sb3_envs
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import VecEnv
 
 import sbx_lecture.envs  # noqa: F401  (registers the lecture's environments, which check_algorithm may be given)
-from sbx_lecture.infra.validation import is_action_space_error
-from sbx_lecture.testing.comparisons import (
+from sbx_lecture.envs.probes import PROBE_ENV_IDS, identity_env
+from sbx_lecture.envs.probes import NonFiniteAfter as NonFiniteAfter  # public: tests of the NaN guard use it
+from sbx_lecture.factory import default_policy
+from sbx_lecture.hyperparams import accepted_hyperparameters
+from sbx_lecture.infra.comparisons import (
     describe_error,
     list_differences,
     model_tensors,
@@ -54,43 +63,22 @@ from sbx_lecture.testing.comparisons import (
     save_and_load,
     scalar_attributes,
 )
-from sbx_lecture.testing.probes import (
-    PROBE_ENV_IDS,
-    SUITABLE_ENV_IDS,
-    TINY_HYPERPARAMS,
-    NonFiniteAfter,
-    ProbeFeaturesExtractor,
-    build_model,
-    first_observation,
-    identity_env,
-    kind_name,
-    make_env,
-    probe_action_spaces,
-    sample_observations,
-    suitable_env_id,
-    supported_action_spaces,
-    tiny_hyperparams,
-)
+from sbx_lecture.infra.validation import is_action_space_error
 
-#: The kit's public names (the probes' among them).
-__all__ = [
-    "CHECKS",
-    "KNOWN_UPSTREAM_ISSUES",
-    "MULTI_DIMENSIONAL_BOX_SHAPE",
-    "PROBE_ENV_IDS",
-    "SUITABLE_ENV_IDS",
-    "TINY_HYPERPARAMS",
-    "CheckFailure",
-    "ConformanceError",
-    "ConformanceReport",
-    "NonFiniteAfter",
-    "ProbeFeaturesExtractor",
-    "check_algorithm",
-    "identity_env",
-    "suitable_env_id",
-    "supported_action_spaces",
-    "tiny_hyperparams",
-]
+#: The environment :func:`suitable_env_id` picks for each kind of action space, in order of preference: the classic
+#: control tasks for Discrete and Box, the probe environments for the other kinds.
+SUITABLE_ENV_IDS = PROBE_ENV_IDS | {spaces.Discrete: "CartPole-v1", spaces.Box: "Pendulum-v1"}
+#: Constructor arguments that keep the checks small, passed only to constructors that take them.
+TINY_HYPERPARAMS: dict[str, Any] = {
+    "n_steps": 32,  # on-policy rollout length (off-policy classes use it for n-step returns: not passed to them)
+    "batch_size": 32,
+    "n_epochs": 2,
+    "learning_starts": 96,  # off-policy: train only in the last steps of the budget
+    "buffer_size": 2_000,
+    "n_episodes": 1,  # Monte-Carlo methods: episodes per update
+    "n_delta": 2,  # ARS: perturbations per update
+    "gamma": 0.97,  # not the usual default, so that save/load must really restore it
+}
 #: Upstream bugs the ``action_spaces`` check steps around: (``module:Class``, kind of space) → what goes wrong.
 #: Only the class itself is exempt, not subclasses, which may fix the bug.
 KNOWN_UPSTREAM_ISSUES: dict[tuple[str, type[spaces.Space]], str] = {
@@ -107,6 +95,119 @@ _STANDALONE_CHECKS = ("action_spaces", "dict_observations", "box_actions", "poli
 CHECKS = ("learn", *_MODEL_CHECKS, *_STANDALONE_CHECKS)
 #: The Box action shape of the ``box_actions`` check.
 MULTI_DIMENSIONAL_BOX_SHAPE = (2, 2)
+
+
+# --- probe environments and small models -----------------------------------------------------------------------
+
+
+def _make_env(env: str | Callable[..., gym.Env], seed: int, **env_kwargs: Any) -> VecEnv:
+    """One seeded copy of ``env`` (a gymnasium id or an environment class) in a vectorized environment."""
+    # an id goes through gym.make itself: make_vec_env would first try render_mode="rgb_array", which no check
+    # needs and SB3's test environments do not take (gymnasium warns about it)
+    maker = partial(gym.make, env) if isinstance(env, str) else env
+    return make_vec_env(maker, n_envs=1, seed=seed, env_kwargs=env_kwargs or None)
+
+
+def _sample_observations(env: VecEnv, n: int = 8) -> Any:
+    """``n`` observations from a short random rollout of ``env`` (in distribution, unlike space.sample()); a dict
+    of arrays for Dict observation spaces."""
+    env.action_space.seed(0)
+    observations: list[Any] = [env.reset()]
+    for _ in range(n - 1):
+        observations.append(env.step(np.array([env.action_space.sample()]))[0])
+    if isinstance(observations[0], dict):
+        return {key: np.concatenate([obs[key] for obs in observations]) for key in observations[0]}
+    return np.concatenate(observations)
+
+
+def tiny_hyperparams(cls: type, hyperparams: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:data:`TINY_HYPERPARAMS` that ``cls``'s constructor takes, updated with ``hyperparams``."""
+    accepted = set(accepted_hyperparameters(cls) or ())  # None: it takes **kwargs, so none is known to be taken
+    if issubclass(cls, OffPolicyAlgorithm):
+        accepted.discard("n_steps")
+    return {key: value for key, value in TINY_HYPERPARAMS.items() if key in accepted} | (hyperparams or {})
+
+
+def _build_model(cls: type[BaseAlgorithm], env: VecEnv, hyperparams: dict[str, Any] | None, seed: int) -> Any:
+    """``cls`` on ``env`` with :func:`tiny_hyperparams`, on the CPU; ``hyperparams["policy"]`` chooses the policy."""
+    kwargs = tiny_hyperparams(cls, hyperparams)
+    policy = kwargs.pop("policy", None) or default_policy(cls, env.observation_space)
+    return cls(policy, env, seed=seed, device="cpu", verbose=0, **kwargs)
+
+
+def _kind_name(kind: type[spaces.Space]) -> str:
+    return f"spaces.{kind.__name__}"
+
+
+@cache
+def _probe_action_spaces(cls: type[BaseAlgorithm]) -> tuple[type[spaces.Space], ...]:
+    """The kinds of the probe environments ``cls`` can be constructed on."""
+    supported = []
+    for kind, env_id in PROBE_ENV_IDS.items():
+        with contextlib.closing(_make_env(env_id, seed=0)) as env, contextlib.suppress(Exception):
+            _build_model(cls, env, None, seed=0)
+            supported.append(kind)
+    return tuple(supported)
+
+
+def supported_action_spaces(cls: type[BaseAlgorithm]) -> tuple[type[spaces.Space], ...]:
+    """The kinds of action space ``cls`` supports.
+
+    Its ``supported_action_spaces`` class attribute when it has one; otherwise (SB3's own classes pass theirs to
+    the base constructor only) the kinds of the probe environments it can be constructed on.
+
+    :raises TypeError: when the attribute is not a non-empty tuple of ``gymnasium.spaces`` classes
+    """
+    declared = getattr(cls, "supported_action_spaces", None)
+    if declared is None:
+        return _probe_action_spaces(cls)
+    if not (
+        isinstance(declared, tuple)
+        and len(declared) > 0
+        and all(inspect.isclass(space) and issubclass(space, spaces.Space) for space in declared)
+    ):
+        raise TypeError(
+            f"{cls.__name__}.supported_action_spaces must be a non-empty tuple of gymnasium.spaces classes, "
+            f"got {declared!r}"
+        )
+    return tuple(declared)
+
+
+def suitable_env_id(cls: type[BaseAlgorithm]) -> str:
+    """A small environment whose action space ``cls`` supports: CartPole-v1 (Discrete), Pendulum-v1 (Box), else
+    a probe environment (MultiDiscrete, MultiBinary).
+
+    :raises ValueError: when ``cls`` supports none of these kinds of action space
+    """
+    supported = supported_action_spaces(cls)
+    for kind, env_id in SUITABLE_ENV_IDS.items():
+        if issubclass(kind, supported):  # a subclass of a supported kind is supported
+            return env_id
+    known = ", ".join(map(_kind_name, SUITABLE_ENV_IDS))
+    raise ValueError(
+        f"{cls.__name__} supports the action spaces {supported or 'none that could be probed'}; check_algorithm "
+        f"knows environments for {known}: pass env_id explicitly"
+    )
+
+
+class ProbeFeaturesExtractor(BaseFeaturesExtractor):
+    """A custom features extractor for the ``policy_save_load`` check: flatten, one linear layer, ReLU.
+
+    :param observation_space: a Box observation space (images included)
+    :param features_dim: number of features
+    """
+
+    def __init__(self, observation_space: spaces.Space, features_dim: int = 7) -> None:
+        super().__init__(observation_space, features_dim)
+        self.net = th.nn.Sequential(
+            th.nn.Flatten(), th.nn.Linear(get_flattened_obs_dim(observation_space), features_dim), th.nn.ReLU()
+        )
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return self.net(observations)  # type: ignore[no-any-return]
+
+
+# --- the report ------------------------------------------------------------------------------------------------
 
 
 class ConformanceError(AssertionError):
@@ -197,9 +298,9 @@ class _Checker:
         """Build a model on ``env``, learn, and check its predictions (:meth:`check_actions`); record ``problem``
         (followed by the exception) when one of these raises."""
         try:
-            model = build_model(self.cls, env, {**self.hyperparams, **hyperparams}, self.seed)
+            model = _build_model(self.cls, env, {**self.hyperparams, **hyperparams}, self.seed)
             model.learn(total_timesteps=self.timesteps)
-            self.check_actions(model, sample_observations(env, 4))
+            self.check_actions(model, _sample_observations(env, 4))
         except Exception as exc:
             self.fail(f"{problem}: {describe_error(exc)}", fix)
 
@@ -227,7 +328,8 @@ class _Checker:
                     f"predicted actions {outside[:2]} are outside the action space {space}",
                     "clip or unscale actions to the action space's bounds in predict()",
                 )
-        single, _ = model.predict(first_observation(obs), deterministic=True)
+        first = {key: value[0] for key, value in obs.items()} if isinstance(obs, dict) else obs[0]
+        single, _ = model.predict(first, deterministic=True)
         if np.shape(single) != space.shape:
             self.fail(
                 f"predict() on one unbatched observation returned shape {np.shape(single)}, expected {space.shape}",
@@ -241,7 +343,7 @@ class _Checker:
 
     def learn(self) -> None:
         try:
-            model = build_model(self.cls, make_env(self.report.env_id, self.seed), self.hyperparams, self.seed)
+            model = _build_model(self.cls, _make_env(self.report.env_id, self.seed), self.hyperparams, self.seed)
             returned = model.learn(total_timesteps=self.timesteps)
         except Exception as exc:
             self.fail(
@@ -257,10 +359,10 @@ class _Checker:
                 "count every environment step in self.num_timesteps and loop until total_timesteps is reached",
             )
         self.model = model
-        self.observations = sample_observations(make_env(self.report.env_id, self.seed + 7))
+        self.observations = _sample_observations(_make_env(self.report.env_id, self.seed + 7))
 
     def seeding(self, model: BaseAlgorithm) -> None:
-        twin = build_model(self.cls, make_env(self.report.env_id, self.seed), self.hyperparams, self.seed)
+        twin = _build_model(self.cls, _make_env(self.report.env_id, self.seed), self.hyperparams, self.seed)
         twin.learn(total_timesteps=self.timesteps)
         fix = "draw every random number from generators seeded by set_random_seed (torch, numpy, self.action_space) "
         fix += "and seed the environments from self.seed"
@@ -295,7 +397,7 @@ class _Checker:
             )
 
     def save_load(self, model: BaseAlgorithm) -> None:
-        loaded = save_and_load(model, partial(self.cls.load, env=make_env(self.report.env_id, self.seed + 3)))
+        loaded = save_and_load(model, partial(self.cls.load, env=_make_env(self.report.env_id, self.seed + 3)))
         if type(loaded) is not self.cls:
             self.fail(
                 f"{self.cls.__name__}.load returned a {type(loaded).__name__}",
@@ -320,7 +422,7 @@ class _Checker:
             )
 
     def evaluate_policy(self, model: BaseAlgorithm) -> None:
-        env = make_env(self.report.env_id, self.seed + 5)
+        env = _make_env(self.report.env_id, self.seed + 5)
         mean, std = evaluate_policy(model, env, n_eval_episodes=2, deterministic=True, warn=False)
         if not (np.isfinite(mean) and np.isfinite(std)):
             self.fail(
@@ -330,12 +432,12 @@ class _Checker:
 
     def set_env(self, model: BaseAlgorithm) -> None:
         steps_before = model.num_timesteps
-        model.set_env(make_env(self.report.env_id, self.seed + 11))
+        model.set_env(_make_env(self.report.env_id, self.seed + 11))
         model.learn(total_timesteps=min(32, self.timesteps), reset_num_timesteps=False)
         if model.num_timesteps <= steps_before:
             self.fail("learn() after set_env() took no environment step", "use self.env (set by set_env) in learn()")
         with contextlib.suppress(ValueError):  # the refusal expected (SB3's check_for_correct_spaces)
-            model.set_env(make_env(identity_env, 0, space=spaces.Box(-1.0, 1.0, (5,), dtype=np.float32)))
+            model.set_env(_make_env(identity_env, 0, space=spaces.Box(-1.0, 1.0, (5,), dtype=np.float32)))
             self.fail(
                 "set_env() accepted an environment with a different observation space",
                 "do not override set_env(), or call check_for_correct_spaces() in it",
@@ -350,12 +452,12 @@ class _Checker:
             self.fail(str(exc), fix)
             return
         for kind in self.probe_spaces:
-            name = kind_name(kind)
+            name = _kind_name(kind)
             known = KNOWN_UPSTREAM_ISSUES.get((f"{self.cls.__module__}:{self.cls.__qualname__}", kind))
             if known is not None:
                 self.report.skipped.append(f"action_spaces on {name}: {known}")
                 continue
-            env = make_env(PROBE_ENV_IDS[kind], self.seed)
+            env = _make_env(PROBE_ENV_IDS[kind], self.seed)
             if issubclass(kind, self.supported):
                 how = "declares" if self.report.declared else "accepts (when constructed; it declares nothing)"
                 self.learn_on(
@@ -366,7 +468,7 @@ class _Checker:
                 )
                 continue
             try:
-                build_model(self.cls, env, self.hyperparams, self.seed)
+                _build_model(self.cls, env, self.hyperparams, self.seed)
             except Exception as exc:
                 if not is_action_space_error(exc):
                     self.fail(
@@ -390,7 +492,7 @@ class _Checker:
         kinds = [kind for kind in (spaces.Box, spaces.Discrete) if self._probes(kind)]
         if not kinds:
             raise _Skip("SimpleMultiObsEnv has Box or Discrete actions, and neither is supported (or probed)")
-        env = make_env(sb3_envs.SimpleMultiObsEnv, self.seed, discrete_actions=kinds[0] is spaces.Discrete)
+        env = _make_env(sb3_envs.SimpleMultiObsEnv, self.seed, discrete_actions=kinds[0] is spaces.Discrete)
         self.learn_on(
             env,
             f"the {aliases[0]} alias promises Dict observations, but learning on {env.observation_space} fails",
@@ -404,7 +506,7 @@ class _Checker:
         if not self._probes(spaces.Box):
             raise _Skip("Box action spaces are not supported")
         space = spaces.Box(-1.0, 1.0, MULTI_DIMENSIONAL_BOX_SHAPE, dtype=np.float32)
-        env = make_env(identity_env, self.seed, space=space, ep_length=16)
+        env = _make_env(identity_env, self.seed, space=space, ep_length=16)
         self.learn_on(
             env,
             f"learning with the action space {env.action_space} fails",
@@ -414,8 +516,8 @@ class _Checker:
 
     def policy_save_load(self) -> None:
         """``policy.save`` then ``PolicyClass.load`` keep a custom features extractor and the optimizer settings."""
-        env = make_env(self.report.env_id, self.seed)
-        policy_class = type(build_model(self.cls, env, self.hyperparams, self.seed).policy)
+        env = _make_env(self.report.env_id, self.seed)
+        policy_class = type(_build_model(self.cls, env, self.hyperparams, self.seed).policy)
         parameters = inspect.signature(policy_class).parameters
         if "features_extractor_class" not in parameters:
             raise _Skip(f"{policy_class.__name__} takes no features_extractor_class")
@@ -428,7 +530,7 @@ class _Checker:
         }
         if "optimizer_class" in parameters and "optimizer_kwargs" in parameters:
             policy_kwargs.update(optimizer_class=th.optim.AdamW, optimizer_kwargs={"weight_decay": 0.0123})
-        saved = build_model(self.cls, env, {**self.hyperparams, "policy_kwargs": policy_kwargs}, self.seed).policy
+        saved = _build_model(self.cls, env, {**self.hyperparams, "policy_kwargs": policy_kwargs}, self.seed).policy
         fix = "return every constructor argument (features_extractor_class/kwargs, optimizer_class/kwargs, ...) from "
         fix += "_get_constructor_parameters()"
         try:
@@ -439,7 +541,7 @@ class _Checker:
             return
         problem = "the features extractor, the optimizer settings or the tensors do not round-trip"
         same = self.expect_same(policy_settings(saved), policy_settings(loaded), problem, fix)
-        if same and not same_predictions(saved, loaded, sample_observations(env, 4)):
+        if same and not same_predictions(saved, loaded, _sample_observations(env, 4)):
             self.fail("the loaded policy predicts different actions from the saved one", fix)
 
 
@@ -482,7 +584,7 @@ def check_algorithm(
     kinds = set(PROBE_ENV_IDS if probe_spaces is None else probe_spaces)
     if not kinds <= set(PROBE_ENV_IDS):
         unknown = [kind for kind in kinds if kind not in PROBE_ENV_IDS]
-        raise ValueError(f"probe_spaces {unknown}: choose from {', '.join(map(kind_name, PROBE_ENV_IDS))}")
+        raise ValueError(f"probe_spaces {unknown}: choose from {', '.join(map(_kind_name, PROBE_ENV_IDS))}")
     try:
         env_id = env_id or suitable_env_id(cls)
     except (TypeError, ValueError) as exc:
@@ -492,7 +594,7 @@ def check_algorithm(
     report = ConformanceReport(name, env_id, (), declared=getattr(cls, "supported_action_spaces", None) is not None)
     with contextlib.suppress(TypeError):  # an invalid declaration: the action_spaces check reports it
         report.action_spaces = supported_action_spaces(cls)
-    supported = report.action_spaces or probe_action_spaces(cls)
+    supported = report.action_spaces or _probe_action_spaces(cls)
     probes = tuple(kind for kind in PROBE_ENV_IDS if kind in kinds)
     checker = _Checker(cls, report, hyperparams or {}, timesteps, seed, probes, supported)
     if selected & set(_MODEL_CHECKS):
