@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from sbx_lecture.bench.plots import pyplot, save_figure
-from sbx_lecture.bench.runner import job_outcome, run_once, write_result
+from sbx_lecture.bench.runner import run_once
 from sbx_lecture.bench.speed import Contestant, build_with_environment, interleaved_samples, timed
 from sbx_lecture.bench.suites import FigureJob
 from sbx_lecture.zoo_config import ZooSettings
@@ -52,13 +52,7 @@ def draw_figures(jobs: list[FigureJob], out: Path) -> list[dict[str, Any]]:
 def execute_figure(job: FigureJob, folder: Path) -> dict[str, Any]:
     """Produce ``job``'s figure (or return its stored result) and write ``result.json`` into ``folder`` (see
     :func:`.runner.run_once`)."""
-
-    def draw() -> dict[str, Any]:
-        result = {**job_outcome(job, folder, "done"), **FIGURES[job.name](folder, **job.params), "image": IMAGE_FILE}
-        write_result(folder, result)
-        return result
-
-    return run_once(job, folder, draw)
+    return run_once(job, folder, lambda: {**FIGURES[job.name](folder, **job.params), "image": IMAGE_FILE})
 
 
 # --- the continuous bandit: DPG against a stochastic policy gradient -----------------------------------------------
@@ -70,9 +64,8 @@ def _start_at_zero(module: Any) -> None:
     """Both policies start from the action 0, so that their curves start at the same cost."""
     import torch as th
 
-    with th.no_grad():
-        for parameter in module.parameters():
-            parameter.zero_()
+    for parameter in module.parameters():
+        th.nn.init.zeros_(parameter)
 
 
 def bandit_dpg(bandit: Any, seed: int) -> Any:
@@ -299,9 +292,7 @@ def fisher_product(
     kl = kl_divergence(policy.get_distribution(observations), old).mean()
     grad_kl = flatten_tensors(th.autograd.grad(kl, params, create_graph=True))
 
-    def theirs() -> Any:
-        return model.hessian_vector_product(params, grad_kl, vector)
-
+    theirs = partial(model.hessian_vector_product, params, grad_kl, vector)
     # One call each as the warm-up, and a check that both compute the same product (TRPO's adds its damping).
     expected = theirs().detach() - model.cg_damping * vector
     difference = float((product(vector).detach() - expected).norm() / expected.norm().clamp_min(1e-12))

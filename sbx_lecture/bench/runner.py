@@ -84,8 +84,11 @@ def run_once(
     stopped: Callable[[], str] = lambda: NOTHING_SAVED,
     finished: Callable[[Path], dict[str, Any] | None] = read_result,
 ) -> dict[str, Any]:
-    """Run ``work`` (which writes ``job``'s ``result.json`` into ``folder`` and returns the result) unless the job is
-    ``finished`` already; return its result.
+    """Run ``work`` unless the job is ``finished`` already; return its result.
+
+    ``work`` returns either a result that is not finished (with its ``status``) or the measurements of a finished
+    job: then the result is :func:`job_outcome`'s head with them, written here as ``result.json`` into ``folder``,
+    and the folder's checkpoints (a replay buffer can take hundreds of megabytes) and ``error.txt`` go.
 
     The folder's lock is held from the check of ``result.json`` until it is written, so that a second bench on the
     same folder can neither run the job beside us nor start it again after we finished (``train`` takes the lock
@@ -103,7 +106,13 @@ def run_once(
             stored = finished(folder)
             if stored is not None:  # finished by another process since the first look
                 return {**stored, "status": "skipped"}
-            return work()
+            result = work()
+            if "status" not in result:  # measurements: the job finished
+                result = {**job_outcome(job, folder, "done"), **result}
+                write_result(folder, result)
+                shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)
+                (folder / ERROR_FILE).unlink(missing_ok=True)
+            return result
     except KeyboardInterrupt:
         return job_outcome(job, folder, "interrupted", detail=stopped())
     except RunFolderError as exc:
@@ -182,8 +191,7 @@ def _train(job: RunJob, run_dir: Path, report: ProgressReport | None, stop_after
     seconds = [float(segment.get("seconds", 0.0)) for segment in segments]
     if not trained.finished or trained.final is None:  # stopped early: the checkpoint written at its end resumes it
         return job_outcome(job, run_dir, "interrupted", detail=f"stopped at step {trained.num_timesteps} ({RESUMES})")
-    result = {
-        **job_outcome(job, run_dir, "done"),
+    return {
         "timesteps": target,
         "final_mean": trained.final[0],
         "final_std": trained.final[1],
@@ -197,7 +205,3 @@ def _train(job: RunJob, run_dir: Path, report: ProgressReport | None, stop_after
         "hyperparams": run["hyperparams"],
         "curve": [list(point) for point in trained.evaluations],
     }
-    write_result(run_dir, result)
-    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
-    (run_dir / ERROR_FILE).unlink(missing_ok=True)
-    return result

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sbx_lecture.bench.runner import job_outcome, read_result, run_once, write_result
+from sbx_lecture.bench.runner import read_result, run_once
 from sbx_lecture.bench.suites import SpeedJob
 from sbx_lecture.evaluation import ProgressCallback, ProgressReport
 from sbx_lecture.zoo_config import ZooSettings
@@ -237,11 +237,6 @@ def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = N
         progress(0)
         return rate
 
-    def measure() -> dict[str, Any]:
-        result = {**job_outcome(job, folder, "done"), **_measure(job, learn)}
-        write_result(folder, result)
-        return result
-
     def stopped() -> str:
         return f"interrupted after {taken} of {speed_steps(job)} steps: nothing was saved; run the command again"
 
@@ -249,7 +244,7 @@ def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = N
         stored = read_result(folder)
         return None if stored is None or lacks_sbx(job, stored) else stored
 
-    return run_once(job, folder, measure, stopped, finished)
+    return run_once(job, folder, lambda: _measure(job, learn), stopped, finished)
 
 
 def contestants(job: SpeedJob) -> list[Contestant]:
