@@ -150,17 +150,16 @@ def test_load_invalid_object_warns_and_leaves_it_out(tmp_path: Path) -> None:
     KLPPO("MlpPolicy", "CartPole-v1", learning_rate=lambda progress: 1e-3 * progress, **TINY).save(path)
     with pytest.warns(UserWarning, match="custom_objects") as record:
         model = KLPPO.load(path, env=make_vec_env("CartPole-v1", 1))
-    assert {m.split(" without")[0] for m in _deserialize_warnings(record)} == {
-        "Could not deserialize object learning_rate",
-        "Could not deserialize object lr_schedule",
-    }
+    # lr_schedule, rebuilt from learning_rate by _setup_model on every load, is left out without a warning of its own
+    assert [m.split(" without")[0] for m in _deserialize_warnings(record)] == [
+        "Could not deserialize object learning_rate"
+    ]
     default = KLPPO("MlpPolicy", "CartPole-v1", **TINY).learning_rate
     assert model.learning_rate == default and model.lr_schedule(0.3) == default
     model.learn(32)
-    schedule = {"learning_rate": lambda _: 1.0, "lr_schedule": lambda _: 1.0}
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        assert KLPPO.load(path, custom_objects=schedule).lr_schedule(0.5) == 1.0
+        assert KLPPO.load(path, custom_objects={"learning_rate": lambda _: 1.0}).lr_schedule(0.5) == 1.0
     assert _deserialize_warnings(record) == []
     assert KLPPO.load(path, trusted=True).lr_schedule(0.5) == pytest.approx(5e-4)
 
@@ -194,6 +193,43 @@ def test_other_policy_kwargs_raise_as_in_sb3(klppo_zip: Path) -> None:
     with pytest.raises(ValueError, match="The specified policy kwargs do not equal the stored policy kwargs") as exc:
         KLPPO.load(klppo_zip, env=env, policy_kwargs={"net_arch": [16]})
     _one_line(exc, "KLPPO")
+
+
+def test_the_stored_policy_kwargs_are_the_users(tmp_path: Path) -> None:
+    """As in SB3, a model stores the ``policy_kwargs`` it was given (DPG passes its critic settings to the policy
+    without adding them), so ``load`` with the same ``policy_kwargs`` succeeds and other ones are refused."""
+    from sbx_lecture.dpg import DPG
+
+    path = tmp_path / "dpg.zip"
+    kwargs = {"net_arch": [32]}
+    model = DPG("MlpPolicy", "Pendulum-v1", policy_kwargs=kwargs, learning_starts=16, buffer_size=64, seed=0)
+    model.learn(32)
+    assert model.policy_kwargs == {"net_arch": [32]} and model.policy.critic_type == model.critic_type
+    model.save(path)
+    loaded = DPG.load(path, env=make_vec_env("Pendulum-v1", 1), policy_kwargs={"net_arch": [32]})
+    assert loaded.policy_kwargs == kwargs and type(loaded.critic) is type(model.critic)
+    observations = np.stack([model.observation_space.sample() for _ in range(4)])
+    np.testing.assert_array_equal(loaded.predict(observations)[0], model.predict(observations)[0])
+    with pytest.raises(ValueError, match="The specified policy kwargs do not equal the stored policy kwargs"):
+        DPG.load(path, policy_kwargs={"net_arch": [16]})
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda: KLPPO("MlpPolicy", "CartPole-v1", clip_range_vf=-0.2), "clip_range_vf"),
+        (lambda: KLPPO("MlpPolicy", "CartPole-v1", n_steps=1, batch_size=2), "n_steps"),
+        (lambda: KLPPO("MlpPolicy", "CartPole-v1", batch_size=1), "batch_size"),
+        (lambda: NPG("MlpPolicy", "CartPole-v1", n_steps=1), "n_steps"),
+    ],
+    ids=["klppo-clip_range_vf", "klppo-n_steps", "klppo-batch_size", "npg-n_steps"],
+)
+def test_inputs_sb3_asserts_on_raise_an_assertion_error(make: Any, name: str) -> None:
+    """Where SB3's PPO (and sb3-contrib's TRPO) refuse an input with ``assert``, ours raise an ``AssertionError``
+    too (still a ``ValueError`` with the one-line message)."""
+    with pytest.raises(AssertionError, match=name) as exc:
+        make()
+    assert isinstance(exc.value, ValueError)
 
 
 def test_older_klppo_file_with_float_schedules_loads(klppo_zip: Path, tmp_path: Path) -> None:

@@ -192,7 +192,7 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
             replay_buffer_class=replay_buffer_class,
             replay_buffer_kwargs=replay_buffer_kwargs,
             optimize_memory_usage=optimize_memory_usage,
-            policy_kwargs=dict(policy_kwargs or {}),  # a copy: the critic settings below must not reach the caller's
+            policy_kwargs=policy_kwargs,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             verbose=verbose,
@@ -209,8 +209,6 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
         self.on_policy = on_policy
         self.target_networks = target_networks
         self.compile_update = compile_update
-        self.policy_kwargs["critic_type"] = critic
-        self.policy_kwargs["target_networks"] = target_networks
         if _init_setup_model:
             self._setup_model()
 
@@ -230,7 +228,14 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
         if self.replay_buffer_class is None:
             dict_observations = isinstance(self.observation_space, spaces.Dict)
             self.replay_buffer_class = DictTransitionBuffer if dict_observations else TransitionBuffer
-        super()._setup_model()
+        # the critic settings reach the policy without joining the stored policy_kwargs, which stay the user's (as
+        # SB3's): load(..., policy_kwargs=<what the model was built with>) compares them with the stored ones
+        given = self.policy_kwargs
+        self.policy_kwargs = {**given, "critic_type": self.critic_type, "target_networks": self.target_networks}
+        try:
+            super()._setup_model()
+        finally:
+            self.policy_kwargs = given
         self.critic_lr_schedule = FloatSchedule(self.critic_learning_rate)
         self.actor = self.policy.actor
         self.critic = self.policy.critic

@@ -23,16 +23,29 @@ class InvalidValueError(ValueError):
     """A value outside what its name allows."""
 
 
+class InvalidValueAssertion(InvalidValueError, AssertionError):
+    """A value that the SB3 sibling refuses with an ``assert``: an ``AssertionError`` too, so that code written for
+    the sibling (``pytest.raises(AssertionError)``, the RL Zoo's pruning) catches it as it would the sibling's."""
+
+
 def one_line(error: BaseException) -> str:
     """The message of ``error`` on one line (its type's name when it has none), as the command line prints it."""
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def _fail(name: str, rule: str, value: Any, *, schedule: bool = False, optional: bool = False) -> InvalidValueError:
+def _fail(
+    name: str,
+    rule: str,
+    value: Any,
+    *,
+    schedule: bool = False,
+    optional: bool = False,
+    error: type[InvalidValueError] = InvalidValueError,
+) -> InvalidValueError:
     """``<name> must be <rule>, got <value>``, the rule followed by what a value may also be (a schedule, ``None``)."""
     alternatives = [rule, *(["a schedule"] if schedule else []), *(["None"] if optional else [])]
     shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-    return InvalidValueError(f"{name} must be {' or '.join(alternatives)}, got {shown}")
+    return error(f"{name} must be {' or '.join(alternatives)}, got {shown}")
 
 
 def require_integer(name: str, value: Any, minimum: int | None = None, *, optional: bool = False) -> Any:
@@ -66,6 +79,7 @@ def require_number(
     schedule: bool = False,
     optional: bool = False,
     infinite: bool = False,
+    error: type[InvalidValueError] = InvalidValueError,
 ) -> Any:
     """``value`` as a finite ``float`` in the range ``low``..``high`` (bounds excluded with ``low_open``/``high_open``).
 
@@ -80,6 +94,8 @@ def require_number(
     :param schedule: a callable of the progress remaining is allowed too (returned as is: it is checked per use)
     :param optional: ``None`` is allowed too (and returned as is)
     :param infinite: ``±math.inf`` is allowed where the bounds allow it
+    :param error: the exception raised for a number out of range (:class:`InvalidValueAssertion` where the SB3
+        sibling asserts on it)
     :return: ``value`` as a ``float`` (or the schedule, or ``None``)
     """
     if (optional and value is None) or (schedule and callable(value)):
@@ -98,7 +114,7 @@ def require_number(
             rule = f"{'>' if low_open else '>='} {low:g}"
         else:
             rule = f"{'<' if high_open else '<='} {high:g}"
-        raise _fail(name, rule, value, schedule=schedule, optional=optional)
+        raise _fail(name, rule, value, schedule=schedule, optional=optional, error=error)
     return number
 
 
@@ -121,8 +137,8 @@ def require_normalizable_rollout(n_steps: int, n_envs: int) -> None:
     :param n_steps: steps per environment per rollout
     :param n_envs: number of environments
     """
-    if n_steps * n_envs < 2:
-        raise InvalidValueError(
+    if n_steps * n_envs < 2:  # SB3's PPO and sb3-contrib's TRPO assert this
+        raise InvalidValueAssertion(
             "n_steps * n_envs must be at least 2 when normalize_advantage=True (one advantage cannot be normalized), "
             f"got n_steps={n_steps}, n_envs={n_envs}"
         )
@@ -137,9 +153,8 @@ def require_minibatch_size(batch_size: Any, normalize_advantage: bool) -> int:
     """
     size = require_integer("batch_size", batch_size, 1)
     if normalize_advantage and size < 2:
-        raise _fail(
-            "batch_size", "at least 2 when normalize_advantage=True (advantages are normalized per minibatch)", size
-        )
+        rule = "at least 2 when normalize_advantage=True (advantages are normalized per minibatch)"
+        raise _fail("batch_size", rule, size, error=InvalidValueAssertion)  # SB3's PPO and TRPO assert this
     return size
 
 

@@ -59,6 +59,12 @@ SelfSafeLoad = TypeVar("SelfSafeLoad", bound="SafeLoadMixin")
 Source = str | os.PathLike[str] | io.BufferedIOBase
 
 
+#: Saved schedules that ``_setup_model`` rebuilds on every load from the field named beside them (SB3's
+#: ``_setup_lr_schedule``, DPG's critic schedule): one that needs trust is left out without a warning of its own, so
+#: that ``custom_objects=dict(learning_rate=...)`` loads without a warning, as in SB3.
+REBUILT_BY_SETUP = {"lr_schedule": "learning_rate", "critic_lr_schedule": "critic_learning_rate"}
+
+
 class ModelFileError(ValueError):
     """A model file that is missing, truncated, corrupted or of an unknown algorithm (a ``ValueError``, as SB3's
     loader raises for a file that is not a model zip)."""
@@ -383,11 +389,12 @@ def load(
         if entry["safe"]:
             objects[name] = entry["rebuilt"]
         elif entry["left_out"]:
-            warnings.warn(
-                f"Could not deserialize object {name} without trusted=True ({entry['refused']}). Consider using "
-                "`custom_objects` argument to replace this object.",
-                UserWarning,
-            )
+            if name not in REBUILT_BY_SETUP:  # the field it is rebuilt from has its own warning, if it needs one
+                warnings.warn(
+                    f"Could not deserialize object {name} without trusted=True ({entry['refused']}). Consider using "
+                    "`custom_objects` argument to replace this object.",
+                    UserWarning,
+                )
             left_out.append(name)
         else:
             refused.append((f"field {name!r} of 'data'", entry["refused"]))

@@ -27,6 +27,7 @@ from sbx_lecture.common.kl_penalty import (
 from sbx_lecture.infra.finite import RolloutObservationCheck, check_finite, check_rollout_finite
 from sbx_lecture.infra.schedules import ClampedProgressMixin
 from sbx_lecture.infra.validation import (
+    InvalidValueAssertion,
     require_action_space,
     require_integer,
     require_minibatch_size,
@@ -206,7 +207,15 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPoli
         n_epochs = require_integer("n_epochs", n_epochs, 1)
         batch_size = require_minibatch_size(batch_size, normalize_advantage)
         require_number("clip_range", clip_range, 0.0, low_open=True, schedule=True, optional=True)
-        require_number("clip_range_vf", clip_range_vf, 0.0, low_open=True, schedule=True, optional=True)
+        require_number(  # SB3's PPO asserts clip_range_vf > 0
+            "clip_range_vf",
+            clip_range_vf,
+            0.0,
+            low_open=True,
+            schedule=True,
+            optional=True,
+            error=InvalidValueAssertion,
+        )
         if env is not None:
             env = maybe_make_env(env, verbose)
             require_action_space(type(self), env.action_space)
