@@ -221,12 +221,13 @@ def test_the_stored_policy_kwargs_are_the_users(tmp_path: Path) -> None:
         (lambda: KLPPO("MlpPolicy", "CartPole-v1", n_steps=1, batch_size=2), "n_steps"),
         (lambda: KLPPO("MlpPolicy", "CartPole-v1", batch_size=1), "batch_size"),
         (lambda: NPG("MlpPolicy", "CartPole-v1", n_steps=1), "n_steps"),
+        (lambda: sbx_lecture.DPG("MlpPolicy", "CartPole-v1"), "action space"),
     ],
-    ids=["klppo-clip_range_vf", "klppo-n_steps", "klppo-batch_size", "npg-n_steps"],
+    ids=["klppo-clip_range_vf", "klppo-n_steps", "klppo-batch_size", "npg-n_steps", "dpg-discrete"],
 )
 def test_inputs_sb3_asserts_on_raise_an_assertion_error(make: Any, name: str) -> None:
-    """Where SB3's PPO (and sb3-contrib's TRPO) refuse an input with ``assert``, ours raise an ``AssertionError``
-    too (still a ``ValueError`` with the one-line message)."""
+    """Where SB3 (PPO, sb3-contrib's TRPO, ``BaseAlgorithm``'s action-space check) refuses an input with
+    ``assert``, ours raise an ``AssertionError`` too (still a ``ValueError`` with the one-line message)."""
     with pytest.raises(AssertionError, match=name) as exc:
         make()
     assert isinstance(exc.value, ValueError)

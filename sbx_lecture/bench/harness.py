@@ -89,6 +89,13 @@ def job_state(job: Job, out: Path) -> tuple[str, dict[str, Any] | None]:
     return ("stale" if stored["status"] == "stale" else "finished"), stored
 
 
+def execute(job: RunJob | SpeedJob, out: Path, report: Any = None) -> dict[str, Any]:
+    """Run one training run or speed pair in this process."""
+    if isinstance(job, RunJob):
+        return runner.execute_run(job, job_folder(job, out), report)
+    return execute_speed(job, job_folder(job, out), report)
+
+
 #: The line about a finished job: by its status, else by its kind (``str.format`` templates of its result's fields).
 LINES = {
     "failed": "FAILED: {error}",
@@ -149,9 +156,7 @@ def _work(job: RunJob | SpeedJob, out: Path, threads: int, topic: str, token: st
             raise KeyboardInterrupt  # the runner saves a checkpoint and returns "interrupted"
 
     report(0)
-    if isinstance(job, RunJob):
-        return runner.execute_run(job, job_folder(job, here), report)
-    return execute_speed(job, job_folder(job, here), report)
+    return execute(job, here, report)
 
 
 #: The Dask setting through which nannies set ``MALLOC_TRIM_THRESHOLD_`` in their workers' environment.

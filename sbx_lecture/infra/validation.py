@@ -197,12 +197,13 @@ def require_action_space(algorithm: Any, action_space: Any) -> None:
     """Refuse an action space ``algorithm`` does not declare in its ``supported_action_spaces``.
 
     The one check of every algorithm of ours: a ``ValueError`` that names the class, the space and the kinds it
-    supports, then the class's ``action_space_hint`` (what to use instead).
+    supports, then the class's ``action_space_hint`` (what to use instead); an ``AssertionError`` too, as SB3's
+    ``BaseAlgorithm`` asserts the same.
     """
     supported = algorithm.supported_action_spaces
     if not isinstance(action_space, supported):
         names = ", ".join(space.__name__ for space in supported)
-        raise ValueError(
+        raise InvalidValueAssertion(
             f"{algorithm.__name__} does not support the action space {action_space}: it supports {names}. "
             + getattr(algorithm, "action_space_hint", "")
         )
