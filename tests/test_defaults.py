@@ -6,6 +6,8 @@ get on the ``defaults`` benchmark suite, beside each SB3 sibling, is in docs/ben
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 import pytest
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -31,3 +33,19 @@ def test_constructor_defaults_learn(algo: str, env_id: str, budget: int, thresho
     env.reset(seed=100)
     mean, _ = evaluate_policy(model, env, n_eval_episodes=10)
     assert mean >= threshold, f"{algo} with its defaults reached {mean:.1f} on {env_id} after {budget} steps"
+
+
+def test_npg_default_step_warns(tmp_path) -> None:
+    """NPG's fixed α has no meaning in KL independent of the task: a model built with the default says so (pointing
+    to TNPG); a step size given explicitly, a load, and TNPG itself stay silent."""
+    from sbx_lecture import NPG, TNPG
+
+    with pytest.warns(UserWarning, match="fixed α = 0.4") as record:
+        model = NPG("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64)
+    assert [str(w.message) for w in record if "fixed α" in str(w.message)] and "TNPG" in str(record[0].message)
+    model.save(tmp_path / "npg.zip")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        NPG("MlpPolicy", "CartPole-v1", step_size=float("0.4"), n_steps=64, batch_size=64)
+        NPG.load(tmp_path / "npg.zip")
+        TNPG("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64)

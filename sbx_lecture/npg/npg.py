@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar, TypeVar
 
 import torch as th
@@ -19,6 +20,17 @@ from sbx_lecture.npg.natural_gradient_algorithm import (
 )
 
 SelfNPG = TypeVar("SelfNPG", bound="NPG")
+
+
+#: NPG's default step α. A fixed α means something in KL only relative to the task, so a model built with the
+#: default says so once (:data:`DEFAULT_STEP_SIZE_WARNING`); a step size passed explicitly, or a zoo entry's, does not.
+DEFAULT_STEP_SIZE = 0.4
+DEFAULT_STEP_SIZE_WARNING = (
+    "NPG steps a fixed α = 0.4 in parameter space, and what a fixed step means in KL depends on the task: with its "
+    "defaults NPG falls short of TRPO's on some tasks (Pendulum-v1 among them; see docs/algorithms/npg.md). TNPG, "
+    "the lecture's remedy, takes its step from a KL bound: use TNPG, or pass step_size (TNPG logs the step its bound "
+    "gives on your task as train/step_size)."
+)
 
 
 class NPG(NaturalGradientAlgorithm):
@@ -45,7 +57,9 @@ class NPG(NaturalGradientAlgorithm):
         remaining (from 1 to 0)
     :param step_size: The natural-gradient step α; it can be a schedule of the progress remaining. With normalised
         advantages NPG's quadratic KL per update is at most ½α²; 0.4 learns where 0.1 barely moved (on
-        InvertedDoublePendulum-v5 at 10⁵ steps: 9 323 against 232, TRPO's defaults 9 340; docs/algorithms/npg.md)
+        InvertedDoublePendulum-v5 at 10⁵ steps: 9 323 against 232, TRPO's defaults 9 340; docs/algorithms/npg.md).
+        No fixed α suits every task (Pendulum-v1 needs another): built with the default, NPG warns once and points
+        to TNPG, whose step comes from a KL bound
     :param n_steps: Number of steps to run for each environment per update (rollout size n_steps * n_envs)
     :param batch_size: Minibatch size of the critic regression
     :param gamma: Discount factor
@@ -79,7 +93,7 @@ class NPG(NaturalGradientAlgorithm):
         policy: str | type[ActorCriticPolicy],
         env: GymEnv | str,
         learning_rate: float | Schedule = 1e-3,
-        step_size: float | Schedule = 0.4,
+        step_size: float | Schedule = DEFAULT_STEP_SIZE,
         n_steps: int = 2048,
         batch_size: int = 128,
         gamma: float = 0.99,
@@ -105,6 +119,8 @@ class NPG(NaturalGradientAlgorithm):
     ):
         require_number("step_size", step_size, 0.0, low_open=True, schedule=True)
         require_choice("fisher", fisher, ("cg", "exact"))
+        if _init_setup_model and step_size is DEFAULT_STEP_SIZE:  # the default, not a value given (nor a load)
+            warnings.warn(DEFAULT_STEP_SIZE_WARNING, UserWarning, stacklevel=2)
         super().__init__(
             policy,
             env,

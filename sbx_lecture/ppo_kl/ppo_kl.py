@@ -207,15 +207,8 @@ class KLPPO(SafeLoadMixin, ClampedProgressMixin, RolloutObservationCheck, OnPoli
         n_epochs = require_integer("n_epochs", n_epochs, 1)
         batch_size = require_minibatch_size(batch_size, normalize_advantage)
         require_number("clip_range", clip_range, 0.0, low_open=True, schedule=True, optional=True)
-        require_number(  # SB3's PPO asserts clip_range_vf > 0
-            "clip_range_vf",
-            clip_range_vf,
-            0.0,
-            low_open=True,
-            schedule=True,
-            optional=True,
-            error=InvalidValueAssertion,
-        )
+        vf_error = InvalidValueAssertion  # SB3's PPO asserts clip_range_vf > 0
+        require_number("clip_range_vf", clip_range_vf, 0.0, low_open=True, schedule=True, optional=True, error=vf_error)
         if env is not None:
             env = maybe_make_env(env, verbose)
             require_action_space(type(self), env.action_space)
