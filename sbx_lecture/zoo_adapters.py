@@ -32,7 +32,7 @@ from unittest import mock
 
 from sbx_lecture import zoo_config
 from sbx_lecture.factory import UsageError, build_model
-from sbx_lecture.infra.validation import is_action_space_error
+from sbx_lecture.infra.validation import is_action_space_error, one_line
 from sbx_lecture.plugins import PluginManager, get_plugin_manager
 from sbx_lecture.registry import AlgorithmSpec
 
@@ -248,7 +248,7 @@ def _setup_experiment(setup: Callable[..., Any], manager: Any) -> Any:
                 raise ZooBridgeError(str(refusal)) from error
         finally:
             env.close()
-        message = " ".join(str(error).split())
+        message = one_line(error)
         if "noise" in message.lower():
             message += ": remove noise_type and noise_std from the hyperparameters (-params noise_type:None)"
         raise ZooBridgeError(message) from error
@@ -265,7 +265,7 @@ def _objective(objective: Callable[..., float], manager: Any, trial: Any) -> flo
     except optuna.TrialPruned as pruned:
         if pruned.args or pruned.__cause__ is None:
             raise
-        reason = " ".join(str(pruned.__cause__).split()) or type(pruned.__cause__).__name__
+        reason = one_line(pruned.__cause__)
         trial.set_user_attr("pruned", reason)
         raise optuna.TrialPruned(reason) from pruned.__cause__
 

@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from sbx_lecture.hyperparams import ZOO_KEYS, ZOO_ONLY_KEYS, parse_value
-from sbx_lecture.infra.validation import InvalidValueError, check_common_arguments, require_integer, require_number
+from sbx_lecture.infra.validation import (
+    InvalidValueError,
+    check_common_arguments,
+    one_line,
+    require_integer,
+    require_number,
+)
 from sbx_lecture.registry import AlgorithmSpec, did_you_mean
 
 DEFAULT_TIMESTEPS = 100_000
@@ -166,7 +172,7 @@ def read_sections(path: Path) -> dict[str, Any]:
     try:
         content = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        reason = " ".join(str(exc).split())
+        reason = one_line(exc)
         raise ZooConfigError(f"cannot read the hyperparameter file {path} ({reason}): check its YAML") from None
     if content is None:
         return {}

@@ -31,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from sbx_lecture.bench import runner
 from sbx_lecture.bench.speed import execute_speed, lacks_sbx, speed_steps
 from sbx_lecture.bench.suites import FigureJob, Job, RunJob, SpeedJob, SuiteError
+from sbx_lecture.infra.validation import one_line
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -185,7 +186,7 @@ def connect(n_workers: int = 1, scheduler: str | None = None) -> Iterator[Client
         try:
             client = Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
         except (OSError, ValueError, TimeoutError) as exc:
-            reason = " ".join(str(exc).split()) or type(exc).__name__
+            reason = one_line(exc)
             raise SuiteError(
                 f"cannot reach the Dask scheduler at {scheduler} ({reason}): start it with `dask scheduler`, "
                 "or leave out --scheduler for a local cluster"

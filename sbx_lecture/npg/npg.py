@@ -23,7 +23,7 @@ SelfNPG = TypeVar("SelfNPG", bound="NPG")
 
 
 #: NPG's default step α. A fixed α means something in KL only relative to the task, so a model built with the
-#: default says so once (:data:`DEFAULT_STEP_SIZE_WARNING`); a step size passed explicitly, or a zoo entry's, does not.
+#: default says so once (:data:`DEFAULT_STEP_SIZE_WARNING`); a step size given explicitly (by a zoo entry too) does not.
 DEFAULT_STEP_SIZE = 0.4
 DEFAULT_STEP_SIZE_WARNING = (
     "NPG steps a fixed α = 0.4 in parameter space, and what a fixed step means in KL depends on the task: with its "
