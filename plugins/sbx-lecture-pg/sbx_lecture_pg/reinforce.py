@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -20,7 +21,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from sbx_lecture_pg.buffers import EpisodeBatch, EpisodeBuffer
+from sbx_lecture_pg.buffers import MAX_EPISODE_STEPS, EpisodeBatch, EpisodeBuffer
 from sbx_lecture_pg.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sbx_lecture_pg.returns import episode_return, reward_to_go
 
@@ -223,6 +224,9 @@ class REINFORCE(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
 
         callback.on_rollout_start()
         n_steps = 0
+        # per environment, this learn() call's budget: an episode that lasts as long is cut there (see _cut_at_budget)
+        budget = self._total_timesteps - self._num_timesteps_at_start
+        episode_limit = -(-budget // env.num_envs) if budget > 0 else MAX_EPISODE_STEPS
         while not rollout_buffer.full:
             if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
                 self.policy.reset_noise(env.num_envs)
@@ -242,6 +246,7 @@ class REINFORCE(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
                     clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high)
 
             new_obs, rewards, dones, infos = env.step(clipped_actions)
+            dones = self._cut_at_budget(dones, infos, new_obs, episode_limit)
             self.num_timesteps += env.num_envs
             n_steps += 1
             callback.update_locals(locals())
@@ -263,6 +268,38 @@ class REINFORCE(SafeLoadMixin, ClampedProgressMixin, OnPolicyAlgorithm):
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _cut_at_budget(
+        self, dones: np.ndarray, infos: list[dict[str, Any]], new_obs: Any, episode_limit: int
+    ) -> np.ndarray:
+        """End, as a time limit would, every episode that has lasted as long as the learn budget (per environment).
+
+        Monte-Carlo returns need episodes that end. On an environment without a time limit an episode could run
+        forever and ``learn`` would never return; instead such an episode is cut after ``episode_limit`` steps and
+        counted as truncated (with ``bootstrap_truncated``, γ·b(s_T) stands in for the rest), and the environment
+        goes on from where it is as a new episode. An episode shorter than the budget is never cut, so runs whose
+        episodes end within the budget are unchanged.
+
+        :param dones: ``(n_envs,)`` the environments' own episode ends
+        :param infos: the step's infos; a cut episode's gets ``TimeLimit.truncated`` and ``terminal_observation``
+        :param new_obs: the observations after the step
+        :param episode_limit: the longest episode kept whole, in steps of one environment
+        :return: the episode ends, cut episodes included
+        """
+        cut = ~dones & (self._steps_in_episode + 1 >= episode_limit)
+        if not cut.any():
+            return dones
+        warnings.warn(
+            f"{type(self).__name__}: an episode ran for the whole learn budget ({episode_limit} steps per "
+            "environment) without ending and was cut there as if by a time limit; wrap the environment in "
+            "gymnasium.wrappers.TimeLimit to choose where episodes end",
+            UserWarning,
+            stacklevel=3,
+        )
+        for idx in np.flatnonzero(cut):
+            final = {key: value[idx] for key, value in new_obs.items()} if isinstance(new_obs, dict) else new_obs[idx]
+            infos[idx] = {**infos[idx], "TimeLimit.truncated": True, "terminal_observation": final}
+        return dones | cut
 
     def collect_episodes(self) -> EpisodeBatch:
         """Sample one batch (``n_episodes`` per environment) with the current policy, without learning from it.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -78,3 +80,39 @@ def test_episode_batches_stack_dict_observations_key_by_key() -> None:
     assert isinstance(joined.final_observations, dict)
     np.testing.assert_array_equal(joined.final_observations["a"].flatten().numpy(), [9.0, 9.0])
     np.testing.assert_array_equal(joined.final_episode_ids, [1, 2])
+
+
+class EndlessEnv(gym.Env):
+    """Episodes that never end (no termination, no time limit), as in some of SB3's test environments."""
+
+    observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        return np.full(2, float(action), np.float32), float(action), False, False, {}
+
+
+@pytest.mark.parametrize("algorithm", [REINFORCE, ISPG])
+def test_learn_returns_on_episodes_that_never_end(algorithm: type) -> None:
+    """learn(N) returns as SB3's algorithms do: an episode as long as the budget is cut there, truncated."""
+    model = algorithm("MlpPolicy", EndlessEnv(), n_episodes=2, seed=0)
+    before = [param.detach().clone() for param in model.policy.parameters()]
+    with pytest.warns(UserWarning, match="whole learn budget \\(50 steps per environment\\)"):
+        model.learn(total_timesteps=50)
+    assert model.num_timesteps == 100  # two episodes of 50 steps each, both cut
+    assert any(not th.equal(old, new) for old, new in zip(before, model.policy.parameters(), strict=True))
+    assert model.rollout_buffer.batch().truncated.all()
+
+
+def test_episodes_shorter_than_the_budget_are_never_cut() -> None:
+    env = MatrixActionEnv()  # episodes of 10 steps
+    model = REINFORCE("MlpPolicy", env, n_episodes=2, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.learn(total_timesteps=10)  # an episode as long as the budget ends on its own: nothing is cut
+    batch = model.rollout_buffer.batch()
+    assert model.num_timesteps == 20 and batch.truncated.all() and (batch.ends - batch.starts == 10).all()
