@@ -189,7 +189,7 @@ def test_truncated_and_corrupted_models(workdir: Path, capsys: pytest.CaptureFix
 
     (workdir / "garbage.zip").write_bytes(b"not a zip at all")
     assert main(["eval", "garbage.zip", "CartPole-v1", "--algo", "a2c"]) == 2
-    assert "truncated or corrupted (not a readable zip archive)" in _error_line(capsys)
+    assert "truncated or corrupted (not a readable zip archive: " in _error_line(capsys)
 
 
 def test_console_script_exit_status() -> None:

@@ -4,9 +4,9 @@
 ``load`` of our algorithm classes (:class:`SafeLoadMixin` only forwards to it). It keeps SB3's load contract (a path
 or a file object, ``custom_objects``, ``policy_kwargs``, the exception types SB3 raises):
 
-1. **read the zip** once (:func:`_read`): :func:`check_model_file`, the ``sbx_lecture.json`` metadata
-   (:func:`read_model_metadata`), the ``data`` member's JSON, and every ``.pth`` member as SB3 reads it
-   (``torch.load(weights_only=True)``), so that a member torch refuses is named in one line;
+1. **read the zip** once (:func:`check_model_file`), then (:func:`_examine`) the
+   ``sbx_lecture.json`` metadata (:func:`read_model_metadata`), the ``data`` member's JSON, and every ``.pth`` member
+   as SB3 reads it (``torch.load(weights_only=True)``), so that a member torch refuses is named in one line;
 2. **decide each pickled field** (:func:`_decide`) that ``custom_objects`` does not replace: it is parsed by the
    symbolic unpickler and rebuilt from plain data only (:mod:`sbx_lecture.loading.pickles`), and only if every global
    its pickle names is allow-listed; without trust, a function or schedule that cannot be rebuilt is left out with
@@ -38,7 +38,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sbx_lecture.infra.files import atomic_write, json_record
 from sbx_lecture.infra.validation import one_line
-from sbx_lecture.loading.pickles import RefusedContent, allowed_global, class_path, decode, materialize
+from sbx_lecture.loading.pickles import (
+    RefusedContent,
+    allowed_global,
+    class_path,
+    decode,
+    materialize,
+    registered_classes,
+)
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -82,17 +89,11 @@ class ModelFileRuntimeError(ModelFileError, RuntimeError):
     """Weights that do not fit the model (SB3's loader raises torch's ``RuntimeError``)."""
 
 
-#: Our error for each exception type SB3's loader raises (others become a plain ModelFileError).
-_LIKE_SB3 = {
-    FileNotFoundError: ModelFileNotFoundError,
-    AssertionError: ModelFileAssertionError,
-    RuntimeError: ModelFileRuntimeError,
-}
-
-
 def _error_like(exc: Exception) -> type[ModelFileError]:
-    """The :class:`ModelFileError` to raise for ``exc`` of SB3's loader: one of its type where we have one."""
-    return next((ours for theirs, ours in _LIKE_SB3.items() if isinstance(exc, theirs)), ModelFileError)
+    """The :class:`ModelFileError` to raise for ``exc`` of SB3's loader: the one of ours that is also of its type
+    (``FileNotFoundError``, ``AssertionError`` or ``RuntimeError``: each one's second base), else a plain one."""
+    ours = (ModelFileNotFoundError, ModelFileAssertionError, ModelFileRuntimeError)
+    return next((error for error in ours if isinstance(exc, error.__bases__[1])), ModelFileError)
 
 
 class UntrustedContentError(ModelFileError):
@@ -129,11 +130,15 @@ def _label(source: Source) -> str:
     return str(getattr(source, "name", "the model file object"))
 
 
-def check_model_file(path: Source) -> None:
-    """Raise :class:`ModelFileError` with a readable reason if ``path`` is not an intact SB3 model zip.
+def check_model_file(path: Source) -> tuple[str, dict[str, bytes]]:
+    """Raise :class:`ModelFileError` with a readable reason if ``path`` is not an intact SB3 model zip, else read it
+    once.
 
-    :param path: a path or a file object
+    :param path: a path (completed with ``.zip`` as SB3 does) or a file object
+    :return: its name in messages, and every member's content (which ``zipfile`` checks against its checksum)
     """
+    if isinstance(path, (str, os.PathLike)) and not Path(path).exists() and Path(f"{path}.zip").is_file():
+        path = f"{path}.zip"  # as SB3 completes it
     label = _label(path)
     hint = "re-save the model, or use a checkpoint from the run folder's checkpoints/"
     if isinstance(path, (str, os.PathLike)):
@@ -141,32 +146,30 @@ def check_model_file(path: Source) -> None:
             raise ModelFileNotFoundError(f"model file {label} does not exist")
         if not Path(path).is_file():
             raise ModelFileError(f"model file {label} is not a file")
-    if not zipfile.is_zipfile(path):
-        raise ModelFileError(f"model file {label} is truncated or corrupted (not a readable zip archive); {hint}")
     try:
         with zipfile.ZipFile(path) as archive:
-            broken = archive.testzip()
-            names = archive.namelist()
+            members = {info.filename: archive.read(info) for info in archive.infolist()}
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise ModelFileError(f"model file {label} is truncated or corrupted ({exc}); {hint}") from None
-    if broken is not None:
-        raise ModelFileError(f"model file {label} is corrupted (member {broken!r} fails its checksum); {hint}")
-    if "data" not in names:
+        raise ModelFileError(
+            f"model file {label} is truncated or corrupted (not a readable zip archive: {one_line(exc)}); {hint}"
+        ) from None
+    if "data" not in members:
         # A truncated model can still look like a zip: the torch archives nested inside it carry their own index.
         raise ModelFileAssertionError(
             f"model file {label} is truncated or corrupted, or is not a Stable-Baselines3 model (no 'data' member); "
             f"{hint}"
         )
+    return label, members
 
 
-def _json_member(
-    archive: zipfile.ZipFile, member: str, label: str, fix: str = "re-save the model", text_keys: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """The JSON object in ``member`` of the open zip (empty when there is no such member); see
-    :func:`~sbx_lecture.infra.files.json_record` for ``fix`` and ``text_keys``."""
-    if member not in archive.namelist():
+def _metadata(label: str, members: dict[str, bytes]) -> dict[str, Any]:
+    """The JSON object of the ``sbx_lecture.json`` member (empty when there is none)."""
+    if METADATA_NAME not in members:
         return {}
-    return json_record(archive.read(member), f"model file {label}: its {member}", fix, ModelFileError, text_keys)
+    where = f"model file {label}: its {METADATA_NAME}"
+    return json_record(
+        members[METADATA_NAME], where, "re-save the model, or pass --algo", ModelFileError, ("algo", "env")
+    )
 
 
 def read_model_metadata(path: Source) -> dict[str, Any]:
@@ -174,60 +177,32 @@ def read_model_metadata(path: Source) -> dict[str, Any]:
 
     :raises ModelFileError: when that member is not a JSON object with text ``algo``/``env``
     """
-    with zipfile.ZipFile(path) as archive:
-        return _json_member(archive, METADATA_NAME, _label(path), "re-save the model, or pass --algo", ("algo", "env"))
+    return _metadata(*check_model_file(path))
 
 
-def _torch_refusal(archive: zipfile.ZipFile, name: str, label: str) -> str | None:
+def _torch_refusal(name: str, content: bytes, label: str) -> str | None:
     """Why ``torch.load(weights_only=True)``, as SB3's loader calls it, refuses the ``.pth`` member ``name`` (the
-    global it will not import), or ``None`` when it reads the member."""
+    globals it will not import), or ``None`` when it reads the member (or ``name`` is no ``.pth`` member)."""
     import torch as th
 
-    with archive.open(name) as member:
-        try:
-            th.load(member, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s+Please|\n|$)", str(exc))
-            return f"torch refuses it: {found.group(1) if found else 'not plain tensors'}"
-        except Exception as exc:  # SB3's loader would fail on it too
-            raise _error_like(exc)(
-                f"model file {label}: member {name!r} is corrupted ({type(exc).__name__}); re-save it"
-            ) from None
+    if not name.endswith(".pth"):
+        return None
+    try:
+        th.load(io.BytesIO(content), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's own list of the globals it will not import
+        unsafe = th.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(content))
+        return f"torch refuses it: {', '.join(unsafe) or 'not plain tensors'}"
+    except Exception as exc:  # SB3's loader would fail on it too
+        raise _error_like(exc)(
+            f"model file {label}: member {name!r} is corrupted ({type(exc).__name__}); re-save it"
+        ) from None
     return None
-
-
-def _read(path: Source) -> tuple[Source, dict[str, Any]]:
-    """Check and read a model zip once.
-
-    :return: what SB3's loader reads (``path``, completed with ``.zip`` as SB3 does), and the zip's content:
-        ``path`` (its name in messages), ``members`` (name, size, and ``refused`` for a ``.pth`` member that
-        ``torch.load(weights_only=True)`` refuses), ``sb3_version``, ``metadata`` and ``data`` (the fields' JSON)
-    """
-    if isinstance(path, (str, os.PathLike)) and not Path(path).exists() and Path(f"{path}.zip").is_file():
-        path = f"{path}.zip"
-    check_model_file(path)
-    label = _label(path)
-    metadata = read_model_metadata(path)
-    with zipfile.ZipFile(path) as archive:
-        members: list[dict[str, Any]] = [{"name": i.filename, "size": i.file_size} for i in archive.infolist()]
-        for member in members:
-            if member["name"].endswith(".pth") and (refusal := _torch_refusal(archive, member["name"], label)):
-                member["refused"] = refusal
-        version = "_stable_baselines3_version"
-        content = {
-            "path": label,
-            "members": members,
-            "sb3_version": archive.read(version).decode() if version in archive.namelist() else None,
-            "metadata": metadata,
-            "data": _json_member(archive, "data", label),
-        }
-    return path, content
 
 
 # ----------------------------------------------------------------------------------------------------- 2. deciding
 
 
-def _decide(label: str, name: str, item: Any) -> dict[str, Any]:
+def _decide(name: str, item: Any) -> dict[str, Any]:
     """How the saved field ``name`` loads without trust, as :func:`inspect_model_file` reports it.
 
     A JSON value is ``{"value": item}``. A pickled one gets its ``type``, ``references`` (every global a trusted load
@@ -256,21 +231,39 @@ def _decide(label: str, name: str, item: Any) -> dict[str, Any]:
     return entry
 
 
+def _examine(path: Source, replaced: Any = ()) -> tuple[dict[str, Any], dict[str, bytes], dict[str, Any]]:
+    """Steps 1 and 2, for :func:`load` and :func:`inspect_model_file` alike: read the zip once and decide every field
+    not in ``replaced`` and every ``.pth`` member.
+
+    :return: the report of :func:`inspect_model_file` (with each safe field's ``rebuilt`` value), the members and
+        the fields' JSON
+    """
+    label, members = check_model_file(path)
+    entries: list[dict[str, Any]] = [{"name": name, "size": len(content)} for name, content in members.items()]
+    for entry in entries:
+        if refusal := _torch_refusal(entry["name"], members[entry["name"]], label):
+            entry["refused"] = refusal
+    data = json_record(members["data"], f"model file {label}: its data", "re-save the model", ModelFileError)
+    fields = {name: _decide(name, item) for name, item in data.items() if name not in replaced}
+    needs_trust = [name for name, entry in fields.items() if entry.get("safe") is False]
+    needs_trust += [member["name"] for member in entries if "refused" in member]
+    blocking = [name for name in needs_trust if not fields.get(name, {}).get("left_out")]
+    outcome = "load refuses the file without it" if blocking else "without it load leaves them out with a warning"
+    version = members.get("_stable_baselines3_version")
+    report = {
+        "path": label,
+        "members": entries,
+        "sb3_version": None if version is None else version.decode(),
+        "metadata": _metadata(label, members),
+        "fields": fields,
+        "needs_trust": needs_trust,
+        "safe_load": not blocking,
+        "reason": f"{', '.join(needs_trust)} need unpickling; {outcome}" if needs_trust else None,
+    }
+    return report, members, data
+
+
 # ----------------------------------------------------------------------------------------------------- 3. rebuilding
-
-
-def _registered_classes() -> dict[type[BaseAlgorithm], str]:
-    """Every registered algorithm class that imports, with its registry name (a file never names what is imported)."""
-    from sbx_lecture.plugins import get_plugin_manager
-    from sbx_lecture.registry import RegistryError
-
-    classes: dict[type[BaseAlgorithm], str] = {}
-    for spec in get_plugin_manager().registry:
-        try:
-            classes.setdefault(spec.load(), spec.name)
-        except (RegistryError, ImportError):
-            continue
-    return classes
 
 
 def _choose_class(label: str, metadata: dict[str, Any], algo: str | type | None, policy: Any) -> type:
@@ -288,7 +281,7 @@ def _choose_class(label: str, metadata: dict[str, Any], algo: str | type | None,
         if saved not in registry:
             raise ModelFileError(f"{label} holds a {saved!r} model, which is not registered; install the plugin for it")
         return registry.get(saved)
-    classes = _registered_classes()
+    classes = registered_classes()
     for cls in classes:
         if class_path(cls) == metadata.get(CLASS_KEY):
             return cls
@@ -312,9 +305,7 @@ def _check_saved_by(label: str, cls: type, metadata: dict[str, Any], fields: dic
             stored = set(vars(cls(policy=policy, env=None, device="cpu", _init_setup_model=False)))
         except Exception:  # SB3's loader, building the same instance, reports why in one line
             return
-        others = {
-            other: set(inspect.signature(other).parameters) for other in _registered_classes() if other is not cls
-        }
+        others = {other: set(inspect.signature(other).parameters) for other in registered_classes() if other is not cls}
         arguments = set(fields) & set().union(*others.values())
         foreign = sorted(arguments - stored)
         if not foreign:
@@ -328,16 +319,13 @@ def _check_saved_by(label: str, cls: type, metadata: dict[str, Any], fields: dic
     )
 
 
-def _without_fields(path: Source, names: list[str]) -> io.BytesIO:
-    """A copy of the zip in memory whose ``data`` lacks ``names``: SB3's loader must not see (and unpickle) them."""
+def _zip(members: dict[str, bytes], data: dict[str, Any]) -> io.BytesIO:
+    """The zip for SB3's loader, in memory: ``members`` with ``data`` as the member of that name, so that SB3's loader
+    never sees (and unpickles) a field left out of it."""
     copy = io.BytesIO()
-    with zipfile.ZipFile(path) as original, zipfile.ZipFile(copy, "w") as result:
-        for info in original.infolist():
-            content = original.read(info)
-            if info.filename == "data":
-                kept = {name: item for name, item in json.loads(content).items() if name not in names}
-                content = json.dumps(kept).encode()
-            result.writestr(info, content)
+    with zipfile.ZipFile(copy, "w") as result:
+        for name, content in {**members, "data": json.dumps(data).encode()}.items():
+            result.writestr(name, content)
     return copy
 
 
@@ -375,11 +363,10 @@ def load(
     """
     from stable_baselines3.common.base_class import BaseAlgorithm
 
-    source, content = _read(path)
-    label, fields = content["path"], content["data"]
     objects = dict(custom_objects or {})
-    decided = {name: _decide(label, name, item) for name, item in fields.items() if name not in objects}
-    refused = [(f"member {m['name']!r}", m["refused"]) for m in content["members"] if "refused" in m]
+    report, members, fields = _examine(path, objects)
+    label, decided = report["path"], report["fields"]
+    refused = [(f"member {m['name']!r}", m["refused"]) for m in report["members"] if "refused" in m]
     left_out = []
     for name, entry in decided.items():
         if entry.get("corrupted"):
@@ -401,9 +388,9 @@ def load(
     if refused and not trusted:
         raise UntrustedContentError(label, *refused[0])
     policy = objects.get("policy_class", decided.get("policy_class", {}).get("rebuilt"))
-    cls = _choose_class(label, content["metadata"], algo, policy)
-    _check_saved_by(label, cls, content["metadata"], fields, policy)
-    source = _without_fields(source, left_out) if left_out else source
+    cls = _choose_class(label, report["metadata"], algo, policy)
+    _check_saved_by(label, cls, report["metadata"], fields, policy)
+    source = _zip(members, {name: item for name, item in fields.items() if name not in left_out})
     sb3_load = vars(BaseAlgorithm)["load"].__func__  # SB3's own, past the safe ``load`` of our classes
     try:
         return sb3_load(cls, source, env, device, objects, print_system_info, force_reset, **kwargs)
@@ -434,19 +421,8 @@ def inspect_model_file(path: Source) -> dict[str, Any]:
         ``needs_trust`` (field and member names), ``safe_load`` (whether :func:`load` can rebuild it) and ``reason``
         (what needs trust, and what :func:`load` does without it)
     """
-    _, report = _read(path)
+    report, _, _ = _examine(path)
     report["metadata"].pop(_LEGACY_DESCRIPTION, None)
-    fields = {name: _decide(report["path"], name, item) for name, item in report.pop("data").items()}
-    for entry in fields.values():
+    for entry in report["fields"].values():
         entry.pop("rebuilt", None)
-    needs_trust = [name for name, entry in fields.items() if entry.get("safe") is False]
-    needs_trust += [member["name"] for member in report["members"] if "refused" in member]
-    blocking = [name for name in needs_trust if not fields.get(name, {}).get("left_out")]
-    outcome = "load refuses the file without it" if blocking else "without it load leaves them out with a warning"
-    return {
-        **report,
-        "fields": fields,
-        "needs_trust": needs_trust,
-        "safe_load": not blocking,
-        "reason": f"{', '.join(needs_trust)} need unpickling; {outcome}" if needs_trust else None,
-    }
+    return report

@@ -20,13 +20,16 @@ global that its value does not hold (a call whose result it drops), which a trus
 
 from __future__ import annotations
 
-import importlib
 import io
 import pickle
+import pkgutil
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
 
 try:  # numpy 2
     from numpy._core import multiarray as _multiarray
@@ -34,18 +37,6 @@ try:  # numpy 2
 except ImportError:  # pragma: no cover - numpy 1
     from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]
     from numpy.core import numeric as _numeric  # type: ignore[no-redef]
-
-#: Numpy's array reconstructors (numpy 1 and 2 module paths): real objects for the pickle, as they only build arrays.
-_NUMPY_GLOBALS: dict[tuple[str, str], Any] = {}
-for _package in ("numpy.core", "numpy._core"):
-    _NUMPY_GLOBALS[(f"{_package}.multiarray", "_reconstruct")] = _multiarray._reconstruct
-    _NUMPY_GLOBALS[(f"{_package}.multiarray", "scalar")] = _multiarray.scalar
-    _NUMPY_GLOBALS[(f"{_package}.numeric", "_frombuffer")] = _numeric._frombuffer  # type: ignore[attr-defined]
-_NUMPY_GLOBALS[("numpy", "ndarray")] = np.ndarray
-_NUMPY_GLOBALS[("numpy", "dtype")] = np.dtype
-_NUMPY_GLOBALS[("_codecs", "encode")] = lambda text, encoding="utf-8": str(text).encode(
-    "latin1" if encoding == "latin1" else "utf-8"
-)
 
 
 class RefusedContent(Exception):
@@ -86,9 +77,7 @@ class _Node(metaclass=_StandInMeta):
         self.entries.append((key, value))
 
     def __call__(self, *args: Any, **kwargs: Any) -> _Node:  # REDUCE on what a call returned (code by value)
-        result = object.__new__(_Node)
-        result._init(args, kwargs, "call")
-        return result
+        return _Node(*args, **kwargs)  # a call of the stand-in class, recorded by its metaclass
 
     def append(self, item: Any) -> None:
         self.items.append(item)
@@ -103,8 +92,18 @@ def _record_function_state(function: Any, state: Any) -> None:
         function.__setstate__(state)
 
 
-#: Globals a pickle gets as real objects: numpy's array reconstructors, and the recorder above.
-_REAL_GLOBALS = {**_NUMPY_GLOBALS, ("cloudpickle.cloudpickle", "_function_setstate"): _record_function_state}
+#: Globals a pickle gets as real objects: numpy's array reconstructors (numpy 1 and 2 module paths), as they only
+#: build arrays, and the recorder above.
+_REAL_GLOBALS: dict[str, Any] = {
+    "numpy:ndarray": np.ndarray,
+    "numpy:dtype": np.dtype,
+    "_codecs:encode": lambda text, encoding="utf-8": str(text).encode("latin1" if encoding == "latin1" else "utf-8"),
+    "cloudpickle.cloudpickle:_function_setstate": _record_function_state,
+}
+for _package in ("numpy.core", "numpy._core"):
+    _REAL_GLOBALS[f"{_package}.multiarray:_reconstruct"] = _multiarray._reconstruct
+    _REAL_GLOBALS[f"{_package}.multiarray:scalar"] = _multiarray.scalar
+    _REAL_GLOBALS[f"{_package}.numeric:_frombuffer"] = _numeric._frombuffer  # type: ignore[attr-defined]
 
 
 class _SymbolicUnpickler(pickle.Unpickler):
@@ -116,7 +115,7 @@ class _SymbolicUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         target = f"{module}:{name}"
         self.references.append(target)
-        real = _REAL_GLOBALS.get((module, name))
+        real = _REAL_GLOBALS.get(target)
         if real is not None:
             return real
         if target not in self._stand_ins:
@@ -147,13 +146,22 @@ def decode(raw: bytes, references: list[str] | None = None) -> Any:
 _ALLOWED_PACKAGES = ("torch.nn", "torch.optim", "stable_baselines3", "sb3_contrib", "sbx_lecture")
 
 
-def _registered_packages() -> set[str]:
-    try:
-        from sbx_lecture.plugins import get_plugin_manager
+def registered_classes() -> dict[type[BaseAlgorithm], str]:
+    """Every registered algorithm class that imports, with its registry name (a file never names what is imported)."""
+    from sbx_lecture.plugins import get_plugin_manager
+    from sbx_lecture.registry import RegistryError
 
-        return {spec.target_path.split(":")[0].split(".")[0] for spec in get_plugin_manager().registry}
+    classes: dict[type[BaseAlgorithm], str] = {}
+    try:
+        registry = get_plugin_manager().registry
     except Exception:  # a broken plugin set must not open the allow-list; it only narrows it
-        return set()
+        return classes
+    for spec in registry:
+        try:
+            classes.setdefault(spec.load(), spec.name)
+        except (RegistryError, ImportError):
+            continue
+    return classes
 
 
 def resolve_class(target: str) -> type:
@@ -171,14 +179,12 @@ def resolve_class(target: str) -> type:
     numpy_type = getattr(np, qualname, None) if module_name == "numpy" else None
     if isinstance(numpy_type, type) and issubclass(numpy_type, np.generic):
         return numpy_type
-    allowed = (*_ALLOWED_PACKAGES, *sorted(_registered_packages()))
+    allowed = (*_ALLOWED_PACKAGES, *sorted({cls.__module__.split(".")[0] for cls in registered_classes()}))
     if not qualname or "<" in qualname or not any(module_name == p or module_name.startswith(p + ".") for p in allowed):
         raise RefusedContent(f"class {target} (outside the allow-list)")
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError):
+        obj = pkgutil.resolve_name(target)
+    except (ImportError, AttributeError, ValueError):
         raise RefusedContent(f"class {target} (not found)") from None
     if not (isinstance(obj, type) and issubclass(obj, (th.nn.Module, th.optim.Optimizer, BaseBuffer))):
         raise RefusedContent(f"{target} (not an allowed class)")
@@ -224,8 +230,7 @@ _RANDOM_STATE = ("_np_random", "np_random")
 
 def _replay(node: _Node, path: str) -> Any:
     """An instance of an allowed class, rebuilt the way pickle would from the node's materialized contents."""
-    module_name, _, name = node.target.partition(":")
-    cls = getattr(importlib.import_module(module_name), name)
+    cls = pkgutil.resolve_name(node.target)
     args = [_materialize(arg, f"{path}[{i}]") for i, arg in enumerate(node.args)]
     obj = cls(*args) if node.how == "call" else cls.__new__(cls, *args)
     if node.items:
@@ -298,8 +303,7 @@ _INERT_GLOBALS = {
 def allowed_global(target: str) -> bool:
     """Whether the global ``"module:name"`` is one that plain data may name: numpy's array reconstructors, a class
     with a recipe above, an inert global or a class :func:`resolve_class` admits."""
-    module_name, _, name = target.partition(":")
-    if (module_name, name) in _REAL_GLOBALS or target in _RECIPES or target in _INERT_GLOBALS:
+    if target in _REAL_GLOBALS or target in _RECIPES or target in _INERT_GLOBALS:
         return True
     try:
         resolve_class(target)
