@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from sbx_lecture.runs import write_text
+from sbx_lecture.runs import write_json
 
 #: Where the published figures come from, named by their path in the repository.
 PUBLISHED_SOURCE = "../shared/reference/published_results.csv"
@@ -119,27 +119,40 @@ def return_range(env_id: str, observed: np.ndarray | None = None) -> tuple[float
     return float(np.min(observed)), float(np.max(observed))
 
 
+def random_rollout(env_id: str, n_envs: int, seed: int, steps: int = 0, episodes: int = 0) -> tuple[list[float], float]:
+    """A policy that samples the action space uniformly, on ``env_id`` vectorised as ``train`` builds it, for at least
+    ``steps`` environment steps and ``episodes`` finished episodes.
+
+    :param seed: seeds the environments and the action space
+    :return: the returns of the first ``episodes`` finished episodes (all of them when ``episodes`` is 0), and the
+        environment steps per second
+    """
+    import time
+
+    from sbx_lecture.factory import make_environment
+
+    env = make_environment(env_id, n_envs, seed)
+    env.action_space.seed(seed)
+    env.reset()
+    returns: list[float] = []
+    taken, start = 0, time.perf_counter()
+    while taken < steps or len(returns) < episodes:
+        infos = env.step(np.array([env.action_space.sample() for _ in range(n_envs)]))[3]
+        returns += [float(info["episode"]["r"]) for info in infos if "episode" in info]  # Monitor's episode return
+        taken += n_envs
+    seconds = time.perf_counter() - start
+    env.close()
+    return returns[: episodes or None], taken / seconds
+
+
 def random_policy_returns(env_id: str, episodes: int = RANDOM_EPISODES, seed: int = 0) -> list[float]:
-    """Returns of ``episodes`` episodes of a policy that samples the action space uniformly.
+    """Returns of ``episodes`` episodes of a policy that samples the action space uniformly (:func:`random_rollout`).
 
     :param env_id: gymnasium environment id
     :param episodes: number of episodes
-    :param seed: seeds the first reset and the action space
+    :param seed: seeds the environment and the action space
     """
-    import gymnasium as gym
-
-    returns = []
-    with gym.make(env_id) as env:
-        env.action_space.seed(seed)
-        for episode in range(episodes):
-            env.reset(seed=seed if episode == 0 else None)
-            total, done = 0.0, False
-            while not done:
-                _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
-                total += float(reward)
-                done = terminated or truncated
-            returns.append(total)
-    return returns
+    return random_rollout(env_id, 1, seed, episodes=episodes)[0]
 
 
 def random_scores(env_ids: list[str], folder: Path, episodes: int = RANDOM_EPISODES) -> dict[str, float]:
@@ -158,7 +171,7 @@ def random_scores(env_ids: list[str], folder: Path, episodes: int = RANDOM_EPISO
         cache[env_id] = {"episodes": episodes, "returns": random_policy_returns(env_id, episodes)}
     if stale:
         folder.mkdir(parents=True, exist_ok=True)
-        write_text(path, json.dumps(cache, indent=2))
+        write_json(path, cache)
     return {env_id: float(np.mean(cache[env_id]["returns"])) for env_id in env_ids}
 
 

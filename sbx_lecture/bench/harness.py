@@ -306,8 +306,7 @@ def _run_pending(
             try:
                 result = future.result()
             except Exception as exc:  # the task failed too often (its workers died), or was cancelled
-                message = " ".join(str(exc).split()) or type(exc).__name__
-                error = f"worker died: {type(exc).__name__}: {message}"
+                error = f"worker died: {type(exc).__name__}: {one_line(exc)}"
                 result = runner.job_outcome(jobs[key], Path(key), "failed", error=error)
             _keep(Path(key), result)
             with lock:

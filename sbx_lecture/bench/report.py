@@ -10,7 +10,6 @@ lecture algorithm beats its sibling. The report's prose and the CSV tables' colu
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 from collections.abc import Iterable
@@ -25,7 +24,7 @@ from sbx_lecture.bench import baselines
 from sbx_lecture.bench import stats as bench_stats
 from sbx_lecture.bench.suites import FAMILIES, FINISHED
 from sbx_lecture.bench.zoo_logs import ZOO_LOGS
-from sbx_lecture.runs import write_text
+from sbx_lecture.runs import write_json, write_text
 
 #: Marks a speed ratio whose interval contains 1.0.
 NO_DIFFERENCE = "≈"
@@ -359,7 +358,7 @@ def write_tables(results: list[dict[str, Any]], folder: Path, stats: SuiteStatis
 
     folder.mkdir(parents=True, exist_ok=True)
     results = [{**r, "folder": _relative(r["folder"], folder)} if "folder" in r else r for r in results]
-    write_text(folder / "results.json", json.dumps(results, indent=2))
+    write_json(folder / "results.json", results)
     columns = report_text()["columns"]
     runs = [result for result in results if result.get("kind") == "run"]
     rows = {

@@ -23,6 +23,7 @@ from typing import Any
 from sbx_lecture.bench.suites import Job, RunJob
 from sbx_lecture.checkpoints import interrupt_once, stop_signals_handled
 from sbx_lecture.evaluation import ProgressCallback, ProgressReport
+from sbx_lecture.infra.validation import one_line
 from sbx_lecture.runs import CHECKPOINT_DIR, LOCK_FILE, RUN_FILE, RunFolderError, read_run_file, run_lock, write_json
 from sbx_lecture.zoo_config import ZooSettings
 
@@ -131,8 +132,7 @@ def job_outcome(job: Job, folder: Path, status: str, **details: Any) -> dict[str
 def _failed(job: Job, folder: Path, exc: Exception) -> dict[str, Any]:
     """The result of a job that raised ``exc``; its traceback goes to ``error.txt``."""
     (folder / ERROR_FILE).write_text(traceback.format_exc())
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    return job_outcome(job, folder, "failed", error=f"{type(exc).__name__}: {message}")
+    return job_outcome(job, folder, "failed", error=f"{type(exc).__name__}: {one_line(exc)}")
 
 
 def execute_run(

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from sbx_lecture.bench.baselines import random_rollout
 from sbx_lecture.bench.runner import read_result, run_once
 from sbx_lecture.bench.suites import SpeedJob
 from sbx_lecture.evaluation import ProgressCallback, ProgressReport
@@ -147,21 +148,7 @@ def build_with_environment(contestant: Contestant, env_id: str, seed: int) -> An
 
 def environment_rate(env_id: str, n_envs: int, timesteps: int, seed: int = 0) -> float:
     """Steps per second of the vectorised environment alone, with uniformly random actions."""
-    import numpy as np
-
-    from sbx_lecture.training import make_environment
-
-    env = make_environment(env_id, n_envs, seed)
-    env.action_space.seed(seed)
-    env.reset()
-    steps = 0
-    start = time.perf_counter()
-    while steps < timesteps:
-        env.step(np.array([env.action_space.sample() for _ in range(n_envs)]))
-        steps += n_envs
-    seconds = time.perf_counter() - start
-    env.close()
-    return steps / seconds
+    return random_rollout(env_id, n_envs, seed, steps=timesteps)[1]
 
 
 SBX_NOT_INSTALLED = "SBX not timed: sbx-rl is not installed (pip install 'sbx-lecture[sbx]')"

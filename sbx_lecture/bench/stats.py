@@ -287,24 +287,20 @@ def sibling_gains(
     return pd.DataFrame(rows)
 
 
-def _fraction_above(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
-    return np.mean(scores.reshape(-1, 1) > np.asarray(taus).reshape(1, -1), axis=0)
-
-
 def performance_profiles(
     matrices: dict[str, ScoreMatrix],
     taus: np.ndarray = PROFILE_TAUS,
     reps: int = DEFAULT_REPS,
     seed: int = BOOTSTRAP_SEED,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Fraction of runs with a normalised score above each τ, per algorithm, with 95 % intervals (rliable)."""
+    """Fraction of runs with a normalised score above each τ, per algorithm, with 95 % intervals (rliable's score
+    distributions)."""
     from rliable import library
 
     with seeded_bootstrap(seed):
         return library.create_performance_profile(  # type: ignore[no-any-return]
             {algo: matrix.scores for algo, matrix in matrices.items()},
             taus,
-            custom_profile_func=_fraction_above,
             reps=reps,
             confidence_interval_size=CONFIDENCE,
         )
@@ -356,10 +352,10 @@ def ratio_interval(
     :param seed: seed of the generator, so that a report is the same each time it is written
     :return: the lower and upper bound
     """
-    x, y = np.asarray(ours, dtype=float), np.asarray(theirs, dtype=float)
-    if x.shape != y.shape:
-        raise ValueError(f"{len(x)} rounds of ours against {len(y)} of theirs: the rates are not paired")
-    rounds = np.random.default_rng(seed).integers(0, len(x), size=(reps, len(x)))
-    ratios = np.median(x[rounds], axis=1) / np.median(y[rounds], axis=1)
-    low, high = np.percentile(ratios, [100 * (1 - CONFIDENCE) / 2, 100 * (1 + CONFIDENCE) / 2])
-    return float(low), float(high)
+    from arch.bootstrap import IIDBootstrap  # rliable's bootstrap library
+
+    if len(ours) != len(theirs):
+        raise ValueError(f"{len(ours)} rounds of ours against {len(theirs)} of theirs: the rates are not paired")
+    rounds = IIDBootstrap(np.asarray(ours, dtype=float), np.asarray(theirs, dtype=float), seed=seed)  # rows paired
+    ratio = rounds.conf_int(lambda x, y: np.median(x) / np.median(y), reps, method="percentile", size=CONFIDENCE)
+    return float(ratio[0, 0]), float(ratio[1, 0])

@@ -27,27 +27,13 @@ CONSTRUCTOR_DEFAULTS = Path(__file__).with_name("constructor_defaults.yml")
 #: The built-in suites: one suite file each, ``<name>.yml``.
 SUITE_FILES = Path(__file__).with_name("suite_files")
 
-#: The algorithms of each family: the learning-curve plots put one family's algorithms side by side.
-FAMILY_MEMBERS: dict[str, tuple[str, ...]] = {
-    "natural gradient": ("npg", "tnpg", "trpo"),
-    "proximal": ("ppo_kl", "ppo"),
-    "actor-critic": ("a2c", "reinforce", "ispg"),
-    "deterministic": ("dpg", "ddpg", "td3"),
-    "soft Q": ("sql", "sac", "dqn"),
-}
-#: Family of each algorithm, in family order (the plots' colours follow it).
-FAMILIES = {algo: family for family, members in FAMILY_MEMBERS.items() for algo in members}
-
+#: ``families.yml``: the algorithm families and each lecture algorithm's siblings.
+_COMPARISONS = yaml.safe_load(Path(__file__).with_name("families.yml").read_text())
+#: Family of each algorithm, in family order (the plots' colours follow it; the learning-curve plots put one
+#: family's algorithms side by side).
+FAMILIES: dict[str, str] = {algo: family for family, algos in _COMPARISONS["families"].items() for algo in algos}
 #: Each lecture algorithm and the SB3 / sb3-contrib algorithms it is measured against.
-SIBLINGS: dict[str, tuple[str, ...]] = {
-    "npg": ("trpo",),
-    "tnpg": ("trpo",),
-    "ppo_kl": ("ppo",),
-    "dpg": ("td3", "ddpg"),
-    "sql": ("sac", "dqn"),
-    "reinforce": ("a2c",),  # the plugin's (sbx-lecture-pg)
-    "ispg": ("a2c",),
-}
+SIBLINGS: dict[str, tuple[str, ...]] = {algo: tuple(others) for algo, others in _COMPARISONS["siblings"].items()}
 
 #: The statuses of a job with a result: finished by this command, or by an earlier one.
 FINISHED = ("done", "skipped")
