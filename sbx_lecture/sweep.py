@@ -68,7 +68,7 @@ from sbx_lecture.bench.suites import FINISHED, RunJob, SuiteError
 from sbx_lecture.checkpoints import stop_signals_handled
 from sbx_lecture.evaluation import EVALUATIONS_FILE, Evaluations
 from sbx_lecture.hyperparams import parse_assignments, to_json_value
-from sbx_lecture.infra.validation import CommandLineParser, positive_integer, run_command
+from sbx_lecture.infra.validation import CommandLineParser, one_line, positive_integer, run_command
 from sbx_lecture.training import USER_ERRORS, UsageError, make_environment, resolve_algorithm
 from sbx_lecture.zoo import ZooBridgeError, ensure_study, mask_url, register_with_zoo, zoo_sampler
 from sbx_lecture.zoo_config import zoo_budget, zoo_settings
@@ -165,7 +165,7 @@ def _result(future: Any) -> dict[str, Any]:
     try:
         return future.result()  # type: ignore[no-any-return]
     except Exception as error:  # its workers kept dying
-        return {"status": "failed", "error": f"worker died: {type(error).__name__}: {' '.join(str(error).split())}"}
+        return {"status": "failed", "error": f"worker died: {type(error).__name__}: {one_line(error)}"}
 
 
 @dataclass
@@ -217,8 +217,8 @@ def _settle(study: Any, state: _Running, args: argparse.Namespace) -> bool:
         trial.set_user_attr("pruned", reason)
     value = None if reason else float(column_iqm(np.array(list(scores.values()))))
     study.tell(trial, value, state=TrialState.PRUNED if reason else None)
-    shown = ", ".join(f"{score:.1f}" for score in scores.values())
-    _say(f"trial {trial.number}: " + (f"pruned ({reason})" if reason else f"IQM {value:.2f} (seeds: {shown})"))
+    said = f"pruned ({reason})" if reason else f"IQM {value:.2f} (seeds: {_text(scores.values())})"
+    _say(f"trial {trial.number}: {said}")
     return True
 
 
@@ -332,7 +332,7 @@ def write_report(study: Any, args: argparse.Namespace, best: Any, confirmation: 
             importances = optuna.importance.get_param_importances(study, params=free)
             rows = [f"{name} | {value:.3f}" for name, value in importances.items()]
         except Exception as error:  # e.g. a search space that differs between trials
-            rows = [f"not available: {' '.join(str(error).split())} | "]
+            rows = [f"not available: {one_line(error)} | "]
         lines += section("Parameter importances (fANOVA, complete trials)", "parameter | importance", rows)
     if runs:
         drawn = [(label, scores, *table.loc[label, ["iqm", "iqm_low", "iqm_high"]]) for label, _, scores, _ in runs]

@@ -9,6 +9,7 @@
 - **Which keys**: the zoo keys ``train`` applies itself (``n_envs``, ``n_timesteps``, ``normalize``, ``policy``, action
   noise) are split from the constructor arguments; text values are parsed once (``lin_0.001`` becomes a schedule,
   ``dict(net_arch=[64])`` a dict, never by ``eval``); keys only the zoo itself can apply are named in a warning.
+  ``sbx-lecture zoo`` gives rl_zoo3 the values it would ``eval`` parsed the same way (:func:`zoo_value`).
 
 Every run records the file and section it used (:attr:`ZooSettings.source`).
 """
@@ -27,7 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sbx_lecture.hyperparams import ZOO_KEYS, ZOO_ONLY_KEYS, parse_value
+from sbx_lecture.hyperparams import ZOO_KEYS, ZOO_ONLY_KEYS, HyperparameterError, parse_value
 from sbx_lecture.infra.validation import (
     InvalidValueError,
     check_common_arguments,
@@ -41,6 +42,8 @@ DEFAULT_TIMESTEPS = 100_000
 #: Keys whose values are names, kept as text rather than parsed (``noise_type: ornstein-uhlenbeck``).
 TEXT_KEYS = ("policy", "noise_type")
 _VERSION = re.compile(r"^(?P<task>.+)-v(?P<version>\d+)$")
+#: Keys of a section whose text rl_zoo3 runs with ``eval`` (``policy_kwargs: "dict(net_arch=[64])"``).
+EVALUATED_KEYS = ("policy_kwargs", "replay_buffer_class", "replay_buffer_kwargs", "monitor_kwargs", "normalize")
 
 
 class ZooConfigError(ValueError):
@@ -261,3 +264,20 @@ def zoo_settings(
 def zoo_budget(algo: str, env_id: str) -> int:
     """The zoo's ``n_timesteps`` for ``algo`` on ``env_id`` (the library default without one)."""
     return zoo_settings(algo, env_id).n_timesteps
+
+
+def zoo_value(key: str, value: Any) -> Any:
+    """The value of the hyperparameter ``key`` as the bridge gives it to rl_zoo3 instead of the zoo's ``eval``:
+    text parsed by :func:`~sbx_lecture.hyperparams.parse_value`, which runs no code; ``lin_0.001`` stays text (the
+    zoo builds the schedule), and so do names (``MlpPolicy``), except where the zoo would run them as Python."""
+    if not isinstance(value, str) or value.strip().startswith("lin_"):
+        return value
+    try:
+        parsed = parse_value(value)
+    except HyperparameterError as error:
+        raise HyperparameterError(f"hyperparameter {key!r}: {error}") from None
+    if key == "replay_buffer_class" and isinstance(parsed, str):
+        parsed = getattr(importlib.import_module("stable_baselines3"), parsed, parsed)  # HerReplayBuffer
+    if key in EVALUATED_KEYS and isinstance(parsed, str):
+        raise HyperparameterError(f"hyperparameter {key!r}: {value!r} is not a value; write it as dict(...)")
+    return parsed

@@ -35,7 +35,8 @@ OFF_POLICY_NETS = ("small", "medium", "big")
 class ZooSampler:
     """A zoo sampler made of a ``suggest`` step (Optuna calls) and a ``convert`` step (raw values → hyperparameters).
 
-    Calling it runs both, then turns the zoo keys ``noise_type``/``noise_std`` of the converted values into an
+    Calling it runs both, records the derived γ, ``n_steps`` and ``batch_size`` as the trial's user attributes (as the
+    zoo's samplers do), then turns the zoo keys ``noise_type``/``noise_std`` of the converted values into an
     ``action_noise`` object for ``n_actions`` dimensions (the zoo does that itself for a stored trial).
 
     :param suggest: suggests the raw values on the trial and returns them
@@ -49,6 +50,11 @@ class ZooSampler:
 
     def __call__(self, trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
         raw = self.suggest(trial, n_actions, n_envs, additional_args)
+        if "one_minus_gamma" in raw:  # the derived values, recorded as the zoo's samplers do
+            trial.set_user_attr("gamma", 1.0 - raw["one_minus_gamma"])
+        for key in ("n_steps", "batch_size"):
+            if f"{key}_pow" in raw:
+                trial.set_user_attr(key, 2 ** raw[f"{key}_pow"])
         return with_action_noise(self.convert(raw), n_actions)
 
 
@@ -75,9 +81,6 @@ def _suggest_on_policy(trial: Any) -> dict[str, Any]:
         "net_arch": trial.suggest_categorical("net_arch", ON_POLICY_NETS),
         "activation_fn": trial.suggest_categorical("activation_fn", list(ACTIVATIONS)),
     }
-    trial.set_user_attr("gamma", 1.0 - raw["one_minus_gamma"])
-    trial.set_user_attr("n_steps", 2 ** raw["n_steps_pow"])
-    trial.set_user_attr("batch_size", 2 ** raw["batch_size_pow"])
     return raw
 
 
@@ -133,8 +136,6 @@ def suggest_dpg_params(trial: Any, n_actions: int, n_envs: int, additional_args:
     }
     if raw["critic"] == "compatible":
         raw["natural"] = trial.suggest_categorical("natural", [False, True])
-    trial.set_user_attr("gamma", 1.0 - raw["one_minus_gamma"])
-    trial.set_user_attr("batch_size", 2 ** raw["batch_size_pow"])
     return raw
 
 
@@ -165,8 +166,6 @@ def suggest_sql_params(trial: Any, n_actions: int, n_envs: int, additional_args:
     if n_actions > 0:  # continuous actions: particles for the soft value and for amortized SVGD
         raw["value_n_particles"] = trial.suggest_categorical("value_n_particles", [8, 16, 32])
         raw["svgd_n_particles"] = trial.suggest_categorical("svgd_n_particles", [8, 16, 32])
-    trial.set_user_attr("gamma", 1.0 - raw["one_minus_gamma"])
-    trial.set_user_attr("batch_size", 2 ** raw["batch_size_pow"])
     return raw
 
 
