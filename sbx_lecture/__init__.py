@@ -9,7 +9,7 @@ from __future__ import annotations
 import pkgutil
 from typing import TYPE_CHECKING, Any
 
-from sbx_lecture.builtin import LECTURE_ALGORITHMS, SB3_ALGORITHMS, SB3_CONTRIB_ALGORITHMS
+from sbx_lecture.builtin import LECTURE_ALGORITHMS, SB3_ALGORITHMS, SB3_CONTRIB_ALGORITHMS, VERSION
 from sbx_lecture.hookspecs import hookimpl
 from sbx_lecture.plugins import get_plugin_manager
 from sbx_lecture.registry import AlgorithmSpec
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers (F401: __all__ list
     from sbx_lecture.ppo_kl import KLPPO  # noqa: F401
     from sbx_lecture.sql import SQL  # noqa: F401
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 #: Public name → its ``"module:attribute"``, imported on first access by :func:`__getattr__`: the classes of the
 #: built-in plugin's tables (the lecture's, SB3's, sb3-contrib's TRPO) under their class names, and the safe loader.

@@ -13,6 +13,9 @@ from typing import NamedTuple
 from sbx_lecture.hookspecs import RegisterFunction, hookimpl
 from sbx_lecture.registry import BASIC_SPACES as ALL_ACTIONS
 
+#: The version of the sbx-lecture distribution (``sbx_lecture.__version__``), reported for the built-in plugin.
+VERSION = "0.1.0"
+
 
 class BuiltinAlgorithm(NamedTuple):
     """One row of the built-in tables.

@@ -39,9 +39,8 @@ class RegisterFunction:
     """
 
     def __init__(self, plugin: str, distribution: str | None = None, version: str | None = None) -> None:
-        self.plugin = plugin
-        self.distribution = distribution
-        self.version = version
+        #: Who registers: the fields of every :class:`AlgorithmSpec` this plugin makes.
+        self.origin: dict[str, Any] = {"plugin": plugin, "distribution": distribution, "version": version}
         #: Each registration and whether it may replace an earlier one of the same name.
         self.registrations: list[tuple[AlgorithmSpec, bool]] = []
 
@@ -73,17 +72,15 @@ class RegisterFunction:
         spec = AlgorithmSpec(
             name=validate_registration(name, target),
             target=target,
-            plugin=self.plugin,
-            distribution=self.distribution,
-            version=self.version,
             description=description,
             zoo_hyperparams=zoo_hyperparams,
             zoo_sampler=zoo_sampler,
             declared_action_spaces=None if action_spaces is None else tuple(action_spaces),
             extra=extra,
+            **self.origin,
         )
         if any(spec.name == other.name for other, _ in self.registrations):
-            raise ValueError(f"plugin {self.plugin!r} registers {spec.name!r} more than once")
+            raise ValueError(f"plugin {spec.plugin!r} registers {spec.name!r} more than once")
         self.registrations.append((spec, override))
 
 

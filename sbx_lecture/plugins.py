@@ -25,13 +25,13 @@ import functools
 import os
 import threading
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 
 import pluggy
 
 from sbx_lecture import hookspecs
-from sbx_lecture.registry import AlgorithmRegistry, RegistryError, describe_exception, plugin_origin
+from sbx_lecture.registry import AlgorithmRegistry, RegistryError, describe_exception, plugin_fix, plugin_origin
 
 LOAD_PLUGINS_VARIABLE = "SBX_LECTURE_LOAD_PLUGINS"
 DISABLE_PLUGINS_VARIABLE = "SBX_LECTURE_DISABLE_PLUGINS"
@@ -50,15 +50,14 @@ class PluginWarning(UserWarning):
 
 @dataclass
 class PluginInfo:
-    """A plugin: what it registered, or why it was skipped.
+    """A plugin that was skipped, and why (what a loaded plugin registered, each :class:`AlgorithmSpec` says).
 
-    :param reason: one line saying why it failed (empty for a loaded plugin)
+    :param reason: one line saying why it failed
     """
 
     name: str
     distribution: str | None = None
     version: str | None = None
-    algorithms: list[str] = field(default_factory=list)
     reason: str = ""
 
     @property
@@ -79,14 +78,13 @@ class PluginManager:
     """
 
     def __init__(self, load_entry_points: bool = True) -> None:
-        from sbx_lecture import __version__, builtin
+        from sbx_lecture import builtin
 
         self.pluggy = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pluggy.add_hookspecs(hookspecs)
         self.registry = AlgorithmRegistry()
-        self.plugins: dict[str, PluginInfo] = {}
         self.failures: list[PluginInfo] = []
-        self.add_plugin(builtin, BUILTIN_PLUGIN_NAME, "sbx-lecture", __version__)
+        self.add_plugin(builtin, BUILTIN_PLUGIN_NAME, "sbx-lecture", builtin.VERSION)
         if load_entry_points:
             self._load_entry_points()
 
@@ -97,10 +95,9 @@ class PluginManager:
 
         :return: whether it loaded; a broken plugin is reported and skipped (or raises in strict mode)
         """
-        info = PluginInfo(name, distribution, version)
         register = hookspecs.RegisterFunction(name, distribution, version)
         try:
-            if name in self.plugins:
+            if self.pluggy.has_plugin(name):
                 raise ValueError(f"a plugin named {name!r} is loaded already")
             self.pluggy.register(plugin, name=name)
             # the hook of this plugin alone: the others ran when they were added
@@ -110,10 +107,8 @@ class PluginManager:
         except BaseException as exc:  # a plugin must not end the command: sys.exit() or Ctrl-C in a hook included
             if self.pluggy.get_plugin(name) is plugin:
                 self.pluggy.unregister(name=name)
-            self._fail(info, exc, "registering its algorithms")
+            self._fail(PluginInfo(name, distribution, version), exc, "registering its algorithms")
             return False
-        info.algorithms = [spec.name for spec, _ in register.registrations]
-        self.plugins[name] = info
         return True
 
     def _load_entry_points(self) -> None:
@@ -135,9 +130,9 @@ class PluginManager:
     def _fail(self, info: PluginInfo, exc: BaseException, while_doing: str) -> None:
         info.reason = describe_exception(exc)
         if os.environ.get(STRICT_VARIABLE, "").strip().lower() not in ("", "0", "false", "no", "off"):
+            fix = plugin_fix(info.name, info.distribution)
             raise PluginLoadError(
-                f"plugin {info.origin} failed while {while_doing}: {info.reason} ({STRICT_VARIABLE} is set; "
-                f"fix or update the plugin, or skip it with {DISABLE_PLUGINS_VARIABLE}={info.name})"
+                f"plugin {info.origin} failed while {while_doing}: {info.reason} ({STRICT_VARIABLE} is set; {fix})"
             ) from exc
         self.failures.append(info)
         warnings.warn(

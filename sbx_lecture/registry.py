@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
+from sbx_lecture.infra.validation import one_line
+
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
@@ -50,6 +52,16 @@ def plugin_origin(plugin: str, distribution: str | None, version: str | None) ->
     return f"{plugin} ({distribution}=={version})" if distribution else plugin
 
 
+def plugin_fix(plugin: str, distribution: str | None) -> str:
+    """What a user can do about a broken plugin: reinstall sbx-lecture (the built-in one), fix, update or skip a
+    third-party one, or fix the code that added it by hand."""
+    if distribution == "sbx-lecture":
+        return "reinstall sbx-lecture"
+    if distribution:
+        return f"fix or update {distribution}, or skip the plugin with SBX_LECTURE_DISABLE_PLUGINS={plugin}"
+    return f"fix the code that registered it (plugin {plugin!r})"
+
+
 def describe_exception(exc: BaseException) -> str:
     """One line for any exception, ``SystemExit`` and ``KeyboardInterrupt`` raised by plugin code included."""
     if isinstance(exc, SystemExit):
@@ -59,9 +71,7 @@ def describe_exception(exc: BaseException) -> str:
             "KeyboardInterrupt: raised by it, or Ctrl-C while it loaded (a plugin that hangs: skip it with "
             "SBX_LECTURE_DISABLE_PLUGINS)"
         )
-    text = " ".join(str(exc).split())  # one line
-    text = text if len(text) <= 300 else text[:297] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return one_line(exc, 300, typed=True)
 
 
 def either(names: Iterable[str]) -> str:
@@ -83,9 +93,11 @@ def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
 
 
 def _is_algorithm_class(target: object) -> bool:
+    if not inspect.isclass(target):
+        return False  # a "module:Class" string: nothing to import
     from stable_baselines3.common.base_class import BaseAlgorithm
 
-    return inspect.isclass(target) and issubclass(target, BaseAlgorithm)
+    return issubclass(target, BaseAlgorithm)
 
 
 def validate_registration(name: object, target: object) -> str:
@@ -95,14 +107,9 @@ def validate_registration(name: object, target: object) -> str:
         raise InvalidAlgorithmError(
             f"invalid algorithm name {name!r}: use lower-case letters, digits and underscores, starting with a letter"
         )
-    if isinstance(target, str):
-        if _TARGET_PATTERN.match(target):
-            return normalized
-        expected = "'package.module:ClassName'"
-    elif _is_algorithm_class(target):
+    if (isinstance(target, str) and _TARGET_PATTERN.match(target)) or _is_algorithm_class(target):
         return normalized
-    else:
-        expected = "a BaseAlgorithm subclass or 'module:Class'"
+    expected = "'package.module:ClassName'" if isinstance(target, str) else "a BaseAlgorithm subclass or 'module:Class'"
     raise InvalidAlgorithmError(f"invalid target {target!r} for algorithm {normalized!r}: expected {expected}")
 
 
@@ -152,14 +159,7 @@ class AlgorithmSpec:
 
     def _invalid(self, problem: str) -> InvalidAlgorithmError:
         """The one-line error of a broken registration: what is wrong, who registered it, how to get rid of it."""
-        if self.distribution == "sbx-lecture":
-            fix = "reinstall sbx-lecture"
-        elif self.distribution:
-            fix = (
-                f"fix or update {self.distribution}, or skip the plugin with SBX_LECTURE_DISABLE_PLUGINS={self.plugin}"
-            )
-        else:
-            fix = f"fix the code that registered it (plugin {self.plugin!r})"
+        fix = plugin_fix(self.plugin, self.distribution)
         return InvalidAlgorithmError(f"algorithm {self.name!r} from plugin {self.origin} {problem}; {fix}")
 
     def _import(self, target: str, what: str) -> Any:
@@ -180,10 +180,9 @@ class AlgorithmSpec:
         if self._loaded is None:
             cls = self._import(self.target, "target") if isinstance(self.target, str) else self.target
             if not _is_algorithm_class(cls):
-                shown = " ".join(repr(cls).split())[:120]
                 raise self._invalid(
-                    f"points to {self.target_path}, which is {shown}, not a subclass of stable_baselines3's "
-                    "BaseAlgorithm"
+                    f"points to {self.target_path}, which is {one_line(repr(cls), 120)}, not a subclass of "
+                    "stable_baselines3's BaseAlgorithm"
                 )
             self._loaded = cls
         return self._loaded

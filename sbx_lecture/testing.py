@@ -63,7 +63,7 @@ from sbx_lecture.infra.comparisons import (
     save_and_load,
     scalar_attributes,
 )
-from sbx_lecture.infra.validation import is_action_space_error
+from sbx_lecture.infra.validation import is_action_space_error, require_choice, require_integer
 
 #: The environment :func:`suitable_env_id` picks for each kind of action space, in order of preference: the classic
 #: control tasks for Discrete and Box, the probe environments for the other kinds.
@@ -89,10 +89,9 @@ KNOWN_UPSTREAM_ISSUES: dict[tuple[str, type[spaces.Space]], str] = {
 }
 #: The checks of the model that the ``learn`` check trains, in the order they run.
 _MODEL_CHECKS = ("seeding", "predict", "save_load", "evaluate_policy", "set_env")
-#: The checks that build their own models (on other environments), in the order they run.
-_STANDALONE_CHECKS = ("action_spaces", "dict_observations", "box_actions", "policy_save_load")
-#: The names of the checks, in the order they run.
-CHECKS = ("learn", *_MODEL_CHECKS, *_STANDALONE_CHECKS)
+#: The names of the checks, in the order they run: ``learn``, the checks of its model, then the checks that build
+#: their own models (on other environments).
+CHECKS = ("learn", *_MODEL_CHECKS, "action_spaces", "dict_observations", "box_actions", "policy_save_load")
 #: The Box action shape of the ``box_actions`` check.
 MULTI_DIMENSIONAL_BOX_SHAPE = (2, 2)
 
@@ -286,6 +285,14 @@ class _Checker:
         """Record ``problem`` and how to ``fix`` it under the running check."""
         self.failures.append(CheckFailure(self.check, problem, fix))
 
+    def env(self, offset: int = 0) -> VecEnv:
+        """The checks' environment, seeded with ``seed + offset``."""
+        return _make_env(self.report.env_id, self.seed + offset)
+
+    def build(self, env: VecEnv, **hyperparams: Any) -> Any:
+        """A model of the class on ``env``, with the checks' hyperparameters updated with ``hyperparams``."""
+        return _build_model(self.cls, env, {**self.hyperparams, **hyperparams}, self.seed)
+
     def expect_same(self, before: Any, after: Any, problem: str, fix: str, where: str = "after load") -> bool:
         """Whether ``before`` and ``after`` (nested dicts of tensors and values) are equal; if not, record
         ``problem`` followed by the first differences."""
@@ -298,7 +305,7 @@ class _Checker:
         """Build a model on ``env``, learn, and check its predictions (:meth:`check_actions`); record ``problem``
         (followed by the exception) when one of these raises."""
         try:
-            model = _build_model(self.cls, env, {**self.hyperparams, **hyperparams}, self.seed)
+            model = self.build(env, **hyperparams)
             model.learn(total_timesteps=self.timesteps)
             self.check_actions(model, _sample_observations(env, 4))
         except Exception as exc:
@@ -343,7 +350,7 @@ class _Checker:
 
     def learn(self) -> None:
         try:
-            model = _build_model(self.cls, _make_env(self.report.env_id, self.seed), self.hyperparams, self.seed)
+            model = self.build(self.env())
             returned = model.learn(total_timesteps=self.timesteps)
         except Exception as exc:
             self.fail(
@@ -359,10 +366,10 @@ class _Checker:
                 "count every environment step in self.num_timesteps and loop until total_timesteps is reached",
             )
         self.model = model
-        self.observations = _sample_observations(_make_env(self.report.env_id, self.seed + 7))
+        self.observations = _sample_observations(self.env(7))
 
     def seeding(self, model: BaseAlgorithm) -> None:
-        twin = _build_model(self.cls, _make_env(self.report.env_id, self.seed), self.hyperparams, self.seed)
+        twin = self.build(self.env())
         twin.learn(total_timesteps=self.timesteps)
         fix = "draw every random number from generators seeded by set_random_seed (torch, numpy, self.action_space) "
         fix += "and seed the environments from self.seed"
@@ -397,7 +404,7 @@ class _Checker:
             )
 
     def save_load(self, model: BaseAlgorithm) -> None:
-        loaded = save_and_load(model, partial(self.cls.load, env=_make_env(self.report.env_id, self.seed + 3)))
+        loaded = save_and_load(model, partial(self.cls.load, env=self.env(3)))
         if type(loaded) is not self.cls:
             self.fail(
                 f"{self.cls.__name__}.load returned a {type(loaded).__name__}",
@@ -422,8 +429,7 @@ class _Checker:
             )
 
     def evaluate_policy(self, model: BaseAlgorithm) -> None:
-        env = _make_env(self.report.env_id, self.seed + 5)
-        mean, std = evaluate_policy(model, env, n_eval_episodes=2, deterministic=True, warn=False)
+        mean, std = evaluate_policy(model, self.env(5), n_eval_episodes=2, deterministic=True, warn=False)
         if not (np.isfinite(mean) and np.isfinite(std)):
             self.fail(
                 f"evaluate_policy returned {mean} ± {std}",
@@ -432,7 +438,7 @@ class _Checker:
 
     def set_env(self, model: BaseAlgorithm) -> None:
         steps_before = model.num_timesteps
-        model.set_env(_make_env(self.report.env_id, self.seed + 11))
+        model.set_env(self.env(11))
         model.learn(total_timesteps=min(32, self.timesteps), reset_num_timesteps=False)
         if model.num_timesteps <= steps_before:
             self.fail("learn() after set_env() took no environment step", "use self.env (set by set_env) in learn()")
@@ -468,7 +474,7 @@ class _Checker:
                 )
                 continue
             try:
-                _build_model(self.cls, env, self.hyperparams, self.seed)
+                self.build(env)
             except Exception as exc:
                 if not is_action_space_error(exc):
                     self.fail(
@@ -516,8 +522,8 @@ class _Checker:
 
     def policy_save_load(self) -> None:
         """``policy.save`` then ``PolicyClass.load`` keep a custom features extractor and the optimizer settings."""
-        env = _make_env(self.report.env_id, self.seed)
-        policy_class = type(_build_model(self.cls, env, self.hyperparams, self.seed).policy)
+        env = self.env()
+        policy_class = type(self.build(env).policy)
         parameters = inspect.signature(policy_class).parameters
         if "features_extractor_class" not in parameters:
             raise _Skip(f"{policy_class.__name__} takes no features_extractor_class")
@@ -530,7 +536,7 @@ class _Checker:
         }
         if "optimizer_class" in parameters and "optimizer_kwargs" in parameters:
             policy_kwargs.update(optimizer_class=th.optim.AdamW, optimizer_kwargs={"weight_decay": 0.0123})
-        saved = _build_model(self.cls, env, {**self.hyperparams, "policy_kwargs": policy_kwargs}, self.seed).policy
+        saved = self.build(env, policy_kwargs=policy_kwargs).policy
         fix = "return every constructor argument (features_extractor_class/kwargs, optimizer_class/kwargs, ...) from "
         fix += "_get_constructor_parameters()"
         try:
@@ -576,15 +582,11 @@ def check_algorithm(
         problem = f"{cls!r} is not a subclass of stable_baselines3's BaseAlgorithm"
         fix = "derive the algorithm from BaseAlgorithm, OnPolicyAlgorithm or OffPolicyAlgorithm"
         raise ConformanceError(name, env_id or "-", [CheckFailure("class", problem, fix)], 1)
-    selected = set(CHECKS if checks is None else checks)
-    if not selected <= set(CHECKS):
-        raise ValueError(f"unknown checks {sorted(selected - set(CHECKS))}: choose from {', '.join(CHECKS)}")
-    if timesteps < 1:
-        raise ValueError(f"timesteps must be >= 1, got {timesteps}")
-    kinds = set(PROBE_ENV_IDS if probe_spaces is None else probe_spaces)
-    if not kinds <= set(PROBE_ENV_IDS):
-        unknown = [kind for kind in kinds if kind not in PROBE_ENV_IDS]
-        raise ValueError(f"probe_spaces {unknown}: choose from {', '.join(map(_kind_name, PROBE_ENV_IDS))}")
+    selected = {require_choice("checks", check, CHECKS) for check in (CHECKS if checks is None else checks)}
+    require_integer("timesteps", timesteps, 1)
+    for kind in probe_spaces or ():
+        require_choice("probe_spaces", kind, PROBE_ENV_IDS)
+    probes = tuple(kind for kind in PROBE_ENV_IDS if probe_spaces is None or kind in probe_spaces)
     try:
         env_id = env_id or suitable_env_id(cls)
     except (TypeError, ValueError) as exc:
@@ -595,7 +597,6 @@ def check_algorithm(
     with contextlib.suppress(TypeError):  # an invalid declaration: the action_spaces check reports it
         report.action_spaces = supported_action_spaces(cls)
     supported = report.action_spaces or _probe_action_spaces(cls)
-    probes = tuple(kind for kind in PROBE_ENV_IDS if kind in kinds)
     checker = _Checker(cls, report, hyperparams or {}, timesteps, seed, probes, supported)
     if selected & set(_MODEL_CHECKS):
         selected.add("learn")  # the checks of the trained model need it

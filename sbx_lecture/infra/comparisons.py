@@ -15,14 +15,15 @@ import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
+from sbx_lecture.infra.validation import one_line
+
 
 def describe_error(exc: BaseException) -> str:
     """``Type: message (at file:line in function)`` for the innermost frame of ``exc``, on one line and in full
     (a load_state_dict error names the size mismatch after its long list of missing keys)."""
-    text = " ".join(str(exc).split()) or "(no message)"
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
-    return f"{type(exc).__name__}: {text}{where}"
+    return f"{one_line(exc, typed=True)}{where}"
 
 
 def save_and_load(saved: Any, load: Callable[..., Any]) -> Any:

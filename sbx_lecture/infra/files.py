@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from sbx_lecture.infra.validation import one_line
+
 #: Prefix of the temporary files :func:`atomic_write` makes; a crash can leave them, :func:`remove_stale` cleans up.
 TEMPORARY_MARK = ".tmp"
 
@@ -70,7 +72,7 @@ def json_record(
     try:
         content = json.loads(raw)
     except ValueError as exc:  # UnicodeDecodeError included
-        raise error(f"{where} is not JSON ({' '.join(str(exc).split())}); {fix}") from None
+        raise error(f"{where} is not JSON ({one_line(exc)}); {fix}") from None
     if not isinstance(content, dict):
         raise error(f"{where} holds a JSON {type(content).__name__}, not a JSON object; {fix}")
     for key in text_keys:

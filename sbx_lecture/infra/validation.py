@@ -28,9 +28,18 @@ class InvalidValueAssertion(InvalidValueError, AssertionError):
     the sibling (``pytest.raises(AssertionError)``, the RL Zoo's pruning) catches it as it would the sibling's."""
 
 
-def one_line(error: BaseException) -> str:
-    """The message of ``error`` on one line (its type's name when it has none), as the command line prints it."""
-    return " ".join(str(error).split()) or type(error).__name__
+def one_line(error: BaseException | str, limit: int | None = None, *, typed: bool = False) -> str:
+    """The message of ``error`` on one line (its type's name when it has none), as the command line prints it: the one
+    way an exception (or a long text, such as a value's ``repr``) becomes one line.
+
+    :param error: the exception, or a text
+    :param limit: cut the text to this many characters, ending it with ``...``
+    :param typed: put the exception's type in front: ``ValueError: message``
+    """
+    text = " ".join(str(error).split())
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(error).__name__}: {text}" if typed and text else text or type(error).__name__
 
 
 def _fail(
@@ -44,8 +53,7 @@ def _fail(
 ) -> InvalidValueError:
     """``<name> must be <rule>, got <value>``, the rule followed by what a value may also be (a schedule, ``None``)."""
     alternatives = [rule, *(["a schedule"] if schedule else []), *(["None"] if optional else [])]
-    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-    return error(f"{name} must be {' or '.join(alternatives)}, got {shown}")
+    return error(f"{name} must be {' or '.join(alternatives)}, got {one_line(repr(value), 60)}")
 
 
 def require_integer(name: str, value: Any, minimum: int | None = None, *, optional: bool = False) -> Any:
@@ -131,6 +139,10 @@ def require_choice(name: str, value: Any, choices: Collection[Any]) -> Any:
     return value
 
 
+#: The rule of a rollout or minibatch whose advantages are normalized.
+_TWO_ADVANTAGES = "at least 2 when normalize_advantage=True (one advantage cannot be normalized)"
+
+
 def require_normalizable_rollout(n_steps: int, n_envs: int) -> None:
     """Refuse a rollout of a single transition when advantages are normalized: one advantage cannot be.
 
@@ -138,10 +150,7 @@ def require_normalizable_rollout(n_steps: int, n_envs: int) -> None:
     :param n_envs: number of environments
     """
     if n_steps * n_envs < 2:  # SB3's PPO and sb3-contrib's TRPO assert this
-        raise InvalidValueAssertion(
-            "n_steps * n_envs must be at least 2 when normalize_advantage=True (one advantage cannot be normalized), "
-            f"got n_steps={n_steps}, n_envs={n_envs}"
-        )
+        raise _fail("n_steps * n_envs", _TWO_ADVANTAGES, n_steps * n_envs, error=InvalidValueAssertion)
 
 
 def require_minibatch_size(batch_size: Any, normalize_advantage: bool) -> int:
@@ -152,9 +161,8 @@ def require_minibatch_size(batch_size: Any, normalize_advantage: bool) -> int:
     :return: ``batch_size`` as an ``int``
     """
     size = require_integer("batch_size", batch_size, 1)
-    if normalize_advantage and size < 2:
-        rule = "at least 2 when normalize_advantage=True (advantages are normalized per minibatch)"
-        raise _fail("batch_size", rule, size, error=InvalidValueAssertion)  # SB3's PPO and TRPO assert this
+    if normalize_advantage and size < 2:  # advantages are normalized per minibatch: SB3's PPO and TRPO assert this
+        raise _fail("batch_size", _TWO_ADVANTAGES, size, error=InvalidValueAssertion)
     return size
 
 
@@ -247,7 +255,7 @@ def run_command(
     except errors as error:
         if os.environ.get("SBX_LECTURE_DEBUG"):
             raise
-        print(f"{program}: error: {redact(' '.join(str(error).split()))}", file=sys.stderr)
+        print(f"{program}: error: {redact(one_line(error))}", file=sys.stderr)
         return USAGE_ERROR_STATUS
     except KeyboardInterrupt:
         print(f"{program}: {stopped}", file=sys.stderr)
