@@ -266,8 +266,8 @@ def evaluate(
     require_count("--episodes", episodes)
     require_integer("--seed", seed, 0)
     check_device(device)
-    loading.check_model_file(model_path)
-    metadata = {**read_zoo_run(model_path, env_id, trusted), **loading.read_model_metadata(model_path)}
+    saved = loading.read_model_metadata(model_path)  # checks the zip first: a broken file is named before anything
+    metadata = {**read_zoo_run(model_path, env_id, trusted), **saved}
     algo = algo or metadata.get("algo")
     env_id = env_id or metadata.get("env")
     if algo is None:

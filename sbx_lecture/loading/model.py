@@ -89,11 +89,17 @@ class ModelFileRuntimeError(ModelFileError, RuntimeError):
     """Weights that do not fit the model (SB3's loader raises torch's ``RuntimeError``)."""
 
 
+#: Our error for each exception type SB3's loader raises (others become a plain ModelFileError).
+_LIKE_SB3 = {
+    FileNotFoundError: ModelFileNotFoundError,
+    AssertionError: ModelFileAssertionError,
+    RuntimeError: ModelFileRuntimeError,
+}
+
+
 def _error_like(exc: Exception) -> type[ModelFileError]:
-    """The :class:`ModelFileError` to raise for ``exc`` of SB3's loader: the one of ours that is also of its type
-    (``FileNotFoundError``, ``AssertionError`` or ``RuntimeError``: each one's second base), else a plain one."""
-    ours = (ModelFileNotFoundError, ModelFileAssertionError, ModelFileRuntimeError)
-    return next((error for error in ours if isinstance(exc, error.__bases__[1])), ModelFileError)
+    """The :class:`ModelFileError` to raise for ``exc`` of SB3's loader: one of its type where we have one."""
+    return next((ours for theirs, ours in _LIKE_SB3.items() if isinstance(exc, theirs)), ModelFileError)
 
 
 class UntrustedContentError(ModelFileError):

@@ -31,6 +31,8 @@ import numpy as np
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
+    from sbx_lecture.registry import AlgorithmSpec
+
 try:  # numpy 2
     from numpy._core import multiarray as _multiarray
     from numpy._core import numeric as _numeric
@@ -146,17 +148,23 @@ def decode(raw: bytes, references: list[str] | None = None) -> Any:
 _ALLOWED_PACKAGES = ("torch.nn", "torch.optim", "stable_baselines3", "sb3_contrib", "sbx_lecture")
 
 
+def _registered() -> list[AlgorithmSpec]:
+    """The registered algorithms; none when the plugin set is broken (that must not open the allow-list, only narrow
+    it)."""
+    from sbx_lecture.plugins import get_plugin_manager
+
+    try:
+        return list(get_plugin_manager().registry)
+    except Exception:
+        return []
+
+
 def registered_classes() -> dict[type[BaseAlgorithm], str]:
     """Every registered algorithm class that imports, with its registry name (a file never names what is imported)."""
-    from sbx_lecture.plugins import get_plugin_manager
     from sbx_lecture.registry import RegistryError
 
     classes: dict[type[BaseAlgorithm], str] = {}
-    try:
-        registry = get_plugin_manager().registry
-    except Exception:  # a broken plugin set must not open the allow-list; it only narrows it
-        return classes
-    for spec in registry:
+    for spec in _registered():
         try:
             classes.setdefault(spec.load(), spec.name)
         except (RegistryError, ImportError):
@@ -179,7 +187,8 @@ def resolve_class(target: str) -> type:
     numpy_type = getattr(np, qualname, None) if module_name == "numpy" else None
     if isinstance(numpy_type, type) and issubclass(numpy_type, np.generic):
         return numpy_type
-    allowed = (*_ALLOWED_PACKAGES, *sorted({cls.__module__.split(".")[0] for cls in registered_classes()}))
+    # the registered algorithms' packages, read from their targets: nothing is imported to decide
+    allowed = (*_ALLOWED_PACKAGES, *sorted({spec.target_path.split(":")[0].split(".")[0] for spec in _registered()}))
     if not qualname or "<" in qualname or not any(module_name == p or module_name.startswith(p + ".") for p in allowed):
         raise RefusedContent(f"class {target} (outside the allow-list)")
     try:
