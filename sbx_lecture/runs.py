@@ -63,8 +63,9 @@ def remove_stale(run_dir: Path) -> None:
 
 
 @contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run folder's lock for the block; a second writer gets a :class:`RunFolderError` at once.
+def run_lock(run_dir: Path, wait: bool = False) -> Iterator[None]:
+    """Hold the run folder's lock for the block; a second writer gets a :class:`RunFolderError` at once, or with
+    ``wait`` waits for the first to finish (the bench's report folder, which every bench on one ``--out`` rewrites).
 
     The lock is an advisory file lock (``filelock``): it is released when the process ends, however it ends. It is
     reentrant in the thread that holds it (the bench runner holds it around ``train``, which takes it too); another
@@ -76,7 +77,9 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     """
     from filelock import FileLock, Timeout
 
-    lock = FileLock(Path(run_dir).resolve() / LOCK_FILE, timeout=0, mode=user_file_mode(), is_singleton=True)
+    lock = FileLock(
+        Path(run_dir).resolve() / LOCK_FILE, timeout=-1 if wait else 0, mode=user_file_mode(), is_singleton=True
+    )
     try:
         lock.acquire()
     except Timeout:

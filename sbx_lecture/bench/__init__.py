@@ -219,6 +219,7 @@ def run_suite(
     """
     from sbx_lecture.bench.figures import draw_figures
     from sbx_lecture.bench.harness import job_folder, run_jobs, stored_result
+    from sbx_lecture.runs import run_lock
     from sbx_lecture.zoo_config import zoo_budget
 
     jobs = expand(suite, selection, zoo_budget)
@@ -232,7 +233,10 @@ def run_suite(
         result = fresh.get(job_folder(job, out)) or stored_result(job, out)
         if result is not None:  # a result read from its folder is done, whichever command finished it
             reported.append({**result, "status": "done"} if result["status"] == "skipped" else result)
-    return results, _write_report(suite, selection, reported, report_folder(out, suite, selection), plots, reps)
+    folder = report_folder(out, suite, selection)
+    folder.mkdir(parents=True, exist_ok=True)
+    with run_lock(folder, wait=True):  # two benches on one --out write their reports one after the other
+        return results, _write_report(suite, selection, reported, folder, plots, reps)
 
 
 def _write_report(
@@ -244,7 +248,6 @@ def _write_report(
     from sbx_lecture.bench.zoo_logs import export_zoo_logs
     from sbx_lecture.runs import write_text
 
-    folder.mkdir(parents=True, exist_ok=True)
     runs = [result for result in results if result.get("kind") == "run"]
     if runs:
         check_packages()
