@@ -29,11 +29,6 @@ ENVIRONMENT_VARIABLE = "SBX_LECTURE_ZOO_AUTOREGISTER"
 FINDER_NAME = "SbxLectureZooFinder"
 
 
-def enabled() -> bool:
-    """Whether the environment leaves the automatic registration on (the default)."""
-    return os.environ.get(ENVIRONMENT_VARIABLE, "1").strip().lower() not in ("0", "false", "no", "off")
-
-
 def _remove_finder() -> None:
     """Take the ``.pth`` line's finder off ``sys.meta_path``."""
     sys.meta_path[:] = [finder for finder in sys.meta_path if type(finder).__name__ != FINDER_NAME]
@@ -45,8 +40,8 @@ def find_spec(name: str, path: "Any" = None, target: "Any" = None) -> "Any":
     leaves it in place)."""
     finders = sys.meta_path[:]
     _remove_finder()  # the usual finders locate the package
-    if not enabled():
-        return None
+    if os.environ.get(ENVIRONMENT_VARIABLE, "1").strip().lower() in ("0", "false", "no", "off"):
+        return None  # the environment switches the registration off (it is on by default)
     from importlib.util import find_spec as usual_find_spec
 
     spec = usual_find_spec(name)

@@ -11,23 +11,17 @@ from pathlib import Path
 from typing import NamedTuple
 
 from sbx_lecture.hookspecs import RegisterFunction, hookimpl
-from sbx_lecture.registry import BASIC_SPACES as ALL_ACTIONS
 
 #: The version of the sbx-lecture distribution (``sbx_lecture.__version__``), reported for the built-in plugin.
 VERSION = "0.1.0"
 
 
 class BuiltinAlgorithm(NamedTuple):
-    """One row of the built-in tables.
-
-    :param action_spaces: for SB3's and sb3-contrib's classes only, which hand theirs to the base constructor; ours
-        declare ``supported_action_spaces`` on the class
-    """
+    """One row of the built-in tables (each class declares the action spaces it supports itself)."""
 
     name: str
     target: str
     description: str
-    action_spaces: tuple[str, ...] | None = None
 
 
 #: The lecture's additions; their rl-zoo files ship in the wheel as ``sbx_lecture.zoo_configs``.
@@ -45,25 +39,23 @@ LECTURE_ALGORITHMS = (
 
 #: Stable-Baselines3's algorithms, reused as they are (the RL Zoo's own hyperparameters stay in force).
 SB3_ALGORITHMS = (
-    BuiltinAlgorithm("a2c", "stable_baselines3:A2C", "advantage actor-critic (SB3)", ALL_ACTIONS),
-    BuiltinAlgorithm("ppo", "stable_baselines3:PPO", "proximal policy optimization with clipping (SB3)", ALL_ACTIONS),
-    BuiltinAlgorithm("ddpg", "stable_baselines3:DDPG", "deep deterministic policy gradient (SB3)", ("Box",)),
-    BuiltinAlgorithm("td3", "stable_baselines3:TD3", "twin delayed DDPG (SB3)", ("Box",)),
-    BuiltinAlgorithm("sac", "stable_baselines3:SAC", "soft actor-critic (SB3)", ("Box",)),
-    BuiltinAlgorithm("dqn", "stable_baselines3:DQN", "deep Q-network (SB3)", ("Discrete",)),
+    BuiltinAlgorithm("a2c", "stable_baselines3:A2C", "advantage actor-critic (SB3)"),
+    BuiltinAlgorithm("ppo", "stable_baselines3:PPO", "proximal policy optimization with clipping (SB3)"),
+    BuiltinAlgorithm("ddpg", "stable_baselines3:DDPG", "deep deterministic policy gradient (SB3)"),
+    BuiltinAlgorithm("td3", "stable_baselines3:TD3", "twin delayed DDPG (SB3)"),
+    BuiltinAlgorithm("sac", "stable_baselines3:SAC", "soft actor-critic (SB3)"),
+    BuiltinAlgorithm("dqn", "stable_baselines3:DQN", "deep Q-network (SB3)"),
 )
 
 #: sb3-contrib's algorithms by sub-package; those the installed sb3-contrib lacks are left out. MaskablePPO is not
 #: registered: it needs environments that expose action masks, which ``train`` cannot supply.
 SB3_CONTRIB_ALGORITHMS = {
-    "trpo": BuiltinAlgorithm("trpo", "sb3_contrib:TRPO", "trust region policy optimization (sb3-contrib)", ALL_ACTIONS),
-    "qrdqn": BuiltinAlgorithm("qrdqn", "sb3_contrib:QRDQN", "quantile regression DQN (sb3-contrib)", ("Discrete",)),
-    "tqc": BuiltinAlgorithm("tqc", "sb3_contrib:TQC", "truncated quantile critics (sb3-contrib)", ("Box",)),
-    "ars": BuiltinAlgorithm("ars", "sb3_contrib:ARS", "augmented random search (sb3-contrib)", ("Box", "Discrete")),
-    "crossq": BuiltinAlgorithm("crossq", "sb3_contrib:CrossQ", "CrossQ, batch-normalised SAC (sb3-contrib)", ("Box",)),
-    "ppo_recurrent": BuiltinAlgorithm(
-        "ppo_lstm", "sb3_contrib:RecurrentPPO", "PPO with an LSTM policy (sb3-contrib)", ALL_ACTIONS
-    ),
+    "trpo": BuiltinAlgorithm("trpo", "sb3_contrib:TRPO", "trust region policy optimization (sb3-contrib)"),
+    "qrdqn": BuiltinAlgorithm("qrdqn", "sb3_contrib:QRDQN", "quantile regression DQN (sb3-contrib)"),
+    "tqc": BuiltinAlgorithm("tqc", "sb3_contrib:TQC", "truncated quantile critics (sb3-contrib)"),
+    "ars": BuiltinAlgorithm("ars", "sb3_contrib:ARS", "augmented random search (sb3-contrib)"),
+    "crossq": BuiltinAlgorithm("crossq", "sb3_contrib:CrossQ", "CrossQ, batch-normalised SAC (sb3-contrib)"),
+    "ppo_recurrent": BuiltinAlgorithm("ppo_lstm", "sb3_contrib:RecurrentPPO", "PPO with an LSTM policy (sb3-contrib)"),
 }
 
 
@@ -88,4 +80,4 @@ def register_algorithms(register: RegisterFunction) -> None:
     available = _sb3_contrib_subpackages()
     contrib = [row for folder, row in SB3_CONTRIB_ALGORITHMS.items() if folder in available]
     for row in [*SB3_ALGORITHMS, *contrib]:
-        register(row.name, row.target, description=row.description, action_spaces=row.action_spaces)
+        register(row.name, row.target, description=row.description)

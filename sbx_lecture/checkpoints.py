@@ -35,9 +35,10 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
-from sbx_lecture import loading, runs
+from sbx_lecture import loading
+from sbx_lecture.infra.files import TEMPORARY_MARK, fsync_folder, json_record, write_json, write_npz
 from sbx_lecture.infra.finite import assert_finite_parameters
-from sbx_lecture.runs import CHECKPOINT_DIR, TEMPORARY_MARK, fsync_folder, read_monitor_file
+from sbx_lecture.runs import CHECKPOINT_DIR, read_monitor_file
 
 MANIFEST_FILE = "manifest.json"
 MODEL_MEMBER = "model.zip"
@@ -135,7 +136,7 @@ def _save_rng_states(path: Path) -> None:
         "torch": th.get_rng_state().numpy(),
         **{f"cuda_{index}": state.numpy() for index, state in enumerate(th.cuda.get_rng_state_all())},
     }
-    runs.write_npz(path, arrays)
+    write_npz(path, arrays)
 
 
 def restore_rng_states(path: Path) -> None:
@@ -219,7 +220,7 @@ def write_bundle(model: BaseAlgorithm, segment: Segment) -> Bundle:
             "created": time.time(),
             "files": {path.name: {"bytes": path.stat().st_size, "sha256": _sha256(path)} for path in staging.iterdir()},
         }
-        runs.write_json(staging / MANIFEST_FILE, manifest)
+        write_json(staging / MANIFEST_FILE, manifest)
         fsync_folder(staging)
         if final.exists():  # a damaged bundle of the same step: move it out of the way first
             final.rename(_hidden(final, _TRASH_MARK))
@@ -250,7 +251,7 @@ def load_bundle(bundle: Bundle, env: VecEnv, device: str, algo: str) -> BaseAlgo
 def verify_bundle(path: Path) -> Bundle | str:
     """The bundle at ``path`` if its manifest and every file check out, else the reason it does not."""
     try:
-        manifest = runs.json_record((path / MANIFEST_FILE).read_bytes(), MANIFEST_FILE, "")
+        manifest = json_record((path / MANIFEST_FILE).read_bytes(), MANIFEST_FILE, "")
     except FileNotFoundError:
         return "no manifest"
     except (OSError, ValueError):

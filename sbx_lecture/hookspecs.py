@@ -15,15 +15,14 @@ and is called once with a ``register`` function, which it calls once per algorit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import pluggy
 
-from sbx_lecture.registry import AlgorithmSpec, validate_registration
+from sbx_lecture.registry import AlgorithmSpec
 
-PROJECT_NAME = "sbx_lecture"
-ENTRY_POINT_GROUP = "sbx_lecture"
+#: The markers' project name, and the entry-point group of the plugins.
+PROJECT_NAME = ENTRY_POINT_GROUP = "sbx_lecture"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -52,7 +51,6 @@ class RegisterFunction:
         description: str = "",
         zoo_hyperparams: str | None = None,
         zoo_sampler: Any = None,
-        action_spaces: Sequence[str] | None = None,
         override: bool = False,
         **extra: Any,
     ) -> None:
@@ -64,21 +62,11 @@ class RegisterFunction:
         :param zoo_hyperparams: the algorithm's rl-zoo yml, as a path or ``"package:relative/path.yml"``
         :param zoo_sampler: Optuna sampler ``(trial, n_actions, n_envs, additional_args) -> dict`` for
             ``--optimize``, or its ``"module:function"``
-        :param action_spaces: names of the gymnasium action spaces it supports (``("Box", "Discrete")``), only for a
-            class without a ``supported_action_spaces`` attribute (which ``sbx-lecture list`` reads otherwise)
         :param override: replace an algorithm of the same name registered earlier instead of failing
         :param extra: keyword arguments added by later versions of the contract; unknown ones are kept, not refused
         """
-        spec = AlgorithmSpec(
-            name=validate_registration(name, target),
-            target=target,
-            description=description,
-            zoo_hyperparams=zoo_hyperparams,
-            zoo_sampler=zoo_sampler,
-            declared_action_spaces=None if action_spaces is None else tuple(action_spaces),
-            extra=extra,
-            **self.origin,
-        )
+        fields = {"description": description, "zoo_hyperparams": zoo_hyperparams, "zoo_sampler": zoo_sampler}
+        spec = AlgorithmSpec(name, target, **fields, extra=extra, **self.origin)
         if any(spec.name == other.name for other, _ in self.registrations):
             raise ValueError(f"plugin {spec.plugin!r} registers {spec.name!r} more than once")
         self.registrations.append((spec, override))

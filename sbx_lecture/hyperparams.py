@@ -198,17 +198,22 @@ def accepted_hyperparameters(algorithm: type) -> frozenset[str] | None:
     return frozenset(parameter.name for parameter in parameters if parameter.kind not in _NOT_KEYWORDS)
 
 
-def refused_hyperparameters(
-    algorithm: type, hyperparams: Mapping[str, Any], command: str = "sbx-lecture train"
-) -> dict[str, str]:
-    """The keys of a zoo section that ``algorithm`` would refuse, each with the reason.
+def check_hyperparameters(
+    algorithm: type, hyperparams: Mapping[str, Any], where: str, command: str = "sbx-lecture train"
+) -> None:
+    """Raise :class:`HyperparameterError` naming every key of ``hyperparams`` that ``algorithm`` refuses, each with the
+    reason, and the valid keys.
 
     Section-only keys (:data:`SECTION_ONLY_KEYS`) are accepted; ``noise_type`` only when the constructor takes
     ``action_noise``; the arguments ``command`` sets from its command line (:data:`COMMAND_LINE_OPTIONS`) are
     refused, and so is a ``lin_<value>`` string for a key the zoo does not turn into a schedule
     (:data:`ZOO_SCHEDULE_KEYS`).
 
-    :param command: the command that reads the hyperparameters, a key of :data:`COMMAND_LINE_OPTIONS`
+    :param algorithm: the algorithm class
+    :param hyperparams: the keys (and values) to check, as a zoo section or ``-p`` values give them
+    :param where: what the keys come from, for the message (``"section 'CartPole-v1' of npg.yml"``)
+    :param command: the command that reads them (``"sbx-lecture train"`` or ``"sbx-lecture zoo train"``), a key of
+        :data:`COMMAND_LINE_OPTIONS`, whose options the message names
     """
     accepted = accepted_hyperparameters(algorithm)
     refused: dict[str, str] = {}
@@ -223,25 +228,9 @@ def refused_hyperparameters(
         elif key not in SECTION_ONLY_KEYS and accepted is not None and key not in accepted:
             hint = did_you_mean(key, sorted(accepted))
             refused[key] = f"is not an argument of {algorithm.__name__}{hint and f' ({hint})'}"
-    return refused
-
-
-def check_hyperparameters(
-    algorithm: type, hyperparams: Mapping[str, Any], where: str, command: str = "sbx-lecture train"
-) -> None:
-    """Raise :class:`HyperparameterError` naming every key of ``hyperparams`` that ``algorithm`` refuses.
-
-    :param algorithm: the algorithm class
-    :param hyperparams: the keys (and values) to check, as a zoo section or ``-p`` values give them
-    :param where: what the keys come from, for the message (``"section 'CartPole-v1' of npg.yml"``)
-    :param command: the command that reads them (``"sbx-lecture train"`` or ``"sbx-lecture zoo train"``), whose
-        options the message names
-    """
-    refused = refused_hyperparameters(algorithm, hyperparams, command)
     if refused:
         reasons = "; ".join(f"{key!r} {reason}" for key, reason in refused.items())
-        accepted = accepted_hyperparameters(algorithm) or frozenset()
-        valid = sorted((accepted - ZOO_COMMAND_LINE_KEYS) | SECTION_ONLY_KEYS)
+        valid = sorted(((accepted or frozenset()) - ZOO_COMMAND_LINE_KEYS) | SECTION_ONLY_KEYS)
         raise HyperparameterError(
             f"Invalid hyperparameters for {algorithm.__module__}.{algorithm.__qualname__} in {where}: {reasons}. "
             f"Valid keys: {', '.join(key for key in valid if not key.startswith('_'))}"

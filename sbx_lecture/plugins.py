@@ -33,10 +33,7 @@ import pluggy
 from sbx_lecture import hookspecs
 from sbx_lecture.registry import AlgorithmRegistry, RegistryError, describe_exception, plugin_fix, plugin_origin
 
-LOAD_PLUGINS_VARIABLE = "SBX_LECTURE_LOAD_PLUGINS"
-DISABLE_PLUGINS_VARIABLE = "SBX_LECTURE_DISABLE_PLUGINS"
 STRICT_VARIABLE = "SBX_LECTURE_STRICT"
-BUILTIN_PLUGIN_NAME = "builtin"
 
 
 class PluginLoadError(RegistryError):
@@ -84,9 +81,21 @@ class PluginManager:
         self.pluggy.add_hookspecs(hookspecs)
         self.registry = AlgorithmRegistry()
         self.failures: list[PluginInfo] = []
-        self.add_plugin(builtin, BUILTIN_PLUGIN_NAME, "sbx-lecture", builtin.VERSION)
-        if load_entry_points:
-            self._load_entry_points()
+        self.add_plugin(builtin, "builtin", "sbx-lecture", builtin.VERSION)
+        only = _names_from_variable("SBX_LECTURE_LOAD_PLUGINS")
+        blocked = _names_from_variable("SBX_LECTURE_DISABLE_PLUGINS") or set()
+        for entry_point in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP) if load_entry_points else ():
+            dist = entry_point.dist  # the entry point's name or its distribution's name selects it
+            info = PluginInfo(entry_point.name, dist.name if dist else None, dist.version if dist else None)
+            aliases = {info.name, info.distribution}
+            if (only is not None and not aliases & only) or aliases & blocked:
+                continue
+            try:
+                plugin = entry_point.load()
+            except BaseException as exc:  # sys.exit() or KeyboardInterrupt at import included
+                self._fail(info, exc, "importing it")
+            else:
+                self.add_plugin(plugin, info.name, info.distribution, info.version)
 
     def add_plugin(
         self, plugin: object, name: str, distribution: str | None = None, version: str | None = None
@@ -111,35 +120,14 @@ class PluginManager:
             return False
         return True
 
-    def _load_entry_points(self) -> None:
-        only = _names_from_variable(LOAD_PLUGINS_VARIABLE)
-        blocked = _names_from_variable(DISABLE_PLUGINS_VARIABLE) or set()
-        for entry_point in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
-            dist = entry_point.dist
-            info = PluginInfo(entry_point.name, dist.name if dist else None, dist.version if dist else None)
-            aliases = {info.name, info.distribution}
-            if (only is not None and not aliases & only) or aliases & blocked:
-                continue
-            try:
-                plugin = entry_point.load()
-            except BaseException as exc:  # sys.exit() or KeyboardInterrupt at import included
-                self._fail(info, exc, "importing it")
-                continue
-            self.add_plugin(plugin, info.name, info.distribution, info.version)
-
     def _fail(self, info: PluginInfo, exc: BaseException, while_doing: str) -> None:
         info.reason = describe_exception(exc)
+        failed = f"plugin {info.origin} failed while {while_doing}"
         if os.environ.get(STRICT_VARIABLE, "").strip().lower() not in ("", "0", "false", "no", "off"):
             fix = plugin_fix(info.name, info.distribution)
-            raise PluginLoadError(
-                f"plugin {info.origin} failed while {while_doing}: {info.reason} ({STRICT_VARIABLE} is set; {fix})"
-            ) from exc
+            raise PluginLoadError(f"{failed}: {info.reason} ({STRICT_VARIABLE} is set; {fix})") from exc
         self.failures.append(info)
-        warnings.warn(
-            f"sbx-lecture: plugin {info.origin} failed while {while_doing} and was skipped: {info.reason}",
-            PluginWarning,
-            stacklevel=3,
-        )
+        warnings.warn(f"sbx-lecture: {failed} and was skipped: {info.reason}", PluginWarning, stacklevel=3)
 
 
 _manager_lock = threading.Lock()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import pkgutil
@@ -18,8 +19,10 @@ if TYPE_CHECKING:
 
 _NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 _TARGET_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+#: How SB3's and sb3-contrib's classes declare their action spaces: in their call of the base constructor.
+_BASE_CONSTRUCTOR_SPACES = re.compile(r"supported_action_spaces=\(([^)]*)\)")
 #: gymnasium's four basic spaces: the observation spaces SB3's policies take (``Dict`` as well where the class has a
-#: ``MultiInputPolicy``), and the action spaces of an algorithm that handles every kind.
+#: ``MultiInputPolicy``).
 BASIC_SPACES = ("Box", "Discrete", "MultiBinary", "MultiDiscrete")
 
 
@@ -74,43 +77,19 @@ def describe_exception(exc: BaseException) -> str:
     return one_line(exc, 300, typed=True)
 
 
-def either(names: Iterable[str]) -> str:
-    """``'a'``, ``'a' or 'b'``, ``'a', 'b' or 'c'``: names quoted for a "did you mean" hint."""
-    quoted = [repr(name) for name in names]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
-
-
 def did_you_mean(name: str, known: Iterable[str], otherwise: str = "", cutoff: float = 0.6) -> str:
-    """``did you mean 'a' or 'b'?`` with up to three of ``known`` close to ``name``; ``otherwise`` when none is."""
-    close = difflib.get_close_matches(name, list(known), n=3, cutoff=cutoff)
-    return f"did you mean {either(close)}?" if close else otherwise
+    """``did you mean 'a', 'b' or 'c'?`` with up to three of ``known`` close to ``name``; ``otherwise`` when none is."""
+    close = [repr(match) for match in difflib.get_close_matches(name, list(known), n=3, cutoff=cutoff)]
+    if not close:
+        return otherwise
+    listed = f"{', '.join(close[:-1])} or {close[-1]}" if len(close) > 1 else close[0]
+    return f"did you mean {listed}?"
 
 
 def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
     """``unknown algorithm 'tnpo'; did you mean 'tnpg' or 'trpo'?``: up to three close names, else the known ones."""
     hint = did_you_mean(normalize_name(name), known, f"known: {', '.join(known)}", cutoff=0.5)
     return f"unknown {kind} {name!r}; {hint}"
-
-
-def _is_algorithm_class(target: object) -> bool:
-    if not inspect.isclass(target):
-        return False  # a "module:Class" string: nothing to import
-    from stable_baselines3.common.base_class import BaseAlgorithm
-
-    return issubclass(target, BaseAlgorithm)
-
-
-def validate_registration(name: object, target: object) -> str:
-    """Check a registration's name and target (a string's syntax only, without importing); the normalised name."""
-    normalized = normalize_name(name) if isinstance(name, str) else ""
-    if not _NAME_PATTERN.match(normalized):
-        raise InvalidAlgorithmError(
-            f"invalid algorithm name {name!r}: use lower-case letters, digits and underscores, starting with a letter"
-        )
-    if (isinstance(target, str) and _TARGET_PATTERN.match(target)) or _is_algorithm_class(target):
-        return normalized
-    expected = "'package.module:ClassName'" if isinstance(target, str) else "a BaseAlgorithm subclass or 'module:Class'"
-    raise InvalidAlgorithmError(f"invalid target {target!r} for algorithm {normalized!r}: expected {expected}")
 
 
 @dataclass
@@ -125,8 +104,6 @@ class AlgorithmSpec:
     :param description: one-line description
     :param zoo_hyperparams: rl-zoo yml of the algorithm (path or ``"package:relative/path"``)
     :param zoo_sampler: Optuna hyperparameter sampler for the zoo's ``--optimize`` (or its ``"module:function"``)
-    :param declared_action_spaces: action-space names the plugin gave for a class without a
-        ``supported_action_spaces`` attribute (SB3's own classes hand theirs to the base constructor only)
     :param extra: keyword arguments of later contract versions, kept as given
     """
 
@@ -138,9 +115,25 @@ class AlgorithmSpec:
     description: str = ""
     zoo_hyperparams: str | None = None
     zoo_sampler: Callable[..., dict[str, Any]] | str | None = None
-    declared_action_spaces: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     _loaded: type | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Normalise the name and check the registration: the name, and the syntax of a ``"module:Class"`` target
+        (imported on first use) or, at once, a class (or whatever else was given)."""
+        name = normalize_name(self.name) if isinstance(self.name, str) else ""
+        if not _NAME_PATTERN.match(name):
+            raise InvalidAlgorithmError(
+                f"invalid algorithm name {self.name!r}: use lower-case letters, digits and underscores, starting "
+                "with a letter"
+            )
+        self.name = name
+        if not isinstance(self.target, str):
+            self.load()
+        elif not _TARGET_PATTERN.match(self.target):
+            raise InvalidAlgorithmError(
+                f"invalid target {self.target!r} for algorithm {name!r}: expected 'package.module:ClassName'"
+            )
 
     @property
     def target_path(self) -> str:
@@ -178,11 +171,13 @@ class AlgorithmSpec:
         missing, it is not a ``BaseAlgorithm``) raises :class:`InvalidAlgorithmError` with a one-line message.
         """
         if self._loaded is None:
+            from stable_baselines3.common.base_class import BaseAlgorithm
+
             cls = self._import(self.target, "target") if isinstance(self.target, str) else self.target
-            if not _is_algorithm_class(cls):
+            if not (inspect.isclass(cls) and issubclass(cls, BaseAlgorithm)):
+                where = f"points to {self.target}, which " if isinstance(self.target, str) else ""
                 raise self._invalid(
-                    f"points to {self.target_path}, which is {one_line(repr(cls), 120)}, not a subclass of "
-                    "stable_baselines3's BaseAlgorithm"
+                    f"{where}is {one_line(repr(cls), 120)}, not a subclass of stable_baselines3's BaseAlgorithm"
                 )
             self._loaded = cls
         return self._loaded
@@ -195,12 +190,16 @@ class AlgorithmSpec:
 
     @property
     def action_spaces(self) -> tuple[str, ...] | None:
-        """Names of the action spaces the class supports (it is imported): its ``supported_action_spaces`` in
-        alphabetical order, else what the plugin declared; ``None`` when neither says."""
-        supported = getattr(self.load(), "supported_action_spaces", None)
-        if supported is None:
-            return self.declared_action_spaces
-        return tuple(sorted(space.__name__ for space in supported))
+        """Names of the action spaces the class supports (it is imported), in alphabetical order: its
+        ``supported_action_spaces`` attribute, else what it passes to SB3's base constructor in its source (SB3's and
+        sb3-contrib's classes declare theirs there); ``None`` when neither says."""
+        cls = self.load()
+        if getattr(cls, "supported_action_spaces", None) is not None:
+            return tuple(sorted(space.__name__ for space in cls.supported_action_spaces))  # type: ignore[attr-defined]
+        with contextlib.suppress(OSError, TypeError):  # a class without source
+            declared = _BASE_CONSTRUCTOR_SPACES.search("".join(map(inspect.getsource, cls.__mro__[:-1])))  # not object
+            return tuple(sorted(re.findall(r"spaces\.(\w+)", declared[1]))) if declared else None
+        return None
 
     @property
     def observation_spaces(self) -> tuple[str, ...]:

@@ -9,18 +9,18 @@ confirmation of the best setting, and that setting as an RL Zoo section.
 - **Sampler**: the algorithm's zoo sampler (the registry's ``zoo_sampler`` for ours and the plugins', the RL Zoo's
   ``HYPERPARAMS_SAMPLER`` for SB3's). What it returns lies over the algorithm's zoo entry for ENV, and the ``-p``
   values over both (pinned), as in the zoo's ``-optimize``.
-- **Trial**: asked from the study (``study.ask``); its K seeds (0..K-1, the same for every trial) train at once as
-  Dask tasks with the bench's run engine (:func:`.bench.runner.execute_run`); its value is the IQM over seeds of each
-  seed's score (:func:`.bench.stats.run_score`: the mean evaluation return in the last 10 % of training). A process
-  starts a trial whenever a worker would otherwise idle, so several trials may run at once (one at least).
+- **Trial**: run by ``study.optimize``, with workers ÷ K trials at once (``n_jobs``); its K seeds (0..K-1, the same
+  for every trial) train at once as Dask tasks with the bench's run engine (:func:`.bench.runner.execute_run`); its
+  value is the IQM over seeds of each seed's score (:func:`.bench.stats.run_score`: the mean evaluation return in
+  the last 10 % of training).
 - **Pruning**: the IQM over seeds at each evaluation point is reported to the pruner while the seeds train. When it
   prunes, or a seed fails (NaN or infinity stop training with ``NonFiniteError``; any other error too), the trial's
   other seeds are stopped and the trial is told PRUNED with the reason in its user attribute ``pruned``. Its user
   attributes ``seed_scores`` and ``hyperparams`` hold the finished seeds' scores and the zoo section it trained.
 - **Sharing**: ``--trials N`` is the study's size. A process asks for trials while the study holds fewer than N
-  complete, pruned or running ones; several processes, on several machines, share a study through its storage, and
-  each trial is asked once and trained by the process that asked it (two processes that look at the same moment may
-  add one trial beyond N).
+  complete, pruned or running ones (optuna's ``MaxTrialsCallback``, after each trial); several processes, on several
+  machines, share a study through its storage, and each trial is asked once and trained by the process that asked it
+  (two processes that look at the same moment may add one trial beyond N).
 - **Stopping**: Ctrl-C or SIGTERM tells the running trials FAIL, with the user attribute ``stopped``: nothing was
   learnt about their setting, so the sampler takes no evidence from them and they do not count towards N; the same
   command continues the study. A process killed without a signal leaves its trials RUNNING, and counted.
@@ -40,12 +40,11 @@ import argparse
 import collections
 import os
 import re
-import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +84,8 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialStat
 NOTHING_COMPLETE_STATUS = 1
 #: Errors reported as one line with exit status 2.
 REPORTED_ERRORS: tuple[type[Exception], ...] = (*USER_ERRORS, ZooBridgeError, SuiteError)
+#: Set by Ctrl-C or SIGTERM: the trials that run in optuna's threads stop.
+_STOPPING = threading.Event()
 
 
 def _say(text: str) -> None:
@@ -121,7 +122,7 @@ def zoo_section(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str
 def open_study(args: argparse.Namespace) -> Any:
     """The study ``args.study_name`` in ``args.storage``, created unless it exists (safely when several processes
     start at once on a fresh database), with the sampler and pruner asked for."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a trial stopped by Ctrl-C: no traceback
     random = args.sampler == "random"
     sampler = optuna.samplers.RandomSampler() if random else optuna.samplers.TPESampler(n_startup_trials=STARTUP_TRIALS)
     median = optuna.pruners.MedianPruner(STARTUP_TRIALS, n_warmup_steps=args.timesteps // 3)
@@ -168,101 +169,82 @@ def _result(future: Any) -> dict[str, Any]:
         return {"status": "failed", "error": f"worker died: {type(error).__name__}: {one_line(error)}"}
 
 
-@dataclass
-class _Running:
-    """A trial whose seeds are training: their futures, evaluation curves and results so far."""
+def _objective(trial: Any, client: Any, args: argparse.Namespace, curves: dict[int, dict[int, list[Any]]]) -> float:
+    """Train the K seeds of ``trial`` at once and return the IQM over seeds of their scores. The IQM over seeds at
+    each evaluation point all seeds have reached goes to the pruner; when it prunes, or a seed fails, the other seeds
+    stop and the trial is PRUNED with the reason in its user attribute ``pruned``. Ctrl-C or SIGTERM tells it FAIL
+    (optuna does, for the ``KeyboardInterrupt``) with the user attribute ``stopped``."""
+    from distributed import Event
 
-    trial: Any
-    futures: dict[Any, int]
-    curves: dict[int, list[list[float]]] = field(default_factory=dict)
-    results: dict[int, dict[str, Any]] = field(default_factory=dict)
-    reported: int = 0
-
-
-def _launch(study: Any, client: Any, args: argparse.Namespace, running: dict[int, _Running]) -> None:
-    """Ask the study for a trial, sample its setting and start its seeds."""
-    trial = study.ask()
-    try:
+    stop = f"{args.topic}-stop-{trial.number}"
+    futures: dict[Any, int] = {}
+    seen = curves.setdefault(trial.number, {})  # seed -> evaluation points, from the workers and then the results
+    results: dict[int, dict[str, Any]] = {}
+    reported, reason = 0, ""  # evaluation points reported to the pruner; why the trial ends early
+    try:  # from the first line on: a stop signal tells the trial FAIL with ``stopped``
         section = zoo_section(args, {**sample(trial, args), **args.pins})
         trial.set_user_attr("hyperparams", section)
-        stop = f"{args.topic}-stop-{trial.number}"
-        seeds = {_submit(client, args, section, seed, trial.number, stop): seed for seed in range(args.seeds)}
-        running[trial.number] = _Running(trial, seeds)  # from here on, Ctrl-C in search() tells it FAIL
-    except BaseException:
-        study.tell(trial, state=TrialState.FAIL)
+        futures = {_submit(client, args, section, seed, trial.number, stop): seed for seed in range(args.seeds)}
+        _say(f"trial {trial.number}: started seeds 0-{args.seeds - 1}")
+        while not reason and len(results) < args.seeds:
+            time.sleep(0.3)
+            if _STOPPING.is_set():  # the signal interrupted the main thread, which waits for this one
+                raise KeyboardInterrupt
+            results.update({seed: _result(f) for f, seed in futures.items() if f.done() and seed not in results})
+            bad = {seed: result for seed, result in sorted(results.items()) if result["status"] not in FINISHED}
+            reason = next((f"seed {k} {r['status']}: {r.get('error', r.get('detail'))}" for k, r in bad.items()), "")
+            seen.update({seed: [point[:2] for point in r["curve"]] for seed, r in results.items() if seed not in bad})
+            if reason or len(seen) < args.seeds:
+                continue
+            count = min(len(curve) for curve in seen.values())  # the IQM over seeds at each point all have reached
+            for index in range(reported, count):
+                iqm = column_iqm(np.array([curve[index][1] for curve in seen.values()]))
+                trial.report(float(iqm), int(seen[0][index][0]))
+            reported = count
+            if count and len(results) < args.seeds and trial.should_prune():
+                reason = f"{args.pruner} pruner at step {int(seen[0][count - 1][0])}"
+    except KeyboardInterrupt:
+        trial.set_user_attr("stopped", "interrupted (Ctrl-C or SIGTERM): told FAIL, not run again")
         raise
-    _say(f"trial {trial.number}: started seeds 0-{args.seeds - 1}")
-
-
-def _settle(study: Any, state: _Running, args: argparse.Namespace) -> bool:
-    """Report the new evaluation points of ``state`` to the pruner; tell the study the trial's end once it has one
-    (every seed finished, one failed, or the pruner prunes). Whether it was told."""
-    trial, ended = state.trial, sorted(state.results.items())
-    bad = {k: r for k, r in ended if r["status"] not in FINISHED}
-    reason = next((f"seed {k} {r['status']}: {r.get('error', r.get('detail'))}" for k, r in bad.items()), "")
-    state.curves.update({seed: [p[:2] for p in r["curve"]] for seed, r in ended if seed not in bad})
-    if not reason and len(state.curves) == args.seeds:  # the IQM over seeds at each point all seeds have reached
-        count = min(len(curve) for curve in state.curves.values())
-        for index in range(state.reported, count):
-            iqm = column_iqm(np.array([curve[index][1] for curve in state.curves.values()]))
-            trial.report(float(iqm), int(state.curves[0][index][0]))
-        state.reported = count
-        if count and len(ended) < args.seeds and trial.should_prune():
-            reason = f"{args.pruner} pruner at step {int(state.curves[0][count - 1][0])}"
-    if not reason and len(ended) < args.seeds:
-        return False
-    scores = {seed: run_score(r) for seed, r in ended if r["status"] in FINISHED}
-    trial.set_user_attr("seed_scores", {str(seed): score for seed, score in scores.items()})
+    finally:
+        Event(stop, client=client).set()
+        client.cancel(list(futures))
+    scores = {seed: run_score(result) for seed, result in results.items() if result["status"] in FINISHED}
+    trial.set_user_attr("seed_scores", {str(seed): score for seed, score in sorted(scores.items())})
     if reason:
         trial.set_user_attr("pruned", reason)
-    value = None if reason else float(column_iqm(np.array(list(scores.values()))))
-    study.tell(trial, value, state=TrialState.PRUNED if reason else None)
-    said = f"pruned ({reason})" if reason else f"IQM {value:.2f} (seeds: {_text(scores.values())})"
-    _say(f"trial {trial.number}: {said}")
-    return True
+        _say(f"trial {trial.number}: pruned ({reason})")
+        raise optuna.TrialPruned(reason)
+    value = float(column_iqm(np.array(list(scores.values()))))
+    _say(f"trial {trial.number}: IQM {value:.2f} (seeds: {_text(scores.values())})")
+    return value
 
 
-def _wanted(study: Any, args: argparse.Namespace, client: Any, running: dict[int, _Running]) -> bool:
-    """Whether to start a trial: the study holds fewer than ``--trials`` (complete, pruned or running) and the
-    cluster has a worker to spare (or none of ours runs): with K seeds on fewer workers, the next trial starts when
-    a worker would otherwise wait for this trial's last seeds."""
-    unfinished = sum(len(state.futures) for state in running.values())
-    if running and unfinished >= sum(client.nthreads().values()):
-        return False
-    return len(study.get_trials(deepcopy=False, states=COUNTED)) < args.trials
+def _stop(signum: int, frame: Any) -> None:
+    """Stop-signal handler of the sweep: every trial's thread stops (optuna's main thread waits for them)."""
+    _STOPPING.set()
+    raise KeyboardInterrupt
 
 
 def search(study: Any, client: Any, args: argparse.Namespace) -> None:
-    """Run trials until the study holds ``args.trials``; Ctrl-C tells the running ones FAIL (``stopped``)."""
-    from distributed import Event
+    """Run trials until the study holds ``args.trials`` (complete, pruned or running), as many at once as the cluster
+    has workers for (workers ÷ K); Ctrl-C tells the running ones FAIL (``stopped``)."""
+    if len(study.get_trials(deepcopy=False, states=COUNTED)) >= args.trials:
+        return
+    curves: dict[int, dict[int, list[Any]]] = {}  # trial -> seed -> evaluation points, as the workers send them
 
-    events: collections.deque[Any] = collections.deque()
-    client.subscribe_topic(args.topic, events.append)
-    running: dict[int, _Running] = {}
+    def received(event: Any) -> None:
+        number, seed, curve = event[1]
+        if len(curve) > len(curves.setdefault(number, {}).get(seed, [])):
+            curves[number][seed] = curve
+
+    client.subscribe_topic(args.topic, received)
     try:
-        while True:
-            while _wanted(study, args, client, running):
-                _launch(study, client, args, running)
-            if not running:
-                return
-            time.sleep(0.3)
-            while events:  # evaluation points from the workers
-                _, (number, seed, curve) = events.popleft()
-                if number in running and len(curve) > len(running[number].curves.get(seed, [])):
-                    running[number].curves[seed] = curve
-            for number, state in list(running.items()):
-                for future in [future for future in state.futures if future.done()]:
-                    state.results[state.futures.pop(future)] = _result(future)
-                if _settle(study, state, args):
-                    del running[number]
-                    Event(f"{args.topic}-stop-{number}", client=client).set()
-                    client.cancel(list(state.futures))
-    except KeyboardInterrupt:
-        for number, state in running.items():
-            state.trial.set_user_attr("stopped", "interrupted (Ctrl-C or SIGTERM): told FAIL, not run again")
-            study.tell(state.trial, state=TrialState.FAIL)
-            Event(f"{args.topic}-stop-{number}", client=client).set()
-        raise
+        study.optimize(
+            lambda trial: _objective(trial, client, args, curves),
+            n_jobs=max(-(-sum(client.nthreads().values()) // args.seeds), 1),
+            callbacks=[optuna.study.MaxTrialsCallback(args.trials, states=COUNTED)],
+        )
     finally:
         client.unsubscribe_topic(args.topic)
 
@@ -394,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``sbx-lecture sweep``; returns the exit status (2: a usage error, 1: no trial completed, 130: stopped)."""
     args = _parser().parse_args(argv)
     stopped = "stopped: running trials told FAIL; the same command continues the study"
-    with stop_signals_handled(signal.default_int_handler):
+    _STOPPING.clear()
+    with stop_signals_handled(_stop):
         return run_command(PROGRAM, lambda: sweep(args), REPORTED_ERRORS, stopped, mask_url)
 
 

@@ -49,7 +49,7 @@ from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import VecEnv
 
-import sbx_lecture.envs  # noqa: F401  (registers the lecture's environments, which check_algorithm may be given)
+# importing the probes registers every environment of sbx_lecture.envs, which check_algorithm may be given
 from sbx_lecture.envs.probes import PROBE_ENV_IDS, identity_env
 from sbx_lecture.envs.probes import NonFiniteAfter as NonFiniteAfter  # public: tests of the NaN guard use it
 from sbx_lecture.factory import default_policy
@@ -111,9 +111,7 @@ def _sample_observations(env: VecEnv, n: int = 8) -> Any:
     """``n`` observations from a short random rollout of ``env`` (in distribution, unlike space.sample()); a dict
     of arrays for Dict observation spaces."""
     env.action_space.seed(0)
-    observations: list[Any] = [env.reset()]
-    for _ in range(n - 1):
-        observations.append(env.step(np.array([env.action_space.sample()]))[0])
+    observations: list[Any] = [env.reset()] + [env.step(np.array([env.action_space.sample()]))[0] for _ in range(n - 1)]
     if isinstance(observations[0], dict):
         return {key: np.concatenate([obs[key] for obs in observations]) for key in observations[0]}
     return np.concatenate(observations)
@@ -132,10 +130,6 @@ def _build_model(cls: type[BaseAlgorithm], env: VecEnv, hyperparams: dict[str, A
     kwargs = tiny_hyperparams(cls, hyperparams)
     policy = kwargs.pop("policy", None) or default_policy(cls, env.observation_space)
     return cls(policy, env, seed=seed, device="cpu", verbose=0, **kwargs)
-
-
-def _kind_name(kind: type[spaces.Space]) -> str:
-    return f"spaces.{kind.__name__}"
 
 
 @cache
@@ -160,16 +154,13 @@ def supported_action_spaces(cls: type[BaseAlgorithm]) -> tuple[type[spaces.Space
     declared = getattr(cls, "supported_action_spaces", None)
     if declared is None:
         return _probe_action_spaces(cls)
-    if not (
-        isinstance(declared, tuple)
-        and len(declared) > 0
-        and all(inspect.isclass(space) and issubclass(space, spaces.Space) for space in declared)
-    ):
+    kinds = declared if isinstance(declared, tuple) else ()
+    if not kinds or not all(inspect.isclass(kind) and issubclass(kind, spaces.Space) for kind in kinds):
         raise TypeError(
             f"{cls.__name__}.supported_action_spaces must be a non-empty tuple of gymnasium.spaces classes, "
             f"got {declared!r}"
         )
-    return tuple(declared)
+    return kinds
 
 
 def suitable_env_id(cls: type[BaseAlgorithm]) -> str:
@@ -182,7 +173,7 @@ def suitable_env_id(cls: type[BaseAlgorithm]) -> str:
     for kind, env_id in SUITABLE_ENV_IDS.items():
         if issubclass(kind, supported):  # a subclass of a supported kind is supported
             return env_id
-    known = ", ".join(map(_kind_name, SUITABLE_ENV_IDS))
+    known = ", ".join(f"spaces.{kind.__name__}" for kind in SUITABLE_ENV_IDS)
     raise ValueError(
         f"{cls.__name__} supports the action spaces {supported or 'none that could be probed'}; check_algorithm "
         f"knows environments for {known}: pass env_id explicitly"
@@ -198,27 +189,28 @@ class ProbeFeaturesExtractor(BaseFeaturesExtractor):
 
     def __init__(self, observation_space: spaces.Space, features_dim: int = 7) -> None:
         super().__init__(observation_space, features_dim)
-        self.net = th.nn.Sequential(
-            th.nn.Flatten(), th.nn.Linear(get_flattened_obs_dim(observation_space), features_dim), th.nn.ReLU()
-        )
+        self.linear = th.nn.Linear(get_flattened_obs_dim(observation_space), features_dim)
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
-        return self.net(observations)  # type: ignore[no-any-return]
+        return th.relu(self.linear(observations.flatten(1)))
 
 
 # --- the report ------------------------------------------------------------------------------------------------
 
 
 class ConformanceError(AssertionError):
-    """An algorithm class failed conformance checks; :attr:`failures` says which and what to fix."""
+    """An algorithm class failed conformance checks; :attr:`failures` says which and what to fix.
 
-    def __init__(self, algorithm: str, env_id: str, failures: list[CheckFailure], n_checks: int) -> None:
+    :param n_passed: the number of checks that passed (the failed ones are counted from ``failures``)
+    """
+
+    def __init__(self, algorithm: str, env_id: str, failures: list[CheckFailure], n_passed: int = 0) -> None:
         self.algorithm = algorithm
         self.env_id = env_id
         self.failures = failures
         failed = len(dict.fromkeys(failure.check for failure in failures))
         problems = f" ({len(failures)} problems)" if len(failures) > failed else ""
-        header = f"{algorithm} failed {failed} of {n_checks} conformance checks on {env_id}{problems}:"
+        header = f"{algorithm} failed {failed} of {failed + n_passed} conformance checks on {env_id}{problems}:"
         super().__init__("\n".join([header, *map(str, failures)]))
 
 
@@ -238,7 +230,12 @@ class CheckFailure:
 
 @dataclass
 class ConformanceReport:
-    """What :func:`check_algorithm` ran (it raises :class:`ConformanceError` instead of returning on failure)."""
+    """What :func:`check_algorithm` ran (it raises :class:`ConformanceError` instead of returning on failure).
+
+    :param action_spaces: the kinds of action space the class supports: its declaration, else (also when the
+        declaration is invalid, which the ``action_spaces`` check reports) the probe environments it constructs on
+    :param declared: whether the class has a ``supported_action_spaces`` attribute
+    """
 
     algorithm: str
     env_id: str
@@ -259,13 +256,14 @@ class _Skip(Exception):
 class _Checker:
     """The checks, one method each (named as in :data:`CHECKS`); :meth:`fail` records problems of the running one.
 
+    The checks of :data:`_MODEL_CHECKS` check :attr:`model`, which the ``learn`` check trains.
+
     :param cls: the algorithm class
     :param report: what runs, where: the environment of the trained model, the declaration, the skipped checks
     :param hyperparams: constructor arguments on top of :data:`TINY_HYPERPARAMS`
     :param timesteps: budget of each ``learn`` call
     :param seed: seed of the models and environments
     :param probe_spaces: the kinds of action space whose probe environments may be used
-    :param supported: the kinds of action space the class supports (declared, else probed)
     :param check: the check running now, under whose name :meth:`fail` records problems
     """
 
@@ -275,10 +273,9 @@ class _Checker:
     timesteps: int
     seed: int
     probe_spaces: tuple[type[spaces.Space], ...]
-    supported: tuple[type[spaces.Space], ...]
     check: str = "learn"
     failures: list[CheckFailure] = field(default_factory=list)
-    model: BaseAlgorithm | None = None
+    model: Any = None
     observations: Any = None
 
     def fail(self, problem: str, fix: str = "") -> None:
@@ -302,25 +299,24 @@ class _Checker:
         return not differences
 
     def learn_on(self, env: VecEnv, problem: str, fix: str, **hyperparams: Any) -> None:
-        """Build a model on ``env``, learn, and check its predictions (:meth:`check_actions`); record ``problem``
+        """Build a model on ``env``, learn, and check its predictions (:meth:`check_predictions`); record ``problem``
         (followed by the exception) when one of these raises."""
         try:
             model = self.build(env, **hyperparams)
             model.learn(total_timesteps=self.timesteps)
-            self.check_actions(model, _sample_observations(env, 4))
+            self.check_predictions(model, _sample_observations(env, 4))
         except Exception as exc:
             self.fail(f"{problem}: {describe_error(exc)}", fix)
 
-    def check_actions(self, model: BaseAlgorithm, obs: Any) -> tuple[np.ndarray, Any] | None:
-        """Predictions on the batch ``obs`` (deterministic and not) have one action per observation, shaped like
-        the action space and inside it, and one unbatched observation gives one action.
-
-        :return: the deterministic actions and the state predicted with them; ``None`` when their shape is wrong
-        """
+    def check_predictions(self, model: BaseAlgorithm, obs: Any) -> None:
+        """What SB3's ``predict`` promises, on the batch ``obs``: one action per observation, shaped like the action
+        space and inside it (deterministic and not); one unbatched observation gives one action; a recurrent state is
+        accepted back; ``deterministic=True`` repeats itself, and a stochastic policy samples with
+        ``deterministic=False``."""
         space = model.action_space
         n = len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
         expected = (n, *(space.shape or ()))
-        for deterministic in (False, True):  # deterministic last: its actions are returned
+        for deterministic in (False, True):  # deterministic last: its actions are compared below
             actions, state = model.predict(obs, deterministic=deterministic)
             if np.shape(actions) != expected:
                 self.fail(
@@ -328,7 +324,7 @@ class _Checker:
                     "return one action per observation, shaped like the action space: reshape actions to "
                     "(n_envs, *action_space.shape) wherever they leave the network",
                 )
-                return None
+                return
             outside = [action for action in actions if not space.contains(np.asarray(action, dtype=space.dtype))]
             if outside:
                 self.fail(
@@ -342,11 +338,25 @@ class _Checker:
                 f"predict() on one unbatched observation returned shape {np.shape(single)}, expected {space.shape}",
                 "accept unbatched observations as SB3's predict does",
             )
-        return actions, state
+        if state is not None:
+            # recurrent policies: the returned state must be accepted back
+            model.predict(obs, state=state, episode_start=np.zeros(n, dtype=bool), deterministic=True)
+        if any(not np.array_equal(actions, model.predict(obs, deterministic=True)[0]) for _ in range(4)):
+            self.fail(
+                "predict(deterministic=True) returned different actions for the same observations",
+                "with deterministic=True return the policy's mode (pass `deterministic` down to the policy) "
+                "and use no randomness",
+            )
+        stochastic = hasattr(model.policy, "action_dist")
+        if stochastic and all(np.array_equal(model.predict(obs, deterministic=False)[0], actions) for _ in range(10)):
+            self.fail(
+                "predict(deterministic=False) always returned the deterministic actions of a stochastic policy",
+                "with deterministic=False sample from the policy's distribution",
+            )
 
     def _probes(self, kind: type[spaces.Space]) -> bool:
         """Whether the class supports ``kind`` and its probes may be used."""
-        return kind in self.probe_spaces and issubclass(kind, self.supported)
+        return kind in self.probe_spaces and issubclass(kind, self.report.action_spaces)
 
     def learn(self) -> None:
         try:
@@ -368,42 +378,24 @@ class _Checker:
         self.model = model
         self.observations = _sample_observations(self.env(7))
 
-    def seeding(self, model: BaseAlgorithm) -> None:
+    def seeding(self) -> None:
         twin = self.build(self.env())
         twin.learn(total_timesteps=self.timesteps)
         fix = "draw every random number from generators seeded by set_random_seed (torch, numpy, self.action_space) "
         fix += "and seed the environments from self.seed"
         problem = f"two models built and trained with seed={self.seed} differ"
-        same = self.expect_same(model_tensors(model), model_tensors(twin), problem, fix, where="in the second model")
-        if same and not same_predictions(model, twin, self.observations):
+        same = self.expect_same(model_tensors(self.model), model_tensors(twin), problem, fix, "in the second model")
+        if same and not same_predictions(self.model, twin, self.observations):
             self.fail(
                 f"two models trained with seed={self.seed} predict differently",
                 "make predict depend only on the parameters and the observation",
             )
 
-    def predict(self, model: BaseAlgorithm) -> None:
-        obs = self.observations
-        predicted = self.check_actions(model, obs)
-        if predicted is None:
-            return
-        actions, state = predicted
-        if state is not None:
-            # recurrent policies: the returned state must be accepted back
-            model.predict(obs, state=state, episode_start=np.zeros(len(actions), dtype=bool), deterministic=True)
-        if any(not np.array_equal(actions, model.predict(obs, deterministic=True)[0]) for _ in range(4)):
-            self.fail(
-                "predict(deterministic=True) returned different actions for the same observations",
-                "with deterministic=True return the policy's mode (pass `deterministic` down to the policy) "
-                "and use no randomness",
-            )
-        stochastic = hasattr(model.policy, "action_dist")
-        if stochastic and all(np.array_equal(model.predict(obs, deterministic=False)[0], actions) for _ in range(10)):
-            self.fail(
-                "predict(deterministic=False) always returned the deterministic actions of a stochastic policy",
-                "with deterministic=False sample from the policy's distribution",
-            )
+    def predict(self) -> None:
+        self.check_predictions(self.model, self.observations)
 
-    def save_load(self, model: BaseAlgorithm) -> None:
+    def save_load(self) -> None:
+        model = self.model
         loaded = save_and_load(model, partial(self.cls.load, env=self.env(3)))
         if type(loaded) is not self.cls:
             self.fail(
@@ -428,15 +420,16 @@ class _Checker:
                 "save every tensor that predict() uses (_get_torch_save_params)",
             )
 
-    def evaluate_policy(self, model: BaseAlgorithm) -> None:
-        mean, std = evaluate_policy(model, self.env(5), n_eval_episodes=2, deterministic=True, warn=False)
+    def evaluate_policy(self) -> None:
+        mean, std = evaluate_policy(self.model, self.env(5), n_eval_episodes=2, deterministic=True, warn=False)
         if not (np.isfinite(mean) and np.isfinite(std)):
             self.fail(
                 f"evaluate_policy returned {mean} ± {std}",
                 "predict() must return valid actions for evaluate_policy's single environment",
             )
 
-    def set_env(self, model: BaseAlgorithm) -> None:
+    def set_env(self) -> None:
+        model = self.model
         steps_before = model.num_timesteps
         model.set_env(self.env(11))
         model.learn(total_timesteps=min(32, self.timesteps), reset_num_timesteps=False)
@@ -458,13 +451,13 @@ class _Checker:
             self.fail(str(exc), fix)
             return
         for kind in self.probe_spaces:
-            name = _kind_name(kind)
+            name = f"spaces.{kind.__name__}"
             known = KNOWN_UPSTREAM_ISSUES.get((f"{self.cls.__module__}:{self.cls.__qualname__}", kind))
             if known is not None:
                 self.report.skipped.append(f"action_spaces on {name}: {known}")
                 continue
             env = _make_env(PROBE_ENV_IDS[kind], self.seed)
-            if issubclass(kind, self.supported):
+            if issubclass(kind, self.report.action_spaces):
                 how = "declares" if self.report.declared else "accepts (when constructed; it declares nothing)"
                 self.learn_on(
                     env,
@@ -581,38 +574,35 @@ def check_algorithm(
     if not (inspect.isclass(cls) and issubclass(cls, BaseAlgorithm)):
         problem = f"{cls!r} is not a subclass of stable_baselines3's BaseAlgorithm"
         fix = "derive the algorithm from BaseAlgorithm, OnPolicyAlgorithm or OffPolicyAlgorithm"
-        raise ConformanceError(name, env_id or "-", [CheckFailure("class", problem, fix)], 1)
+        raise ConformanceError(name, env_id or "-", [CheckFailure("class", problem, fix)])
     selected = {require_choice("checks", check, CHECKS) for check in (CHECKS if checks is None else checks)}
     require_integer("timesteps", timesteps, 1)
-    for kind in probe_spaces or ():
-        require_choice("probe_spaces", kind, PROBE_ENV_IDS)
-    probes = tuple(kind for kind in PROBE_ENV_IDS if probe_spaces is None or kind in probe_spaces)
+    chosen = PROBE_ENV_IDS if probe_spaces is None else probe_spaces
+    probes = tuple(require_choice("probe_spaces", kind, PROBE_ENV_IDS) for kind in chosen)
     try:
         env_id = env_id or suitable_env_id(cls)
     except (TypeError, ValueError) as exc:
         fix = "declare the supported action spaces or pass env_id"
-        raise ConformanceError(name, env_id or "-", [CheckFailure("action_spaces", str(exc), fix)], 1) from None
+        raise ConformanceError(name, "-", [CheckFailure("action_spaces", str(exc), fix)]) from None
 
-    report = ConformanceReport(name, env_id, (), declared=getattr(cls, "supported_action_spaces", None) is not None)
-    with contextlib.suppress(TypeError):  # an invalid declaration: the action_spaces check reports it
-        report.action_spaces = supported_action_spaces(cls)
-    supported = report.action_spaces or _probe_action_spaces(cls)
-    checker = _Checker(cls, report, hyperparams or {}, timesteps, seed, probes, supported)
+    try:
+        supported = supported_action_spaces(cls)
+    except TypeError:  # an invalid declaration, which the action_spaces check reports: the probes tell instead
+        supported = _probe_action_spaces(cls)
+    report = ConformanceReport(
+        name, env_id, supported, declared=getattr(cls, "supported_action_spaces", None) is not None
+    )
+    checker = _Checker(cls, report, hyperparams or {}, timesteps, seed, probes)
     if selected & set(_MODEL_CHECKS):
         selected.add("learn")  # the checks of the trained model need it
-    ran = 0
     for check in [check for check in CHECKS if check in selected]:
-        run = getattr(checker, check)
-        if check in _MODEL_CHECKS:
-            if checker.model is None:
-                report.skipped.append(check)  # learning failed: there is no model to check
-                continue
-            run = partial(run, checker.model)
-        ran += 1
+        if check in _MODEL_CHECKS and checker.model is None:
+            report.skipped.append(check)  # learning failed: there is no model to check
+            continue
         checker.check = check
         count = len(checker.failures)
         try:
-            run()
+            getattr(checker, check)()
         except _Skip as skip:
             report.skipped.append(f"{check}: {skip}")
             continue
@@ -621,5 +611,5 @@ def check_algorithm(
         if len(checker.failures) == count:
             report.passed.append(check)
     if checker.failures:
-        raise ConformanceError(name, env_id, checker.failures, ran)
+        raise ConformanceError(name, env_id, checker.failures, len(report.passed))
     return report

@@ -588,7 +588,6 @@ def _bridge_options(name: str, arguments: list[str]) -> tuple[argparse.Namespace
     if name == "record_training":
         parser.add_argument("-o", "--output-folder", type=os.path.abspath)
     options, rest = parser.parse_known_args(arguments)
-    require_count(THREADS_FLAG, options.threads)
     require_count(WORKERS_FLAG, options.workers)
     if options.output_folder is not None:
         rest += ["--output-folder", options.output_folder]
@@ -720,10 +719,10 @@ def _run(name: str, arguments: list[str]) -> int:
     if name not in ZOO_SCRIPTS:  # a script that is not offered says why
         unknown = unknown_name_message("zoo script", name, list(ZOO_SCRIPTS))
         raise ZooBridgeError(UNAVAILABLE_SCRIPTS.get(name, unknown))
-    import torch as th
+    from sbx_lecture.factory import use_threads
 
     options, arguments = _bridge_options(name, arguments)
-    th.set_num_threads(options.threads)
+    use_threads(options.threads)
     table = register_with_zoo()
     if not {"-h", "--help"} & set(arguments):
         _check_command_line(name, arguments, table)

@@ -175,8 +175,7 @@ def read_sections(path: Path) -> dict[str, Any]:
     try:
         content = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        reason = one_line(exc)
-        raise ZooConfigError(f"cannot read the hyperparameter file {path} ({reason}): check its YAML") from None
+        raise ZooConfigError(f"cannot read the hyperparameter file {path} ({one_line(exc)}): check its YAML") from None
     if content is None:
         return {}
     if not isinstance(content, dict) or not all(isinstance(v, dict) or v is None for v in content.values()):
@@ -224,12 +223,6 @@ def split_hyperparams(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str,
             warnings.warn(f"hyperparameter {key!r} is applied by the RL Zoo only: use `sbx-lecture zoo train`")
         else:
             kwargs[key] = value
-    _check_zoo_keys(zoo)
-    check_common_arguments(kwargs)
-    return zoo, kwargs
-
-
-def _check_zoo_keys(zoo: dict[str, Any]) -> None:
     for key in ("n_envs", "n_timesteps"):
         if key in zoo:
             zoo[key] = require_integer(key, zoo[key], 1)
@@ -241,6 +234,8 @@ def _check_zoo_keys(zoo: dict[str, Any]) -> None:
         if key in zoo and not isinstance(zoo[key], str):
             example = "MlpPolicy" if key == "policy" else "normal"
             raise InvalidValueError(f"{key} must be a name such as {example}, got {zoo[key]!r}")
+    check_common_arguments(kwargs)
+    return zoo, kwargs
 
 
 def settings_digest(values: Mapping[str, Any]) -> str:

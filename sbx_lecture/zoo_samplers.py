@@ -19,11 +19,10 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+from gymnasium.spaces import Box
 from rl_zoo3.hyperparams_opt import convert_offpolicy_params, convert_onpolicy_params
 
-#: ``(trial, n_actions, n_envs, additional_args) -> raw values``; the raw values' keys are the trial's param names.
-SuggestFunction = Callable[[Any, int, int, dict[str, Any]], dict[str, Any]]
-ConvertFunction = Callable[[dict[str, Any]], dict[str, Any]]
+from sbx_lecture.factory import action_noise_from_zoo
 
 #: Names the zoo's converters know: activations, and network sizes (``tiny`` [64], ``small`` [64, 64], ``medium``
 #: [256, 256] with separate ``pi`` and ``vf`` layers on policy; ``small``, ``medium``, ``big`` [400, 300] off policy).
@@ -39,11 +38,12 @@ class ZooSampler:
     zoo's samplers do), then turns the zoo keys ``noise_type``/``noise_std`` of the converted values into an
     ``action_noise`` object for ``n_actions`` dimensions (the zoo does that itself for a stored trial).
 
-    :param suggest: suggests the raw values on the trial and returns them
+    :param suggest: ``(trial, n_actions, n_envs, additional_args) -> raw values``, suggested on the trial (their keys
+        are the trial's param names)
     :param convert: maps raw values (a trial's ``params``) to the algorithm's hyperparameters
     """
 
-    def __init__(self, suggest: SuggestFunction, convert: ConvertFunction) -> None:
+    def __init__(self, suggest: Callable[..., dict[str, Any]], convert: Callable[..., dict[str, Any]]) -> None:
         self.suggest = suggest
         self.convert = convert
         self.__doc__ = suggest.__doc__
@@ -55,24 +55,16 @@ class ZooSampler:
         for key in ("n_steps", "batch_size"):
             if f"{key}_pow" in raw:
                 trial.set_user_attr(key, 2 ** raw[f"{key}_pow"])
-        return with_action_noise(self.convert(raw), n_actions)
-
-
-def with_action_noise(hyperparams: dict[str, Any], n_actions: int) -> dict[str, Any]:
-    """Replace the zoo keys ``noise_type``/``noise_std`` by an SB3 ``action_noise`` with ``n_actions`` dimensions, as
-    ``sbx-lecture train`` builds it."""
-    from gymnasium.spaces import Box
-
-    from sbx_lecture.factory import action_noise_from_zoo
-
-    zoo = {key: hyperparams.pop(key) for key in ("noise_type", "noise_std") if key in hyperparams}
-    noise = action_noise_from_zoo(zoo, SimpleNamespace(action_space=Box(-1.0, 1.0, (n_actions,))))  # type: ignore[arg-type]
-    return hyperparams if noise is None else {**hyperparams, "action_noise": noise}
+        # The zoo keys noise_type/noise_std become an SB3 action_noise of n_actions dimensions, as train builds it.
+        hyperparams = self.convert(raw)
+        zoo = {key: hyperparams.pop(key) for key in ("noise_type", "noise_std") if key in hyperparams}
+        noise = action_noise_from_zoo(zoo, SimpleNamespace(action_space=Box(-1.0, 1.0, (n_actions,))))  # type: ignore[arg-type]
+        return hyperparams if noise is None else {**hyperparams, "action_noise": noise}
 
 
 def _suggest_on_policy(trial: Any) -> dict[str, Any]:
     """The rollout, discount and network choices shared by NPG, TNPG and KL-PPO."""
-    raw = {
+    return {
         "n_steps_pow": trial.suggest_int("n_steps_pow", 5, 12),
         "batch_size_pow": trial.suggest_int("batch_size_pow", 3, 10),
         "one_minus_gamma": trial.suggest_float("one_minus_gamma", 1e-4, 0.03, log=True),
@@ -81,7 +73,6 @@ def _suggest_on_policy(trial: Any) -> dict[str, Any]:
         "net_arch": trial.suggest_categorical("net_arch", ON_POLICY_NETS),
         "activation_fn": trial.suggest_categorical("activation_fn", list(ACTIVATIONS)),
     }
-    return raw
 
 
 def suggest_npg_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:

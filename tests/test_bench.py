@@ -25,17 +25,9 @@ import yaml
 
 from sbx_lecture.bench import harness, main, report_folder
 from sbx_lecture.bench.baselines import published_for, same_task
-from sbx_lecture.bench.harness import (
-    STOP_EVENT,
-    _work,
-    describe,
-    job_folder,
-    run_again,
-    run_jobs,
-    stored_result,
-)
+from sbx_lecture.bench.harness import STOP_EVENT, _work, describe, run_jobs
 from sbx_lecture.bench.report import failures, markdown_report, speed_table
-from sbx_lecture.bench.runner import ERROR_FILE, LOCK_FILE, RESULT_FILE, execute_run, read_result
+from sbx_lecture.bench.runner import ERROR_FILE, LOCK_FILE, RESULT_FILE, execute_run, read_result, stored_result
 from sbx_lecture.bench.speed import sibling_arguments
 from sbx_lecture.bench.stats import MIN_SPEED_REPEATS, ratio_interval, run_score
 from sbx_lecture.bench.suites import (
@@ -157,7 +149,7 @@ def test_expand_filters_scales_and_orders_seed_major():
     )
     assert [(job.algo, job.seed) for job in jobs] == [("trpo", 0), ("ppo", 0), ("trpo", 1), ("ppo", 1)]
     assert all(isinstance(job, RunJob) and job.timesteps == 10_000 for job in jobs)
-    assert jobs[0].folder == Path("trpo/CartPole-v1/t10000/seed_0")
+    assert jobs[0].folder == Path("runs/trpo/CartPole-v1/t10000/seed_0")
     speed = expand(SUITES["speed"], Selection(algos=frozenset({"ppo_kl"})))
     assert {job.env_id for job in speed} == {"CartPole-v1", "Pendulum-v1"}
     assert all(isinstance(job, SpeedJob) and job.sibling == "ppo" for job in speed)
@@ -313,7 +305,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     suite_file = write_suite(tmp_path, content)
     out = tmp_path / "out"
     (job,) = run_jobs_of(suite_file)
-    run_dir = job_folder(job, out)
+    run_dir = out / job.folder
     interrupted = execute_run(job, run_dir, stop_after=1_500)  # stops for real after 1500 steps, as Ctrl-C would
     assert interrupted["status"] == "interrupted"
     assert not (run_dir / RESULT_FILE).exists()
@@ -346,13 +338,13 @@ def test_an_interrupted_line_claims_a_checkpoint_only_where_one_was_saved(tmp_pa
         Event(STOP_EVENT + "ctrl-c", client=client).set()
         queued = client.submit(_work, job, tmp_path, 1, "progress", "ctrl-c").result()
     assert describe(queued) == "not started (interrupted); run the command again"
-    assert not job_folder(job, tmp_path).exists()
+    assert not (tmp_path / job.folder).exists()
 
     def stopped_in_start_up(config, callbacks):
         raise TrainingInterrupted("interrupted during start-up, before any training: nothing was saved")
 
     monkeypatch.setattr("sbx_lecture.training.train", stopped_in_start_up)
-    line = describe(execute_run(job, job_folder(job, tmp_path)))
+    line = describe(execute_run(job, tmp_path / job.folder))
     assert line == "interrupted during start-up, before any training: nothing was saved; run the command again"
     speed = {"kind": "speed", "status": "interrupted", "ours": "dpg", "sibling": "td3", "env": "Pendulum-v1"}
     assert "checkpoint" not in describe(speed) and "nothing was saved" in describe(speed)
@@ -360,7 +352,7 @@ def test_an_interrupted_line_claims_a_checkpoint_only_where_one_was_saved(tmp_pa
 
 def test_a_failing_run_is_reported_and_not_marked_finished(tmp_path):
     job = RunJob("a2c", "CartPole-v1", 1_000, 0, {"not_a_hyperparameter": 1})
-    run_dir = job_folder(job, tmp_path)
+    run_dir = tmp_path / job.folder
     run_dir.mkdir(parents=True)
     (run_dir / LOCK_FILE).write_text("999999999")  # left by a process that died: nobody holds it
     result = execute_run(job, run_dir)
@@ -376,9 +368,9 @@ def test_results_made_with_other_settings_are_stale_not_reused(tmp_path, monkeyp
     import sbx_lecture.zoo_config as zoo_config
 
     job = RunJob("a2c", "CartPole-v1", 1_000, 0)
-    run_dir = job_folder(job, tmp_path)
+    run_dir = tmp_path / job.folder
     finished = execute_run(job, run_dir)
-    assert finished["status"] == "done" and stored_result(job, tmp_path)["status"] == "done"  # type: ignore[index]
+    assert finished["status"] == "done" and stored_result(job, tmp_path / job.folder)["status"] == "done"  # type: ignore[index]
     written = (run_dir / RESULT_FILE).stat().st_mtime_ns
     entry_then = zoo_config.zoo_entry
 
@@ -388,10 +380,10 @@ def test_results_made_with_other_settings_are_stale_not_reused(tmp_path, monkeyp
 
     monkeypatch.setattr(zoo_config, "zoo_entry", edited)
     changes: dict[str, object] = {}  # only the budget, which the run's folder names: still the same run
-    assert stored_result(job, tmp_path)["status"] == "done"  # type: ignore[index]
+    assert stored_result(job, tmp_path / job.folder)["status"] == "done"  # type: ignore[index]
 
     changes["ent_coef"] = 0.01  # a setting the run was not trained with
-    stale = stored_result(job, tmp_path)
+    stale = stored_result(job, tmp_path / job.folder)
     assert stale is not None and stale["status"] == "stale"
     assert describe(stale) == (
         f"stale: made with other settings than {finished['settings_source']} gives now: move its folder away to "
@@ -413,28 +405,28 @@ def test_results_made_with_other_settings_are_stale_not_reused(tmp_path, monkeyp
 
     monkeypatch.setattr(zoo_config, "zoo_entry", unreadable)  # a broken file now: the record is not judged by it
     (run_dir / RESULT_FILE).write_text(json.dumps(finished))
-    assert stored_result(job, tmp_path)["status"] == "done"  # type: ignore[index]
+    assert stored_result(job, tmp_path / job.folder)["status"] == "done"  # type: ignore[index]
     monkeypatch.setattr(zoo_config, "zoo_entry", edited)
 
     del finished["settings_digest"]  # results written before digests were recorded are trusted
     (run_dir / RESULT_FILE).write_text(json.dumps(finished))
-    assert stored_result(job, tmp_path)["status"] == "done"  # type: ignore[index]
+    assert stored_result(job, tmp_path / job.folder)["status"] == "done"  # type: ignore[index]
 
 
 def test_a_run_whose_algorithm_adds_to_its_policy_kwargs_is_not_stale(tmp_path):
     """SB3 writes its own keys (``use_sde``) into the policy_kwargs it is given: the record stays the settings'."""
     job = RunJob("sac", "Pendulum-v1", 200, 0, {"policy_kwargs": {"net_arch": [8]}, "learning_starts": 100})
-    result = execute_run(job, job_folder(job, tmp_path))
+    result = execute_run(job, tmp_path / job.folder)
     assert result["status"] == "done", result.get("error")
     assert result["hyperparams"]["policy_kwargs"] == {"net_arch": [8]} and job.hyperparams["policy_kwargs"] == {
         "net_arch": [8]
     }
-    assert stored_result(job, tmp_path)["status"] == "done"  # type: ignore[index]
+    assert stored_result(job, tmp_path / job.folder)["status"] == "done"  # type: ignore[index]
 
 
 def test_a_run_that_another_process_trains_is_left_alone(tmp_path):
     job = RunJob("a2c", "CartPole-v1", 1_000, 0)
-    run_dir = job_folder(job, tmp_path)
+    run_dir = tmp_path / job.folder
     run_dir.mkdir(parents=True)
     holder = subprocess.Popen(
         [
@@ -566,31 +558,32 @@ def test_a_pair_timed_before_sbx_was_installed_is_timed_again_once_it_is(tmp_pat
     from stable_baselines3 import A2C
 
     import sbx_lecture.bench.speed as speed
+    import sbx_lecture.bench.suites as suites
     from sbx_lecture.bench import _dry_run
 
     monkeypatch.setattr(speed, "sbx_algorithm", lambda name: None)
-    monkeypatch.setattr(speed, "_sbx_installed", lambda: False)
-    folder = job_folder(SBX_JOB, tmp_path)
+    monkeypatch.setattr(suites, "_sbx_installed", lambda: False)
+    folder = tmp_path / SBX_JOB.folder
     first = speed.execute_speed(SBX_JOB, folder)
     assert first["status"] == "done" and first["sbx_note"] == speed.SBX_NOT_INSTALLED
-    stored = stored_result(SBX_JOB, tmp_path)
-    assert stored is not None and not run_again(SBX_JOB, stored)
+    stored = stored_result(SBX_JOB, folder)
+    assert stored is not None and stored["status"] == "done"
     assert speed.execute_speed(SBX_JOB, folder)["status"] == "skipped"
 
     monkeypatch.setattr(speed, "sbx_algorithm", lambda name: A2C)  # now "installed": a stand-in for sbx.A2C
-    monkeypatch.setattr(speed, "_sbx_installed", lambda: True)
-    stored = stored_result(SBX_JOB, tmp_path)
-    assert stored is not None and run_again(SBX_JOB, stored)  # the client submits it again...
+    monkeypatch.setattr(suites, "_sbx_installed", lambda: True)
+    assert stored_result(SBX_JOB, folder) is None  # the client submits it again...
+    stored = stored_result(SBX_JOB, folder, report=True)  # (its result stays in the reports until then)
+    assert stored is not None and "sbx_steps_per_second" not in stored
     _dry_run([SBX_JOB], tmp_path)
     assert capsys.readouterr().out.startswith("to run ")
     again = speed.execute_speed(SBX_JOB, folder)  # ...and the worker times all three contestants anew
     assert again["status"] == "done" and again["sbx"] == "sbx.A2C" and "sbx_note" not in again
     assert again["ours_samples"] != first["ours_samples"]
-    stored = stored_result(SBX_JOB, tmp_path)
+    stored = stored_result(SBX_JOB, folder)
     assert stored is not None and stored["sbx_steps_per_second"] == again["sbx_steps_per_second"]
-    assert not run_again(SBX_JOB, stored)
     no_sbx = dataclasses.replace(SBX_JOB, sbx=None)  # a pair that names no SBX sibling is finished without one
-    assert not run_again(no_sbx, {**first, "status": "done"})
+    assert not no_sbx.lacks_sbx(first) and SBX_JOB.lacks_sbx(first)
 
 
 def test_speed_reports_the_seconds_our_update_spent_compiling(tmp_path, monkeypatch):
@@ -625,13 +618,13 @@ def test_a_pair_of_own_defaults_gives_every_contestant_its_own_constructor_defau
         return 100.0
 
     monkeypatch.setattr(speed, "time_learning", time_learning)
-    monkeypatch.setattr(speed, "environment_rate", lambda *args: 1000.0)
+    monkeypatch.setattr(speed, "random_rollout", lambda *args: ([], 1000.0))
     monkeypatch.setattr(speed, "sbx_algorithm", lambda name: LateDQN)
     job = SpeedJob("sql", "dqn", "CartPole-v1", 500, 2, {"gamma": 0.95}, sbx="DQN", own_defaults=True)
-    result = speed.execute_speed(job, job_folder(job, tmp_path))
+    result = speed.execute_speed(job, tmp_path / job.folder)
     assert result["status"] == "done", result.get("error")
-    stored = stored_result(job, tmp_path)  # finished, not "stale" against SQL's zoo entry
-    assert stored is not None and stored["status"] == "done" and not run_again(job, stored)
+    stored = stored_result(job, tmp_path / job.folder)  # finished, not "stale" against SQL's zoo entry
+    assert stored is not None and stored["status"] == "done"
     # the warm-up and both timed runs: SQL's and DQN's default start (100) capped at 10 % of 500; LateDQN's is 30
     assert given["sql"] == given["dqn"] == [{"gamma": 0.95, "learning_starts": 50}] * 3
     assert given["sbx.DQN"] == [{"gamma": 0.95, "learning_starts": 30}] * 3
@@ -674,11 +667,11 @@ def test_speed_pairs_timed_on_a_gpu_are_another_measurement_and_sbx_stays_where_
         return 100.0
 
     monkeypatch.setattr(speed, "time_learning", time_learning)
-    monkeypatch.setattr(speed, "environment_rate", lambda *args: 1000.0)
+    monkeypatch.setattr(speed, "random_rollout", lambda *args: ([], 1000.0))
     monkeypatch.setattr(speed, "sbx_algorithm", lambda name: A2C)  # a stand-in for sbx.A2C
     monkeypatch.setattr(speed, "jax_backend", lambda: "gpu")
     job = dataclasses.replace(SBX_JOB, device="cuda:0")
-    result = speed.execute_speed(job, job_folder(job, tmp_path))
+    result = speed.execute_speed(job, tmp_path / job.folder)
     assert result["status"] == "done", result.get("error")
     assert devices == {"ppo": {"cuda:0"}, "a2c": {"cuda:0"}, "sbx.A2C": {"cpu"}}
     assert result["device"] == "cuda:0" and result["sbx_backend"] == "gpu"
@@ -709,7 +702,7 @@ def test_a_speed_pair_is_timed_on_cuda(tmp_path):
     import sbx_lecture.bench.speed as speed
 
     job = dataclasses.replace(SBX_JOB, sbx=None, device="cuda")
-    result = speed.execute_speed(job, job_folder(job, tmp_path))
+    result = speed.execute_speed(job, tmp_path / job.folder)
     assert result["status"] == "done", result.get("error")
     assert result["device"] == "cuda" and result["ours_steps_per_second"] > 0
 
@@ -760,7 +753,7 @@ def test_the_defaults_suite_sets_every_lecture_class_beside_its_sibling_on_ten_t
     assert {budgets[algo, "Hopper-v5"] for algo in ("dpg", "td3", "sql", "sac")} == {50_000}
     # never the folder of a zoo-settings run of the same algorithm, environment and budget
     (job,) = [j for j in expand(SUITES["defaults"], Selection(seeds=range(5, 6))) if j.label == "dpg Hopper-v5 seed 5"]
-    assert isinstance(job, RunJob) and job.folder == Path("dpg/Hopper-v5/t50000-defaults/seed_5")
+    assert isinstance(job, RunJob) and job.folder == Path("runs/dpg/Hopper-v5/t50000-defaults/seed_5")
     assert job.folder != dataclasses.replace(job, own_defaults=False).folder
 
 

@@ -24,7 +24,6 @@ import yaml
 from rich.progress import Progress, TaskID
 
 from sbx_lecture.bench import harness, main
-from sbx_lecture.bench.harness import job_folder
 from sbx_lecture.bench.runner import ERROR_FILE, RESULT_FILE
 from sbx_lecture.bench.speed import speed_steps, warmup_length
 from sbx_lecture.bench.suites import RunJob, Selection, expand, load_suite_file
@@ -164,7 +163,7 @@ def test_a_killed_worker_does_not_stop_the_suite(killed_run):
     segments = json.loads((Path(killed_key) / "run.json").read_text())["segments"]
     assert [segment["start"] for segment in segments] == [0, killed["resumed_from"][0]]
     for job in expand(load_suite_file(out.parent / "dask.yml"), Selection()):
-        assert (job_folder(job, out) / RESULT_FILE).exists()
+        assert (out / job.folder / RESULT_FILE).exists()
 
 
 class InterruptingDisplay(WatchingDisplay):
@@ -196,7 +195,7 @@ def test_a_job_run_again_after_ctrl_c_sees_the_stop_request(tmp_path, capsys):
     text = capsys.readouterr().out
     assert display.killed and status == 130, text
     assert f"{job.label}: not started (interrupted); run the command again" in text, text
-    assert not (job_folder(job, out) / RESULT_FILE).exists()
+    assert not (out / job.folder / RESULT_FILE).exists()
 
 
 def test_the_local_cluster_listens_on_loopback_only(killed_run):
@@ -238,7 +237,7 @@ def test_scheduler_runs_the_suite_on_an_existing_cluster(tmp_path, capsys):
         worker_pids = set(cluster.workers)  # still up: the command left the cluster alone
     assert status == 0 and worker_pids
     (job,) = expand(load_suite_file(suite_file), Selection())
-    result = json.loads((job_folder(job, out) / RESULT_FILE).read_text())
+    result = json.loads((out / job.folder / RESULT_FILE).read_text())
     assert result["status"] == "done" and result["curve"][-1][0] >= 500
     assert "a2c CartPole-v1 seed 0: done" in capsys.readouterr().out
 
@@ -308,9 +307,9 @@ def test_two_benches_on_one_folder_never_train_a_run_twice(tmp_path):
     for job in jobs:
         trained = [text for text in outputs if re.search(rf"\] {re.escape(job.label)}: done:", text)]
         assert len(trained) == 1, outputs  # one bench trained it; the other found it busy or finished
-        result = json.loads((job_folder(job, out) / RESULT_FILE).read_text())
+        result = json.loads((out / job.folder / RESULT_FILE).read_text())
         assert result["status"] == "done" and result["resumed_from"] == []
-        segments = json.loads((job_folder(job, out) / "run.json").read_text())["segments"]
+        segments = json.loads((out / job.folder / "run.json").read_text())["segments"]
         assert [segment["start"] for segment in segments] == [0]
     for bench, text in zip(benches, outputs, strict=True):
         # A bench that met a run the other was training says so and exits 1; otherwise it finished everything.
@@ -330,7 +329,7 @@ def test_ctrl_c_has_the_running_runs_save_a_checkpoint(tmp_path, stop):
     suite_file = write_suite(tmp_path, content)
     out = tmp_path / "out"
     (job,) = expand(load_suite_file(suite_file), Selection())
-    run_dir = job_folder(job, out)
+    run_dir = out / job.folder
     bench, first = _start_bench(suite_file, out, job.label)
     # Interrupt only once the run takes steps (an episode is in its monitor file): a fixed pause after the folder is
     # set up can still fall into the start-up of a loaded machine.
@@ -366,7 +365,7 @@ def test_stopping_the_bench_stops_a_running_speed_pair(tmp_path):
     stopped = re.search(rf"{re.escape(job.label)}: interrupted after (\d+) of (\d+) steps: nothing was saved", rest)
     assert stopped is not None, rest
     assert int(stopped[1]) < warmup_length(job) and int(stopped[2]) == speed_steps(job)  # within the first learn
-    assert not (job_folder(job, out) / RESULT_FILE).exists()
+    assert not (out / job.folder / RESULT_FILE).exists()
 
 
 def _start_bench(suite_file: Path, out: Path, label: str) -> tuple[subprocess.Popen[str], str]:
@@ -448,9 +447,9 @@ def test_workers_without_our_filesystem_send_results_the_command_writes(tmp_path
         )
     assert status == 0
     (job,) = expand(load_suite_file(suite_file), Selection())
-    assert (job_folder(job, elsewhere) / "run.json").exists()  # trained there
-    assert not (job_folder(job, out) / "run.json").exists()  # not here
-    result = json.loads((job_folder(job, out) / RESULT_FILE).read_text())  # written here from what came back
-    assert result == json.loads((job_folder(job, elsewhere) / RESULT_FILE).read_text())
+    assert (elsewhere / job.folder / "run.json").exists()  # trained there
+    assert not (out / job.folder / "run.json").exists()  # not here
+    result = json.loads((out / job.folder / RESULT_FILE).read_text())  # written here from what came back
+    assert result == json.loads((elsewhere / job.folder / RESULT_FILE).read_text())
     assert result["status"] == "done" and result["curve"][-1][0] >= 500
     assert "| CartPole-v1 | actor-critic | a2c | 500 | 1 |" in (out / "apart" / "report.md").read_text()

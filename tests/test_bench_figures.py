@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from sbx_lecture.bench import main
-from sbx_lecture.bench.figures import FIGURES, IMAGE_FILE, execute_figure
+from sbx_lecture.bench.figures import FIGURES, IMAGE_FILE
+from sbx_lecture.bench.harness import execute
 from sbx_lecture.bench.speed import interleaved_samples
 from sbx_lecture.bench.suites import SUITES, FigureJob, Selection, expand, load_suite_file
 
@@ -52,38 +53,41 @@ def test_figure_jobs_are_filtered_and_scaled_like_runs():
 
 def test_dpg_beats_a2c_on_the_bandit_and_the_figure_is_written(tmp_path):
     job = FigureJob("dpg_bandit", {"dims": [25], "seeds": 1, "timesteps": 600, "a2c_learning_rates": [0.03]})
-    result = execute_figure(job, tmp_path)
+    result = execute(job, tmp_path)
     assert result["status"] == "done", result
     (row,) = result["rows"]
     assert row["m"] == 25 and row["a2c_learning_rate"] == 0.03
     assert row["dpg_final_cost"] < row["initial_cost"] / 5
     assert row["dpg_final_cost"] < row["a2c_final_cost"] / 3, row  # 20 against 182 at seed 0
-    assert_png(tmp_path / IMAGE_FILE)
-    assert json.loads((tmp_path / "result.json").read_text())["rows"][0]["m"] == 25
+    assert_png(tmp_path / job.folder / IMAGE_FILE)
+    assert json.loads((tmp_path / job.folder / "result.json").read_text())["rows"][0]["m"] == 25
 
 
 def test_fisher_product_timing_gives_positive_times_and_their_ratio(tmp_path):
-    result = execute_figure(FigureJob("fisher_product", TINY_FISHER), tmp_path)
+    job = FigureJob("fisher_product", TINY_FISHER)
+    result = execute(job, tmp_path)
     assert result["status"] == "done", result
     assert result["ours_seconds"] > 0 and result["trpo_seconds"] > 0
     assert result["ratio"] == pytest.approx(result["ours_seconds"] / result["trpo_seconds"])
     assert len(result["ours_samples"]) == len(result["trpo_samples"]) == 3
     assert result["relative_difference"] < 1e-4  # both compute the same product
     assert "ratio" in result["summary"]
-    assert_png(tmp_path / IMAGE_FILE)
+    assert_png(tmp_path / job.folder / IMAGE_FILE)
 
 
 def test_multigoal_figure_is_written(tmp_path):
-    result = execute_figure(FigureJob("sql_multigoal", {"timesteps": 600, "episodes": 3}), tmp_path)
+    job = FigureJob("sql_multigoal", {"timesteps": 600, "episodes": 3})
+    result = execute(job, tmp_path)
     assert result["status"] == "done", result
     assert len(result["goal_counts"]) == 4 and sum(result["goal_counts"]) + result["no_goal"] == 3
-    assert_png(tmp_path / IMAGE_FILE)
+    assert_png(tmp_path / job.folder / IMAGE_FILE)
 
 
 def test_a_failing_figure_is_reported_in_one_line(tmp_path):
-    result = execute_figure(FigureJob("fisher_product", {**TINY_FISHER, "env": "NoSuchEnv-v0"}), tmp_path)
+    job = FigureJob("fisher_product", {**TINY_FISHER, "env": "NoSuchEnv-v0"})
+    result = execute(job, tmp_path)
     assert result["status"] == "failed" and "NoSuchEnv-v0" in result["error"] and "\n" not in result["error"]
-    assert not (tmp_path / "result.json").exists()
+    assert not (tmp_path / job.folder / "result.json").exists()
 
 
 def test_a_figure_suite_is_drawn_by_the_command_reported_and_skipped(tmp_path, capsys):

@@ -293,7 +293,7 @@ def test_normalisation_uses_the_random_policy_and_the_cited_reference_without_cl
 
 
 def test_every_task_has_one_cited_reference_by_the_stated_rule():
-    cited = [figure for figure in baselines.published_figures() if figure.reference]
+    cited = [figure for figure in baselines.PUBLISHED_FIGURES if figure.reference]
     by_task = {figure.env: (figure.source_key, figure.algo, figure.mean) for figure in cited}
     assert len(by_task) == len(cited)  # one a task
     assert by_task == {
@@ -312,7 +312,7 @@ def test_published_results_hold_every_row_of_the_reference_csv():
     if not csv.exists():
         pytest.skip(f"{csv} is not beside this checkout")
     rows = pd.read_csv(csv, keep_default_na=False).to_dict("records")
-    figures = baselines.published_figures()
+    figures = baselines.PUBLISHED_FIGURES
     assert len(figures) == len(rows)
     for row, figure in zip(rows, figures, strict=True):
         std = float(row["std_return"]) if row["std_return"] != "" else None
@@ -363,11 +363,11 @@ def test_task_without_cited_reference_uses_its_maximum_else_the_best_measured(
 
 
 def test_random_policy_returns_are_measured_once_and_cached(tmp_path, monkeypatch):
-    returns = baselines.random_policy_returns("CartPole-v1", episodes=4, seed=1)
+    returns = baselines.random_rollout("CartPole-v1", 1, seed=1, episodes=4)[0]
     assert len(returns) == 4 and all(5 <= value <= 500 and value == int(value) for value in returns)
-    assert returns == baselines.random_policy_returns("CartPole-v1", episodes=4, seed=1)
+    assert returns == baselines.random_rollout("CartPole-v1", 1, seed=1, episodes=4)[0]
     first = random_scores(["CartPole-v1"], tmp_path, episodes=4)
-    monkeypatch.setattr(baselines, "random_policy_returns", lambda *args: pytest.fail("measured again"))
+    monkeypatch.setattr(baselines, "random_rollout", lambda *args, **kwargs: pytest.fail("measured again"))
     assert random_scores(["CartPole-v1"], tmp_path, episodes=4) == first
 
 
@@ -410,12 +410,12 @@ def test_published_figures_stand_beside_our_iqm_at_their_budget(report_dir):
 
 
 def test_evaluation_curves_are_iqm_with_bands_clipped_to_the_achievable_range():
-    assert return_range("CartPole-v1") == (0.0, 500.0)
+    assert return_range("CartPole-v1", np.array([-3.0, 7.0])) == (0.0, 500.0)  # known bounds, not the measured
     assert RETURN_RANGES["Pendulum-v1"][0] == pytest.approx(-16.2736044 * 200)
     assert return_range("HalfCheetah-v5", np.array([-3.0, 7.0])) == (-3.0, 7.0)
     rng = np.random.default_rng(0)
     curves = [[(0.0, 20.0 + rng.normal()), (100.0, 480.0 + 40 * rng.normal()), (200.0, 520.0)] for _ in range(10)]
-    steps, iqm, low, high = curve_iqm(curves, return_range("CartPole-v1"), reps=500)
+    steps, iqm, low, high = curve_iqm(curves, RETURN_RANGES["CartPole-v1"], reps=500)
     assert list(steps) == [0.0, 100.0, 200.0]
     values = np.array([[value for _, value in curve] for curve in curves])
     assert iqm[:2] == pytest.approx([numpy_iqm(values[:, 0]), numpy_iqm(values[:, 1])], rel=1e-12)

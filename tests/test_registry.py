@@ -82,9 +82,9 @@ def test_name_normalisation_and_validation() -> None:
     registry = PluginManager(load_entry_points=False)
     assert "PPO-KL" in registry.registry
     with pytest.raises(InvalidAlgorithmError, match=r"module:ClassName"):
-        from sbx_lecture.registry import validate_registration
-
-        validate_registration("x", "no_colon_here")
+        AlgorithmSpec("x", "no_colon_here", plugin="test")
+    with pytest.raises(InvalidAlgorithmError, match=r"invalid algorithm name '1x'"):
+        AlgorithmSpec("1x", "stable_baselines3:PPO", plugin="test")
 
 
 def test_target_that_is_not_an_algorithm_fails_on_use_naming_the_plugin() -> None:

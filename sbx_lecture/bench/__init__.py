@@ -29,6 +29,7 @@ from sbx_lecture.bench.suites import (
     FINISHED,
     SUITES,
     FigureJob,
+    Job,
     Selection,
     Suite,
     SuiteError,
@@ -40,7 +41,7 @@ from sbx_lecture.infra.validation import CommandLineParser, positive_integer, ru
 
 DEFAULT_SUITE = "classic"
 DEFAULT_OUT = Path("bench_results")
-__all__ = ["add_dask_options", "check_dask_options", "main", "report_folder", "run_suite"]
+__all__ = ["add_dask_options", "check_dask_options", "main", "report_folder"]
 
 
 def add_dask_options(parser: argparse.ArgumentParser, jobs_default: str) -> None:
@@ -142,13 +143,15 @@ def _list_suites() -> None:
 
 
 def _dry_run(jobs: list[Any], out: Path) -> None:
-    from sbx_lecture.bench.harness import job_folder, job_state, job_steps
+    from sbx_lecture.bench.harness import job_steps
+    from sbx_lecture.bench.runner import stored_result
 
     total = 0
     for job in jobs:
-        state, _ = job_state(job, out)
-        print(f"{state:<9} {job.label:<48} {job_steps(job):>10} steps  {job_folder(job, out)}")
-        total += job_steps(job) if state == "to run" else 0
+        stored = stored_result(job, out / job.folder)
+        state = "to run" if stored is None else "stale" if stored["status"] == "stale" else "finished"
+        print(f"{state:<9} {job.label:<48} {job_steps(job):>10} steps  {out / job.folder}")
+        total += job_steps(job) if stored is None else 0
     print(f"{len(jobs)} jobs, {total:,} environment steps still to run")
 
 
@@ -162,10 +165,9 @@ def _check_suite(suite: Suite, selection: Selection) -> None:
             raise SuiteError(
                 f"suite {suite.name!r}: unknown figure {', '.join(unknown)}; choose from {', '.join(FIGURES)}"
             )
-    algos = {e.algo for e in suite.entries} | {a for s in suite.speed_entries for a in (s.ours, s.sibling)}
-    algos |= {a for figure in suite.figures for a in figure.algos}
-    envs = {e.env_id for e in suite.entries} | {s.env_id for s in suite.speed_entries}
-    envs |= {figure.env_id for figure in suite.figures if figure.env_id}
+    rows: list[Job] = [*suite.entries, *suite.speed_entries, *suite.figures]
+    algos = {algo for row in rows for algo in row.algos}
+    envs = {row.env_id for row in rows} - {""}
     for wanted, known, what in ((selection.algos, algos, "algorithm"), (selection.envs, envs, "environment")):
         unknown = sorted((wanted or set()) - known)
         if unknown:
@@ -194,63 +196,21 @@ def _check_device(suite: Suite, device: str, local: bool) -> None:
         raise SuiteError(f"--device {device}: this machine has no CUDA device torch can use; time on --device cpu")
 
 
-def run_suite(
-    suite: Suite,
-    selection: Selection,
-    out: Path,
-    n_jobs: int = 1,
-    threads: int = 1,
-    run: bool = True,
-    plots: bool = True,
-    live: bool | None = None,
-    reps: int | None = None,
-    scheduler: str | None = None,
-) -> tuple[list[dict[str, Any]], Path]:
-    """Run the selected jobs of ``suite`` (unless ``run`` is false) and write its report: training runs and speed
-    pairs on Dask (:func:`.harness.run_jobs`), then the figures in this process (:func:`.figures.draw_figures`).
-
-    The report covers every job of the suite at this scale and seed count that has a result, so a suite run in
-    filtered parts (``--algos``, ``--envs``) still gets one report: tables, statistics, plots, ``report.md``,
-    ``summary.md`` (the compact table for the README) and the RL Zoo layout export (``zoo_logs/``), in
-    :func:`report_folder`.
-
-    :param reps: bootstrap replications of the report's intervals (``None``: :data:`.stats.DEFAULT_REPS`)
-    :return: the results of the selected jobs, and the report's path
-    """
-    from sbx_lecture.bench.figures import draw_figures
-    from sbx_lecture.bench.harness import job_folder, run_jobs, stored_result
-    from sbx_lecture.runs import run_lock
-    from sbx_lecture.zoo_config import zoo_budget
-
-    jobs = expand(suite, selection, zoo_budget)
-    figures = [job for job in jobs if isinstance(job, FigureJob)]
-    benchmark = [job for job in jobs if not isinstance(job, FigureJob)]
-    results = run_jobs(benchmark, out, n_jobs, threads, live=live, scheduler=scheduler) if run else []
-    results += draw_figures(figures, out) if run else []
-    fresh = {job_folder(job, out): result for job, result in zip(jobs, results, strict=False)}
-    reported = []
-    for job in expand(suite, dataclasses.replace(selection, algos=None, envs=None), zoo_budget):
-        result = fresh.get(job_folder(job, out)) or stored_result(job, out)
-        if result is not None:  # a result read from its folder is done, whichever command finished it
-            reported.append({**result, "status": "done"} if result["status"] == "skipped" else result)
-    folder = report_folder(out, suite, selection)
-    folder.mkdir(parents=True, exist_ok=True)
-    with run_lock(folder, wait=True):  # two benches on one --out write their reports one after the other
-        return results, _write_report(suite, selection, reported, folder, plots, reps)
-
-
 def _write_report(
     suite: Suite, selection: Selection, results: list[dict[str, Any]], folder: Path, plots: bool, reps: int | None
 ) -> Path:
-    """Write the report of ``results`` into ``folder`` (see :func:`run_suite`); returns the report's path."""
+    """Write the report of ``results`` into ``folder`` (:func:`report_folder`): tables, statistics, plots,
+    ``report.md``, ``summary.md`` (the compact table for the README) and the RL Zoo layout export (``zoo_logs/``);
+    returns the report's path.
+
+    :param reps: bootstrap replications of the report's intervals (``None``: :data:`.stats.DEFAULT_REPS`)
+    """
     from sbx_lecture.bench.report import compact_summary, markdown_report, suite_statistics, write_tables
-    from sbx_lecture.bench.stats import DEFAULT_REPS, check_packages
+    from sbx_lecture.bench.stats import DEFAULT_REPS
     from sbx_lecture.bench.zoo_logs import export_zoo_logs
     from sbx_lecture.runs import write_text
 
-    runs = [result for result in results if result.get("kind") == "run"]
-    if runs:
-        check_packages()
+    runs = [result for result in results if result.get("kind") == "run"]  # rliable is there: checked before
     stats = suite_statistics(runs, folder, reps or DEFAULT_REPS) if runs else None
     write_tables(results, folder, stats)
     export_zoo_logs(results, folder)
@@ -316,27 +276,42 @@ def _bench(args: argparse.Namespace) -> int:
         from sbx_lecture.bench.stats import check_packages
 
         check_packages()  # before hours of training, not after
-    if args.dry_run:
-        from sbx_lecture.zoo_config import zoo_budget
-
-        _dry_run(expand(suite, selection, zoo_budget), args.out)
-        return 0
+    from sbx_lecture.bench.harness import describe, execute, run_jobs
+    from sbx_lecture.bench.runner import stored_result
     from sbx_lecture.checkpoints import stop_signals_handled
+    from sbx_lecture.runs import run_lock
+    from sbx_lecture.zoo_config import zoo_budget
 
+    jobs = expand(suite, selection, zoo_budget)
+    if args.dry_run:
+        _dry_run(jobs, args.out)
+        return 0
+    benchmark = [job for job in jobs if not isinstance(job, FigureJob)]
+    figures = [job for job in jobs if isinstance(job, FigureJob)]
+    results: list[dict[str, Any]] = []
     # SIGTERM (kill, a batch system's end of job) stops the suite as Ctrl-C does: each running run saves.
     with stop_signals_handled(signal.default_int_handler):
-        results, report = run_suite(
-            suite,
-            selection,
-            args.out,
-            args.jobs or 1,
-            args.threads,
-            run=not args.report_only,
-            plots=not args.no_plots,
-            live=False if args.plain else None,
-            reps=args.bootstrap_reps,
-            scheduler=args.scheduler,
-        )
+        if not args.report_only:  # training runs and speed pairs on Dask, then the figures here, one by one
+            live = False if args.plain else None
+            results = run_jobs(benchmark, args.out, args.jobs or 1, args.threads, live, args.scheduler)
+            for figure in figures:  # Ctrl-C stops at the figure being drawn (nothing of it is kept)
+                results.append(execute(figure, args.out))
+                print(f"{figure.label}: {describe(results[-1])}", flush=True)
+                if results[-1]["status"] == "interrupted":
+                    raise KeyboardInterrupt
+    # The report covers every job of the suite at this scale and seed count that has a result, so a suite run in
+    # filtered parts (--algos, --envs) still gets one report: a result read from its folder is done, whichever
+    # command finished it.
+    fresh = {args.out / job.folder: result for job, result in zip([*benchmark, *figures], results, strict=False)}
+    reported = []
+    for job in expand(suite, dataclasses.replace(selection, algos=None, envs=None), zoo_budget):
+        result = fresh.get(args.out / job.folder) or stored_result(job, args.out / job.folder, report=True)
+        if result is not None:
+            reported.append({**result, "status": "done"} if result["status"] == "skipped" else result)
+    folder = report_folder(args.out, suite, selection)
+    folder.mkdir(parents=True, exist_ok=True)
+    with run_lock(folder, wait=True):  # two benches on one --out write their reports one after the other
+        report = _write_report(suite, selection, reported, folder, not args.no_plots, args.bootstrap_reps)
     print(f"report: {report}")
     unfinished = [r for r in results if r.get("status") not in FINISHED]
     if unfinished:

@@ -9,23 +9,21 @@ and Tianshou ran older MuJoCo versions (v1, v3) than the v5 tasks we run; the PP
 seven tasks. :func:`published_for` gives the figures for an algorithm on a task, at one budget or at any.
 
 A score ``x`` on a task becomes ``(x - random) / (reference - random)``: 0 is the random policy, 1 the task's
-reference. The random policy's return is measured (:func:`random_policy_returns`) and cached in the report folder.
-The reference is one cited figure per task, a scale and not a ceiling (scores above 1 are kept as they are), chosen
-by one rule: the published figure of the lecture's on-policy baseline, TRPO, on the task, the RL Zoo's where it ran
-the task, else Tianshou's (10 seeds); the RL Zoo's single old run is passed over where it lies far below the
-multi-seed figures (HalfCheetah: the zoo's 1 785.5 against Tianshou's 4 471.2, the only such task). The chosen row
-carries ``reference: true`` in ``published_results.yml``. A task without it is scaled by the most an episode can
-return where that is known (:data:`RETURN_RANGES`: InvertedPendulum-v5's 1 000), else by the best final return
-measured in the suite, which the report marks.
+reference. The random policy's return is measured (:func:`random_rollout`, one environment, seed 0) and cached in
+the report folder. The reference is one cited figure per task, a scale and not a ceiling (scores above 1 are kept as
+they are), chosen by one rule: the published figure of the lecture's on-policy baseline, TRPO, on the task, the RL
+Zoo's where it ran the task, else Tianshou's (10 seeds); the RL Zoo's single old run is passed over where it lies far
+below the multi-seed figures (HalfCheetah: the zoo's 1 785.5 against Tianshou's 4 471.2, the only such task). The
+chosen row carries ``reference: true`` in ``published_results.yml``. A task without it is scaled by the most an
+episode can return where that is known (:data:`RETURN_RANGES`: InvertedPendulum-v5's 1 000), else by the best final
+return measured in the suite, which the report marks.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -83,30 +81,27 @@ class PublishedFigure:
         return f"{self.mean:.1f} ± {self.std:.1f}" if self.std is not None else f"{self.mean:.1f}"
 
 
-@functools.cache
-def published_figures() -> tuple[PublishedFigure, ...]:
-    """Every row of ``published_results.yml``."""
-    text = resources.files("sbx_lecture.bench").joinpath("published_results.yml").read_text()
-    return tuple(PublishedFigure(**row) for row in yaml.safe_load(text))
+#: Every row of ``published_results.yml``.
+PUBLISHED_FIGURES = tuple(
+    PublishedFigure(**row) for row in yaml.safe_load(Path(__file__).with_name("published_results.yml").read_text())
+)
 
 
 def same_task(published_env: str, env_id: str) -> bool:
     """Whether a published env name is our ``env_id`` (an unversioned name matches every version)."""
-    if published_env == env_id:
-        return True
-    return _VERSION.search(published_env) is None and _VERSION.sub("", env_id) == published_env
+    return published_env == (env_id if _VERSION.search(published_env) else _VERSION.sub("", env_id))
 
 
 def published_for(algo: str, env_id: str, timesteps: int | None = None) -> list[PublishedFigure]:
     """Published figures for ``algo`` on ``env_id``, at the budget ``timesteps`` or, without it, at any."""
     return [
         figure
-        for figure in published_figures()
+        for figure in PUBLISHED_FIGURES
         if figure.algo == algo and timesteps in (None, figure.timesteps) and same_task(figure.env, env_id)
     ]
 
 
-def return_range(env_id: str, observed: np.ndarray | None = None) -> tuple[float, float]:
+def return_range(env_id: str, observed: np.ndarray) -> tuple[float, float]:
     """The returns an episode of ``env_id`` can reach: :data:`RETURN_RANGES`, else the range of ``observed``.
 
     :param env_id: gymnasium environment id
@@ -114,8 +109,6 @@ def return_range(env_id: str, observed: np.ndarray | None = None) -> tuple[float
     """
     if env_id in RETURN_RANGES:
         return RETURN_RANGES[env_id]
-    if observed is None or np.size(observed) == 0:
-        return -np.inf, np.inf
     return float(np.min(observed)), float(np.max(observed))
 
 
@@ -145,16 +138,6 @@ def random_rollout(env_id: str, n_envs: int, seed: int, steps: int = 0, episodes
     return returns[: episodes or None], taken / seconds
 
 
-def random_policy_returns(env_id: str, episodes: int = RANDOM_EPISODES, seed: int = 0) -> list[float]:
-    """Returns of ``episodes`` episodes of a policy that samples the action space uniformly (:func:`random_rollout`).
-
-    :param env_id: gymnasium environment id
-    :param episodes: number of episodes
-    :param seed: seeds the environment and the action space
-    """
-    return random_rollout(env_id, 1, seed, episodes=episodes)[0]
-
-
 def random_scores(env_ids: list[str], folder: Path, episodes: int = RANDOM_EPISODES) -> dict[str, float]:
     """Mean return of the random policy on each environment, measured once and cached in ``folder``.
 
@@ -168,9 +151,8 @@ def random_scores(env_ids: list[str], folder: Path, episodes: int = RANDOM_EPISO
         cache = {}
     stale = [env_id for env_id in env_ids if cache.get(env_id, {}).get("episodes") != episodes]
     for env_id in stale:
-        cache[env_id] = {"episodes": episodes, "returns": random_policy_returns(env_id, episodes)}
+        cache[env_id] = {"episodes": episodes, "returns": random_rollout(env_id, 1, 0, episodes=episodes)[0]}
     if stale:
-        folder.mkdir(parents=True, exist_ok=True)
         write_json(path, cache)
     return {env_id: float(np.mean(cache[env_id]["returns"])) for env_id in env_ids}
 
@@ -209,9 +191,8 @@ def references(random: dict[str, float], measured_best: dict[str, tuple[float, s
     """
     found = {}
     for env_id, zero in random.items():
-        cited = [figure for figure in published_figures() if figure.reference and same_task(figure.env, env_id)]
-        if cited:
-            figure = cited[0]
+        figure = next((f for f in PUBLISHED_FIGURES if f.reference and same_task(f.env, env_id)), None)
+        if figure is not None:
             version = f", {figure.env_version_note}" if figure.env_version_note else ""  # the task version it ran
             source = f"{figure.source}: {figure.algo} at {figure.timesteps:,} steps{version}"
             found[env_id] = Reference(env_id, zero, figure.mean, source, False)

@@ -8,9 +8,10 @@
 - ``fisher_product``: CPU time of our Fisher-vector product against sb3-contrib TRPO's Hessian-vector product of
   the KL, same policy, same batch (TRPO's zoo settings), median of interleaved repeats.
 
-They are not benchmark runs: the command line draws them in its own process, one after the other
-(:func:`draw_figures`), never on the Dask workers. Each writes ``result.json`` and ``figure.png`` into its folder
-(``<out>/figures/<name>/<settings hash>``), is skipped once finished, and appears in the suite's report.
+Each is a function ``(folder, **params) -> measurements`` that draws ``figure.png`` into ``folder``; the harness runs
+it as it runs the other jobs (:func:`.harness.execute`), but in the command's own process, one figure after the
+other, never on the Dask workers: it writes ``result.json`` (``<out>/figures/<name>/<settings hash>``), skips it once
+finished, and the suite's report shows it.
 """
 
 from __future__ import annotations
@@ -26,33 +27,11 @@ from typing import Any
 import numpy as np
 
 from sbx_lecture.bench.plots import pyplot, save_figure
-from sbx_lecture.bench.runner import run_once
 from sbx_lecture.bench.speed import Contestant, build_with_environment, interleaved_samples, timed
-from sbx_lecture.bench.suites import FigureJob
 from sbx_lecture.zoo_config import ZooSettings
 
 IMAGE_FILE = "figure.png"
 MULTIGOAL_ID = "sbx_lecture/MultiGoal-v0"
-
-
-def draw_figures(jobs: list[FigureJob], out: Path) -> list[dict[str, Any]]:
-    """Draw the figures of ``jobs`` in ``out`` (a finished one is read, not drawn again), one line each; return
-    their results. Ctrl-C stops at the figure being drawn (nothing of it is kept)."""
-    from sbx_lecture.bench.harness import describe
-
-    results = []
-    for job in jobs:
-        results.append(execute_figure(job, out / job.folder))
-        print(f"{job.label}: {describe(results[-1])}", flush=True)
-        if results[-1]["status"] == "interrupted":
-            raise KeyboardInterrupt
-    return results
-
-
-def execute_figure(job: FigureJob, folder: Path) -> dict[str, Any]:
-    """Produce ``job``'s figure (or return its stored result) and write ``result.json`` into ``folder`` (see
-    :func:`.runner.run_once`)."""
-    return run_once(job, folder, lambda: {**FIGURES[job.name](folder, **job.params), "image": IMAGE_FILE})
 
 
 # --- the continuous bandit: DPG against a stochastic policy gradient -----------------------------------------------
@@ -233,12 +212,8 @@ def sql_multigoal(folder: Path, timesteps: int = 20_000, seed: int = 0, episodes
     for trajectory in paths:
         ax.plot(trajectory[:, 0], trajectory[:, 1], color="tab:blue", alpha=0.5, linewidth=1)
     ax.scatter(env.goals[:, 0], env.goals[:, 1], s=300, color="tab:red", marker="*", zorder=3, label="goals")
-    ax.set(
-        xlim=(-env.bound, env.bound),
-        ylim=(-env.bound, env.bound),
-        aspect="equal",
-        title="SQL on the multi-goal environment: sampled trajectories",
-    )
+    ax.set(xlim=(-env.bound, env.bound), ylim=(-env.bound, env.bound), aspect="equal")
+    ax.set_title("SQL on the multi-goal environment: sampled trajectories")
     ax.legend(loc="upper right")
     save_figure(fig, folder / IMAGE_FILE, tight=True, dpi=100)
     goal_list = [tuple(goal) for goal in env.goals.tolist()]

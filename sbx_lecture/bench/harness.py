@@ -29,14 +29,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from sbx_lecture.bench import runner
-from sbx_lecture.bench.speed import execute_speed, lacks_sbx, speed_steps
-from sbx_lecture.bench.suites import FigureJob, Job, RunJob, SpeedJob, SuiteError
+from sbx_lecture.bench.speed import execute_speed, speed_steps
+from sbx_lecture.bench.suites import Job, RunJob, SpeedJob, SuiteError
 from sbx_lecture.infra.validation import one_line
 
 if TYPE_CHECKING:
     from distributed import Client
 
-RUNS_DIR = "runs"
 #: Address every process of a local cluster binds to.
 LOOPBACK = "127.0.0.1"
 #: In a worker's environment: the folder it writes its run folders in, instead of the command's ``--out`` (for
@@ -49,14 +48,6 @@ CONNECT_TIMEOUT = 30
 STOP_EVENT = "sbx-lecture-stop-"
 
 
-def job_folder(job: Job, out: Path) -> Path:
-    """Where ``job`` keeps its files: ``<out>/runs/...`` for training runs, ``<out>/speed/...`` for timings,
-    ``<out>/figures/...`` for figures."""
-    if isinstance(job, RunJob):
-        return out / RUNS_DIR / job.folder
-    return out / job.folder
-
-
 def job_steps(job: Job) -> int:
     """Environment steps a job will take (for the progress bars; 0 when the budget is settled at run time)."""
     if isinstance(job, SpeedJob):
@@ -64,37 +55,17 @@ def job_steps(job: Job) -> int:
     return job.timesteps if isinstance(job, RunJob) else 0
 
 
-def stored_result(job: Job, out: Path) -> dict[str, Any] | None:
-    """The result of a finished job, or ``None``; status ``"stale"`` when the job's zoo entry now gives other
-    settings than those it was made with (:func:`.runner.changed_settings`; a speed pair of each contestant's own
-    defaults, when its overrides changed)."""
-    result = runner.read_result(job_folder(job, out))
-    if result is None or isinstance(job, FigureJob):
-        return result
-    stale = runner.changed_settings(result, job.settings)
-    return result if stale is None else {**result, "status": "stale", "error": stale}
-
-
-def run_again(job: Job, stored: dict[str, Any]) -> bool:
-    """Whether ``job``, finished with the :func:`stored_result` ``stored``, is to run again: a speed pair measured
-    before the SBX sibling it names was installed (its result stays in the reports until then)."""
-    return isinstance(job, SpeedJob) and stored["status"] != "stale" and lacks_sbx(job, stored)
-
-
-def job_state(job: Job, out: Path) -> tuple[str, dict[str, Any] | None]:
-    """How ``job`` stands in ``out``: ``("to run", None)``, or ``("stale", result)`` or ``("finished", result)`` with
-    its :func:`stored_result`."""
-    stored = stored_result(job, out)
-    if stored is None or run_again(job, stored):
-        return "to run", None
-    return ("stale" if stored["status"] == "stale" else "finished"), stored
-
-
-def execute(job: RunJob | SpeedJob, out: Path, report: Any = None) -> dict[str, Any]:
-    """Run one training run or speed pair in this process."""
+def execute(job: Job, out: Path, report: Any = None) -> dict[str, Any]:
+    """Run one training run, speed pair or figure (:data:`.figures.FIGURES`) in this process (see
+    :func:`.runner.run_once`)."""
+    folder = out / job.folder
     if isinstance(job, RunJob):
-        return runner.execute_run(job, job_folder(job, out), report)
-    return execute_speed(job, job_folder(job, out), report)
+        return runner.execute_run(job, folder, report)
+    if isinstance(job, SpeedJob):
+        return execute_speed(job, folder, report)
+    from sbx_lecture.bench.figures import FIGURES, IMAGE_FILE
+
+    return runner.run_once(job, folder, lambda: {**FIGURES[job.name](folder, **job.params), "image": IMAGE_FILE})
 
 
 #: The line about a finished job: by its status, else by its kind (``str.format`` templates of its result's fields).
@@ -144,12 +115,12 @@ def _work(job: RunJob | SpeedJob, out: Path, threads: int, topic: str, token: st
     stop = Event(STOP_EVENT + token)
     if stop.is_set():  # queued before Ctrl-C
         detail = "not started (interrupted); run the command again"
-        return runner.job_outcome(job, job_folder(job, here), "interrupted", detail=detail)
+        return runner.job_outcome(job, here / job.folder, "interrupted", detail=detail)
     th.set_num_threads(threads)
     if threads == 1:  # JAX (SBX, the speed suite's optional sibling) reads its thread settings when first imported
         os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA_FLAGS)
     worker = get_worker()
-    key = str(job_folder(job, out))  # the command's name for the job
+    key = str(out / job.folder)  # the command's name for the job
 
     def report(steps: int) -> None:  # about once a second
         worker.log_event(topic, [key, int(steps)])
@@ -186,9 +157,8 @@ def connect(n_workers: int = 1, scheduler: str | None = None) -> Iterator[Client
         try:
             client = Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
         except (OSError, ValueError, TimeoutError) as exc:
-            reason = one_line(exc)
             raise SuiteError(
-                f"cannot reach the Dask scheduler at {scheduler} ({reason}): start it with `dask scheduler`, "
+                f"cannot reach the Dask scheduler at {scheduler} ({one_line(exc)}): start it with `dask scheduler`, "
                 "or leave out --scheduler for a local cluster"
             ) from None
         with client:
@@ -221,11 +191,12 @@ def run_jobs(
 ) -> list[dict[str, Any]]:
     """Run the unfinished ``jobs`` on Dask workers; return every job's result, in order.
 
-    Finished jobs are read from their ``result.json`` and reported as ``"skipped"``. The others run on the cluster at
-    ``scheduler``, else on a local cluster of ``n_jobs`` worker processes (:func:`connect`); each worker uses
-    ``threads`` torch threads. Progress, on :class:`rich.progress.Progress`: live bars (the suite, and one per running
-    job) on a terminal (``live=None``) or when ``live`` is true; otherwise (``--plain``) plain lines for logs, one when
-    a job starts and one when it ends (the end line comes in both modes)::
+    Finished jobs are read from their ``result.json`` (:func:`.runner.stored_result`) and reported as ``"skipped"``
+    (stale ones as they are). The others run on the cluster at ``scheduler``, else on a local cluster of ``n_jobs``
+    worker processes (:func:`connect`); each worker uses ``threads`` torch threads. Progress, on
+    :class:`rich.progress.Progress`: live bars (the suite, and one per running job) on a terminal (``live=None``) or
+    when ``live`` is true; otherwise (``--plain``) plain lines for logs, one when a job starts and one when it ends
+    (the end line comes in both modes)::
 
         [0/4] start ppo CartPole-v1 seed 0 (3000 steps)
         [1/4] ppo CartPole-v1 seed 0: done: return 500.0 ± 0.0, 2210 steps/s, 4 s
@@ -234,18 +205,18 @@ def run_jobs(
     # Lines as they are: no markup, highlighting or wrapping (labels and errors hold brackets and long paths).
     console = Console(markup=False, emoji=False, highlight=False, soft_wrap=True)
     results: dict[str, dict[str, Any]] = {}  # by job folder: unique per job (labels are not)
-    pending = []
+    pending: dict[str, RunJob | SpeedJob] = {}
     for job in jobs:
-        key = str(job_folder(job, out))
-        state, stored = job_state(job, out)
+        key = str(out / job.folder)
+        stored = runner.stored_result(job, Path(key))
         if stored is None:
-            pending.append(job)
-        elif state == "stale":
+            pending[key] = job
+        elif stored["status"] == "stale":
             results[key] = stored
             console.print(f"{job.label}: {describe(stored)} ({key})")
         else:
             results[key] = {**stored, "status": "skipped"}
-    skipped = len(jobs) - len(pending) - sum(result["status"] == "stale" for result in results.values())
+    skipped = sum(result["status"] == "skipped" for result in results.values())
     if skipped:
         console.print(f"{skipped} of {len(jobs)} jobs already finished in {out}: skipped")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -255,25 +226,24 @@ def run_jobs(
         if pending:
             with connect(max(1, min(n_jobs, len(pending))), scheduler) as client:
                 _run_pending(client, pending, results, out, threads, progress)
-    return [results[key] for key in (str(job_folder(job, out)) for job in jobs) if key in results]
+    return [results[key] for key in (str(out / job.folder) for job in jobs) if key in results]
 
 
 def _run_pending(
     client: Client,
-    pending: list[RunJob | SpeedJob],
+    pending: dict[str, RunJob | SpeedJob],
     results: dict[str, dict[str, Any]],
     out: Path,
     threads: int,
     progress: Progress,
 ) -> None:
-    """Submit ``pending``, show the steps the workers send (in the client's event-loop thread) on ``progress`` (its
-    first task counts the jobs; each running job has a task whose field ``folder`` names it) and keep each result as
-    it comes; Ctrl-C sets the command's stop event and waits for the running jobs to stop."""
+    """Submit ``pending`` (by job folder), show the steps the workers send (in the client's event-loop thread) on
+    ``progress`` (its first task counts the jobs; each running job has a task whose field ``folder`` names it) and
+    keep each result as it comes; Ctrl-C sets the command's stop event and waits for the running jobs to stop."""
     from distributed import Event, as_completed
 
     token = uuid.uuid4().hex[:8]
     topic = f"sbx-lecture-bench-{token}"
-    jobs = {str(job_folder(job, out)): job for job in pending}
     bars: dict[str, TaskID] = {}  # the running jobs' tasks
     lock = threading.Lock()  # one of the two threads at a time on the display and the results
     suite = progress.tasks[0]
@@ -284,19 +254,19 @@ def _run_pending(
     def steps_taken(event: tuple[float, list[Any]]) -> None:
         key, steps = event[1]
         with lock:
-            if key in jobs and key not in results:
+            if key in pending and key not in results:
                 if key not in bars:
-                    total = job_steps(jobs[key])
-                    bars[key] = progress.add_task(f"  {jobs[key].label}", total=total or None, folder=key)
+                    total = job_steps(pending[key])
+                    bars[key] = progress.add_task(f"  {pending[key].label}", total=total or None, folder=key)
                     if progress.disable:
-                        say(f"start {jobs[key].label} ({total or '?'} steps)")
+                        say(f"start {pending[key].label} ({total or '?'} steps)")
                 progress.update(bars[key], completed=steps)
 
     client.subscribe_topic(topic, steps_taken)
     # Dask runs one task per key and hands its result to every future of that key: the key names the job's folder.
     futures = {
         client.submit(_work, job, out, threads, topic, token, key=f"{job.label} [{key} {token}]", pure=False): key
-        for key, job in jobs.items()
+        for key, job in pending.items()
     }
     remaining = as_completed(futures, loop=client.loop)
 
@@ -306,15 +276,16 @@ def _run_pending(
             try:
                 result = future.result()
             except Exception as exc:  # the task failed too often (its workers died), or was cancelled
-                error = f"worker died: {type(exc).__name__}: {one_line(exc)}"
-                result = runner.job_outcome(jobs[key], Path(key), "failed", error=error)
-            _keep(Path(key), result)
+                error = f"worker died: {one_line(exc, typed=True)}"
+                result = runner.job_outcome(pending[key], Path(key), "failed", error=error)
+            if result.get("status") == "done" and not (Path(key) / runner.RESULT_FILE).exists():
+                runner.write_result(Path(key), result)  # here, as a worker without our filesystem could not
             with lock:
                 results[key] = result
                 if key in bars:
                     progress.remove_task(bars.pop(key))
                 progress.advance(suite.id)
-                say(f"{jobs[key].label}: {describe(result)}")
+                say(f"{pending[key].label}: {describe(result)}")
 
     try:
         collect()
@@ -333,10 +304,3 @@ def _run_pending(
     finally:
         with contextlib.suppress(Exception):
             client.unsubscribe_topic(topic)
-
-
-def _keep(folder: Path, result: dict[str, Any]) -> None:
-    """Write a finished job's ``result.json`` here unless its worker did (a worker without our filesystem)."""
-    if result.get("status") == "done" and not (folder / runner.RESULT_FILE).exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        runner.write_result(folder, result)

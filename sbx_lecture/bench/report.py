@@ -9,12 +9,9 @@ lecture algorithm beats its sibling. The report's prose and the CSV tables' colu
 
 from __future__ import annotations
 
-import functools
 import math
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +27,10 @@ from sbx_lecture.runs import write_json, write_text
 NO_DIFFERENCE = "≈"
 
 
-@functools.cache
-def report_text() -> dict[str, Any]:
-    """``report.yml``: each section's paragraph (a ``str.format`` template), the published sources' caveats and the
-    columns of the CSV tables."""
-    return yaml.safe_load(resources.files("sbx_lecture.bench").joinpath("report.yml").read_text())  # type: ignore[no-any-return]
+#: ``report.yml``: each section's title, paragraph (a ``str.format`` template) and table header, the published
+#: sources' caveats and the columns of the CSV tables.
+REPORT_TEXT: dict[str, Any] = yaml.safe_load(Path(__file__).with_name("report.yml").read_text())
+SECTIONS = REPORT_TEXT["sections"]
 
 
 @dataclass
@@ -79,12 +75,12 @@ def suite_statistics(
     return SuiteStatistics(groups, per_env, refs, random_episodes, matrices, aggregate, improvements, reps)
 
 
-def markdown_table(header: str, rows: Iterable[str], numbers: slice) -> str:
-    """A markdown table. ``header`` and each of ``rows`` hold their cells separated by `` | ``; the columns in
-    ``numbers`` (numbers) are aligned right, the others left."""
+def markdown_table(header: str, rows: list[str], numbers: slice) -> str:
+    """A markdown table, or ``""`` without ``rows``. ``header`` and each of ``rows`` hold their cells separated by
+    `` | ``; the columns in ``numbers`` (numbers) are aligned right, the others left."""
     columns = range(len(header.split(" | ")))
     rule = "|".join(" ---: " if column in columns[numbers] else " --- " for column in columns)
-    return "\n".join([f"| {header} |", f"|{rule}|", *(f"| {row} |" for row in rows)]) + "\n"
+    return ("\n".join([f"| {header} |", f"|{rule}|", *(f"| {row} |" for row in rows)]) + "\n") if rows else ""
 
 
 def interval_cell(row: Any, name: str, digits: int = 1) -> str:
@@ -96,9 +92,7 @@ def interval_cell(row: Any, name: str, digits: int = 1) -> str:
 def _steps(timesteps: int) -> str:
     """``100000`` → ``1e5``, ``20000`` → ``2e4``; budgets that are not a digit times a power of ten: ``2,500``."""
     mantissa, exponent = f"{timesteps:.0e}".split("e")
-    if int(mantissa) * 10 ** int(exponent) != timesteps:
-        return f"{timesteps:,}"
-    return f"{mantissa}e{int(exponent)}"
+    return f"{mantissa}e{int(exponent)}" if int(mantissa) * 10 ** int(exponent) == timesteps else f"{timesteps:,}"
 
 
 def summary_table(stats: SuiteStatistics) -> str:
@@ -110,27 +104,25 @@ def summary_table(stats: SuiteStatistics) -> str:
         if row.seeds:
             estimates = f"{interval_cell(row, 'iqm')} | {interval_cell(row, 'median')} | {row.steps_per_second:.0f}"
         rows.append(f"{row.env} | {row.family} | {row.algo} | {row.timesteps:,} | {seeds} | {estimates}")
-    header = "environment | family | algorithm | budget | seeds | IQM [95% CI] | median [95% CI] | steps/s"
-    return markdown_table(header, rows, slice(3, 8))
+    return markdown_table(SECTIONS["final"]["header"], rows, slice(3, 8))
 
 
 def anchors_table(stats: SuiteStatistics) -> tuple[str, set[str]]:
     """The markdown table of the published figures for each (task, algorithm) of the suite, at the budgets they
     were published for, beside our IQM for the same algorithm and budget where we ran it; and the source keys it
     quotes."""
-    ours = {(row.env, row.algo, row.timesteps): row for row in stats.per_env.itertuples() if row.seeds}
-    rows: list[str] = []
-    sources: set[str] = set()
-    for env_id, algo in dict.fromkeys((row.env, row.algo) for row in stats.per_env.itertuples()):
-        for figure in baselines.published_for(algo, env_id):
-            sources.add(figure.source_key)
-            row = ours.get((env_id, algo, figure.timesteps))
-            rows.append(
-                f"{env_id} | {algo} | {figure.timesteps:,} | {figure.text()} | {figure.source_key} | "
-                f"{figure.env_version_note or 'as ours'} | {interval_cell(row, 'iqm') if row else '–'}"
-            )
-    header = "environment | algorithm | budget | published (not ours) | source | task version | ours: IQM [95% CI]"
-    return (markdown_table(header, rows, slice(2, 4)) if rows else ""), sources
+    ours = {
+        (row.env, row.algo, row.timesteps): interval_cell(row, "iqm") for row in stats.per_env.itertuples() if row.seeds
+    }
+    pairs = dict.fromkeys((row.env, row.algo) for row in stats.per_env.itertuples())
+    figures = [(env_id, figure) for env_id, algo in pairs for figure in baselines.published_for(algo, env_id)]
+    rows = [
+        f"{env_id} | {figure.algo} | {figure.timesteps:,} | {figure.text()} | {figure.source_key} | "
+        f"{figure.env_version_note or 'as ours'} | {ours.get((env_id, figure.algo, figure.timesteps), '–')}"
+        for env_id, figure in figures
+    ]
+    sources = {figure.source_key for _, figure in figures}
+    return markdown_table(SECTIONS["published"]["header"], rows, slice(2, 4)), sources
 
 
 def normalisation_table(stats: SuiteStatistics) -> str:
@@ -140,8 +132,7 @@ def normalisation_table(stats: SuiteStatistics) -> str:
         + (f"**no cited reference**; {ref.source}" if ref.measured else ref.source)
         for env_id, ref in sorted(stats.references.items())
     ]
-    header = "environment | random policy (0) | reference (1) | source of the reference"
-    return markdown_table(header, rows, slice(1, 3))
+    return markdown_table(SECTIONS["normalised"]["header"], rows, slice(1, 3))
 
 
 def aggregate_table(stats: SuiteStatistics) -> str:
@@ -152,8 +143,7 @@ def aggregate_table(stats: SuiteStatistics) -> str:
         + f" | {interval_cell(row, 'iqm', 2)} | {interval_cell(row, 'median', 2)}"
         for row in stats.aggregate.itertuples()
     ]
-    header = "algorithm | family | environments | seeds per environment | IQM [95% CI] | median [95% CI]"
-    return markdown_table(header, rows, slice(3, None))
+    return markdown_table(SECTIONS["aggregate"]["header"], rows, slice(3, None))
 
 
 def defaults_table(stats: SuiteStatistics) -> str:
@@ -165,8 +155,7 @@ def defaults_table(stats: SuiteStatistics) -> str:
         + ("n/a" if math.isnan(row.fraction) else interval_cell(row, "fraction", 2))
         for row in bench_stats.sibling_gains(stats.groups, stats.references, stats.reps).itertuples()
     ]
-    header = "environment | ours | sibling | steps | seeds | ours IQM | sibling IQM | random | fraction [95 % CI]"
-    return markdown_table(header, rows, slice(3, None))
+    return markdown_table(SECTIONS["defaults"]["header"], rows, slice(3, None))
 
 
 def improvement_table(stats: SuiteStatistics) -> str:
@@ -176,8 +165,7 @@ def improvement_table(stats: SuiteStatistics) -> str:
         f"| {interval_cell(row, 'probability', 2)}"
         for row in stats.improvements.itertuples()
     ]
-    header = "ours (X) | sibling (Y) | environments | seeds X / Y | P(X > Y) [95% CI]"
-    return markdown_table(header, rows, slice(3, None))
+    return markdown_table(SECTIONS["improvement"]["header"], rows, slice(3, None))
 
 
 def compact_summary(stats: SuiteStatistics) -> str:
@@ -186,27 +174,20 @@ def compact_summary(stats: SuiteStatistics) -> str:
     A cell is the IQM over seeds with its 95 % interval; the budget of each environment's runs is given in its row
     when all of them share it, else in the cell.
     """
-    finished = [row for row in stats.per_env.itertuples() if row.seeds]
-    if not finished:
-        return ""
-    present = {row.algo for row in finished}
+    finished = stats.per_env[stats.per_env.seeds > 0]
+    budget = finished.timesteps.map(lambda timesteps: f" ({_steps(timesteps)})")
+    single = finished.groupby("env").timesteps.transform("nunique") == 1
+    cells = [interval_cell(row, "iqm", 0) for row in finished.itertuples()] + budget.where(~single, "")
+    table = finished.assign(cell=cells, label=finished.env + budget.where(single, "")).pivot_table(
+        "cell", "label", "algo", aggfunc="last", sort=False
+    )
     # Columns in family order (each lecture algorithm followed by its siblings), then any other algorithm.
-    columns = [algo for algo in FAMILIES if algo in present] + sorted(present - set(FAMILIES))
-    rows = []
-    for env_id in dict.fromkeys(row.env for row in finished):
-        cells = {row.algo: row for row in finished if row.env == env_id}
-        budgets = {row.timesteps for row in cells.values()}
-        single = len(budgets) == 1
-        texts = {
-            algo: interval_cell(row, "iqm", 0) + ("" if single else f" ({_steps(row.timesteps)})")
-            for algo, row in cells.items()
-        }
-        label = f"{env_id} ({_steps(budgets.pop())})" if single else env_id
-        rows.append(" | ".join([label, *(texts.get(algo, "–") for algo in columns)]))
+    columns = [algo for algo in FAMILIES if algo in table] + sorted(set(table.columns) - set(FAMILIES))
+    rows = [" | ".join([label, *cells]) for label, cells in table.reindex(columns=columns).fillna("–").iterrows()]
     return markdown_table(" | ".join(["environment", *columns]), rows, slice(1, None))
 
 
-def _speed_conditions(result: dict[str, Any]) -> list[str]:
+def _speed_conditions(result: dict[str, Any]) -> str:
     """What a speed row was measured with beyond our zoo settings on the CPU: own defaults, overrides, device."""
     conditions = ["each its own defaults"] if result.get("own_defaults") else []
     conditions += [f"{key}={value}" for key, value in (result.get("overrides") or {}).items()]
@@ -214,7 +195,7 @@ def _speed_conditions(result: dict[str, Any]) -> list[str]:
         conditions.append(f"device={result['device']}")
     if result.get("sbx_backend") not in (None, "cpu"):  # None: measured without JAX, or before it was recorded
         conditions.append(f"SBX on {result['sbx_backend']}")
-    return conditions
+    return ", ".join(conditions) or "–"
 
 
 def _ratio_cell(result: dict[str, Any], ratio: str, other: str) -> str:
@@ -235,17 +216,13 @@ def speed_table(results: list[dict[str, Any]]) -> str:
     speeds = [result for result in results if result.get("kind") == "speed"]
     rows = []
     for result in speeds:
-        conditions = ", ".join(_speed_conditions(result)) or "–"
-        pair = f"{result['ours']} | {result['sibling']} | {result['env']} | {conditions}"
+        pair = f"{result['ours']} | {result['sibling']} | {result['env']} | {_speed_conditions(result)}"
         if result.get("status") not in FINISHED:
             rows.append(f"{pair} | – | – | – | {result.get('status')}: {result.get('error', '')} | – | – | – | – | –")
             continue
-        timed_sbx = "sbx_steps_per_second" in result
-        sbx = (
-            f"{result['sbx_steps_per_second']:.0f} | {_ratio_cell(result, 'ratio_vs_sbx', 'sbx')}"
-            if timed_sbx
-            else "– | –"
-        )
+        sbx = "– | –"
+        if "sbx_steps_per_second" in result:
+            sbx = f"{result['sbx_steps_per_second']:.0f} | {_ratio_cell(result, 'ratio_vs_sbx', 'sbx')}"
         compiling = "–" if result.get("compile_seconds") is None else f"{result['compile_seconds']:.1f}"
         dropped = ", ".join(result.get("dropped_for_sibling") or []) or "–"
         rows.append(
@@ -256,22 +233,14 @@ def speed_table(results: list[dict[str, Any]]) -> str:
     notes = sorted({result["sbx_note"] for result in speeds if "sbx_note" in result})
     if any(NO_DIFFERENCE in row for row in rows):
         notes.append(f"{NO_DIFFERENCE}: the ratio's 95 % interval contains 1.0: no difference in speed was shown")
-    header = (
-        "ours | sibling | environment | overrides | measured on | ours steps/s | sibling steps/s | ratio ours/sibling "
-        "| SBX steps/s | ratio ours/SBX | env steps/s (ceiling) | ours compiling (s) | not passed to the sibling"
-    )
-    return markdown_table(header, rows, slice(5, 12)) + "".join(f"\n{note}.\n" for note in notes)
+    return markdown_table(SECTIONS["speed"]["header"], rows, slice(5, 12)) + "".join(f"\n{note}.\n" for note in notes)
 
 
 def failures(results: list[dict[str, Any]]) -> list[str]:
     """One line per job that did not finish."""
-    what = {
-        "run": "{algo} on {env} seed {seed}",
-        "figure": "figure {name}",
-        "speed": "speed {ours}/{sibling} on {env}",
-    }
+    jobs = SECTIONS["unfinished"]["jobs"]
     return [
-        f"- {what[result['kind']].format_map(result)}: {result.get('status')} {result.get('error', '')}".rstrip()
+        f"- {jobs[result['kind']].format_map(result)}: {result.get('status')} {result.get('error', '')}".rstrip()
         for result in results
         if result.get("status") not in FINISHED
     ]
@@ -290,45 +259,40 @@ def markdown_report(
 
     :param stats: the runs' statistics (computed here when not given)
     """
-    text = report_text()["sections"]
     parts = [f"# Benchmark suite `{suite}`\n", f"{description}\n"]
 
     def section(key: str, *body: str, **fields: Any) -> None:
-        """Add the section ``key`` of ``report.yml``: its title, its paragraph (if it has one), then ``body``."""
+        """Add the section ``key`` of ``report.yml``: its title, its paragraph (if it has one), then ``body``. A
+        section whose ``body`` is given but empty (a table without rows) is left out."""
+        if body and not any(body):
+            return
         known = {"stats": stats, "baselines": baselines, "bench_stats": bench_stats, "zoo_logs": ZOO_LOGS, **fields}
-        paragraph = [text[key]["text"].format(**known)] if "text" in text[key] else []
-        parts.extend([f"## {text[key]['title']}\n", *paragraph, *body])
+        paragraph = [SECTIONS[key]["text"].format(**known)] if "text" in SECTIONS[key] else []
+        parts.extend([f"## {SECTIONS[key]['title']}\n", *paragraph, *body])
 
-    if any(result.get("kind") == "run" for result in results):
+    runs = [result for result in results if result.get("kind") == "run"]
+    if runs:
         stats = stats if stats is not None else suite_statistics(results, base)
-        finished = [r for r in results if r.get("status") in FINISHED and r.get("kind") == "run"]
-        episodes = "/".join(map(str, sorted({int(r["final_episodes"]) for r in finished if "final_episodes" in r})))
+        finished = [r for r in runs if r.get("status") in FINISHED and "final_episodes" in r]
+        episodes = "/".join(map(str, sorted({int(r["final_episodes"]) for r in finished})))
         section("final", summary_table(stats), episodes=episodes or "the suite's")
         anchors, sources = anchors_table(stats)
-        if anchors:
-            caveats = report_text()["caveats"]
-            section("published", *(f"- {key}: {caveats.get(key, key)}" for key in sorted(sources)), "", anchors)
-        if stats.references:
-            section("normalised", normalisation_table(stats))
-        if len(stats.aggregate):
-            section("aggregate", aggregate_table(stats))
+        caveats = REPORT_TEXT["caveats"]
+        section("published", *(f"- {key}: {caveats.get(key, key)}" for key in sorted(sources)), "", anchors)
+        section("normalised", normalisation_table(stats))
+        section("aggregate", aggregate_table(stats))
         if any(result.get("own_defaults") for result in results):
             section("defaults", defaults_table(stats))
-        if len(stats.improvements):
-            section("improvement", improvement_table(stats))
-    if any(result.get("kind") == "speed" for result in results):
-        section("speed", speed_table(results))
+        section("improvement", improvement_table(stats))
+    section("speed", speed_table(results))
     figures = [r for r in results if r.get("kind") == "figure" and r.get("status") in FINISHED]
-    if figures:
-        section("figures", *(f"- `{r['name']}`: {r.get('summary', '')}" for r in figures), "")
+    section("figures", *(f"- `{r['name']}`: {r.get('summary', '')}" for r in figures), "")
     if images:  # with runs, the curves and profiles drawn from their statistics are described
-        curves = [text["curves"]["text"]] if stats is not None else []
+        curves = [SECTIONS["curves"]["text"]] if stats is not None else []
         section("plots", *curves, *(f"![{image.stem}]({_relative(image, base)})\n" for image in images))
     if (base / ZOO_LOGS).is_dir():
         section("zoo_logs")
-    unfinished = failures(results)
-    if unfinished:
-        section("unfinished", *unfinished, "")
+    section("unfinished", *failures(results), "")
     return "\n".join(parts)
 
 
@@ -339,9 +303,9 @@ def _relative(path: Path | str, base: Path) -> str:
 
 
 def _cell(value: Any) -> Any:
-    """A CSV cell: floats to 6 significant digits, lists and dicts spelt out, nothing for ``None``."""
+    """A CSV cell: floats to 6 significant digits, lists and dicts spelt out, nothing for a missing value."""
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return "" if math.isnan(value) else f"{value:.6g}"
     if isinstance(value, list | tuple):
         return " ".join(str(item) for item in value)
     if isinstance(value, dict):
@@ -356,23 +320,16 @@ def write_tables(results: list[dict[str, Any]], folder: Path, stats: SuiteStatis
     written."""
     import pandas as pd
 
-    folder.mkdir(parents=True, exist_ok=True)
     results = [{**r, "folder": _relative(r["folder"], folder)} if "folder" in r else r for r in results]
     write_json(folder / "results.json", results)
-    columns = report_text()["columns"]
+    columns = REPORT_TEXT["columns"]
     runs = [result for result in results if result.get("kind") == "run"]
-    rows = {
-        "results.csv": runs,
-        "curves.csv": [
-            dict(zip(columns["curves.csv"], [r["algo"], r["env"], r["seed"], *point], strict=True))
-            for r in runs
-            for point in r.get("curve", [])
-        ],
-        "speed.csv": [result for result in results if result.get("kind") == "speed"],
-    }
+    speeds = [result for result in results if result.get("kind") == "speed"]
+    curves = [[r["algo"], r["env"], r["seed"], *point] for r in runs for point in r.get("curve", [])]
     tables = {
-        name: pd.DataFrame([[_cell(row.get(key)) for key in columns[name]] for row in found], columns=columns[name])
-        for name, found in rows.items()
+        "results.csv": pd.DataFrame(runs, columns=columns["results.csv"], dtype=object).map(_cell),
+        "curves.csv": pd.DataFrame(curves, columns=columns["curves.csv"]),
+        "speed.csv": pd.DataFrame(speeds, columns=columns["speed.csv"], dtype=object).map(_cell),
     }
     if stats is not None:
         tables["stats_per_env.csv"] = stats.per_env

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sbx_lecture.bench.suites import Job, RunJob
+from sbx_lecture.bench.suites import FigureJob, Job, RunJob, SpeedJob
 from sbx_lecture.checkpoints import interrupt_once, stop_signals_handled
 from sbx_lecture.evaluation import ProgressCallback, ProgressReport
 from sbx_lecture.infra.validation import one_line
@@ -68,6 +68,21 @@ def changed_settings(recorded: dict[str, Any], current: Callable[[], ZooSettings
     return f"made with other settings than {source} gives now: move its folder away to run it again"
 
 
+def stored_result(job: Job, folder: Path, report: bool = False) -> dict[str, Any] | None:
+    """The result of ``job``, finished in ``folder``, or ``None`` when it is to run: not finished, or a speed pair
+    measured before the SBX sibling it names was installed (unless the result is wanted for a ``report``: it stays
+    in the reports until the pair is measured again). Status ``"stale"`` when the job's zoo entry now gives other
+    settings than those it was made with (:func:`changed_settings`; a speed pair of each contestant's own defaults,
+    when its overrides changed)."""
+    result = read_result(folder)
+    if result is None or isinstance(job, FigureJob):
+        return result
+    stale = changed_settings(result, job.settings)
+    if stale is not None:
+        return {**result, "status": "stale", "error": stale}
+    return None if not report and isinstance(job, SpeedJob) and job.lacks_sbx(result) else result
+
+
 def write_result(folder: Path, result: dict[str, Any]) -> None:
     """Write a finished job's ``result.json`` into ``folder``, atomically and without its ``folder``: that path is
     this machine's (:func:`read_result` puts the folder it reads from back), and results get published."""
@@ -83,9 +98,9 @@ def run_once(
     folder: Path,
     work: Callable[[], dict[str, Any]],
     stopped: Callable[[], str] = lambda: NOTHING_SAVED,
-    finished: Callable[[Path], dict[str, Any] | None] = read_result,
 ) -> dict[str, Any]:
-    """Run ``work`` unless the job is ``finished`` already; return its result.
+    """Run ``work`` unless the job has a :func:`stored_result` already (then that, ``"skipped"`` unless it is stale);
+    return its result.
 
     ``work`` returns either a result that is not finished (with its ``status``) or the measurements of a finished
     job: then the result is :func:`job_outcome`'s head with them, written here as ``result.json`` into ``folder``,
@@ -98,15 +113,12 @@ def run_once(
     in a main thread (not a Dask worker's) a first Ctrl-C or SIGTERM raises it. A job another process is running
     comes back as ``{"status": "busy"}``.
     """
-    stored = finished(folder)
-    if stored is not None:
-        return {**stored, "status": "skipped"}
     folder.mkdir(parents=True, exist_ok=True)
     try:
         with stop_signals_handled(interrupt_once), run_lock(folder):
-            stored = finished(folder)
-            if stored is not None:  # finished by another process since the first look
-                return {**stored, "status": "skipped"}
+            stored = stored_result(job, folder)
+            if stored is not None:  # finished before, perhaps by another process
+                return {**stored, "status": "skipped"} if stored["status"] == "done" else stored
             result = work()
             if "status" not in result:  # measurements: the job finished
                 result = {**job_outcome(job, folder, "done"), **result}
@@ -116,23 +128,16 @@ def run_once(
             return result
     except KeyboardInterrupt:
         return job_outcome(job, folder, "interrupted", detail=stopped())
-    except RunFolderError as exc:
-        if "another process" in str(exc):
-            return job_outcome(job, folder, "busy", error=f"another process is running it ({LOCK_FILE})")
-        return _failed(job, folder, exc)
     except Exception as exc:
-        return _failed(job, folder, exc)
+        if isinstance(exc, RunFolderError) and "another process" in str(exc):
+            return job_outcome(job, folder, "busy", error=f"another process is running it ({LOCK_FILE})")
+        (folder / ERROR_FILE).write_text(traceback.format_exc())  # the traceback of the last failed attempt
+        return job_outcome(job, folder, "failed", error=one_line(exc, typed=True))
 
 
 def job_outcome(job: Job, folder: Path, status: str, **details: Any) -> dict[str, Any]:
     """The head of ``job``'s result in ``folder``, with ``status`` and the ``details`` (``error``, ``detail``)."""
     return {**job.outcome(status), "folder": str(folder), **details}
-
-
-def _failed(job: Job, folder: Path, exc: Exception) -> dict[str, Any]:
-    """The result of a job that raised ``exc``; its traceback goes to ``error.txt``."""
-    (folder / ERROR_FILE).write_text(traceback.format_exc())
-    return job_outcome(job, folder, "failed", error=f"{type(exc).__name__}: {one_line(exc)}")
 
 
 def execute_run(
@@ -145,22 +150,18 @@ def execute_run(
     ``stop_after`` (used by the tests to interrupt a run for real). A run started with other settings than its zoo
     entry gives now is ``"stale"``: its checkpoints would continue the old settings.
     """
-
-    def train_unless_stale() -> dict[str, Any]:
-        started = read_run_file(run_dir) if (run_dir / RUN_FILE).exists() else {}
-        stale = changed_settings(started, job.settings)
-        if stale is not None:
-            return job_outcome(job, run_dir, "stale", error=f"started with other settings: {stale}")
-        return _train(job, run_dir, report, stop_after)
-
     before = "interrupted before training: nothing was saved; run the command again"
-    return run_once(job, run_dir, train_unless_stale, lambda: before)
+    return run_once(job, run_dir, lambda: _train(job, run_dir, report, stop_after), lambda: before)
 
 
 def _train(job: RunJob, run_dir: Path, report: ProgressReport | None, stop_after: int | None) -> dict[str, Any]:
     from sbx_lecture.training import RESUME_IF_POSSIBLE, TrainConfig, TrainingInterrupted, train
     from sbx_lecture.zoo_config import zoo_budget
 
+    started = read_run_file(run_dir) if (run_dir / RUN_FILE).exists() else {}
+    stale = changed_settings(started, job.settings)
+    if stale is not None:  # its checkpoints would continue the old settings
+        return job_outcome(job, run_dir, "stale", error=f"started with other settings: {stale}")
     target = job.timesteps or zoo_budget(job.algo, job.env_id)
     config = TrainConfig(
         algo=job.algo,
@@ -188,7 +189,6 @@ def _train(job: RunJob, run_dir: Path, report: ProgressReport | None, stop_after
         return job_outcome(job, run_dir, "interrupted", detail=f"interrupted at step {exc.saved_at} ({RESUMES})")
     run = read_run_file(run_dir)
     segments = run.get("segments", [])
-    seconds = [float(segment.get("seconds", 0.0)) for segment in segments]
     if not trained.finished or trained.final is None:  # stopped early: the checkpoint written at its end resumes it
         return job_outcome(job, run_dir, "interrupted", detail=f"stopped at step {trained.num_timesteps} ({RESUMES})")
     return {
@@ -197,7 +197,7 @@ def _train(job: RunJob, run_dir: Path, report: ProgressReport | None, stop_after
         "final_std": trained.final[1],
         "final_episodes": job.final_eval_episodes,
         "steps_per_second": trained.steps_trained / trained.learn_seconds,
-        "wall_seconds": sum(seconds),
+        "wall_seconds": sum(float(segment.get("seconds", 0.0)) for segment in segments),
         "resumed_from": [int(segment["start"]) for segment in segments[1:]],
         "n_envs": run["n_envs"],
         "settings_source": run.get("hyperparams_source", ""),

@@ -11,7 +11,7 @@ bootstrap interval of each ratio resamples those rounds (:func:`.stats.ratio_int
 rate with random actions, through the same vectorised wrapper stack, is measured too: no algorithm can be faster.
 
 A finished pair is never timed again because of its numbers: only a stored result without the SBX contestant that
-is installed now (:func:`lacks_sbx`) is; one made with other settings is reported stale and left as it is, and
+is installed now (:meth:`.SpeedJob.lacks_sbx`) is; one made with other settings is reported stale and left as it is, and
 another repeat count, budget or override is another folder.
 
 When SBX (``sbx-rl``, SB3's API in JAX with jit-compiled gradient steps; the ``sbx`` extra) is installed, a speed
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from sbx_lecture.bench.baselines import random_rollout
-from sbx_lecture.bench.runner import read_result, run_once
+from sbx_lecture.bench.runner import run_once
 from sbx_lecture.bench.suites import SpeedJob
 from sbx_lecture.evaluation import ProgressCallback, ProgressReport
 from sbx_lecture.zoo_config import ZooSettings
@@ -52,16 +52,16 @@ def sibling_arguments(
     """
     from sbx_lecture.hyperparams import accepted_hyperparameters
 
-    accepted = accepted_hyperparameters(sibling)
-    kept = dict(kwargs) if accepted is None else {key: value for key, value in kwargs.items() if key in accepted}
-    dropped = sorted(set(kwargs) - set(kept))
+    def taken(cls: type, given: dict[str, Any], prefix: str = "") -> tuple[dict[str, Any], list[str]]:
+        accepted = accepted_hyperparameters(cls)  # None: it takes **kwargs
+        kept = {key: value for key, value in given.items() if accepted is None or key in accepted}
+        return kept, sorted(prefix + key for key in set(given) - set(kept))
+
+    kept, dropped = taken(sibling, kwargs)
     policy_class = getattr(sibling, "policy_aliases", {}).get(policy)
     if isinstance(kept.get("policy_kwargs"), dict) and policy_class is not None:
-        policy_accepts = accepted_hyperparameters(policy_class)
-        if policy_accepts is not None:
-            options = kept["policy_kwargs"]
-            kept["policy_kwargs"] = {key: value for key, value in options.items() if key in policy_accepts}
-            dropped += sorted(f"policy_kwargs.{key}" for key in set(options) - set(kept["policy_kwargs"]))
+        kept["policy_kwargs"], more = taken(policy_class, kept["policy_kwargs"], "policy_kwargs.")
+        dropped += more
     return kept, dropped
 
 
@@ -146,11 +146,6 @@ def build_with_environment(contestant: Contestant, env_id: str, seed: int) -> An
     return build_model(name, cls, env, settings.zoo, kwargs, seed, device=device)
 
 
-def environment_rate(env_id: str, n_envs: int, timesteps: int, seed: int = 0) -> float:
-    """Steps per second of the vectorised environment alone, with uniformly random actions."""
-    return random_rollout(env_id, n_envs, seed, steps=timesteps)[1]
-
-
 SBX_NOT_INSTALLED = "SBX not timed: sbx-rl is not installed (pip install 'sbx-lecture[sbx]')"
 
 
@@ -177,18 +172,6 @@ def jax_backend() -> str | None:
     except ImportError:
         return None
     return str(jax.default_backend())
-
-
-def _sbx_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("sbx") is not None
-
-
-def lacks_sbx(job: SpeedJob, result: dict[str, Any]) -> bool:
-    """Whether ``result`` was measured without the SBX sibling that ``job`` names and that is installed now: such a
-    pair is measured again, every contestant of it (ratios hold only within one run)."""
-    return job.sbx is not None and "sbx_steps_per_second" not in result and _sbx_installed()
 
 
 def warmup_length(job: SpeedJob) -> int:
@@ -227,11 +210,7 @@ def execute_speed(job: SpeedJob, folder: Path, report: ProgressReport | None = N
     def stopped() -> str:
         return f"interrupted after {taken} of {speed_steps(job)} steps: nothing was saved; run the command again"
 
-    def finished(folder: Path) -> dict[str, Any] | None:
-        stored = read_result(folder)
-        return None if stored is None or lacks_sbx(job, stored) else stored
-
-    return run_once(job, folder, lambda: _measure(job, learn), stopped, finished)
+    return run_once(job, folder, lambda: _measure(job, learn), stopped)
 
 
 def contestants(job: SpeedJob) -> list[Contestant]:
@@ -293,7 +272,8 @@ def _measure(job: SpeedJob, learn: Callable[..., float]) -> dict[str, Any]:
         "ours_steps_per_second": median[ours.name],
         "sibling_steps_per_second": median[sibling.name],
         "ratio": median[ours.name] / median[sibling.name],
-        "env_steps_per_second": environment_rate(job.env_id, ours.settings.n_envs, max(job.timesteps, 10_000)),
+        # the vectorised environment alone, with uniformly random actions: no algorithm can be faster
+        "env_steps_per_second": random_rollout(job.env_id, ours.settings.n_envs, 0, max(job.timesteps, 10_000))[1],
         "ours_samples": rates[ours.name],
         "sibling_samples": rates[sibling.name],
         **sbx_part,

@@ -87,24 +87,23 @@ def group_runs(results: list[dict[str, Any]]) -> list[Group]:
 
 
 @contextmanager
-def seeded_bootstrap(seed: int) -> Iterator[None]:
-    """Seed numpy's global generator, which rliable's bootstrap draws from, and restore its state afterwards."""
+def seeded_bootstrap() -> Iterator[None]:
+    """Seed numpy's global generator, which rliable's bootstrap draws from, with :data:`BOOTSTRAP_SEED`, and restore
+    its state afterwards."""
     state = np.random.get_state()
-    np.random.seed(seed)
+    np.random.seed(BOOTSTRAP_SEED)
     try:
         yield
     finally:
         np.random.set_state(state)
 
 
-def estimates(
-    scores: np.ndarray | list[np.ndarray], func: Callable[..., np.ndarray], reps: int, seed: int = BOOTSTRAP_SEED
-) -> np.ndarray:
+def estimates(scores: np.ndarray | list[np.ndarray], func: Callable[..., np.ndarray], reps: int) -> np.ndarray:
     """rliable's point estimates of ``func`` on ``scores`` and their percentile-bootstrap 95 % intervals: three rows
     (points, lower bounds, upper bounds), one column per value ``func`` returns."""
     from rliable import library
 
-    with seeded_bootstrap(seed):
+    with seeded_bootstrap():
         points, intervals = library.get_interval_estimates(
             {"scores": scores}, func, reps=reps, confidence_interval_size=CONFIDENCE
         )
@@ -132,11 +131,6 @@ def column_iqm(scores: np.ndarray) -> np.ndarray:
     return np.asarray(ordered[cut : ordered.shape[0] - cut].mean(axis=0))
 
 
-def column_iqm_and_median(scores: np.ndarray) -> np.ndarray:
-    """IQM and median over seeds of each column (``seeds × groups``): all IQMs, then all medians."""
-    return np.concatenate([column_iqm(scores), np.median(scores, axis=0)])
-
-
 def iqm_and_median(scores: np.ndarray) -> np.ndarray:
     """rliable's aggregate IQM (over every score) and median (over environments of the per-environment mean) of
     ``runs × environments`` scores."""
@@ -151,7 +145,7 @@ def improvement_probability(scores_x: np.ndarray, scores_y: np.ndarray) -> np.nd
     return np.array([np.mean(above.mean(axis=(0, 1)) + 0.5 * tied.mean(axis=(0, 1)))])
 
 
-def per_environment(groups: list[Group], reps: int = DEFAULT_REPS, seed: int = BOOTSTRAP_SEED) -> Any:
+def per_environment(groups: list[Group], reps: int = DEFAULT_REPS) -> Any:
     """IQM and median over seeds of the final return, with 95 % intervals, per (environment, algorithm, budget).
 
     Groups with the same number of seeds share one stratified bootstrap, one group a column: it resamples each
@@ -167,7 +161,7 @@ def per_environment(groups: list[Group], reps: int = DEFAULT_REPS, seed: int = B
     )
     for _, members in frame[frame.seeds > 0].groupby("seeds"):
         scores = np.stack([groups[index].finals for index in members.index], axis=1)
-        found = estimates(scores, column_iqm_and_median, reps, seed)
+        found = estimates(scores, lambda s: np.concatenate([column_iqm(s), np.median(s, axis=0)]), reps)
         for name, values in (("iqm", found[:, : len(members)]), ("median", found[:, len(members) :])):
             frame.loc[members.index, [name, f"{name}_low", f"{name}_high"]] = values.T
     return frame.assign(steps_per_second=[float(np.median(g.speeds)) if g.finals else np.nan for g in groups])
@@ -177,13 +171,11 @@ def per_environment(groups: list[Group], reps: int = DEFAULT_REPS, seed: int = B
 class ScoreMatrix:
     """One algorithm's normalised final scores, ``runs × environments`` (rliable's layout).
 
-    :param algo: algorithm
     :param envs: the environments, in column order
     :param scores: normalised scores; each column keeps the first ``runs`` seeds of its environment
     :param dropped: seeds left out so that every environment has as many as the sparsest
     """
 
-    algo: str
     envs: list[str]
     scores: np.ndarray
     dropped: int = 0
@@ -200,40 +192,33 @@ def score_matrices(groups: list[Group], refs: dict[str, Reference]) -> dict[str,
     finished seeds than others limit every column to their count (seeds in order, the rest dropped).
     """
     chosen: dict[str, dict[str, Group]] = {}
-    for group in groups:
-        if not group.finals or group.env not in refs:
-            continue
-        current = chosen.setdefault(group.algo, {}).get(group.env)
-        if current is None or group.timesteps > current.timesteps:
-            chosen[group.algo][group.env] = group
+    for group in sorted(groups, key=lambda g: g.timesteps):  # the largest budget comes last and stays
+        if group.finals and group.env in refs:
+            chosen.setdefault(group.algo, {})[group.env] = group
     matrices = {}
     for algo, by_env in chosen.items():
         envs = sorted(by_env)
-        runs = min(len(by_env[env].finals) for env in envs)
-        columns = []
-        for env in envs:
-            order = np.argsort(by_env[env].seeds, kind="stable")[:runs]
-            columns.append(refs[env].normalise(np.array(by_env[env].finals)[order]))
-        dropped = sum(len(by_env[env].finals) for env in envs) - runs * len(envs)
-        matrices[algo] = ScoreMatrix(algo, envs, np.stack(columns, axis=1), dropped)
+        ordered = [np.array(by_env[env].finals)[np.argsort(by_env[env].seeds, kind="stable")] for env in envs]
+        runs = min(map(len, ordered))
+        scores = np.stack([refs[env].normalise(finals[:runs]) for env, finals in zip(envs, ordered, strict=True)], 1)
+        matrices[algo] = ScoreMatrix(envs, scores, sum(map(len, ordered)) - scores.size)
     return matrices
 
 
-def aggregate(matrices: dict[str, ScoreMatrix], reps: int = DEFAULT_REPS, seed: int = BOOTSTRAP_SEED) -> Any:
+def aggregate(matrices: dict[str, ScoreMatrix], reps: int = DEFAULT_REPS) -> Any:
     """Normalised IQM and median across environments with 95 % intervals, one row per algorithm (a DataFrame)."""
     import pandas as pd
 
     rows = []
-    for algo, matrix in matrices.items():
-        found = estimates(matrix.scores, iqm_and_median, reps, seed)
+    for algo, matrix in sorted(matrices.items(), key=lambda item: (family_of(item[0]), item[0])):
+        found = estimates(matrix.scores, iqm_and_median, reps)
         row = {"algo": algo, "family": family_of(algo), "envs": ", ".join(matrix.envs), "n_envs": len(matrix.envs)}
         row |= {"runs": matrix.scores.shape[0], "dropped": matrix.dropped}
         rows.append(row | _columns("iqm", found[:, 0]) | _columns("median", found[:, 1]))
-    frame = pd.DataFrame(rows)
-    return frame.sort_values(["family", "algo"], ignore_index=True) if rows else frame
+    return pd.DataFrame(rows)
 
 
-def improvements(matrices: dict[str, ScoreMatrix], reps: int = DEFAULT_REPS, seed: int = BOOTSTRAP_SEED) -> Any:
+def improvements(matrices: dict[str, ScoreMatrix], reps: int = DEFAULT_REPS) -> Any:
     """P(X > Y) of each lecture algorithm X over each sibling Y, on the environments both ran, with its interval.
 
     P(X > Y) is rliable's: per environment the probability that a seed of X scores above a seed of Y (ties count
@@ -243,21 +228,18 @@ def improvements(matrices: dict[str, ScoreMatrix], reps: int = DEFAULT_REPS, see
     import pandas as pd
 
     rows = []
-    for ours, sibling in ((x, y) for x, siblings in SIBLINGS.items() for y in siblings):
-        if ours not in matrices or sibling not in matrices:
-            continue
+    pairs = [(x, y) for x, siblings in SIBLINGS.items() for y in siblings if x in matrices and y in matrices]
+    for ours, sibling in pairs:
         shared = [env for env in matrices[ours].envs if env in matrices[sibling].envs]
         if shared:
             x, y = matrices[ours].restrict(shared), matrices[sibling].restrict(shared)
-            found = estimates([x, y], improvement_probability, reps, seed)
+            found = estimates([x, y], improvement_probability, reps)
             row = {"algo": ours, "sibling": sibling, "envs": ", ".join(shared), "runs": x.shape[0]}
             rows.append(row | {"sibling_runs": y.shape[0]} | _columns("probability", found[:, 0]))
     return pd.DataFrame(rows)
 
 
-def sibling_gains(
-    groups: list[Group], refs: dict[str, Reference], reps: int = DEFAULT_REPS, seed: int = BOOTSTRAP_SEED
-) -> Any:
+def sibling_gains(groups: list[Group], refs: dict[str, Reference], reps: int = DEFAULT_REPS) -> Any:
     """Each lecture algorithm's gain over the random policy as a fraction of its sibling's, per environment.
 
     ``(IQM(ours) − random) / (IQM(sibling) − random)`` over seeds at the same budget, with a 95 % interval that
@@ -266,12 +248,10 @@ def sibling_gains(
     """
     import pandas as pd
 
-    found = {(group.env, group.algo): group for group in groups if group.finals}
+    found = {(group.env, group.algo): group for group in groups if group.finals and group.env in refs}
     rows = []
     for (env, ours), group in found.items():
-        for other in (found.get((env, sibling)) for sibling in SIBLINGS.get(ours, ())):
-            if other is None or env not in refs:
-                continue
+        for other in (found[env, sibling] for sibling in SIBLINGS.get(ours, ()) if (env, sibling) in found):
             random = refs[env].random
             low, high = return_range(env, np.array(group.finals + other.finals + [random, refs[env].value]))
             floor = 0.01 * (high - low)
@@ -283,27 +263,21 @@ def sibling_gains(
             x, y = np.array(group.finals)[:, None], np.array(other.finals)[:, None]
             row = {"env": env, "algo": ours, "sibling": other.algo, "timesteps": group.timesteps}
             row |= {"seeds": f"{len(x)}/{len(y)}", "iqm": column_iqm(x)[0], "sibling_iqm": column_iqm(y)[0]}
-            rows.append(row | {"random": random} | _columns("fraction", estimates([x, y], fraction, reps, seed)[:, 0]))
+            rows.append(row | {"random": random} | _columns("fraction", estimates([x, y], fraction, reps)[:, 0]))
     return pd.DataFrame(rows)
 
 
 def performance_profiles(
-    matrices: dict[str, ScoreMatrix],
-    taus: np.ndarray = PROFILE_TAUS,
-    reps: int = DEFAULT_REPS,
-    seed: int = BOOTSTRAP_SEED,
+    matrices: dict[str, ScoreMatrix], reps: int = DEFAULT_REPS
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Fraction of runs with a normalised score above each τ, per algorithm, with 95 % intervals (rliable's score
-    distributions)."""
+    """Fraction of runs with a normalised score above each τ of :data:`PROFILE_TAUS`, per algorithm, with 95 %
+    intervals (rliable's score distributions)."""
     from rliable import library
 
-    with seeded_bootstrap(seed):
-        return library.create_performance_profile(  # type: ignore[no-any-return]
-            {algo: matrix.scores for algo, matrix in matrices.items()},
-            taus,
-            reps=reps,
-            confidence_interval_size=CONFIDENCE,
-        )
+    scores = {algo: matrix.scores for algo, matrix in matrices.items()}
+    with seeded_bootstrap():
+        found = library.create_performance_profile(scores, PROFILE_TAUS, reps=reps, confidence_interval_size=CONFIDENCE)
+    return found  # type: ignore[no-any-return]
 
 
 def curve_matrix(curves: list[list[tuple[float, float]]]) -> tuple[np.ndarray, np.ndarray]:
@@ -317,10 +291,7 @@ def curve_matrix(curves: list[list[tuple[float, float]]]) -> tuple[np.ndarray, n
 
 
 def curve_iqm(
-    curves: list[list[tuple[float, float]]],
-    bounds: tuple[float, float],
-    reps: int = DEFAULT_REPS,
-    seed: int = BOOTSTRAP_SEED,
+    curves: list[list[tuple[float, float]]], bounds: tuple[float, float], reps: int = DEFAULT_REPS
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """IQM over seeds at each evaluation point with its 95 % interval, clipped to ``bounds``.
 
@@ -332,30 +303,28 @@ def curve_iqm(
     :return: steps, IQM, lower and upper bound of the interval
     """
     grid, values = curve_matrix(curves)
-    return grid, *np.clip(estimates(values, column_iqm, reps, seed), *bounds)
+    return grid, *np.clip(estimates(values, column_iqm, reps), *bounds)
 
 
-def ratio_interval(
-    ours: list[float], theirs: list[float], reps: int = DEFAULT_REPS, seed: int = BOOTSTRAP_SEED
-) -> tuple[float, float]:
+def ratio_interval(ours: list[float], theirs: list[float], reps: int = DEFAULT_REPS) -> tuple[float, float]:
     """95 % percentile-bootstrap interval of the speed ratio ``median(ours) / median(theirs)``.
 
     Entry ``k`` of both lists is the steps/s of round ``k`` of the interleaved repeats (:mod:`.speed`), timed one
     after the other in one process. The bootstrap resamples whole rounds, the pair of a round together, and computes
     the same ratio of medians as the reported point: a change of load on the machine that slowed one round slowed
     both contestants of it, and resampling the two lists independently would count that shared noise as a
-    difference between them.
+    difference between them. The generator is seeded (:data:`BOOTSTRAP_SEED`), so that a report is the same each
+    time it is written.
 
     :param ours: our algorithm's steps/s, one per round
     :param theirs: the sibling's steps/s in the same rounds
     :param reps: bootstrap replications
-    :param seed: seed of the generator, so that a report is the same each time it is written
     :return: the lower and upper bound
     """
     from arch.bootstrap import IIDBootstrap  # rliable's bootstrap library
 
     if len(ours) != len(theirs):
         raise ValueError(f"{len(ours)} rounds of ours against {len(theirs)} of theirs: the rates are not paired")
-    rounds = IIDBootstrap(np.asarray(ours, dtype=float), np.asarray(theirs, dtype=float), seed=seed)  # rows paired
+    rounds = IIDBootstrap(np.asarray(ours, float), np.asarray(theirs, float), seed=BOOTSTRAP_SEED)  # rows paired
     ratio = rounds.conf_int(lambda x, y: np.median(x) / np.median(y), reps, method="percentile", size=CONFIDENCE)
     return float(ratio[0, 0]), float(ratio[1, 0])

@@ -11,6 +11,7 @@ rl-zoo file (see :mod:`sbx_lecture.zoo_config`); a row only overrides what a com
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import math
 from collections.abc import Callable
@@ -79,7 +80,7 @@ class RunJob:
 
     @property
     def folder(self) -> Path:
-        """Relative run folder: ``<algo>/<env>/<budget>[-defaults][-<overrides hash>]/seed_<k>``.
+        """Relative run folder: ``runs/<algo>/<env>/<budget>[-defaults][-<overrides hash>]/seed_<k>``.
 
         Suites that contain the same run share its folder, so it is trained once.
         """
@@ -88,12 +89,17 @@ class RunJob:
             budget += "-defaults"
         if self.hyperparams:
             budget += "-" + settings_digest(self.hyperparams)
-        return Path(self.algo) / self.env_id / budget / f"seed_{self.seed}"
+        return Path("runs", self.algo, self.env_id, budget, f"seed_{self.seed}")
 
     @property
     def label(self) -> str:
         """Short text for progress lines."""
         return f"{self.algo} {self.env_id} seed {self.seed}"
+
+    @property
+    def algos(self) -> tuple[str, ...]:
+        """The algorithms of the job (what ``--algos`` filters)."""
+        return (self.algo,)
 
     def settings(self) -> ZooSettings:
         """The settings the run trains with: its zoo entry (or :data:`CONSTRUCTOR_DEFAULTS`) with its overrides."""
@@ -140,12 +146,9 @@ class SpeedJob:
     @property
     def folder(self) -> Path:
         """Relative folder of the measurement (one per torch device: a GPU's rates are another measurement)."""
-        varied = {
-            **self.hyperparams,
-            **({"not_shared": sorted(self.not_shared)} if self.not_shared else {}),
-            **({"own_defaults": True} if self.own_defaults else {}),
-            **({"device": self.device} if self.device != "cpu" else {}),
-        }
+        named = {"not_shared": sorted(self.not_shared), "own_defaults": self.own_defaults}
+        named["device"] = "" if self.device == "cpu" else self.device  # CPU folders name no device
+        varied = {**self.hyperparams, **{key: value for key, value in named.items() if value}}
         suffix = f"-{settings_digest(varied)}" if varied else ""
         measurement = f"t{self.timesteps}x{self.repeats}{suffix}"
         return Path("speed") / f"{self.ours}_vs_{self.sibling}" / self.env_id / measurement
@@ -155,6 +158,16 @@ class SpeedJob:
         """Short text for progress lines."""
         on = f" on {self.device}" if self.device != "cpu" else ""
         return f"speed {self.ours}/{self.sibling} {self.env_id}{on}"
+
+    @property
+    def algos(self) -> tuple[str, ...]:
+        """The algorithms of the pair (a speed row is kept if ``--algos`` names either)."""
+        return (self.ours, self.sibling)
+
+    def lacks_sbx(self, result: dict[str, Any]) -> bool:
+        """Whether ``result`` was measured without the SBX sibling that the pair names and that is installed now:
+        such a pair is measured again, every contestant of it (ratios hold only within one run)."""
+        return self.sbx is not None and "sbx_steps_per_second" not in result and _sbx_installed()
 
     def settings(self, algo: str | None = None) -> ZooSettings:
         """What the pair gives its contestants: ``algo``'s (default: ours') zoo entry for the environment with the
@@ -233,6 +246,11 @@ class Suite:
     eval_episodes: int = 5
     final_eval_episodes: int = 10
     repeats: int = 5
+
+
+def _sbx_installed() -> bool:
+    """Whether SBX (``sbx-rl``, the ``sbx`` extra) can be imported, without importing it (and JAX)."""
+    return importlib.util.find_spec("sbx") is not None
 
 
 class SuiteError(ValueError):
@@ -330,11 +348,11 @@ class Selection:
     envs: frozenset[str] | None = None
     device: str = "cpu"
 
-    def keeps(self, algos: tuple[str, ...], env_id: str) -> bool:
-        """Whether a row with these algorithms on ``env_id`` passes the filters."""
-        if self.envs is not None and env_id not in self.envs:
+    def keeps(self, job: Job) -> bool:
+        """Whether a suite row (or job) passes the filters: its environment, and any of its algorithms."""
+        if self.envs is not None and job.env_id not in self.envs:
             return False
-        return self.algos is None or any(algo in self.algos for algo in algos)
+        return self.algos is None or not self.algos.isdisjoint(job.algos)
 
     def scale(self, timesteps: int) -> int:
         """The scaled budget (at least 1000 steps, rounded to a hundred; 0, the zoo's budget, stays 0)."""
@@ -361,22 +379,18 @@ def expand(suite: Suite, selection: Selection, zoo_budget: Any = None) -> list[J
     :param zoo_budget: ``(algo, env_id) -> int`` for rows without a budget (``None``: settled at run time)
     """
     seeds = selection.seeds if selection.seeds is not None else range(suite.seeds)
-    runs = [entry for entry in suite.entries if selection.keeps((entry.algo,), entry.env_id)]
     evaluation: dict[str, Any] = dict(eval_episodes=suite.eval_episodes, final_eval_episodes=suite.final_eval_episodes)
     jobs: list[Job] = []
-    for seed, entry in itertools.product(seeds, runs):
+    for seed, entry in itertools.product(seeds, filter(selection.keeps, suite.entries)):
         budget = selection.scale(entry.timesteps or (zoo_budget(entry.algo, entry.env_id) if zoo_budget else 0))
         every = max(budget // suite.eval_points, 1) if budget else 0
         jobs.append(dataclasses.replace(entry, timesteps=budget, seed=seed, eval_freq=every, **evaluation))
-    for speed in suite.speed_entries:
-        if selection.keeps((speed.ours, speed.sibling), speed.env_id):
-            scaled = selection.scale(speed.timesteps)
-            jobs.append(dataclasses.replace(speed, timesteps=scaled, repeats=suite.repeats, device=selection.device))
-    for figure in suite.figures:
-        if selection.keeps(figure.algos, figure.env_id):
-            params = {
-                key: selection.scale(int(value)) if key == "timesteps" else value
-                for key, value in figure.params.items()
-            }
-            jobs.append(dataclasses.replace(figure, params=params))
+    for speed in filter(selection.keeps, suite.speed_entries):
+        scaled = selection.scale(speed.timesteps)
+        jobs.append(dataclasses.replace(speed, timesteps=scaled, repeats=suite.repeats, device=selection.device))
+    for figure in filter(selection.keeps, suite.figures):
+        params = {
+            key: selection.scale(int(value)) if key == "timesteps" else value for key, value in figure.params.items()
+        }
+        jobs.append(dataclasses.replace(figure, params=params))
     return jobs

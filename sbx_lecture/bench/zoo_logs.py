@@ -18,6 +18,7 @@ squeezes a single one away.
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +50,12 @@ def export_zoo_logs(results: list[dict[str, Any]], folder: Path) -> Path | None:
     )
     target = folder / ZOO_LOGS
     shutil.rmtree(target, ignore_errors=True)
-    counts: dict[tuple[str, str], int] = {}
+    counts: Counter[tuple[str, str]] = Counter()
     for run in runs:
         evaluations = Evaluations.load(Path(run["folder"]) / EVALUATIONS_FILE)
-        if not evaluations.timesteps:
-            continue
-        key = (run["algo"], run["env"])
-        counts[key] = counts.get(key, 0) + 1
-        path = target / run["algo"] / f"{run['env']}_{counts[key]}" / EVALUATIONS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        evaluations.save(path, rectangular)
+        if evaluations.timesteps:
+            counts[run["algo"], run["env"]] += 1
+            path = target / run["algo"] / f"{run['env']}_{counts[run['algo'], run['env']]}" / EVALUATIONS_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            evaluations.save(path, rectangular)
     return target if counts else None

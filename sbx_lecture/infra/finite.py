@@ -66,19 +66,6 @@ def _describe(values: Iterable[Value]) -> tuple[str, str]:
     return kinds, f" ({n_nan + n_inf} of {n_total} values)" if n_total else ""
 
 
-def non_finite_error(
-    quantity: str, *values: Value, algorithm: object, step: int | None = None, hint: str | None = None
-) -> NonFiniteError:
-    """The :class:`NonFiniteError` that :func:`check_finite` raises, for callers that tested finiteness already."""
-    name = algorithm if isinstance(algorithm, str) else type(algorithm).__name__
-    step = getattr(algorithm, "num_timesteps", None) if step is None else step
-    kinds, counts = _describe(values)
-    where = f" at step {step}" if step is not None else ""
-    hint = hint or next((text for word, text in HINTS.items() if word in quantity), UPDATE_HINT)
-    message = f"{name} found {kinds} in {quantity}{where}{counts}; training stopped: {hint}"
-    return NonFiniteError(message, name, quantity, step)
-
-
 def all_finite(*values: Value) -> bool:
     """Whether every value (tensors, arrays, numbers) is free of NaN and infinity.
 
@@ -117,8 +104,15 @@ def check_finite(
         return
     for cause, cause_values in (causes or {}).items():
         if not all_finite(*cause_values):
-            raise non_finite_error(cause, *cause_values, algorithm=algorithm, step=step)
-    raise non_finite_error(quantity, *values, algorithm=algorithm, step=step, hint=hint)
+            quantity, values, hint = cause, tuple(cause_values), None  # the cause is reported, with its own hint
+            break
+    name = algorithm if isinstance(algorithm, str) else type(algorithm).__name__
+    step = getattr(algorithm, "num_timesteps", None) if step is None else step
+    kinds, counts = _describe(values)
+    where = f" at step {step}" if step is not None else ""
+    hint = hint or next((text for word, text in HINTS.items() if word in quantity), UPDATE_HINT)
+    message = f"{name} found {kinds} in {quantity}{where}{counts}; training stopped: {hint}"
+    raise NonFiniteError(message, name, quantity, step)
 
 
 def _arrays(source: Any, *fields: str) -> list[Value]:
@@ -186,9 +180,10 @@ def raise_for_non_finite_observations(model: Any, error: BaseException) -> None:
     :param model: an SB3 algorithm (``model._last_obs`` is checked)
     :param error: the exception being handled
     """
-    observations = _arrays(model, "_last_obs")
-    if not all_finite(*observations):
-        raise non_finite_error("the observations", *observations, algorithm=model) from error
+    try:
+        check_finite("the observations", *_arrays(model, "_last_obs"), algorithm=model)
+    except NonFiniteError as non_finite:
+        raise non_finite from error
 
 
 class RolloutObservationCheck:

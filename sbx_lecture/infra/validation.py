@@ -42,18 +42,9 @@ def one_line(error: BaseException | str, limit: int | None = None, *, typed: boo
     return f"{type(error).__name__}: {text}" if typed and text else text or type(error).__name__
 
 
-def _fail(
-    name: str,
-    rule: str,
-    value: Any,
-    *,
-    schedule: bool = False,
-    optional: bool = False,
-    error: type[InvalidValueError] = InvalidValueError,
-) -> InvalidValueError:
-    """``<name> must be <rule>, got <value>``, the rule followed by what a value may also be (a schedule, ``None``)."""
-    alternatives = [rule, *(["a schedule"] if schedule else []), *(["None"] if optional else [])]
-    return error(f"{name} must be {' or '.join(alternatives)}, got {one_line(repr(value), 60)}")
+def _fail(name: str, rules: list[str], value: Any, error: type[InvalidValueError] = InvalidValueError) -> Exception:
+    """``<name> must be <rule> or <rule>, got <value>``: the one message of every check."""
+    return error(f"{name} must be {' or '.join(rules)}, got {one_line(repr(value), 60)}")
 
 
 def require_integer(name: str, value: Any, minimum: int | None = None, *, optional: bool = False) -> Any:
@@ -67,12 +58,13 @@ def require_integer(name: str, value: Any, minimum: int | None = None, *, option
     """
     if optional and value is None:
         return None
+    also = ["None"] if optional else []
     integral = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
     if isinstance(value, bool) or not integral:
-        raise _fail(name, "an integer", value, optional=optional)
+        raise _fail(name, ["an integer", *also], value)
     if minimum is not None and value < minimum:
         rule = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
-        raise _fail(name, rule, value, optional=optional)
+        raise _fail(name, [rule, *also], value)
     return int(value)
 
 
@@ -108,11 +100,12 @@ def require_number(
     """
     if (optional and value is None) or (schedule and callable(value)):
         return value
+    also = [*(["a schedule"] if schedule else []), *(["None"] if optional else [])]
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise _fail(name, "a number", value, schedule=schedule, optional=optional)
+        raise _fail(name, ["a number", *also], value)
     number = float(value)
     if math.isnan(number) or (math.isinf(number) and not infinite):
-        raise _fail(name, "a finite number", value, schedule=schedule, optional=optional)
+        raise _fail(name, ["a finite number", *also], value)
     below = low is not None and (number <= low if low_open else number < low)
     above = high is not None and (number >= high if high_open else number > high)
     if below or above:
@@ -122,7 +115,7 @@ def require_number(
             rule = f"{'>' if low_open else '>='} {low:g}"
         else:
             rule = f"{'<' if high_open else '<='} {high:g}"
-        raise _fail(name, rule, value, schedule=schedule, optional=optional, error=error)
+        raise _fail(name, [rule, *also], value, error)
     return number
 
 
@@ -135,7 +128,7 @@ def require_choice(name: str, value: Any, choices: Collection[Any]) -> Any:
     :return: ``value``
     """
     if value not in choices:
-        raise _fail(name, "one of " + ", ".join(repr(choice) for choice in choices), value)
+        raise _fail(name, ["one of " + ", ".join(repr(choice) for choice in choices)], value)
     return value
 
 
@@ -150,7 +143,7 @@ def require_normalizable_rollout(n_steps: int, n_envs: int) -> None:
     :param n_envs: number of environments
     """
     if n_steps * n_envs < 2:  # SB3's PPO and sb3-contrib's TRPO assert this
-        raise _fail("n_steps * n_envs", _TWO_ADVANTAGES, n_steps * n_envs, error=InvalidValueAssertion)
+        raise _fail("n_steps * n_envs", [_TWO_ADVANTAGES], n_steps * n_envs, InvalidValueAssertion)
 
 
 def require_minibatch_size(batch_size: Any, normalize_advantage: bool) -> int:
@@ -162,14 +155,14 @@ def require_minibatch_size(batch_size: Any, normalize_advantage: bool) -> int:
     """
     size = require_integer("batch_size", batch_size, 1)
     if normalize_advantage and size < 2:  # advantages are normalized per minibatch: SB3's PPO and TRPO assert this
-        raise _fail("batch_size", _TWO_ADVANTAGES, size, error=InvalidValueAssertion)
+        raise _fail("batch_size", [_TWO_ADVANTAGES], size, InvalidValueAssertion)
     return size
 
 
 def require_finite_values(name: str, value: Any) -> None:
     """Refuse NaN and infinities anywhere inside ``value`` (numbers, lists, tuples, dicts)."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise _fail(name, "a finite number", value)
+        raise _fail(name, ["a finite number"], value)
     if isinstance(value, (list, tuple)):
         value = dict(enumerate(value))
     if isinstance(value, Mapping):

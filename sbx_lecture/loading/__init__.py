@@ -33,7 +33,7 @@ classes come from the registry by name.
 
 from __future__ import annotations
 
-from sbx_lecture.loading.model import (
+from sbx_lecture.loading.model import (  # noqa: F401  (re-exported: the package's safe loading API)
     METADATA_NAME,
     ModelFileError,
     SafeLoadMixin,
@@ -44,25 +44,9 @@ from sbx_lecture.loading.model import (
     read_model_metadata,
     save,
 )
-from sbx_lecture.loading.training_state import (
+from sbx_lecture.loading.training_state import (  # noqa: F401  (re-exported, as above)
     load_normalization,
     load_replay_buffer,
     save_normalization,
     save_replay_buffer,
 )
-
-__all__ = [
-    "METADATA_NAME",
-    "ModelFileError",
-    "SafeLoadMixin",
-    "UntrustedContentError",
-    "check_model_file",
-    "inspect_model_file",
-    "load",
-    "load_normalization",
-    "load_replay_buffer",
-    "read_model_metadata",
-    "save",
-    "save_normalization",
-    "save_replay_buffer",
-]

@@ -38,14 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sbx_lecture.infra.files import atomic_write, json_record
 from sbx_lecture.infra.validation import one_line
-from sbx_lecture.loading.pickles import (
-    RefusedContent,
-    allowed_global,
-    class_path,
-    decode,
-    materialize,
-    registered_classes,
-)
+from sbx_lecture.loading import pickles
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -89,17 +82,13 @@ class ModelFileRuntimeError(ModelFileError, RuntimeError):
     """Weights that do not fit the model (SB3's loader raises torch's ``RuntimeError``)."""
 
 
-#: Our error for each exception type SB3's loader raises (others become a plain ModelFileError).
-_LIKE_SB3 = {
-    FileNotFoundError: ModelFileNotFoundError,
-    AssertionError: ModelFileAssertionError,
-    RuntimeError: ModelFileRuntimeError,
-}
-
-
 def _error_like(exc: Exception) -> type[ModelFileError]:
-    """The :class:`ModelFileError` to raise for ``exc`` of SB3's loader: one of its type where we have one."""
-    return next((ours for theirs, ours in _LIKE_SB3.items() if isinstance(exc, theirs)), ModelFileError)
+    """The :class:`ModelFileError` to raise for ``exc`` of SB3's loader: one of its type where we have one (others
+    become a plain ModelFileError)."""
+    for ours in (ModelFileNotFoundError, ModelFileAssertionError, ModelFileRuntimeError):
+        if isinstance(exc, ours.__bases__[1]):  # the type of SB3's error it stands for
+            return ours
+    return ModelFileError
 
 
 class UntrustedContentError(ModelFileError):
@@ -116,7 +105,7 @@ def save(model: BaseAlgorithm, path: str | os.PathLike[str], metadata: dict[str,
 
     The zip still loads with plain SB3's ``cls.load``.
     """
-    text = json.dumps({**(metadata or {}), CLASS_KEY: class_path(type(model))}, indent=2)
+    text = json.dumps({**(metadata or {}), CLASS_KEY: pickles.class_path(type(model))}, indent=2)
 
     def write(temporary: str) -> None:
         model.save(temporary)
@@ -129,13 +118,6 @@ def save(model: BaseAlgorithm, path: str | os.PathLike[str], metadata: dict[str,
 # ----------------------------------------------------------------------------------------------------- 1. reading
 
 
-def _label(source: Source) -> str:
-    """How messages name a model file: its path, or the name of the file object."""
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    return str(getattr(source, "name", "the model file object"))
-
-
 def check_model_file(path: Source) -> tuple[str, dict[str, bytes]]:
     """Raise :class:`ModelFileError` with a readable reason if ``path`` is not an intact SB3 model zip, else read it
     once.
@@ -143,18 +125,19 @@ def check_model_file(path: Source) -> tuple[str, dict[str, bytes]]:
     :param path: a path (completed with ``.zip`` as SB3 does) or a file object
     :return: its name in messages, and every member's content (which ``zipfile`` checks against its checksum)
     """
-    if isinstance(path, (str, os.PathLike)) and not Path(path).exists() and Path(f"{path}.zip").is_file():
-        path = f"{path}.zip"  # as SB3 completes it
-    label = _label(path)
-    hint = "re-save the model, or use a checkpoint from the run folder's checkpoints/"
+    label = str(getattr(path, "name", "the model file object"))  # how messages name a file object
     if isinstance(path, (str, os.PathLike)):
-        if not Path(path).exists():
-            raise ModelFileNotFoundError(f"model file {label} does not exist")
-        if not Path(path).is_file():
+        if not Path(path).exists() and Path(f"{path}.zip").is_file():
+            path = f"{path}.zip"  # as SB3 completes it
+        label = str(path)
+        if Path(path).exists() and not Path(path).is_file():
             raise ModelFileError(f"model file {label} is not a file")
+    hint = "re-save the model, or use a checkpoint from the run folder's checkpoints/"
     try:
         with zipfile.ZipFile(path) as archive:
             members = {info.filename: archive.read(info) for info in archive.infolist()}
+    except FileNotFoundError:
+        raise ModelFileNotFoundError(f"model file {label} does not exist") from None
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise ModelFileError(
             f"model file {label} is truncated or corrupted (not a readable zip archive: {one_line(exc)}); {hint}"
@@ -170,11 +153,9 @@ def check_model_file(path: Source) -> tuple[str, dict[str, bytes]]:
 
 def _metadata(label: str, members: dict[str, bytes]) -> dict[str, Any]:
     """The JSON object of the ``sbx_lecture.json`` member (empty when there is none)."""
-    if METADATA_NAME not in members:
-        return {}
     where = f"model file {label}: its {METADATA_NAME}"
     return json_record(
-        members[METADATA_NAME], where, "re-save the model, or pass --algo", ModelFileError, ("algo", "env")
+        members.get(METADATA_NAME, b"{}"), where, "re-save the model, or pass --algo", ModelFileError, ("algo", "env")
     )
 
 
@@ -186,23 +167,23 @@ def read_model_metadata(path: Source) -> dict[str, Any]:
     return _metadata(*check_model_file(path))
 
 
-def _torch_refusal(name: str, content: bytes, label: str) -> str | None:
-    """Why ``torch.load(weights_only=True)``, as SB3's loader calls it, refuses the ``.pth`` member ``name`` (the
-    globals it will not import), or ``None`` when it reads the member (or ``name`` is no ``.pth`` member)."""
+def _member(name: str, content: bytes, label: str) -> dict[str, Any]:
+    """The member ``name`` as :func:`inspect_model_file` reports it: its size, and for a ``.pth`` member that
+    ``torch.load(weights_only=True)`` refuses, as SB3's loader calls it, why (the globals it will not import)."""
     import torch as th
 
-    if not name.endswith(".pth"):
-        return None
-    try:
-        th.load(io.BytesIO(content), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # torch's own list of the globals it will not import
-        unsafe = th.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(content))
-        return f"torch refuses it: {', '.join(unsafe) or 'not plain tensors'}"
-    except Exception as exc:  # SB3's loader would fail on it too
-        raise _error_like(exc)(
-            f"model file {label}: member {name!r} is corrupted ({type(exc).__name__}); re-save it"
-        ) from None
-    return None
+    entry: dict[str, Any] = {"name": name, "size": len(content)}
+    if name.endswith(".pth"):
+        try:
+            th.load(io.BytesIO(content), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # torch's own list of the globals it will not import
+            unsafe = th.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(content))
+            entry["refused"] = f"torch refuses it: {', '.join(unsafe) or 'not plain tensors'}"
+        except Exception as exc:  # SB3's loader would fail on it too
+            raise _error_like(exc)(
+                f"model file {label}: member {name!r} is corrupted ({type(exc).__name__}); re-save it"
+            ) from None
+    return entry
 
 
 # ----------------------------------------------------------------------------------------------------- 2. deciding
@@ -221,15 +202,15 @@ def _decide(name: str, item: Any) -> dict[str, Any]:
     references: list[str] = []
     entry: dict[str, Any] = {"type": item.get(":type:"), "safe": False, "left_out": False}
     try:
-        tree = decode(base64.b64decode(str(item[":serialized:"]).encode(), validate=True), references)
-        value = materialize(tree, name)
-        unlisted = [target for target in dict.fromkeys(references) if not allowed_global(target)]
+        tree = pickles.decode(base64.b64decode(str(item[":serialized:"]).encode(), validate=True), references)
+        value = pickles.materialize(tree, name)
+        unlisted = [target for target in dict.fromkeys(references) if not pickles.allowed_global(target)]
         if unlisted:  # named but not held: a trusted load would still import it, and call it if the pickle does
-            raise RefusedContent(f"{', '.join(unlisted)} outside the allow-list")
+            raise pickles.RefusedContent(f"{', '.join(unlisted)} outside the allow-list")
         entry.update(safe=True, rebuilt=value)
     except (binascii.Error, pickle.UnpicklingError, EOFError, ValueError):
         entry.update(refused="unreadable: not a readable pickle", corrupted=True)
-    except RefusedContent as exc:
+    except pickles.RefusedContent as exc:
         kind = str(item.get(":type:", ""))
         schedule = "Schedule" in kind and _SCHEDULE_NAMES.search(name) is not None
         entry.update(refused=str(exc), left_out="function" in kind or schedule)
@@ -241,30 +222,30 @@ def _examine(path: Source, replaced: Any = ()) -> tuple[dict[str, Any], dict[str
     """Steps 1 and 2, for :func:`load` and :func:`inspect_model_file` alike: read the zip once and decide every field
     not in ``replaced`` and every ``.pth`` member.
 
-    :return: the report of :func:`inspect_model_file` (with each safe field's ``rebuilt`` value), the members and
-        the fields' JSON
+    :return: the report of :func:`inspect_model_file` (with each safe field's ``rebuilt`` value, and ``blocking``:
+        what :func:`load` refuses without trust and why, ``.pth`` members first), the members and the fields' JSON
     """
     label, members = check_model_file(path)
-    entries: list[dict[str, Any]] = [{"name": name, "size": len(content)} for name, content in members.items()]
-    for entry in entries:
-        if refusal := _torch_refusal(entry["name"], members[entry["name"]], label):
-            entry["refused"] = refusal
+    entries = [_member(name, content, label) for name, content in members.items()]
     data = json_record(members["data"], f"model file {label}: its data", "re-save the model", ModelFileError)
     fields = {name: _decide(name, item) for name, item in data.items() if name not in replaced}
     needs_trust = [name for name, entry in fields.items() if entry.get("safe") is False]
     needs_trust += [member["name"] for member in entries if "refused" in member]
-    blocking = [name for name in needs_trust if not fields.get(name, {}).get("left_out")]
+    blocking = [(f"member {m['name']!r}", m["refused"]) for m in entries if "refused" in m]
+    blocking += [
+        (f"field {n!r} of 'data'", e["refused"]) for n, e in fields.items() if "refused" in e and not e["left_out"]
+    ]
     outcome = "load refuses the file without it" if blocking else "without it load leaves them out with a warning"
-    version = members.get("_stable_baselines3_version")
     report = {
         "path": label,
         "members": entries,
-        "sb3_version": None if version is None else version.decode(),
+        "sb3_version": members.get("_stable_baselines3_version", b"").decode() or None,
         "metadata": _metadata(label, members),
         "fields": fields,
         "needs_trust": needs_trust,
         "safe_load": not blocking,
         "reason": f"{', '.join(needs_trust)} need unpickling; {outcome}" if needs_trust else None,
+        "blocking": blocking,
     }
     return report, members, data
 
@@ -282,16 +263,14 @@ def _choose_class(label: str, metadata: dict[str, Any], algo: str | type | None,
     registry = get_plugin_manager().registry
     if algo is not None:
         return registry.get(algo)
-    saved = metadata.get("algo")
-    if isinstance(saved, str) and saved:
+    saved = metadata.get("algo")  # text, as _metadata checks
+    if saved:
         if saved not in registry:
             raise ModelFileError(f"{label} holds a {saved!r} model, which is not registered; install the plugin for it")
         return registry.get(saved)
-    classes = registered_classes()
-    for cls in classes:
-        if class_path(cls) == metadata.get(CLASS_KEY):
-            return cls
-    candidates = [cls for cls in classes if isinstance(policy, type) and policy in cls.policy_aliases.values()]
+    classes = pickles.registered_classes()
+    ours = [cls for cls in classes if pickles.class_path(cls) == metadata.get(CLASS_KEY)]
+    candidates = ours or [cls for cls in classes if policy in cls.policy_aliases.values()]
     if len(candidates) == 1:
         return candidates[0]
     names = ", ".join(sorted(classes[cls] for cls in candidates)) or "no registered algorithm"
@@ -303,7 +282,7 @@ def _check_saved_by(label: str, cls: type, metadata: dict[str, Any], fields: dic
     constructor arguments of registered algorithms among its fields that an instance of ``cls`` does not store."""
     saved = metadata.get(CLASS_KEY)
     if isinstance(saved, str):
-        if saved in {class_path(base) for base in cls.__mro__}:
+        if saved in {pickles.class_path(base) for base in cls.__mro__}:
             return
         saver, detail = saved.rpartition(":")[2], ""
     else:
@@ -311,7 +290,8 @@ def _check_saved_by(label: str, cls: type, metadata: dict[str, Any], fields: dic
             stored = set(vars(cls(policy=policy, env=None, device="cpu", _init_setup_model=False)))
         except Exception:  # SB3's loader, building the same instance, reports why in one line
             return
-        others = {other: set(inspect.signature(other).parameters) for other in registered_classes() if other is not cls}
+        classes = pickles.registered_classes()
+        others = {other: set(inspect.signature(other).parameters) for other in classes if other is not cls}
         arguments = set(fields) & set().union(*others.values())
         foreign = sorted(arguments - stored)
         if not foreign:
@@ -372,27 +352,20 @@ def load(
     objects = dict(custom_objects or {})
     report, members, fields = _examine(path, objects)
     label, decided = report["path"], report["fields"]
-    refused = [(f"member {m['name']!r}", m["refused"]) for m in report["members"] if "refused" in m]
-    left_out = []
     for name, entry in decided.items():
         if entry.get("corrupted"):
             raise ModelFileError(f"{label}: field {name!r} is corrupted (not a readable pickle); re-save the model")
-        if trusted or "value" in entry:
-            continue
-        if entry["safe"]:
-            objects[name] = entry["rebuilt"]
-        elif entry["left_out"]:
-            if name not in REBUILT_BY_SETUP:  # the field it is rebuilt from has its own warning, if it needs one
-                warnings.warn(
-                    f"Could not deserialize object {name} without trusted=True ({entry['refused']}). Consider using "
-                    "`custom_objects` argument to replace this object.",
-                    UserWarning,
-                )
-            left_out.append(name)
-        else:
-            refused.append((f"field {name!r} of 'data'", entry["refused"]))
-    if refused and not trusted:
-        raise UntrustedContentError(label, *refused[0])
+    if report["blocking"] and not trusted:
+        raise UntrustedContentError(label, *report["blocking"][0])
+    left_out = [] if trusted else [name for name, entry in decided.items() if entry.get("left_out")]
+    for name in left_out:
+        if name not in REBUILT_BY_SETUP:  # the field it is rebuilt from has its own warning, if it needs one
+            warnings.warn(  # SB3's UserWarning
+                f"Could not deserialize object {name} without trusted=True ({decided[name]['refused']}). Consider "
+                "using `custom_objects` argument to replace this object."
+            )
+    if not trusted:
+        objects.update({name: entry["rebuilt"] for name, entry in decided.items() if entry.get("safe")})
     policy = objects.get("policy_class", decided.get("policy_class", {}).get("rebuilt"))
     cls = _choose_class(label, report["metadata"], algo, policy)
     _check_saved_by(label, cls, report["metadata"], fields, policy)
@@ -427,7 +400,8 @@ def inspect_model_file(path: Source) -> dict[str, Any]:
         ``needs_trust`` (field and member names), ``safe_load`` (whether :func:`load` can rebuild it) and ``reason``
         (what needs trust, and what :func:`load` does without it)
     """
-    report, _, _ = _examine(path)
+    report = _examine(path)[0]
+    del report["blocking"]  # the reason says it
     report["metadata"].pop(_LEGACY_DESCRIPTION, None)
     for entry in report["fields"].values():
         entry.pop("rebuilt", None)

@@ -24,6 +24,7 @@ import io
 import pickle
 import pkgutil
 import re
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -117,15 +118,11 @@ class _SymbolicUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         target = f"{module}:{name}"
         self.references.append(target)
-        real = _REAL_GLOBALS.get(target)
-        if real is not None:
-            return real
-        if target not in self._stand_ins:
-            self._stand_ins[target] = _StandInMeta(name, (_Node,), {"target": target})
-        return self._stand_ins[target]
+        if target in _REAL_GLOBALS:
+            return _REAL_GLOBALS[target]
+        return self._stand_ins.setdefault(target, _StandInMeta(name, (_Node,), {"target": target}))
 
-    def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("persistent references are not supported")
+    # no persistent_load: pickle raises UnpicklingError for a persistent reference
 
 
 def decode(raw: bytes, references: list[str] | None = None) -> Any:
@@ -153,10 +150,9 @@ def _registered() -> list[AlgorithmSpec]:
     it)."""
     from sbx_lecture.plugins import get_plugin_manager
 
-    try:
+    with suppress(Exception):
         return list(get_plugin_manager().registry)
-    except Exception:
-        return []
+    return []
 
 
 def registered_classes() -> dict[type[BaseAlgorithm], str]:
@@ -165,10 +161,8 @@ def registered_classes() -> dict[type[BaseAlgorithm], str]:
 
     classes: dict[type[BaseAlgorithm], str] = {}
     for spec in _registered():
-        try:
+        with suppress(RegistryError, ImportError):
             classes.setdefault(spec.load(), spec.name)
-        except (RegistryError, ImportError):
-            continue
     return classes
 
 
@@ -312,13 +306,9 @@ _INERT_GLOBALS = {
 def allowed_global(target: str) -> bool:
     """Whether the global ``"module:name"`` is one that plain data may name: numpy's array reconstructors, a class
     with a recipe above, an inert global or a class :func:`resolve_class` admits."""
-    if target in _REAL_GLOBALS or target in _RECIPES or target in _INERT_GLOBALS:
-        return True
-    try:
-        resolve_class(target)
-    except RefusedContent:
-        return False
-    return True
+    with suppress(RefusedContent):
+        return target in {*_REAL_GLOBALS, *_RECIPES, *_INERT_GLOBALS} or isinstance(resolve_class(target), type)
+    return False
 
 
 #: What a constructor or ``__setstate__`` of an allowed class raises for contents it cannot take.
@@ -339,16 +329,12 @@ def materialize(value: Any, path: str = "") -> Any:
 
 
 def _materialize(value: Any, path: str) -> Any:
-    if value is None or isinstance(value, (bool, int, float, complex, str, bytes, np.generic, np.dtype)):
-        if isinstance(value, np.generic) and value.dtype == object:
-            raise RefusedContent("a numpy object scalar")
+    if isinstance(value, (np.ndarray, np.generic)) and value.dtype.hasobject:
+        raise RefusedContent("a numpy array or scalar of Python objects")
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes, np.generic, np.dtype, np.ndarray)):
         return value
     if isinstance(value, bytearray):
         return bytes(value)
-    if isinstance(value, np.ndarray):
-        if value.dtype.hasobject:
-            raise RefusedContent("a numpy array of Python objects")
-        return value
     if isinstance(value, (list, tuple, set, frozenset)):
         items = [_materialize(item, f"{path}[{i}]") for i, item in enumerate(value)]
         return items if isinstance(value, list) else type(value)(items)

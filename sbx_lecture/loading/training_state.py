@@ -99,7 +99,7 @@ def _read_vecnormalize_pickle(path: Any) -> tuple[dict[str, np.ndarray], dict[st
         tree = decode(Path(path).read_bytes())
     except Exception as exc:
         raise ModelFileError(f"{path} is not a readable pickle ({type(exc).__name__})") from None
-    if getattr(tree, "target", None) != _VECNORMALIZE_TARGET or not isinstance(tree.state, dict):
+    if getattr(tree, "target", None) != _VECNORMALIZE_TARGET or not isinstance(getattr(tree, "state", None), dict):
         raise UntrustedContentError(
             path, "its content", f"a {getattr(tree, 'target', type(tree).__name__)}, not a VecNormalize"
         )

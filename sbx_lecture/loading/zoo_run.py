@@ -22,7 +22,6 @@ import importlib
 import os
 import sys
 from collections import OrderedDict
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from unittest import mock
@@ -51,10 +50,10 @@ def zoo_file_loader() -> type:
 
     def ordered_dict(loader: yaml.SafeLoader, node: yaml.Node) -> OrderedDict[Any, Any]:
         (pairs,) = loader.construct_sequence(node, deep=True)  # type: ignore[arg-type]
-        return OrderedDict((key, value) for key, value in pairs)
+        return OrderedDict(pairs)  # [key, value] pairs
 
     def refuse(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-        source = Path(str(getattr(loader, "name", "a YAML file")))
+        source = str(getattr(loader, "name", "a YAML file"))
         raise UntrustedContentError(source, "a YAML tag of a Python object", f"{node.tag}: code would build it")
 
     ZooFileLoader.add_constructor("tag:yaml.org,2002:python/object/apply:collections.OrderedDict", ordered_dict)
