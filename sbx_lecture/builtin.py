@@ -59,13 +59,6 @@ SB3_CONTRIB_ALGORITHMS = {
 }
 
 
-def _sb3_contrib_subpackages() -> set[str]:
-    """Sub-package folders of the installed sb3-contrib, found without importing it (which would import torch)."""
-    spec = importlib.util.find_spec("sb3_contrib")
-    locations = (spec.submodule_search_locations or []) if spec is not None else []
-    return {path.name for location in locations for path in Path(location).iterdir()}
-
-
 @hookimpl
 def register_algorithms(register: RegisterFunction) -> None:
     """Register the built-in algorithms."""
@@ -77,7 +70,10 @@ def register_algorithms(register: RegisterFunction) -> None:
             zoo_hyperparams=f"sbx_lecture.zoo_configs:{row.name}.yml",
             zoo_sampler=f"sbx_lecture.zoo_samplers:sample_{row.name}_params",
         )
-    available = _sb3_contrib_subpackages()
+    # the sub-package folders of the installed sb3-contrib, found without importing it (which would import torch)
+    spec = importlib.util.find_spec("sb3_contrib")
+    locations = (spec.submodule_search_locations or []) if spec is not None else []
+    available = {path.name for location in locations for path in Path(location).iterdir()}
     contrib = [row for folder, row in SB3_CONTRIB_ALGORITHMS.items() if folder in available]
     for row in [*SB3_ALGORITHMS, *contrib]:
         register(row.name, row.target, description=row.description)

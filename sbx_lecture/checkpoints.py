@@ -33,12 +33,13 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.utils import get_latest_run_id
 from stable_baselines3.common.vec_env import VecEnv
 
 from sbx_lecture import loading
 from sbx_lecture.infra.files import TEMPORARY_MARK, fsync_folder, json_record, write_json, write_npz
 from sbx_lecture.infra.finite import assert_finite_parameters
-from sbx_lecture.runs import CHECKPOINT_DIR, read_monitor_file
+from sbx_lecture.runs import CHECKPOINT_DIR, MONITOR_DIR, read_monitor_file
 
 MANIFEST_FILE = "manifest.json"
 MODEL_MEMBER = "model.zip"
@@ -77,7 +78,6 @@ class Segment:
 
     :param run_dir: the run folder
     :param metadata: algorithm, environment and plugin, stored in each bundle's model and manifest
-    :param folder: the segment's Monitor folder, relative to the run folder
     :param start: environment steps at which the segment started
     :param history: earlier segments, ``{"start": steps, "episodes": {file: count}}``, as the resumed bundle
         recorded them (episodes a crashed segment logged past that bundle are left out)
@@ -86,15 +86,15 @@ class Segment:
 
     run_dir: Path
     metadata: dict[str, Any]
-    folder: str = "monitor/segment_0"
     start: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     keep: int = 3
 
-    @property
-    def number(self) -> int:
-        """The number ``k`` of the segment's folder ``monitor/segment_<k>``."""
-        return int(self.folder.rsplit("_", 1)[1])
+    def __post_init__(self) -> None:
+        # a new, never used Monitor folder ``monitor/segment_<k>`` (relative to the run folder): k counts the segments
+        root = self.run_dir / MONITOR_DIR
+        self.number = get_latest_run_id(str(root), "segment") + 1 if (root / "segment_0").exists() else 0
+        self.folder = f"{MONITOR_DIR}/segment_{self.number}"
 
     def snapshot(self) -> list[dict[str, Any]]:
         """The history with this segment's episode counts appended (what a bundle records)."""
@@ -182,13 +182,17 @@ def drop_unstored_step(model: BaseAlgorithm) -> None:
         model.num_timesteps = buffer.size() * model.n_envs
 
 
-def save_model(model: BaseAlgorithm, folder: Path, metadata: dict[str, Any]) -> None:
+def save_model(model: BaseAlgorithm, folder: Path, metadata: dict[str, Any]) -> Path:
     """Save ``model`` as ``folder/model.zip`` and, when its environment is normalised, the statistics beside it as
-    ``vecnormalize.npz`` (each atomically): the final model of a run, and the model of a checkpoint bundle."""
+    ``vecnormalize.npz`` (each atomically): the final model of a run, and the model of a checkpoint bundle.
+
+    :return: the model's path
+    """
     loading.save(model, folder / MODEL_MEMBER, metadata)
     normalizer = model.get_vec_normalize_env()
     if normalizer is not None:
         loading.save_normalization(normalizer, folder / NORMALIZATION_MEMBER)
+    return folder / MODEL_MEMBER
 
 
 def write_bundle(model: BaseAlgorithm, segment: Segment) -> Bundle:
@@ -234,10 +238,14 @@ def write_bundle(model: BaseAlgorithm, segment: Segment) -> Bundle:
 
 
 def load_bundle(bundle: Bundle, env: VecEnv, device: str, algo: str) -> BaseAlgorithm:
-    """The model of ``bundle`` on ``env`` with its replay buffer, after the random states it saved are restored.
+    """The model of ``bundle`` on ``env`` (normalised with the bundle's statistics, when it has them) with its replay
+    buffer, after the random states it saved are restored.
 
     :raises CheckpointError: when the model or its replay buffer is not at the step the manifest records
     """
+    statistics = bundle.member(NORMALIZATION_MEMBER)
+    if statistics is not None:
+        env = loading.load_normalization(statistics, env)
     model = loading.load(bundle.path / MODEL_MEMBER, env=env, device=device, algo=algo)
     buffer_path = bundle.member(REPLAY_BUFFER_MEMBER)
     if buffer_path is not None:

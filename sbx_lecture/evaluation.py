@@ -23,10 +23,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
 
-from sbx_lecture import checkpoints, loading, runs
-from sbx_lecture.factory import UsageError, check_device, make_environment, require_count, resolve_algorithm
+from sbx_lecture import checkpoints, loading
+from sbx_lecture.factory import UsageError, check_run_options, make_environment, resolve_algorithm
+from sbx_lecture.infra.files import write_npz
 from sbx_lecture.infra.finite import assert_finite_parameters
-from sbx_lecture.infra.validation import one_line, require_integer
+from sbx_lecture.infra.validation import one_line
 from sbx_lecture.loading.zoo_run import zoo_file_loader
 
 EVALUATIONS_FILE = "evaluations.npz"
@@ -80,7 +81,7 @@ class Evaluations:
             "results": rows_to_array(self.returns),
             "ep_lengths": rows_to_array([[float(x) for x in row] for row in self.lengths]),
         }
-        runs.write_npz(path, arrays)
+        write_npz(path, arrays)
 
     @classmethod
     def load(cls, path: Path) -> Evaluations:
@@ -211,7 +212,7 @@ def find_normalization(model_path: Path, env_id: str) -> Path | None:
     folder = model_path.parent
     names = (checkpoints.NORMALIZATION_MEMBER, ZOO_STATISTICS_FILE, f"{env_id}/{ZOO_STATISTICS_FILE}")
     found = next((folder / name for name in names if (folder / name).is_file()), None)
-    if found is None and (folder / runs.CHECKPOINT_DIR).is_dir():
+    if found is None:
         with suppress(checkpoints.CheckpointError):
             found = checkpoints.newest_valid_bundle(folder)[0].member(checkpoints.NORMALIZATION_MEMBER)
     return found
@@ -263,9 +264,7 @@ def evaluate(
 
     :param trusted: allow unpickling what the model file (or its statistics) would need
     """
-    require_count("--episodes", episodes)
-    require_integer("--seed", seed, 0)
-    check_device(device)
+    check_run_options(seed, device, episodes=episodes)
     saved = loading.read_model_metadata(model_path)  # checks the zip first: a broken file is named before anything
     metadata = {**read_zoo_run(model_path, env_id, trusted), **saved}
     algo = algo or metadata.get("algo")
@@ -276,9 +275,10 @@ def evaluate(
         raise UsageError(f"cannot tell which environment {model_path} was trained on: pass the ENV argument")
     spec, _ = resolve_algorithm(algo)
     stats = find_normalization(model_path, env_id)
-    env = make_environment(
-        env_id, 1, seed, normalize_stats=stats, training=False, trusted=trusted, env_kwargs=metadata.get("env_kwargs")
-    )
+    env = make_environment(env_id, 1, seed, env_kwargs=metadata.get("env_kwargs"))
+    if stats is not None:  # as saved: the statistics stay fixed, and rewards unnormalised
+        env = loading.load_normalization(stats, env, trusted=trusted)
+        env.training = env.norm_reward = False
     try:
         model = loading.load(model_path, env=env, trusted=trusted, device=device, algo=spec.name)
         assert_finite_parameters(

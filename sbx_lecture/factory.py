@@ -22,7 +22,6 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
-from sbx_lecture import loading
 from sbx_lecture.hyperparams import HyperparameterError, check_hyperparameters, to_json_value
 from sbx_lecture.infra.validation import InvalidValueError, is_action_space_error, require_integer
 from sbx_lecture.plugins import get_plugin_manager
@@ -77,8 +76,16 @@ def check_environment(env_id: str) -> None:
         raise UsageError(f"unknown environment {env_id!r} ({exc}){hint and f'; {hint}'}") from None
 
 
-def check_device(device: str) -> None:
-    """Refuse a torch device name torch does not know (``auto`` is SB3's choice of CUDA when present)."""
+def check_run_options(seed: Any, device: str, **counts: Any) -> None:
+    """Refuse the options ``train`` and ``eval`` share when they would be reinterpreted or crash later (one line
+    each): a seed outside [0, 2**32), a count out of its :data:`COUNT_LIMITS` (``eval_freq=`` for ``--eval-freq``;
+    ``None`` is not given), and a torch device torch does not know (``auto`` is SB3's choice of CUDA when present)."""
+    require_integer("--seed", seed, 0)
+    if seed >= 2**32:
+        raise InvalidValueError(f"--seed must be below 2**32, got {seed}")
+    for name, value in counts.items():
+        if value is not None:
+            require_count("--" + name.replace("_", "-"), value)
     if device == "auto":
         return
     try:
@@ -107,21 +114,16 @@ def make_environment(
     monitor_dir: Path | None = None,
     normalize: Any = False,
     gamma: float = 0.99,
-    normalize_stats: Path | None = None,
-    training: bool = True,
-    trusted: bool = False,
     vec_env: str = "dummy",
     env_kwargs: dict[str, Any] | None = None,
 ) -> VecEnv:
-    """A vectorised ``env_id`` with Monitor files, optionally wrapped in VecNormalize (statistics loaded if given).
+    """A vectorised ``env_id`` with Monitor files, optionally wrapped in a fresh VecNormalize (saved statistics:
+    :func:`sbx_lecture.loading.load_normalization` on the result).
 
     :param monitor_dir: a new folder for the Monitor CSVs (``<rank>.monitor.csv``); each segment of a run gets its
-        own (:func:`sbx_lecture.runs.segment_folder`), so no log is ever overwritten
+        own (:class:`sbx_lecture.checkpoints.Segment`), so no log is ever overwritten
     :param normalize: VecNormalize for a fresh environment: ``True`` or its keyword arguments (the zoo's
         ``normalize``)
-    :param normalize_stats: statistics to load (our ``.npz``, or a pickled ``.pkl`` read without running code)
-    :param training: whether loaded statistics keep updating (``False`` also leaves rewards unnormalised)
-    :param trusted: let SB3 unpickle ``normalize_stats`` as it is
     :param vec_env: ``dummy`` (environments stepped in this process) or ``subproc`` (one process each)
     :param env_kwargs: keyword arguments of the environment's constructor (the zoo's ``env_kwargs``)
     """
@@ -141,11 +143,7 @@ def make_environment(
         if not env_kwargs:
             raise
         raise InvalidValueError(f"env_kwargs {env_kwargs!r} do not fit {env_id}: {exc}") from None
-    if normalize_stats is not None:
-        env = loading.load_normalization(normalize_stats, env, trusted=trusted)
-        env.training = training
-        env.norm_reward = env.norm_reward and training
-    elif normalize:
+    if normalize:
         env = VecNormalize(env, gamma=gamma, **(normalize if isinstance(normalize, dict) else {}))
     return env
 

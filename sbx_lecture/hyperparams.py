@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from sbx_lecture.infra.validation import one_line
 from sbx_lecture.registry import did_you_mean
 
 #: Attribute paths a value may name, mapped to (module, attribute); resolved only when used.
@@ -64,11 +65,7 @@ def parse_value(text: str) -> Any:
         reason = f"an integer of {len(text)} digits"
     except (TypeError, ValueError, MemoryError, RecursionError) as exc:  # e.g. integers of more than 4300 digits
         reason = str(exc) or type(exc).__name__
-    raise HyperparameterError(f"cannot parse {_shorten(text)}: {reason}") from None
-
-
-def _shorten(text: str) -> str:
-    return repr(text) if len(text) <= 60 else repr(text[:57] + "...")
+    raise HyperparameterError(f"cannot parse {one_line(repr(text), 60)}: {reason}") from None
 
 
 def _evaluate(node: ast.AST, text: str) -> Any:
@@ -141,8 +138,8 @@ def describe_arguments(cls: type) -> list[tuple[str, str, str]]:
     fields of the reST docstrings of ``cls`` and its bases (the first class that documents a name wins)."""
     meanings: dict[str, str] = {}
     for klass in cls.__mro__:
-        for name, text in _param_fields(inspect.getdoc(klass) or "").items():
-            meanings.setdefault(name, text)
+        for match in _PARAM_FIELD.finditer(inspect.getdoc(klass) or ""):  # continuation lines joined
+            meanings.setdefault(match[1], " ".join(match[2].split()))
     rows = []
     for name, parameter in inspect.signature(cls).parameters.items():
         if parameter.kind not in _NOT_KEYWORDS and not name.startswith("_"):
@@ -157,11 +154,6 @@ _NOT_KEYWORDS = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD
 
 #: A ``:param [type] name: text`` field of a reST docstring: its text runs on to a blank line or the next field.
 _PARAM_FIELD = re.compile(r"^[ \t]*:param\s+(?:[^:\n]*\s)?(\w+):((?:.|\n(?![ \t]*(?::|$)))*)", re.MULTILINE)
-
-
-def _param_fields(docstring: str) -> dict[str, str]:
-    """``:param name: text`` fields of a reST docstring, continuation lines joined."""
-    return {match[1]: " ".join(match[2].split()) for match in _PARAM_FIELD.finditer(docstring)}
 
 
 # --------------------------------------------------------------------------------------------------------------

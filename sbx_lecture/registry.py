@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.resources import files
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sbx_lecture.infra.validation import one_line
@@ -208,14 +209,23 @@ class AlgorithmSpec:
         multi_input = any(alias.startswith("MultiInput") for alias in aliases)
         return (*BASIC_SPACES, "Dict") if multi_input else BASIC_SPACES
 
-    def resolve_zoo_hyperparams(self) -> str | None:
-        """Filesystem path of :attr:`zoo_hyperparams`: ``"package:relative/path"`` inside the installed package, a
-        plain path (a Windows drive letter included) unchanged."""
+    def resolve_zoo_hyperparams(self) -> Path | None:
+        """The zoo file the plugin registered (``None`` when it registered none): :attr:`zoo_hyperparams`, a
+        ``"package:relative/path"`` inside the installed package or a plain path (a Windows drive letter included).
+
+        :raises InvalidAlgorithmError: when the registered file does not exist (a broken plugin)
+        """
         location = self.zoo_hyperparams
-        if location is None or ":" not in location or re.match(r"^[A-Za-z]:[\\/]", location):
-            return location
-        package, relative = location.split(":", 1)
-        return str(files(package).joinpath(relative))
+        if location is None:
+            return None
+        if ":" in location and not re.match(r"^[A-Za-z]:[\\/]", location):
+            package, relative = location.split(":", 1)
+            location = str(files(package).joinpath(relative))
+        if not Path(location).is_file():
+            raise self._invalid(
+                f"registers the zoo hyperparameter file {self.zoo_hyperparams!r}, but {location} does not exist"
+            )
+        return Path(location)
 
 
 class AlgorithmRegistry:

@@ -26,19 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from sbx_lecture.infra.files import (  # noqa: F401  (re-exported: the bench writes through these names)
-    TEMPORARY_MARK,
-    atomic_write,
-    fsync_folder,
-    json_record,
-    user_file_mode,
-    write_json,
-    write_npz,
-    write_text,
-)
+from sbx_lecture.infra.files import TEMPORARY_MARK, atomic_write, json_record, user_file_mode
 
 RUN_FILE = "run.json"
-MODEL_FILE = "model.zip"
 CHECKPOINT_DIR = "checkpoints"
 MONITOR_DIR = "monitor"
 LOCK_FILE = ".lock"
@@ -112,33 +102,37 @@ def prepare_folder(path: Path) -> bool:
     return not existed
 
 
-def _latest_run(root: Path, algo: str, env_id: str) -> tuple[str, int]:
-    """The stem ``<algo>_<env>`` of the default run folders ``root/<stem>_<k>``, and the largest ``k`` (0: none)."""
+def choose_run_dir(out: Path | None, algo: str, env_id: str, resume: bool = False) -> tuple[Path, bool]:
+    """The run folder of ``train``, and whether this call created it: ``out`` (made ready for writing), else the
+    default ``runs/<algo>_<env>_<k>``: with ``resume`` the most recent, otherwise one with the next free ``k``,
+    created now (two commands never get the same one).
+
+    :raises RunFolderError: when there is no folder to resume, or none can be written
+    """
     from stable_baselines3.common.utils import get_latest_run_id
 
-    stem = f"{algo}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', env_id)}"
-    return stem, get_latest_run_id(str(root), stem)
-
-
-def new_run_dir(root: Path, algo: str, env_id: str) -> Path:
-    """``root/<algo>_<env>_<k>`` with the next free ``k``, created now (two commands never get the same one)."""
+    root, stem = Path("runs"), f"{algo}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', env_id)}"
+    if resume:
+        latest = get_latest_run_id(str(root), stem)
+        run_dir = out or (root / f"{stem}_{latest}" if latest else None)
+        if run_dir is None or not run_dir.is_dir():
+            raise RunFolderError(
+                f"no run folder to resume for {algo} on {env_id} (looked for {run_dir or root / (stem + '_*')}); "
+                "pass --out RUN_DIR or drop --resume"
+            )
+        return run_dir, False
+    if out is not None:
+        return out, prepare_folder(out)
     prepare_folder(root)
     while True:
-        stem, latest = _latest_run(root, algo, env_id)
-        candidate = root / f"{stem}_{latest + 1}"
+        candidate = root / f"{stem}_{get_latest_run_id(str(root), stem) + 1}"
         try:
             candidate.mkdir()
         except FileExistsError:
             continue
         except OSError as exc:
             raise RunFolderError(f"cannot create a run folder in {root} ({exc.strerror}): pass --out DIR") from None
-        return candidate
-
-
-def latest_run_dir(root: Path, algo: str, env_id: str) -> Path | None:
-    """The most recent ``root/<algo>_<env>_<k>``."""
-    stem, latest = _latest_run(root, algo, env_id)
-    return root / f"{stem}_{latest}" if latest else None
+        return candidate, True
 
 
 def require_empty(path: Path) -> None:
@@ -183,15 +177,6 @@ def read_run_file(run_dir: Path) -> dict[str, Any]:
 
 
 # -- Monitor logs and the learning curve -----------------------------------------------------------------------------
-
-
-def segment_folder(run_dir: Path) -> str:
-    """A new, never used Monitor folder for the next segment of the run: ``monitor/segment_<k>`` (relative)."""
-    from stable_baselines3.common.utils import get_latest_run_id
-
-    root = run_dir / MONITOR_DIR
-    number = get_latest_run_id(str(root), "segment") + 1 if (root / "segment_0").exists() else 0
-    return f"{MONITOR_DIR}/segment_{number}"
 
 
 def read_monitor_file(path: Path) -> list[tuple[float, float, int]]:

@@ -67,9 +67,10 @@ from sbx_lecture.bench.suites import FINISHED, RunJob, SuiteError
 from sbx_lecture.checkpoints import stop_signals_handled
 from sbx_lecture.evaluation import EVALUATIONS_FILE, Evaluations
 from sbx_lecture.hyperparams import parse_assignments, to_json_value
+from sbx_lecture.infra.studies import ensure_study, mask_url
 from sbx_lecture.infra.validation import CommandLineParser, one_line, positive_integer, run_command
 from sbx_lecture.training import USER_ERRORS, UsageError, make_environment, resolve_algorithm
-from sbx_lecture.zoo import ZooBridgeError, ensure_study, mask_url, register_with_zoo, zoo_sampler
+from sbx_lecture.zoo import ZooBridgeError, register_with_zoo, zoo_sampler
 from sbx_lecture.zoo_config import zoo_budget, zoo_settings
 
 PROGRAM = "sbx-lecture sweep"
@@ -84,6 +85,8 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialStat
 NOTHING_COMPLETE_STATUS = 1
 #: Errors reported as one line with exit status 2.
 REPORTED_ERRORS: tuple[type[Exception], ...] = (*USER_ERRORS, ZooBridgeError, SuiteError)
+#: The samplers' ``additional_args``: the sweep trains without HER.
+NO_HER = {"using_her_replay_buffer": False, "her_kwargs": {}}
 #: Set by Ctrl-C or SIGTERM: the trials that run in optuna's threads stop.
 _STOPPING = threading.Event()
 
@@ -104,19 +107,10 @@ def zoo_text(value: Any) -> Any:
 def sample(trial: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The zoo sampler's setting for ``trial``, with the zoo keys ``noise_type``/``noise_std`` (which the sampler drew)
     in place of the ``action_noise`` object it built from them."""
-    sampled = dict(
-        args.sample(trial, args.n_actions, args.n_envs, {"using_her_replay_buffer": False, "her_kwargs": {}})
-    )
+    sampled = dict(args.sample(trial, args.n_actions, args.n_envs, NO_HER))
     if sampled.pop("action_noise", None) is not None:
         sampled.update({key: trial.params[key] for key in ("noise_type", "noise_std")})
     return sampled
-
-
-def zoo_section(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The zoo entry of the sweep's algorithm on its environment with ``overrides`` on top, as zoo-file text, with the
-    sweep's budget as ``n_timesteps`` (checked as ``train`` checks it)."""
-    raw = zoo_settings(args.algo, args.env, overrides).raw
-    return {**{key: zoo_text(value) for key, value in raw.items()}, "n_timesteps": args.timesteps}
 
 
 def open_study(args: argparse.Namespace) -> Any:
@@ -182,7 +176,10 @@ def _objective(trial: Any, client: Any, args: argparse.Namespace, curves: dict[i
     results: dict[int, dict[str, Any]] = {}
     reported, reason = 0, ""  # evaluation points reported to the pruner; why the trial ends early
     try:  # from the first line on: a stop signal tells the trial FAIL with ``stopped``
-        section = zoo_section(args, {**sample(trial, args), **args.pins})
+        # the zoo entry with the sampled and the pinned values on top (checked as train checks it), as zoo-file
+        # text, with the sweep's budget as n_timesteps
+        raw = zoo_settings(args.algo, args.env, {**sample(trial, args), **args.pins}).raw
+        section = {**{key: zoo_text(value) for key, value in raw.items()}, "n_timesteps": args.timesteps}
         trial.set_user_attr("hyperparams", section)
         futures = {_submit(client, args, section, seed, trial.number, stop): seed for seed in range(args.seeds)}
         _say(f"trial {trial.number}: started seeds 0-{args.seeds - 1}")

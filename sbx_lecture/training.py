@@ -32,8 +32,9 @@ from sbx_lecture.checkpoints import CheckpointCallback, Segment
 from sbx_lecture.evaluation import PeriodicEvaluation
 from sbx_lecture.factory import UsageError, build_model, make_environment, resolve_algorithm  # imported from here too
 from sbx_lecture.hyperparams import HyperparameterError, to_json_value
+from sbx_lecture.infra.files import write_json
 from sbx_lecture.infra.finite import NonFiniteError
-from sbx_lecture.infra.validation import InvalidValueError, one_line, require_integer
+from sbx_lecture.infra.validation import InvalidValueError, one_line
 from sbx_lecture.registry import RegistryError
 from sbx_lecture.zoo_config import DEFAULT_TIMESTEPS, ZooConfigError, zoo_settings
 
@@ -119,13 +120,8 @@ class TrainResult:
 
 def check_train_config(config: TrainConfig) -> None:
     """Refuse values ``train`` would otherwise reinterpret or crash on (one line each)."""
-    require_integer("--seed", config.seed, 0)
-    if config.seed >= 2**32:
-        raise InvalidValueError(f"--seed must be below 2**32, got {config.seed}")
-    for name in ("timesteps", "n_envs", "checkpoint_freq", "eval_freq", "eval_episodes"):  # option --<name>
-        if getattr(config, name) is not None:
-            factory.require_count("--" + name.replace("_", "-"), getattr(config, name))
-    factory.check_device(config.device)
+    counts = ("timesteps", "n_envs", "checkpoint_freq", "eval_freq", "eval_episodes")
+    factory.check_run_options(config.seed, config.device, **{name: getattr(config, name) for name in counts})
     if config.resume is True and config.hyperparams:
         raise UsageError("--resume continues the saved run with its own hyperparameters: drop the -p options")
 
@@ -151,7 +147,9 @@ def train(
     spec, cls = resolve_algorithm(config.algo)
     factory.check_environment(config.env_id)
     metadata = {"algo": spec.name, "env": config.env_id, "plugin": spec.origin}
-    run_dir, created = _choose_run_dir(config, spec.name)
+    if config.resume == RESUME_IF_POSSIBLE and config.out is None:
+        raise UsageError("resuming if possible needs the run folder: pass --out")
+    run_dir, created = runs.choose_run_dir(config.out, spec.name, config.env_id, config.resume is True)
     with runs.run_lock(run_dir):
         verified = (checkpoints.verify_bundle(path) for path in checkpoints.committed_bundles(run_dir))
         auto = config.resume == RESUME_IF_POSSIBLE
@@ -160,7 +158,7 @@ def train(
             runs.clear_folder(run_dir)  # what a run that never committed a checkpoint left
         elif not resuming:
             runs.require_empty(run_dir)  # a new run never mixes with old files
-        segment = Segment(run_dir, metadata, runs.segment_folder(run_dir), keep=config.keep_checkpoints)
+        segment = Segment(run_dir, metadata, keep=config.keep_checkpoints)
         run: dict[str, Any] | None = None  # the run's record, once start-up is over
         try:
             runs.remove_stale(run_dir)
@@ -174,24 +172,6 @@ def train(
             if run is None and isinstance(exc, KeyboardInterrupt):
                 raise TrainingInterrupted("interrupted during start-up, before training: nothing was saved") from None
             raise
-
-
-def _choose_run_dir(config: TrainConfig, algo: str) -> tuple[Path, bool]:
-    """The run folder, and whether this call created it."""
-    root = Path("runs")
-    if config.resume is True:
-        run_dir = config.out or runs.latest_run_dir(root, algo, config.env_id)
-        if run_dir is None or not run_dir.is_dir():
-            raise UsageError(
-                f"no run folder to resume for {algo} on {config.env_id} (looked for {run_dir or root / (algo + '_*')});"
-                " pass --out RUN_DIR or drop --resume"
-            )
-        return run_dir, False
-    if config.out is None:
-        if config.resume == RESUME_IF_POSSIBLE:
-            raise UsageError("resuming if possible needs the run folder: pass --out")
-        return runs.new_run_dir(root, algo, config.env_id), True
-    return config.out, runs.prepare_folder(config.out)
 
 
 def _start(config: TrainConfig, cls: type[BaseAlgorithm], segment: Segment) -> tuple[dict[str, Any], BaseAlgorithm]:
@@ -238,8 +218,7 @@ def _resume(
         )
     segment.history = list(bundle.manifest.get("monitor", []))
     segment.start = bundle.steps
-    statistics = bundle.member(checkpoints.NORMALIZATION_MEMBER)
-    env = _environment(run, segment, run["hyperparams"].get("env_kwargs"), normalize_stats=statistics)
+    env = _environment(run, segment, run["hyperparams"].get("env_kwargs"))
     entry = {"start": bundle.steps, "monitor": segment.folder, "resumed_from": bundle.path.name}
     run = {**run, **segment.metadata, "timesteps": target, "segments": [*run.get("segments", []), entry]}
     return run, checkpoints.load_bundle(bundle, env, config.device, algo)
@@ -288,7 +267,7 @@ def _learn(
     run_dir, metadata, target = segment.run_dir, segment.metadata, int(run["timesteps"])
     suffix = f"_{segment.number}" if segment.number else ""  # progress.csv, then progress_1.csv, ...
     run["segments"][-1]["progress"] = f"progress{suffix}.csv"
-    runs.write_json(run_dir / runs.RUN_FILE, run)
+    write_json(run_dir / runs.RUN_FILE, run)
     formats = ["csv", "tensorboard"] if config.tensorboard else ["csv"]
     model.set_logger(Logger(str(run_dir), [make_output_format(name, str(run_dir), suffix) for name in formats]))
     plain = config.progress_bar and not sys.stdout.isatty()
@@ -329,16 +308,15 @@ def _learn(
         model.logger.close()
         seconds = time.perf_counter() - started
         run["segments"][-1].update(end=model.num_timesteps, seconds=round(seconds, 3), threads=th.get_num_threads())
-        runs.write_json(run_dir / runs.RUN_FILE, run)
-    finished = model.num_timesteps >= target
-    if finished:  # the final model (and its statistics), atomically
-        checkpoints.save_model(model, run_dir, metadata)
+        write_json(run_dir / runs.RUN_FILE, run)
+    finished = model.num_timesteps >= target  # then the final model (and its statistics), atomically
+    model_path = checkpoints.save_model(model, run_dir, metadata) if finished else None
     curve = evaluation.evaluations.curve()
     points = runs.curve_points(run_dir, segment.snapshot())
     model.get_env().close()  # type: ignore[union-attr]
     return TrainResult(
         run_dir,
-        run_dir / runs.MODEL_FILE if finished else None,
+        model_path,
         model.num_timesteps,
         runs.plot_learning_curve(run_dir, points, f"{metadata['algo']} on {metadata['env']}", curve),
         finished,

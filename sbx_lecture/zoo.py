@@ -7,8 +7,9 @@ sbx-lecture registry (built-in and third-party algorithms alike) before any zoo 
 table can say is done by a few small adapters of rl_zoo3 and Optuna (:func:`_adapt_the_zoo`), which the plain zoo gets
 too: with sbx-lecture installed, the start-up hook ``_sbx_lecture_zoo_hook`` calls :func:`autoregister` when
 ``rl_zoo3`` is first imported. Each adapter is a function that gets the original first; ``tests/test_zoo.py`` fails
-when an adapted signature changes. The Optuna storages of ``--storage`` (:func:`open_study_storage`,
-:func:`ensure_study`) serve the bridge and ``sbx-lecture sweep``.
+when an adapted signature changes. The Optuna storages of ``--storage`` are those of
+:mod:`sbx_lecture.infra.studies` (:func:`open_study_storage`, also for a study's reader, and :func:`ensure_study`),
+which ``sbx-lecture sweep`` uses too.
 
 ``sbx-lecture zoo SCRIPT ARGS...`` (:func:`main`) runs the zoo's script in this process with ``sys.argv`` set to
 ``ARGS``, with a few more adapters for that script only (:func:`run_script`):
@@ -33,11 +34,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import importlib.util
+import importlib
 import os
 import pickle
 import pkgutil
-import random
 import re
 import runpy
 import shutil
@@ -56,10 +56,11 @@ from unittest import mock
 from sbx_lecture import zoo_config
 from sbx_lecture.factory import UsageError, build_model, check_environment, require_count, resolve_algorithm
 from sbx_lecture.hyperparams import check_hyperparameters
+from sbx_lecture.infra.studies import StudyStorageError, ensure_study, mask_url, open_study_storage
 from sbx_lecture.infra.validation import USAGE_ERROR_STATUS, is_action_space_error, one_line, run_command
 from sbx_lecture.loading.zoo_run import LOADING_SCRIPTS, TRUSTED_FLAG, load_without_unpickling
 from sbx_lecture.plugins import PluginManager, get_plugin_manager
-from sbx_lecture.registry import AlgorithmSpec, unknown_name_message
+from sbx_lecture.registry import AlgorithmSpec, RegistryError, unknown_name_message
 from sbx_lecture.zoo_config import EVALUATED_KEYS, zoo_value
 
 if TYPE_CHECKING:
@@ -173,7 +174,8 @@ def autoregister() -> None:
     """Called by the start-up hook (``_sbx_lecture_zoo_hook``) when a plain zoo script first imports ``rl_zoo3``.
 
     It registers every algorithm (:func:`register_with_zoo`) and makes the adapters' errors (:class:`ZooBridgeError`,
-    :class:`~sbx_lecture.zoo_config.ZooConfigError`) and the zoo's own "missing package" errors (an ``ImportError``
+    :class:`~sbx_lecture.zoo_config.ZooConfigError`, a storage's :class:`StudyStorageError`, a broken plugin's
+    :class:`~sbx_lecture.registry.RegistryError`) and the zoo's own "missing package" errors (an ``ImportError``
     that names the ``pip install``) one line on stderr instead of a traceback. A registration that fails (a broken
     plugin) is said in one line by the hook, which leaves the zoo with its own algorithms.
     """
@@ -181,7 +183,7 @@ def autoregister() -> None:
     previous = sys.excepthook
 
     def excepthook(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
-        said = isinstance(error, (ZooBridgeError, zoo_config.ZooConfigError)) or (
+        said = isinstance(error, (ZooBridgeError, zoo_config.ZooConfigError, StudyStorageError, RegistryError)) or (
             isinstance(error, ImportError) and "pip install" in str(error)
         )
         if said and not os.environ.get("SBX_LECTURE_DEBUG"):
@@ -238,8 +240,8 @@ def read_hyperparameters_adapter(read: Callable[..., Any], manager: Any, then: C
     from rl_zoo3.utils import ALGOS
 
     algo, env_id = manager.algo, manager.env_name.gym_id
-    spec = ALGOS.spec(algo) if isinstance(ALGOS, LazyAlgorithms) else None
-    registered = zoo_config.registered_zoo_file(spec) if spec is not None else None
+    spec = ALGOS.spec(algo)  # type: ignore[attr-defined]  # a LazyAlgorithms: None for the zoo's own algorithms
+    registered = spec.resolve_zoo_hyperparams() if spec is not None else None
     if registered is not None and not getattr(manager.args, "conf_file", None):
         manager.config = str(registered)
     where = manager.config
@@ -313,14 +315,9 @@ def _pickle_report(study: Any, file: Any) -> None:
     study's attributes (URLs masked), but not its storage, whose URL may hold a password."""
     import optuna
 
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" after the search
-    try:
-        copy = optuna.create_study(
-            study_name=study.study_name, directions=study.directions, sampler=study.sampler, pruner=study.pruner
-        )
-    finally:
-        optuna.logging.set_verbosity(verbosity)
+    memory = optuna.storages.InMemoryStorage()  # made by hand: no "A new study created in memory" after the search
+    memory.create_new_study(study.directions, study.study_name)
+    copy = optuna.Study(study.study_name, memory, sampler=study.sampler, pruner=study.pruner)
     copy.add_trials(study.trials)
     for key, value in study.user_attrs.items():
         copy.set_user_attr(key, mask_url(value) if isinstance(value, str) else value)
@@ -336,105 +333,6 @@ def _get_storage(get_storage: Callable[[Any], Any], storage: Any) -> Any:
     storage of :func:`open_study_storage` (a Redis URL is Optuna's Redis journal, a database's tables are created
     safely when several workers start at once on a fresh database)."""
     return get_storage(open_study_storage(storage) if isinstance(storage, str) else storage)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Optuna studies: storages from the zoo's --storage, created once, shared by workers
-# --------------------------------------------------------------------------------------------------------------
-
-#: URL schemes of Optuna's Redis journal backend.
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-#: Attempts at opening a database storage (creating its tables) before giving up (see :func:`open_study_storage`).
-STUDY_CREATION_ATTEMPTS = 8
-#: The package each storage scheme needs, and the ``pip install`` that brings it.
-STORAGE_DRIVERS = {
-    "postgresql": ("psycopg", "pip install 'sbx-lecture[zoo]' (or: pip install 'psycopg[binary]')"),
-    "postgresql+psycopg": ("psycopg", "pip install 'psycopg[binary]'"),
-    "postgresql+psycopg2": ("psycopg2", "pip install psycopg2-binary"),
-    "mysql": ("MySQLdb", "pip install mysqlclient"),
-    "mysql+pymysql": ("pymysql", "pip install pymysql"),
-    **dict.fromkeys(("redis", "rediss", "unix"), ("redis", "pip install 'sbx-lecture[zoo]' (or: pip install redis)")),
-}
-
-
-def mask_url(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***`` (``postgresql://user:***@host/db``)."""
-    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)[^@/\s]*@", r"\1***@", text)
-
-
-def check_storage_driver(storage: str) -> None:
-    """Raise :class:`ZooBridgeError` when the driver of the storage URL ``storage`` is not installed."""
-    driver = STORAGE_DRIVERS.get(storage.partition("://")[0].lower() if "://" in storage else "")
-    if driver is not None and importlib.util.find_spec(driver[0]) is None:
-        raise ZooBridgeError(f"the storage {mask_url(storage)} needs the package {driver[0]!r}: {driver[1]}")
-
-
-def open_study_storage(storage: str) -> Any:
-    """An Optuna storage from the zoo's ``--storage``.
-
-    A path ending in ``.log`` is a journal file, a ``redis://`` (``rediss://``, ``unix://``) URL a Redis journal, any
-    other string a database URL (SQLAlchemy's; ``postgresql://`` uses psycopg 3). A Redis URL's ``?prefix=NAME``
-    keeps the journal under keys ``NAME:...``, so that several journals can share one Redis database. Several
-    processes started at once on a fresh database race to create Optuna's tables; the losers' attempts fail (a unique
-    violation, a deadlock) and are retried after a short random pause (up to :data:`STUDY_CREATION_ATTEMPTS` times),
-    when the tables exist.
-    """
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
-
-    if storage.endswith(".log") and "://" not in storage:
-        Path(storage).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(storage))
-    check_storage_driver(storage)
-    if storage.startswith(REDIS_SCHEMES):
-        from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-        parts = urlsplit(storage)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        prefix = "".join(value for key, value in query if key == "prefix")
-        url = urlunsplit(parts._replace(query=urlencode([(key, value) for key, value in query if key != "prefix"])))
-        with warnings.catch_warnings():  # "JournalRedisBackend is experimental", at every start of every worker
-            warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
-            return JournalStorage(JournalRedisBackend(url, prefix=prefix))
-    for attempt in range(1, STUDY_CREATION_ATTEMPTS):
-        try:
-            return optuna.storages.RDBStorage(storage)
-        except Exception as error:
-            if not _is_creation_race(error):
-                raise
-            time.sleep(random.uniform(0.1, 0.5) * attempt)
-    return optuna.storages.RDBStorage(storage)
-
-
-def ensure_study(storage: str, study_name: str, **options: Any) -> tuple[Any, bool]:
-    """Create the study ``study_name`` in ``storage`` (and a database's tables) unless it exists, and open it.
-
-    Of several processes that create it at once, one does and the others load it (Optuna's ``DuplicatedStudyError``).
-    A storage that cannot be opened is a :class:`ZooBridgeError` that names it, its password masked.
-
-    :param options: for ``optuna.create_study``/``load_study`` (``sampler``, ``pruner``)
-    :return: the study and whether it existed already
-    """
-    import optuna
-
-    check_storage_driver(storage)
-    try:
-        opened = open_study_storage(storage)
-        try:
-            return optuna.create_study(study_name=study_name, storage=opened, direction="maximize", **options), False
-        except optuna.exceptions.DuplicatedStudyError:
-            return optuna.load_study(study_name=study_name, storage=opened, **options), True
-    except Exception as error:
-        reason = mask_url(" ".join(str(error).split("\n")[0].split())) or type(error).__name__
-        raise ZooBridgeError(f"cannot open the Optuna storage {mask_url(storage)}: {reason}") from None
-
-
-def _is_creation_race(error: Exception) -> bool:
-    """Whether ``error``, a database's (SQLAlchemy's) error, is another process creating the same tables, type or
-    study at the same time: a unique (duplicate) key, an object that already exists, a deadlock between the creators."""
-    words = ("already exists", "duplicate", "unique", "deadlock")
-    return type(error).__module__.startswith("sqlalchemy") and any(word in str(error).lower() for word in words)
 
 
 PROGRAM = "sbx-lecture zoo"

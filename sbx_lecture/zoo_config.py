@@ -24,7 +24,6 @@ import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from sbx_lecture.infra.validation import (
     require_integer,
     require_number,
 )
-from sbx_lecture.registry import AlgorithmSpec, did_you_mean
+from sbx_lecture.registry import did_you_mean
 
 DEFAULT_TIMESTEPS = 100_000
 #: Keys whose values are names, kept as text rather than parsed (``noise_type: ornstein-uhlenbeck``).
@@ -92,13 +91,6 @@ class ZooSettings:
         return float(self.kwargs.get("gamma", 0.99))
 
 
-def _is_atari(env_id: str) -> bool:
-    import gymnasium as gym
-
-    entry = gym.envs.registry.get(env_id)
-    return entry is not None and "AtariEnv" in str(entry.entry_point)
-
-
 def select_section(sections: Mapping[str, Any], env_id: str) -> str | None:
     """The section of a zoo file that applies to ``env_id`` (the rule of the module docstring), or ``None``."""
     if env_id in sections:
@@ -113,8 +105,11 @@ def select_section(sections: Mapping[str, Any], env_id: str) -> str | None:
         ]
         if older:
             return max(older)[1]
-    if "atari" in sections and _is_atari(env_id):
-        return "atari"
+    if "atari" in sections:  # for an Atari game only
+        import gymnasium as gym
+
+        if "AtariEnv" in str(getattr(gym.envs.registry.get(env_id), "entry_point", "")):
+            return "atari"
     return "default" if "default" in sections else None
 
 
@@ -133,37 +128,15 @@ def section_for(sections: Mapping[str, Any], env_id: str, algo: str, path: str |
     return name, dict(sections[name] or {})
 
 
-@cache
-def rl_zoo_file(algo: str) -> Path | None:
-    """rl_zoo3's shipped ``hyperparams/<algo>.yml``, or ``None`` when the zoo (or its file for ``algo``) is missing."""
-    spec = importlib.util.find_spec("rl_zoo3")  # the package's location, without importing it
-    path = Path(spec.origin).parent / "hyperparams" / f"{algo}.yml" if spec is not None and spec.origin else None
-    return path if path is not None and path.is_file() else None
-
-
-def registered_zoo_file(spec: AlgorithmSpec) -> Path | None:
-    """The zoo file the plugin registered for ``spec`` (``None`` when it registered none).
-
-    :raises ZooConfigError: when the registered file does not exist (a broken plugin)
-    """
-    location = spec.resolve_zoo_hyperparams()
-    if location is None:
-        return None
-    path = Path(location)
-    if not path.is_file():
-        raise ZooConfigError(
-            f"algorithm {spec.name!r} ({spec.origin}) registers the zoo hyperparameter file {spec.zoo_hyperparams!r}, "
-            f"but {path} does not exist"
-        )
-    return path
-
-
 def zoo_file(algo: str) -> Path | None:
-    """The hyperparameter file of a registered algorithm: its own registered yml, else the RL Zoo's."""
+    """The hyperparameter file of a registered algorithm: its own registered yml, else rl_zoo3's shipped
+    ``hyperparams/<algo>.yml`` (``None`` when the zoo, or its file for ``algo``, is missing)."""
     from sbx_lecture.plugins import get_plugin_manager
 
     spec = get_plugin_manager().registry.spec(algo)
-    return registered_zoo_file(spec) or rl_zoo_file(spec.name)
+    zoo = importlib.util.find_spec("rl_zoo3")  # the package's location, without importing it
+    shipped = Path(zoo.origin).parent / "hyperparams" / f"{spec.name}.yml" if zoo is not None and zoo.origin else None
+    return spec.resolve_zoo_hyperparams() or (shipped if shipped is not None and shipped.is_file() else None)
 
 
 def read_sections(path: Path) -> dict[str, Any]:
@@ -189,10 +162,8 @@ def zoo_entry(algo: str, env_id: str, conf_file: Path | None = None) -> tuple[di
     :param conf_file: read this file instead of the algorithm's (the zoo's ``-conf``); it must have a section
     """
     path = conf_file if conf_file is not None else zoo_file(algo)
-    if path is None:
-        return {}, "library defaults"
-    sections = read_sections(path)
-    if conf_file is None and select_section(sections, env_id) is None:
+    sections = read_sections(path) if path is not None else {}
+    if path is None or (conf_file is None and select_section(sections, env_id) is None):
         return {}, "library defaults"
     name, section = section_for(sections, env_id, algo, path)
     return section, f"{_shown_path(path)}[{name}]"

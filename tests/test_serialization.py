@@ -24,7 +24,6 @@ from sbx_lecture.cli import main
 from sbx_lecture.dpg import DPG
 from sbx_lecture.hyperparams import linear_schedule
 from sbx_lecture.loading import (
-    METADATA_NAME,
     ModelFileError,
     UntrustedContentError,
     inspect_model_file,
@@ -35,6 +34,7 @@ from sbx_lecture.loading import (
     save_normalization,
     save_replay_buffer,
 )
+from sbx_lecture.loading.model import METADATA_NAME
 from sbx_lecture.npg import NPG, TNPG
 from sbx_lecture.ppo_kl import KLPPO
 from sbx_lecture.sql import SQL

@@ -29,9 +29,10 @@ from optuna.trial import TrialState
 from sbx_lecture import cli
 from sbx_lecture.bench.harness import connect
 from sbx_lecture.hyperparams import parse_value
+from sbx_lecture.infra.studies import mask_url, open_study_storage
 from sbx_lecture.infra.validation import INTERRUPTED_STATUS
 from sbx_lecture.sweep import NOTHING_COMPLETE_STATUS, main, sample, zoo_text
-from sbx_lecture.zoo import mask_url, open_study_storage, register_with_zoo, zoo_sampler
+from sbx_lecture.zoo import register_with_zoo, zoo_sampler
 from sbx_lecture.zoo_config import split_hyperparams
 
 PASSWORD = "pw-" + secrets.token_hex(6)

@@ -23,7 +23,7 @@ from sbx_lecture.hookspecs import hookimpl
 from sbx_lecture.hyperparams import check_hyperparameters
 from sbx_lecture.plugins import PluginManager, get_plugin_manager
 from sbx_lecture.zoo import ZOO_SCRIPTS, LazyAlgorithms, main, register_with_zoo
-from sbx_lecture.zoo_config import read_sections, registered_zoo_file
+from sbx_lecture.zoo_config import read_sections
 
 LECTURE = [row.name for row in LECTURE_ALGORITHMS]
 ZOO_CONFIGS = Path(__file__).resolve().parent.parent / "zoo_configs"
@@ -182,7 +182,7 @@ def test_zoo_counts_are_bounded(flag: str, workdir: Path, capsys: pytest.Capture
 @pytest.mark.parametrize("algo", LECTURE)
 def test_zoo_file_keys_are_accepted_by_the_constructor(algo: str) -> None:
     spec = get_plugin_manager().registry.spec(algo)
-    path = registered_zoo_file(spec)
+    path = spec.resolve_zoo_hyperparams()
     assert path is not None, f"{algo} registers no zoo file"
     assert path.parent.name == "zoo_configs" and path.name == f"{algo}.yml"
     config = read_sections(path)
@@ -201,7 +201,7 @@ def test_every_zoo_file_belongs_to_a_registered_algorithm() -> None:
     assert files
     for path in files:
         assert path.stem in registry, f"{path.name} names no registered algorithm"
-        registered = registered_zoo_file(registry.spec(path.stem))
+        registered = registry.spec(path.stem).resolve_zoo_hyperparams()
         assert registered is not None and registered.resolve() == path.resolve()
         yaml.safe_load(path.read_text())
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sbx_lecture.zoo import mask_url, open_study_storage
+from sbx_lecture.infra.studies import mask_url, open_study_storage
 
 REDIS = "redis://127.0.0.1:6379/0"
 PASSWORD = "pw-" + secrets.token_hex(6)

@@ -196,62 +196,6 @@ def _check_device(suite: Suite, device: str, local: bool) -> None:
         raise SuiteError(f"--device {device}: this machine has no CUDA device torch can use; time on --device cpu")
 
 
-def _write_report(
-    suite: Suite, selection: Selection, results: list[dict[str, Any]], folder: Path, plots: bool, reps: int | None
-) -> Path:
-    """Write the report of ``results`` into ``folder`` (:func:`report_folder`): tables, statistics, plots,
-    ``report.md``, ``summary.md`` (the compact table for the README) and the RL Zoo layout export (``zoo_logs/``);
-    returns the report's path.
-
-    :param reps: bootstrap replications of the report's intervals (``None``: :data:`.stats.DEFAULT_REPS`)
-    """
-    from sbx_lecture.bench.report import compact_summary, markdown_report, suite_statistics, write_tables
-    from sbx_lecture.bench.stats import DEFAULT_REPS
-    from sbx_lecture.bench.zoo_logs import export_zoo_logs
-    from sbx_lecture.runs import write_text
-
-    runs = [result for result in results if result.get("kind") == "run"]  # rliable is there: checked before
-    stats = suite_statistics(runs, folder, reps or DEFAULT_REPS) if runs else None
-    write_tables(results, folder, stats)
-    export_zoo_logs(results, folder)
-    summary = compact_summary(stats) if stats is not None else ""
-    if summary:
-        write_text(folder / "summary.md", summary)
-    images: list[Path | None] = []
-    if plots:
-        from sbx_lecture.bench import plots as plotting
-
-        if stats is not None:
-            images += plotting.learning_curves(stats.groups, folder, suite.name, stats.reps)
-            images.append(plotting.profile_chart(stats.matrices, folder, suite.name, stats.reps))
-            images.append(plotting.interval_chart(stats.aggregate, folder, suite.name))
-            images.append(plotting.improvement_chart(stats.improvements, folder, suite.name))
-        images += [plotting.speed_chart(results, folder, suite.name), *_copy_figures(results, folder)]
-    scaled = f" (budgets scaled by {selection.timesteps_scale:g})" if selection.timesteps_scale != 1.0 else ""
-    drawn = [image for image in images if image is not None]
-    write_text(
-        folder / "report.md", markdown_report(suite.name, suite.description + scaled, results, drawn, folder, stats)
-    )
-    return folder / "report.md"
-
-
-def _copy_figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
-    """Copy each finished figure's PNG into the report folder as ``<name>.png`` (``<name>-<hash>.png`` when the
-    suite holds the figure more than once), beside the suite's other plots."""
-    import shutil
-
-    figures = [r for r in results if r.get("kind") == "figure" and r.get("status") in FINISHED]
-    names = [r["name"] for r in figures]
-    copies = []
-    for result in figures:
-        source = Path(result["folder"]) / result.get("image", "figure.png")
-        if source.exists():
-            stem = result["name"] if names.count(result["name"]) == 1 else f"{result['name']}-{source.parent.name}"
-            copies.append(folder / f"{stem}.png")
-            shutil.copyfile(source, copies[-1])
-    return copies
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sbx-lecture bench``; returns the exit status (1 when a job failed or was interrupted)."""
     args = _parser().parse_args(argv)
@@ -277,6 +221,7 @@ def _bench(args: argparse.Namespace) -> int:
 
         check_packages()  # before hours of training, not after
     from sbx_lecture.bench.harness import describe, execute, run_jobs
+    from sbx_lecture.bench.report import write_report
     from sbx_lecture.bench.runner import stored_result
     from sbx_lecture.checkpoints import stop_signals_handled
     from sbx_lecture.runs import run_lock
@@ -310,8 +255,11 @@ def _bench(args: argparse.Namespace) -> int:
             reported.append({**result, "status": "done"} if result["status"] == "skipped" else result)
     folder = report_folder(args.out, suite, selection)
     folder.mkdir(parents=True, exist_ok=True)
+    scaled = f" (budgets scaled by {selection.timesteps_scale:g})" if selection.timesteps_scale != 1.0 else ""
     with run_lock(folder, wait=True):  # two benches on one --out write their reports one after the other
-        report = _write_report(suite, selection, reported, folder, not args.no_plots, args.bootstrap_reps)
+        report = write_report(
+            suite.name, suite.description + scaled, reported, folder, not args.no_plots, args.bootstrap_reps
+        )
     print(f"report: {report}")
     unfinished = [r for r in results if r.get("status") not in FINISHED]
     if unfinished:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from sbx_lecture.runs import write_json
+from sbx_lecture.infra.files import write_json
 
 #: Where the published figures come from, named by their path in the repository.
 PUBLISHED_SOURCE = "../shared/reference/published_results.csv"

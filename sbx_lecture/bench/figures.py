@@ -91,8 +91,11 @@ def bandit_a2c(bandit: Any, seed: int, learning_rate: float) -> Any:
     return model
 
 
-def bandit_curve(build: Callable[[Any, int], Any], m: int, seeds: int, timesteps: int) -> tuple[list[int], list[float]]:
-    """Median over seeds of the cost of the deterministic action, every ``timesteps / 50`` steps."""
+def bandit_curve(
+    build: Callable[[Any, int], Any], m: int, seeds: int, timesteps: int
+) -> tuple[list[int], list[float], list[float], list[float]]:
+    """The cost of the deterministic action every ``timesteps / 50`` steps: the steps, the median over seeds, and the
+    lowest and highest seed's cost (the seeds' range)."""
     from stable_baselines3.common.callbacks import ConvertCallback, EveryNTimesteps
 
     from sbx_lecture.envs.continuous_bandit import ContinuousBandit
@@ -114,7 +117,8 @@ def bandit_curve(build: Callable[[Any, int], Any], m: int, seeds: int, timesteps
 
     runs = [cost_curve(seed) for seed in range(seeds)]
     length = min(len(costs) for _, costs in runs)
-    return runs[0][0][:length], np.median(np.array([costs[:length] for _, costs in runs]), axis=0).tolist()
+    costs = np.array([costs[:length] for _, costs in runs])
+    return runs[0][0][:length], *(statistic(costs, axis=0).tolist() for statistic in (np.median, np.min, np.max))
 
 
 def _first_below(steps: list[int], costs: list[float], threshold: float) -> int | None:
@@ -134,15 +138,15 @@ def dpg_bandit(
     :param timesteps: steps of each run
     :param a2c_learning_rates: A2C's grid (the best final cost is kept, as the paper's grid search)
     """
-    rows = []
+    rows: list[dict[str, Any]] = []
     for m in dims:
-        steps, dpg_costs = bandit_curve(bandit_dpg, m, seeds, timesteps)
+        steps, dpg_costs, *dpg_range = bandit_curve(bandit_dpg, m, seeds, timesteps)
         a2c_runs = {
             rate: bandit_curve(partial(bandit_a2c, learning_rate=rate), m, seeds, timesteps)
             for rate in a2c_learning_rates
         }
         best_rate = min(a2c_runs, key=lambda rate: a2c_runs[rate][1][-1])
-        a2c_steps, a2c_costs = a2c_runs[best_rate]
+        a2c_steps, a2c_costs, *a2c_range = a2c_runs[best_rate]
         rows.append(
             {
                 "m": m,
@@ -155,16 +159,25 @@ def dpg_bandit(
                 "a2c_steps_to_10_percent": _first_below(a2c_steps, a2c_costs, 0.1 * a2c_costs[0]),
                 "steps": steps,
                 "dpg_costs": dpg_costs,
+                "dpg_cost_range": dpg_range,
                 "a2c_steps": a2c_steps,
                 "a2c_costs": a2c_costs,
+                "a2c_cost_range": a2c_range,
             }
         )
     fig, axes = pyplot().subplots(1, len(rows), figsize=(4 * len(rows), 3.2), squeeze=False)
     for ax, row in zip(axes[0], rows, strict=True):
-        ax.plot(row["steps"], row["dpg_costs"], "-", label="DPG (COPDAC-B)")
-        ax.plot(row["a2c_steps"], row["a2c_costs"], "--", label=f"stochastic PG (A2C, lr {row['a2c_learning_rate']})")
+        curves = (
+            ("steps", "dpg", "-", "DPG (COPDAC-B)"),
+            ("a2c_steps", "a2c", "--", f"stochastic PG (A2C, lr {row['a2c_learning_rate']})"),
+        )
+        for steps_key, algo, style, label in curves:
+            line = ax.plot(row[steps_key], row[f"{algo}_costs"], style, label=label)[0]
+            low, high = row[f"{algo}_cost_range"]
+            ax.fill_between(row[steps_key], low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set(yscale="log", title=f"action dimension m = {row['m']}", xlabel="time-steps", ylabel="cost")
         ax.legend()
+    fig.suptitle(f"cost of the deterministic action: median of seeds 0-{seeds - 1} (line), their range (shaded)")
     save_figure(fig, folder / IMAGE_FILE, dpi=100)
     ratios = ", ".join(f"m={row['m']}: {row['ratio_a2c_to_dpg']:.1f}" for row in rows)
     return {"summary": f"final cost A2C / DPG after {timesteps} steps, median of {seeds} seeds: {ratios}", "rows": rows}
@@ -213,7 +226,9 @@ def sql_multigoal(folder: Path, timesteps: int = 20_000, seed: int = 0, episodes
         ax.plot(trajectory[:, 0], trajectory[:, 1], color="tab:blue", alpha=0.5, linewidth=1)
     ax.scatter(env.goals[:, 0], env.goals[:, 1], s=300, color="tab:red", marker="*", zorder=3, label="goals")
     ax.set(xlim=(-env.bound, env.bound), ylim=(-env.bound, env.bound), aspect="equal")
-    ax.set_title("SQL on the multi-goal environment: sampled trajectories")
+    ax.set_title(
+        f"SQL on the multi-goal environment: {episodes} sampled trajectories\n(seed {seed}, {timesteps} steps)"
+    )
     ax.legend(loc="upper right")
     save_figure(fig, folder / IMAGE_FILE, tight=True, dpi=100)
     goal_list = [tuple(goal) for goal in env.goals.tolist()]

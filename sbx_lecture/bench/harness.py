@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from sbx_lecture.bench import runner
+from sbx_lecture.bench.report import REPORT_TEXT
 from sbx_lecture.bench.speed import execute_speed, speed_steps
 from sbx_lecture.bench.suites import Job, RunJob, SpeedJob, SuiteError
 from sbx_lecture.infra.validation import one_line
@@ -68,21 +69,10 @@ def execute(job: Job, out: Path, report: Any = None) -> dict[str, Any]:
     return runner.run_once(job, folder, lambda: {**FIGURES[job.name](folder, **job.params), "image": IMAGE_FILE})
 
 
-#: The line about a finished job: by its status, else by its kind (``str.format`` templates of its result's fields).
-LINES = {
-    "failed": "FAILED: {error}",
-    "interrupted": "{detail}",  # a run's result says what it saved; nothing else keeps partial work
-    "stale": "stale: {error}",
-    "busy": "busy: another bench is running it; run the command again when it has finished",
-    "figure": "{status}: {summary}",
-    "speed": "{status}: {ours_steps_per_second:.0f} vs {sibling_steps_per_second:.0f} steps/s, ratio {ratio:.2f}",
-    "run": "{status}: return {final_mean:.1f} ± {final_std:.1f}, {steps_per_second:.0f} steps/s, {wall_seconds:.0f} s",
-}
-
-
 def describe(result: dict[str, Any]) -> str:
-    """One line about a finished job (:data:`LINES`)."""
-    line = LINES.get(result.get("status", ""), LINES[result.get("kind", "run")])
+    """One line about a finished job: by its status, else by its kind (``report.yml``'s ``lines``)."""
+    lines = REPORT_TEXT["lines"]
+    line = lines.get(result.get("status", ""), lines[result.get("kind", "run")])
     return line.format_map(
         {"status": "?", "error": "see error.txt", "detail": runner.NOTHING_SAVED, "summary": "", **result}
     )
@@ -115,7 +105,7 @@ def _work(job: RunJob | SpeedJob, out: Path, threads: int, topic: str, token: st
     stop = Event(STOP_EVENT + token)
     if stop.is_set():  # queued before Ctrl-C
         detail = "not started (interrupted); run the command again"
-        return runner.job_outcome(job, here / job.folder, "interrupted", detail=detail)
+        return job.outcome("interrupted", here / job.folder, detail=detail)
     th.set_num_threads(threads)
     if threads == 1:  # JAX (SBX, the speed suite's optional sibling) reads its thread settings when first imported
         os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA_FLAGS)
@@ -277,7 +267,7 @@ def _run_pending(
                 result = future.result()
             except Exception as exc:  # the task failed too often (its workers died), or was cancelled
                 error = f"worker died: {one_line(exc, typed=True)}"
-                result = runner.job_outcome(pending[key], Path(key), "failed", error=error)
+                result = pending[key].outcome("failed", Path(key), error=error)
             if result.get("status") == "done" and not (Path(key) / runner.RESULT_FILE).exists():
                 runner.write_result(Path(key), result)  # here, as a worker without our filesystem could not
             with lock:

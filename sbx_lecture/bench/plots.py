@@ -13,7 +13,7 @@ import numpy as np
 from sbx_lecture.bench import stats as bench_stats
 from sbx_lecture.bench.baselines import return_range
 from sbx_lecture.bench.suites import FAMILIES, FINISHED, SIBLINGS, family_of
-from sbx_lecture.runs import atomic_write
+from sbx_lecture.infra.files import atomic_write
 
 
 def pyplot() -> Any:

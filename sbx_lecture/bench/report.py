@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ import yaml
 from sbx_lecture.bench import baselines
 from sbx_lecture.bench import stats as bench_stats
 from sbx_lecture.bench.suites import FAMILIES, FINISHED
-from sbx_lecture.bench.zoo_logs import ZOO_LOGS
-from sbx_lecture.runs import write_json, write_text
+from sbx_lecture.bench.zoo_logs import ZOO_LOGS, export_zoo_logs
+from sbx_lecture.infra.files import write_json, write_text
 
 #: Marks a speed ratio whose interval contains 1.0.
 NO_DIFFERENCE = "≈"
@@ -273,8 +274,8 @@ def markdown_report(
     runs = [result for result in results if result.get("kind") == "run"]
     if runs:
         stats = stats if stats is not None else suite_statistics(results, base)
-        finished = [r for r in runs if r.get("status") in FINISHED and "final_episodes" in r]
-        episodes = "/".join(map(str, sorted({int(r["final_episodes"]) for r in finished})))
+        counts = {int(r["final_episodes"]) for r in runs if r.get("status") in FINISHED and "final_episodes" in r}
+        episodes = "/".join(map(str, sorted(counts)))
         section("final", summary_table(stats), episodes=episodes or "the suite's")
         anchors, sources = anchors_table(stats)
         caveats = REPORT_TEXT["caveats"]
@@ -285,8 +286,7 @@ def markdown_report(
             section("defaults", defaults_table(stats))
         section("improvement", improvement_table(stats))
     section("speed", speed_table(results))
-    figures = [r for r in results if r.get("kind") == "figure" and r.get("status") in FINISHED]
-    section("figures", *(f"- `{r['name']}`: {r.get('summary', '')}" for r in figures), "")
+    section("figures", *(f"- `{r['name']}`: {r.get('summary', '')}" for r in _figures(results)), "")
     if images:  # with runs, the curves and profiles drawn from their statistics are described
         curves = [SECTIONS["curves"]["text"]] if stats is not None else []
         section("plots", *curves, *(f"![{image.stem}]({_relative(image, base)})\n" for image in images))
@@ -342,3 +342,54 @@ def write_tables(results: list[dict[str, Any]], folder: Path, stats: SuiteStatis
             written.append(folder / name)
             write_text(written[-1], frame.to_csv(index=False, float_format="%.6g"))
     return written
+
+
+def write_report(
+    suite: str, description: str, results: list[dict[str, Any]], folder: Path, plots: bool, reps: int | None
+) -> Path:
+    """Write the report of ``results`` into ``folder`` (:func:`sbx_lecture.bench.report_folder`): tables,
+    statistics, plots, ``report.md``, ``summary.md`` (the compact table for the README) and the RL Zoo layout export
+    (``zoo_logs/``); returns the report's path.
+
+    :param reps: bootstrap replications of the report's intervals (``None``: :data:`.stats.DEFAULT_REPS`)
+    """
+    runs = [result for result in results if result.get("kind") == "run"]  # rliable is there: checked before
+    stats = suite_statistics(runs, folder, reps or bench_stats.DEFAULT_REPS) if runs else None
+    write_tables(results, folder, stats)
+    export_zoo_logs(results, folder)
+    summary = compact_summary(stats) if stats is not None else ""
+    if summary:
+        write_text(folder / "summary.md", summary)
+    images: list[Path | None] = []
+    if plots:
+        from sbx_lecture.bench import plots as plotting
+
+        if stats is not None:
+            images += plotting.learning_curves(stats.groups, folder, suite, stats.reps)
+            images.append(plotting.profile_chart(stats.matrices, folder, suite, stats.reps))
+            images.append(plotting.interval_chart(stats.aggregate, folder, suite))
+            images.append(plotting.improvement_chart(stats.improvements, folder, suite))
+        images += [plotting.speed_chart(results, folder, suite), *_copy_figures(results, folder)]
+    drawn = [image for image in images if image is not None]
+    write_text(folder / "report.md", markdown_report(suite, description, results, drawn, folder, stats))
+    return folder / "report.md"
+
+
+def _figures(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The finished figures of ``results``."""
+    return [r for r in results if r.get("kind") == "figure" and r.get("status") in FINISHED]
+
+
+def _copy_figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """Copy each finished figure's PNG into the report folder as ``<name>.png`` (``<name>-<hash>.png`` when the
+    suite holds the figure more than once), beside the suite's other plots."""
+    figures = _figures(results)
+    names = [r["name"] for r in figures]
+    copies = []
+    for result in figures:
+        source = Path(result["folder"]) / result.get("image", "figure.png")
+        if source.exists():
+            stem = result["name"] if names.count(result["name"]) == 1 else f"{result['name']}-{source.parent.name}"
+            copies.append(folder / f"{stem}.png")
+            shutil.copyfile(source, copies[-1])
+    return copies

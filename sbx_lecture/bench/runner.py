@@ -23,8 +23,9 @@ from typing import Any
 from sbx_lecture.bench.suites import FigureJob, Job, RunJob, SpeedJob
 from sbx_lecture.checkpoints import interrupt_once, stop_signals_handled
 from sbx_lecture.evaluation import ProgressCallback, ProgressReport
+from sbx_lecture.infra.files import write_json
 from sbx_lecture.infra.validation import one_line
-from sbx_lecture.runs import CHECKPOINT_DIR, LOCK_FILE, RUN_FILE, RunFolderError, read_run_file, run_lock, write_json
+from sbx_lecture.runs import CHECKPOINT_DIR, LOCK_FILE, RUN_FILE, RunFolderError, read_run_file, run_lock
 from sbx_lecture.zoo_config import ZooSettings
 
 RESULT_FILE = "result.json"
@@ -103,7 +104,7 @@ def run_once(
     return its result.
 
     ``work`` returns either a result that is not finished (with its ``status``) or the measurements of a finished
-    job: then the result is :func:`job_outcome`'s head with them, written here as ``result.json`` into ``folder``,
+    job: then the result is the job's head (its ``outcome``) with them, written here as ``result.json`` into ``folder``,
     and the folder's checkpoints (a replay buffer can take hundreds of megabytes) and ``error.txt`` go.
 
     The folder's lock is held from the check of ``result.json`` until it is written, so that a second bench on the
@@ -121,23 +122,18 @@ def run_once(
                 return {**stored, "status": "skipped"} if stored["status"] == "done" else stored
             result = work()
             if "status" not in result:  # measurements: the job finished
-                result = {**job_outcome(job, folder, "done"), **result}
+                result = {**job.outcome("done", folder), **result}
                 write_result(folder, result)
                 shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)
                 (folder / ERROR_FILE).unlink(missing_ok=True)
             return result
     except KeyboardInterrupt:
-        return job_outcome(job, folder, "interrupted", detail=stopped())
+        return job.outcome("interrupted", folder, detail=stopped())
     except Exception as exc:
         if isinstance(exc, RunFolderError) and "another process" in str(exc):
-            return job_outcome(job, folder, "busy", error=f"another process is running it ({LOCK_FILE})")
+            return job.outcome("busy", folder, error=f"another process is running it ({LOCK_FILE})")
         (folder / ERROR_FILE).write_text(traceback.format_exc())  # the traceback of the last failed attempt
-        return job_outcome(job, folder, "failed", error=one_line(exc, typed=True))
-
-
-def job_outcome(job: Job, folder: Path, status: str, **details: Any) -> dict[str, Any]:
-    """The head of ``job``'s result in ``folder``, with ``status`` and the ``details`` (``error``, ``detail``)."""
-    return {**job.outcome(status), "folder": str(folder), **details}
+        return job.outcome("failed", folder, error=one_line(exc, typed=True))
 
 
 def execute_run(
@@ -161,7 +157,7 @@ def _train(job: RunJob, run_dir: Path, report: ProgressReport | None, stop_after
     started = read_run_file(run_dir) if (run_dir / RUN_FILE).exists() else {}
     stale = changed_settings(started, job.settings)
     if stale is not None:  # its checkpoints would continue the old settings
-        return job_outcome(job, run_dir, "stale", error=f"started with other settings: {stale}")
+        return job.outcome("stale", run_dir, error=f"started with other settings: {stale}")
     target = job.timesteps or zoo_budget(job.algo, job.env_id)
     config = TrainConfig(
         algo=job.algo,
@@ -185,12 +181,12 @@ def _train(job: RunJob, run_dir: Path, report: ProgressReport | None, stop_after
         trained = train(config, callbacks=[ProgressCallback(report, stop_after)])
     except TrainingInterrupted as exc:
         if exc.saved_at is None:  # nothing new was saved: the message says why (and which older checkpoint is kept)
-            return job_outcome(job, run_dir, "interrupted", detail=f"{exc}; run the command again")
-        return job_outcome(job, run_dir, "interrupted", detail=f"interrupted at step {exc.saved_at} ({RESUMES})")
+            return job.outcome("interrupted", run_dir, detail=f"{exc}; run the command again")
+        return job.outcome("interrupted", run_dir, detail=f"interrupted at step {exc.saved_at} ({RESUMES})")
     run = read_run_file(run_dir)
     segments = run.get("segments", [])
     if not trained.finished or trained.final is None:  # stopped early: the checkpoint written at its end resumes it
-        return job_outcome(job, run_dir, "interrupted", detail=f"stopped at step {trained.num_timesteps} ({RESUMES})")
+        return job.outcome("interrupted", run_dir, detail=f"stopped at step {trained.num_timesteps} ({RESUMES})")
     return {
         "timesteps": target,
         "final_mean": trained.final[0],

@@ -105,11 +105,13 @@ class RunJob:
         """The settings the run trains with: its zoo entry (or :data:`CONSTRUCTOR_DEFAULTS`) with its overrides."""
         return zoo_settings(self.algo, self.env_id, dict(self.hyperparams), self.conf_file)
 
-    def outcome(self, status: str) -> dict[str, Any]:
-        """The head of this run's result: what was run, and ``status``."""
+    def outcome(self, status: str, folder: Path, **details: Any) -> dict[str, Any]:
+        """The head of this run's result in ``folder``: what was run, ``status`` and the ``details`` (``error``,
+        ``detail``)."""
         head: dict[str, Any] = {"kind": self.kind, "status": status, "algo": self.algo, "env": self.env_id}
         head.update(seed=self.seed, family=family_of(self.algo), timesteps=self.timesteps)
-        return {**head, **({"own_defaults": True} if self.own_defaults else {})}
+        defaults = {"own_defaults": True} if self.own_defaults else {}
+        return {**head, **defaults, "folder": str(folder), **details}
 
 
 @dataclass(frozen=True)
@@ -178,12 +180,14 @@ class SpeedJob:
         source = "each contestant's constructor defaults" + (" + overrides" if self.hyperparams else "")
         return ZooSettings(dict(self.hyperparams), zoo, kwargs, source)
 
-    def outcome(self, status: str) -> dict[str, Any]:
-        """The head of this measurement's result: what was timed, how, and ``status``."""
+    def outcome(self, status: str, folder: Path, **details: Any) -> dict[str, Any]:
+        """The head of this measurement's result in ``folder``: what was timed, how, ``status`` and the ``details``
+        (``error``, ``detail``)."""
         head: dict[str, Any] = {"kind": self.kind, "status": status, "ours": self.ours, "sibling": self.sibling}
         head.update(env=self.env_id, timesteps=self.timesteps, repeats=self.repeats)
         head.update(own_defaults=self.own_defaults, device=self.device)
-        return {**head, "overrides": {key: repr(value) for key, value in self.hyperparams.items()}}
+        overrides = {key: repr(value) for key, value in self.hyperparams.items()}
+        return {**head, "overrides": overrides, "folder": str(folder), **details}
 
 
 @dataclass(frozen=True)
@@ -212,9 +216,11 @@ class FigureJob:
         """Short text for progress lines."""
         return f"figure {self.name}"
 
-    def outcome(self, status: str) -> dict[str, Any]:
-        """The head of this figure's result: which one, with which parameters, and ``status``."""
-        return {"kind": self.kind, "status": status, "name": self.name, "params": self.params}
+    def outcome(self, status: str, folder: Path, **details: Any) -> dict[str, Any]:
+        """The head of this figure's result in ``folder``: which one, with which parameters, ``status`` and the
+        ``details`` (``error``, ``detail``)."""
+        head = {"kind": self.kind, "status": status, "name": self.name, "params": self.params}
+        return {**head, "folder": str(folder), **details}
 
 
 Job = RunJob | SpeedJob | FigureJob

@@ -34,11 +34,9 @@ classes come from the registry by name.
 from __future__ import annotations
 
 from sbx_lecture.loading.model import (  # noqa: F401  (re-exported: the package's safe loading API)
-    METADATA_NAME,
     ModelFileError,
     SafeLoadMixin,
     UntrustedContentError,
-    check_model_file,
     inspect_model_file,
     load,
     read_model_metadata,
