@@ -240,7 +240,7 @@ def read_hyperparameters_adapter(read: Callable[..., Any], manager: Any, then: C
     from rl_zoo3.utils import ALGOS
 
     algo, env_id = manager.algo, manager.env_name.gym_id
-    spec = ALGOS.spec(algo)  # type: ignore[attr-defined]  # a LazyAlgorithms: None for the zoo's own algorithms
+    spec = ALGOS.spec(algo) if isinstance(ALGOS, LazyAlgorithms) else None  # None for the zoo's own algorithms
     registered = spec.resolve_zoo_hyperparams() if spec is not None else None
     if registered is not None and not getattr(manager.args, "conf_file", None):
         manager.config = str(registered)

@@ -20,8 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch as th
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
+from stable_baselines3.common.type_aliases import TrainFrequencyUnit
 
 #: Compile only for a ``learn`` call expected to take at least this many gradient steps: shorter runs would spend
 #: more time compiling than they save.
@@ -72,24 +71,24 @@ class CompiledUpdate:
     def __init__(self, function: Callable[..., Any], name: str) -> None:
         self.function = function
         self.name = name
-        #: The compiled function once :meth:`compile` was called; ``False`` after compiling failed (never again).
-        self._compiled: Callable[..., Any] | bool | None = None
+        self._compiled: Callable[..., Any] | None = None
+        self._failed = False
         #: Seconds the first compiled call took (tracing and code generation included); ``None`` until then.
         self.compile_seconds: float | None = None
 
     @property
     def is_compiled(self) -> bool:
         """Whether calls run the compiled function (after a successful first call) or will try to."""
-        return callable(self._compiled)
+        return self._compiled is not None
 
     def compile(self) -> None:
         """Use ``torch.compile`` from the next call on (nothing happens if compiling failed before)."""
-        if self._compiled is None:
+        if self._compiled is None and not self._failed:
             with _distribution_checks_kept():
                 self._compiled = th.compile(self.function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if not callable(self._compiled):
+        if self._compiled is None:
             return self.function(*args, **kwargs)
         if self.compile_seconds is not None:
             return self._compiled(*args, **kwargs)
@@ -98,22 +97,29 @@ class CompiledUpdate:
             with _distribution_checks_kept():
                 result = self._compiled(*args, **kwargs)
         except Exception as error:  # no C++ compiler, a backend without support for this device, ...
-            self._compiled = False
-            reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+            self._compiled = None
+            self._failed = True
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             warnings.warn(f"{self.name}: compiling the update failed ({reason}); using the eager update", stacklevel=2)
             return self.function(*args, **kwargs)
         self.compile_seconds = time.perf_counter() - start
         return result
 
 
-class CompiledUpdateMixin(OffPolicyAlgorithm):
+class CompiledUpdateMixin:
     """``compile_update`` for an SB3 off-policy algorithm: its loss functions wrapped once, compiled when worth it.
 
     The algorithm wraps each loss function with :meth:`_compiled_update` in ``_setup_model`` and calls
-    :meth:`_prepare_compilation` at the start of ``learn``; it lists this class before ``OffPolicyAlgorithm``.
+    :meth:`_prepare_compilation` at the start of ``learn``.
     """
 
     compile_update: bool
+    verbose: int
+    num_timesteps: int
+    learning_starts: int
+    gradient_steps: int
+    n_envs: int
+    train_freq: Any
     _compiled_updates: dict[str, CompiledUpdate]
 
     def _compiled_update(self, function: Callable[..., Any]) -> CompiledUpdate:
@@ -136,8 +142,7 @@ class CompiledUpdateMixin(OffPolicyAlgorithm):
             return
         done = 0 if reset_num_timesteps else self.num_timesteps
         learning_steps = max(0, total_timesteps - max(0, self.learning_starts - done))
-        train_freq: TrainFreq = self.train_freq  # type: ignore[assignment]  # SB3 made it a TrainFreq in _setup_model
-        frequency = train_freq.frequency if train_freq.unit == TrainFrequencyUnit.STEP else 1
+        frequency = self.train_freq.frequency if self.train_freq.unit == TrainFrequencyUnit.STEP else 1
         per_step = 1.0 if self.gradient_steps < 0 else self.gradient_steps / (frequency * self.n_envs)
         expected = int(learning_steps * per_step)
         if expected < MIN_COMPILED_UPDATES:

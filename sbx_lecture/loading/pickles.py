@@ -120,7 +120,9 @@ class _SymbolicUnpickler(pickle.Unpickler):
         self.references.append(target)
         if target in _REAL_GLOBALS:
             return _REAL_GLOBALS[target]
-        return self._stand_ins.setdefault(target, _StandInMeta(name, (_Node,), {"target": target}))
+        if target not in self._stand_ins:  # one stand-in class per global, made when first met
+            self._stand_ins[target] = _StandInMeta(name, (_Node,), {"target": target})
+        return self._stand_ins[target]
 
     # no persistent_load: pickle raises UnpicklingError for a persistent reference
 
