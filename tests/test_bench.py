@@ -31,6 +31,7 @@ from sbx_lecture.bench.runner import ERROR_FILE, LOCK_FILE, RESULT_FILE, execute
 from sbx_lecture.bench.speed import sibling_arguments
 from sbx_lecture.bench.stats import MIN_SPEED_REPEATS, ratio_interval, run_score
 from sbx_lecture.bench.suites import (
+    HELD_OUT,
     SIBLINGS,
     SUITES,
     RunJob,
@@ -190,6 +191,25 @@ def test_published_figures_match_algorithm_task_and_budget_only():
     sources = {f.source_key for f in published_for("trpo", "HalfCheetah-v5", 1_000_000)}
     assert sources == {"rl-zoo", "tianshou", "openai"}
     assert same_task("HalfCheetah", "HalfCheetah-v5") and not same_task("CartPole-v1", "CartPole-v0")
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("tag.yml", b"runs: !!python/object/apply:pathlib.Path.touch [!!python/object/apply:pathlib.Path [MARK]]\n"),
+        ("bad.json", b'{"runs": [{"algo": "ppo"'),
+        ("binary.yml", b"\xff\xfe runs"),
+    ],
+)
+def test_an_unreadable_suite_file_is_one_line(name, content, tmp_path, monkeypatch, capsys):
+    """A suite file with a Python tag, broken JSON or bytes that are not text: one line and status 2, nothing
+    constructed (the tag's payload would create MARK)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).write_bytes(content)
+    assert main([name, "--dry-run", "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and f"cannot read the suite file {name}" in error[0]
+    assert not (tmp_path / "MARK").exists() and not (tmp_path / "out").exists()
 
 
 def test_command_line_errors_exit_with_status_2(tmp_path, capsys):
@@ -757,9 +777,22 @@ def test_the_defaults_suite_sets_every_lecture_class_beside_its_sibling_on_ten_t
     assert job.folder != dataclasses.replace(job, own_defaults=False).folder
 
 
-def test_seeds_are_a_count_or_an_inclusive_range_and_nothing_else():
-    assert seed_range("3") == range(3) and seed_range("5-9") == range(5, 10)
-    for text in ("0", "-1", "9-5", "a", "1-b", ""):
+def test_held_out_seeds_are_5_to_9_where_we_chose_the_settings_and_0_to_4_for_a_zoo_entry_used_as_it_is():
+    jobs = expand(SUITES["classic"], Selection(seeds=HELD_OUT, envs=frozenset({"Pendulum-v1"})))
+    seeds = {
+        algo: {job.seed for job in jobs if isinstance(job, RunJob) and job.algo == algo} for algo in ("npg", "trpo")
+    }
+    assert seeds == {"npg": set(range(5, 10)), "trpo": set(range(5))}  # our zoo entry; the RL Zoo's own entry
+    assert [job.seed for job in jobs] == sorted(job.seed for job in jobs)  # still seed-major
+    tuned = RunJob("td3", "Pendulum-v1", 1000, 0, {"batch_size": 64})  # a suite's override is a setting chosen here
+    defaults = RunJob("td3", "Pendulum-v1", 1000, 0, own_defaults=True)  # the defaults suite: 5-9 for every class
+    assert tuned.held_out_seeds == defaults.held_out_seeds == range(5, 10)
+    assert RunJob("td3", "Pendulum-v1", 1000, 0).held_out_seeds == range(5)
+
+
+def test_seeds_are_a_count_an_inclusive_range_or_held_out_and_nothing_else():
+    assert seed_range("3") == range(3) and seed_range("5-9") == range(5, 10) and seed_range("held-out") == HELD_OUT
+    for text in ("0", "-1", "9-5", "a", "1-b", "", "heldout"):
         with pytest.raises(SuiteError):
             seed_range(text)
     with pytest.raises(SystemExit) as exit_info:

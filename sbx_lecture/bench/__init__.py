@@ -10,6 +10,7 @@
     sbx-lecture bench figures --algos dpg                     # a figure that is not a training run (DPG's bandit)
     sbx-lecture bench my_suite.yml                            # a suite from a file (see suites.load_suite_file)
     sbx-lecture bench classic --report-only                   # tables and plots from the finished runs only
+    sbx-lecture bench classic --seeds held-out                # the published runs (docs/benchmarks.md, Protocol)
 
 Runs live in ``<out>/runs/...`` (shared by every suite that holds the same run); a suite's report, tables and plots
 in ``<out>/<suite>/`` (``<out>/<suite>-x<scale>/`` for a scaled budget). Running the same command again skips the
@@ -27,6 +28,7 @@ from typing import Any
 
 from sbx_lecture.bench.suites import (
     FINISHED,
+    HELD_OUT,
     SUITES,
     FigureJob,
     Job,
@@ -89,8 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seeds",
         type=seed_range,
-        metavar="K|A-B",
-        help="seeds 0..K-1, or seeds A to B inclusive (5-9: the held-out seeds); default: the suite's count",
+        metavar="K|A-B|held-out",
+        help="seeds 0..K-1, seeds A to B inclusive, or held-out: each run's held-out seeds (5-9 where we chose the "
+        "settings, 0-4 for an RL Zoo entry used as it is); default: the suite's count",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument(
@@ -256,6 +259,8 @@ def _bench(args: argparse.Namespace) -> int:
     folder = report_folder(args.out, suite, selection)
     folder.mkdir(parents=True, exist_ok=True)
     scaled = f" (budgets scaled by {selection.timesteps_scale:g})" if selection.timesteps_scale != 1.0 else ""
+    if selection.seeds == HELD_OUT:
+        scaled += "; held-out seeds: 5-9 where we chose the settings, 0-4 for an RL Zoo entry used as it is"
     with run_lock(folder, wait=True):  # two benches on one --out write their reports one after the other
         report = write_report(
             suite.name, suite.description + scaled, reported, folder, not args.no_plots, args.bootstrap_reps

@@ -21,10 +21,13 @@ from typing import Any, ClassVar
 
 import yaml
 
+from sbx_lecture.infra.validation import one_line
 from sbx_lecture.zoo_config import ZooSettings, settings_digest, split_hyperparams, zoo_settings
 
 #: The hyperparameter file of runs with their class's own constructor defaults (only ``policy: MlpPolicy``).
 CONSTRUCTOR_DEFAULTS = Path(__file__).with_name("constructor_defaults.yml")
+#: ``--seeds held-out``: each run's held-out seeds (:meth:`RunJob.held_out_seeds`), what published results use.
+HELD_OUT = "held-out"
 #: The built-in suites: one suite file each, ``<name>.yml``.
 SUITE_FILES = Path(__file__).with_name("suite_files")
 
@@ -104,6 +107,14 @@ class RunJob:
     def settings(self) -> ZooSettings:
         """The settings the run trains with: its zoo entry (or :data:`CONSTRUCTOR_DEFAULTS`) with its overrides."""
         return zoo_settings(self.algo, self.env_id, dict(self.hyperparams), self.conf_file)
+
+    @property
+    def held_out_seeds(self) -> range:
+        """The seeds this run's published results come from (the protocol of docs/benchmarks.md): seeds 0-4 for an
+        RL Zoo file's own entry, unchanged, whose settings were chosen elsewhere; seeds 5-9 for every setting chosen
+        here (our zoo entries, the constructor defaults, a suite's overrides), which seeds 0-4 chose."""
+        chosen_elsewhere = not (self.own_defaults or self.hyperparams) and self.settings().source.startswith("rl_zoo3/")
+        return range(0, 5) if chosen_elsewhere else range(5, 10)
 
     def outcome(self, status: str, folder: Path, **details: Any) -> dict[str, Any]:
         """The head of this run's result in ``folder``: what was run, ``status`` and the ``details`` (``error``,
@@ -279,7 +290,10 @@ def load_suite_file(path: Path) -> Suite:
           - {algo: ppo, env: CartPole-v1, timesteps: 3000, hyperparams: {n_steps: 64}}
           - {algo: [a2c, trpo], env: [CartPole-v1, Acrobot-v1], timesteps: 3000}
     """
-    data = yaml.safe_load(path.read_text())
+    try:  # safe_load: a Python tag is refused, never constructed
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SuiteError(f"cannot read the suite file {path} ({one_line(exc)}): check its YAML or JSON") from None
     if not isinstance(data, dict):
         raise SuiteError(f"suite file {path} must hold a mapping with 'runs', 'speed' or 'figures'")
     try:
@@ -341,14 +355,15 @@ def get_suite(name: str) -> Suite:
 class Selection:
     """How the command line narrows and scales a suite.
 
-    :param seeds: the seeds to run (``None``: the suite's count, from 0)
+    :param seeds: the seeds to run (``None``: the suite's count, from 0; :data:`HELD_OUT`: each run's held-out
+        seeds, :meth:`RunJob.held_out_seeds`)
     :param timesteps_scale: factor on every budget (0.1 for a quick look)
     :param algos: keep only these algorithms (``None``: all)
     :param envs: keep only these environments (``None``: all)
     :param device: the torch device the speed pairs are timed on (training runs and figures use the CPU)
     """
 
-    seeds: range | None = None
+    seeds: range | str | None = None
     timesteps_scale: float = 1.0
     algos: frozenset[str] | None = None
     envs: frozenset[str] | None = None
@@ -367,8 +382,10 @@ class Selection:
         return max(1_000, math.ceil(timesteps * self.timesteps_scale / 100.0) * 100)
 
 
-def seed_range(text: str) -> range:
-    """``"K"``: seeds 0 to K-1; ``"A-B"``: seeds A to B inclusive (``"5-9"``, the held-out seeds)."""
+def seed_range(text: str) -> range | str:
+    """``"K"``: seeds 0 to K-1; ``"A-B"``: seeds A to B inclusive; ``"held-out"``: :data:`HELD_OUT`."""
+    if text == HELD_OUT:
+        return HELD_OUT
     first, dash, last = text.partition("-")
     try:
         seeds = range(int(first), int(last) + 1) if dash else range(int(first))
@@ -384,10 +401,17 @@ def expand(suite: Suite, selection: Selection, zoo_budget: Any = None) -> list[J
 
     :param zoo_budget: ``(algo, env_id) -> int`` for rows without a budget (``None``: settled at run time)
     """
-    seeds = selection.seeds if selection.seeds is not None else range(suite.seeds)
+    seeds = selection.seeds if isinstance(selection.seeds, range) else range(suite.seeds)
+    rows = [
+        (entry, entry.held_out_seeds if selection.seeds == HELD_OUT else seeds)
+        for entry in filter(selection.keeps, suite.entries)
+    ]
     evaluation: dict[str, Any] = dict(eval_episodes=suite.eval_episodes, final_eval_episodes=suite.final_eval_episodes)
     jobs: list[Job] = []
-    for seed, entry in itertools.product(seeds, filter(selection.keeps, suite.entries)):
+    all_seeds = sorted({seed for _, entry_seeds in rows for seed in entry_seeds})
+    for seed, (entry, entry_seeds) in itertools.product(all_seeds, rows):
+        if seed not in entry_seeds:
+            continue
         budget = selection.scale(entry.timesteps or (zoo_budget(entry.algo, entry.env_id) if zoo_budget else 0))
         every = max(budget // suite.eval_points, 1) if budget else 0
         jobs.append(dataclasses.replace(entry, timesteps=budget, seed=seed, eval_freq=every, **evaluation))
