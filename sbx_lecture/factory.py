@@ -79,13 +79,19 @@ def check_environment(env_id: str) -> None:
 def check_run_options(seed: Any, device: str, **counts: Any) -> None:
     """Refuse the options ``train`` and ``eval`` share when they would be reinterpreted or crash later (one line
     each): a seed outside [0, 2**32), a count out of its :data:`COUNT_LIMITS` (``eval_freq=`` for ``--eval-freq``;
-    ``None`` is not given), and a torch device torch does not know (``auto`` is SB3's choice of CUDA when present)."""
+    ``None`` is not given), and a device :func:`check_device` refuses."""
     require_integer("--seed", seed, 0)
     if seed >= 2**32:
         raise InvalidValueError(f"--seed must be below 2**32, got {seed}")
     for name, value in counts.items():
         if value is not None:
             require_count("--" + name.replace("_", "-"), value)
+    check_device(device)
+
+
+def check_device(device: str) -> None:
+    """Refuse a ``--device`` torch does not know, one SB3 does not train on, or a CUDA device this machine does not
+    have (SB3 would take the CPU without a word); ``auto`` is SB3's choice of CUDA when present."""
     if device == "auto":
         return
     try:

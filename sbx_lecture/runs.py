@@ -85,12 +85,14 @@ def run_lock(run_dir: Path, wait: bool = False) -> Iterator[None]:
         lock.release()
 
 
-def prepare_folder(path: Path) -> bool:
-    """Create ``path`` (and its parents) for writing a run; return whether it was created now.
+def prepare_folder(path: Path) -> Path | None:
+    """Create ``path`` (and its parents) for writing a run; return the outermost folder created now (``None``: it
+    existed).
 
     :raises RunFolderError: when it cannot be a writable folder
     """
     existed = path.exists()
+    outermost = next((folder for folder in reversed([path, *path.parents]) if not folder.exists()), None)
     if existed and not path.is_dir():
         raise RunFolderError(f"run folder {path} is a file, not a folder: choose another --out")
     try:
@@ -99,11 +101,12 @@ def prepare_folder(path: Path) -> bool:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise RunFolderError(f"cannot write the run folder {path} ({reason}): choose another --out") from None
-    return not existed
+    return outermost
 
 
-def choose_run_dir(out: Path | None, algo: str, env_id: str, resume: bool = False) -> tuple[Path, bool]:
-    """The run folder of ``train``, and whether this call created it: ``out`` (made ready for writing), else the
+def choose_run_dir(out: Path | None, algo: str, env_id: str, resume: bool = False) -> tuple[Path, Path | None]:
+    """The run folder of ``train``, and the outermost folder this call created for it (``None``: none): ``out``
+    (made ready for writing), else the
     default ``runs/<algo>_<env>_<k>``: with ``resume`` the most recent, otherwise one with the next free ``k``,
     created now (two commands never get the same one).
 
@@ -120,10 +123,10 @@ def choose_run_dir(out: Path | None, algo: str, env_id: str, resume: bool = Fals
                 f"no run folder to resume for {algo} on {env_id} (looked for {run_dir or root / (stem + '_*')}); "
                 "pass --out RUN_DIR or drop --resume"
             )
-        return run_dir, False
+        return run_dir, None
     if out is not None:
         return out, prepare_folder(out)
-    prepare_folder(root)
+    made_root = prepare_folder(root)
     while True:
         candidate = root / f"{stem}_{get_latest_run_id(str(root), stem) + 1}"
         try:
@@ -132,7 +135,7 @@ def choose_run_dir(out: Path | None, algo: str, env_id: str, resume: bool = Fals
             continue
         except OSError as exc:
             raise RunFolderError(f"cannot create a run folder in {root} ({exc.strerror}): pass --out DIR") from None
-        return candidate, True
+        return candidate, made_root or candidate
 
 
 def require_empty(path: Path) -> None:
@@ -150,14 +153,16 @@ def clear_folder(path: Path) -> None:
             entry.unlink(missing_ok=True)
 
 
-def discard_folder(path: Path, created: bool) -> None:
-    """Leave nothing of a run that saved nothing: clear ``path``, and remove it when it was ``created`` for the run
-    (its lock file first, while it is still held, as :func:`run_lock` does; nobody else holds a folder made now)."""
+def discard_folder(path: Path, created: Path | None) -> None:
+    """Leave nothing of a run that saved nothing: clear ``path`` and, when the run ``created`` folders for it (the
+    outermost one), remove them, still empty, up to that one (the lock file first, while it is still held, as
+    :func:`run_lock` does; nobody else holds a folder made now)."""
     clear_folder(path)
-    if created:
+    if created is not None:
         with suppress(OSError):
             (path / LOCK_FILE).unlink()
-            path.rmdir()
+            for folder in [path, *path.parents[: len(path.parents) - len(created.parents)]]:
+                folder.rmdir()  # an OSError (not empty: another run's folder meanwhile) keeps it and the rest
 
 
 # -- the run file ----------------------------------------------------------------------------------------------------

@@ -54,7 +54,14 @@ from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 from sbx_lecture import zoo_config
-from sbx_lecture.factory import UsageError, build_model, check_environment, require_count, resolve_algorithm
+from sbx_lecture.factory import (
+    UsageError,
+    build_model,
+    check_device,
+    check_environment,
+    require_count,
+    resolve_algorithm,
+)
 from sbx_lecture.hyperparams import check_hyperparameters
 from sbx_lecture.infra.studies import StudyStorageError, ensure_study, mask_url, open_study_storage
 from sbx_lecture.infra.validation import USAGE_ERROR_STATUS, is_action_space_error, one_line, run_command
@@ -494,15 +501,18 @@ def _bridge_options(name: str, arguments: list[str]) -> tuple[argparse.Namespace
 
 def _check_command_line(script: str, arguments: list[str], table: LazyAlgorithms) -> None:
     """Refuse, before the zoo starts, an unknown ``--algo`` with the closest names (and another spelling of a
-    registered one, ``TNPG`` or ``PPO-KL``: the zoo takes the exact name, as ``train`` does) and, for ``train``, an
-    unknown ``--env`` (once the zoo's environments and ``--gym-packages`` are registered)."""
+    registered one, ``TNPG`` or ``PPO-KL``: the zoo takes the exact name, as ``train`` does), a ``--device`` that
+    ``train`` refuses and, for ``train``, an unknown ``--env`` (once the zoo's environments and ``--gym-packages``
+    are registered)."""
     parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     parser.add_argument("--algo")
     parser.add_argument("--env")
     parser.add_argument("--gym-packages", nargs="+", default=[])
+    parser.add_argument("--device", default="auto")
     options = parser.parse_known_args(arguments)[0]
     if options.algo is not None and options.algo not in table:
         resolve_algorithm(options.algo)  # refuses it with the closest registered names (or its exact spelling)
+    check_device(options.device)  # the zoo's --device (train, enjoy, record_video), as train's
     if script == "train" and options.env is not None:
         for module in ["rl_zoo3.import_envs", *options.gym_packages]:
             importlib.import_module(module)

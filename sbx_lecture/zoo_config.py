@@ -144,7 +144,8 @@ def read_sections(path: Path) -> dict[str, Any]:
     import yaml
 
     if not path.is_file():  # a -conf typo, or an algorithm with no file of its own nor of the zoo's
-        raise ZooConfigError(f"hyperparameter file {path} does not exist: pass -conf FILE.yml (check its path)")
+        missing = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ZooConfigError(f"hyperparameter file {path} {missing}: pass -conf FILE.yml (check its path)")
     try:
         content = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:

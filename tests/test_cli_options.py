@@ -162,6 +162,15 @@ def test_a_conf_file_without_the_section_is_one_line(workdir: Path, capsys: pyte
     assert err.count("\n") == 0 and "has no section for CartPole-v1" in err
 
 
+def test_a_conf_path_that_is_a_folder_or_missing_is_one_line(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "folder.yml").mkdir()
+    for conf, says in (("folder.yml", "is a folder, not a file"), ("missing.yml", "does not exist")):
+        assert main(["train", "ppo", "CartPole-v1", "-conf", conf, "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"hyperparameter file {conf} {says}: pass -conf FILE.yml" in err
+    assert [path.name for path in workdir.iterdir()] == ["folder.yml"], "nothing is left behind"
+
+
 def test_run_file_records_typed_hyperparameters(workdir: Path) -> None:
     assert (
         main(

@@ -326,3 +326,31 @@ def test_pickle_payload_in_a_pth_member(
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "policy.pth" in error[0] and "Traceback" not in error[0]
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["bare pickle", "garbage"])
+def test_pth_member_outside_torchs_format(
+    kind: str, payload_type: type, workdir: Path, klppo_zip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``.pth`` member that is not torch's zip format (a bare pickle with a payload, or garbage) is refused as the
+    others are, in one line, by ``inspect``, ``load`` and ``eval``: torch has no list of its globals to give, and its
+    warning about the pickle protocol stays out of the user's terminal."""
+    marker = workdir / "marker"
+    path = workdir / "model.zip"
+    save(KLPPO.load(klppo_zip), path, {"algo": "ppo_kl", "env": "CartPole-v1"})
+    content = pickle.dumps(payload_type(marker)) if kind == "bare pickle" else b"garbage" * 100
+    _copy_with(path, path, {"policy.pth": content})
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        report = inspect_model_file(path)
+    assert not [w for w in record if "pickle protocol" in str(w.message)]
+    assert report["needs_trust"] == ["policy.pth"] and not report["safe_load"]
+    assert main(["inspect", str(path)]) == 0
+    assert "NEEDS TRUST: torch refuses it: not a torch checkpoint" in capsys.readouterr().out
+    with pytest.raises(UntrustedContentError) as exc:
+        KLPPO.load(path)
+    _one_line(exc, "'policy.pth'", "not a torch checkpoint")
+    assert main(["eval", str(path), "--episodes", "1"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "policy.pth" in error[0] and "Traceback" not in error[0]
+    assert not marker.exists()

@@ -70,6 +70,19 @@ def test_samplers_of_ours_plugins_and_sb3_give_zoo_sections_that_read_back() -> 
         zoo_sampler("crossq", register_with_zoo())
 
 
+@pytest.mark.parametrize(
+    "storage", ["not a url", f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/none"], ids=["not-a-url", "refused"]
+)
+def test_a_storage_that_cannot_be_opened_is_one_line_and_leaves_no_folder(
+    storage: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sweeps" / "mine"
+    assert cli.main(["sweep", *TINY, "--trials", "1", "--storage", storage, "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "cannot open the Optuna storage" in error[0] and PASSWORD not in error[0]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_two_sweeps_at_once_share_a_fresh_postgresql_study(postgres_database: str, tmp_path: Path) -> None:
     storage = f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/{postgres_database}"
     outs = [tmp_path / "machine0", tmp_path / "machine1"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import optuna
 import pytest
+import torch as th
 import yaml
 
 from sbx_lecture.builtin import LECTURE_ALGORITHMS
@@ -399,8 +400,14 @@ def test_safe_text_keeps_working_on_the_zoo_path(workdir: Path) -> None:
             ["enjoy", "--algo", "ppo", "--env", "CartPole-v1", "-f", "/no/such/folder"],
             "The /no/such/folder/ppo folder was not found: pass -f the log folder of `sbx-lecture zoo train`",
         ),
+        (["train", "--algo", "ppo", "--env", "CartPole-v1", "--device", "mps"], "SB3 trains on cpu or cuda"),
+        (["train", "--algo", "tnpg", "--env", "CartPole-v1", "--device", "foo"], "--device must be auto, cpu, cuda"),
+        (
+            ["enjoy", "--algo", "ppo", "--env", "CartPole-v1", "--device", f"cuda:{th.cuda.device_count()}"],
+            "CUDA devices; use --device cpu or auto",
+        ),
     ],
-    ids=["unknown-key", "unknown-environment", "no-such-folder"],
+    ids=["unknown-key", "unknown-environment", "no-such-folder", "device-mps", "device-unknown", "device-missing"],
 )
 def test_mistakes_of_the_zoo_s_own_algorithms_are_one_line(
     arguments: list[str], expected: str, workdir: Path, capsys: pytest.CaptureFixture[str]

@@ -175,9 +175,14 @@ def _member(name: str, content: bytes, label: str) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": name, "size": len(content)}
     if name.endswith(".pth"):
         try:
-            th.load(io.BytesIO(content), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns of a pickle protocol it does not expect: it refuses below
+                warnings.simplefilter("ignore", UserWarning)
+                th.load(io.BytesIO(content), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:  # torch's own list of the globals it will not import
-            unsafe = th.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(content))
+            try:
+                unsafe = th.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(content))
+            except ValueError:  # not torch's zip format (a bare pickle, a legacy file, garbage): torch lists nothing
+                unsafe = ["not a torch checkpoint"]
             entry["refused"] = f"torch refuses it: {', '.join(unsafe) or 'not plain tensors'}"
         except Exception as exc:  # SB3's loader would fail on it too
             raise _error_like(exc)(
