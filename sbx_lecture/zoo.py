@@ -23,6 +23,8 @@ which ``sbx-lecture sweep`` uses too.
   ``<algo>_<env>_n<budget>``, so that runs (and workers) with one budget add to one study; it creates the study before
   any trial and says in one line whether it joins an existing one; ``--workers K`` starts K worker processes on it
   (or on any ``--storage`` URL shared by several machines: a database, a Redis journal);
+- the scripts take whole option names, as ``sbx-lecture``'s commands do (``--n-timestep`` is not ``--n-timesteps``:
+  :func:`_whole_option_names`);
 - ``enjoy``, ``record_video`` and ``record_training`` load a run without unpickling
   (:mod:`sbx_lecture.loading.zoo_run`), and record_training's videos are recorded through the bridge too.
 
@@ -50,18 +52,11 @@ from collections import UserDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from unittest import mock
 
-from sbx_lecture import zoo_config
-from sbx_lecture.factory import (
-    UsageError,
-    build_model,
-    check_device,
-    check_environment,
-    require_count,
-    resolve_algorithm,
-)
+from sbx_lecture import factory, zoo_config
+from sbx_lecture.factory import UsageError
 from sbx_lecture.hyperparams import check_hyperparameters
 from sbx_lecture.infra.studies import StudyStorageError, ensure_study, mask_url, open_study_storage
 from sbx_lecture.infra.validation import USAGE_ERROR_STATUS, is_action_space_error, one_line, run_command
@@ -277,7 +272,7 @@ def _setup_experiment(setup: Callable[..., Any], manager: Any) -> Any:
             raise
         env = manager.create_envs(1, no_log=True)
         try:
-            build_model(manager.algo, ALGOS[manager.algo], env, {}, {}, seed=0)
+            factory.build_model(manager.algo, ALGOS[manager.algo], env, {}, {}, seed=0)
         except UsageError as refusal:
             if is_action_space_error(refusal):
                 raise ZooBridgeError(str(refusal)) from error
@@ -493,7 +488,7 @@ def _bridge_options(name: str, arguments: list[str]) -> tuple[argparse.Namespace
     if name == "record_training":
         parser.add_argument("-o", "--output-folder", type=os.path.abspath)
     options, rest = parser.parse_known_args(arguments)
-    require_count(WORKERS_FLAG, options.workers)
+    factory.require_count(WORKERS_FLAG, options.workers)
     if options.output_folder is not None:
         rest += ["--output-folder", options.output_folder]
     return options, rest
@@ -511,12 +506,24 @@ def _check_command_line(script: str, arguments: list[str], table: LazyAlgorithms
     parser.add_argument("--device", default="auto")
     options = parser.parse_known_args(arguments)[0]
     if options.algo is not None and options.algo not in table:
-        resolve_algorithm(options.algo)  # refuses it with the closest registered names (or its exact spelling)
-    check_device(options.device)  # the zoo's --device (train, enjoy, record_video), as train's
+        factory.resolve_algorithm(options.algo)  # refuses it with the closest registered names (or its exact spelling)
+    factory.check_device(options.device)  # the zoo's --device (train, enjoy, record_video), as train's
     if script == "train" and options.env is not None:
         for module in ["rl_zoo3.import_envs", *options.gym_packages]:
             importlib.import_module(module)
-        check_environment(options.env)
+        factory.check_environment(options.env)
+
+
+def _whole_option_names(parse_args: Callable[..., Any], parser: argparse.ArgumentParser, *args: Any) -> Any:
+    """A zoo script's command line, parsed without matching prefixes of option names, and a mistake in it refused in
+    one line (:class:`UsageError`) instead of argparse's usage text."""
+
+    def refuse(message: str) -> NoReturn:
+        raise UsageError(message)
+
+    parser.allow_abbrev = False
+    parser.error = refuse  # type: ignore[method-assign]
+    return parse_args(parser, *args)
 
 
 def run_script(name: str, arguments: Sequence[str], trusted: bool = False, workers: int = 1) -> int:
@@ -545,6 +552,8 @@ def run_script(name: str, arguments: Sequence[str], trusted: bool = False, worke
             if name == "record_training":
                 enter(mock.patch.object(subprocess, "call", adapted(subprocess.call, _record_video_through_the_bridge)))
                 _lend_ffmpeg(stack)
+            parse_args = adapted(argparse.ArgumentParser.parse_args, _whole_option_names)
+            enter(mock.patch.object(argparse.ArgumentParser, "parse_args", parse_args))
             enter(mock.patch.object(sys, "argv", [f"{PROGRAM} {name}", *arguments]))
             enter(warnings.catch_warnings())
             # runpy's "found in sys.modules": the zoo's package imports some scripts, which define functions only
@@ -627,10 +636,8 @@ def _run(name: str, arguments: list[str]) -> int:
     if name not in ZOO_SCRIPTS:  # a script that is not offered says why
         unknown = unknown_name_message("zoo script", name, list(ZOO_SCRIPTS))
         raise ZooBridgeError(UNAVAILABLE_SCRIPTS.get(name, unknown))
-    from sbx_lecture.factory import use_threads
-
     options, arguments = _bridge_options(name, arguments)
-    use_threads(options.threads)
+    factory.use_threads(options.threads)
     table = register_with_zoo()
     if not {"-h", "--help"} & set(arguments):
         _check_command_line(name, arguments, table)

@@ -396,6 +396,7 @@ def test_safe_text_keeps_working_on_the_zoo_path(workdir: Path) -> None:
             "'n_stepz' is not an argument of PPO (did you mean 'n_steps'?)",
         ),
         (["train", "--algo", "ppo", "--env", "NoSuch-v0"], "unknown environment 'NoSuch-v0'"),
+        (["train", "--algo", "ppo", "--env", "CartPole-v1", "--n-timestep", "64"], "unrecognized arguments"),
         (
             ["enjoy", "--algo", "ppo", "--env", "CartPole-v1", "-f", "/no/such/folder"],
             "The /no/such/folder/ppo folder was not found: pass -f the log folder of `sbx-lecture zoo train`",
@@ -407,7 +408,15 @@ def test_safe_text_keeps_working_on_the_zoo_path(workdir: Path) -> None:
             "CUDA devices; use --device cpu or auto",
         ),
     ],
-    ids=["unknown-key", "unknown-environment", "no-such-folder", "device-mps", "device-unknown", "device-missing"],
+    ids=[
+        "unknown-key",
+        "unknown-environment",
+        "option-prefix",
+        "no-such-folder",
+        "device-mps",
+        "device-unknown",
+        "device-missing",
+    ],
 )
 def test_mistakes_of_the_zoo_s_own_algorithms_are_one_line(
     arguments: list[str], expected: str, workdir: Path, capsys: pytest.CaptureFixture[str]
@@ -693,6 +702,7 @@ ADAPTED_SIGNATURES = {
         "(load_path: str, venv: stable_baselines3.common.vec_env.base_vec_env.VecEnv) -> 'VecNormalize'"
     ),
     "subprocess:call": "(*popenargs, timeout=None, **kwargs)",
+    "argparse:ArgumentParser.parse_args": "(self, args=None, namespace=None)",
     "yaml:safe_load": "(stream)",
     "pickle:load": "(file, *, fix_imports=True, encoding='ASCII', errors='strict', buffers=())",
 }
