@@ -359,11 +359,12 @@ def sweep(args: argparse.Namespace) -> int:
     args.storage = args.storage or str(args.out / "study.log")
     args.study_dir = re.sub(r"[^\w.-]+", "_", args.study_name)
     args.topic = f"sbx-lecture-sweep-{uuid.uuid4().hex[:8]}"
-    if args.storage == str(args.out / "study.log"):  # the default journal file lives in the folder
-        args.out.mkdir(parents=True, exist_ok=True)
-    study = open_study(args)  # a storage that cannot be opened leaves no folder behind
-    args.out.mkdir(parents=True, exist_ok=True)
+    # a scheduler or a storage that cannot be reached leaves nothing behind: no folder, no study
     with connect(args.jobs or args.seeds, args.scheduler) as client:
+        if args.storage == str(args.out / "study.log"):  # the default journal file lives in the folder
+            args.out.mkdir(parents=True, exist_ok=True)
+        study = open_study(args)
+        args.out.mkdir(parents=True, exist_ok=True)
         search(study, client, args)
         best = max(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value, default=None)
         confirmation = confirm(client, args, best) if best is not None and args.confirm_seeds else []

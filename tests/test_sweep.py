@@ -83,6 +83,24 @@ def test_a_storage_that_cannot_be_opened_is_one_line_and_leaves_no_folder(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_unreachable_scheduler_is_one_line_and_leaves_no_folder_nor_study(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from sbx_lecture.bench import harness
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(harness, "CONNECT_TIMEOUT", 2)
+    out = tmp_path / "sweeps" / "mine"
+    assert cli.main(["sweep", *TINY, "--scheduler", f"tcp://127.0.0.1:{port}", "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "cannot reach the Dask scheduler" in error[0]
+    assert list(tmp_path.iterdir()) == []  # the default journal file (the study) is not created either
+
+
 def test_two_sweeps_at_once_share_a_fresh_postgresql_study(postgres_database: str, tmp_path: Path) -> None:
     storage = f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/{postgres_database}"
     outs = [tmp_path / "machine0", tmp_path / "machine1"]
