@@ -831,6 +831,17 @@ def test_the_defaults_report_gives_each_class_a_fraction_of_its_siblings_gain(tm
     assert f"| {expected:.2f} [{expected:.2f}, {expected:.2f}] |" in row
     flat = [run("sql", 0, 30.0), run("dqn", 0, 22.0)]  # the sibling did not learn: nothing to compare with
     assert "| n/a |" in markdown_report("defaults", "test", flat, [], tmp_path)
+    # a sibling that learned on one seed of three: resamples of its two flat seeds widen the interval, never void it
+    mixed = [run("sql", seed, 250.0) for seed in range(3)] + [
+        run("dqn", 0, 500.0),
+        run("dqn", 1, 22.0),
+        run("dqn", 2, 22.0),
+    ]
+    row = (
+        markdown_report("defaults", "test", mixed, [], tmp_path).split("| CartPole-v1 | sql | dqn |")[1].splitlines()[0]
+    )
+    point, low, high = map(float, row.split("|")[-2].replace("[", "").replace("]", "").replace(",", "").split())
+    assert "nan" not in row and low < point < high
 
 
 @pytest.mark.parametrize(

@@ -244,7 +244,9 @@ def sibling_gains(groups: list[Group], refs: dict[str, Reference], reps: int = D
 
     ``(IQM(ours) − random) / (IQM(sibling) − random)`` over seeds at the same budget, with a 95 % interval that
     resamples the seeds of each side independently. Where the sibling gains less than 1 % of the environment's
-    return range over random, the fraction is NaN: there is no gain to compare with. A DataFrame, one row per pair.
+    return range over random, the fraction is NaN: there is no gain to compare with. A resample in which the
+    sibling's gain falls below that floor divides by the floor, so a sibling whose seeds gain little widens the
+    interval rather than voiding it. A DataFrame, one row per pair.
     """
     import pandas as pd
 
@@ -257,13 +259,14 @@ def sibling_gains(groups: list[Group], refs: dict[str, Reference], reps: int = D
             floor = 0.01 * (high - low)
 
             def fraction(x: np.ndarray, y: np.ndarray, random: float = random, floor: float = floor) -> np.ndarray:
-                gain = column_iqm(y) - random
-                return np.where(gain > floor, (column_iqm(x) - random) / np.maximum(gain, floor), np.nan)
+                return (column_iqm(x) - random) / np.maximum(column_iqm(y) - random, floor)
 
             x, y = np.array(group.finals)[:, None], np.array(other.finals)[:, None]
             row = {"env": env, "algo": ours, "sibling": other.algo, "timesteps": group.timesteps}
             row |= {"seeds": f"{len(x)}/{len(y)}", "iqm": column_iqm(x)[0], "sibling_iqm": column_iqm(y)[0]}
-            rows.append(row | {"random": random} | _columns("fraction", estimates([x, y], fraction, reps)[:, 0]))
+            no_gain = column_iqm(y)[0] - random <= floor
+            fractions = np.full(3, np.nan) if no_gain else estimates([x, y], fraction, reps)[:, 0]
+            rows.append(row | {"random": random} | _columns("fraction", fractions))
     return pd.DataFrame(rows)
 
 
