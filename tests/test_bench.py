@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -255,7 +256,8 @@ def test_tiny_suite_writes_results_tables_and_plots(tiny_run):
     assert speed[0]["ratio"] == pytest.approx(speed[0]["ours_steps_per_second"] / speed[0]["sibling_steps_per_second"])
     assert "n_epochs" in speed[0]["dropped_for_sibling"]  # A2C takes no epochs: dropped for it, and said so
     report = (folder / "report.md").read_text()
-    assert "| CartPole-v1 | proximal | ppo | 3,000 | 2 |" in report
+    # PPO ends its last rollout past the budget: the table says how many steps the runs took
+    assert re.search(r"\| CartPole-v1 \| proximal \| ppo \| 3,000 \(3,\d{3} taken\) \| 2 \|", report)
     ours = report.split("## Published figures")[0]  # our figures are intervals; only published ones carry ± std
     assert "| seeds | IQM [95% CI] | median [95% CI] |" in ours and "±" not in ours
     assert "| CartPole-v1 | " in report.split("## Normalised scores")[1]  # random policy and published best
@@ -842,6 +844,19 @@ def test_the_defaults_report_gives_each_class_a_fraction_of_its_siblings_gain(tm
     )
     point, low, high = map(float, row.split("|")[-2].replace("[", "").replace("]", "").replace(",", "").split())
     assert "nan" not in row and low < point < high
+
+
+def test_a_budget_that_runs_took_more_steps_of_states_the_steps_taken(tmp_path):
+    def run(algo: str, seed: int, last_step: int) -> dict[str, Any]:
+        curve = [[0, 20.0, 0.0], [last_step, 100.0, 0.0]]
+        return {"kind": "run", "status": "done", "algo": algo, "env": "CartPole-v1", "seed": seed,
+                "family": family_of(algo), "timesteps": 50_000, "final_mean": 100.0, "final_std": 0.0,
+                "final_episodes": 10, "steps_per_second": 100.0, "curve": curve}  # fmt: skip
+
+    results = [run("ppo", seed, 51_200) for seed in range(2)] + [run("dqn", seed, 50_000) for seed in range(2)]
+    report = markdown_report("classic", "test", results, [], tmp_path)
+    assert "| CartPole-v1 | proximal | ppo | 50,000 (51,200 taken) | 2 |" in report  # a rollout of 2048 past it
+    assert "| dqn | 50,000 | 2 |" in report  # exactly the budget: nothing added
 
 
 @pytest.mark.parametrize(

@@ -452,4 +452,4 @@ def test_workers_without_our_filesystem_send_results_the_command_writes(tmp_path
     result = json.loads((out / job.folder / RESULT_FILE).read_text())  # written here from what came back
     assert result == json.loads((elsewhere / job.folder / RESULT_FILE).read_text())
     assert result["status"] == "done" and result["curve"][-1][0] >= 500
-    assert "| CartPole-v1 | actor-critic | a2c | 500 | 1 |" in (out / "apart" / "report.md").read_text()
+    assert "| CartPole-v1 | actor-critic | a2c | 500 (520 taken) | 1 |" in (out / "apart" / "report.md").read_text()

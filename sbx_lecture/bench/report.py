@@ -104,7 +104,8 @@ def summary_table(stats: SuiteStatistics) -> str:
         estimates = "no finished run | – | –"
         if row.seeds:
             estimates = f"{interval_cell(row, 'iqm')} | {interval_cell(row, 'median')} | {row.steps_per_second:.0f}"
-        rows.append(f"{row.env} | {row.family} | {row.algo} | {row.timesteps:,} | {seeds} | {estimates}")
+        budget = f"{row.timesteps:,}" + (f" ({row.taken:,} taken)" if row.taken > row.timesteps else "")
+        rows.append(f"{row.env} | {row.family} | {row.algo} | {budget} | {seeds} | {estimates}")
     return markdown_table(SECTIONS["final"]["header"], rows, slice(3, 8))
 
 

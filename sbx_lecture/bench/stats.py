@@ -164,7 +164,10 @@ def per_environment(groups: list[Group], reps: int = DEFAULT_REPS) -> Any:
         found = estimates(scores, lambda s: np.concatenate([column_iqm(s), np.median(s, axis=0)]), reps)
         for name, values in (("iqm", found[:, : len(members)]), ("median", found[:, len(members) :])):
             frame.loc[members.index, [name, f"{name}_low", f"{name}_high"]] = values.T
-    return frame.assign(steps_per_second=[float(np.median(g.speeds)) if g.finals else np.nan for g in groups])
+    # SB3's on-policy learn ends at the first whole rollout past the budget: the steps the runs took, when more
+    taken = [max((int(curve[-1][0]) for curve in g.curves if curve), default=g.timesteps) for g in groups]
+    speeds = [float(np.median(g.speeds)) if g.finals else np.nan for g in groups]
+    return frame.assign(steps_per_second=speeds, taken=taken)
 
 
 @dataclass
