@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
+from stable_baselines3.common.vec_env import VecFrameStack, VecNormalize, sync_envs_normalization
 
 from sbx_lecture import checkpoints, loading
 from sbx_lecture.factory import UsageError, check_run_options, make_environment, resolve_algorithm
@@ -221,7 +221,8 @@ def find_normalization(model_path: Path, env_id: str) -> Path | None:
 def read_zoo_run(model_path: Path, env_id: str | None = None, trusted: bool = False) -> dict[str, Any]:
     """What the RL Zoo recorded about a model of its run folder (``<env>.zip``, ``best_model.zip`` or a checkpoint
     beside ``<env>/args.yml`` and ``<env>/config.yml``): ``algo``, ``env`` and ``env_kwargs`` as its ``enjoy`` reads
-    them (``args.yml``'s ``env_kwargs`` over ``config.yml``'s); empty when the model is not in one. The statistics
+    them (``args.yml``'s ``env_kwargs`` over ``config.yml``'s), and the section's ``env_wrapper`` and
+    ``frame_stack``; empty when the model is not in one. The statistics
     ``<env>/vecnormalize.pkl``, which the zoo saves only when it normalises, are found by :func:`find_normalization`.
 
     The YAML files are read as plain data plus the two Python types the zoo writes there (``OrderedDict`` and
@@ -236,7 +237,8 @@ def read_zoo_run(model_path: Path, env_id: str | None = None, trusted: bool = Fa
         try:
             with open(path) as handle:
                 content = yaml.load(handle, Loader=yaml.UnsafeLoader if trusted else zoo_file_loader())
-            read.update({key: content[key] for key in ("algo", "env", "env_kwargs") if content.get(key) is not None})
+            keys = ("algo", "env", "env_kwargs", "env_wrapper", "frame_stack")
+            read.update({key: content[key] for key in keys if content.get(key) is not None})
         except FileNotFoundError:
             continue
         except loading.UntrustedContentError:
@@ -260,7 +262,9 @@ def evaluate(
     """Load ``model_path`` safely and run it for ``episodes`` episodes (algorithm and env from the model if not given).
 
     Normalisation statistics saved with the model (see :func:`find_normalization`) are applied; a model whose
-    weights hold NaN or infinities is refused.
+    weights hold NaN or infinities is refused. A zoo run's environment is built as the zoo's ``enjoy`` builds it:
+    with its ``frame_stack``, and with its ``env_wrapper`` only when ``trusted`` (the zoo imports the classes that
+    ``config.yml`` names).
 
     :param trusted: allow unpickling what the model file (or its statistics) would need
     """
@@ -275,10 +279,22 @@ def evaluate(
         raise UsageError(f"cannot tell which environment {model_path} was trained on: pass the ENV argument")
     spec, _ = resolve_algorithm(algo)
     stats = find_normalization(model_path, env_id)
-    env = make_environment(env_id, 1, seed, env_kwargs=metadata.get("env_kwargs"))
+    wrapper = metadata.get("env_wrapper")
+    if wrapper is not None and not trusted:
+        raise UsageError(
+            f"{model_path}'s run wraps its environment in {wrapper} (config.yml's env_wrapper), which the zoo imports "
+            "by name: pass --trusted to apply it, as the zoo's enjoy does"
+        )
+    if wrapper is not None:
+        from rl_zoo3.utils import get_wrapper_class
+
+        wrapper = get_wrapper_class({"env_wrapper": wrapper})
+    env = make_environment(env_id, 1, seed, env_kwargs=metadata.get("env_kwargs"), wrapper_class=wrapper)
     if stats is not None:  # as saved: the statistics stay fixed, and rewards unnormalised
         env = loading.load_normalization(stats, env, trusted=trusted)
         env.training = env.norm_reward = False
+    if metadata.get("frame_stack"):  # after the statistics, as the zoo stacks them
+        env = VecFrameStack(env, int(metadata["frame_stack"]))
     try:
         model = loading.load(model_path, env=env, trusted=trusted, device=device, algo=spec.name)
         assert_finite_parameters(

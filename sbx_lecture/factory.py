@@ -122,6 +122,7 @@ def make_environment(
     gamma: float = 0.99,
     vec_env: str = "dummy",
     env_kwargs: dict[str, Any] | None = None,
+    wrapper_class: Any = None,
 ) -> VecEnv:
     """A vectorised ``env_id`` with Monitor files, optionally wrapped in a fresh VecNormalize (saved statistics:
     :func:`sbx_lecture.loading.load_normalization` on the result).
@@ -132,6 +133,7 @@ def make_environment(
         ``normalize``)
     :param vec_env: ``dummy`` (environments stepped in this process) or ``subproc`` (one process each)
     :param env_kwargs: keyword arguments of the environment's constructor (the zoo's ``env_kwargs``)
+    :param wrapper_class: a gymnasium wrapper for each environment, inside its Monitor (the zoo's ``env_wrapper``)
     """
     check_environment(env_id)
     try:
@@ -142,6 +144,7 @@ def make_environment(
             monitor_dir=str(monitor_dir) if monitor_dir is not None else None,
             vec_env_cls=SubprocVecEnv if vec_env == "subproc" else DummyVecEnv,
             env_kwargs=env_kwargs,
+            wrapper_class=wrapper_class,
         )
     except gym.error.DependencyNotInstalled as exc:
         raise UsageError(f"environment {env_id!r} needs a missing dependency: {exc}") from None

@@ -309,6 +309,26 @@ def test_eval_of_a_zoo_run_uses_the_zoos_statistics_as_the_zoo_does(
     assert not marker.exists()
 
 
+def test_eval_of_a_zoo_run_builds_its_environment_as_the_zoo_does(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A zoo run whose section wraps the environment (``env_wrapper``, a class the zoo imports by name) and stacks
+    frames evaluates on the same observations: the stack always, the wrapper with ``--trusted`` only."""
+    wrapper = "sb3_contrib.common.wrappers.TimeFeatureWrapper"  # adds one observation feature
+    section = {"policy": "MlpPolicy", "n_timesteps": 256, "n_envs": 1, "n_steps": 128, "batch_size": 64, "n_epochs": 1}
+    section |= {"env_wrapper": wrapper, "frame_stack": 2}
+    (workdir / "mine.yml").write_text(yaml.safe_dump({"Pendulum-v1": section}))
+    arguments = ["--algo", "ppo", "--env", "Pendulum-v1", "-n", "256", "-f", "logs", "--eval-freq", "-1"]
+    assert main(["zoo", "train", *arguments, "-conf", "mine.yml"]) == 0
+    model_path = workdir / "logs" / "ppo" / "Pendulum-v1_1" / "Pendulum-v1.zip"
+    capsys.readouterr()
+    assert main(["eval", str(model_path), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"wraps its environment in {wrapper}" in err and "--trusted" in err
+    assert main(["eval", str(model_path), "--episodes", "1", "--trusted"]) == 0  # (1 + 1) features, stacked twice
+    assert "Pendulum-v1: " in capsys.readouterr().out
+
+
 def test_inspect_names_what_would_need_trust(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "ppo", "CartPole-v1", "--timesteps", "64", "--out", "run", "--no-progress", *TINY_PPO]) == 0
     capsys.readouterr()
