@@ -285,11 +285,12 @@ def evaluate(
             f"{model_path}'s run wraps its environment in {wrapper} (config.yml's env_wrapper), which the zoo imports "
             "by name: pass --trusted to apply it, as the zoo's enjoy does"
         )
+    wrapper_class = None
     if wrapper is not None:
         from rl_zoo3.utils import get_wrapper_class
 
-        wrapper = get_wrapper_class({"env_wrapper": wrapper})
-    env = make_environment(env_id, 1, seed, env_kwargs=metadata.get("env_kwargs"), wrapper_class=wrapper)
+        wrapper_class = get_wrapper_class({"env_wrapper": wrapper})
+    env = make_environment(env_id, 1, seed, env_kwargs=metadata.get("env_kwargs"), wrapper_class=wrapper_class)
     if stats is not None:  # as saved: the statistics stay fixed, and rewards unnormalised
         env = loading.load_normalization(stats, env, trusted=trusted)
         env.training = env.norm_reward = False

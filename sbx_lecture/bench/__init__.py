@@ -258,12 +258,12 @@ def _bench(args: argparse.Namespace) -> int:
             reported.append({**result, "status": "done"} if result["status"] == "skipped" else result)
     folder = report_folder(args.out, suite, selection)
     folder.mkdir(parents=True, exist_ok=True)
-    scaled = f" (budgets scaled by {selection.timesteps_scale:g})" if selection.timesteps_scale != 1.0 else ""
+    notes = f" (budgets scaled by {selection.timesteps_scale:g})" if selection.timesteps_scale != 1.0 else ""
     if selection.seeds == HELD_OUT:
-        scaled += "; held-out seeds: 5-9 where we chose the settings, 0-4 for an RL Zoo entry used as it is"
+        notes += "; held-out seeds: 5-9 where we chose the settings, 0-4 for an RL Zoo entry used as it is"
     with run_lock(folder, wait=True):  # two benches on one --out write their reports one after the other
         report = write_report(
-            suite.name, suite.description + scaled, reported, folder, not args.no_plots, args.bootstrap_reps
+            suite.name, suite.description + notes, reported, folder, not args.no_plots, args.bootstrap_reps
         )
     print(f"report: {report}")
     unfinished = [r for r in results if r.get("status") not in FINISHED]
