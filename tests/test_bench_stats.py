@@ -20,7 +20,7 @@ from rliable import metrics
 
 from sbx_lecture.bench import baselines
 from sbx_lecture.bench.baselines import RANDOM_CACHE_FILE, RETURN_RANGES, Reference, random_scores, return_range
-from sbx_lecture.bench.plots import improvement_chart, interval_chart, learning_curves, profile_chart
+from sbx_lecture.bench.plots import improvement_chart, interval_chart, learning_curves, profile_chart, seeds_label
 from sbx_lecture.bench.report import anchors_table, markdown_report, suite_statistics
 from sbx_lecture.bench.stats import (
     PROFILE_TAUS,
@@ -437,6 +437,28 @@ def test_plots_are_written(tmp_path, stats):
         "fixed_probability_of_improvement.png",
     ]
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in images)
+
+
+def test_curve_legends_name_the_seeds_they_stand_on(tmp_path, monkeypatch):
+    """A figure states its seeds: held-out curves read "seeds 5-9", not just a count."""
+    assert [seeds_label(seeds) for seeds in ([3], [9, 5, 6, 7, 8], [0, 2, 7])] == [
+        "seed 3",
+        "seeds 5-9",
+        "seeds 0, 2, 7",
+    ]
+    legends: list[str] = []
+    import matplotlib.axes
+
+    original = matplotlib.axes.Axes.legend
+
+    def record(axis, *args, **kwargs):
+        legends.extend(text.get_label() for text in axis.get_lines())
+        return original(axis, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "legend", record)
+    groups = group_runs(results_of(score_table()))
+    learning_curves(groups, tmp_path, "fixed", reps=50)
+    assert {f"{group.algo} ({seeds_label(group.seeds)})" for group in groups} <= set(legends)
 
 
 # --- the RL Zoo's log layout --------------------------------------------------------------------------------------

@@ -50,6 +50,16 @@ def _panels(count: int) -> tuple[Any, list[Any]]:
     return figure, [figure.add_subplot(rows, columns, index + 1) for index in range(count)]
 
 
+def seeds_label(seeds: list[int]) -> str:
+    """``"seed 3"``, ``"seeds 5-9"`` (consecutive) or ``"seeds 0, 2, 7"``: which seeds a curve or score stands on."""
+    ordered = sorted(seeds)
+    if len(ordered) == 1:
+        return f"seed {ordered[0]}"
+    if ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"seeds {ordered[0]}-{ordered[-1]}"
+    return "seeds " + ", ".join(map(str, ordered))
+
+
 def algorithm_color(algo: str) -> tuple[float, ...]:
     """The same colour for an algorithm in every plot (matplotlib's ``tab10`` palette, in family order)."""
     import matplotlib
@@ -80,12 +90,14 @@ def learning_curves(
         for axis, (family, members) in zip(axes, families.items(), strict=True):
             for group in sorted(members, key=lambda g: (g.algo, g.timesteps)):
                 steps, iqm, low, high = bench_stats.curve_iqm(group.curves, bounds, reps)
-                label = f"{group.algo} ({len(group.curves)} seed{'s' if len(group.curves) > 1 else ''})"
+                label = f"{group.algo} ({seeds_label(group.seeds)})"
                 style = "-" if group.algo in SIBLINGS else "--"  # the lecture's solid, its siblings dashed
                 axis.plot(steps, iqm, linewidth=2, color=algorithm_color(group.algo), linestyle=style, label=label)
                 axis.fill_between(steps, low, high, alpha=0.2, color=algorithm_color(group.algo))
             axis.set(
-                title=f"{env_id}: {family}", xlabel="environment steps", ylabel="deterministic evaluation return, IQM"
+                title=f"{env_id}: {family}",
+                xlabel="environment steps",
+                ylabel="evaluation return: IQM, 95 % CI shaded",
             )
             axis.grid(alpha=0.3)
             axis.legend(loc="best", fontsize="small")
@@ -115,12 +127,12 @@ def profile_chart(
             colors={algo: algorithm_color(algo) for algo in algos},
             ax=axis,
             xlabel="normalised score τ",
-            ylabel="fraction of runs above τ",
+            ylabel="fraction of runs above τ, 95 % CI",
             labelsize="medium",
             ticklabelsize="small",
         )
         axis.set_title(family)
-        labels = [f"{algo} ({', '.join(matrix.envs)})" for algo, matrix in chosen.items()]
+        labels = [f"{algo}, {len(matrix.scores)} seeds ({', '.join(matrix.envs)})" for algo, matrix in chosen.items()]
         axis.legend(handles=axis.get_lines(), labels=labels, fontsize="x-small", loc="best")
     return save_figure(figure, _plot_file(folder, prefix, "performance_profiles"))
 
@@ -140,13 +152,14 @@ def interval_chart(table: Any, folder: Path, prefix: str = "") -> Path | None:
         return None
     from rliable import plot_utils
 
-    algos = list(table["algo"])
+    labelled = table.assign(label=[f"{row.algo} ({row.runs} seeds)" for row in table.itertuples()])
+    labels = list(labelled["label"])
     figure, _ = plot_utils.plot_interval_estimates(
-        *_estimates(table, "algo", ["iqm", "median"]),
+        *_estimates(labelled, "label", ["iqm", "median"]),
         ["IQM", "Median"],
-        algorithms=algos,
-        colors={algo: algorithm_color(algo) for algo in algos},
-        xlabel="normalised score (0: random policy, 1: the task's reference)",
+        algorithms=labels,
+        colors={label: algorithm_color(algo) for label, algo in zip(labels, table["algo"], strict=True)},
+        xlabel="normalised score (0: random, 1: the task's reference), 95 % CI",
         xlabel_y_coordinate=-0.3,
     )
     return save_figure(figure, _plot_file(folder, prefix, "aggregate"), tight=True)
@@ -159,7 +172,8 @@ def improvement_chart(table: Any, folder: Path, prefix: str = "") -> Path | None
         return None
     from rliable import plot_utils
 
-    points, intervals = _estimates(table.assign(pair=table["algo"] + "," + table["sibling"]), "pair", ["probability"])
+    pairs = [f"{row.algo} ({row.runs} seeds),{row.sibling} ({row.sibling_runs} seeds)" for row in table.itertuples()]
+    points, intervals = _estimates(table.assign(pair=pairs), "pair", ["probability"])
     figure, axis = pyplot().subplots(figsize=(5, 0.5 * len(points) + 1.2))
     plot_utils.plot_probability_of_improvement(
         points,
@@ -172,6 +186,7 @@ def improvement_chart(table: Any, folder: Path, prefix: str = "") -> Path | None
         ticklabelsize="medium",
         labelsize="medium",
     )
+    axis.set_title("P(X > Y) per seed, 95 % CI", fontsize="medium")
     return save_figure(figure, _plot_file(folder, prefix, "probability_of_improvement"), tight=True)
 
 
