@@ -45,7 +45,7 @@ class TNPG(NaturalGradientAlgorithm):
         remaining (from 1 to 0)
     :param target_kl: The KL bound δ on KL[π_old ‖ π_new] (state average); it can be a schedule. The default
         0.01 is TRPO's: with it TNPG reaches 0.90-1.02 of TRPO's gain over random on nine of the ``defaults``
-        suite's ten tasks and 0.68 on HalfCheetah-v5, where TRPO's line search helps (held-out seeds;
+        suite's ten tasks and 0.68 on HalfCheetah-v5 (held-out seeds; TRPO differs by its line search;
         docs/benchmarks.md)
     :param n_steps: Number of steps to run for each environment per update (rollout size n_steps * n_envs)
     :param batch_size: Minibatch size of the critic regression
