@@ -385,6 +385,23 @@ def test_a_failing_run_is_reported_and_not_marked_finished(tmp_path):
     assert failures([result]) == [f"- a2c on CartPole-v1 seed 0: failed {result['error']}"]
 
 
+def test_a_run_found_busy_is_reported_as_the_other_bench_finished_it(tmp_path, monkeypatch):
+    """Two benches on one --out: a job one found busy and the other finished is in the first's report, not failed."""
+    suite_file = write_suite(tmp_path, {**TINY_SUITE, "speed": [], "runs": [TINY_SUITE["runs"][1]], "seeds": 1})
+    out = tmp_path / "out"
+
+    def the_other_bench_runs_them(jobs, out, *args, **kwargs):
+        for job in jobs:  # finished by "the other bench" while this one was told the job was busy
+            assert execute_run(job, out / job.folder)["status"] == "done"
+        return [job.outcome("busy", out / job.folder, error="another process is running it") for job in jobs]
+
+    monkeypatch.setattr(harness, "run_jobs", the_other_bench_runs_them)
+    assert main([str(suite_file), "--out", str(out), "--plain", "--no-plots"]) == 1  # this bench did not finish it
+    report = (report_folder(out, get_suite(str(suite_file)), Selection()) / "report.md").read_text()
+    assert re.search(r"\| CartPole-v1 \| actor-critic \| a2c \| 3,000 \| 1 \|", report), report
+    assert "failed" not in report
+
+
 def test_results_made_with_other_settings_are_stale_not_reused(tmp_path, monkeypatch, capsys):
     """Editing a zoo entry after a bench does not pass the old results (or checkpoints) off as the new settings'."""
     import sbx_lecture.zoo_config as zoo_config

@@ -249,11 +249,13 @@ def _bench(args: argparse.Namespace) -> int:
                     raise KeyboardInterrupt
     # The report covers every job of the suite at this scale and seed count that has a result, so a suite run in
     # filtered parts (--algos, --envs) still gets one report: a result read from its folder is done, whichever
-    # command finished it.
+    # command finished it (a job found busy may have been finished by the other bench since).
     fresh = {args.out / job.folder: result for job, result in zip([*benchmark, *figures], results, strict=False)}
     reported = []
     for job in expand(suite, dataclasses.replace(selection, algos=None, envs=None), zoo_budget):
-        result = fresh.get(args.out / job.folder) or stored_result(job, args.out / job.folder, report=True)
+        result = fresh.get(args.out / job.folder)
+        if result is None or result["status"] == "busy":
+            result = stored_result(job, args.out / job.folder, report=True) or result
         if result is not None:
             reported.append({**result, "status": "done"} if result["status"] == "skipped" else result)
     folder = report_folder(args.out, suite, selection)
