@@ -65,10 +65,12 @@ class DPG(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
     ∇θμθ(s) ∇aQ(s, a)|a=μθ(s). With the default replay buffer and target networks this is deep DPG (DDPG,
     Lillicrap et al. 2016), what ``DPG("MlpPolicy", env)`` learns with on a task nobody tuned: in 5·10⁴ steps it
     reaches 1.00 of TD3's defaults' gain over random on Pendulum-v1, MountainCarContinuous-v0 (where neither class
-    reaches the flag), InvertedPendulum-v5 and InvertedDoublePendulum-v5, 0.93 on Reacher-v5, 1.80 on Hopper-v5
-    and 0.69 on HalfCheetah-v5 (held-out seeds; docs/benchmarks.md). TD3's [400, 300] networks
+    reaches the flag), InvertedPendulum-v5 and InvertedDoublePendulum-v5, 0.93 on Reacher-v5, 1.80 on Hopper-v5,
+    0.69 on HalfCheetah-v5 and 0.29 on Swimmer-v5 (held-out seeds; docs/benchmarks.md). TD3's [400, 300] networks
     (``policy_kwargs=dict(net_arch=[400, 300])``) raise the HalfCheetah-v5 IQM of development seeds from 1 490 to
-    1 720 at about a quarter of the speed.
+    1 720 at about a quarter of the speed. On Swimmer-v5 TD3 with DPG's [64, 64] networks keeps 0.93 of its
+    defaults' gain while DPG's evaluations swing from one to the next: at equal networks what differs is what TD3
+    adds (twin critics, target-policy smoothing, delayed actor updates), so where DPG swings like this, use TD3.
 
     ``critic="compatible"`` (COPDAC): Q^w(s, a) = (a − μθ(s))ᵀ ∇θμθ(s)ᵀ w + V^v(s), i.e. linear in the compatible
     features φ(s, a) = ∇θμθ(s)(a − μθ(s)). Updates (with SGD they are exactly the paper's; other optimizers follow
