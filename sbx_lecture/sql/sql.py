@@ -80,8 +80,8 @@ class SQL(SafeLoadMixin, ClampedProgressMixin, CompiledUpdateMixin, OffPolicyAlg
     :param ent_coef: temperature α > 0 of the entropy bonus (float or schedule). The default 0.1 is the paper's
         fixed temperature; with it and the other defaults SQL reaches an IQM of 451 on CartPole-v1 and −88 on
         Acrobot-v1 in 5·10⁴ steps, where DQN's defaults reach 111 and −461, and −145 on Pendulum-v1, where SAC's
-        reach −145; on InvertedPendulum-v5 both end at 1 000 and on MountainCarContinuous-v0 both hold still
-        (held-out seeds; docs/benchmarks.md)
+        reach −145; on InvertedPendulum-v5 both end at 1 000, on InvertedDoublePendulum-v5 both score about 9 358,
+        and on MountainCarContinuous-v0 both hold still (held-out seeds; docs/benchmarks.md)
     :param reward_scale: factor applied to rewards in the soft Bellman target (> 0); scaling rewards by c is
         equivalent to dividing α by c
     :param value_n_particles: K_V, uniform proposal samples per next state for the importance-sampled soft value
